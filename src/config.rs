@@ -1,0 +1,707 @@
+//! The configuration file: parsed as written, then validated into [`Config`].
+//!
+//! Parsing keeps the byte span of every value, so a problem is reported as
+//! `PATH:LINE:COL: message` quoting the bad value: what an operator (or Ansible's `validate:`)
+//! needs to fix it. Validation collects every problem it finds instead of stopping at the first.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::reference::ImageRef;
+use crate::retry::RetryPolicy;
+use crate::schedule::Schedule;
+
+/// Where the daemon looks for its configuration unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/stowage/config.toml";
+
+/// Default refresh schedule: hourly, spread by the splay.
+pub const DEFAULT_SCHEDULE: &str = "0 * * * *";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub source: PathBuf,
+    /// How and when to pull.
+    pub pull: PullSettings,
+    /// The images this host must have, in the order written.
+    pub images: Vec<RequiredImage>,
+}
+
+/// The `[pull]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullSettings {
+    /// Pull what is required as soon as the daemon starts.
+    pub on_boot: bool,
+    /// When to refresh images that have no schedule of their own.
+    pub schedule: Schedule,
+    /// At most this many pulls at once.
+    pub concurrency: usize,
+    /// Upper bound of one pull attempt, download included.
+    pub timeout: Duration,
+    /// How network and engine failures are retried.
+    pub retry: RetryPolicy,
+    /// Upper bound of this host's fixed delay after each scheduled time.
+    pub splay: Duration,
+    /// A Docker `config.json` to read registry credentials from, instead of the daemon user's.
+    pub credentials: Option<PathBuf>,
+    /// On shutdown, how long in-flight pulls may run on before they are abandoned.
+    pub shutdown_grace: Duration,
+}
+
+/// When a present image is pulled again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull on every run, so a moved tag is followed (the default for `latest`).
+    Always,
+    /// Pull only when the image is missing (the default for other tags and digests).
+    IfMissing,
+}
+
+impl PullPolicy {
+    /// The policy for a reference that does not state one, after Kubernetes' rule operators
+    /// already know: `latest` moves, so follow it; anything else is treated as fixed.
+    pub fn default_for(reference: &ImageRef) -> Self {
+        if reference.is_latest() {
+            PullPolicy::Always
+        } else {
+            PullPolicy::IfMissing
+        }
+    }
+
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::IfMissing => "if-missing",
+        }
+    }
+}
+
+/// One `[[image]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequiredImage {
+    /// The fully qualified reference.
+    pub reference: ImageRef,
+    /// `os/arch[/variant]` to pull, when not the engine's own.
+    pub platform: Option<String>,
+    /// A schedule of its own, replacing `pull.schedule` for this image.
+    pub schedule: Option<Schedule>,
+    /// When a present image is pulled again.
+    pub policy: PullPolicy,
+}
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{}: cannot read the configuration: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read and has problems.
+    #[error("{}", Problems(.problems))]
+    Invalid {
+        /// Every problem found, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+/// One problem at one place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What is wrong, quoting the value.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates `text`, reporting problems against `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut v = Validator {
+            path,
+            text,
+            problems: Vec::new(),
+        };
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                v.problem(span, e.message().trim_end().to_owned());
+                return Err(v.into_error());
+            }
+        };
+        let config = v.validate(raw);
+        match config {
+            Some(config) if v.problems.is_empty() => Ok(config),
+            _ => Err(v.into_error()),
+        }
+    }
+
+    /// The images refreshed on `schedule` (`None`: the default `pull.schedule`).
+    pub fn images_on(&self, schedule: Option<&str>) -> Vec<RequiredImage> {
+        self.images
+            .iter()
+            .filter(|i| i.schedule.as_ref().map(Schedule::expr) == schedule)
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    pull: RawPull,
+    #[serde(default)]
+    image: Vec<RawImage>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPull {
+    on_boot: Option<bool>,
+    schedule: Option<Spanned<String>>,
+    concurrency: Option<Spanned<i64>>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<i64>>,
+    backoff: Option<Spanned<String>>,
+    backoff_max: Option<Spanned<String>>,
+    splay: Option<Spanned<String>>,
+    credentials: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    name: Spanned<String>,
+    platform: Option<Spanned<String>>,
+    schedule: Option<Spanned<String>>,
+    policy: Option<Spanned<String>>,
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, span: Range<usize>, message: String) {
+        let (line, column) = line_col(self.text, span.start);
+        self.problems.push(Problem {
+            path: self.path.to_owned(),
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn into_error(mut self) -> ConfigError {
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        ConfigError::Invalid {
+            problems: self.problems,
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: Option<Spanned<String>>, default: &str) -> Duration {
+        let Some(value) = value else {
+            return humantime::parse_duration(default).expect("defaults are valid durations");
+        };
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "{key}: invalid duration \"{}\": {e} (write e.g. \"30s\", \"10m\", \"1h 30m\")",
+                        value.get_ref()
+                    ),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn integer(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<i64>>,
+        range: Range<i64>,
+        default: i64,
+    ) -> i64 {
+        let Some(value) = value else { return default };
+        let n = *value.get_ref();
+        if !range.contains(&n) {
+            self.problem(
+                value.span(),
+                format!(
+                    "{key}: {n} is out of range (allowed: {} to {})",
+                    range.start,
+                    range.end - 1
+                ),
+            );
+            return default;
+        }
+        n
+    }
+
+    fn schedule(&mut self, key: &str, value: &Spanned<String>) -> Option<Schedule> {
+        match value.get_ref().parse::<Schedule>() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "{key}: invalid cron expression \"{}\": {e}",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn validate(&mut self, raw: RawConfig) -> Option<Config> {
+        let pull = self.pull(raw.pull);
+        let mut images = Vec::with_capacity(raw.image.len());
+        // Where each (reference, platform) was first declared, to report duplicates.
+        let mut seen: HashMap<(String, Option<String>), usize> = HashMap::new();
+        for entry in raw.image {
+            let name_span = entry.name.span();
+            let reference = match entry.name.get_ref().parse::<ImageRef>() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.problem(
+                        name_span.clone(),
+                        format!(
+                            "image.name: invalid image reference \"{}\": {e}",
+                            entry.name.get_ref()
+                        ),
+                    );
+                    None
+                }
+            };
+            let platform = entry.platform.and_then(|p| {
+                if valid_platform(p.get_ref()) {
+                    Some(p.into_inner())
+                } else {
+                    self.problem(
+                        p.span(),
+                        format!(
+                            "image.platform: invalid platform \"{}\": expected os/arch or \
+                             os/arch/variant in lower case, e.g. \"linux/amd64\"",
+                            p.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
+            let schedule = entry
+                .schedule
+                .as_ref()
+                .and_then(|s| self.schedule("image.schedule", s));
+            let policy = match entry.policy {
+                None => None,
+                Some(p) => match p.get_ref().as_str() {
+                    "always" => Some(PullPolicy::Always),
+                    "if-missing" => Some(PullPolicy::IfMissing),
+                    other => {
+                        self.problem(
+                            p.span(),
+                            format!(
+                                "image.policy: unknown policy \"{other}\" (expected \"always\" or \"if-missing\")"
+                            ),
+                        );
+                        None
+                    }
+                },
+            };
+            let Some(reference) = reference else { continue };
+            let key = (reference.to_string(), platform.clone());
+            let (line, _) = line_col(self.text, name_span.start);
+            if let Some(first) = seen.get(&key) {
+                self.problem(
+                    name_span,
+                    format!(
+                        "image.name: \"{}\" ({reference}) is already required at line {first}",
+                        entry.name.get_ref()
+                    ),
+                );
+                continue;
+            }
+            seen.insert(key, line);
+            images.push(RequiredImage {
+                policy: policy.unwrap_or_else(|| PullPolicy::default_for(&reference)),
+                reference,
+                platform,
+                schedule,
+            });
+        }
+        let pull = pull?;
+        Some(Config {
+            source: self.path.to_owned(),
+            pull,
+            images,
+        })
+    }
+
+    fn pull(&mut self, raw: RawPull) -> Option<PullSettings> {
+        let schedule = match &raw.schedule {
+            Some(s) => self.schedule("pull.schedule", s),
+            None => Some(
+                DEFAULT_SCHEDULE
+                    .parse()
+                    .expect("the default schedule is valid"),
+            ),
+        };
+        let concurrency = self.integer("pull.concurrency", raw.concurrency, 1..65, 4);
+        let retries = self.integer("pull.retries", raw.retries, 0..101, 3);
+        let timeout = self.duration("pull.timeout", raw.timeout.clone(), "10m");
+        if timeout.is_zero() {
+            if let Some(t) = &raw.timeout {
+                if humantime::parse_duration(t.get_ref()).is_ok() {
+                    self.problem(
+                        t.span(),
+                        format!("pull.timeout: \"{}\" must be more than zero", t.get_ref()),
+                    );
+                }
+            }
+        }
+        let backoff = self.duration("pull.backoff", raw.backoff, "1s");
+        let backoff_max = self.duration("pull.backoff_max", raw.backoff_max.clone(), "1m");
+        if backoff_max < backoff {
+            if let Some(m) = &raw.backoff_max {
+                self.problem(
+                    m.span(),
+                    format!(
+                        "pull.backoff_max: \"{}\" is shorter than pull.backoff ({})",
+                        m.get_ref(),
+                        humantime::format_duration(backoff)
+                    ),
+                );
+            }
+        }
+        let splay = self.duration("pull.splay", raw.splay, "5m");
+        let shutdown_grace = self.duration("pull.shutdown_grace", raw.shutdown_grace, "10s");
+        let credentials = raw.credentials.map(|c| {
+            let p = PathBuf::from(c.into_inner());
+            if p.is_relative() {
+                // Relative to the config file, so config management can ship both side by side.
+                self.path.parent().unwrap_or(Path::new(".")).join(p)
+            } else {
+                p
+            }
+        });
+        Some(PullSettings {
+            on_boot: raw.on_boot.unwrap_or(true),
+            schedule: schedule?,
+            concurrency: usize::try_from(concurrency).unwrap_or(4),
+            timeout,
+            retry: RetryPolicy {
+                retries: u32::try_from(retries).unwrap_or(3),
+                initial: backoff,
+                max: backoff_max.max(backoff),
+            },
+            splay,
+            credentials,
+            shutdown_grace,
+        })
+    }
+}
+
+/// `os/arch` or `os/arch/variant`, lower case: what the engine's `platform` parameter takes.
+fn valid_platform(p: &str) -> bool {
+    let parts: Vec<&str> = p.split('/').collect();
+    (2..=3).contains(&parts.len())
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
+/// 1-based line and character column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::parse(Path::new("/etc/stowage/config.toml"), text).map_err(|e| match e {
+            ConfigError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
+            ConfigError::Read { .. } => unreachable!("parse never reads"),
+        })
+    }
+
+    #[test]
+    fn an_empty_file_is_valid_with_defaults() {
+        let c = parse("").unwrap();
+        assert!(c.images.is_empty());
+        assert!(c.pull.on_boot);
+        assert_eq!(c.pull.schedule.expr(), DEFAULT_SCHEDULE);
+        assert_eq!(c.pull.concurrency, 4);
+        assert_eq!(c.pull.timeout, Duration::from_secs(600));
+        assert_eq!(c.pull.retry.retries, 3);
+        assert_eq!(c.pull.splay, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn images_are_normalised_and_policies_defaulted() {
+        let c = parse(
+            r#"
+[[image]]
+name = "nginx"
+
+[[image]]
+name = "127.0.0.1:5000/app:1.2"
+platform = "linux/arm64/v8"
+schedule = "*/10 * * * *"
+
+[[image]]
+name = "127.0.0.1:5000/tool:3"
+policy = "always"
+"#,
+        )
+        .unwrap();
+        let names: Vec<String> = c.images.iter().map(|i| i.reference.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io/library/nginx:latest",
+                "127.0.0.1:5000/app:1.2",
+                "127.0.0.1:5000/tool:3"
+            ]
+        );
+        assert_eq!(c.images[0].policy, PullPolicy::Always);
+        assert_eq!(c.images[1].policy, PullPolicy::IfMissing);
+        assert_eq!(c.images[1].platform.as_deref(), Some("linux/arm64/v8"));
+        assert_eq!(c.images[2].policy, PullPolicy::Always);
+        assert_eq!(c.images_on(None).len(), 2);
+        assert_eq!(c.images_on(Some("*/10 * * * *")).len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_location_and_value() {
+        let errs = parse(
+            r#"[pull]
+schedule = "0 3 * *"
+timeout = "ten minutes"
+concurrency = 0
+
+[[image]]
+name = "Nginx"
+
+[[image]]
+name = "ok:1"
+platform = "Linux"
+policy = "sometimes"
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 6, "{errs:#?}");
+        assert!(
+            errs[0].starts_with(
+                "/etc/stowage/config.toml:2:12: pull.schedule: invalid cron expression \"0 3 * *\""
+            ),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with(
+                "/etc/stowage/config.toml:3:11: pull.timeout: invalid duration \"ten minutes\""
+            ),
+            "{}",
+            errs[1]
+        );
+        assert!(
+            errs[2]
+                .starts_with("/etc/stowage/config.toml:4:15: pull.concurrency: 0 is out of range"),
+            "{}",
+            errs[2]
+        );
+        assert!(errs[3].contains(":7:8: image.name: invalid image reference \"Nginx\": repository names must be lowercase"), "{}", errs[3]);
+        assert!(
+            errs[4].contains(":11:12: image.platform: invalid platform \"Linux\""),
+            "{}",
+            errs[4]
+        );
+        assert!(
+            errs[5].contains(":12:10: image.policy: unknown policy \"sometimes\""),
+            "{}",
+            errs[5]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_location() {
+        let errs = parse("[pull]\nconcurency = 3\n").unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("/etc/stowage/config.toml:2:1: unknown field `concurency`"),
+            "{}",
+            errs[0]
+        );
+        let errs = parse("[[image]]\nname = \"a\"\ntag = \"1\"\n").unwrap_err();
+        assert!(errs[0].contains(":3:1: unknown field `tag`"), "{}", errs[0]);
+        let errs = parse("[puller]\n").unwrap_err();
+        assert!(
+            errs[0].contains(":1:2: unknown field `puller`"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn syntax_and_type_errors_have_locations() {
+        let errs = parse("[pull]\nconcurrency = \"four\"\n").unwrap_err();
+        assert!(
+            errs[0].starts_with("/etc/stowage/config.toml:2:15:"),
+            "{}",
+            errs[0]
+        );
+        let errs = parse("[pull\n").unwrap_err();
+        assert!(
+            errs[0].starts_with("/etc/stowage/config.toml:1:"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn duplicates_name_the_first_declaration() {
+        let errs = parse(
+            "[[image]]\nname = \"nginx\"\n[[image]]\nname = \"docker.io/library/nginx:latest\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].contains(":4:8:") && errs[0].contains("already required at line 2"),
+            "{}",
+            errs[0]
+        );
+        // The same name for two platforms is two requirements.
+        parse("[[image]]\nname = \"a:1\"\nplatform = \"linux/amd64\"\n[[image]]\nname = \"a:1\"\nplatform = \"linux/arm64\"\n").unwrap();
+    }
+
+    #[test]
+    fn backoff_bounds_are_checked() {
+        let errs = parse("[pull]\nbackoff = \"10s\"\nbackoff_max = \"1s\"\n").unwrap_err();
+        assert!(
+            errs[0].contains("pull.backoff_max: \"1s\" is shorter than pull.backoff (10s)"),
+            "{}",
+            errs[0]
+        );
+        let errs = parse("[pull]\ntimeout = \"0s\"\n").unwrap_err();
+        assert!(errs[0].contains("must be more than zero"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn relative_credentials_are_beside_the_config() {
+        let c = parse("[pull]\ncredentials = \"docker/config.json\"\n").unwrap();
+        assert_eq!(
+            c.pull.credentials.unwrap(),
+            PathBuf::from("/etc/stowage/docker/config.json")
+        );
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.images.is_empty());
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncé d", 7), (2, 4));
+        assert_eq!(line_col("", 0), (1, 1));
+        assert_eq!(line_col("abc", 99), (1, 4));
+    }
+
+    proptest! {
+        /// Whatever the input, parsing never panics, and a rejected file has at least one
+        /// problem, each with a position inside the file.
+        #[test]
+        fn parse_never_panics(text in "[ -~\n]{0,200}") {
+            if let Err(problems) = parse(&text) {
+                prop_assert!(!problems.is_empty());
+                for p in problems {
+                    prop_assert!(p.starts_with("/etc/stowage/config.toml:"));
+                }
+            }
+        }
+
+        /// Random settings in range are accepted and come back as written.
+        #[test]
+        fn settings_round_trip(concurrency in 1i64..=64, retries in 0i64..=100, secs in 1u64..100_000) {
+            let text = format!("[pull]\nconcurrency = {concurrency}\nretries = {retries}\ntimeout = \"{secs}s\"\n");
+            let c = parse(&text).unwrap();
+            prop_assert_eq!(c.pull.concurrency as i64, concurrency);
+            prop_assert_eq!(i64::from(c.pull.retry.retries), retries);
+            prop_assert_eq!(c.pull.timeout, Duration::from_secs(secs));
+        }
+    }
+}

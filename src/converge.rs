@@ -1,0 +1,300 @@
+//! Carrying out a pull plan against an engine: bounded concurrency, per-attempt timeouts,
+//! retries with backoff for failures that may pass, and a stop signal that ends the run early.
+//!
+//! One image failing never stops the others; every outcome is reported.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{PullSettings, RequiredImage};
+use crate::credentials::{CredentialSource, RegistryAuth};
+use crate::engine::{Engine, PullRequest, Pulled};
+use crate::failure::{Failure, FailureClass, explain};
+use crate::plan::{Action, Decision, plan_pulls};
+
+/// How one required image ended up after a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum PullResult {
+    /// Nothing to do: present, and its policy does not refresh it.
+    Kept,
+    /// Pulled (or refreshed) successfully.
+    Pulled {
+        /// The manifest digest the registry served, when known.
+        digest: Option<String>,
+        /// Whether new content arrived.
+        updated: bool,
+    },
+    /// Every attempt failed, or the failure was not worth retrying.
+    Failed {
+        /// Which kind of failure.
+        class: FailureClass,
+        /// What to do about it, with the engine's words.
+        message: String,
+    },
+    /// Not attempted because the daemon was stopping.
+    Skipped,
+}
+
+/// One image's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// The decision that was carried out.
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// How it ended.
+    #[serde(flatten)]
+    pub result: PullResult,
+    /// Pull attempts made (0 when none was needed).
+    pub attempts: u32,
+    /// Time spent on it, retries included, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl Outcome {
+    /// Whether the image is now in the store as required.
+    pub fn is_ok(&self) -> bool {
+        matches!(self.result, PullResult::Kept | PullResult::Pulled { .. })
+    }
+}
+
+/// The images currently being pulled, shared so a shutdown can say which it abandoned (and so
+/// a later pruner can stay away from them).
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Mutex<BTreeSet<String>>>);
+
+impl InFlight {
+    /// The fully qualified names of the pulls under way.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // A panic while holding this lock leaves a set of strings, still usable.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn enter(&self, name: String) -> InFlightGuard {
+        self.lock().insert(name.clone());
+        InFlightGuard {
+            set: self.clone(),
+            name,
+        }
+    }
+}
+
+/// Removes its image from the in-flight set when the pull ends or is dropped.
+struct InFlightGuard {
+    set: InFlight,
+    name: String,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.name);
+    }
+}
+
+/// Everything a run needs besides the images.
+pub struct Puller<'a, E> {
+    /// The engine to pull through.
+    pub engine: &'a E,
+    /// Concurrency, timeouts and retries.
+    pub settings: &'a PullSettings,
+    /// Where registry credentials come from.
+    pub credentials: &'a CredentialSource,
+    /// Cancelled when the daemon stops: no new pull or retry starts after that.
+    pub stop: CancellationToken,
+    /// The pulls under way.
+    pub in_flight: InFlight,
+}
+
+impl<E: Engine> Puller<'_, E> {
+    /// Reads the local store, plans, and pulls what the plan says. Fails only when the engine
+    /// cannot list its images; individual pull failures are in the outcomes.
+    pub async fn converge(&self, images: &[RequiredImage]) -> Result<Vec<Outcome>, Failure> {
+        let local = self.engine.list_images().await?;
+        let plan = plan_pulls(images, &local);
+        Ok(self.execute(plan).await)
+    }
+
+    /// Carries out `plan`, at most `concurrency` pulls at once, and returns an outcome per
+    /// decision in plan order.
+    pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
+        let auth_cache = Mutex::new(HashMap::new());
+        futures_util::stream::iter(plan)
+            .map(|decision| self.carry_out(decision, &auth_cache))
+            .buffered(self.settings.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn carry_out(
+        &self,
+        decision: Decision,
+        auth_cache: &Mutex<HashMap<String, Option<RegistryAuth>>>,
+    ) -> Outcome {
+        let started = Instant::now();
+        let finish = |decision: Decision, result: PullResult, attempts: u32| Outcome {
+            decision,
+            result,
+            attempts,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        if decision.action == Action::Keep {
+            return finish(decision, PullResult::Kept, 0);
+        }
+        let reference = decision.image.reference.clone();
+        let request = PullRequest {
+            reference: reference.clone(),
+            platform: decision.image.platform.clone(),
+            auth: self.auth_for(reference.registry(), auth_cache).await,
+        };
+        let policy = self.settings.retry;
+        let mut attempt = 0;
+        loop {
+            if self.stop.is_cancelled() {
+                return finish(decision, PullResult::Skipped, attempt);
+            }
+            attempt += 1;
+            info!(image = %reference, action = decision.action.as_str(), attempt, "pulling");
+            let result = {
+                let _guard = self.in_flight.enter(reference.to_string());
+                match tokio::time::timeout(self.settings.timeout, self.engine.pull(&request)).await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(Failure::new(
+                        FailureClass::Network,
+                        format!(
+                            "the pull did not finish within pull.timeout ({})",
+                            humantime::format_duration(self.settings.timeout)
+                        ),
+                    )),
+                }
+            };
+            let failure = match result {
+                Ok(Pulled { digest, updated }) => {
+                    info!(
+                        image = %reference,
+                        digest = digest.as_deref().unwrap_or("unknown"),
+                        updated,
+                        attempts = attempt,
+                        "pulled"
+                    );
+                    return finish(decision, PullResult::Pulled { digest, updated }, attempt);
+                }
+                Err(failure) => failure,
+            };
+            let message = explain(&reference, &failure);
+            if !failure.class.is_retryable() || attempt >= policy.attempts() {
+                warn!(
+                    image = %reference,
+                    class = failure.class.as_str(),
+                    attempts = attempt,
+                    "pull failed: {message}"
+                );
+                let result = PullResult::Failed {
+                    class: failure.class,
+                    message,
+                };
+                return finish(decision, result, attempt);
+            }
+            let delay = policy.delay(attempt, rand::random::<f64>());
+            warn!(
+                image = %reference,
+                class = failure.class.as_str(),
+                attempt,
+                retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "pull failed, will retry: {message}"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.stop.cancelled() => {
+                    let result = PullResult::Failed { class: failure.class, message };
+                    return finish(decision, result, attempt);
+                }
+            }
+        }
+    }
+
+    /// Credentials for `registry`, looked up once per run (a credential helper is a process).
+    async fn auth_for(
+        &self,
+        registry: &str,
+        cache: &Mutex<HashMap<String, Option<RegistryAuth>>>,
+    ) -> Option<RegistryAuth> {
+        if let Some(hit) = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(registry)
+        {
+            return hit.clone();
+        }
+        let source = self.credentials.clone();
+        let owned = registry.to_owned();
+        let found = match tokio::task::spawn_blocking(move || source.lookup(&owned)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                warn!("{e}; pulling anonymously");
+                None
+            }
+            Err(e) => {
+                warn!(
+                    registry,
+                    "credential lookup did not complete: {e}; pulling anonymously"
+                );
+                None
+            }
+        };
+        cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(registry.to_owned(), found.clone());
+        found
+    }
+}
+
+/// Counts of a run's outcomes, for the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Images pulled or refreshed with new content.
+    pub pulled: usize,
+    /// Images refreshed that were already up to date.
+    pub up_to_date: usize,
+    /// Images present with nothing to do.
+    pub kept: usize,
+    /// Images that failed.
+    pub failed: usize,
+    /// Images not attempted because of shutdown.
+    pub skipped: usize,
+}
+
+impl Summary {
+    /// Tallies `outcomes`.
+    pub fn of(outcomes: &[Outcome]) -> Summary {
+        let mut s = Summary::default();
+        for o in outcomes {
+            match &o.result {
+                PullResult::Kept => s.kept += 1,
+                PullResult::Pulled { updated: true, .. } => s.pulled += 1,
+                PullResult::Pulled { updated: false, .. } => s.up_to_date += 1,
+                PullResult::Failed { .. } => s.failed += 1,
+                PullResult::Skipped => s.skipped += 1,
+            }
+        }
+        s
+    }
+
+    /// Whether every image is present as required.
+    pub fn all_ok(&self) -> bool {
+        self.failed == 0 && self.skipped == 0
+    }
+}

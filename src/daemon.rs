@@ -1,0 +1,218 @@
+//! The long-running daemon: the one place where schedules, work and shutdown meet.
+//!
+//! [`run`] pulls what is required at boot, then on each schedule, until the `shutdown` future
+//! completes. Then no new pull or retry starts, in-flight pulls get `pull.shutdown_grace` to
+//! finish, and whatever is still running after that is abandoned (dropping a pull closes its
+//! connection, and the engine cancels it).
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, RequiredImage};
+use crate::converge::{InFlight, Puller, Summary};
+use crate::credentials::CredentialSource;
+use crate::engine::Engine;
+use crate::engine::docker::DockerEngine;
+use crate::retry::RetryPolicy;
+use crate::schedule::{Schedule, splay_offset};
+
+/// Longest single sleep while waiting for a scheduled time. The wall clock is re-read after each,
+/// so a clock that jumps (NTP stepping it at boot, a suspended VM) does not delay a run by the
+/// size of the jump.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Runs the daemon until `shutdown` completes, then drains.
+pub async fn run<E: Engine>(config: Config, engine: E, shutdown: impl Future<Output = ()>) {
+    let stop = CancellationToken::new();
+    let in_flight = InFlight::default();
+    let credentials = CredentialSource::new(config.pull.credentials.as_deref());
+    let puller = Puller {
+        engine: &engine,
+        settings: &config.pull,
+        credentials: &credentials,
+        stop: stop.clone(),
+        in_flight: in_flight.clone(),
+    };
+    let work = serve(&config, &puller);
+    tokio::pin!(work, shutdown);
+    tokio::select! {
+        () = &mut work => return,
+        () = &mut shutdown => {}
+    }
+    let grace = config.pull.shutdown_grace;
+    info!(
+        in_flight = in_flight.snapshot().len(),
+        grace = %humantime::format_duration(grace),
+        "stopping: no new pulls start; waiting for in-flight pulls"
+    );
+    stop.cancel();
+    if tokio::time::timeout(grace, work).await.is_err() {
+        warn!(
+            abandoned = ?in_flight.snapshot(),
+            "abandoned in-flight pulls at the end of pull.shutdown_grace"
+        );
+    }
+    info!("stopped");
+}
+
+/// Connects to the Docker engine, retrying until it answers or `stop` is cancelled: at boot the
+/// engine may still be starting, and a daemon should wait for it rather than exit.
+pub async fn connect_docker(host: Option<&str>, stop: &CancellationToken) -> Option<DockerEngine> {
+    let policy = RetryPolicy {
+        retries: u32::MAX,
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+    };
+    let mut attempt = 0;
+    loop {
+        match DockerEngine::connect(host).await {
+            Ok(engine) => return Some(engine),
+            Err(failure) => {
+                attempt += 1;
+                let delay = policy.delay(attempt, rand::random::<f64>());
+                warn!(
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "engine: {}", failure.detail
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return None,
+                }
+            }
+        }
+    }
+}
+
+/// A schedule and the images it refreshes.
+struct Group {
+    schedule: Schedule,
+    images: Vec<RequiredImage>,
+    next: Option<DateTime<Local>>,
+}
+
+/// Images grouped by the schedule that refreshes them: `pull.schedule` for those without one of
+/// their own, then one group per distinct per-image schedule.
+fn groups(config: &Config) -> Vec<Group> {
+    let mut groups = vec![Group {
+        schedule: config.pull.schedule.clone(),
+        images: config.images_on(None),
+        next: None,
+    }];
+    for image in &config.images {
+        if let Some(s) = &image.schedule {
+            if !groups.iter().skip(1).any(|g| g.schedule == *s) {
+                groups.push(Group {
+                    schedule: s.clone(),
+                    images: config.images_on(Some(s.expr())),
+                    next: None,
+                });
+            }
+        }
+    }
+    groups.retain(|g| !g.images.is_empty());
+    groups
+}
+
+async fn serve<E: Engine>(config: &Config, puller: &Puller<'_, E>) {
+    let offset = splay_offset(config.pull.splay, rand::random::<f64>());
+    info!(
+        config = %config.source.display(),
+        images = config.images.len(),
+        splay_offset = %humantime::format_duration(Duration::from_secs(offset.as_secs())),
+        "stowage started"
+    );
+    if config.pull.on_boot {
+        boot(config, puller).await;
+    }
+    let mut groups = groups(config);
+    for g in &mut groups {
+        g.next = g.schedule.next_after(&Local::now(), offset);
+        match g.next {
+            Some(at) => info!(
+                schedule = g.schedule.expr(),
+                images = g.images.len(),
+                next = %at.to_rfc3339(),
+                "scheduled: {}", g.schedule.describe()
+            ),
+            None => warn!(schedule = g.schedule.expr(), "schedule never fires again"),
+        }
+    }
+    loop {
+        let Some((index, at)) = groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.next.map(|at| (i, at)))
+            .min_by_key(|(_, at)| *at)
+        else {
+            // Nothing scheduled: idle until stopped.
+            puller.stop.cancelled().await;
+            return;
+        };
+        loop {
+            let left = (at - Local::now()).to_std().unwrap_or(Duration::ZERO);
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
+                () = puller.stop.cancelled() => return,
+            }
+        }
+        let group = &mut groups[index];
+        pass(puller, "schedule", &group.images).await;
+        if puller.stop.is_cancelled() {
+            return;
+        }
+        group.next = group.schedule.next_after(&Local::now(), offset);
+        if let Some(next) = group.next {
+            debug!(schedule = group.schedule.expr(), next = %next.to_rfc3339(), "next run");
+        }
+    }
+}
+
+/// The boot pull: repeated until the engine can be read, so a host that starts stowage before
+/// dockerd still gets its images as soon as the engine is up.
+async fn boot<E: Engine>(config: &Config, puller: &Puller<'_, E>) {
+    let policy = RetryPolicy {
+        retries: u32::MAX,
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+    };
+    let mut attempt = 0;
+    while !pass(puller, "boot", &config.images).await {
+        attempt += 1;
+        let delay = policy.delay(attempt, rand::random::<f64>());
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = puller.stop.cancelled() => return,
+        }
+    }
+}
+
+/// One pass over `images`. Returns false only when the engine could not be read at all.
+async fn pass<E: Engine>(puller: &Puller<'_, E>, trigger: &str, images: &[RequiredImage]) -> bool {
+    info!(trigger, images = images.len(), "run started");
+    match puller.converge(images).await {
+        Ok(outcomes) => {
+            let s = Summary::of(&outcomes);
+            info!(
+                trigger,
+                pulled = s.pulled,
+                up_to_date = s.up_to_date,
+                kept = s.kept,
+                failed = s.failed,
+                skipped = s.skipped,
+                "run finished"
+            );
+            true
+        }
+        Err(failure) => {
+            error!(trigger, "run failed: engine: {}", failure.detail);
+            false
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The Docker Engine API, through bollard.
+//!
+//! bollard is pinned to 0.21.1, which never puts the API version in the request path (bollard
+//! #736): the engine answers in its own schema. We read only fields that exist in every API
+//! version we support (1.41 and later), and the integration tests fail loudly if one comes back
+//! empty.
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters::{CreateImageOptionsBuilder, ListImagesOptionsBuilder};
+use futures_util::StreamExt;
+
+use super::{Engine, LocalImage, PullRequest, Pulled};
+use crate::credentials::RegistryAuth;
+use crate::failure::{Failure, FailureClass, classify};
+use crate::reference::normalize_engine_name;
+
+/// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// A connection to a Docker engine.
+#[derive(Clone)]
+pub struct DockerEngine {
+    /// The bollard client; cheap to clone, shares one connection pool.
+    docker: Docker,
+    /// The address it was reached at, for messages.
+    host: String,
+}
+
+impl DockerEngine {
+    /// Connects to the engine at `host` (a `unix://`, `tcp://` or `http://` URL) and negotiates
+    /// the API version with it. Fails with an engine-class [`Failure`] that names the address
+    /// when nothing answers there.
+    pub async fn connect(host: Option<&str>) -> Result<DockerEngine, Failure> {
+        let host = host.unwrap_or(DEFAULT_DOCKER_HOST).to_owned();
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Failure::new(
+                FailureClass::Engine,
+                format!(
+                    "cannot reach the Docker engine at {host}: {e} (is dockerd running, and is \
+                     --docker-host / DOCKER_HOST right?)"
+                ),
+            )
+        };
+        let docker = Docker::connect_with_host(&host).map_err(|e| unreachable(&e))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        Ok(DockerEngine { docker, host })
+    }
+
+    /// The address of the engine.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The underlying client, for tests that need to arrange the engine's state.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+impl Engine for DockerEngine {
+    async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
+        let options = ListImagesOptionsBuilder::new().all(false).build();
+        let summaries = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| failure_from(&self.host, e))?;
+        Ok(summaries
+            .into_iter()
+            .map(|s| LocalImage {
+                id: s.id,
+                tags: s
+                    .repo_tags
+                    .iter()
+                    .filter_map(|t| normalize_engine_name(t))
+                    .collect(),
+                digests: s
+                    .repo_digests
+                    .iter()
+                    .filter_map(|d| normalize_engine_name(d))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+        let from_image = request.reference.pull_ref();
+        let mut options = CreateImageOptionsBuilder::new().from_image(&from_image);
+        if let Some(platform) = &request.platform {
+            options = options.platform(platform);
+        }
+        let credentials = request.auth.as_ref().map(to_docker_credentials);
+        let mut stream = self
+            .docker
+            .create_image(Some(options.build()), None, credentials);
+        let mut pulled = Pulled::default();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| failure_from(&self.host, e))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(Failure::new(classify(None, &detail), detail));
+            }
+            let Some(status) = info.status else { continue };
+            // The engine ends a pull with a summary line; these two are stable across versions.
+            if let Some(digest) = status.strip_prefix("Digest: ") {
+                pulled.digest = Some(digest.trim().to_owned());
+            } else if status.starts_with("Status: Downloaded newer image") {
+                pulled.updated = true;
+            }
+        }
+        Ok(pulled)
+    }
+}
+
+fn to_docker_credentials(auth: &RegistryAuth) -> DockerCredentials {
+    DockerCredentials {
+        username: auth.username.clone(),
+        password: auth.password.clone(),
+        identitytoken: auth.identity_token.clone(),
+        serveraddress: Some(auth.server.clone()),
+        ..Default::default()
+    }
+}
+
+/// Turns a bollard error into a classified failure. Server answers carry the registry's words;
+/// everything that never reached the engine is an engine failure naming its address.
+fn failure_from(host: &str, error: BollardError) -> Failure {
+    match error {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => Failure::new(classify(Some(status_code), &message), message),
+        BollardError::DockerStreamError { error } => Failure::new(classify(None, &error), error),
+        BollardError::RequestTimeoutError => Failure::new(
+            FailureClass::Engine,
+            format!("the Docker engine at {host} did not answer in time"),
+        ),
+        other => Failure::new(
+            FailureClass::Engine,
+            format!("cannot talk to the Docker engine at {host}: {other}"),
+        ),
+    }
+}

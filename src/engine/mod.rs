@@ -1,0 +1,55 @@
+//! The narrow layer between stowage and a container engine.
+//!
+//! Everything the engine returns is turned into the plain data below before any decision is
+//! made, so the planner never sees an API type and can be tested as a pure function. The real
+//! implementation talks to the Docker Engine API ([`docker::DockerEngine`]); tests can wrap it to
+//! observe what the core asks of the engine.
+
+pub mod docker;
+
+use std::future::Future;
+
+use crate::credentials::RegistryAuth;
+use crate::failure::Failure;
+use crate::reference::ImageRef;
+
+/// An image in the engine's local store, as plain data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalImage {
+    /// The engine's image ID (`sha256:...`).
+    pub id: String,
+    /// Tags pointing at it, fully qualified (`docker.io/library/nginx:latest`).
+    pub tags: Vec<String>,
+    /// Repository digests it is known by, fully qualified (`host/repo@sha256:...`).
+    pub digests: Vec<String>,
+}
+
+/// One pull to perform.
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    /// What to pull.
+    pub reference: ImageRef,
+    /// `os/arch[/variant]`, when not the engine's own platform.
+    pub platform: Option<String>,
+    /// Credentials for the image's registry, when there are any.
+    pub auth: Option<RegistryAuth>,
+}
+
+/// What a successful pull reported.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pulled {
+    /// The manifest digest the registry served, when the engine said it.
+    pub digest: Option<String>,
+    /// Whether new content arrived (`false`: the image was already up to date).
+    pub updated: bool,
+}
+
+/// The operations stowage needs from an engine, and no more.
+pub trait Engine: Send + Sync {
+    /// Every image in the local store.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<LocalImage>, Failure>> + Send;
+
+    /// Pulls one image to completion. Dropping the future abandons the pull: the connection
+    /// closes and the engine cancels it.
+    fn pull(&self, request: &PullRequest) -> impl Future<Output = Result<Pulled, Failure>> + Send;
+}
