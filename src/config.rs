@@ -410,29 +410,28 @@ impl Validator<'_> {
         let concurrency = self.integer("pull.concurrency", raw.concurrency, 1..65, 4);
         let retries = self.integer("pull.retries", raw.retries, 0..101, 3);
         let timeout = self.duration("pull.timeout", raw.timeout.clone(), "10m");
-        if timeout.is_zero() {
-            if let Some(t) = &raw.timeout {
-                if humantime::parse_duration(t.get_ref()).is_ok() {
-                    self.problem(
-                        t.span(),
-                        format!("pull.timeout: \"{}\" must be more than zero", t.get_ref()),
-                    );
-                }
-            }
+        if timeout.is_zero()
+            && let Some(t) = &raw.timeout
+            && humantime::parse_duration(t.get_ref()).is_ok()
+        {
+            self.problem(
+                t.span(),
+                format!("pull.timeout: \"{}\" must be more than zero", t.get_ref()),
+            );
         }
         let backoff = self.duration("pull.backoff", raw.backoff, "1s");
         let backoff_max = self.duration("pull.backoff_max", raw.backoff_max.clone(), "1m");
-        if backoff_max < backoff {
-            if let Some(m) = &raw.backoff_max {
-                self.problem(
-                    m.span(),
-                    format!(
-                        "pull.backoff_max: \"{}\" is shorter than pull.backoff ({})",
-                        m.get_ref(),
-                        humantime::format_duration(backoff)
-                    ),
-                );
-            }
+        if backoff_max < backoff
+            && let Some(m) = &raw.backoff_max
+        {
+            self.problem(
+                m.span(),
+                format!(
+                    "pull.backoff_max: \"{}\" is shorter than pull.backoff ({})",
+                    m.get_ref(),
+                    humantime::format_duration(backoff)
+                ),
+            );
         }
         let splay = self.duration("pull.splay", raw.splay, "5m");
         let shutdown_grace = self.duration("pull.shutdown_grace", raw.shutdown_grace, "10s");

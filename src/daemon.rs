@@ -103,14 +103,14 @@ fn groups(config: &Config) -> Vec<Group> {
         next: None,
     }];
     for image in &config.images {
-        if let Some(s) = &image.schedule {
-            if !groups.iter().skip(1).any(|g| g.schedule == *s) {
-                groups.push(Group {
-                    schedule: s.clone(),
-                    images: config.images_on(Some(s.expr())),
-                    next: None,
-                });
-            }
+        if let Some(s) = &image.schedule
+            && !groups.iter().skip(1).any(|g| g.schedule == *s)
+        {
+            groups.push(Group {
+                schedule: s.clone(),
+                images: config.images_on(Some(s.expr())),
+                next: None,
+            });
         }
     }
     groups.retain(|g| !g.images.is_empty());

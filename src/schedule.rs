@@ -209,7 +209,7 @@ mod tests {
             prop_assert!(next > now);
             let slot = next - chrono::Duration::from_std(offset).unwrap();
             prop_assert_eq!(slot.second(), 0);
-            prop_assert!(slot.minute() >= minute && (slot.minute() - minute) % step == 0);
+            prop_assert!(slot.minute() >= minute && (slot.minute() - minute).is_multiple_of(step));
             // The previous slot (shifted) is not after now.
             let prev = s.cron.find_previous_occurrence(&slot, false).unwrap();
             prop_assert!(prev + chrono::Duration::from_std(offset).unwrap() <= now);

@@ -1,0 +1,120 @@
+//! `stowage check` and command-line conventions; no engine needed.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn stowage() -> Command {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("stowage"));
+    cmd.env_remove("STOWAGE_CONFIG").env_remove("DOCKER_HOST");
+    cmd
+}
+
+#[test]
+fn a_valid_config_exits_zero() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let out = stowage()
+        .arg("--config")
+        .arg(&example)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("valid (3 images)"), "{stdout}");
+}
+
+#[test]
+fn every_problem_is_listed_with_path_line_column_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[pull]\nschedule = \"0 3 * *\"\nsplay = \"soon\"\n\n[[image]]\nname = \"Nginx\"\n",
+    )
+    .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let out = stowage()
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let p = path.display();
+    assert!(
+        stderr.contains(&format!(
+            "{p}:2:12: pull.schedule: invalid cron expression \"0 3 * *\""
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{p}:3:9: pull.splay: invalid duration \"soon\"")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{p}:6:8: image.name: invalid image reference \"Nginx\""
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    // `check` never changes the file.
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn the_config_path_comes_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[[image]]\nname = \"nginx\"\n").unwrap();
+    let out = stowage()
+        .env("STOWAGE_CONFIG", &path)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn a_missing_config_is_a_config_error() {
+    let out = stowage()
+        .args(["--config", "/nonexistent/stowage.toml", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("/nonexistent/stowage.toml: cannot read the configuration"),
+        "{stderr}"
+    );
+    // pull, plan and run refuse the same way, before touching any engine.
+    for cmd in ["pull", "plan", "run"] {
+        let out = stowage()
+            .args(["--config", "/nonexistent/stowage.toml", cmd])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+    }
+}
+
+#[test]
+fn usage_errors_follow_clap() {
+    let out = stowage().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = stowage().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["run", "check", "plan", "pull"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    // Later parts add these; until then they do not exist rather than pretend.
+    for cmd in ["prune", "pin", "status"] {
+        assert_eq!(
+            stowage().arg(cmd).output().unwrap().status.code(),
+            Some(2),
+            "{cmd}"
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! `stowage run`: boot pull, scheduled pulls, and stopping on SIGTERM.
+
+use std::time::Duration;
+
+use crate::util::{Daemon, Scratch, Throttle, engine_lock, env, is_event};
+
+const LIVENESS: Duration = Duration::from_secs(90);
+
+#[test]
+fn boot_pull_then_clean_stop() {
+    let _lock = engine_lock();
+    let env = env();
+    let images = vec![env.plain_image("alpha:1"), env.plain_image("busybox:1")];
+    env.remove_images(&images);
+    let scratch = Scratch::new();
+    // A schedule that will not fire during the test: only the boot pull runs.
+    let config = scratch.config("schedule = \"0 0 1 1 *\"", &images);
+    let daemon = Daemon::start(env.stowage(&config));
+    let finished = daemon.wait_for("boot run finished", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "boot")))
+    });
+    assert_eq!(finished["pulled"], 2, "{finished:#}");
+    assert_eq!(finished["failed"], 0);
+    for name in &images {
+        assert!(env.has_image(name), "{name}");
+    }
+    // The pre-pulled image runs without any implicit pull.
+    let run = env.docker(&[
+        "run",
+        "--rm",
+        "--pull=never",
+        "--network",
+        "none",
+        &images[1],
+        "/bin/busybox",
+        "true",
+    ]);
+    assert!(run.status.success(), "{run:?}");
+    let (code, logs) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+    assert!(
+        logs.iter().any(|v| is_event(v, "stopped", None)),
+        "{logs:#?}"
+    );
+    env.remove_images(&images);
+}
+
+#[test]
+fn scheduled_runs_refresh_what_went_missing() {
+    let _lock = engine_lock();
+    let env = env();
+    let images = vec![env.plain_image("gamma:1")];
+    env.remove_images(&images);
+    let scratch = Scratch::new();
+    // Every two seconds (6-field cron with seconds), no boot pull: the schedule does the work.
+    let config = scratch.config("on_boot = false\nschedule = \"*/2 * * * * *\"", &images);
+    let daemon = Daemon::start(env.stowage(&config));
+    daemon.wait_for("scheduled run finished", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "schedule"))) && v["pulled"] == 1
+    });
+    assert!(env.has_image(&images[0]));
+    assert_eq!(
+        daemon.count(|v| is_event(v, "run finished", Some(("trigger", "boot")))),
+        0
+    );
+    // Someone removes it; the next scheduled run brings it back.
+    env.remove_images(&images);
+    let runs_before = daemon.count(|v| is_event(v, "run finished", None));
+    let start = std::time::Instant::now();
+    loop {
+        let logs = daemon.logs();
+        let later: Vec<_> = logs
+            .iter()
+            .filter(|v| is_event(v, "run finished", None))
+            .skip(runs_before)
+            .collect();
+        if later.iter().any(|v| v["pulled"] == 1) {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIVENESS,
+            "no scheduled re-pull: {logs:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.has_image(&images[0]));
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+    env.remove_images(&images);
+}
+
+#[test]
+fn sigterm_during_a_slow_pull_stops_within_the_grace_period() {
+    let _lock = engine_lock();
+    let env = env();
+    // The 8 MiB image through a 256 KiB/s proxy: a pull that takes about half a minute.
+    let throttle = Throttle::start(&env.plain, 256 * 1024);
+    let slow = format!("127.0.0.1:{}/stowage-test/big:1", throttle.port);
+    env.remove_images(std::slice::from_ref(&slow));
+    let scratch = Scratch::new();
+    let config = scratch.config(
+        "shutdown_grace = \"1s\"\nschedule = \"0 0 1 1 *\"",
+        std::slice::from_ref(&slow),
+    );
+    let daemon = Daemon::start(env.stowage(&config));
+    daemon.wait_for("pulling the slow image", LIVENESS, |v| {
+        is_event(v, "pulling", Some(("image", &slow)))
+    });
+    // Let the download start for real.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, logs) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0, "{logs:#?}");
+    let abandoned = logs
+        .iter()
+        .find(|v| {
+            is_event(
+                v,
+                "abandoned in-flight pulls at the end of pull.shutdown_grace",
+                None,
+            )
+        })
+        .unwrap_or_else(|| panic!("no abandon report: {logs:#?}"));
+    assert!(
+        abandoned["abandoned"].as_str().unwrap().contains(&slow),
+        "{abandoned:#}"
+    );
+    assert!(logs.iter().any(|v| is_event(v, "stopped", None)));
+    assert!(
+        !logs.iter().any(|v| is_event(v, "run finished", None)),
+        "the pull cannot have finished"
+    );
+    drop(throttle);
+    env.remove_images(&[slow]);
+}
+
+#[test]
+fn sigterm_during_a_one_shot_pull_reports_the_abandoned_image() {
+    let _lock = engine_lock();
+    let env = env();
+    let throttle = Throttle::start(&env.plain, 256 * 1024);
+    let slow = format!("127.0.0.1:{}/stowage-test/big:1", throttle.port);
+    env.remove_images(std::slice::from_ref(&slow));
+    let scratch = Scratch::new();
+    let config = scratch.config("shutdown_grace = \"1s\"", std::slice::from_ref(&slow));
+    let mut child = env
+        .stowage(&config)
+        .arg("pull")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < LIVENESS, "stowage pull ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "stowage: stopped: abandoned in-flight pulls of {slow}"
+        )),
+        "{stderr}"
+    );
+    drop(throttle);
+    env.remove_images(&[slow]);
+}
+
+#[test]
+fn an_engine_that_is_down_at_boot_is_waited_for_not_fatal() {
+    let env = env();
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[env.plain_image("alpha:1")]);
+    let mut cmd = env.stowage(&config);
+    cmd.args(["--docker-host", "unix:///nonexistent/docker.sock"]);
+    let daemon = Daemon::start(cmd);
+    let line = daemon.wait_for("an engine warning", LIVENESS, |v| {
+        v["level"] == "WARN"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("engine: cannot reach the Docker engine"))
+    });
+    assert!(line["retry_in_ms"].as_u64().is_some(), "{line:#}");
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+}

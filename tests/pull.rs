@@ -1,0 +1,359 @@
+//! `stowage pull` and `stowage plan` against the real engine and registries.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{Scratch, engine_lock, env, free_port};
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn by_image<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
+}
+
+#[test]
+fn plan_changes_nothing_and_pull_converges() {
+    let _lock = engine_lock();
+    let env = env();
+    let images = vec![env.plain_image("alpha:1"), env.plain_image("beta:1")];
+    env.remove_images(&images);
+    let scratch = Scratch::new();
+    let config = scratch.config("", &images);
+
+    let out = env
+        .stowage(&config)
+        .args(["plan", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let plan = json(&out);
+    assert_eq!(by_image(&plan, &images[0])["state"], "missing");
+    assert_eq!(by_image(&plan, &images[0])["action"], "pull");
+    assert!(!env.has_image(&images[0]), "plan must not pull");
+
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report = json(&out);
+    for name in &images {
+        let entry = by_image(&report, name);
+        assert_eq!(entry["result"], "pulled", "{entry:#}");
+        assert_eq!(entry["updated"], true);
+        assert!(entry["digest"].as_str().unwrap().starts_with("sha256:"));
+        assert!(env.has_image(name));
+    }
+    assert_eq!(report["summary"]["pulled"], 2);
+
+    // Second time: present, pinned tags (policy if-missing) are left alone.
+    let out = env.stowage(&config).arg("pull").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("present     {}", images[0])),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("2 images: 0 pulled, 0 up to date, 2 present, 0 failed\n"),
+        "{text}"
+    );
+
+    let out = env.stowage(&config).arg("plan").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("0 to pull, 0 to refresh, 2 present"),
+        "{text}"
+    );
+    env.remove_images(&images);
+}
+
+#[test]
+fn latest_is_refreshed_and_reported_up_to_date() {
+    let _lock = engine_lock();
+    let env = env();
+    // Make a `latest` tag in the registry from an existing image.
+    let src = env.plain_image("gamma:1");
+    let latest = format!("{}/stowage-test/gamma", env.plain);
+    assert!(env.docker(&["pull", &src]).status.success());
+    assert!(env.docker(&["tag", &src, &latest]).status.success());
+    assert!(env.docker(&["push", &latest]).status.success());
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&latest));
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let entry = by_image(&json(&out), &format!("{latest}:latest")).clone();
+    assert_eq!(entry["action"], "refresh");
+    assert_eq!(entry["policy"], "always");
+    assert_eq!(entry["result"], "pulled");
+    assert_eq!(entry["updated"], false);
+    env.remove_images(&[src, latest]);
+}
+
+#[test]
+fn good_images_are_pulled_and_each_bad_one_is_classified() {
+    let _lock = engine_lock();
+    let env = env();
+    let good = env.plain_image("alpha:2");
+    let missing = env.plain_image("does-not-exist:1");
+    let private = format!("{}/stowage-test/private:1", env.auth);
+    let down = format!("127.0.0.1:{}/stowage-test/alpha:1", free_port());
+    let images = vec![good.clone(), missing.clone(), private.clone(), down.clone()];
+    env.remove_images(&images);
+    let scratch = Scratch::new();
+    let config = scratch.config("concurrency = 2", &images);
+
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report = json(&out);
+    assert_eq!(by_image(&report, &good)["result"], "pulled");
+    assert!(env.has_image(&good));
+
+    let nf = by_image(&report, &missing);
+    assert_eq!(nf["result"], "failed");
+    assert_eq!(nf["class"], "not-found");
+    assert_eq!(nf["attempts"], 1, "not-found is not retried");
+    assert!(
+        nf["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("not found: {missing}"))
+    );
+
+    let auth = by_image(&report, &private);
+    assert_eq!(auth["class"], "auth");
+    assert_eq!(auth["attempts"], 1, "auth is not retried");
+    assert!(
+        auth["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("docker login {}", env.auth))
+    );
+
+    let net = by_image(&report, &down);
+    assert_eq!(net["class"], "network");
+    assert_eq!(
+        net["attempts"], 2,
+        "network failures are retried (retries = 1)"
+    );
+    assert_eq!(report["summary"]["failed"], 3);
+
+    // The text form says the same, one line per image.
+    let out = env.stowage(&config).arg("pull").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "FAILED      {private}: auth: registry {}",
+            env.auth
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("FAILED      {down}: network:")),
+        "{text}"
+    );
+    env.remove_images(&[good]);
+}
+
+#[test]
+fn credentials_from_a_config_json_are_used_and_never_printed() {
+    let _lock = engine_lock();
+    let env = env();
+    let private = format!("{}/stowage-test/private:1", env.auth);
+    env.remove_images(std::slice::from_ref(&private));
+    let scratch = Scratch::new();
+    let basic = |user: &str, pass: &str| {
+        use std::io::Write;
+        let mut enc = Vec::new();
+        // base64 of "user:pass" via the coreutils tool, to stay independent of our code.
+        let mut child = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{user}:{pass}").as_bytes())
+            .unwrap();
+        enc.extend(child.wait_with_output().unwrap().stdout);
+        String::from_utf8(enc).unwrap()
+    };
+
+    // Wrong password: auth failure, not retried, password nowhere in the output.
+    scratch.write(
+        "docker.json",
+        &format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            env.auth,
+            basic(&env.user, "wrong-pass-xyz")
+        ),
+    );
+    let config = scratch.config(
+        "credentials = \"docker.json\"",
+        std::slice::from_ref(&private),
+    );
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(by_image(&json(&out), &private)["class"], "auth");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("wrong-pass-xyz"), "{all}");
+
+    // Right password: pulled.
+    scratch.write(
+        "docker.json",
+        &format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            env.auth,
+            basic(&env.user, &env.password)
+        ),
+    );
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(env.has_image(&private));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(&env.password), "{all}");
+    env.remove_images(&[private]);
+}
+
+#[test]
+fn a_registry_that_comes_back_is_retried_and_recovers() {
+    let _lock = engine_lock();
+    let env = env();
+    let port = free_port();
+    let name = format!("127.0.0.1:{port}/stowage-test/beta:1");
+    env.remove_images(std::slice::from_ref(&name));
+    let scratch = Scratch::new();
+    let config = scratch.config(
+        "retries = 30\nbackoff = \"200ms\"\nbackoff_max = \"400ms\"",
+        std::slice::from_ref(&name),
+    );
+    let child = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The registry is down for the first attempts, then a registry serving the same storage
+    // as the plain one comes up on that port.
+    std::thread::sleep(Duration::from_millis(1500));
+    let dir = scratch.dir.path();
+    let registry_config = scratch.write(
+        "registry.yml",
+        &format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            env.plain_storage.display()
+        ),
+    );
+    let mut registry = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&registry_config)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = registry.kill();
+    let _ = registry.wait();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let entry = by_image(&json(&out), &name).clone();
+    assert_eq!(entry["result"], "pulled");
+    assert!(entry["attempts"].as_u64().unwrap() > 1, "{entry:#}");
+    assert!(env.has_image(&name));
+    // The retries were logged with their class.
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("pull failed, will retry") && stderr.contains("\"class\":\"network\""),
+        "{stderr}"
+    );
+    env.remove_images(&[name]);
+}
+
+#[test]
+fn an_engine_that_is_down_is_a_clear_error() {
+    let env = env();
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[env.plain_image("alpha:1")]);
+    for cmd in ["pull", "plan"] {
+        let out = env
+            .stowage(&config)
+            .args(["--docker-host", "unix:///nonexistent/docker.sock", cmd])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(
+                "stowage: engine: cannot reach the Docker engine at unix:///nonexistent/docker.sock"
+            ),
+            "{cmd}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn unqualified_names_are_shown_fully_qualified_with_a_hint() {
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    // No Docker Hub here: the name resolves to docker.io and fails; the message must say so.
+    let config = scratch.config("retries = 0", &["stowage-no-such-image".to_string()]);
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report = json(&out);
+    let entry = by_image(&report, "docker.io/library/stowage-no-such-image:latest");
+    assert!(
+        entry["message"]
+            .as_str()
+            .unwrap()
+            .contains("docker.io/library/stowage-no-such-image:latest")
+    );
+}

@@ -1,0 +1,318 @@
+//! Shared helpers for the integration tests: the real test environment started by
+//! `scripts/test-env.sh up` (a hermetic dockerd and three registries on loopback), the stowage
+//! binary, and a throttling TCP proxy that turns a loopback registry into a slow one.
+
+#![allow(dead_code)] // each test module uses a different subset
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The test environment's addresses, read from `$STOWAGE_TEST_ENV/env`.
+pub struct Env {
+    pub docker_host: String,
+    pub plain: String,
+    pub auth: String,
+    pub mirror: String,
+    pub user: String,
+    pub password: String,
+    pub plain_storage: PathBuf,
+    pub docker_cli: String,
+}
+
+pub fn env() -> Env {
+    let root = std::env::var("STOWAGE_TEST_ENV").unwrap_or_else(|_| "/tmp/stowage-test-env".into());
+    let path = Path::new(&root).join("env");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: the integration tests need the real test environment; start it with \
+             `scripts/test-env.sh up`",
+            path.display()
+        )
+    });
+    let vars: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+    let get = |k: &str| {
+        vars.get(k)
+            .unwrap_or_else(|| panic!("{} has no {k}", path.display()))
+            .to_string()
+    };
+    Env {
+        docker_host: get("DOCKER_HOST"),
+        plain: get("STOWAGE_TEST_PLAIN"),
+        auth: get("STOWAGE_TEST_AUTH"),
+        mirror: get("STOWAGE_TEST_MIRROR"),
+        user: get("STOWAGE_TEST_USER"),
+        password: get("STOWAGE_TEST_PASSWORD"),
+        plain_storage: PathBuf::from(get("STOWAGE_TEST_PLAIN_STORAGE")),
+        docker_cli: get("DOCKER_CLI"),
+    }
+}
+
+/// Tests that touch the engine's image store take this lock: they add and remove images, and
+/// running them at once would make each other's assertions meaningless.
+pub fn engine_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Env {
+    /// A fully qualified name in the plain registry.
+    pub fn plain_image(&self, repo_tag: &str) -> String {
+        format!("{}/stowage-test/{repo_tag}", self.plain)
+    }
+
+    /// Runs the Debian docker CLI against the hermetic engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new(&self.docker_cli)
+            .args(args)
+            .env("DOCKER_HOST", &self.docker_host)
+            // Never the user's ~/.docker: logins made by tests stay in the test environment.
+            .env(
+                "DOCKER_CONFIG",
+                std::env::temp_dir().join("stowage-tests-cli"),
+            )
+            .output()
+            .expect("the docker CLI runs")
+    }
+
+    /// Whether the engine has an image by this name.
+    pub fn has_image(&self, name: &str) -> bool {
+        self.docker(&["image", "inspect", name]).status.success()
+    }
+
+    /// Removes images by name, ignoring the ones that are not there.
+    pub fn remove_images(&self, names: &[String]) {
+        for n in names {
+            let _ = self.docker(&["image", "rm", "-f", n]);
+        }
+    }
+
+    /// The stowage binary, pointed at the hermetic engine, logging JSON.
+    pub fn stowage(&self, config: &Path) -> Command {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("stowage"));
+        cmd.arg("--config")
+            .arg(config)
+            .arg("--log-format")
+            .arg("json")
+            .env("DOCKER_HOST", &self.docker_host)
+            .env(
+                "DOCKER_CONFIG",
+                std::env::temp_dir().join("stowage-tests-nocreds"),
+            )
+            .env_remove("STOWAGE_CONFIG")
+            .env_remove("STOWAGE_LOG");
+        cmd
+    }
+}
+
+/// A temporary directory holding a config file.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("a temp dir"),
+        }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("writable temp dir");
+        p
+    }
+
+    /// A config with fast retries, no splay, `pull_extra` lines in `[pull]`, and the given
+    /// `[[image]]` names.
+    pub fn config(&self, pull_extra: &str, images: &[String]) -> PathBuf {
+        let mut text = String::from("[pull]\n");
+        // Test defaults: no splay and quick retries, unless the test sets the key itself.
+        for (key, value) in [
+            ("splay", "\"0s\""),
+            ("backoff", "\"100ms\""),
+            ("backoff_max", "\"500ms\""),
+            ("retries", "1"),
+        ] {
+            if !pull_extra
+                .lines()
+                .any(|l| l.starts_with(&format!("{key} =")))
+            {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+        }
+        text.push_str(pull_extra);
+        text.push('\n');
+        for i in images {
+            text.push_str(&format!("[[image]]\nname = \"{i}\"\n"));
+        }
+        self.write("config.toml", &text)
+    }
+}
+
+/// A free loopback port (bound then released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A running `stowage run`, its JSON log lines collected as they arrive.
+pub struct Daemon {
+    child: Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Daemon {
+    pub fn start(mut cmd: Command) -> Daemon {
+        let mut child = cmd
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("stowage starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        Daemon { child, logs }
+    }
+
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line satisfies `pred`; panics with the logs after `limit` (a liveness
+    /// bound, not a performance assertion).
+    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = self.logs().into_iter().find(&pred) {
+                return v;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "no log line {what} within {limit:?}; logs: {:#?}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.logs().iter().filter(|v| pred(v)).count()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(mut self, limit: Duration) -> (i32, Vec<Value>) {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                // Let the reader thread drain the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return (status.code().unwrap_or(-1), self.logs());
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "stowage did not stop within {limit:?} of SIGTERM; logs: {:#?}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a JSON log line has `message` (exact) and, if given, field `key` equal to `value`.
+pub fn is_event(v: &Value, message: &str, field: Option<(&str, &str)>) -> bool {
+    v["message"].as_str() == Some(message)
+        && field.is_none_or(|(k, want)| match &v[k] {
+            Value::String(s) => s == want,
+            other => other.to_string() == want,
+        })
+}
+
+/// A TCP proxy on a loopback port that forwards to `upstream`, sending the upstream's answers
+/// at most `bytes_per_sec`: a registry that is slow, as a real one across a WAN can be.
+pub struct Throttle {
+    pub port: u16,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Throttle {
+    pub fn start(upstream: &str, bytes_per_sec: usize) -> Throttle {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let upstream = upstream.to_owned();
+        runtime.spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                    });
+                    let chunk = (bytes_per_sec / 20).max(1);
+                    let mut buf = vec![0u8; chunk];
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    loop {
+                        match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if cw.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        Throttle { port, runtime }
+    }
+}
