@@ -155,12 +155,6 @@ pub fn explain(image: &ImageRef, failure: &Failure) -> String {
                     " (or it is private and needs a login: the registry does not say which)",
                 );
             }
-            if image.is_docker_hub() {
-                s.push_str(
-                    "; note that a name without a registry means Docker Hub (docker.io): \
-                     write the registry host in the name if the image lives elsewhere",
-                );
-            }
             s
         }
         FailureClass::Network => format!(
@@ -169,9 +163,17 @@ pub fn explain(image: &ImageRef, failure: &Failure) -> String {
         ),
         FailureClass::Engine => format!("engine: the Docker engine failed while pulling {image}"),
     };
+    if image.is_docker_hub() && matches!(failure.class, FailureClass::NotFound | FailureClass::Network)
+    {
+        text.push_str(
+            "; note that a name without a registry means Docker Hub (docker.io): write the \
+             registry host in the name if the image lives elsewhere",
+        );
+    }
     if !failure.detail.is_empty() {
-        text.push_str(": ");
+        text.push_str(" (engine said: ");
         text.push_str(failure.detail.trim());
+        text.push(')');
     }
     text
 }
