@@ -163,7 +163,11 @@ pub fn explain(image: &ImageRef, failure: &Failure) -> String {
         ),
         FailureClass::Engine => format!("engine: the Docker engine failed while pulling {image}"),
     };
-    if image.is_docker_hub() && matches!(failure.class, FailureClass::NotFound | FailureClass::Network)
+    if image.is_docker_hub()
+        && matches!(
+            failure.class,
+            FailureClass::NotFound | FailureClass::Network
+        )
     {
         text.push_str(
             "; note that a name without a registry means Docker Hub (docker.io): write the \

@@ -1,5 +1,9 @@
 //! The library against the real engine: the engine layer's data, concurrency, mirrors.
 
+// The engine lock only serialises tests (each runs on its own runtime and thread); holding it
+// across awaits is the point.
+#![allow(clippy::await_holding_lock)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

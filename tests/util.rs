@@ -252,13 +252,11 @@ impl Drop for Daemon {
     }
 }
 
-/// Whether a JSON log line has `message` (exact) and, if given, field `key` equal to `value`.
+/// Whether a JSON log line has `message` (exact) and, if given, string field `key` equal to
+/// `value`.
 pub fn is_event(v: &Value, message: &str, field: Option<(&str, &str)>) -> bool {
     v["message"].as_str() == Some(message)
-        && field.is_none_or(|(k, want)| match &v[k] {
-            Value::String(s) => s == want,
-            other => other.to_string() == want,
-        })
+        && field.is_none_or(|(k, want)| v[k].as_str() == Some(want))
 }
 
 /// A TCP proxy on a loopback port that forwards to `upstream`, sending the upstream's answers
