@@ -39,6 +39,20 @@ impl Engine for Counting {
     }
 }
 
+fn puller<'a, E: Engine>(
+    engine: &'a E,
+    config: &'a Config,
+    credentials: &'a CredentialSource,
+) -> Puller<'a, E> {
+    Puller {
+        engine,
+        settings: &config.pull,
+        credentials,
+        stop: CancellationToken::new(),
+        in_flight: InFlight::default(),
+    }
+}
+
 fn config(text: &str) -> Config {
     Config::parse(&PathBuf::from("test.toml"), text).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -97,13 +111,7 @@ async fn concurrency_is_bounded_by_the_config() {
         peak: Arc::default(),
     };
     let credentials = CredentialSource::new(None);
-    let puller = Puller {
-        engine: &engine,
-        settings: &config.pull,
-        credentials: &credentials,
-        stop: CancellationToken::new(),
-        in_flight: InFlight::default(),
-    };
+    let puller = puller(&engine, &config, &credentials);
     let outcomes = puller.converge(&config.images).await.unwrap();
     assert!(
         outcomes
@@ -134,13 +142,7 @@ async fn a_pull_through_mirror_serves_the_origin_images() {
     let config = config(&format!("[[image]]\nname = \"{name}\"\n"));
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
     let credentials = CredentialSource::new(None);
-    let puller = Puller {
-        engine: &engine,
-        settings: &config.pull,
-        credentials: &credentials,
-        stop: CancellationToken::new(),
-        in_flight: InFlight::default(),
-    };
+    let puller = puller(&engine, &config, &credentials);
     let outcomes = puller.converge(&config.images).await.unwrap();
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
