@@ -106,18 +106,38 @@ EOF
 
 # Seeded into the plain registry as stowage-test/REPO:TAG (private:1 goes to the auth registry).
 SEED_IMAGES=(busybox:1 alpha:1 alpha:2 beta:1 gamma:1 big:1)
+# Added in seed v2: multi:1 is a manifest list (image index) over multi-amd64:1 (linux/amd64) and
+# multi-arm64:1 (linux/arm64, FROM scratch without a binary: it only has to exist and be pullable).
+MULTI_IMAGES=(multi-amd64:1 multi-arm64:1 multi:1)
+SEED_MARKER=seeded-v2 # bump when the seeded set changes, so an existing environment reseeds
 
-seeded() {
-  local ref tags=$ROOT/registry-plain/docker/registry/v2/repositories/stowage-test
-  [[ -e $ROOT/seeded-v1 ]] || return 1
-  for ref in "${SEED_IMAGES[@]}"; do
-    [[ -s $tags/${ref%:*}/_manifests/tags/${ref#*:}/current/link ]] || return 1
-  done
-  [[ -s $ROOT/registry-auth/docker/registry/v2/repositories/stowage-test/private/_manifests/tags/1/current/link ]]
+# tag_pushed NAME REPO:TAG: registry NAME holds stowage-test/REPO:TAG (read from its storage).
+tag_pushed() {
+  [[ -s $ROOT/registry-$1/docker/registry/v2/repositories/stowage-test/${2%:*}/_manifests/tags/${2#*:}/current/link ]]
 }
+# Set v1: SEED_IMAGES plus private:1. Either marker: v2 left these images unchanged.
+base_seeded() {
+  local ref
+  [[ -e $ROOT/seeded-v1 || -e $ROOT/$SEED_MARKER ]] || return 1
+  for ref in "${SEED_IMAGES[@]}"; do tag_pushed plain "$ref" || return 1; done
+  tag_pushed auth private:1
+}
+multi_seeded() {
+  local ref
+  for ref in "${MULTI_IMAGES[@]}"; do tag_pushed plain "$ref" || return 1; done
+}
+seeded() { [[ -e $ROOT/$SEED_MARKER ]] && base_seeded && multi_seeded; }
 
 seed() {
   seeded && return 0
+  # Only what is missing: re-pushing set v1 would change its digests under running tests.
+  base_seeded || seed_base
+  multi_seeded || seed_multi
+  touch "$ROOT/$SEED_MARKER"
+  rm -f "$ROOT/seeded-v1"
+}
+
+seed_base() {
   log "seeding images"
   local b out ref refs=() t0=$SECONDS
   b=$(mktemp -d "$ROOT/build.XXXXXX")
@@ -146,8 +166,34 @@ seed() {
   for ref in "${refs[@]}"; do dk push -q "$ref" >/dev/null; done
   dk rmi "${refs[@]}" >/dev/null # untagging also removes the builder's parent layers: store is empty
   rm -rf "$b"
-  touch "$ROOT/seeded-v1"
   log "seeded ${#refs[@]} images in $((SECONDS - t0))s"
+}
+
+# The manifest list is assembled by `docker manifest` from the two pushed images; it takes each
+# entry's platform from the image config, which `build --platform` sets (no emulation: no RUN).
+seed_multi() {
+  log "seeding the multi-platform image"
+  local b arch ref refs=() list=$PLAIN/stowage-test/multi:1 t0=$SECONDS
+  b=$(mktemp -d "$ROOT/build.XXXXXX")
+  for arch in amd64 arm64; do
+    ref=$PLAIN/stowage-test/multi-$arch:1
+    refs+=("$ref")
+    echo "stowage test image multi-$arch $RANDOM$RANDOM" >"$b/data-$arch.txt"
+    printf 'FROM scratch\nCOPY data-%s.txt /data.txt\n' "$arch" >"$b/Dockerfile.$arch"
+    dk build -q --platform "linux/$arch" --label org.stowage.test=1 -f "$b/Dockerfile.$arch" -t "$ref" "$b" >/dev/null
+    dk push -q "$ref" >/dev/null
+  done
+  # `docker manifest` is experimental before CLI 20.10; it keeps a local draft under cli-config.
+  local -x DOCKER_CLI_EXPERIMENTAL=enabled
+  dk manifest rm "$list" >/dev/null 2>&1 || true # a draft left by an interrupted run
+  dk manifest create --insecure "$list" "${refs[@]}" >/dev/null
+  for arch in amd64 arm64; do # explicit, whatever the configs say
+    dk manifest annotate --os linux --arch "$arch" "$list" "$PLAIN/stowage-test/multi-$arch:1"
+  done
+  dk manifest push --insecure --purge "$list" >/dev/null # copies both manifests into repo multi
+  dk rmi "${refs[@]}" >/dev/null
+  rm -rf "$b"
+  log "seeded ${#refs[@]} images and their manifest list in $((SECONDS - t0))s"
 }
 
 write_env() {
@@ -160,6 +206,8 @@ STOWAGE_TEST_MIRROR=$MIRROR
 STOWAGE_TEST_USER=$USER_NAME
 STOWAGE_TEST_PASSWORD=$PASSWORD
 STOWAGE_TEST_PLAIN_STORAGE=$ROOT/registry-plain
+STOWAGE_TEST_PLAIN_LOG=$ROOT/registry-plain.log
+STOWAGE_TEST_MIRROR_LOG=$ROOT/registry-mirror.log
 DOCKER_CLI=$DOCKER_CLI
 EOF
 }

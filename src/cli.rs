@@ -17,7 +17,7 @@ use crate::converge::{InFlight, Puller, Summary};
 use crate::credentials::CredentialSource;
 use crate::daemon;
 use crate::engine::Engine;
-use crate::engine::docker::DockerEngine;
+use crate::engine::docker::{ConnectError, DockerEngine};
 use crate::logging::{self, LogFormat};
 use crate::plan::plan_pulls;
 use crate::report;
@@ -98,7 +98,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    ExitCode::from(runtime.block_on(dispatch(cli, shutdown_signal())))
+    let code = runtime.block_on(dispatch(cli, shutdown_signal()));
+    // A credential helper stuck in a blocking thread must not keep the process alive past
+    // the shutdown grace the operator configured.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
 }
 
 /// Runs one command to completion and returns its exit code. `shutdown` completing asks a
@@ -112,25 +116,35 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
         Err(e) => return config_error(&e),
     };
     let host = cli.docker_host.as_deref();
-    match cli.command {
-        Command::Check => unreachable!("handled above"),
-        Command::Run => {
-            let stop = CancellationToken::new();
-            tokio::pin!(shutdown);
-            let engine = tokio::select! {
-                engine = daemon::connect_docker(host, &stop) => engine,
-                () = &mut shutdown => None,
-            };
-            if let Some(engine) = engine {
+    tokio::pin!(shutdown);
+    if let Command::Run = cli.command {
+        let stop = CancellationToken::new();
+        let engine = tokio::select! {
+            engine = daemon::connect_docker(host, &stop) => engine,
+            () = &mut shutdown => Ok(None),
+        };
+        return match engine {
+            Ok(Some(engine)) => {
                 daemon::run(config, engine, shutdown).await;
+                0
             }
-            0
-        }
+            Ok(None) => 0,
+            Err(e) => usage(&e.to_string()),
+        };
+    }
+    // plan and pull: one attempt to reach the engine, interruptible like the rest.
+    let engine = tokio::select! {
+        engine = DockerEngine::connect(host) => engine,
+        () = &mut shutdown => return fail("stopped before the engine answered"),
+    };
+    let engine = match engine {
+        Ok(e) => e,
+        Err(ConnectError::BadAddress(message)) => return usage(&message),
+        Err(ConnectError::Unreachable(f)) => return fail(&format!("engine: {}", f.detail)),
+    };
+    match cli.command {
+        Command::Check | Command::Run => unreachable!("handled above"),
         Command::Plan { json } => {
-            let engine = match DockerEngine::connect(host).await {
-                Ok(e) => e,
-                Err(f) => return fail(&format!("engine: {}", f.detail)),
-            };
             let local = match engine.list_images().await {
                 Ok(l) => l,
                 Err(f) => return fail(&format!("engine: {}", f.detail)),
@@ -143,13 +157,7 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
             });
             0
         }
-        Command::Pull { json } => {
-            let engine = match DockerEngine::connect(host).await {
-                Ok(e) => e,
-                Err(f) => return fail(&format!("engine: {}", f.detail)),
-            };
-            pull_once(&config, &engine, json, shutdown).await
-        }
+        Command::Pull { json } => pull_once(&config, &engine, json, shutdown).await,
     }
 }
 
@@ -179,10 +187,12 @@ async fn pull_once<E: Engine>(
             match tokio::time::timeout(config.pull.shutdown_grace, work).await {
                 Ok(r) => r,
                 Err(_) => {
-                    return fail(&format!(
-                        "stopped: abandoned in-flight pulls of {}",
-                        in_flight.snapshot().join(", ")
-                    ));
+                    let pending = in_flight.snapshot();
+                    return fail(&if pending.is_empty() {
+                        "stopped before the pulls finished".to_owned()
+                    } else {
+                        format!("stopped: abandoned in-flight pulls of {}", pending.join(", "))
+                    });
                 }
             }
         }
@@ -227,6 +237,11 @@ fn config_error(e: &ConfigError) -> u8 {
             if problems.len() == 1 { "" } else { "s" }
         );
     }
+    EXIT_USAGE
+}
+
+fn usage(message: &str) -> u8 {
+    eprintln!("stowage: {message}");
     EXIT_USAGE
 }
 

@@ -318,7 +318,9 @@ impl Validator<'_> {
         let pull = self.pull(raw.pull);
         let mut images = Vec::with_capacity(raw.image.len());
         // Where each (reference, platform) was first declared, to report duplicates.
-        let mut seen: HashMap<(String, Option<String>), usize> = HashMap::new();
+        // A local tag points at one image, so one name cannot be required twice, not even for
+        // two platforms: the second pull would take the tag from the first.
+        let mut seen: HashMap<String, usize> = HashMap::new();
         for entry in raw.image {
             let name_span = entry.name.span();
             let reference = match entry.name.get_ref().parse::<ImageRef>() {
@@ -370,7 +372,7 @@ impl Validator<'_> {
                 },
             };
             let Some(reference) = reference else { continue };
-            let key = (reference.to_string(), platform.clone());
+            let key = reference.to_string();
             let (line, _) = line_col(self.text, name_span.start);
             if let Some(first) = seen.get(&key) {
                 self.problem(
@@ -423,6 +425,7 @@ impl Validator<'_> {
         let backoff_max = self.duration("pull.backoff_max", raw.backoff_max.clone(), "1m");
         if backoff_max < backoff
             && let Some(m) = &raw.backoff_max
+            && humantime::parse_duration(m.get_ref()).is_ok()
         {
             self.problem(
                 m.span(),
@@ -641,8 +644,13 @@ policy = "sometimes"
             "{}",
             errs[0]
         );
-        // The same name for two platforms is two requirements.
-        parse("[[image]]\nname = \"a:1\"\nplatform = \"linux/amd64\"\n[[image]]\nname = \"a:1\"\nplatform = \"linux/arm64\"\n").unwrap();
+        // Not even for two platforms: one local tag cannot point at both.
+        let errs = parse("[[image]]\nname = \"a:1\"\nplatform = \"linux/amd64\"\n[[image]]\nname = \"a:1\"\nplatform = \"linux/arm64\"\n").unwrap_err();
+        assert!(
+            errs[0].contains("already required at line 2"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
@@ -687,8 +695,15 @@ policy = "sometimes"
         fn parse_never_panics(text in "[ -~\n]{0,200}") {
             if let Err(problems) = parse(&text) {
                 prop_assert!(!problems.is_empty());
+                let lines = text.split('\n').count();
                 for p in problems {
-                    prop_assert!(p.starts_with("/etc/stowage/config.toml:"));
+                    let rest = p.strip_prefix("/etc/stowage/config.toml:").unwrap();
+                    let mut parts = rest.splitn(3, ':');
+                    let line: usize = parts.next().unwrap().parse().unwrap();
+                    let column: usize = parts.next().unwrap().parse().unwrap();
+                    prop_assert!(line >= 1 && line <= lines, "{p}");
+                    let width = text.split('\n').nth(line - 1).unwrap().chars().count();
+                    prop_assert!(column >= 1 && column <= width + 1, "{p}");
                 }
             }
         }

@@ -129,19 +129,23 @@ impl<E: Engine> Puller<'_, E> {
     /// Carries out `plan`, at most `concurrency` pulls at once, and returns an outcome per
     /// decision in plan order.
     pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
-        let auth_cache = Mutex::new(HashMap::new());
-        futures_util::stream::iter(plan)
-            .map(|decision| self.carry_out(decision, &auth_cache))
-            .buffered(self.settings.concurrency.max(1))
-            .collect()
-            .await
+        let auth_cache = AuthCache::default();
+        // Unordered: an ordered buffer keeps finished results in their slots until the first
+        // image is done, so one slow pull would hold the whole run to one pull at a time.
+        let mut outcomes: Vec<(usize, Outcome)> =
+            futures_util::stream::iter(plan.into_iter().enumerate())
+                .map(|(index, decision)| {
+                    let auth_cache = &auth_cache;
+                    async move { (index, self.carry_out(decision, auth_cache).await) }
+                })
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+        outcomes.sort_by_key(|(index, _)| *index);
+        outcomes.into_iter().map(|(_, o)| o).collect()
     }
 
-    async fn carry_out(
-        &self,
-        decision: Decision,
-        auth_cache: &Mutex<HashMap<String, Option<RegistryAuth>>>,
-    ) -> Outcome {
+    async fn carry_out(&self, decision: Decision, auth_cache: &AuthCache) -> Outcome {
         let started = Instant::now();
         let finish = |decision: Decision, result: PullResult, attempts: u32| Outcome {
             decision,
@@ -151,6 +155,9 @@ impl<E: Engine> Puller<'_, E> {
         };
         if decision.action == Action::Keep {
             return finish(decision, PullResult::Kept, 0);
+        }
+        if self.stop.is_cancelled() {
+            return finish(decision, PullResult::Skipped, 0);
         }
         let reference = decision.image.reference.clone();
         let request = PullRequest {
@@ -174,7 +181,7 @@ impl<E: Engine> Puller<'_, E> {
                     Err(_) => Err(Failure::new(
                         FailureClass::Network,
                         format!(
-                            "the pull did not finish within pull.timeout ({})",
+                            "stowage gave up: no result within pull.timeout ({})",
                             humantime::format_duration(self.settings.timeout)
                         ),
                     )),
@@ -194,7 +201,7 @@ impl<E: Engine> Puller<'_, E> {
                 Err(failure) => failure,
             };
             let message = explain(&reference, &failure);
-            if !failure.class.is_retryable() || attempt >= policy.attempts() {
+            if !failure.is_retryable() || attempt >= policy.attempts() {
                 warn!(
                     image = %reference,
                     class = failure.class.as_str(),
@@ -216,51 +223,67 @@ impl<E: Engine> Puller<'_, E> {
                 "pull failed, will retry: {message}"
             );
             tokio::select! {
-                () = tokio::time::sleep(delay) => {}
+                // Stop first: with a zero delay both are ready, and a stop must win.
+                biased;
                 () = self.stop.cancelled() => {
                     let result = PullResult::Failed { class: failure.class, message };
                     return finish(decision, result, attempt);
                 }
+                () = tokio::time::sleep(delay) => {}
             }
         }
     }
 
-    /// Credentials for `registry`, looked up once per run (a credential helper is a process).
-    async fn auth_for(
-        &self,
-        registry: &str,
-        cache: &Mutex<HashMap<String, Option<RegistryAuth>>>,
-    ) -> Option<RegistryAuth> {
-        if let Some(hit) = cache
+    /// Credentials for `registry`, looked up once per run and registry (a credential helper is
+    /// a process, and concurrent pulls from one registry must not each start one). A helper
+    /// that does not answer within [`CREDENTIAL_TIMEOUT`] is given up on: the pull goes on
+    /// anonymously and the registry's answer says whether that was enough.
+    async fn auth_for(&self, registry: &str, cache: &AuthCache) -> Option<RegistryAuth> {
+        let cell = cache
+            .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(registry)
-        {
-            return hit.clone();
-        }
-        let source = self.credentials.clone();
-        let owned = registry.to_owned();
-        let found = match tokio::task::spawn_blocking(move || source.lookup(&owned)).await {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                warn!("{e}; pulling anonymously");
-                None
+            .entry(registry.to_owned())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            let source = self.credentials.clone();
+            let owned = registry.to_owned();
+            let lookup = tokio::task::spawn_blocking(move || source.lookup(&owned));
+            match tokio::time::timeout(CREDENTIAL_TIMEOUT, lookup).await {
+                Ok(Ok(Ok(found))) => found,
+                Ok(Ok(Err(e))) => {
+                    warn!("{e}; pulling anonymously");
+                    None
+                }
+                Ok(Err(e)) => {
+                    warn!(
+                        registry,
+                        "credential lookup did not complete: {e}; pulling anonymously"
+                    );
+                    None
+                }
+                Err(_) => {
+                    warn!(
+                        registry,
+                        "the credential helper did not answer within {}s; pulling anonymously",
+                        CREDENTIAL_TIMEOUT.as_secs()
+                    );
+                    None
+                }
             }
-            Err(e) => {
-                warn!(
-                    registry,
-                    "credential lookup did not complete: {e}; pulling anonymously"
-                );
-                None
-            }
-        };
-        cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(registry.to_owned(), found.clone());
-        found
+        })
+        .await
+        .clone()
     }
 }
+
+/// How long a credential helper may take to answer.
+pub const CREDENTIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One credential lookup per registry and run.
+#[derive(Default)]
+struct AuthCache(Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<RegistryAuth>>>>>);
 
 /// Counts of a run's outcomes, for the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

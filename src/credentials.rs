@@ -124,10 +124,17 @@ impl CredentialSource {
                 identity_token: Some(token),
             })),
             Err(CredentialRetrievalError::NoCredentialConfigured) => Ok(None),
-            // The helper's stdout could hold a secret: report only which helper failed.
-            Err(CredentialRetrievalError::HelperFailure { helper, .. }) => Err(error(format!(
-                "credential helper `docker-credential-{helper}` failed"
-            ))),
+            // Helpers exit non-zero with this text when they simply hold nothing for the
+            // registry (docker-credential-helpers' ErrCredentialsNotFound): anonymous, quietly.
+            Err(CredentialRetrievalError::HelperFailure { stdout, .. })
+                if stdout.contains("credentials not found") =>
+            {
+                Ok(None)
+            }
+            // Otherwise the helper's output could hold a secret: say only which helper failed.
+            Err(CredentialRetrievalError::HelperFailure { helper, .. }) => {
+                Err(error(format!("credential helper `{helper}` failed")))
+            }
             Err(e) => Err(error(e.to_string())),
         }
     }

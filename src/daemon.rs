@@ -16,7 +16,7 @@ use crate::config::{Config, RequiredImage};
 use crate::converge::{InFlight, Puller, Summary};
 use crate::credentials::CredentialSource;
 use crate::engine::Engine;
-use crate::engine::docker::DockerEngine;
+use crate::engine::docker::{ConnectError, DockerEngine};
 use crate::retry::RetryPolicy;
 use crate::schedule::{Schedule, splay_offset};
 
@@ -60,8 +60,12 @@ pub async fn run<E: Engine>(config: Config, engine: E, shutdown: impl Future<Out
 }
 
 /// Connects to the Docker engine, retrying until it answers or `stop` is cancelled: at boot the
-/// engine may still be starting, and a daemon should wait for it rather than exit.
-pub async fn connect_docker(host: Option<&str>, stop: &CancellationToken) -> Option<DockerEngine> {
+/// engine may still be starting, and a daemon should wait for it rather than exit. `Ok(None)`
+/// means stopped while waiting; an address that can never work is an error at once.
+pub async fn connect_docker(
+    host: Option<&str>,
+    stop: &CancellationToken,
+) -> Result<Option<DockerEngine>, ConnectError> {
     let policy = RetryPolicy {
         retries: u32::MAX,
         initial: Duration::from_secs(1),
@@ -70,8 +74,8 @@ pub async fn connect_docker(host: Option<&str>, stop: &CancellationToken) -> Opt
     let mut attempt = 0;
     loop {
         match DockerEngine::connect(host).await {
-            Ok(engine) => return Some(engine),
-            Err(failure) => {
+            Ok(engine) => return Ok(Some(engine)),
+            Err(ConnectError::Unreachable(failure)) => {
                 attempt += 1;
                 let delay = policy.delay(attempt, rand::random::<f64>());
                 warn!(
@@ -79,10 +83,12 @@ pub async fn connect_docker(host: Option<&str>, stop: &CancellationToken) -> Opt
                     "engine: {}", failure.detail
                 );
                 tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return Ok(None),
                     () = tokio::time::sleep(delay) => {}
-                    () = stop.cancelled() => return None,
                 }
             }
+            Err(bad) => return Err(bad),
         }
     }
 }

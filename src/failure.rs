@@ -59,24 +59,52 @@ pub struct Failure {
     /// Docker Hub answers a missing login with "not found ... may require 'docker login'"; when
     /// the engine said so we mention both possibilities.
     pub maybe_auth: bool,
+    /// The registry refused because of its rate limit: retrying would only spend more of it.
+    pub rate_limited: bool,
+    /// The image exists, but not for the requested platform.
+    pub no_platform: bool,
+    /// A TLS or HTTP/HTTPS mismatch: a setup problem that retries do not fix.
+    pub setup: bool,
 }
 
 impl Failure {
     /// A failure with a known class and the engine's words.
     pub fn new(class: FailureClass, detail: impl Into<String>) -> Self {
         let detail = detail.into();
-        let maybe_auth = class == FailureClass::NotFound && mentions_login(&detail);
+        let m = detail.to_ascii_lowercase();
         Failure {
             class,
+            maybe_auth: class == FailureClass::NotFound
+                && (m.contains("docker login") || m.contains("pull access denied")),
+            rate_limited: m.contains("toomanyrequests") || m.contains("too many requests"),
+            no_platform: class == FailureClass::NotFound && m.contains("no matching manifest"),
+            setup: m.contains("x509:")
+                || m.contains("certificate")
+                || m.contains("server gave http response to https client"),
             detail,
-            maybe_auth,
         }
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.class.is_retryable() && !self.rate_limited && !self.setup
     }
 }
 
-fn mentions_login(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("docker login") || m.contains("pull access denied")
+/// Classifies a failure of an operation on `image`: the image's own name is removed from the
+/// message first, so a repository called `team/unauthorized-page` or `tls-proxy` cannot make a
+/// not-found look like an auth or network failure.
+pub fn classify_about(image: &ImageRef, status: Option<u16>, message: &str) -> FailureClass {
+    let mut cleaned = message.to_owned();
+    for name in [
+        image.pull_ref(),
+        image.to_string(),
+        image.name(),
+        image.repository().to_owned(),
+    ] {
+        cleaned = cleaned.replace(&name, "IMAGE");
+    }
+    classify(status, &cleaned)
 }
 
 /// Classifies a failure reported by the engine's HTTP API.
@@ -115,6 +143,10 @@ pub fn classify(status: Option<u16>, message: &str) -> FailureClass {
         return FailureClass::NotFound;
     }
     if has(&[
+        "x509:",
+        "certificate",
+        "server gave http response to https client",
+        "context deadline exceeded",
         "dial tcp",
         "connection refused",
         "connection reset",
@@ -148,15 +180,29 @@ pub fn explain(image: &ImageRef, failure: &Failure) -> String {
              run `docker login {registry}` as the daemon's user or point `pull.credentials` at a \
              config.json that has it"
         ),
+        FailureClass::NotFound if failure.no_platform => format!(
+            "not found: {image} exists in registry {registry}, but not for the requested \
+             platform"
+        ),
         FailureClass::NotFound => {
             let mut s = format!("not found: {image} does not exist in registry {registry}");
             if failure.maybe_auth {
-                s.push_str(
-                    " (or it is private and needs a login: the registry does not say which)",
-                );
+                s.push_str(&format!(
+                    " (or it is private and needs a login, the registry does not say which: \
+                     run `docker login {registry}` as the daemon's user or set pull.credentials)"
+                ));
             }
             s
         }
+        FailureClass::Network if failure.rate_limited => format!(
+            "network: registry {registry} refused {image} because of its rate limit; log in \
+             (logged-in pulls have higher limits) or wait; not retried"
+        ),
+        FailureClass::Network if failure.setup => format!(
+            "network: cannot talk to registry {registry} for {image}: TLS or HTTP/HTTPS setup \
+             (certificates, or a plain-HTTP registry the engine does not list as insecure); \
+             not retried"
+        ),
         FailureClass::Network => format!(
             "network: registry {registry} could not be reached for {image} (it is down, \
              unreachable or too slow)"
@@ -175,7 +221,7 @@ pub fn explain(image: &ImageRef, failure: &Failure) -> String {
         );
     }
     if !failure.detail.is_empty() {
-        text.push_str(" (engine said: ");
+        text.push_str(" (");
         text.push_str(failure.detail.trim());
         text.push(')');
     }
@@ -238,6 +284,49 @@ mod tests {
         ] {
             assert_eq!(classify(Some(500), msg), FailureClass::Network, "{msg}");
         }
+    }
+
+    #[test]
+    fn the_image_name_cannot_steer_the_class() {
+        let image: ImageRef = "127.0.0.1:5101/team/unauthorized-tls-timeout:1"
+            .parse()
+            .unwrap();
+        let msg = "manifest for 127.0.0.1:5101/team/unauthorized-tls-timeout:1 not found: manifest unknown: manifest unknown";
+        assert_eq!(
+            classify_about(&image, Some(404), msg),
+            FailureClass::NotFound
+        );
+        assert_eq!(
+            classify(Some(500), msg),
+            FailureClass::Auth,
+            "the naive match is fooled"
+        );
+    }
+
+    #[test]
+    fn setup_and_rate_limits_are_not_retried() {
+        for msg in [
+            "Get \"https://r:5000/v2/\": x509: certificate signed by unknown authority",
+            "Get \"https://r:5000/v2/\": http: server gave HTTP response to HTTPS client",
+            "toomanyrequests: You have reached your pull rate limit.",
+        ] {
+            let class = classify(Some(500), msg);
+            assert_eq!(class, FailureClass::Network, "{msg}");
+            assert!(!Failure::new(class, msg).is_retryable(), "{msg}");
+        }
+        assert!(Failure::new(FailureClass::Network, "dial tcp: connection refused").is_retryable());
+        assert_eq!(
+            classify(Some(500), "context deadline exceeded"),
+            FailureClass::Network
+        );
+    }
+
+    #[test]
+    fn a_missing_platform_is_said_as_such() {
+        let image: ImageRef = "r:1/a:1".parse().unwrap();
+        let msg = "no matching manifest for linux/arm64/v8 in the manifest list entries";
+        let f = Failure::new(classify_about(&image, Some(404), msg), msg);
+        assert!(explain(&image, &f).contains("not for the requested platform"));
     }
 
     #[test]

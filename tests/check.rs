@@ -109,6 +109,24 @@ fn usage_errors_follow_clap() {
     for cmd in ["run", "check", "plan", "pull"] {
         assert!(help.contains(cmd), "{help}");
     }
+    // An address bollard cannot use is a usage error, not something to retry.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "").unwrap();
+    for cmd in ["pull", "plan", "run"] {
+        let out = stowage()
+            .arg("--config")
+            .arg(&path)
+            .args(["--docker-host", "ftp://engine", cmd])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains("invalid Docker engine address \"ftp://engine\""),
+            "{stderr}"
+        );
+    }
     // Later parts add these; until then they do not exist rather than pretend.
     for cmd in ["prune", "pin", "status"] {
         assert_eq!(

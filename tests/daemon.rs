@@ -15,7 +15,7 @@ fn boot_pull_then_clean_stop() {
     let scratch = Scratch::new();
     // A schedule that will not fire during the test: only the boot pull runs.
     let config = scratch.config("schedule = \"0 0 1 1 *\"", &images);
-    let daemon = Daemon::start(env.stowage(&config));
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
     let finished = daemon.wait_for("boot run finished", LIVENESS, |v| {
         is_event(v, "run finished", Some(("trigger", "boot")))
     });
@@ -54,7 +54,7 @@ fn scheduled_runs_refresh_what_went_missing() {
     let scratch = Scratch::new();
     // Every two seconds (6-field cron with seconds), no boot pull: the schedule does the work.
     let config = scratch.config("on_boot = false\nschedule = \"*/2 * * * * *\"", &images);
-    let daemon = Daemon::start(env.stowage(&config));
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
     daemon.wait_for("scheduled run finished", LIVENESS, |v| {
         is_event(v, "run finished", Some(("trigger", "schedule"))) && v["pulled"] == 1
     });
@@ -63,9 +63,10 @@ fn scheduled_runs_refresh_what_went_missing() {
         daemon.count(|v| is_event(v, "run finished", Some(("trigger", "boot")))),
         0
     );
-    // Someone removes it; the next scheduled run brings it back.
-    env.remove_images(&images);
+    // Someone removes it; the next scheduled run brings it back. Runs are counted before the
+    // removal, so a run that re-pulls right after it is still seen.
     let runs_before = daemon.count(|v| is_event(v, "run finished", None));
+    env.remove_images(&images);
     let start = std::time::Instant::now();
     loop {
         let logs = daemon.logs();
@@ -102,7 +103,7 @@ fn sigterm_during_a_slow_pull_stops_within_the_grace_period() {
         "shutdown_grace = \"1s\"\nschedule = \"0 0 1 1 *\"",
         std::slice::from_ref(&slow),
     );
-    let daemon = Daemon::start(env.stowage(&config));
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
     daemon.wait_for("pulling the slow image", LIVENESS, |v| {
         is_event(v, "pulling", Some(("image", &slow)))
     });
@@ -130,7 +131,7 @@ fn sigterm_during_a_slow_pull_stops_within_the_grace_period() {
         "the pull cannot have finished"
     );
     drop(throttle);
-    env.remove_images(&[slow]);
+    remove_big_images(&env);
 }
 
 #[test]
@@ -139,41 +140,34 @@ fn sigterm_during_a_one_shot_pull_reports_the_abandoned_image() {
     let env = env();
     let throttle = Throttle::start(&env.plain, 256 * 1024);
     let slow = format!("127.0.0.1:{}/stowage-test/big:1", throttle.port);
-    env.remove_images(std::slice::from_ref(&slow));
+    remove_big_images(&env);
     let scratch = Scratch::new();
     let config = scratch.config("shutdown_grace = \"1s\"", std::slice::from_ref(&slow));
-    let mut child = env
-        .stowage(&config)
-        .arg("pull")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    let pid = child.id().to_string();
+    let pull = Daemon::start(env.stowage(&config), &["pull"]);
+    pull.wait_for("pulling the slow image", LIVENESS, |v| {
+        is_event(v, "pulling", Some(("image", &slow)))
+    });
+    let (code, logs) = pull.terminate(LIVENESS);
+    assert_eq!(code, 1, "{logs:#?}");
+    let expected = format!("stowage: stopped: abandoned in-flight pulls of {slow}");
     assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < LIVENESS, "stowage pull ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains(&format!(
-            "stowage: stopped: abandoned in-flight pulls of {slow}"
-        )),
-        "{stderr}"
+        logs.iter().any(|v| v.as_str() == Some(expected.as_str())),
+        "{logs:#?}"
     );
     drop(throttle);
-    env.remove_images(&[slow]);
+    remove_big_images(&env);
+}
+
+/// Removes every copy of the big test image, under whatever proxy port an earlier (perhaps
+/// aborted) run pulled it: a leftover copy would make the next slow pull fast.
+fn remove_big_images(env: &crate::util::Env) {
+    let out = env.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("/stowage-test/big:"))
+        .map(str::to_owned)
+        .collect();
+    env.remove_images(&names);
 }
 
 #[test]
@@ -183,7 +177,7 @@ fn an_engine_that_is_down_at_boot_is_waited_for_not_fatal() {
     let config = scratch.config("", &[env.plain_image("alpha:1")]);
     let mut cmd = env.stowage(&config);
     cmd.args(["--docker-host", "unix:///nonexistent/docker.sock"]);
-    let daemon = Daemon::start(cmd);
+    let daemon = Daemon::start(cmd, &["run"]);
     let line = daemon.wait_for("an engine warning", LIVENESS, |v| {
         v["level"] == "WARN"
             && v["message"]

@@ -53,6 +53,15 @@ fn puller<'a, E: Engine>(
     }
 }
 
+/// An empty Docker config, so no test depends on (or waits for a helper of) the developer's own.
+fn no_credentials() -> (tempfile::TempDir, CredentialSource) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(&path, "{}").unwrap();
+    let source = CredentialSource::new(Some(&path));
+    (dir, source)
+}
+
 fn config(text: &str) -> Config {
     Config::parse(&PathBuf::from("test.toml"), text).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -110,7 +119,7 @@ async fn concurrency_is_bounded_by_the_config() {
         now: Arc::default(),
         peak: Arc::default(),
     };
-    let credentials = CredentialSource::new(None);
+    let (_creds_dir, credentials) = no_credentials();
     let puller = puller(&engine, &config, &credentials);
     let outcomes = puller.converge(&config.images).await.unwrap();
     assert!(
@@ -141,7 +150,7 @@ async fn a_pull_through_mirror_serves_the_origin_images() {
     env.remove_images(std::slice::from_ref(&name));
     let config = config(&format!("[[image]]\nname = \"{name}\"\n"));
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
-    let credentials = CredentialSource::new(None);
+    let (_creds_dir, credentials) = no_credentials();
     let puller = puller(&engine, &config, &credentials);
     let outcomes = puller.converge(&config.images).await.unwrap();
     assert!(
@@ -150,4 +159,71 @@ async fn a_pull_through_mirror_serves_the_origin_images() {
     );
     assert!(env.has_image(&name));
     env.remove_images(&[name]);
+}
+
+/// The real engine, except that the first image's pull waits until every other image is done.
+struct FirstWaits {
+    inner: DockerEngine,
+    first: String,
+    others_done: Arc<AtomicUsize>,
+    others: usize,
+}
+
+impl Engine for FirstWaits {
+    async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
+        self.inner.list_images().await
+    }
+
+    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+        if request.reference.to_string() == self.first {
+            while self.others_done.load(Ordering::SeqCst) < self.others {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            return self.inner.pull(request).await;
+        }
+        let result = self.inner.pull(request).await;
+        self.others_done.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+}
+
+/// A slow first image must not hold the others to one slot: with concurrency 2, the other four
+/// go through the second slot while the first is still pulling. (An ordered buffer would
+/// deadlock here: it starts nothing new until the first result is taken.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_image_does_not_hold_up_the_others() {
+    let _lock = engine_lock();
+    let env = env();
+    let names: Vec<String> = ["alpha:1", "alpha:2", "beta:1", "gamma:1", "busybox:1"]
+        .iter()
+        .map(|n| env.plain_image(n))
+        .collect();
+    env.remove_images(&names);
+    let mut text = String::from("[pull]\nconcurrency = 2\n");
+    for n in &names {
+        text.push_str(&format!("[[image]]\nname = \"{n}\"\n"));
+    }
+    let config = config(&text);
+    let engine = FirstWaits {
+        inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
+        first: names[0].clone(),
+        others_done: Arc::default(),
+        others: names.len() - 1,
+    };
+    let (_creds_dir, credentials) = no_credentials();
+    let puller = puller(&engine, &config, &credentials);
+    let outcomes = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        puller.converge(&config.images),
+    )
+    .await
+    .expect("the other images went through while the first one waited");
+    let outcomes = outcomes.unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o.result, PullResult::Pulled { .. })),
+        "{outcomes:#?}"
+    );
+    env.remove_images(&names);
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Scratch, engine_lock, env, free_port};
+use crate::util::{Daemon, Scratch, engine_lock, env, free_port};
 
 fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -221,7 +221,8 @@ fn credentials_from_a_config_json_are_used_and_never_printed() {
     );
     let out = env
         .stowage(&config)
-        .args(["pull", "--json"])
+        // Trace level: a dependency that starts logging request headers is caught too.
+        .args(["--log-level", "trace", "pull", "--json"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -232,6 +233,7 @@ fn credentials_from_a_config_json_are_used_and_never_printed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!all.contains("wrong-pass-xyz"), "{all}");
+    assert!(!all.contains(&basic(&env.user, "wrong-pass-xyz")), "{all}");
 
     // Right password: pulled.
     scratch.write(
@@ -244,7 +246,8 @@ fn credentials_from_a_config_json_are_used_and_never_printed() {
     );
     let out = env
         .stowage(&config)
-        .args(["pull", "--json"])
+        // Trace level: a dependency that starts logging request headers is caught too.
+        .args(["--log-level", "trace", "pull", "--json"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -255,6 +258,7 @@ fn credentials_from_a_config_json_are_used_and_never_printed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!all.contains(&env.password), "{all}");
+    assert!(!all.contains(&basic(&env.user, &env.password)), "{all}");
     env.remove_images(&[private]);
 }
 
@@ -270,16 +274,15 @@ fn a_registry_that_comes_back_is_retried_and_recovers() {
         "retries = 30\nbackoff = \"200ms\"\nbackoff_max = \"400ms\"",
         std::slice::from_ref(&name),
     );
-    let child = env
-        .stowage(&config)
-        .args(["pull", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The registry is down for the first attempts, then a registry serving the same storage
-    // as the plain one comes up on that port.
-    std::thread::sleep(Duration::from_millis(1500));
+    let pull = Daemon::start(env.stowage(&config), &["pull", "--json"]);
+    // The registry is down for the first attempts; once one has failed and been scheduled for
+    // retry, a registry serving the plain one's storage comes up on that port.
+    let retry = pull.wait_for("a retry", Duration::from_secs(90), |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("pull failed, will retry"))
+    });
+    assert_eq!(retry["class"], "network", "{retry:#}");
     let dir = scratch.dir.path();
     let registry_config = scratch.write(
         "registry.yml",
@@ -296,20 +299,15 @@ fn a_registry_that_comes_back_is_retried_and_recovers() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (code, _logs, stdout) = pull.wait(Duration::from_secs(90));
     let _ = registry.kill();
     let _ = registry.wait();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let entry = by_image(&json(&out), &name).clone();
+    assert_eq!(code, 0, "{stdout}");
+    let out: Value = serde_json::from_str(&stdout).unwrap();
+    let entry = by_image(&out, &name).clone();
     assert_eq!(entry["result"], "pulled");
     assert!(entry["attempts"].as_u64().unwrap() > 1, "{entry:#}");
     assert!(env.has_image(&name));
-    // The retries were logged with their class.
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains("pull failed, will retry") && stderr.contains("\"class\":\"network\""),
-        "{stderr}"
-    );
     env.remove_images(&[name]);
 }
 

@@ -165,17 +165,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `stowage run`, its JSON log lines collected as they arrive.
+/// A running stowage command (`run`, or a `pull` to interrupt), its JSON log lines and its
+/// standard output collected as they arrive.
 pub struct Daemon {
     child: Child,
     logs: Arc<Mutex<Vec<Value>>>,
+    stdout: Arc<Mutex<String>>,
 }
 
 impl Daemon {
-    pub fn start(mut cmd: Command) -> Daemon {
+    /// Starts `cmd` with `args` (e.g. `["run"]`).
+    pub fn start(mut cmd: Command, args: &[&str]) -> Daemon {
         let mut child = cmd
-            .arg("run")
-            .stdout(Stdio::null())
+            .args(args)
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("stowage starts");
@@ -184,12 +187,49 @@ impl Daemon {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                // Logs are JSON; the final `stowage: ...` error line is not: keep it as a string.
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
                 sink.lock().unwrap().push(value);
             }
         });
-        Daemon { child, logs }
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Daemon {
+            child,
+            logs,
+            stdout,
+        }
+    }
+
+    /// What the command printed on standard output so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit by itself; panics after `limit` (a liveness bound).
+    pub fn wait(mut self, limit: Duration) -> (i32, Vec<Value>, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait works") {
+                std::thread::sleep(Duration::from_millis(100));
+                return (status.code().unwrap_or(-1), self.logs(), self.stdout());
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "stowage did not finish within {limit:?}; logs: {:#?}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn logs(&self) -> Vec<Value> {

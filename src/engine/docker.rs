@@ -13,11 +13,23 @@ use futures_util::StreamExt;
 
 use super::{Engine, LocalImage, PullRequest, Pulled};
 use crate::credentials::RegistryAuth;
-use crate::failure::{Failure, FailureClass, classify};
+use crate::failure::{Failure, FailureClass, classify_about};
+use crate::reference::ImageRef;
 use crate::reference::normalize_engine_name;
 
 /// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Why the engine could not be connected to.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The address itself is wrong: a usage error, not worth a retry.
+    #[error("{0}")]
+    BadAddress(String),
+    /// Nothing answered there (yet).
+    #[error("{}", .0.detail)]
+    Unreachable(Failure),
+}
 
 /// A connection to a Docker engine.
 #[derive(Clone)]
@@ -30,20 +42,27 @@ pub struct DockerEngine {
 
 impl DockerEngine {
     /// Connects to the engine at `host` (a `unix://`, `tcp://` or `http://` URL) and negotiates
-    /// the API version with it. Fails with an engine-class [`Failure`] that names the address
-    /// when nothing answers there.
-    pub async fn connect(host: Option<&str>) -> Result<DockerEngine, Failure> {
+    /// the API version with it.
+    pub async fn connect(host: Option<&str>) -> Result<DockerEngine, ConnectError> {
         let host = host.unwrap_or(DEFAULT_DOCKER_HOST).to_owned();
-        let unreachable = |e: &dyn std::fmt::Display| {
-            Failure::new(
+        let unreachable = |e: &BollardError| {
+            ConnectError::Unreachable(Failure::new(
                 FailureClass::Engine,
                 format!(
                     "cannot reach the Docker engine at {host}: {e} (is dockerd running, and is \
                      --docker-host / DOCKER_HOST right?)"
                 ),
-            )
+            ))
         };
-        let docker = Docker::connect_with_host(&host).map_err(|e| unreachable(&e))?;
+        let docker = Docker::connect_with_host(&host).map_err(|e| match e {
+            // The socket appears when dockerd starts: worth waiting for.
+            BollardError::SocketNotFoundError(_) => unreachable(&e),
+            // A malformed or unsupported address will never work: say so instead of retrying.
+            _ => ConnectError::BadAddress(format!(
+                "invalid Docker engine address \"{host}\": {e} (expected unix:///path/to/docker.sock, \
+                 tcp://host:port or http://host:port)"
+            )),
+        })?;
         let docker = docker
             .negotiate_version()
             .await
@@ -69,7 +88,7 @@ impl Engine for DockerEngine {
             .docker
             .list_images(Some(options))
             .await
-            .map_err(|e| failure_from(&self.host, e))?;
+            .map_err(|e| failure_from(&self.host, None, e))?;
         Ok(summaries
             .into_iter()
             .map(|s| LocalImage {
@@ -98,11 +117,16 @@ impl Engine for DockerEngine {
         let mut stream = self
             .docker
             .create_image(Some(options.build()), None, credentials);
+        let reference = &request.reference;
         let mut pulled = Pulled::default();
+        let mut finished = false;
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| failure_from(&self.host, e))?;
+            let info = item.map_err(|e| failure_from(&self.host, Some(reference), e))?;
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                return Err(Failure::new(classify(None, &detail), detail));
+                return Err(Failure::new(
+                    classify_about(reference, None, &detail),
+                    detail,
+                ));
             }
             let Some(status) = info.status else { continue };
             // The engine ends a pull with a summary line; these two are stable across versions.
@@ -110,7 +134,17 @@ impl Engine for DockerEngine {
                 pulled.digest = Some(digest.trim().to_owned());
             } else if status.starts_with("Status: Downloaded newer image") {
                 pulled.updated = true;
+                finished = true;
+            } else if status.starts_with("Status: Image is up to date") {
+                finished = true;
             }
+        }
+        if !finished {
+            // A stream cut short (engine restart, proxy) must not pass for "up to date".
+            return Err(Failure::new(
+                FailureClass::Engine,
+                "the engine ended the pull without reporting a result",
+            ));
         }
         Ok(pulled)
     }
@@ -128,13 +162,17 @@ fn to_docker_credentials(auth: &RegistryAuth) -> DockerCredentials {
 
 /// Turns a bollard error into a classified failure. Server answers carry the registry's words;
 /// everything that never reached the engine is an engine failure naming its address.
-fn failure_from(host: &str, error: BollardError) -> Failure {
+fn failure_from(host: &str, image: Option<&ImageRef>, error: BollardError) -> Failure {
+    let class = |status, message: &str| match image {
+        Some(image) => classify_about(image, status, message),
+        None => crate::failure::classify(status, message),
+    };
     match error {
         BollardError::DockerResponseServerError {
             status_code,
             message,
-        } => Failure::new(classify(Some(status_code), &message), message),
-        BollardError::DockerStreamError { error } => Failure::new(classify(None, &error), error),
+        } => Failure::new(class(Some(status_code), &message), message),
+        BollardError::DockerStreamError { error } => Failure::new(class(None, &error), error),
         BollardError::RequestTimeoutError => Failure::new(
             FailureClass::Engine,
             format!("the Docker engine at {host} did not answer in time"),
