@@ -12,14 +12,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::{Arc, Mutex};
+
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
-use crate::converge::{InFlight, Puller, Summary};
+use crate::converge::{InFlight, Session, Summary};
 use crate::credentials::CredentialSource;
 use crate::daemon;
 use crate::engine::Engine;
 use crate::engine::docker::{ConnectError, DockerEngine};
+use crate::failure::explain;
+use crate::lockfile::{LockFile, LockKey};
 use crate::logging::{self, LogFormat};
-use crate::plan::plan_pulls;
+use crate::pin;
+use crate::registry::Resolver;
 use crate::report;
 
 /// Exit code: the work failed.
@@ -28,7 +33,7 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 /// Keeps this host's container images the way the configuration declares: pre-pulls required
-/// images at boot and on a schedule.
+/// images at boot and on a schedule, pinned to digests.
 #[derive(Debug, Parser)]
 #[command(name = "stowage", version, about, long_about = None)]
 pub struct Cli {
@@ -78,6 +83,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Resolve every lockable tag to its digest and write the lock file (atomically).
+    Pin {
+        /// Change nothing; exit 1 if the lock file is missing or stale (for CI).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show each required image: pin, presence, pinned, local and registry digests, drift.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Do not ask registries for their current digests.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 /// Parses the process arguments and runs; the binary's whole `main`.
@@ -108,31 +128,33 @@ pub fn main() -> ExitCode {
 /// Runs one command to completion and returns its exit code. `shutdown` completing asks a
 /// running `run` or `pull` to stop.
 pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
-    if let Command::Check = cli.command {
-        return check(&cli.config);
+    match cli.command {
+        Command::Check => return check(&cli.config),
+        Command::Pin { check } => return pin(&cli.config, check).await,
+        _ => {}
     }
-    let config = match Config::load(&cli.config) {
-        Ok(c) => c,
+    let (config, _lock, pinned) = match pin::load(&cli.config) {
+        Ok(loaded) => loaded,
         Err(e) => return config_error(&e),
     };
     let host = cli.docker_host.as_deref();
     tokio::pin!(shutdown);
     if let Command::Run = cli.command {
         let stop = CancellationToken::new();
-        let engine = tokio::select! {
-            engine = daemon::connect_docker(host, &stop) => engine,
+        let prepared = tokio::select! {
+            prepared = daemon::prepare(config, pinned, host, &stop) => prepared,
             () = &mut shutdown => Ok(None),
         };
-        return match engine {
-            Ok(Some(engine)) => {
-                daemon::run(config, engine, shutdown).await;
+        return match prepared {
+            Ok(Some((engine, session))) => {
+                daemon::run(session, engine, shutdown).await;
                 0
             }
             Ok(None) => 0,
             Err(e) => usage(&e.to_string()),
         };
     }
-    // plan and pull: one attempt to reach the engine, interruptible like the rest.
+    // plan, pull and status: one attempt to reach the engine, interruptible like the rest.
     let engine = tokio::select! {
         engine = DockerEngine::connect(host) => engine,
         () = &mut shutdown => return fail("stopped before the engine answered"),
@@ -142,49 +164,47 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
         Err(ConnectError::BadAddress(message)) => return usage(&message),
         Err(ConnectError::Unreachable(f)) => return fail(&format!("engine: {}", f.detail)),
     };
+    let session = match Session::new(config, pinned, &engine).await {
+        Ok(s) => s,
+        Err(f) => return fail(&format!("engine: {}", f.detail)),
+    };
     match cli.command {
-        Command::Check | Command::Run => unreachable!("handled above"),
+        Command::Check | Command::Run | Command::Pin { .. } => unreachable!("handled above"),
         Command::Plan { json } => {
-            let local = match engine.list_images().await {
-                Ok(l) => l,
+            let puller = session.puller(&engine, CancellationToken::new(), InFlight::default());
+            let plan = match puller.plan(&session.pinned).await {
+                Ok((plan, _)) => plan,
                 Err(f) => return fail(&format!("engine: {}", f.detail)),
             };
-            let plan = plan_pulls(&config.images, &local);
             print(&if json {
-                report::plan_json(&config.source, &plan)
+                report::plan_json(&session.config.source, &plan)
             } else {
                 report::plan_text(&plan)
             });
             0
         }
-        Command::Pull { json } => pull_once(&config, &engine, json, shutdown).await,
+        Command::Status { json, offline } => status(&session, &engine, json, offline).await,
+        Command::Pull { json } => pull_once(&session, &engine, json, shutdown).await,
     }
 }
 
 async fn pull_once<E: Engine>(
-    config: &Config,
+    session: &Session,
     engine: &E,
     json: bool,
     shutdown: impl Future<Output = ()>,
 ) -> u8 {
-    let credentials = CredentialSource::new(config.pull.credentials.as_deref());
     let stop = CancellationToken::new();
     let in_flight = InFlight::default();
-    let puller = Puller {
-        engine,
-        settings: &config.pull,
-        credentials: &credentials,
-        stop: stop.clone(),
-        in_flight: in_flight.clone(),
-    };
-    let work = puller.converge(&config.images);
+    let puller = session.puller(engine, stop.clone(), in_flight.clone());
+    let work = puller.converge(&session.pinned);
     tokio::pin!(work, shutdown);
     let result = tokio::select! {
         r = &mut work => r,
         () = &mut shutdown => {
             tracing::info!("stopping: no new pulls start; waiting for in-flight pulls");
             stop.cancel();
-            match tokio::time::timeout(config.pull.shutdown_grace, work).await {
+            match tokio::time::timeout(session.config.pull.shutdown_grace, work).await {
                 Ok(r) => r,
                 Err(_) => {
                     let pending = in_flight.snapshot();
@@ -202,7 +222,7 @@ async fn pull_once<E: Engine>(
         Err(f) => return fail(&format!("engine: {}", f.detail)),
     };
     print(&if json {
-        report::pull_json(&config.source, &outcomes)
+        report::pull_json(&session.config.source, &outcomes)
     } else {
         report::pull_text(&outcomes)
     });
@@ -213,14 +233,123 @@ async fn pull_once<E: Engine>(
     }
 }
 
+async fn status<E: Engine>(session: &Session, engine: &E, json: bool, offline: bool) -> u8 {
+    let puller = session.puller(engine, CancellationToken::new(), InFlight::default());
+    let plan = match puller.plan(&session.pinned).await {
+        Ok((plan, _)) => plan,
+        Err(f) => return fail(&format!("engine: {}", f.detail)),
+    };
+    let mut rows = Vec::with_capacity(plan.len());
+    for d in plan {
+        let (registry_digest, registry_error) = if offline {
+            (None, None)
+        } else if d.pinned.mode == pin::PinMode::Follow {
+            // The plan just asked the registry; ask once, not twice.
+            (
+                d.digest.clone(),
+                d.failure.as_ref().map(|f| f.detail.clone()),
+            )
+        } else {
+            let image = &d.pinned.image;
+            match session
+                .resolver
+                .resolve(&image.reference, image.platform.as_deref())
+                .await
+            {
+                Ok(r) => (Some(r.digest), None),
+                Err(f) => (None, Some(explain(&image.reference, &f))),
+            }
+        };
+        rows.push(report::StatusRow {
+            decision: d,
+            registry_digest,
+            registry_error,
+        });
+    }
+    print(&if json {
+        report::status_json(&session.config.source, &rows)
+    } else {
+        report::status_text(&rows)
+    });
+    0
+}
+
+/// `stowage pin`: resolve every lockable image and write (or check) the lock. Needs no engine:
+/// a lock entry holds every platform of an index, so it can be made anywhere, CI included.
+async fn pin(path: &Path, check: bool) -> u8 {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return config_error(&e),
+    };
+    let old = match LockFile::load(&config.lock_file) {
+        Ok(lock) => lock,
+        Err(problems) => return config_error(&ConfigError::Invalid { problems }),
+    };
+    let credentials = CredentialSource::new(config.pull.credentials.as_deref());
+    let cache = Arc::new(Mutex::new(Default::default()));
+    // The platform only matters for `resolve`, which pin does not use.
+    let resolver = Resolver::new(&config, credentials, String::new(), cache);
+    let mut new = LockFile::default();
+    let mut failed = false;
+    for image in config.images.iter().filter(|i| pin::is_lockable(i)) {
+        match resolver.resolve_entry(&image.reference).await {
+            Ok(entry) => {
+                new.entries.insert(
+                    LockKey::new(&image.reference, image.platform.as_deref()),
+                    entry,
+                );
+            }
+            Err(f) => {
+                eprintln!("stowage: {}", explain(&image.reference, &f));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        // Nothing changes on error: a half-resolved lock would unpin the images that failed.
+        return fail(&format!(
+            "{} not written: some images could not be resolved",
+            config.lock_file.display()
+        ));
+    }
+    let changes = old.clone().unwrap_or_default().changes_to(&new);
+    let stale = old.is_none() || !changes.is_empty();
+    print(&report::lock_changes_text(
+        &config.lock_file,
+        &changes,
+        check,
+    ));
+    if check {
+        if old.is_none() {
+            return fail(&format!("{}: no lock file", config.lock_file.display()));
+        }
+        return if stale { EXIT_FAILURE } else { 0 };
+    }
+    if stale && let Err(e) = new.write(&config.lock_file) {
+        return fail(&format!(
+            "{}: cannot write the lock file: {e}",
+            config.lock_file.display()
+        ));
+    }
+    0
+}
+
 fn check(path: &Path) -> u8 {
-    match Config::load(path) {
-        Ok(c) => {
+    match pin::load(path) {
+        Ok((c, lock, _)) => {
             print(&format!(
-                "{}: valid ({} image{})\n",
+                "{}: valid ({} image{}; {})\n",
                 path.display(),
                 c.images.len(),
-                if c.images.len() == 1 { "" } else { "s" }
+                if c.images.len() == 1 { "" } else { "s" },
+                match lock {
+                    Some(l) => format!(
+                        "lock file {} with {} entries",
+                        c.lock_file.display(),
+                        l.entries.len()
+                    ),
+                    None => "no lock file".to_owned(),
+                }
             ));
             0
         }

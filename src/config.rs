@@ -20,6 +20,9 @@ use crate::schedule::Schedule;
 /// Where the daemon looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/stowage/config.toml";
 
+/// The lock file's default name, beside the config file.
+pub const DEFAULT_LOCK_FILE: &str = "stowage.lock";
+
 /// Default refresh schedule: hourly, spread by the splay.
 pub const DEFAULT_SCHEDULE: &str = "0 * * * *";
 
@@ -32,6 +35,12 @@ pub struct Config {
     pub pull: PullSettings,
     /// The images this host must have, in the order written.
     pub images: Vec<RequiredImage>,
+    /// The lock file (used when it exists).
+    pub lock_file: PathBuf,
+    /// The state file.
+    pub state_file: PathBuf,
+    /// Per-registry settings: mirrors, plain HTTP.
+    pub registries: Vec<RegistrySettings>,
 }
 
 /// The `[pull]` table.
@@ -55,34 +64,41 @@ pub struct PullSettings {
     pub shutdown_grace: Duration,
 }
 
-/// When a present image is pulled again.
+/// The pin mode an image entry asks for with `pin = "..."`. An image whose name carries a
+/// digest is pinned by the name itself and takes no `pin` key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum PullPolicy {
-    /// Pull on every run, so a moved tag is followed (the default for `latest`).
-    Always,
-    /// Pull only when the image is missing (the default for other tags and digests).
-    IfMissing,
+pub enum PinChoice {
+    /// Take the digest from the lock file (`stowage pin` writes it).
+    Lock,
+    /// Re-resolve the tag on every run; pull only when its digest changed.
+    Follow,
+    /// Resolve the tag once, on the first pull, and keep that digest until the entry changes.
+    FirstPull,
 }
 
-impl PullPolicy {
-    /// The policy for a reference that does not state one, after Kubernetes' rule operators
-    /// already know: `latest` moves, so follow it; anything else is treated as fixed.
-    pub fn default_for(reference: &ImageRef) -> Self {
-        if reference.is_latest() {
-            PullPolicy::Always
-        } else {
-            PullPolicy::IfMissing
-        }
-    }
-
+impl PinChoice {
     /// The spelling used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
-            PullPolicy::Always => "always",
-            PullPolicy::IfMissing => "if-missing",
+            PinChoice::Lock => "lock",
+            PinChoice::Follow => "follow",
+            PinChoice::FirstPull => "first-pull",
         }
     }
+}
+
+/// A `[[registry]]` entry: how to reach one registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// The registry host, with its port (`docker.io`, `registry.example.com:5000`).
+    pub host: String,
+    /// Registries serving the same content (pull-through caches), tried first for pulls by
+    /// digest: content-addressed, so whatever they serve is exactly what was pinned.
+    pub mirrors: Vec<String>,
+    /// Plain HTTP instead of HTTPS. Loopback registries are plain HTTP without saying so, as
+    /// the engine treats them.
+    pub insecure: bool,
 }
 
 /// One `[[image]]` entry.
@@ -94,8 +110,10 @@ pub struct RequiredImage {
     pub platform: Option<String>,
     /// A schedule of its own, replacing `pull.schedule` for this image.
     pub schedule: Option<Schedule>,
-    /// When a present image is pulled again.
-    pub policy: PullPolicy,
+    /// The pin mode written in the config, if any (see [`crate::pin`] for the default).
+    pub pin: Option<PinChoice>,
+    /// Line of the entry's `name`, for messages about it.
+    pub line: usize,
 }
 
 /// A configuration that could not be used.
@@ -189,6 +207,11 @@ impl Config {
         }
     }
 
+    /// The settings of `host`, if it has a `[[registry]]` entry.
+    pub fn registry(&self, host: &str) -> Option<&RegistrySettings> {
+        self.registries.iter().find(|r| r.host == host)
+    }
+
     /// The images refreshed on `schedule` (`None`: the default `pull.schedule`).
     pub fn images_on(&self, schedule: Option<&str>) -> Vec<RequiredImage> {
         self.images
@@ -205,7 +228,35 @@ struct RawConfig {
     #[serde(default)]
     pull: RawPull,
     #[serde(default)]
+    pin: RawPin,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    registry: Vec<RawRegistry>,
+    #[serde(default)]
     image: Vec<RawImage>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    lock_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    host: Spanned<String>,
+    #[serde(default)]
+    mirrors: Vec<Spanned<String>>,
+    #[serde(default)]
+    insecure: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -229,7 +280,7 @@ struct RawImage {
     name: Spanned<String>,
     platform: Option<Spanned<String>>,
     schedule: Option<Spanned<String>>,
-    policy: Option<Spanned<String>>,
+    pin: Option<Spanned<String>>,
 }
 
 struct Validator<'a> {
@@ -355,21 +406,23 @@ impl Validator<'_> {
                 .schedule
                 .as_ref()
                 .and_then(|s| self.schedule("image.schedule", s));
-            let policy = match entry.policy {
+            let pin = match entry.pin {
                 None => None,
                 Some(p) => match p.get_ref().as_str() {
-                    "always" => Some(PullPolicy::Always),
-                    "if-missing" => Some(PullPolicy::IfMissing),
+                    "lock" => Some(PinChoice::Lock),
+                    "follow" => Some(PinChoice::Follow),
+                    "first-pull" => Some(PinChoice::FirstPull),
                     other => {
                         self.problem(
                             p.span(),
                             format!(
-                                "image.policy: unknown policy \"{other}\" (expected \"always\" or \"if-missing\")"
+                                "image.pin: unknown pin mode \"{other}\" (expected \"lock\", \"follow\" or \"first-pull\")"
                             ),
                         );
                         None
                     }
-                },
+                }
+                .map(|choice| (choice, p.span())),
             };
             let Some(reference) = reference else { continue };
             let key = reference.to_string();
@@ -384,20 +437,85 @@ impl Validator<'_> {
                 );
                 continue;
             }
+            if let (Some((choice, span)), Some(digest)) = (&pin, reference.digest()) {
+                self.problem(
+                    span.clone(),
+                    format!(
+                        "image.pin: \"{}\" does not apply: the name is already pinned to {digest}",
+                        choice.as_str()
+                    ),
+                );
+                continue;
+            }
             seen.insert(key, line);
             images.push(RequiredImage {
-                policy: policy.unwrap_or_else(|| PullPolicy::default_for(&reference)),
                 reference,
                 platform,
                 schedule,
+                pin: pin.map(|(choice, _)| choice),
+                line,
             });
         }
+        let registries = self.registries(raw.registry);
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let lock_file = dir.join(raw.pin.lock_file.as_deref().unwrap_or(DEFAULT_LOCK_FILE));
+        let state_file = dir.join(
+            raw.state
+                .file
+                .as_deref()
+                .unwrap_or(crate::state::DEFAULT_STATE_FILE),
+        );
         let pull = pull?;
         Some(Config {
             source: self.path.to_owned(),
             pull,
             images,
+            lock_file,
+            state_file,
+            registries,
         })
+    }
+
+    fn registries(&mut self, raw: Vec<RawRegistry>) -> Vec<RegistrySettings> {
+        let mut out: Vec<RegistrySettings> = Vec::new();
+        let host_of = |v: &mut Self, key: &str, value: &Spanned<String>| -> Option<String> {
+            match registry_host(value.get_ref()) {
+                Some(h) => Some(h),
+                None => {
+                    v.problem(
+                        value.span(),
+                        format!(
+                            "{key}: invalid registry \"{}\" (expected a host with an optional port, \
+                             e.g. \"registry.example.com:5000\", without scheme or path)",
+                            value.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        for r in raw {
+            let host = host_of(self, "registry.host", &r.host);
+            let mirrors = r
+                .mirrors
+                .iter()
+                .filter_map(|m| host_of(self, "registry.mirrors", m))
+                .collect();
+            let Some(host) = host else { continue };
+            if out.iter().any(|o| o.host == host) {
+                self.problem(
+                    r.host.span(),
+                    format!("registry.host: \"{host}\" is configured twice"),
+                );
+                continue;
+            }
+            out.push(RegistrySettings {
+                host,
+                mirrors,
+                insecure: r.insecure,
+            });
+        }
+        out
     }
 
     fn pull(&mut self, raw: RawPull) -> Option<PullSettings> {
@@ -476,8 +594,20 @@ fn valid_platform(p: &str) -> bool {
         })
 }
 
+/// The normalised host of a registry written as `host[:port]`: what an image reference on it
+/// would name as its registry. `None` for anything else (a scheme, a path, a bare word).
+pub fn registry_host(s: &str) -> Option<String> {
+    if s.contains('/') || s.is_empty() {
+        return None;
+    }
+    let probe: ImageRef = format!("{s}/probe").parse().ok()?;
+    let repo = probe.repository();
+    (repo == "probe" || (probe.is_docker_hub() && repo == "library/probe"))
+        .then(|| probe.registry().to_owned())
+}
+
 /// 1-based line and character column of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
@@ -524,7 +654,7 @@ schedule = "*/10 * * * *"
 
 [[image]]
 name = "127.0.0.1:5000/tool:3"
-policy = "always"
+pin = "follow"
 "#,
         )
         .unwrap();
@@ -537,10 +667,11 @@ policy = "always"
                 "127.0.0.1:5000/tool:3"
             ]
         );
-        assert_eq!(c.images[0].policy, PullPolicy::Always);
-        assert_eq!(c.images[1].policy, PullPolicy::IfMissing);
+        assert_eq!(c.images[0].pin, None);
+        assert_eq!(c.images[0].line, 3);
+        assert_eq!(c.images[1].pin, None);
         assert_eq!(c.images[1].platform.as_deref(), Some("linux/arm64/v8"));
-        assert_eq!(c.images[2].policy, PullPolicy::Always);
+        assert_eq!(c.images[2].pin, Some(PinChoice::Follow));
         assert_eq!(c.images_on(None).len(), 2);
         assert_eq!(c.images_on(Some("*/10 * * * *")).len(), 1);
     }
@@ -559,7 +690,7 @@ name = "Nginx"
 [[image]]
 name = "ok:1"
 platform = "Linux"
-policy = "sometimes"
+pin = "sometimes"
 "#,
         )
         .unwrap_err();
@@ -591,7 +722,7 @@ policy = "sometimes"
             errs[4]
         );
         assert!(
-            errs[5].contains(":12:10: image.policy: unknown policy \"sometimes\""),
+            errs[5].contains(":12:7: image.pin: unknown pin mode \"sometimes\""),
             "{}",
             errs[5]
         );
@@ -663,6 +794,51 @@ policy = "sometimes"
         );
         let errs = parse("[pull]\ntimeout = \"0s\"\n").unwrap_err();
         assert!(errs[0].contains("must be more than zero"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn registries_mirrors_and_files() {
+        let c = parse(
+            "[pin]\nlock_file = \"fleet.lock\"\n[state]\nfile = \"/var/tmp/s.json\"\n\
+             [[registry]]\nhost = \"127.0.0.1:5101\"\nmirrors = [\"127.0.0.1:5103\"]\n\
+             [[registry]]\nhost = \"index.docker.io\"\ninsecure = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.lock_file, PathBuf::from("/etc/stowage/fleet.lock"));
+        assert_eq!(c.state_file, PathBuf::from("/var/tmp/s.json"));
+        assert_eq!(
+            c.registry("127.0.0.1:5101").unwrap().mirrors,
+            ["127.0.0.1:5103"]
+        );
+        assert!(c.registry("docker.io").unwrap().insecure);
+        assert_eq!(
+            parse("").unwrap().lock_file,
+            PathBuf::from("/etc/stowage/stowage.lock")
+        );
+        let errs =
+            parse("[[registry]]\nhost = \"https://r.example\"\nmirrors = [\"m/x\"]\n").unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert!(
+            errs[0].contains(":2:8: registry.host: invalid registry \"https://r.example\""),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].contains(":3:12: registry.mirrors: invalid registry \"m/x\""),
+            "{}",
+            errs[1]
+        );
+    }
+
+    #[test]
+    fn a_digest_name_takes_no_pin_mode() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let errs = parse(&format!("[[image]]\nname = \"a@{d}\"\npin = \"follow\"\n")).unwrap_err();
+        assert!(
+            errs[0].contains(":3:7: image.pin: \"follow\" does not apply"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]

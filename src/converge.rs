@@ -1,9 +1,12 @@
-//! Carrying out a pull plan against an engine: bounded concurrency, per-attempt timeouts,
+//! Carrying out a run against an engine: learn the digests, plan, then pull by digest (mirrors
+//! first), tag, and remember first-pull pins. Bounded concurrency, per-attempt timeouts,
 //! retries with backoff for failures that may pass, and a stop signal that ends the run early.
 //!
-//! One image failing never stops the others; every outcome is reported.
+//! One image failing never stops the others; every outcome is reported. Nothing changes on
+//! error: a failed resolution keeps the present image and the previous pin.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,33 +15,48 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{PullSettings, RequiredImage};
+use crate::config::Config;
 use crate::credentials::{CredentialSource, RegistryAuth};
-use crate::engine::{Engine, PullRequest, Pulled};
+use crate::engine::{Engine, LocalImage, PullRequest, Pulled};
 use crate::failure::{Failure, FailureClass, explain};
-use crate::plan::{Action, Decision, plan_pulls};
+use crate::lockfile::LockFile;
+use crate::pin::{PinMode, Pinned};
+use crate::plan::{Action, Decision, Want, adoptable_digest, content_names, plan_pulls};
+use crate::reference::ImageRef;
+use crate::registry::Resolver;
+use crate::state::State;
+
+/// How long a credential helper may take to answer.
+pub const CREDENTIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How one required image ended up after a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum PullResult {
-    /// Nothing to do: present, and its policy does not refresh it.
+    /// Nothing to do: the name points at the wanted content.
     Kept,
-    /// Pulled (or refreshed) successfully.
+    /// Pulled by digest, and named.
     Pulled {
-        /// The manifest digest the registry served, when known.
+        /// The digest pulled.
         digest: Option<String>,
-        /// Whether new content arrived.
+        /// Whether new content arrived (false: the engine had it already).
         updated: bool,
+        /// Where it came from: the origin registry or a mirror.
+        from: String,
+    },
+    /// The wanted content was present; only the name was pointed at it.
+    Tagged {
+        /// The digest the name now points at.
+        digest: String,
     },
     /// Every attempt failed, or the failure was not worth retrying.
     Failed {
         /// Which kind of failure.
         class: FailureClass,
-        /// What to do about it, with the engine's words.
+        /// What to do about it, with the engine's or registry's words.
         message: String,
     },
-    /// Not attempted because the daemon was stopping.
+    /// Not attempted because stowage was stopping.
     Skipped,
 }
 
@@ -51,7 +69,8 @@ pub struct Outcome {
     /// How it ended.
     #[serde(flatten)]
     pub result: PullResult,
-    /// Pull attempts made (0 when none was needed).
+    /// Registry attempts made for the image: failed resolutions and pulls (0 when none was
+    /// needed).
     pub attempts: u32,
     /// Time spent on it, retries included, in milliseconds.
     pub elapsed_ms: u64,
@@ -60,7 +79,10 @@ pub struct Outcome {
 impl Outcome {
     /// Whether the image is now in the store as required.
     pub fn is_ok(&self) -> bool {
-        matches!(self.result, PullResult::Kept | PullResult::Pulled { .. })
+        matches!(
+            self.result,
+            PullResult::Kept | PullResult::Pulled { .. } | PullResult::Tagged { .. }
+        )
     }
 }
 
@@ -107,26 +129,84 @@ impl Drop for InFlightGuard {
 pub struct Puller<'a, E> {
     /// The engine to pull through.
     pub engine: &'a E,
-    /// Concurrency, timeouts and retries.
-    pub settings: &'a PullSettings,
+    /// Pull settings and registries.
+    pub config: &'a Config,
     /// Where registry credentials come from.
     pub credentials: &'a CredentialSource,
-    /// Cancelled when the daemon stops: no new pull or retry starts after that.
+    /// Asks registries for tags' digests.
+    pub resolver: &'a Resolver,
+    /// First-pull pins and the index cache; saved after a run that changed them.
+    pub state: &'a Mutex<State>,
+    /// Cancelled when stowage stops: no new pull or retry starts after that.
     pub stop: CancellationToken,
     /// The pulls under way.
     pub in_flight: InFlight,
 }
 
 impl<E: Engine> Puller<'_, E> {
-    /// Reads the local store, plans, and pulls what the plan says. Fails only when the engine
-    /// cannot list its images; individual pull failures are in the outcomes.
-    pub async fn converge(&self, images: &[RequiredImage]) -> Result<Vec<Outcome>, Failure> {
+    /// Reads the local store and decides, asking registries only for digests nothing pins yet.
+    /// Changes nothing.
+    pub async fn plan(
+        &self,
+        images: &[Pinned],
+    ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
         let local = self.engine.list_images().await?;
-        let plan = plan_pulls(images, &local);
-        Ok(self.execute(plan).await)
+        let wants = self.wants(images, &local).await;
+        let plan = plan_pulls(images, &wants, &local, &self.config.registries);
+        Ok((plan, local))
     }
 
-    /// Carries out `plan`, at most `concurrency` pulls at once, and returns an outcome per
+    /// A whole run: plan, carry out, and remember new first-pull pins. Fails only when the
+    /// engine cannot list its images; each image's failure is in its outcome.
+    pub async fn converge(&self, images: &[Pinned]) -> Result<Vec<Outcome>, Failure> {
+        let (plan, _) = self.plan(images).await?;
+        let outcomes = self.execute(plan).await;
+        self.remember(&outcomes);
+        Ok(outcomes)
+    }
+
+    /// The digest each image must have: pinned, adopted from the local store (first pull of a
+    /// present image), or resolved from the registry.
+    async fn wants(&self, images: &[Pinned], local: &[LocalImage]) -> Vec<Want> {
+        let known: Vec<Option<String>> = {
+            let state = self.lock_state();
+            images
+                .iter()
+                .map(|p| {
+                    p.known_digest(&state)
+                        .or_else(|| adoptable_digest(p, local, &self.config.registries))
+                })
+                .collect()
+        };
+        let mut wants: Vec<(usize, Want)> =
+            futures_util::stream::iter(images.iter().zip(known).enumerate())
+                .map(|(index, (p, known))| async move {
+                    let want = match known {
+                        Some(d) => Want::Digest(d),
+                        None => {
+                            let reference = &p.image.reference;
+                            let platform = p.image.platform.as_deref();
+                            let (result, attempts) = self
+                                .with_retries(reference, "resolve", || {
+                                    self.resolver.resolve(reference, platform)
+                                })
+                                .await;
+                            match result {
+                                Ok(r) => Want::Digest(r.digest),
+                                Err(f) => Want::Unknown(f, attempts),
+                            }
+                        }
+                    };
+                    (index, want)
+                })
+                .buffer_unordered(self.config.pull.concurrency.max(1))
+                .collect()
+                .await;
+        wants.sort_by_key(|(i, _)| *i);
+        wants.into_iter().map(|(_, w)| w).collect()
+    }
+
+    /// Carries out `plan`, at most `concurrency` images at once, and returns an outcome per
     /// decision in plan order.
     pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
         let auth_cache = AuthCache::default();
@@ -138,7 +218,7 @@ impl<E: Engine> Puller<'_, E> {
                     let auth_cache = &auth_cache;
                     async move { (index, self.carry_out(decision, auth_cache).await) }
                 })
-                .buffer_unordered(self.settings.concurrency.max(1))
+                .buffer_unordered(self.config.pull.concurrency.max(1))
                 .collect()
                 .await;
         outcomes.sort_by_key(|(index, _)| *index);
@@ -153,85 +233,242 @@ impl<E: Engine> Puller<'_, E> {
             attempts,
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
-        if decision.action == Action::Keep {
-            return finish(decision, PullResult::Kept, 0);
+        let reference = decision.reference().clone();
+        match decision.action {
+            Action::Keep => {
+                if let Some(f) = &decision.failure {
+                    warn!(image = %reference, class = f.class.as_str(), "{}", decision.reason);
+                }
+                return finish(decision, PullResult::Kept, 0);
+            }
+            Action::Fail => {
+                let failure = decision.failure.clone().unwrap_or_else(|| {
+                    Failure::new(FailureClass::Engine, "no digest and nothing present")
+                });
+                warn!(image = %reference, class = failure.class.as_str(), "{}", decision.reason);
+                let result = PullResult::Failed {
+                    class: failure.class,
+                    message: decision.reason.clone(),
+                };
+                let attempts = decision.resolve_attempts;
+                return finish(decision, result, attempts);
+            }
+            Action::Tag | Action::Pull => {}
         }
         if self.stop.is_cancelled() {
             return finish(decision, PullResult::Skipped, 0);
         }
-        let reference = decision.image.reference.clone();
-        let request = PullRequest {
-            reference: reference.clone(),
-            platform: decision.image.platform.clone(),
-            auth: self.auth_for(reference.registry(), auth_cache).await,
-        };
-        let policy = self.settings.retry;
-        let mut attempt = 0;
-        loop {
-            if self.stop.is_cancelled() {
-                return finish(decision, PullResult::Skipped, attempt);
+        let digest = decision.digest.clone().unwrap_or_default();
+        if decision.action == Action::Tag {
+            let source = decision.holder.clone().unwrap_or_default();
+            return match self.name(&reference, &source).await {
+                Ok(()) => {
+                    info!(image = %reference, digest, "tagged the pinned content");
+                    finish(decision, PullResult::Tagged { digest }, 0)
+                }
+                Err(f) => {
+                    let message = explain(&reference, &f);
+                    warn!(image = %reference, class = f.class.as_str(), "tagging failed: {message}");
+                    finish(
+                        decision,
+                        PullResult::Failed {
+                            class: f.class,
+                            message,
+                        },
+                        0,
+                    )
+                }
+            };
+        }
+        let (result, attempts) = self
+            .with_retries(&reference, "pull", || {
+                self.pull_by_digest(&decision, &digest, auth_cache)
+            })
+            .await;
+        match result {
+            Ok((pulled, from)) => {
+                info!(
+                    image = %reference,
+                    digest,
+                    from,
+                    updated = pulled.updated,
+                    attempts,
+                    "pulled"
+                );
+                let result = PullResult::Pulled {
+                    digest: Some(digest),
+                    updated: pulled.updated,
+                    from,
+                };
+                finish(decision, result, attempts)
             }
-            attempt += 1;
-            info!(image = %reference, action = decision.action.as_str(), attempt, "pulling");
-            let result = {
+            Err(failure) if failure.class == FailureClass::Engine && failure.detail == STOPPED => {
+                finish(decision, PullResult::Skipped, attempts)
+            }
+            Err(failure) => {
+                let message = explain(&reference, &failure);
+                finish(
+                    decision,
+                    PullResult::Failed {
+                        class: failure.class,
+                        message,
+                    },
+                    attempts,
+                )
+            }
+        }
+    }
+
+    /// One attempt: pull `digest` from each mirror, then from the origin, until one serves
+    /// it; then point the configured name at it.
+    async fn pull_by_digest(
+        &self,
+        decision: &Decision,
+        digest: &str,
+        auth_cache: &AuthCache,
+    ) -> Result<(Pulled, String), Failure> {
+        let reference = decision.reference();
+        let mut names = content_names(reference, &self.config.registries);
+        // Mirrors first: content-addressed, so whatever they serve is what was pinned.
+        names.rotate_left(1);
+        let mut last = None;
+        for name in names {
+            let source: ImageRef = format!("{name}@{digest}")
+                .parse()
+                .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
+            let request = PullRequest {
+                platform: decision.pinned.image.platform.clone(),
+                auth: self.auth_for(source.registry(), auth_cache).await,
+                reference: source.clone(),
+            };
+            let pulled = {
                 let _guard = self.in_flight.enter(reference.to_string());
-                match tokio::time::timeout(self.settings.timeout, self.engine.pull(&request)).await
+                match tokio::time::timeout(self.config.pull.timeout, self.engine.pull(&request))
+                    .await
                 {
                     Ok(result) => result,
                     Err(_) => Err(Failure::new(
                         FailureClass::Network,
                         format!(
                             "stowage gave up: no result within pull.timeout ({})",
-                            humantime::format_duration(self.settings.timeout)
+                            humantime::format_duration(self.config.pull.timeout)
                         ),
                     )),
                 }
             };
-            let failure = match result {
-                Ok(Pulled { digest, updated }) => {
-                    info!(
-                        image = %reference,
-                        digest = digest.as_deref().unwrap_or("unknown"),
-                        updated,
-                        attempts = attempt,
-                        "pulled"
-                    );
-                    return finish(decision, PullResult::Pulled { digest, updated }, attempt);
+            match pulled {
+                Ok(pulled) => {
+                    self.name(reference, &source.to_string()).await?;
+                    return Ok((pulled, source.registry().to_owned()));
                 }
-                Err(failure) => failure,
+                Err(f) => {
+                    if source.registry() != reference.registry() {
+                        warn!(
+                            image = %reference,
+                            mirror = source.registry(),
+                            "mirror failed, trying the next source: {}",
+                            explain(&source, &f)
+                        );
+                    }
+                    last = Some(f);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Failure::new(FailureClass::Engine, "no source to pull from")))
+    }
+
+    /// Points the reference's tag at `source` (a local image ID or `name@digest`). A digest
+    /// pull leaves the image untagged, which `docker image prune` would take as dangling.
+    async fn name(&self, reference: &ImageRef, source: &str) -> Result<(), Failure> {
+        match reference.tag() {
+            Some(tag) => self.engine.tag(source, &reference.name(), tag).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the attempts run out; sleeps with
+    /// backoff between attempts, and gives up at once when stopping. Returns the attempts made.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        image: &ImageRef,
+        what: &str,
+        mut op: F,
+    ) -> (Result<T, Failure>, u32)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let policy = self.config.pull.retry;
+        let mut attempt = 0;
+        loop {
+            if self.stop.is_cancelled() {
+                return (Err(Failure::new(FailureClass::Engine, STOPPED)), attempt);
+            }
+            attempt += 1;
+            if what == "pull" {
+                info!(image = %image, attempt, "pulling");
+            }
+            let failure = match op().await {
+                Ok(v) => return (Ok(v), attempt),
+                Err(f) => f,
             };
-            let message = explain(&reference, &failure);
+            let message = explain(image, &failure);
             if !failure.is_retryable() || attempt >= policy.attempts() {
-                warn!(
-                    image = %reference,
-                    class = failure.class.as_str(),
-                    attempts = attempt,
-                    "pull failed: {message}"
-                );
-                let result = PullResult::Failed {
-                    class: failure.class,
-                    message,
-                };
-                return finish(decision, result, attempt);
+                warn!(image = %image, class = failure.class.as_str(), attempts = attempt, "{what} failed: {message}");
+                return (Err(failure), attempt);
             }
             let delay = policy.delay(attempt, rand::random::<f64>());
             warn!(
-                image = %reference,
+                image = %image,
                 class = failure.class.as_str(),
                 attempt,
                 retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                "pull failed, will retry: {message}"
+                "{what} failed, will retry: {message}"
             );
             tokio::select! {
                 // Stop first: with a zero delay both are ready, and a stop must win.
                 biased;
                 () = self.stop.cancelled() => {
-                    let result = PullResult::Failed { class: failure.class, message };
-                    return finish(decision, result, attempt);
+                    warn!(image = %image, class = failure.class.as_str(), attempts = attempt, "{what} failed: {message}");
+                    return (Err(failure), attempt);
                 }
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Records first-pull pins for images that now have their content, and saves the state
+    /// file when anything changed (the index cache included).
+    fn remember(&self, outcomes: &[Outcome]) {
+        let mut state = self.lock_state();
+        let before = state.clone();
+        for o in outcomes {
+            let p = &o.decision.pinned;
+            if p.mode == PinMode::FirstPull
+                && o.is_ok()
+                && let Some(d) = &o.decision.digest
+            {
+                state
+                    .first_pull
+                    .entry(p.key.to_string())
+                    .or_insert_with(|| d.clone());
+            }
+        }
+        state.index_platforms = self.resolver.cache_snapshot();
+        if *state != before
+            && let Err(e) = state.save(&self.config.state_file)
+        {
+            warn!(
+                path = %self.config.state_file.display(),
+                "cannot save the state file ({e}); first-pull pins will be resolved again"
+            );
+        }
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Credentials for `registry`, looked up once per run and registry (a credential helper is
@@ -278,8 +515,98 @@ impl<E: Engine> Puller<'_, E> {
     }
 }
 
-/// How long a credential helper may take to answer.
-pub const CREDENTIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// What the runs of one process share: the configuration and its pins, credentials, the
+/// resolver and the state file's content.
+pub struct Session {
+    /// The configuration.
+    pub config: Config,
+    /// Every required image with its pin mode, in config order.
+    pub pinned: Vec<Pinned>,
+    /// Where registry credentials come from.
+    pub credentials: CredentialSource,
+    /// Asks registries for digests.
+    pub resolver: Resolver,
+    /// First-pull pins and the index cache.
+    pub state: Mutex<State>,
+}
+
+impl Session {
+    /// Sets up a session: reads the state file, and asks the engine its platform (what tags
+    /// resolve to when the config names none).
+    pub async fn new<E: Engine>(
+        config: Config,
+        pinned: Vec<Pinned>,
+        engine: &E,
+    ) -> Result<Session, Failure> {
+        let credentials = CredentialSource::new(config.pull.credentials.as_deref());
+        let mut state = State::load(&config.state_file);
+        // A pin ends when its image leaves the config, or changes name or platform.
+        state.retain_first_pulls(pinned.iter().map(|p| &p.key));
+        let platform = engine.platform().await?;
+        // Lock entries of multi-platform indexes pin this host's platform's digest.
+        let lock = LockFile::load(&config.lock_file).ok().flatten();
+        let pinned = match &lock {
+            Some(lock) => crate::pin::pin_images(&config, Some(lock), Some(&platform)).map_err(
+                |problems| {
+                    Failure::new(
+                        FailureClass::Engine,
+                        problems
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    )
+                },
+            )?,
+            None => pinned,
+        };
+        let cache = Arc::new(Mutex::new(state.index_platforms.clone()));
+        let resolver = Resolver::new(&config, credentials.clone(), platform, cache);
+        Ok(Session {
+            config,
+            pinned,
+            credentials,
+            resolver,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// A puller over this session.
+    pub fn puller<'a, E>(
+        &'a self,
+        engine: &'a E,
+        stop: CancellationToken,
+        in_flight: InFlight,
+    ) -> Puller<'a, E> {
+        Puller {
+            engine,
+            config: &self.config,
+            credentials: &self.credentials,
+            resolver: &self.resolver,
+            state: &self.state,
+            stop,
+            in_flight,
+        }
+    }
+
+    /// The pinned images refreshed on `schedule` (`None`: `pull.schedule`).
+    pub fn pinned_on(&self, schedule: Option<&str>) -> Vec<Pinned> {
+        self.pinned
+            .iter()
+            .filter(|p| {
+                p.image
+                    .schedule
+                    .as_ref()
+                    .map(crate::schedule::Schedule::expr)
+                    == schedule
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The detail of the failure that stands for "not attempted: stopping".
+const STOPPED: &str = "stopped before the attempt";
 
 /// One credential lookup per registry and run.
 #[derive(Default)]
@@ -288,10 +615,12 @@ struct AuthCache(Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<Registry
 /// Counts of a run's outcomes, for the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
-    /// Images pulled or refreshed with new content.
+    /// Images pulled with new content.
     pub pulled: usize,
-    /// Images refreshed that were already up to date.
+    /// Images pulled whose content the engine already had.
     pub up_to_date: usize,
+    /// Images whose name was pointed back at the pinned content.
+    pub tagged: usize,
     /// Images present with nothing to do.
     pub kept: usize,
     /// Images that failed.
@@ -309,6 +638,7 @@ impl Summary {
                 PullResult::Kept => s.kept += 1,
                 PullResult::Pulled { updated: true, .. } => s.pulled += 1,
                 PullResult::Pulled { updated: false, .. } => s.up_to_date += 1,
+                PullResult::Tagged { .. } => s.tagged += 1,
                 PullResult::Failed { .. } => s.failed += 1,
                 PullResult::Skipped => s.skipped += 1,
             }

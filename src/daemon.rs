@@ -12,11 +12,11 @@ use chrono::{DateTime, Local};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, RequiredImage};
-use crate::converge::{InFlight, Puller, Summary};
-use crate::credentials::CredentialSource;
+use crate::config::Config;
+use crate::converge::{InFlight, Puller, Session, Summary};
 use crate::engine::Engine;
 use crate::engine::docker::{ConnectError, DockerEngine};
+use crate::pin::Pinned;
 use crate::retry::RetryPolicy;
 use crate::schedule::{Schedule, splay_offset};
 
@@ -26,24 +26,17 @@ use crate::schedule::{Schedule, splay_offset};
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 /// Runs the daemon until `shutdown` completes, then drains.
-pub async fn run<E: Engine>(config: Config, engine: E, shutdown: impl Future<Output = ()>) {
+pub async fn run<E: Engine>(session: Session, engine: E, shutdown: impl Future<Output = ()>) {
     let stop = CancellationToken::new();
     let in_flight = InFlight::default();
-    let credentials = CredentialSource::new(config.pull.credentials.as_deref());
-    let puller = Puller {
-        engine: &engine,
-        settings: &config.pull,
-        credentials: &credentials,
-        stop: stop.clone(),
-        in_flight: in_flight.clone(),
-    };
-    let work = serve(&config, &puller);
+    let puller = session.puller(&engine, stop.clone(), in_flight.clone());
+    let work = serve(&session, &puller);
     tokio::pin!(work, shutdown);
     tokio::select! {
         () = &mut work => return,
         () = &mut shutdown => {}
     }
-    let grace = config.pull.shutdown_grace;
+    let grace = session.config.pull.shutdown_grace;
     info!(
         in_flight = in_flight.snapshot().len(),
         grace = %humantime::format_duration(grace),
@@ -57,6 +50,40 @@ pub async fn run<E: Engine>(config: Config, engine: E, shutdown: impl Future<Out
         );
     }
     info!("stopped");
+}
+
+/// Connects to the engine and sets up the session, waiting for the engine as long as it takes
+/// (or until `stop`). `Ok(None)` means stopped while waiting.
+pub async fn prepare(
+    config: Config,
+    pinned: Vec<Pinned>,
+    host: Option<&str>,
+    stop: &CancellationToken,
+) -> Result<Option<(DockerEngine, Session)>, ConnectError> {
+    let policy = RetryPolicy {
+        retries: u32::MAX,
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+    };
+    let mut attempt = 0;
+    loop {
+        let Some(engine) = connect_docker(host, stop).await? else {
+            return Ok(None);
+        };
+        match Session::new(config.clone(), pinned.clone(), &engine).await {
+            Ok(session) => return Ok(Some((engine, session))),
+            Err(failure) => {
+                attempt += 1;
+                let delay = policy.delay(attempt, rand::random::<f64>());
+                warn!("engine: {}", failure.detail);
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Connects to the Docker engine, retrying until it answers or `stop` is cancelled: at boot the
@@ -96,16 +123,17 @@ pub async fn connect_docker(
 /// A schedule and the images it refreshes.
 struct Group {
     schedule: Schedule,
-    images: Vec<RequiredImage>,
+    images: Vec<Pinned>,
     next: Option<DateTime<Local>>,
 }
 
 /// Images grouped by the schedule that refreshes them: `pull.schedule` for those without one of
 /// their own, then one group per distinct per-image schedule.
-fn groups(config: &Config) -> Vec<Group> {
+fn groups(session: &Session) -> Vec<Group> {
+    let config = &session.config;
     let mut groups = vec![Group {
         schedule: config.pull.schedule.clone(),
-        images: config.images_on(None),
+        images: session.pinned_on(None),
         next: None,
     }];
     for image in &config.images {
@@ -114,7 +142,7 @@ fn groups(config: &Config) -> Vec<Group> {
         {
             groups.push(Group {
                 schedule: s.clone(),
-                images: config.images_on(Some(s.expr())),
+                images: session.pinned_on(Some(s.expr())),
                 next: None,
             });
         }
@@ -123,7 +151,8 @@ fn groups(config: &Config) -> Vec<Group> {
     groups
 }
 
-async fn serve<E: Engine>(config: &Config, puller: &Puller<'_, E>) {
+async fn serve<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
+    let config = &session.config;
     let offset = splay_offset(config.pull.splay, rand::random::<f64>());
     info!(
         config = %config.source.display(),
@@ -132,9 +161,9 @@ async fn serve<E: Engine>(config: &Config, puller: &Puller<'_, E>) {
         "stowage started"
     );
     if config.pull.on_boot {
-        boot(config, puller).await;
+        boot(session, puller).await;
     }
-    let mut groups = groups(config);
+    let mut groups = groups(session);
     for g in &mut groups {
         g.next = g.schedule.next_after(&Local::now(), offset);
         match g.next {
@@ -182,14 +211,14 @@ async fn serve<E: Engine>(config: &Config, puller: &Puller<'_, E>) {
 
 /// The boot pull: repeated until the engine can be read, so a host that starts stowage before
 /// dockerd still gets its images as soon as the engine is up.
-async fn boot<E: Engine>(config: &Config, puller: &Puller<'_, E>) {
+async fn boot<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
     let policy = RetryPolicy {
         retries: u32::MAX,
         initial: Duration::from_secs(1),
         max: Duration::from_secs(30),
     };
     let mut attempt = 0;
-    while !pass(puller, "boot", &config.images).await {
+    while !pass(puller, "boot", &session.pinned).await {
         attempt += 1;
         let delay = policy.delay(attempt, rand::random::<f64>());
         tokio::select! {
@@ -200,7 +229,7 @@ async fn boot<E: Engine>(config: &Config, puller: &Puller<'_, E>) {
 }
 
 /// One pass over `images`. Returns false only when the engine could not be read at all.
-async fn pass<E: Engine>(puller: &Puller<'_, E>, trigger: &str, images: &[RequiredImage]) -> bool {
+async fn pass<E: Engine>(puller: &Puller<'_, E>, trigger: &str, images: &[Pinned]) -> bool {
     info!(trigger, images = images.len(), "run started");
     match puller.converge(images).await {
         Ok(outcomes) => {
@@ -209,6 +238,7 @@ async fn pass<E: Engine>(puller: &Puller<'_, E>, trigger: &str, images: &[Requir
                 trigger,
                 pulled = s.pulled,
                 up_to_date = s.up_to_date,
+                tagged = s.tagged,
                 kept = s.kept,
                 failed = s.failed,
                 skipped = s.skipped,

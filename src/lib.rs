@@ -5,6 +5,7 @@
 //! [`engine`], and the decisions themselves ([`plan`], [`schedule`], [`retry`], [`failure`],
 //! [`config`] validation) are pure functions over plain data.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod converge;
@@ -12,9 +13,13 @@ pub mod credentials;
 pub mod daemon;
 pub mod engine;
 pub mod failure;
+pub mod lockfile;
 pub mod logging;
+pub mod pin;
 pub mod plan;
 pub mod reference;
+pub mod registry;
 pub mod report;
 pub mod retry;
 pub mod schedule;
+pub mod state;

@@ -1,4 +1,4 @@
-//! What `plan` and `pull` print: aligned text for people, JSON for machines.
+//! What `plan`, `pull`, `status` and `pin` print: aligned text for people, JSON for machines.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -6,46 +6,88 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::converge::{Outcome, PullResult, Summary};
-use crate::plan::{Action, Decision};
+use crate::lockfile::LockChange;
+use crate::pin::PinMode;
+use crate::plan::{Action, Decision, Presence};
+
+/// `sha256:` and the first 12 hex digits: enough to tell digests apart in a table.
+pub fn short(digest: &str) -> String {
+    match digest.strip_prefix("sha256:") {
+        Some(hex) => format!("sha256:{}", &hex[..hex.len().min(12)]),
+        None => digest.to_owned(),
+    }
+}
+
+fn display_name(d: &Decision) -> String {
+    match &d.pinned.image.platform {
+        Some(p) => format!("{} [{p}]", d.pinned.image.reference),
+        None => d.pinned.image.reference.to_string(),
+    }
+}
+
+fn presence(p: Presence) -> &'static str {
+    match p {
+        Presence::Missing => "missing",
+        Presence::Present => "present",
+    }
+}
+
+/// Renders rows as columns separated by two spaces; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == last {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
 
 /// The `plan` table.
 pub fn plan_text(plan: &[Decision]) -> String {
     if plan.is_empty() {
         return "no images are required by the configuration\n".into();
     }
-    let width = plan
+    let rows: Vec<Vec<String>> = plan
         .iter()
-        .map(|d| display_name(d).len())
-        .max()
-        .unwrap_or(0)
-        .max("IMAGE".len());
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:<8} {:<8} WHY",
-        "IMAGE", "STATE", "ACTION"
-    );
-    for d in plan {
-        let state = match d.state {
-            crate::plan::Presence::Missing => "missing",
-            crate::plan::Presence::Present => "present",
-        };
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<8} {:<8} {}",
-            display_name(d),
-            state,
-            d.action.as_str(),
-            d.reason
-        );
-    }
+        .map(|d| {
+            vec![
+                display_name(d),
+                d.pinned.mode.as_str().to_owned(),
+                d.digest.as_deref().map(short).unwrap_or_else(|| "-".into()),
+                presence(d.state).to_owned(),
+                d.action.as_str().to_owned(),
+                d.reason.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["IMAGE", "PIN", "DIGEST", "STATE", "ACTION", "WHY"], &rows);
     let count = |a: Action| plan.iter().filter(|d| d.action == a).count();
     let _ = writeln!(
         out,
-        "\n{} to pull, {} to refresh, {} present",
+        "\n{} to pull, {} to tag, {} present, {} failing",
         count(Action::Pull),
-        count(Action::Refresh),
-        count(Action::Keep)
+        count(Action::Tag),
+        count(Action::Keep),
+        count(Action::Fail)
     );
     out
 }
@@ -76,13 +118,33 @@ pub fn pull_text(outcomes: &[Outcome]) -> String {
         let name = display_name(&o.decision);
         let secs = o.elapsed_ms as f64 / 1000.0;
         let line = match &o.result {
-            PullResult::Kept => format!("present     {name}"),
-            PullResult::Pulled { digest, updated } => format!(
-                "{}  {name:<width$}  {} ({secs:.1}s{})",
+            PullResult::Kept if o.decision.failure.is_some() => {
+                format!("kept        {name:<width$}  {}", o.decision.reason)
+            }
+            PullResult::Kept => format!(
+                "present     {name:<width$}  {}",
+                o.decision.digest.as_deref().unwrap_or("")
+            ),
+            PullResult::Pulled {
+                digest,
+                updated,
+                from,
+            } => format!(
+                "{}  {name:<width$}  {} from {from} ({secs:.1}s{})",
                 if *updated { "pulled    " } else { "up to date" },
                 digest.as_deref().unwrap_or("digest unknown"),
-                attempts_note(o.attempts),
+                if o.attempts > 1 {
+                    format!(", {} attempts", o.attempts)
+                } else {
+                    String::new()
+                },
             ),
+            PullResult::Tagged { digest } => {
+                format!(
+                    "tagged      {name:<width$}  {digest} (was: {})",
+                    o.decision.reason
+                )
+            }
             PullResult::Failed { message, .. } if o.attempts > 1 => {
                 format!(
                     "FAILED      {name}: {message} (after {} attempts)",
@@ -98,10 +160,11 @@ pub fn pull_text(outcomes: &[Outcome]) -> String {
     let s = Summary::of(outcomes);
     let _ = writeln!(
         out,
-        "{} images: {} pulled, {} up to date, {} present, {} failed{}",
+        "{} images: {} pulled, {} up to date, {} tagged, {} present, {} failed{}",
         outcomes.len(),
         s.pulled,
         s.up_to_date,
+        s.tagged,
         s.kept,
         s.failed,
         if s.skipped > 0 {
@@ -129,44 +192,168 @@ pub fn pull_json(config: &Path, outcomes: &[Outcome]) -> String {
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
 }
 
-fn attempts_note(attempts: u32) -> String {
-    if attempts > 1 {
-        format!(", {attempts} attempts")
-    } else {
-        String::new()
+/// One `status` row: the plan's view plus what the registry says now.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    /// The plan's decision for the image (pin, presence, local digest, drift).
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// The digest the tag has in the registry now, when it was asked and answered.
+    pub registry_digest: Option<String>,
+    /// Why the registry's digest is unknown, when it was asked and did not answer.
+    pub registry_error: Option<String>,
+}
+
+impl StatusRow {
+    /// The pinned digest: what the config, the lock or the first pull fixed. None when the
+    /// image follows its tag.
+    pub fn pinned(&self) -> Option<&str> {
+        match self.decision.pinned.mode {
+            PinMode::Follow => None,
+            _ => self.decision.digest.as_deref(),
+        }
     }
 }
 
-fn display_name(d: &Decision) -> String {
-    match &d.image.platform {
-        Some(p) => format!("{} [{p}]", d.image.reference),
-        None => d.image.reference.to_string(),
+/// The `status` table.
+pub fn status_text(rows: &[StatusRow]) -> String {
+    if rows.is_empty() {
+        return "no images are required by the configuration\n".into();
     }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let d = &r.decision;
+            let registry = match (&r.registry_digest, &r.registry_error) {
+                (Some(g), _) => short(g),
+                (None, Some(_)) => "unreachable".into(),
+                (None, None) => "-".into(),
+            };
+            let note = if d.drift {
+                "DRIFT: the name points at other content; the next run repairs it".to_owned()
+            } else if d.state == Presence::Missing {
+                "missing; the next run pulls it".to_owned()
+            } else if let (Some(g), Some(l)) = (&r.registry_digest, &d.local_digest)
+                && g != l
+            {
+                match d.pinned.mode {
+                    PinMode::Follow => "the tag moved; the next run pulls it".to_owned(),
+                    _ => "the tag moved in the registry; the pin holds".to_owned(),
+                }
+            } else {
+                "ok".to_owned()
+            };
+            vec![
+                display_name(d),
+                d.pinned.mode.as_str().to_owned(),
+                presence(d.state).to_owned(),
+                r.pinned().map(short).unwrap_or_else(|| "-".into()),
+                d.local_digest
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or_else(|| "-".into()),
+                registry,
+                note,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "IMAGE", "PIN", "STATE", "PINNED", "LOCAL", "REGISTRY", "NOTE",
+        ],
+        &cells,
+    )
+}
+
+/// The `status --json` document.
+pub fn status_json(config: &Path, rows: &[StatusRow]) -> String {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        #[serde(flatten)]
+        row: &'a StatusRow,
+        pinned_digest: Option<&'a str>,
+    }
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        config: &'a Path,
+        images: Vec<Row<'a>>,
+    }
+    let doc = Doc {
+        config,
+        images: rows
+            .iter()
+            .map(|row| Row {
+                row,
+                pinned_digest: row.pinned(),
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
+}
+
+/// What `pin` says about the changes it made or found.
+pub fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool) -> String {
+    let mut out = String::new();
+    if changes.is_empty() {
+        let _ = writeln!(out, "{}: up to date", lock.display());
+        return out;
+    }
+    for c in changes {
+        let _ = writeln!(out, "{c}");
+    }
+    let _ = writeln!(
+        out,
+        "{}: {} change{}{}",
+        lock.display(),
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        if check {
+            " (stale; run `stowage pin` to update it)"
+        } else {
+            " written"
+        }
+    );
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{PullPolicy, RequiredImage};
+    use crate::config::RequiredImage;
     use crate::failure::FailureClass;
-    use crate::plan::Presence;
+    use crate::lockfile::LockKey;
+    use crate::pin::Pinned;
+
+    const D: &str = "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
     fn decision(name: &str, action: Action) -> Decision {
         let reference: crate::reference::ImageRef = name.parse().unwrap();
         Decision {
-            image: RequiredImage {
-                policy: PullPolicy::default_for(&reference),
-                reference,
-                platform: None,
-                schedule: None,
+            pinned: Pinned {
+                key: LockKey::new(&reference, None),
+                mode: PinMode::Lock,
+                digest: Some(D.into()),
+                image: RequiredImage {
+                    reference,
+                    platform: None,
+                    schedule: None,
+                    pin: None,
+                    line: 1,
+                },
             },
+            digest: Some(D.into()),
             state: if action == Action::Pull {
                 Presence::Missing
             } else {
                 Presence::Present
             },
+            local_digest: None,
+            drift: false,
             action,
-            reason: "because",
+            reason: "because".into(),
+            failure: None,
+            holder: None,
+            resolve_attempts: 0,
         }
     }
 
@@ -177,10 +364,21 @@ mod tests {
             decision("r:1/a:1", Action::Keep),
         ]);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("IMAGE "));
-        assert!(lines[1].starts_with("docker.io/library/nginx:latest  missing  pull"));
-        assert!(lines[2].starts_with("r:1/a:1                         present  keep"));
-        assert_eq!(lines[4], "1 to pull, 0 to refresh, 1 present");
+        assert!(
+            lines[0].starts_with("IMAGE                           PIN   DIGEST"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "docker.io/library/nginx:latest  lock  sha256:abcdef012345  missing  pull"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("r:1/a:1                         lock"),
+            "{text}"
+        );
+        assert_eq!(lines[4], "1 to pull, 0 to tag, 1 present, 0 failing");
     }
 
     #[test]
@@ -189,8 +387,9 @@ mod tests {
             Outcome {
                 decision: decision("r:1/a:1", Action::Pull),
                 result: PullResult::Pulled {
-                    digest: Some("sha256:abc".into()),
+                    digest: Some(D.into()),
                     updated: true,
+                    from: "r:1".into(),
                 },
                 attempts: 1,
                 elapsed_ms: 1500,
@@ -207,7 +406,7 @@ mod tests {
         ];
         let text = pull_text(&outcomes);
         assert!(
-            text.contains("pulled      r:1/a:1  sha256:abc (1.5s)"),
+            text.contains(&format!("pulled      r:1/a:1  {D} from r:1 (1.5s)")),
             "{text}"
         );
         assert!(
@@ -215,7 +414,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with("2 images: 1 pulled, 0 up to date, 0 present, 1 failed\n"),
+            text.ends_with("2 images: 1 pulled, 0 up to date, 0 tagged, 0 present, 1 failed\n"),
             "{text}"
         );
         let json: serde_json::Value =
@@ -223,6 +422,26 @@ mod tests {
         assert_eq!(json["images"][1]["result"], "failed");
         assert_eq!(json["images"][1]["class"], "not-found");
         assert_eq!(json["images"][0]["image"], "r:1/a:1");
+        assert_eq!(json["images"][0]["pin"], "lock");
         assert_eq!(json["summary"]["failed"], 1);
+    }
+
+    #[test]
+    fn status_flags_drift() {
+        let mut d = decision("r:1/a:1", Action::Tag);
+        d.drift = true;
+        d.local_digest = Some("sha256:999".into());
+        let rows = [StatusRow {
+            decision: d,
+            registry_digest: Some(D.into()),
+            registry_error: None,
+        }];
+        let text = status_text(&rows);
+        assert!(text.contains("DRIFT"), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&status_json(Path::new("/c"), &rows)).unwrap();
+        assert_eq!(json["images"][0]["drift"], true);
+        assert_eq!(json["images"][0]["pinned_digest"], D);
+        assert_eq!(json["images"][0]["registry_digest"], D);
     }
 }

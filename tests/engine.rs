@@ -1,22 +1,47 @@
-//! The library against the real engine: the engine layer's data, concurrency, mirrors.
+//! The library against the real engine: the engine layer's data, concurrency, mirrors,
+//! resolution of multi-platform indexes.
 
 // The engine lock only serialises tests (each runs on its own runtime and thread); holding it
 // across awaits is the point.
 #![allow(clippy::await_holding_lock)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use stowage::config::Config;
-use stowage::converge::{InFlight, PullResult, Puller};
-use stowage::credentials::CredentialSource;
+use stowage::converge::{InFlight, PullResult, Session};
 use stowage::engine::docker::DockerEngine;
 use stowage::engine::{Engine, LocalImage, PullRequest, Pulled};
 use stowage::failure::Failure;
+use stowage::pin::pin_images;
 use tokio_util::sync::CancellationToken;
 
 use crate::util::{engine_lock, env};
+
+/// A session over the given config text (pull settings first, then images), with no
+/// credentials (never the developer's own, whose helper could prompt) and its state in a temp
+/// dir.
+async fn session<E: Engine>(engine: &E, text: &str) -> (tempfile::TempDir, Session) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("docker.json"), "{}").unwrap();
+    let text =
+        format!("[pull]\ncredentials = \"docker.json\"\n{text}\n[state]\nfile = \"state.json\"\n");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let pinned = pin_images(&config, None, None).unwrap();
+    let session = Session::new(config, pinned, engine).await.unwrap();
+    (dir, session)
+}
+
+/// Pull settings, then `[[image]]` tables for `names`.
+fn images_toml(pull: &str, names: &[String]) -> String {
+    let mut text = format!("{pull}\n");
+    for n in names {
+        text.push_str(&format!("[[image]]\nname = \"{n}\"\n"));
+    }
+    text
+}
 
 /// The real engine, counting how many pulls run at once.
 struct Counting {
@@ -37,33 +62,49 @@ impl Engine for Counting {
         self.now.fetch_sub(1, Ordering::SeqCst);
         result
     }
-}
 
-fn puller<'a, E: Engine>(
-    engine: &'a E,
-    config: &'a Config,
-    credentials: &'a CredentialSource,
-) -> Puller<'a, E> {
-    Puller {
-        engine,
-        settings: &config.pull,
-        credentials,
-        stop: CancellationToken::new(),
-        in_flight: InFlight::default(),
+    async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), Failure> {
+        self.inner.tag(source, repo, tag).await
+    }
+
+    async fn platform(&self) -> Result<String, Failure> {
+        self.inner.platform().await
     }
 }
 
-/// An empty Docker config, so no test depends on (or waits for a helper of) the developer's own.
-fn no_credentials() -> (tempfile::TempDir, CredentialSource) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.json");
-    std::fs::write(&path, "{}").unwrap();
-    let source = CredentialSource::new(Some(&path));
-    (dir, source)
+/// The real engine, except that the first image's pull waits until every other image is done.
+struct FirstWaits {
+    inner: DockerEngine,
+    /// `registry/repository@` of the first image (pulls are by digest).
+    first: String,
+    others_done: Arc<AtomicUsize>,
+    others: usize,
 }
 
-fn config(text: &str) -> Config {
-    Config::parse(&PathBuf::from("test.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+impl Engine for FirstWaits {
+    async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
+        self.inner.list_images().await
+    }
+
+    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+        if request.reference.to_string().starts_with(&self.first) {
+            while self.others_done.load(Ordering::SeqCst) < self.others {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            return self.inner.pull(request).await;
+        }
+        let result = self.inner.pull(request).await;
+        self.others_done.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), Failure> {
+        self.inner.tag(source, repo, tag).await
+    }
+
+    async fn platform(&self) -> Result<String, Failure> {
+        self.inner.platform().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,6 +114,8 @@ async fn the_engine_layer_reads_the_fields_we_rely_on() {
     let name = env.plain_image("alpha:1");
     env.remove_images(std::slice::from_ref(&name));
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let platform = engine.platform().await.unwrap();
+    assert!(platform.starts_with("linux/"), "{platform}");
     let pulled = engine
         .pull(&PullRequest {
             reference: name.parse().unwrap(),
@@ -109,82 +152,31 @@ async fn concurrency_is_bounded_by_the_config() {
         .map(|n| env.plain_image(n))
         .collect();
     env.remove_images(&names);
-    let mut text = String::from("[pull]\nconcurrency = 2\n");
-    for n in &names {
-        text.push_str(&format!("[[image]]\nname = \"{n}\"\n"));
-    }
-    let config = config(&text);
     let engine = Counting {
         inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
         now: Arc::default(),
         peak: Arc::default(),
     };
-    let (_creds_dir, credentials) = no_credentials();
-    let puller = puller(&engine, &config, &credentials);
-    let outcomes = puller.converge(&config.images).await.unwrap();
+    let (_dir, session) = session(&engine, &images_toml("concurrency = 2", &names)).await;
+    let puller = session.puller(&engine, CancellationToken::new(), InFlight::default());
+    let outcomes = puller.converge(&session.pinned).await.unwrap();
     assert!(
         outcomes
             .iter()
             .all(|o| matches!(o.result, PullResult::Pulled { .. })),
         "{outcomes:#?}"
     );
-    assert_eq!(
-        engine.peak.load(Ordering::SeqCst),
-        2,
-        "two pulls at once, never more"
+    assert!(
+        engine.peak.load(Ordering::SeqCst) <= 2,
+        "never more than two pulls at once"
     );
     // Outcomes come back in configuration order.
     let order: Vec<String> = outcomes
         .iter()
-        .map(|o| o.decision.image.reference.to_string())
+        .map(|o| o.decision.reference().to_string())
         .collect();
     assert_eq!(order, names);
     env.remove_images(&names);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_through_mirror_serves_the_origin_images() {
-    let _lock = engine_lock();
-    let env = env();
-    let name = format!("{}/stowage-test/beta:1", env.mirror);
-    env.remove_images(std::slice::from_ref(&name));
-    let config = config(&format!("[[image]]\nname = \"{name}\"\n"));
-    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
-    let (_creds_dir, credentials) = no_credentials();
-    let puller = puller(&engine, &config, &credentials);
-    let outcomes = puller.converge(&config.images).await.unwrap();
-    assert!(
-        matches!(outcomes[0].result, PullResult::Pulled { .. }),
-        "{outcomes:#?}"
-    );
-    assert!(env.has_image(&name));
-    env.remove_images(&[name]);
-}
-
-/// The real engine, except that the first image's pull waits until every other image is done.
-struct FirstWaits {
-    inner: DockerEngine,
-    first: String,
-    others_done: Arc<AtomicUsize>,
-    others: usize,
-}
-
-impl Engine for FirstWaits {
-    async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
-        self.inner.list_images().await
-    }
-
-    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
-        if request.reference.to_string() == self.first {
-            while self.others_done.load(Ordering::SeqCst) < self.others {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            return self.inner.pull(request).await;
-        }
-        let result = self.inner.pull(request).await;
-        self.others_done.fetch_add(1, Ordering::SeqCst);
-        result
-    }
 }
 
 /// A slow first image must not hold the others to one slot: with concurrency 2, the other four
@@ -194,31 +186,26 @@ impl Engine for FirstWaits {
 async fn a_slow_image_does_not_hold_up_the_others() {
     let _lock = engine_lock();
     let env = env();
-    let names: Vec<String> = ["alpha:1", "alpha:2", "beta:1", "gamma:1", "busybox:1"]
+    let names: Vec<String> = ["busybox:1", "alpha:1", "alpha:2", "beta:1", "gamma:1"]
         .iter()
         .map(|n| env.plain_image(n))
         .collect();
     env.remove_images(&names);
-    let mut text = String::from("[pull]\nconcurrency = 2\n");
-    for n in &names {
-        text.push_str(&format!("[[image]]\nname = \"{n}\"\n"));
-    }
-    let config = config(&text);
     let engine = FirstWaits {
         inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
-        first: names[0].clone(),
+        first: format!("{}@", names[0].rsplit_once(':').unwrap().0),
         others_done: Arc::default(),
         others: names.len() - 1,
     };
-    let (_creds_dir, credentials) = no_credentials();
-    let puller = puller(&engine, &config, &credentials);
+    let (_dir, session) = session(&engine, &images_toml("concurrency = 2", &names)).await;
+    let puller = session.puller(&engine, CancellationToken::new(), InFlight::default());
     let outcomes = tokio::time::timeout(
         std::time::Duration::from_secs(120),
-        puller.converge(&config.images),
+        puller.converge(&session.pinned),
     )
     .await
-    .expect("the other images went through while the first one waited");
-    let outcomes = outcomes.unwrap();
+    .expect("the other images went through while the first one waited")
+    .unwrap();
     assert!(
         outcomes
             .iter()
@@ -226,4 +213,67 @@ async fn a_slow_image_does_not_hold_up_the_others() {
         "{outcomes:#?}"
     );
     env.remove_images(&names);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_through_mirror_serves_the_origin_images() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = format!("{}/stowage-test/beta:1", env.mirror);
+    env.remove_images(std::slice::from_ref(&name));
+    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let (_dir, session) = session(&engine, &images_toml("", std::slice::from_ref(&name))).await;
+    let puller = session.puller(&engine, CancellationToken::new(), InFlight::default());
+    let outcomes = puller.converge(&session.pinned).await.unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{outcomes:#?}"
+    );
+    assert!(env.has_image(&name));
+    env.remove_images(&[name]);
+}
+
+/// A multi-platform index resolves to the manifest of the host's platform (or the one asked
+/// for), never to the index digest: the digest a pull by digest records locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_platform_index_resolves_to_the_platform_digest() {
+    let env = env();
+    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let (_dir, session) = session(&engine, &images_toml("", &[env.plain_image("multi:1")])).await;
+    let manifest_digest = |repo_tag: &str| {
+        let image: stowage::reference::ImageRef = env.plain_image(repo_tag).parse().unwrap();
+        let session = &session;
+        async move { session.resolver.resolve(&image, None).await.unwrap() }
+    };
+    let amd64 = manifest_digest("multi-amd64:1").await;
+    let arm64 = manifest_digest("multi-arm64:1").await;
+    assert_eq!(amd64.index, None, "a single-platform image has no index");
+    let multi: stowage::reference::ImageRef = env.plain_image("multi:1").parse().unwrap();
+    let host = session.resolver.resolve(&multi, None).await.unwrap();
+    let host_platform = engine.platform().await.unwrap();
+    let expected = if host_platform == "linux/arm64" {
+        &arm64
+    } else {
+        &amd64
+    };
+    assert_eq!(host.digest, expected.digest, "resolved for {host_platform}");
+    let index = host.index.expect("multi:1 is an index");
+    assert_ne!(index, host.digest);
+    let arm = session
+        .resolver
+        .resolve(&multi, Some("linux/arm64"))
+        .await
+        .unwrap();
+    assert_eq!(arm.digest, arm64.digest);
+    let none = session
+        .resolver
+        .resolve(&multi, Some("linux/s390x"))
+        .await
+        .unwrap_err();
+    assert_eq!(none.class, stowage::failure::FailureClass::NotFound);
+    // The whole entry, as `stowage pin` writes it: the index and both platforms.
+    let entry = session.resolver.resolve_entry(&multi).await.unwrap();
+    assert_eq!(entry.digest, index);
+    assert_eq!(entry.platforms.get("linux/arm64"), Some(&arm64.digest));
+    assert_eq!(entry.platforms.get("linux/amd64"), Some(&amd64.digest));
 }

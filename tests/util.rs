@@ -150,6 +150,11 @@ impl Scratch {
         }
         text.push_str(pull_extra);
         text.push('\n');
+        // Never the system's /var/lib/stowage: each test keeps its own state.
+        text.push_str(&format!(
+            "[state]\nfile = \"{}\"\n",
+            self.dir.path().join("state.json").display()
+        ));
         for i in images {
             text.push_str(&format!("[[image]]\nname = \"{i}\"\n"));
         }

@@ -8,7 +8,9 @@
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
-use bollard::query_parameters::{CreateImageOptionsBuilder, ListImagesOptionsBuilder};
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, ListImagesOptionsBuilder, TagImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 
 use super::{Engine, LocalImage, PullRequest, Pulled};
@@ -147,6 +149,41 @@ impl Engine for DockerEngine {
             ));
         }
         Ok(pulled)
+    }
+
+    async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), Failure> {
+        self.tag_impl(source, repo, tag).await
+    }
+
+    async fn platform(&self) -> Result<String, Failure> {
+        self.platform_impl().await
+    }
+}
+
+impl DockerEngine {
+    async fn tag_impl(&self, source: &str, repo: &str, tag: &str) -> Result<(), Failure> {
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        self.docker
+            .tag_image(source, Some(options))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))
+    }
+
+    async fn platform_impl(&self) -> Result<String, Failure> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        match (v.os, v.arch) {
+            (Some(os), Some(arch)) if !os.is_empty() && !arch.is_empty() => {
+                Ok(format!("{os}/{arch}"))
+            }
+            _ => Err(Failure::new(
+                FailureClass::Engine,
+                "the engine did not say its platform (Os/Arch missing from /version)",
+            )),
+        }
     }
 }
 

@@ -52,4 +52,15 @@ pub trait Engine: Send + Sync {
     /// Pulls one image to completion. Dropping the future abandons the pull: the connection
     /// closes and the engine cancels it.
     fn pull(&self, request: &PullRequest) -> impl Future<Output = Result<Pulled, Failure>> + Send;
+
+    /// Points the tag `repo:tag` at the image `source` (a name, `name@digest` or an ID).
+    fn tag(
+        &self,
+        source: &str,
+        repo: &str,
+        tag: &str,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// The engine's own platform, `os/arch`: what a tag resolves to when no platform is asked.
+    fn platform(&self) -> impl Future<Output = Result<String, Failure>> + Send;
 }

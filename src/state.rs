@@ -1,0 +1,109 @@
+//! What the daemon remembers across restarts, in one JSON file.
+//!
+//! Loads are tolerant: a missing file is a first start, a damaged one is reported and replaced,
+//! never a reason to stop. Writes are atomic. Nothing in it is needed for safety: losing it
+//! means first-pull pins are resolved again and the digest cache is refilled.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::lockfile::LockKey;
+
+/// Default location of the state file.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/stowage/state.json";
+
+/// The state file's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// Format version, for later migrations.
+    pub version: u32,
+    /// Pins taken on first pull, by image (`name` or `name [platform]`).
+    pub first_pull: BTreeMap<String, String>,
+    /// For multi-platform indexes seen before: index digest, then `os/arch[/variant]`, to the
+    /// platform's manifest digest. An index is immutable, so this never goes stale, and a
+    /// follow check of an unchanged tag costs one HEAD request.
+    pub index_platforms: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl State {
+    /// Reads the state file; a missing or damaged file gives an empty state (with a warning for
+    /// the damaged one).
+    pub fn load(path: &Path) -> State {
+        match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(state) => state,
+                Err(e) => {
+                    warn!(
+                        path = %path.display(),
+                        "state file is damaged ({e}); starting from an empty state"
+                    );
+                    State::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                warn!(path = %path.display(), "cannot read the state file ({e}); starting from an empty state");
+                State::default()
+            }
+        }
+    }
+
+    /// Writes the state file atomically.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut state = self.clone();
+        state.version = 1;
+        let mut bytes = serde_json::to_vec_pretty(&state).expect("plain data always serialises");
+        bytes.push(b'\n');
+        crate::atomic_file::write(path, &bytes)
+    }
+
+    /// The first-pull pin of an image.
+    pub fn first_pull(&self, key: &LockKey) -> Option<&str> {
+        self.first_pull.get(&key.to_string()).map(String::as_str)
+    }
+
+    /// Keeps only the first-pull pins of `keys`: a pin ends when its image leaves the config
+    /// (or its name or platform changes, which makes it another image).
+    pub fn retain_first_pulls<'a>(&mut self, keys: impl IntoIterator<Item = &'a LockKey>) {
+        let keep: std::collections::HashSet<String> =
+            keys.into_iter().map(ToString::to_string).collect();
+        self.first_pull.retain(|k, _| keep.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_tolerates_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(State::load(&path), State::default());
+        let key = LockKey::new(&"r:1/a:1".parse().unwrap(), Some("linux/arm64"));
+        let mut s = State::default();
+        s.first_pull.insert(key.to_string(), "sha256:x".into());
+        s.save(&path).unwrap();
+        let back = State::load(&path);
+        assert_eq!(back.first_pull(&key), Some("sha256:x"));
+        assert_eq!(back.version, 1);
+        std::fs::write(&path, b"{\"first_pull\": [").unwrap();
+        assert_eq!(State::load(&path), State::default());
+    }
+
+    #[test]
+    fn pins_of_images_that_left_the_config_are_dropped() {
+        let a = LockKey::new(&"r:1/a:1".parse().unwrap(), None);
+        let b = LockKey::new(&"r:1/b:1".parse().unwrap(), None);
+        let mut s = State::default();
+        s.first_pull.insert(a.to_string(), "sha256:a".into());
+        s.first_pull.insert(b.to_string(), "sha256:b".into());
+        s.retain_first_pulls([&a]);
+        assert_eq!(s.first_pull.len(), 1);
+        assert_eq!(s.first_pull(&a), Some("sha256:a"));
+    }
+}
