@@ -21,7 +21,10 @@ fn a_valid_config_exits_zero() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("valid (4 images; no lock file)"), "{stdout}");
+    assert!(
+        stdout.contains("valid (4 images; no lock file)"),
+        "{stdout}"
+    );
 }
 
 #[test]

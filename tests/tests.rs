@@ -6,4 +6,5 @@ mod util;
 mod check;
 mod daemon;
 mod engine;
+mod pin;
 mod pull;

@@ -23,6 +23,7 @@ pub struct Env {
     pub user: String,
     pub password: String,
     pub plain_storage: PathBuf,
+    pub plain_log: PathBuf,
     pub docker_cli: String,
 }
 
@@ -50,6 +51,7 @@ pub fn env() -> Env {
         user: get("STOWAGE_TEST_USER"),
         password: get("STOWAGE_TEST_PASSWORD"),
         plain_storage: PathBuf::from(get("STOWAGE_TEST_PLAIN_STORAGE")),
+        plain_log: PathBuf::from(get("STOWAGE_TEST_PLAIN_LOG")),
         docker_cli: get("DOCKER_CLI"),
     }
 }
@@ -80,6 +82,89 @@ impl Env {
             )
             .output()
             .expect("the docker CLI runs")
+    }
+
+    /// Points `repo_tag` in the plain registry at the content of `source` (another plain
+    /// image): a tag that moves, as release tags do. Leaves the engine's store as it was.
+    pub fn point_tag(&self, repo_tag: &str, source: &str) {
+        let src = self.plain_image(source);
+        let dst = self.plain_image(repo_tag);
+        let had = self.has_image(&src);
+        let dst_before = self.image_id(&dst);
+        for args in [
+            vec!["pull", &src],
+            vec!["tag", &src, &dst],
+            vec!["push", &dst],
+        ] {
+            let out = self.docker(&args);
+            assert!(out.status.success(), "docker {args:?}: {out:?}");
+        }
+        // Put the local name back where it was: only the registry's tag moves.
+        match dst_before {
+            Some(id) => assert!(self.docker(&["tag", &id, &dst]).status.success()),
+            None => {
+                let _ = self.docker(&["image", "rm", &dst]);
+            }
+        }
+        if !had {
+            let _ = self.docker(&["image", "rm", &src]);
+        }
+    }
+
+    /// The digests an image name's content is known by locally (`RepoDigests`).
+    pub fn repo_digests(&self, name: &str) -> Vec<String> {
+        let out = self.docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{json .RepoDigests}}",
+            name,
+        ]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// The plain registry's access-log lines (`"METHOD /v2/..."`), from line `from` on.
+    pub fn plain_requests(&self, from: usize) -> Vec<String> {
+        // The registry writes a request's line as it completes; let the last ones land.
+        std::thread::sleep(Duration::from_millis(300));
+        let text = std::fs::read_to_string(&self.plain_log).expect("the registry log");
+        text.lines()
+            .skip(from)
+            .filter_map(|l| {
+                let start = l.find("\"HEAD /v2").or_else(|| l.find("\"GET /v2"))?;
+                let rest = &l[start + 1..];
+                Some(rest[..rest.find('"')?].to_owned())
+            })
+            .collect()
+    }
+
+    /// The number of lines in the plain registry's log now, to count requests after it.
+    pub fn plain_log_mark(&self) -> usize {
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::read_to_string(&self.plain_log)
+            .expect("the registry log")
+            .lines()
+            .count()
+    }
+
+    /// The ID of the image a name points at, if any.
+    pub fn image_id(&self, name: &str) -> Option<String> {
+        let out = self.docker(&["image", "inspect", "--format", "{{.Id}}", name]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Removes the images these names point at, under every name and digest they have.
+    pub fn purge_images(&self, names: &[String]) {
+        for n in names {
+            if let Some(id) = self.image_id(n) {
+                let _ = self.docker(&["image", "rm", "-f", &id]);
+            }
+        }
     }
 
     /// Whether the engine has an image by this name.

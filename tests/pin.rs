@@ -1,0 +1,396 @@
+//! Digest pinning against the real registries: moving tags, the lock file, tagging after a
+//! digest pull, drift, mirrors, and how many requests a warm run makes.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{Env, Scratch, engine_lock, env, free_port};
+
+fn run_json(env: &Env, config: &std::path::Path, args: &[&str]) -> (i32, Value) {
+    let out = env.stowage(config).args(args).output().unwrap();
+    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), value)
+}
+
+fn entry<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
+}
+
+/// The manifest digest of a plain-registry image, as the registry serves it.
+fn registry_digest(env: &Env, repo_tag: &str) -> String {
+    let scratch = Scratch::new();
+    let name = env.plain_image(repo_tag);
+    let config = scratch.config("", std::slice::from_ref(&name));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("name = \"{name}\"\n"),
+        &format!("name = \"{name}\"\npin = \"follow\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (_, status) = run_json(env, &config, &["status", "--json"]);
+    entry(&status, &name)["registry_digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no registry digest: {status:#}"))
+        .to_owned()
+}
+
+fn with_pin(config: &std::path::Path, name: &str, pin: &str) {
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        &format!("name = \"{name}\"\n"),
+        &format!("name = \"{name}\"\npin = \"{pin}\"\n"),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+#[test]
+fn a_moved_tag_is_followed_by_follow_and_held_by_first_pull() {
+    let _lock = engine_lock();
+    let env = env();
+    env.point_tag("moving-follow:1", "alpha:1");
+    env.point_tag("moving-held:1", "alpha:1");
+    let follow = env.plain_image("moving-follow:1");
+    let held = env.plain_image("moving-held:1");
+    env.remove_images(&[follow.clone(), held.clone()]);
+    let d1 = registry_digest(&env, "alpha:1");
+    let d2 = registry_digest(&env, "alpha:2");
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[follow.clone(), held.clone()]);
+    with_pin(&config, &follow, "follow");
+
+    let (code, first) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{first:#}");
+    assert_eq!(entry(&first, &follow)["digest"], d1.as_str());
+    assert_eq!(entry(&first, &held)["pin"], "first-pull");
+    assert_eq!(entry(&first, &held)["digest"], d1.as_str());
+
+    // Both tags move in the registry.
+    env.point_tag("moving-follow:1", "alpha:2");
+    env.point_tag("moving-held:1", "alpha:2");
+    let (code, second) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{second:#}");
+    let f = entry(&second, &follow);
+    assert_eq!(f["digest"], d2.as_str(), "{f:#}");
+    // Pulled, or only re-tagged when pushing the moved tag left that content in the store.
+    assert!(
+        matches!(f["result"].as_str(), Some("pulled" | "tagged")),
+        "{f:#}"
+    );
+    let h = entry(&second, &held);
+    assert_eq!(
+        (h["result"].as_str(), h["digest"].as_str()),
+        (Some("kept"), Some(d1.as_str())),
+        "{h:#}"
+    );
+    // Locally, each name points at what its mode says.
+    assert!(
+        env.repo_digests(&follow).iter().any(|d| d.ends_with(&d2)),
+        "{:?}",
+        env.repo_digests(&follow)
+    );
+    assert!(
+        env.repo_digests(&held).iter().any(|d| d.ends_with(&d1)),
+        "{:?}",
+        env.repo_digests(&held)
+    );
+    // status says the held tag moved in the registry while its pin holds.
+    let out = env.stowage(&config).arg("status").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("the tag moved in the registry; the pin holds"),
+        "{text}"
+    );
+    env.remove_images(&[follow, held]);
+}
+
+#[test]
+fn pin_writes_a_lock_that_pulls_follow_and_check_catches_staleness() {
+    let _lock = engine_lock();
+    let env = env();
+    env.point_tag("locked:1", "beta:1");
+    let name = env.plain_image("locked:1");
+    env.remove_images(std::slice::from_ref(&name));
+    let d1 = registry_digest(&env, "beta:1");
+    let d2 = registry_digest(&env, "gamma:1");
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&name));
+    let lock_path = scratch.dir.path().join("stowage.lock");
+
+    // No lock yet: --check says so and fails.
+    let out = env
+        .stowage(&config)
+        .args(["pin", "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!lock_path.exists(), "--check writes nothing");
+
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lock = std::fs::read_to_string(&lock_path).unwrap();
+    assert!(
+        lock.contains(&format!("name = \"{name}\"\ndigest = \"{d1}\"")),
+        "{lock}"
+    );
+    let out = env
+        .stowage(&config)
+        .args(["pin", "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = env.stowage(&config).arg("check").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("with 1 entries"),
+        "{out:?}"
+    );
+
+    // The tag moves: the lock is stale, and says how; nothing is rewritten by --check.
+    env.point_tag("locked:1", "gamma:1");
+    let out = env
+        .stowage(&config)
+        .args(["pin", "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "moved: {name} is locked at {d1}, the registry has {d2}"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), lock);
+
+    // Hosts pull what the lock says, not what the tag says now.
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    let e = entry(&report, &name);
+    assert_eq!(
+        (e["pin"].as_str(), e["digest"].as_str()),
+        (Some("lock"), Some(d1.as_str())),
+        "{e:#}"
+    );
+    let (_, status) = run_json(&env, &config, &["status", "--json"]);
+    let s = entry(&status, &name);
+    assert_eq!(s["pinned_digest"], d1.as_str());
+    assert_eq!(s["local_digest"], d1.as_str());
+    assert_eq!(s["registry_digest"], d2.as_str());
+    assert_eq!(s["drift"], false);
+
+    // A config that requires an image the lock lacks is refused, with its line.
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!("[[image]]\nname = \"{}\"\n", env.plain_image("alpha:1"));
+    std::fs::write(&config, text).unwrap();
+    let out = env.stowage(&config).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("is not in the lock file") && stderr.contains("run `stowage pin`"),
+        "{stderr}"
+    );
+    // `pin` fixes it.
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("moved: {name}")),
+        "{out:?}"
+    );
+    let out = env.stowage(&config).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    env.remove_images(&[name]);
+}
+
+#[test]
+fn a_digest_pull_is_named_runs_with_pull_never_and_survives_image_prune() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("busybox:1");
+    env.remove_images(std::slice::from_ref(&name));
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&name));
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    let digest = entry(&report, &name)["digest"].as_str().unwrap().to_owned();
+    // Pulled by digest, then named: the tag is there and points at the pinned content.
+    assert!(env.repo_digests(&name).iter().any(|d| d.ends_with(&digest)));
+    let run = env.docker(&[
+        "run",
+        "--rm",
+        "--pull=never",
+        "--network",
+        "none",
+        &name,
+        "/bin/busybox",
+        "true",
+    ]);
+    assert!(run.status.success(), "{run:?}");
+    // Not dangling, so a plain prune leaves it alone.
+    let prune = env.docker(&["image", "prune", "-f"]);
+    assert!(prune.status.success(), "{prune:?}");
+    assert!(
+        env.has_image(&name),
+        "docker image prune removed the pinned image"
+    );
+    env.remove_images(&[name]);
+}
+
+#[test]
+fn drift_is_shown_and_repaired_without_asking_the_registry() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("alpha:1");
+    let other = env.plain_image("alpha:2");
+    env.remove_images(&[name.clone(), other.clone()]);
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&name));
+    let (code, _) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0);
+    // Someone points the name at other content.
+    assert!(env.docker(&["pull", &other]).status.success());
+    assert!(env.docker(&["tag", &other, &name]).status.success());
+    let (_, status) = run_json(&env, &config, &["status", "--json", "--offline"]);
+    let s = entry(&status, &name);
+    assert_eq!(s["drift"], true, "{s:#}");
+    assert_eq!(s["action"], "tag");
+    let text = String::from_utf8(
+        env.stowage(&config)
+            .args(["status", "--offline"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(text.contains("DRIFT"), "{text}");
+
+    let mark = env.plain_log_mark();
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    let e = entry(&report, &name);
+    assert_eq!(e["result"], "tagged", "{e:#}");
+    let pinned = e["digest"].as_str().unwrap();
+    assert!(env.repo_digests(&name).iter().any(|d| d.ends_with(pinned)));
+    assert_eq!(
+        env.plain_requests(mark),
+        Vec::<String>::new(),
+        "the repair asked the registry"
+    );
+    env.remove_images(&[name, other]);
+}
+
+#[test]
+fn a_warm_pinned_run_makes_no_request_and_following_costs_one_head() {
+    let _lock = engine_lock();
+    let env = env();
+    let pinned = env.plain_image("gamma:1");
+    let followed = env.plain_image("beta:1");
+    env.remove_images(&[pinned.clone(), followed.clone()]);
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[pinned.clone(), followed.clone()]);
+    with_pin(&config, &followed, "follow");
+    let (code, _) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0);
+
+    let mark = env.plain_log_mark();
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["summary"]["kept"], 2, "{report:#}");
+    let requests = env.plain_requests(mark);
+    assert!(
+        !requests.iter().any(|r| r.contains("/gamma/")),
+        "pinned image asked for: {requests:#?}"
+    );
+    let beta: Vec<&String> = requests.iter().filter(|r| r.contains("/beta/")).collect();
+    assert_eq!(beta.len(), 1, "{requests:#?}");
+    assert!(
+        beta[0].starts_with("HEAD /v2/stowage-test/beta/manifests/1"),
+        "{requests:#?}"
+    );
+    env.remove_images(&[pinned, followed]);
+}
+
+#[test]
+fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("beta:1");
+    env.remove_images(std::slice::from_ref(&name));
+    let scratch = Scratch::new();
+    // A pull-through mirror of the plain registry, for this test only.
+    let port = free_port();
+    let storage = scratch.dir.path().join("mirror-data");
+    let registry_config = scratch.write(
+        "mirror.yml",
+        &format!(
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nproxy:\n  remoteurl: http://{}\n",
+            storage.display(),
+            env.plain
+        ),
+    );
+    let log_path = scratch.dir.path().join("mirror.log");
+    let mut mirror = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&registry_config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "the test mirror did not start");
+    let config = scratch.config("", std::slice::from_ref(&name));
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "[[registry]]\nhost = \"{}\"\nmirrors = [\"127.0.0.1:{port}\"]\n",
+            env.plain
+        );
+    std::fs::write(&config, text).unwrap();
+
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    let e = entry(&report, &name);
+    assert_eq!(e["from"], format!("127.0.0.1:{port}"), "{e:#}");
+    let digest = e["digest"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    let mirror_log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        mirror_log.contains(&format!("/v2/stowage-test/beta/manifests/{digest}")),
+        "{mirror_log}"
+    );
+    // The local name is the origin's, pointing at the pinned content.
+    assert!(env.has_image(&name));
+
+    // The mirror goes away: the origin serves the same digest.
+    let _ = mirror.kill();
+    let _ = mirror.wait();
+    // Gone under every name, the mirror's digest name included.
+    env.purge_images(std::slice::from_ref(&name));
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = entry(&report, &name);
+    assert_eq!(e["from"], env.plain.as_str(), "{e:#}");
+    assert_eq!(e["digest"], digest.as_str());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("mirror failed, trying the next source"),
+        "{stderr}"
+    );
+    env.remove_images(&[name]);
+}
