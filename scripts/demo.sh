@@ -18,8 +18,8 @@ echo "--- plan (changes nothing)"
 if [[ "${1:-}" == "--once" ]]; then
   echo "--- pull"
   "${stowage[@]}" pull || true
-  echo "--- plan again"
-  "${stowage[@]}" plan
+  echo "--- status: pins, local and registry digests, drift"
+  "${stowage[@]}" status
   exit 0
 fi
 echo "--- daemon: boot pull, then every 30 s; Ctrl-C to stop"

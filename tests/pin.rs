@@ -394,3 +394,39 @@ fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
     );
     env.remove_images(&[name]);
 }
+
+#[test]
+fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("multi:1");
+    env.purge_images(std::slice::from_ref(&name));
+    let arm64 = registry_digest(&env, "multi-arm64:1");
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&name));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("name = \"{name}\"\n"),
+        &format!("name = \"{name}\"\nplatform = \"linux/arm64\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    let e = entry(&report, &name);
+    // The platform's manifest digest, never the index's: the same digest the engine records.
+    assert_eq!(e["digest"], arm64.as_str(), "{e:#}");
+    assert!(
+        env.repo_digests(&name).iter().any(|d| d.ends_with(&arm64)),
+        "{:?}",
+        env.repo_digests(&name)
+    );
+    // And a second run finds it pinned and present: no drift, nothing to do.
+    let (_, status) = run_json(&env, &config, &["status", "--json"]);
+    let s = entry(&status, &name);
+    assert_eq!(
+        (s["drift"].as_bool(), s["action"].as_str()),
+        (Some(false), Some("keep")),
+        "{s:#}"
+    );
+    assert_eq!(s["registry_digest"], arm64.as_str());
+    env.purge_images(&[name]);
+}
