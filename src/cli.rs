@@ -241,29 +241,27 @@ async fn status<E: Engine>(session: &Session, engine: &E, json: bool, offline: b
     };
     let mut rows = Vec::with_capacity(plan.len());
     for d in plan {
-        let (registry_digest, registry_error) = if offline {
+        let image = &d.pinned.image;
+        let (registry_digest, failure) = if offline {
             (None, None)
-        } else if d.pinned.mode == pin::PinMode::Follow {
+        } else if d.pinned.mode == pin::PinMode::Follow || d.failure.is_some() {
             // The plan just asked the registry; ask once, not twice.
-            (
-                d.digest.clone(),
-                d.failure.as_ref().map(|f| f.detail.clone()),
-            )
+            (d.digest.clone(), d.failure.clone())
         } else {
-            let image = &d.pinned.image;
             match session
                 .resolver
                 .resolve(&image.reference, image.platform.as_deref())
                 .await
             {
                 Ok(r) => (Some(r.digest), None),
-                Err(f) => (None, Some(explain(&image.reference, &f))),
+                Err(f) => (None, Some(f)),
             }
         };
         rows.push(report::StatusRow {
-            decision: d,
+            registry_error: failure.as_ref().map(|f| explain(&image.reference, f)),
+            registry_error_class: failure.map(|f| f.class),
             registry_digest,
-            registry_error,
+            decision: d,
         });
     }
     print(&if json {

@@ -202,6 +202,8 @@ pub struct StatusRow {
     pub registry_digest: Option<String>,
     /// Why the registry's digest is unknown, when it was asked and did not answer.
     pub registry_error: Option<String>,
+    /// The class of that failure (auth, not-found, network, engine).
+    pub registry_error_class: Option<crate::failure::FailureClass>,
 }
 
 impl StatusRow {
@@ -226,7 +228,10 @@ pub fn status_text(rows: &[StatusRow]) -> String {
             let d = &r.decision;
             let registry = match (&r.registry_digest, &r.registry_error) {
                 (Some(g), _) => short(g),
-                (None, Some(_)) => "unreachable".into(),
+                (None, Some(_)) => match r.registry_error_class {
+                    Some(class) => format!("{class} error"),
+                    None => "error".into(),
+                },
                 (None, None) => "-".into(),
             };
             let note = if d.drift {
@@ -435,6 +440,7 @@ mod tests {
             decision: d,
             registry_digest: Some(D.into()),
             registry_error: None,
+            registry_error_class: None,
         }];
         let text = status_text(&rows);
         assert!(text.contains("DRIFT"), "{text}");
