@@ -25,6 +25,14 @@ use crate::schedule::{Schedule, splay_offset};
 /// size of the jump.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// How patiently the daemon waits for an engine that is not up yet: forever, every 1 s at
+/// first, then at most every 30 s.
+const ENGINE_WAIT: RetryPolicy = RetryPolicy {
+    retries: u32::MAX,
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
+
 /// Runs the daemon until `shutdown` completes, then drains.
 pub async fn run<E: Engine>(session: Session, engine: E, shutdown: impl Future<Output = ()>) {
     let stop = CancellationToken::new();
@@ -60,11 +68,7 @@ pub async fn prepare(
     host: Option<&str>,
     stop: &CancellationToken,
 ) -> Result<Option<(DockerEngine, Session)>, ConnectError> {
-    let policy = RetryPolicy {
-        retries: u32::MAX,
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(30),
-    };
+    let policy = ENGINE_WAIT;
     let mut attempt = 0;
     loop {
         let Some(engine) = connect_docker(host, stop).await? else {
@@ -93,11 +97,7 @@ pub async fn connect_docker(
     host: Option<&str>,
     stop: &CancellationToken,
 ) -> Result<Option<DockerEngine>, ConnectError> {
-    let policy = RetryPolicy {
-        retries: u32::MAX,
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(30),
-    };
+    let policy = ENGINE_WAIT;
     let mut attempt = 0;
     loop {
         match DockerEngine::connect(host).await {
@@ -212,11 +212,7 @@ async fn serve<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
 /// The boot pull: repeated until the engine can be read, so a host that starts stowage before
 /// dockerd still gets its images as soon as the engine is up.
 async fn boot<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
-    let policy = RetryPolicy {
-        retries: u32::MAX,
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(30),
-    };
+    let policy = ENGINE_WAIT;
     let mut attempt = 0;
     while !pass(puller, "boot", &session.pinned).await {
         attempt += 1;
