@@ -430,3 +430,66 @@ fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
     assert_eq!(s["registry_digest"], arm64.as_str());
     env.purge_images(&[name]);
 }
+
+#[test]
+fn a_registry_that_cannot_be_asked_leaves_the_present_image_alone() {
+    let _lock = engine_lock();
+    let env = env();
+    // A registry of our own, serving the plain one's content, that the test can stop.
+    let port = free_port();
+    let scratch = Scratch::new();
+    let registry_config = scratch.write(
+        "registry.yml",
+        &format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            env.plain_storage.display()
+        ),
+    );
+    let mut registry = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(&registry_config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "the test registry did not start");
+    let name = format!("127.0.0.1:{port}/stowage-test/gamma:1");
+    let config = scratch.config("retries = 0", std::slice::from_ref(&name));
+    with_pin(&config, &name, "follow");
+    let (code, first) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{first:#}");
+    let id = env.image_id(&name).expect("pulled");
+    let _ = registry.kill();
+    let _ = registry.wait();
+
+    // The tag cannot be checked: the image stays as it is, and the run still succeeds.
+    let (code, second) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{second:#}");
+    let e = entry(&second, &name);
+    assert_eq!(
+        (e["action"].as_str(), e["result"].as_str()),
+        (Some("keep"), Some("kept")),
+        "{e:#}"
+    );
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap()
+            .contains("keeping the present image"),
+        "{e:#}"
+    );
+    assert_eq!(env.image_id(&name).as_deref(), Some(id.as_str()));
+    // `pin` cannot resolve it either, and writes nothing.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("pin = \"follow\"\n", "");
+    std::fs::write(&config, text).unwrap();
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!scratch.dir.path().join("stowage.lock").exists());
+    env.purge_images(&[name]);
+}
