@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
-use crate::converge::{InFlight, Session, Summary};
+use crate::converge::{InFlight, Session, SessionError, Summary};
 use crate::credentials::CredentialSource;
 use crate::daemon;
 use crate::engine::Engine;
@@ -133,7 +133,7 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
         Command::Pin { check } => return pin(&cli.config, check).await,
         _ => {}
     }
-    let (config, _lock, pinned) = match pin::load(&cli.config) {
+    let (config, lock, _pinned) = match pin::load(&cli.config) {
         Ok(loaded) => loaded,
         Err(e) => return config_error(&e),
     };
@@ -142,7 +142,7 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
     if let Command::Run = cli.command {
         let stop = CancellationToken::new();
         let prepared = tokio::select! {
-            prepared = daemon::prepare(config, pinned, host, &stop) => prepared,
+            prepared = daemon::prepare(config, lock, host, &stop) => prepared,
             () = &mut shutdown => Ok(None),
         };
         return match prepared {
@@ -151,6 +151,9 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
                 0
             }
             Ok(None) => 0,
+            Err(daemon::StartError::Config(problems)) => {
+                config_error(&ConfigError::Invalid { problems })
+            }
             Err(e) => usage(&e.to_string()),
         };
     }
@@ -164,9 +167,12 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
         Err(ConnectError::BadAddress(message)) => return usage(&message),
         Err(ConnectError::Unreachable(f)) => return fail(&format!("engine: {}", f.detail)),
     };
-    let session = match Session::new(config, pinned, &engine).await {
+    let session = match Session::new(config, lock, &engine).await {
         Ok(s) => s,
-        Err(f) => return fail(&format!("engine: {}", f.detail)),
+        Err(SessionError::Config(problems)) => {
+            return config_error(&ConfigError::Invalid { problems });
+        }
+        Err(e) => return fail(&e.to_string()),
     };
     match cli.command {
         Command::Check | Command::Run | Command::Pin { .. } => unreachable!("handled above"),

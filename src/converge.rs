@@ -535,31 +535,17 @@ impl Session {
     /// resolve to when the config names none).
     pub async fn new<E: Engine>(
         config: Config,
-        pinned: Vec<Pinned>,
+        lock: Option<LockFile>,
         engine: &E,
-    ) -> Result<Session, Failure> {
+    ) -> Result<Session, SessionError> {
+        let platform = engine.platform().await.map_err(SessionError::Engine)?;
+        // Lock entries of multi-platform indexes pin this host's platform's digest.
+        let pinned = crate::pin::pin_images(&config, lock.as_ref(), Some(&platform))
+            .map_err(SessionError::Config)?;
         let credentials = CredentialSource::new(config.pull.credentials.as_deref());
         let mut state = State::load(&config.state_file);
         // A pin ends when its image leaves the config, or changes name or platform.
         state.retain_first_pulls(pinned.iter().map(|p| &p.key));
-        let platform = engine.platform().await?;
-        // Lock entries of multi-platform indexes pin this host's platform's digest.
-        let lock = LockFile::load(&config.lock_file).ok().flatten();
-        let pinned = match &lock {
-            Some(lock) => crate::pin::pin_images(&config, Some(lock), Some(&platform)).map_err(
-                |problems| {
-                    Failure::new(
-                        FailureClass::Engine,
-                        problems
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    )
-                },
-            )?,
-            None => pinned,
-        };
         let cache = Arc::new(Mutex::new(state.index_platforms.clone()));
         let resolver = Resolver::new(&config, credentials.clone(), platform, cache);
         Ok(Session {
@@ -603,6 +589,17 @@ impl Session {
             .cloned()
             .collect()
     }
+}
+
+/// Why a session could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The engine did not say its platform: worth retrying.
+    #[error("engine: {}", .0.detail)]
+    Engine(Failure),
+    /// The lock cannot serve this host (an index without its platform): a configuration error.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<crate::config::Problem>),
 }
 
 /// The detail of the failure that stands for "not attempted: stopping".

@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::converge::{InFlight, Puller, Session, Summary};
+use crate::converge::{InFlight, Puller, Session, SessionError, Summary};
 use crate::engine::Engine;
 use crate::engine::docker::{ConnectError, DockerEngine};
+use crate::lockfile::LockFile;
 use crate::pin::Pinned;
 use crate::retry::RetryPolicy;
 use crate::schedule::{Schedule, splay_offset};
@@ -64,19 +65,23 @@ pub async fn run<E: Engine>(session: Session, engine: E, shutdown: impl Future<O
 /// (or until `stop`). `Ok(None)` means stopped while waiting.
 pub async fn prepare(
     config: Config,
-    pinned: Vec<Pinned>,
+    lock: Option<LockFile>,
     host: Option<&str>,
     stop: &CancellationToken,
-) -> Result<Option<(DockerEngine, Session)>, ConnectError> {
+) -> Result<Option<(DockerEngine, Session)>, StartError> {
     let policy = ENGINE_WAIT;
     let mut attempt = 0;
     loop {
-        let Some(engine) = connect_docker(host, stop).await? else {
+        let Some(engine) = connect_docker(host, stop)
+            .await
+            .map_err(StartError::Connect)?
+        else {
             return Ok(None);
         };
-        match Session::new(config.clone(), pinned.clone(), &engine).await {
+        match Session::new(config.clone(), lock.clone(), &engine).await {
             Ok(session) => return Ok(Some((engine, session))),
-            Err(failure) => {
+            Err(SessionError::Config(problems)) => return Err(StartError::Config(problems)),
+            Err(SessionError::Engine(failure)) => {
                 attempt += 1;
                 let delay = policy.delay(attempt, rand::random::<f64>());
                 warn!("engine: {}", failure.detail);
@@ -88,6 +93,17 @@ pub async fn prepare(
             }
         }
     }
+}
+
+/// Why the daemon cannot start at all (as opposed to waiting for the engine).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine address can never work.
+    #[error("{0}")]
+    Connect(ConnectError),
+    /// The lock cannot serve this host.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<crate::config::Problem>),
 }
 
 /// Connects to the Docker engine, retrying until it answers or `stop` is cancelled: at boot the

@@ -13,7 +13,6 @@ use stowage::converge::{InFlight, PullResult, Session};
 use stowage::engine::docker::DockerEngine;
 use stowage::engine::{Engine, LocalImage, PullRequest, Pulled};
 use stowage::failure::Failure;
-use stowage::pin::pin_images;
 use tokio_util::sync::CancellationToken;
 
 use crate::util::{engine_lock, env};
@@ -29,8 +28,7 @@ async fn session<E: Engine>(engine: &E, text: &str) -> (tempfile::TempDir, Sessi
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &text).unwrap();
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let pinned = pin_images(&config, None, None).unwrap();
-    let session = Session::new(config, pinned, engine).await.unwrap();
+    let session = Session::new(config, None, engine).await.unwrap();
     (dir, session)
 }
 
