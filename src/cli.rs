@@ -26,6 +26,7 @@ use crate::logging::{self, LogFormat};
 use crate::pin;
 use crate::registry::Resolver;
 use crate::report;
+use crate::state::State;
 
 /// Exit code: the work failed.
 pub const EXIT_FAILURE: u8 = 1;
@@ -241,26 +242,42 @@ async fn pull_once<E: Engine>(
 
 async fn status<E: Engine>(session: &Session, engine: &E, json: bool, offline: bool) -> u8 {
     let puller = session.puller(engine, CancellationToken::new(), InFlight::default());
-    let plan = match puller.plan(&session.pinned).await {
+    // Which images the plan itself resolves (follow, and first-pull without a pin yet): their
+    // registry digest is the plan's, asked once.
+    let resolved_by_plan: Vec<bool> = {
+        let state = session
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        session
+            .pinned
+            .iter()
+            .map(|p| p.mode != pin::PinMode::Lock && p.needs_resolution(&state))
+            .collect()
+    };
+    let plan = match puller.plan_with(&session.pinned, !offline).await {
         Ok((plan, _)) => plan,
         Err(f) => return fail(&format!("engine: {}", f.detail)),
     };
     let mut rows = Vec::with_capacity(plan.len());
-    for d in plan {
+    for (d, by_plan) in plan.into_iter().zip(resolved_by_plan) {
         let image = &d.pinned.image;
         let (registry_digest, failure) = if offline {
             (None, None)
-        } else if d.pinned.mode == pin::PinMode::Follow || d.failure.is_some() {
-            // The plan just asked the registry; ask once, not twice.
+        } else if by_plan {
             (d.digest.clone(), d.failure.clone())
         } else {
-            match session
-                .resolver
-                .resolve(&image.reference, image.platform.as_deref())
-                .await
-            {
-                Ok(r) => (Some(r.digest), None),
-                Err(f) => (None, Some(f)),
+            // Ask about the tag, never the pinned digest: the question is whether it moved.
+            match image.reference.by_tag() {
+                Some(tag) => match session
+                    .resolver
+                    .resolve(&tag, image.platform.as_deref())
+                    .await
+                {
+                    Ok(r) => (Some(r.digest), None),
+                    Err(f) => (None, Some(f)),
+                },
+                None => (None, None),
             }
         };
         rows.push(report::StatusRow {
@@ -290,9 +307,17 @@ async fn pin(path: &Path, check: bool) -> u8 {
         Err(problems) => return config_error(&ConfigError::Invalid { problems }),
     };
     let credentials = CredentialSource::new(config.pull.credentials.as_deref());
-    let cache = Arc::new(Mutex::new(Default::default()));
+    // What the state file and the old lock know about indexes: not fetched again.
+    let cache = Arc::new(Mutex::new(State::load(&config.state_file).index_platforms));
     // The platform only matters for `resolve`, which pin does not use.
     let resolver = Resolver::new(&config, credentials, String::new(), cache);
+    if let Some(old) = &old {
+        resolver.learn(
+            old.entries
+                .values()
+                .map(|e| (e.digest.clone(), e.platforms.clone())),
+        );
+    }
     let mut new = LockFile::default();
     let mut failed = false;
     for image in config.images.iter().filter(|i| pin::is_lockable(i)) {

@@ -37,6 +37,9 @@ pub struct Config {
     pub images: Vec<RequiredImage>,
     /// The lock file (used when it exists).
     pub lock_file: PathBuf,
+    /// Line of `pin.require_lock = true`, when set: a missing lock file is then an error, not
+    /// a quiet switch to other pin modes.
+    pub require_lock: Option<usize>,
     /// The state file.
     pub state_file: PathBuf,
     /// Per-registry settings: mirrors, plain HTTP.
@@ -241,6 +244,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawPin {
     lock_file: Option<String>,
+    require_lock: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -425,7 +429,11 @@ impl Validator<'_> {
                 .map(|choice| (choice, p.span())),
             };
             let Some(reference) = reference else { continue };
-            let key = reference.to_string();
+            // By name and tag, digest aside: `app:1` and `app:1@sha256:..` both claim the tag.
+            let key = match reference.tag() {
+                Some(tag) => format!("{}:{tag}", reference.name()),
+                None => reference.to_string(),
+            };
             let (line, _) = line_col(self.text, name_span.start);
             if let Some(first) = seen.get(&key) {
                 self.problem(
@@ -465,11 +473,17 @@ impl Validator<'_> {
                 .as_deref()
                 .unwrap_or(crate::state::DEFAULT_STATE_FILE),
         );
+        let require_lock = raw
+            .pin
+            .require_lock
+            .filter(|r| *r.get_ref())
+            .map(|r| line_col(self.text, r.span().start).0);
         let pull = pull?;
         Some(Config {
             source: self.path.to_owned(),
             pull,
             images,
+            require_lock,
             lock_file,
             state_file,
             registries,
@@ -772,6 +786,17 @@ pin = "sometimes"
         assert_eq!(errs.len(), 1);
         assert!(
             errs[0].contains(":4:8:") && errs[0].contains("already required at line 2"),
+            "{}",
+            errs[0]
+        );
+        // Nor the same tag once with and once without a digest: the two would fight over it.
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let errs = parse(&format!(
+            "[[image]]\nname = \"a:1\"\n[[image]]\nname = \"a:1@{d}\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            errs[0].contains("already required at line 2"),
             "{}",
             errs[0]
         );

@@ -21,7 +21,7 @@ use crate::engine::{Engine, LocalImage, PullRequest, Pulled};
 use crate::failure::{Failure, FailureClass, explain};
 use crate::lockfile::LockFile;
 use crate::pin::{PinMode, Pinned};
-use crate::plan::{Action, Decision, Want, adoptable_digest, content_names, plan_pulls};
+use crate::plan::{Action, Decision, Want, content_names, plan_pulls};
 use crate::reference::ImageRef;
 use crate::registry::Resolver;
 use crate::state::State;
@@ -141,6 +141,11 @@ pub struct Puller<'a, E> {
     pub stop: CancellationToken,
     /// The pulls under way.
     pub in_flight: InFlight,
+    /// Every pinned image of the config (a run may cover only some of them).
+    pub all_pinned: &'a [Pinned],
+    /// Whether saving the state drops pins of images that left the config (the daemon only:
+    /// a one-off `stowage --config other.toml pull` must not erase the daemon's pins).
+    pub prune_pins: bool,
 }
 
 impl<E: Engine> Puller<'_, E> {
@@ -150,9 +155,20 @@ impl<E: Engine> Puller<'_, E> {
         &self,
         images: &[Pinned],
     ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
+        self.plan_with(images, true).await
+    }
+
+    /// [`Self::plan`], optionally without asking any registry: digests nothing pins yet are
+    /// then unknown (`status --offline`).
+    pub async fn plan_with(
+        &self,
+        images: &[Pinned],
+        ask_registries: bool,
+    ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
         let local = self.engine.list_images().await?;
-        let wants = self.wants(images, &local).await;
-        let plan = plan_pulls(images, &wants, &local, &self.config.registries);
+        let wants = self.wants(images, ask_registries).await;
+        let aliases = self.aliases(images, &wants);
+        let plan = plan_pulls(images, &wants, &aliases, &local, &self.config.registries);
         Ok((plan, local))
     }
 
@@ -165,24 +181,37 @@ impl<E: Engine> Puller<'_, E> {
         Ok(outcomes)
     }
 
-    /// The digest each image must have: pinned, adopted from the local store (first pull of a
-    /// present image), or resolved from the registry.
-    async fn wants(&self, images: &[Pinned], local: &[LocalImage]) -> Vec<Want> {
+    /// The digest each image must have: pinned (config, lock, first pull), or resolved from
+    /// the registry when `ask_registries`; otherwise unknown.
+    async fn wants(&self, images: &[Pinned], ask_registries: bool) -> Vec<Want> {
         let known: Vec<Option<String>> = {
             let state = self.lock_state();
-            images
-                .iter()
-                .map(|p| {
-                    p.known_digest(&state)
-                        .or_else(|| adoptable_digest(p, local, &self.config.registries))
-                })
-                .collect()
+            images.iter().map(|p| p.known_digest(&state)).collect()
         };
         let mut wants: Vec<(usize, Want)> =
             futures_util::stream::iter(images.iter().zip(known).enumerate())
                 .map(|(index, (p, known))| async move {
                     let want = match known {
                         Some(d) => Want::Digest(d),
+                        // The lock has this image, but nothing for this host's platform: fail
+                        // this image only, and never resolve a locked tag behind the lock's back.
+                        None if p.mode == PinMode::Lock => Want::Unknown(
+                            Failure::new(
+                                FailureClass::NotFound,
+                                format!(
+                                    "no matching manifest: the lock entry for {} has no digest \
+                                     for this host's platform {}; lock an index that has it, or \
+                                     set `platform`",
+                                    p.key,
+                                    self.resolver.host_platform()
+                                ),
+                            ),
+                            0,
+                        ),
+                        None if !ask_registries => Want::Unknown(
+                            Failure::new(FailureClass::Network, "not asked (offline)"),
+                            0,
+                        ),
                         None => {
                             let reference = &p.image.reference;
                             let platform = p.image.platform.as_deref();
@@ -204,6 +233,31 @@ impl<E: Engine> Puller<'_, E> {
                 .await;
         wants.sort_by_key(|(i, _)| *i);
         wants.into_iter().map(|(_, w)| w).collect()
+    }
+
+    /// Other digests under which each image's wanted content may be recorded locally: the
+    /// indexes (from the cache) whose entry for this host's platform is the wanted manifest. A
+    /// `docker pull` by tag of a multi-platform image records the index digest, not the
+    /// manifest's; the content is the same. Only for images that name no platform: a pull by
+    /// tag gets the host's platform, which may not be the one asked for.
+    fn aliases(&self, images: &[Pinned], wants: &[Want]) -> Vec<Vec<String>> {
+        let cache = self.resolver.cache_snapshot();
+        let host = self.resolver.host_platform();
+        images
+            .iter()
+            .zip(wants)
+            .map(|(p, want)| match want {
+                Want::Digest(d) if p.image.platform.is_none() => cache
+                    .iter()
+                    .filter(|(_, platforms)| {
+                        crate::registry::choose_platform(platforms, host).as_deref()
+                            == Some(d.as_str())
+                    })
+                    .map(|(index, _)| index.clone())
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
     }
 
     /// Carries out `plan`, at most `concurrency` images at once, and returns an outcome per
@@ -437,31 +491,55 @@ impl<E: Engine> Puller<'_, E> {
         }
     }
 
-    /// Records first-pull pins for images that now have their content, and saves the state
-    /// file when anything changed (the index cache included).
+    /// Records first-pull pins for images that now have their content, and the index cache,
+    /// merged into the state file on disk (see [`State::update`]). The daemon also drops the
+    /// pins of images that are no longer first-pull images of its config: a pin kept from an
+    /// earlier mode must not come back later and roll the host back.
     fn remember(&self, outcomes: &[Outcome]) {
-        let mut state = self.lock_state();
-        let before = state.clone();
+        let mut new_pins = Vec::new();
         for o in outcomes {
             let p = &o.decision.pinned;
             if p.mode == PinMode::FirstPull
                 && o.is_ok()
                 && let Some(d) = &o.decision.digest
             {
-                state
-                    .first_pull
-                    .entry(p.key.to_string())
-                    .or_insert_with(|| d.clone());
+                new_pins.push((p.key.to_string(), d.clone()));
             }
         }
-        state.index_platforms = self.resolver.cache_snapshot();
-        if *state != before
-            && let Err(e) = state.save(&self.config.state_file)
-        {
-            warn!(
+        let cache = self.resolver.cache_snapshot();
+        let prune = self.prune_pins.then(|| {
+            self.all_pinned
+                .iter()
+                .filter(|p| p.mode == PinMode::FirstPull)
+                .map(|p| p.key.clone())
+                .collect::<Vec<_>>()
+        });
+        let unchanged = {
+            let state = self.lock_state();
+            new_pins
+                .iter()
+                .all(|(k, _)| state.first_pull.contains_key(k))
+                && cache.keys().all(|k| state.index_platforms.contains_key(k))
+                && prune.is_none()
+        };
+        if unchanged {
+            return;
+        }
+        let result = State::update(&self.config.state_file, |state| {
+            for (k, d) in new_pins {
+                state.first_pull.entry(k).or_insert(d);
+            }
+            state.index_platforms.extend(cache);
+            if let Some(keys) = &prune {
+                state.retain_first_pulls(keys);
+            }
+        });
+        match result {
+            Ok(saved) => *self.lock_state() = saved,
+            Err(e) => warn!(
                 path = %self.config.state_file.display(),
                 "cannot save the state file ({e}); first-pull pins will be resolved again"
-            );
+            ),
         }
     }
 
@@ -543,11 +621,17 @@ impl Session {
         let pinned = crate::pin::pin_images(&config, lock.as_ref(), Some(&platform))
             .map_err(SessionError::Config)?;
         let credentials = CredentialSource::new(config.pull.credentials.as_deref());
-        let mut state = State::load(&config.state_file);
-        // A pin ends when its image leaves the config, or changes name or platform.
-        state.retain_first_pulls(pinned.iter().map(|p| &p.key));
+        let state = State::load(&config.state_file);
         let cache = Arc::new(Mutex::new(state.index_platforms.clone()));
         let resolver = Resolver::new(&config, credentials.clone(), platform, cache);
+        // A lock entry of an index is exactly what the cache holds: no need to fetch it again.
+        if let Some(lock) = &lock {
+            resolver.learn(
+                lock.entries
+                    .values()
+                    .map(|e| (e.digest.clone(), e.platforms.clone())),
+            );
+        }
         Ok(Session {
             config,
             pinned,
@@ -572,6 +656,8 @@ impl Session {
             state: &self.state,
             stop,
             in_flight,
+            all_pinned: &self.pinned,
+            prune_pins: false,
         }
     }
 

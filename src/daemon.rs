@@ -38,7 +38,8 @@ const ENGINE_WAIT: RetryPolicy = RetryPolicy {
 pub async fn run<E: Engine>(session: Session, engine: E, shutdown: impl Future<Output = ()>) {
     let stop = CancellationToken::new();
     let in_flight = InFlight::default();
-    let puller = session.puller(&engine, stop.clone(), in_flight.clone());
+    let mut puller = session.puller(&engine, stop.clone(), in_flight.clone());
+    puller.prune_pins = true;
     let work = serve(&session, &puller);
     tokio::pin!(work, shutdown);
     tokio::select! {

@@ -182,24 +182,32 @@ pub fn local_digest(image: &LocalImage, names: &[String], prefer: Option<&str>) 
 }
 
 /// Decides, for each image in order, what to do. `wants` holds the digest each image must
-/// have (same order as `pinned`).
+/// have, and `aliases` other digests the same content may be recorded under locally (an
+/// index's, when pulled by tag); both in the order of `pinned`.
 pub fn plan_pulls(
     pinned: &[Pinned],
     wants: &[Want],
+    aliases: &[Vec<String>],
     local: &[LocalImage],
     registries: &[RegistrySettings],
 ) -> Vec<Decision> {
     let inventory = Inventory::new(local);
+    let none = Vec::new();
     pinned
         .iter()
         .zip(wants)
-        .map(|(p, want)| decide(p, want, &inventory, registries))
+        .enumerate()
+        .map(|(i, (p, want))| {
+            let aliases = aliases.get(i).unwrap_or(&none);
+            decide(p, want, aliases, &inventory, registries)
+        })
         .collect()
 }
 
 fn decide(
     p: &Pinned,
     want: &Want,
+    aliases: &[String],
     inv: &Inventory<'_>,
     registries: &[RegistrySettings],
 ) -> Decision {
@@ -210,14 +218,22 @@ fn decide(
         Want::Unknown(..) => None,
     };
     let tagged = inv.tagged(reference);
-    let by_digest = wanted.and_then(|d| inv.with_digest(&names, d));
+    let by_digest = wanted.and_then(|d| {
+        std::iter::once(d)
+            .chain(aliases.iter().map(String::as_str))
+            .find_map(|d| inv.with_digest(&names, d))
+    });
     // A digest-only reference has no name to point: its content is all there is.
     let named = if reference.tag().is_some() {
         tagged
     } else {
         by_digest
     };
-    let local = named.and_then(|i| local_digest(i, &names, wanted));
+    // Shown as the wanted digest when the name holds the content under an alias.
+    let local = named.and_then(|i| match (by_digest, wanted) {
+        (Some(h), Some(w)) if h.id == i.id => Some(w.to_owned()),
+        _ => local_digest(i, &names, wanted),
+    });
     let state = if named.is_some() {
         Presence::Present
     } else {
@@ -281,23 +297,6 @@ fn decide(
     }
 }
 
-/// For a first-pull image with no pin yet whose name is already present: the digest it is
-/// known by locally. Adopting it pins what the host already runs, without asking the registry.
-pub fn adoptable_digest(
-    p: &Pinned,
-    local: &[LocalImage],
-    registries: &[RegistrySettings],
-) -> Option<String> {
-    if p.mode != PinMode::FirstPull {
-        return None;
-    }
-    let inventory = Inventory::new(local);
-    let names = content_names(&p.image.reference, registries);
-    inventory
-        .tagged(&p.image.reference)
-        .and_then(|i| local_digest(i, &names, None))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +333,7 @@ mod tests {
     }
 
     fn one(p: Pinned, want: Want, store: &[LocalImage]) -> Decision {
-        plan_pulls(&[p], &[want], store, &[]).remove(0)
+        plan_pulls(&[p], &[want], &[], store, &[]).remove(0)
     }
 
     #[test]
@@ -422,11 +421,28 @@ mod tests {
         let d = plan_pulls(
             &[pinned("r:1/a:1", PinMode::Lock)],
             &[Want::Digest(D1.into())],
+            &[],
             &store,
             &registries,
         )
         .remove(0);
         assert_eq!(d.action, Action::Keep);
+        assert_eq!(d.local_digest.as_deref(), Some(D1));
+    }
+
+    #[test]
+    fn content_pulled_by_tag_under_its_index_digest_counts() {
+        // `docker pull name:tag` of an index records the index digest (D2 here).
+        let store = [local("i1", &["r:1/a:1"], &[&format!("r:1/a@{D2}")])];
+        let d = plan_pulls(
+            &[pinned("r:1/a:1", PinMode::Lock)],
+            &[Want::Digest(D1.into())],
+            &[vec![D2.into()]],
+            &store,
+            &[],
+        )
+        .remove(0);
+        assert_eq!((d.action, d.drift), (Action::Keep, false));
         assert_eq!(d.local_digest.as_deref(), Some(D1));
     }
 
@@ -440,21 +456,6 @@ mod tests {
             &store,
         );
         assert_eq!((d.state, d.action), (Presence::Present, Action::Keep));
-    }
-
-    #[test]
-    fn first_pull_adopts_the_local_digest() {
-        let store = [local("i1", &["r:1/a:1"], &[&format!("r:1/a@{D1}")])];
-        let p = pinned("r:1/a:1", PinMode::FirstPull);
-        assert_eq!(adoptable_digest(&p, &store, &[]).as_deref(), Some(D1));
-        assert_eq!(
-            adoptable_digest(&pinned("r:1/a:1", PinMode::Follow), &store, &[]),
-            None
-        );
-        assert_eq!(
-            adoptable_digest(&p, &[local("i1", &["r:1/a:1"], &[])], &[]),
-            None
-        );
     }
 
     proptest! {

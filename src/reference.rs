@@ -75,6 +75,15 @@ impl ImageRef {
         }
     }
 
+    /// The same reference by tag alone, without its digest: what to ask the registry about
+    /// when checking whether a tag moved. `None` for a digest-only reference.
+    pub fn by_tag(&self) -> Option<ImageRef> {
+        self.tag.as_ref().map(|_| ImageRef {
+            digest: None,
+            ..self.clone()
+        })
+    }
+
     /// Whether this reference follows a `latest` tag (written or implied) with no digest.
     pub fn is_latest(&self) -> bool {
         self.digest.is_none() && self.tag.as_deref() == Some("latest")

@@ -49,7 +49,12 @@ pub type IndexCache = BTreeMap<String, BTreeMap<String, String>>;
 
 /// A registry client for resolution.
 pub struct Resolver {
-    client: oci_client::Client,
+    /// Plain HTTP for loopback and `insecure` registries, HTTPS for the rest.
+    protocol: ClientProtocol,
+    /// One client per registry, replaced when its credentials change: oci-client keeps the
+    /// first credentials it is given for a registry, and a `docker login` (or a rotated,
+    /// expiring password) must take effect without a restart.
+    clients: Mutex<BTreeMap<String, (OciAuthKey, oci_client::Client)>>,
     credentials: CredentialSource,
     /// The platform to resolve for when the config names none (the engine's).
     host_platform: String,
@@ -85,12 +90,9 @@ impl Resolver {
                 plain.push(host);
             }
         }
-        let client = oci_client::Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain),
-            ..ClientConfig::default()
-        });
         Resolver {
-            client,
+            protocol: ClientProtocol::HttpsExcept(plain),
+            clients: Mutex::new(BTreeMap::new()),
             credentials,
             host_platform,
             cache,
@@ -140,8 +142,8 @@ impl Resolver {
             .parse()
             .map_err(|e| Failure::new(FailureClass::NotFound, format!("{e}")))?;
         let auth = self.auth(image.registry()).await;
-        let head = self
-            .client
+        let client = self.client_for(image.registry(), &auth);
+        let head = client
             .fetch_manifest_digest(&reference, &auth)
             .await
             .map_err(|e| failure_from(image, e))?;
@@ -155,8 +157,7 @@ impl Resolver {
             Some(p) => p,
             None => {
                 let by_digest = reference.clone_with_digest(head.clone());
-                let (body, _) = self
-                    .client
+                let (body, _) = client
                     .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
                     .await
                     .map_err(|e| failure_from(image, e))?;
@@ -177,6 +178,43 @@ impl Resolver {
             digest: head,
             platforms,
         })
+    }
+
+    /// The client for `registry` with these credentials (a new one when they changed).
+    fn client_for(&self, registry: &str, auth: &OciAuth) -> oci_client::Client {
+        let key = auth_key(auth);
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match clients.get(registry) {
+            Some((k, client)) if *k == key => client.clone(),
+            _ => {
+                let client = oci_client::Client::new(ClientConfig {
+                    protocol: self.protocol.clone(),
+                    ..ClientConfig::default()
+                });
+                clients.insert(registry.to_owned(), (key, client.clone()));
+                client
+            }
+        }
+    }
+
+    /// The platform tags resolve to when the config names none.
+    pub fn host_platform(&self) -> &str {
+        &self.host_platform
+    }
+
+    /// Adds what is already known about indexes (from a lock file's entries), so they are not
+    /// fetched again.
+    pub fn learn(&self, entries: impl IntoIterator<Item = (String, BTreeMap<String, String>)>) {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (digest, platforms) in entries {
+            cache.entry(digest).or_insert(platforms);
+        }
     }
 
     /// The index cache as it is now, for the state file.
@@ -207,6 +245,17 @@ impl Resolver {
             }
             _ => OciAuth::Anonymous,
         }
+    }
+}
+
+/// What identifies a set of credentials, to notice when they change. Kept in memory only.
+type OciAuthKey = Option<(String, String)>;
+
+fn auth_key(auth: &OciAuth) -> OciAuthKey {
+    match auth {
+        OciAuth::Basic(u, p) => Some((u.clone(), p.clone())),
+        OciAuth::Bearer(t) => Some((String::new(), t.clone())),
+        OciAuth::Anonymous => None,
     }
 }
 

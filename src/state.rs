@@ -52,6 +52,50 @@ impl State {
         }
     }
 
+    /// Changes the state file under an exclusive lock (`FILE.lock` beside it): reads what is on
+    /// disk now, applies `change`, writes the result atomically, and returns it. A daemon and
+    /// a `stowage pull` run by hand then merge their pins instead of the last writer winning.
+    /// A damaged file is moved aside (`FILE.damaged`) rather than overwritten.
+    pub fn update(path: &Path, change: impl FnOnce(&mut State)) -> std::io::Result<State> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir)?;
+        let mut lock_name = path.as_os_str().to_owned();
+        lock_name.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_name)?;
+        lock.lock()?;
+        let mut state = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    let mut aside = path.as_os_str().to_owned();
+                    aside.push(".damaged");
+                    warn!(
+                        path = %path.display(),
+                        "state file is damaged ({e}); moved aside, starting from an empty state"
+                    );
+                    std::fs::rename(path, &aside)?;
+                    State::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(e),
+        };
+        let before = state.clone();
+        change(&mut state);
+        if state != before {
+            state.save(path)?;
+        }
+        Ok(state)
+        // The lock is released when `lock` is dropped.
+    }
+
     /// Writes the state file atomically.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let mut state = self.clone();
@@ -93,6 +137,30 @@ mod tests {
         assert_eq!(back.version, 1);
         std::fs::write(&path, b"{\"first_pull\": [").unwrap();
         assert_eq!(State::load(&path), State::default());
+    }
+
+    #[test]
+    fn updates_merge_with_what_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        State::update(&path, |s| {
+            s.first_pull.insert("a".into(), "sha256:a".into());
+        })
+        .unwrap();
+        // Another writer that loaded before the first one saved keeps both pins.
+        let merged = State::update(&path, |s| {
+            s.first_pull.insert("b".into(), "sha256:b".into());
+        })
+        .unwrap();
+        assert_eq!(merged.first_pull.len(), 2);
+        assert_eq!(State::load(&path), merged);
+        std::fs::write(&path, b"garbage").unwrap();
+        let fresh = State::update(&path, |_| {}).unwrap();
+        assert_eq!(fresh, State::default());
+        assert_eq!(
+            std::fs::read(dir.path().join("state.json.damaged")).unwrap(),
+            b"garbage"
+        );
     }
 
     #[test]

@@ -104,6 +104,17 @@ fn a_moved_tag_is_followed_by_follow_and_held_by_first_pull() {
         "{:?}",
         env.repo_digests(&held)
     );
+    // The first-pull pin is remembered, not re-derived: with the image gone, the next run
+    // pulls d1 again, not the tag's d2.
+    env.purge_images(std::slice::from_ref(&held));
+    let (code, third) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{third:#}");
+    let h = entry(&third, &held);
+    assert_eq!(
+        (h["result"].as_str(), h["digest"].as_str()),
+        (Some("pulled"), Some(d1.as_str())),
+        "{h:#}"
+    );
     // status says the held tag moved in the registry while its pin holds.
     let out = env.stowage(&config).arg("status").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
@@ -219,9 +230,24 @@ fn a_digest_pull_is_named_runs_with_pull_never_and_survives_image_prune() {
     env.remove_images(std::slice::from_ref(&name));
     let scratch = Scratch::new();
     let config = scratch.config("", std::slice::from_ref(&name));
+    let mark = env.plain_log_mark();
     let (code, report) = run_json(&env, &config, &["pull", "--json"]);
     assert_eq!(code, 0, "{report:#}");
     let digest = entry(&report, &name)["digest"].as_str().unwrap().to_owned();
+    // The engine fetched the manifest by digest, never by tag (the tag was only HEADed).
+    let requests = env.plain_requests(mark);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with(&format!("GET /v2/stowage-test/busybox/manifests/{digest}"))),
+        "{requests:#?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("GET /v2/stowage-test/busybox/manifests/1 ")),
+        "{requests:#?}"
+    );
     // Pulled by digest, then named: the tag is there and points at the pinned content.
     assert!(env.repo_digests(&name).iter().any(|d| d.ends_with(&digest)));
     let run = env.docker(&[
@@ -358,13 +384,26 @@ fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
         );
     std::fs::write(&config, text).unwrap();
 
+    let mark = env.plain_log_mark();
     let (code, report) = run_json(&env, &config, &["pull", "--json"]);
     assert_eq!(code, 0, "{report:#}");
     let e = entry(&report, &name);
     assert_eq!(e["from"], format!("127.0.0.1:{port}"), "{e:#}");
+    let origin = env.plain_requests(mark);
+    assert!(
+        origin
+            .iter()
+            .any(|r| r.starts_with("HEAD /v2/stowage-test/beta/manifests/1 ")),
+        "{origin:#?}"
+    );
     let digest = e["digest"].as_str().unwrap().to_owned();
     std::thread::sleep(Duration::from_millis(300));
     let mirror_log = std::fs::read_to_string(&log_path).unwrap();
+    // Only content comes from the mirror: the tag is resolved at the origin, never the mirror.
+    assert!(
+        !mirror_log.contains("/v2/stowage-test/beta/manifests/1 "),
+        "the mirror was asked for the tag: {mirror_log}"
+    );
     assert!(
         mirror_log.contains(&format!("/v2/stowage-test/beta/manifests/{digest}")),
         "{mirror_log}"
@@ -483,13 +522,37 @@ fn a_registry_that_cannot_be_asked_leaves_the_present_image_alone() {
         "{e:#}"
     );
     assert_eq!(env.image_id(&name).as_deref(), Some(id.as_str()));
-    // `pin` cannot resolve it either, and writes nothing.
+    // `pin` cannot resolve it either, and changes nothing: an existing lock, which also
+    // locks an image that does resolve, stays byte for byte.
+    let good = env.plain_image("alpha:1");
+    let lock_path = scratch.dir.path().join("stowage.lock");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("pin = \"follow\"\n", "");
+        .replace("pin = \"follow\"\n", "")
+        + &format!("[[image]]\nname = \"{good}\"\n");
     std::fs::write(&config, text).unwrap();
+    let before = format!(
+        "version = 1\n\n[[image]]\nname = \"{good}\"\ndigest = \"sha256:{}\"\n\n[[image]]\nname = \"{name}\"\ndigest = \"sha256:{}\"\n",
+        "a".repeat(64),
+        "b".repeat(64)
+    );
+    std::fs::write(&lock_path, &before).unwrap();
     let out = env.stowage(&config).arg("pin").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(!scratch.dir.path().join("stowage.lock").exists());
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), before);
+    // With `require_lock`, a missing lock is an error rather than a quiet change of pin modes.
+    std::fs::remove_file(&lock_path).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[pull]\n",
+        "[pin]\nrequire_lock = true\n[pull]\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = env.stowage(&config).arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pin.require_lock: the lock file"),
+        "{out:?}"
+    );
     env.purge_images(&[name]);
 }
