@@ -17,6 +17,7 @@ pub mod lockfile;
 pub mod logging;
 pub mod pin;
 pub mod plan;
+pub mod prune;
 pub mod reference;
 pub mod registry;
 pub mod report;
