@@ -24,6 +24,7 @@ use crate::failure::explain;
 use crate::lockfile::{LockFile, LockKey};
 use crate::logging::{self, LogFormat};
 use crate::pin;
+use crate::pruner::Pruner;
 use crate::registry::Resolver;
 use crate::report;
 use crate::state::State;
@@ -81,6 +82,15 @@ pub enum Command {
     /// Pull what is required once and exit: 0 all present, 1 any failed, 2 config error.
     Pull {
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One prune cycle now, by the `[prune]` rules: what goes, what stays and why.
+    Prune {
+        /// Change nothing: show what would be removed and why.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -183,14 +193,45 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
                 Ok((plan, _)) => plan,
                 Err(f) => return fail(&format!("engine: {}", f.detail)),
             };
-            print(&if json {
-                report::plan_json(&session.config.source, &plan)
+            // The prune side, when the config has rules: what a cycle would remove and why.
+            let prune = match &session.config.prune {
+                Some(settings) => {
+                    let pruner = Pruner {
+                        store: &engine,
+                        config: &session.config,
+                        settings,
+                        pinned: &session.pinned,
+                        state: &session.state,
+                        in_flight: InFlight::default(),
+                        stop: CancellationToken::new(),
+                    };
+                    match pruner.plan().await {
+                        Ok((p, _)) => Some(p),
+                        Err(f) => return fail(&format!("engine: {}", f.detail)),
+                    }
+                }
+                None => None,
+            };
+            if json {
+                let mut doc: serde_json::Value =
+                    serde_json::from_str(&report::plan_json(&session.config.source, &plan))
+                        .expect("our own JSON");
+                if let Some(p) = &prune {
+                    doc["prune"] = report::prune_json(p, &[]);
+                }
+                print(&(serde_json::to_string_pretty(&doc).expect("plain data") + "\n"));
             } else {
-                report::plan_text(&plan)
-            });
+                let mut text = report::plan_text(&plan);
+                if let Some(p) = &prune {
+                    text.push_str("\nPrune (one cycle now):\n");
+                    text.push_str(&report::prune_text(p, &[], chrono::Utc::now().timestamp()));
+                }
+                print(&text);
+            }
             0
         }
         Command::Status { json, offline } => status(&session, &engine, json, offline).await,
+        Command::Prune { dry_run, json } => prune(&session, &engine, dry_run, json).await,
         Command::Pull { json } => pull_once(&session, &engine, json, shutdown).await,
     }
 }
@@ -293,6 +334,53 @@ async fn status<E: Engine>(session: &Session, engine: &E, json: bool, offline: b
         report::status_text(&rows)
     });
     0
+}
+
+async fn prune(session: &Session, engine: &DockerEngine, dry_run: bool, json: bool) -> u8 {
+    let default_settings;
+    let settings = match &session.config.prune {
+        Some(s) => s,
+        None => {
+            // No [prune] table: the defaults (dangling images only, after an hour).
+            default_settings = Config::parse(Path::new("defaults"), "[prune]\n")
+                .ok()
+                .and_then(|c| c.prune)
+                .expect("the default prune settings are valid");
+            &default_settings
+        }
+    };
+    let pruner = Pruner {
+        store: engine,
+        config: &session.config,
+        settings,
+        pinned: &session.pinned,
+        state: &session.state,
+        in_flight: InFlight::default(),
+        stop: CancellationToken::new(),
+    };
+    let (plan, removals) = match pruner.cycle(dry_run).await {
+        Ok(r) => r,
+        Err(f) => return fail(&format!("engine: {}", f.detail)),
+    };
+    if json {
+        let doc = serde_json::json!({
+            "config": session.config.source,
+            "dry_run": dry_run,
+            "prune": report::prune_json(&plan, &removals),
+        });
+        print(&(serde_json::to_string_pretty(&doc).expect("plain data") + "\n"));
+    } else {
+        print(&report::prune_text(
+            &plan,
+            &removals,
+            chrono::Utc::now().timestamp(),
+        ));
+    }
+    if removals.iter().any(|r| r.result == "failed") {
+        EXIT_FAILURE
+    } else {
+        0
+    }
 }
 
 /// `stowage pin`: resolve every lockable image and write (or check) the lock. Needs no engine:

@@ -44,6 +44,22 @@ pub struct Config {
     pub state_file: PathBuf,
     /// Per-registry settings: mirrors, plain HTTP.
     pub registries: Vec<RegistrySettings>,
+    /// Retention rules; `None` when the file has no `[prune]` table (the daemon then never
+    /// removes anything).
+    pub prune: Option<PruneSettings>,
+}
+
+/// The `[prune]` table.
+#[derive(Debug, Clone)]
+pub struct PruneSettings {
+    /// When the daemon runs a prune cycle.
+    pub schedule: Schedule,
+    /// The limits and thresholds of a cycle.
+    pub limits: crate::prune::Limits,
+    /// What is kept whatever the rules say.
+    pub keep: crate::prune::KeepRules,
+    /// Pause between two removals, so a cycle never starves the host.
+    pub pause: Duration,
 }
 
 /// The `[pull]` table.
@@ -236,8 +252,32 @@ struct RawConfig {
     state: RawState,
     #[serde(default)]
     registry: Vec<RawRegistry>,
+    prune: Option<RawPrune>,
     #[serde(default)]
     image: Vec<RawImage>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPrune {
+    schedule: Option<Spanned<String>>,
+    min_age: Option<Spanned<String>>,
+    dangling_min_age: Option<Spanned<String>>,
+    unused_max_age: Option<Spanned<String>>,
+    high_watermark: Option<Spanned<String>>,
+    low_watermark: Option<Spanned<String>>,
+    max_store_size: Option<Spanned<String>>,
+    max_removals: Option<Spanned<i64>>,
+    pause: Option<Spanned<String>>,
+    #[serde(default)]
+    keep: Vec<Spanned<String>>,
+    #[serde(default)]
+    keep_digests: Vec<Spanned<String>>,
+    #[serde(default)]
+    keep_labels: Vec<String>,
+    keep_newest: Option<Spanned<i64>>,
+    #[serde(default)]
+    prune_local_only: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -465,6 +505,7 @@ impl Validator<'_> {
             });
         }
         let registries = self.registries(raw.registry);
+        let prune = raw.prune.and_then(|p| self.prune(p));
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let lock_file = dir.join(raw.pin.lock_file.as_deref().unwrap_or(DEFAULT_LOCK_FILE));
         let state_file = dir.join(
@@ -487,7 +528,133 @@ impl Validator<'_> {
             lock_file,
             state_file,
             registries,
+            prune,
         })
+    }
+
+    fn prune(&mut self, raw: RawPrune) -> Option<PruneSettings> {
+        let schedule = match &raw.schedule {
+            Some(s) => self.schedule("prune.schedule", s)?,
+            None => "*/30 * * * *"
+                .parse()
+                .expect("the default prune schedule is valid"),
+        };
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let min_age = self.duration("prune.min_age", raw.min_age, "1h");
+        let dangling = self.duration("prune.dangling_min_age", raw.dangling_min_age, "1h");
+        let unused = raw
+            .unused_max_age
+            .map(|v| self.duration("prune.unused_max_age", Some(v), "0s"));
+        let high = raw
+            .high_watermark
+            .as_ref()
+            .and_then(|v| self.percent("prune.high_watermark", v));
+        let low = raw
+            .low_watermark
+            .as_ref()
+            .and_then(|v| self.percent("prune.low_watermark", v));
+        let (high, low) = match (high, low, &raw.high_watermark, &raw.low_watermark) {
+            (Some(h), Some(l), _, Some(span)) if l >= h => {
+                self.problem(
+                    span.span(),
+                    format!("prune.low_watermark: {l}% must be below prune.high_watermark ({h}%)"),
+                );
+                (None, None)
+            }
+            (Some(h), None, _, None) => (Some(h), Some((h - 5.0).max(0.0))),
+            (None, Some(_), None, Some(span)) => {
+                self.problem(
+                    span.span(),
+                    "prune.low_watermark: needs prune.high_watermark".into(),
+                );
+                (None, None)
+            }
+            (h, l, _, _) => (h, l),
+        };
+        let max_store_size = raw.max_store_size.as_ref().and_then(|v| {
+            match v.get_ref().parse::<bytesize::ByteSize>() {
+                Ok(b) => Some(b.as_u64()),
+                Err(e) => {
+                    self.problem(
+                        v.span(),
+                        format!(
+                            "prune.max_store_size: invalid size \"{}\": {e} (write e.g. \"50GB\")",
+                            v.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        let max_removals = self.integer("prune.max_removals", raw.max_removals, 1..100_001, 20);
+        let keep_newest = self.integer("prune.keep_newest", raw.keep_newest, 0..1001, 0);
+        let pause = self.duration("prune.pause", raw.pause, "1s");
+        let mut names = Vec::new();
+        for k in &raw.keep {
+            match crate::prune::compile_keep(k.get_ref()) {
+                Ok(m) => names.push(m),
+                Err(e) => self.problem(
+                    k.span(),
+                    format!("prune.keep: invalid pattern \"{}\": {e}", k.get_ref()),
+                ),
+            }
+        }
+        let mut digests = std::collections::HashSet::new();
+        for d in &raw.keep_digests {
+            if crate::lockfile::valid_digest(d.get_ref()) {
+                digests.insert(d.get_ref().clone());
+            } else {
+                self.problem(
+                    d.span(),
+                    format!("prune.keep_digests: invalid digest \"{}\" (expected sha256: and 64 hex digits)", d.get_ref()),
+                );
+            }
+        }
+        let labels = raw
+            .keep_labels
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (l.clone(), None),
+            })
+            .collect();
+        Some(PruneSettings {
+            schedule,
+            pause,
+            limits: crate::prune::Limits {
+                min_age: secs(min_age),
+                dangling_min_age: Some(secs(dangling)),
+                unused_max_age: unused.map(secs),
+                high_watermark: high,
+                low_watermark: low,
+                max_store_size,
+                max_removals: usize::try_from(max_removals).unwrap_or(20),
+            },
+            keep: crate::prune::KeepRules {
+                names,
+                digests,
+                labels,
+                newest_per_repository: usize::try_from(keep_newest).unwrap_or(0),
+                prune_local_only: raw.prune_local_only,
+            },
+        })
+    }
+
+    fn percent(&mut self, key: &str, value: &Spanned<String>) -> Option<f64> {
+        let text = value.get_ref().trim();
+        match text.strip_suffix('%').unwrap_or(text).trim().parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => Some(p),
+            _ => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "{key}: invalid percentage \"{}\" (write e.g. \"85%\")",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn registries(&mut self, raw: Vec<RawRegistry>) -> Vec<RegistrySettings> {
@@ -863,6 +1030,50 @@ pin = "sometimes"
             errs[0].contains(":3:7: image.pin: \"follow\" does not apply"),
             "{}",
             errs[0]
+        );
+    }
+
+    #[test]
+    fn prune_settings() {
+        let c = parse(
+            "[prune]\nmin_age = \"2h\"\nunused_max_age = \"30d\"\nhigh_watermark = \"85%\"\n\
+             low_watermark = \"80%\"\nmax_store_size = \"10GB\"\nkeep = [\"r/infra/*\"]\n\
+             keep_labels = [\"tier=infra\", \"keep\"]\nkeep_newest = 2\n",
+        )
+        .unwrap();
+        let p = c.prune.unwrap();
+        assert_eq!(p.limits.min_age, 7200);
+        assert_eq!(p.limits.unused_max_age, Some(30 * 86_400));
+        assert_eq!(
+            (p.limits.high_watermark, p.limits.low_watermark),
+            (Some(85.0), Some(80.0))
+        );
+        assert_eq!(p.limits.max_store_size, Some(10_000_000_000));
+        assert_eq!(
+            p.keep.labels[0],
+            ("tier".to_owned(), Some("infra".to_owned()))
+        );
+        assert_eq!(p.keep.newest_per_repository, 2);
+        assert!(parse("").unwrap().prune.is_none());
+        let errs = parse(
+            "[prune]\nhigh_watermark = \"80%\"\nlow_watermark = \"90%\"\nkeep = [\"regex:(\"]\nmax_store_size = \"lots\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:#?}");
+        assert!(
+            errs[0].contains(":3:17: prune.low_watermark: 90% must be below"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].contains(":4:9: prune.keep: invalid pattern \"regex:(\""),
+            "{}",
+            errs[1]
+        );
+        assert!(
+            errs[2].contains(":5:18: prune.max_store_size: invalid size \"lots\""),
+            "{}",
+            errs[2]
         );
     }
 

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod pin;
 pub mod plan;
 pub mod prune;
+pub mod pruner;
 pub mod reference;
 pub mod registry;
 pub mod report;

@@ -296,6 +296,107 @@ pub fn status_json(config: &Path, rows: &[StatusRow]) -> String {
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
 }
 
+/// Bytes in a human unit (`12.3 MB`).
+pub fn bytes(n: u64) -> String {
+    bytesize::ByteSize::b(n).to_string()
+}
+
+fn age(now: i64, then: i64) -> String {
+    let secs = u64::try_from(now - then).unwrap_or(0);
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(secs - secs % 60))
+    )
+    .replace("0s ago", "just now")
+}
+
+/// The prune side of a plan, and the results of the removals when there were any.
+pub fn prune_text(
+    plan: &crate::prune::PrunePlan,
+    removals: &[crate::pruner::Removal],
+    now: i64,
+) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for c in &plan.remove {
+        let result = removals
+            .iter()
+            .find(|r| r.candidate.id == c.id)
+            .map(|r| match &r.error {
+                Some(e) => format!("{}: {e}", r.result),
+                None => r.result.to_owned(),
+            });
+        rows.push(vec![
+            result.unwrap_or_else(|| "remove".into()),
+            short(&c.id),
+            c.names.first().cloned().unwrap_or_else(|| "<none>".into()),
+            bytes(c.size),
+            age(now, c.last_used),
+            format!(
+                "rule: {}",
+                serde_json::to_value(c.rule)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+        ]);
+    }
+    for k in &plan.keep {
+        let why = match &k.protection {
+            crate::prune::Protection::KeepRule(r) => format!("kept: keep rule {r}"),
+            p => format!(
+                "kept: {}",
+                serde_json::to_value(p)
+                    .ok()
+                    .and_then(|v| v["protection"].as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+        };
+        rows.push(vec![
+            "keep".into(),
+            short(&k.id),
+            k.names.first().cloned().unwrap_or_else(|| "<none>".into()),
+            bytes(k.size),
+            String::new(),
+            why,
+        ]);
+    }
+    let mut out = if rows.is_empty() {
+        "the image store is empty\n".to_owned()
+    } else {
+        table(
+            &["ACTION", "ID", "IMAGE", "SIZE", "LAST USED", "WHY"],
+            &rows,
+        )
+    };
+    let _ = writeln!(
+        out,
+        "\n{} to remove ({} expected to be freed), {} kept{}",
+        plan.remove.len(),
+        bytes(plan.bytes_expected),
+        plan.keep.len(),
+        if plan.deferred > 0 {
+            format!(", {} left for later cycles (max_removals)", plan.deferred)
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// The prune plan and results as JSON.
+pub fn prune_json(
+    plan: &crate::prune::PrunePlan,
+    removals: &[crate::pruner::Removal],
+) -> serde_json::Value {
+    serde_json::json!({
+        "remove": plan.remove,
+        "keep": plan.keep,
+        "bytes_expected": plan.bytes_expected,
+        "deferred": plan.deferred,
+        "results": removals,
+    })
+}
+
 /// What `pin` says about the changes it made or found.
 pub fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool) -> String {
     let mut out = String::new();

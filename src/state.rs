@@ -27,6 +27,15 @@ pub struct State {
     /// platform's manifest digest. An index is immutable, so this never goes stale, and a
     /// follow check of an unchanged tag costs one HEAD request.
     pub index_platforms: BTreeMap<String, BTreeMap<String, String>>,
+    /// When stowage first saw each image (seconds since the epoch), by image ID: the minimum
+    /// age counts from here, never from an image's (often old) creation time.
+    pub first_seen: BTreeMap<String, i64>,
+    /// When a container last used each image (seconds), by image ID. The engine records no
+    /// such thing; stowage notes it at each cycle and on container events.
+    pub last_used: BTreeMap<String, i64>,
+    /// Since when stowage has been watching this host: a max-age rule applies only after it
+    /// has watched that long, so a lost state file cannot cause a mass deletion.
+    pub watching_since: Option<i64>,
 }
 
 impl State {

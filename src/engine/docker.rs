@@ -9,7 +9,8 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, ListImagesOptionsBuilder, TagImageOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -184,6 +185,106 @@ impl DockerEngine {
                 "the engine did not say its platform (Os/Arch missing from /version)",
             )),
         }
+    }
+}
+
+impl super::Store for DockerEngine {
+    async fn store(&self) -> Result<Vec<crate::prune::StoreImage>, Failure> {
+        let list = |all: bool| {
+            let options = ListImagesOptionsBuilder::new().all(all).build();
+            self.docker.list_images(Some(options))
+        };
+        let summaries = list(false)
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        // Builds leave intermediate images between a child and the image it was built FROM;
+        // walk through them so each image's parent is the nearest top-level one, which the
+        // engine refuses to remove while the child exists.
+        let everything = list(true)
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        let parent_of: std::collections::HashMap<String, String> = everything
+            .iter()
+            .filter(|s| !s.parent_id.is_empty())
+            .map(|s| (s.id.clone(), s.parent_id.clone()))
+            .collect();
+        let top: std::collections::HashSet<&str> =
+            summaries.iter().map(|s| s.id.as_str()).collect();
+        let nearest_top = |id: &str| {
+            let mut cur = parent_of.get(id);
+            let mut steps = 0;
+            while let Some(p) = cur {
+                if top.contains(p.as_str()) {
+                    return Some(p.clone());
+                }
+                steps += 1;
+                if steps > parent_of.len() {
+                    return None;
+                }
+                cur = parent_of.get(p);
+            }
+            None
+        };
+        let parents: Vec<Option<String>> = summaries.iter().map(|s| nearest_top(&s.id)).collect();
+        Ok(summaries
+            .into_iter()
+            .zip(parents)
+            .map(|(s, parent)| crate::prune::StoreImage {
+                parent,
+                tags: s
+                    .repo_tags
+                    .iter()
+                    .filter_map(|t| normalize_engine_name(t))
+                    .collect(),
+                digests: s
+                    .repo_digests
+                    .iter()
+                    .filter_map(|d| normalize_engine_name(d))
+                    .collect(),
+                labels: s.labels.into_iter().collect(),
+                size: u64::try_from(s.size).unwrap_or(0),
+                created: s.created,
+                id: s.id,
+            })
+            .collect())
+    }
+
+    async fn container_images(&self) -> Result<std::collections::HashSet<String>, Failure> {
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(containers.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), Failure> {
+        let options = RemoveImageOptionsBuilder::new().force(false).build();
+        self.docker
+            .remove_image(id, Some(options), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                // "conflict: unable to delete ... image is being used by ..." / "must be forced"
+                BollardError::DockerResponseServerError {
+                    status_code: 409,
+                    message,
+                } => Failure::new(
+                    FailureClass::Engine,
+                    format!("the engine refused: {message}"),
+                ),
+                other => failure_from(&self.host, None, other),
+            })
+    }
+
+    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, Failure> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(info.docker_root_dir.map(std::path::PathBuf::from))
     }
 }
 

@@ -64,3 +64,21 @@ pub trait Engine: Send + Sync {
     /// The engine's own platform, `os/arch`: what a tag resolves to when no platform is asked.
     fn platform(&self) -> impl Future<Output = Result<String, Failure>> + Send;
 }
+
+/// What pruning needs from an engine, beyond [`Engine`].
+pub trait Store: Send + Sync {
+    /// Every top-level image, with what the prune planner needs to know about it.
+    fn store(&self) -> impl Future<Output = Result<Vec<crate::prune::StoreImage>, Failure>> + Send;
+
+    /// IDs of the images that containers in any state (running, stopped, created) use.
+    fn container_images(
+        &self,
+    ) -> impl Future<Output = Result<std::collections::HashSet<String>, Failure>> + Send;
+
+    /// Removes one image by ID, never forced: an image in use stays, and the engine says so.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// The engine's data root (`DockerRootDir`), whose filesystem the watermarks are about.
+    fn data_root(&self)
+    -> impl Future<Output = Result<Option<std::path::PathBuf>, Failure>> + Send;
+}

@@ -1,0 +1,316 @@
+//! A prune cycle against a real store: gather the facts, let [`crate::prune::plan_prune`]
+//! decide, then remove one image at a time, never forced, pausing between removals. One
+//! failure does not stop the cycle; every result is reported.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, PruneSettings};
+use crate::converge::InFlight;
+use crate::engine::Store;
+use crate::failure::Failure;
+use crate::pin::Pinned;
+use crate::plan::content_names;
+use crate::prune::{Candidate, Disk, PruneInput, PrunePlan, StoreImage, Usage, plan_prune};
+use crate::state::State;
+
+/// How one planned removal ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Removal {
+    /// What was planned.
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// `removed`, `failed` or `skipped` (stopping).
+    pub result: &'static str,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// The IDs of the images the config requires or pins: the image each required tag points at,
+/// and the holder of each known pinned digest (under its repository or a mirror's).
+pub fn required_ids(
+    pinned: &[Pinned],
+    state: &State,
+    images: &[StoreImage],
+    config: &Config,
+) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for p in pinned {
+        let reference = &p.image.reference;
+        if let Some(tag) = reference.tag() {
+            let name = format!("{}:{tag}", reference.name());
+            ids.extend(
+                images
+                    .iter()
+                    .filter(|i| i.tags.contains(&name))
+                    .map(|i| i.id.clone()),
+            );
+        }
+        if let Some(d) = p.known_digest(state) {
+            let names: Vec<String> = content_names(reference, &config.registries)
+                .into_iter()
+                .map(|n| format!("{n}@{d}"))
+                .collect();
+            ids.extend(
+                images
+                    .iter()
+                    .filter(|i| i.digests.iter().any(|x| names.contains(x)))
+                    .map(|i| i.id.clone()),
+            );
+        }
+    }
+    ids
+}
+
+/// Brings the usage history up to date with what is seen now: images never seen before are
+/// first seen now, images containers use are used now, images gone are forgotten.
+pub fn observe(state: &State, images: &[StoreImage], in_use: &HashSet<String>, now: i64) -> Usage {
+    let present: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
+    let mut first_seen: BTreeMap<String, i64> = state
+        .first_seen
+        .iter()
+        .filter(|(id, _)| present.contains(id.as_str()))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    for i in images {
+        first_seen.entry(i.id.clone()).or_insert(now);
+    }
+    let mut last_used: BTreeMap<String, i64> = state
+        .last_used
+        .iter()
+        .filter(|(id, _)| present.contains(id.as_str()))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    for id in in_use {
+        if present.contains(id.as_str()) {
+            last_used.insert(id.clone(), now);
+        }
+    }
+    Usage {
+        first_seen: first_seen.into_iter().collect(),
+        last_used: last_used.into_iter().collect(),
+        watching_since: state.watching_since.unwrap_or(now),
+    }
+}
+
+/// Use of the filesystem at `path`.
+pub fn disk_of(path: &std::path::Path) -> Option<Disk> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    let total = s.f_blocks.saturating_mul(s.f_frsize);
+    let free = s.f_bfree.saturating_mul(s.f_frsize);
+    Some(Disk {
+        total,
+        used: total.saturating_sub(free),
+    })
+}
+
+/// Runs prune cycles for one config.
+pub struct Pruner<'a, S> {
+    /// The engine's store.
+    pub store: &'a S,
+    /// The configuration (registries, state file).
+    pub config: &'a Config,
+    /// The `[prune]` rules.
+    pub settings: &'a PruneSettings,
+    /// Every pinned image.
+    pub pinned: &'a [Pinned],
+    /// The state (usage history, first-pull pins).
+    pub state: &'a Mutex<State>,
+    /// Names being pulled now: never removed under a pull.
+    pub in_flight: InFlight,
+    /// Cancelled when stopping: no removal starts after that.
+    pub stop: CancellationToken,
+}
+
+impl<S: Store> Pruner<'_, S> {
+    /// Gathers the facts and plans a cycle; changes nothing.
+    pub async fn plan(&self) -> Result<(PrunePlan, Usage), Failure> {
+        let images = self.store.store().await?;
+        let in_use = self.store.container_images().await?;
+        let disk = match self.store.data_root().await? {
+            Some(root) => disk_of(&root),
+            None => None,
+        };
+        let now = chrono::Utc::now().timestamp();
+        let (usage, required) = {
+            let state = self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (
+                observe(&state, &images, &in_use, now),
+                required_ids(self.pinned, &state, &images, self.config),
+            )
+        };
+        let input = PruneInput {
+            images,
+            in_use,
+            required,
+            in_flight: self.in_flight.snapshot().into_iter().collect(),
+            own_image: std::env::var("STOWAGE_OWN_IMAGE_ID").ok(),
+            usage: usage.clone(),
+            disk,
+            now,
+        };
+        Ok((
+            plan_prune(&input, &self.settings.keep, &self.settings.limits),
+            usage,
+        ))
+    }
+
+    /// One cycle: plan, record what was seen, and remove (unless `dry_run`).
+    pub async fn cycle(&self, dry_run: bool) -> Result<(PrunePlan, Vec<Removal>), Failure> {
+        let started = Instant::now();
+        let (plan, usage) = self.plan().await?;
+        if dry_run {
+            return Ok((plan, Vec::new()));
+        }
+        self.record(&usage);
+        let mut results = Vec::with_capacity(plan.remove.len());
+        for (n, c) in plan.remove.iter().enumerate() {
+            if self.stop.is_cancelled() {
+                results.push(Removal {
+                    candidate: c.clone(),
+                    result: "skipped",
+                    error: None,
+                });
+                continue;
+            }
+            if n > 0 && !self.settings.pause.is_zero() {
+                tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => {}
+                    () = tokio::time::sleep(self.settings.pause) => {}
+                }
+            }
+            // A pull may have started since the plan: leave its image alone.
+            let pulling = self.in_flight.snapshot();
+            if c.names.iter().any(|n| pulling.contains(n)) {
+                results.push(Removal {
+                    candidate: c.clone(),
+                    result: "skipped",
+                    error: Some("a pull of it started".into()),
+                });
+                continue;
+            }
+            match self.store.remove(&c.id).await {
+                Ok(()) => {
+                    info!(image = %c.id, names = ?c.names, bytes = c.size, rule = ?c.rule, "removed");
+                    results.push(Removal {
+                        candidate: c.clone(),
+                        result: "removed",
+                        error: None,
+                    });
+                }
+                Err(f) => {
+                    warn!(image = %c.id, names = ?c.names, "removal failed: {}", f.detail);
+                    results.push(Removal {
+                        candidate: c.clone(),
+                        result: "failed",
+                        error: Some(f.detail),
+                    });
+                }
+            }
+        }
+        let removed = results.iter().filter(|r| r.result == "removed").count();
+        info!(
+            removed,
+            failed = results.iter().filter(|r| r.result == "failed").count(),
+            deferred = plan.deferred,
+            bytes = results
+                .iter()
+                .filter(|r| r.result == "removed")
+                .map(|r| r.candidate.size)
+                .sum::<u64>(),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "prune cycle finished"
+        );
+        Ok((plan, results))
+    }
+
+    /// Saves the usage history (merged with the state file on disk).
+    fn record(&self, usage: &Usage) {
+        let result = State::update(&self.config.state_file, |s| {
+            s.first_seen = usage
+                .first_seen
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            s.last_used = usage
+                .last_used
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            s.watching_since.get_or_insert(usage.watching_since);
+        });
+        match result {
+            Ok(saved) => {
+                *self
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = saved
+            }
+            Err(e) => warn!(
+                path = %self.config.state_file.display(),
+                "cannot save the state file ({e}); image ages restart from now"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: &str, tags: &[&str], digests: &[&str]) -> StoreImage {
+        StoreImage {
+            id: id.into(),
+            parent: None,
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            digests: digests.iter().map(|s| s.to_string()).collect(),
+            labels: BTreeMap::new(),
+            size: 1,
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn observing_keeps_first_sight_and_marks_use() {
+        let mut state = State::default();
+        state.first_seen.insert("a".into(), 10);
+        state.first_seen.insert("gone".into(), 5);
+        state.watching_since = Some(1);
+        let images = [image("a", &[], &[]), image("b", &[], &[])];
+        let usage = observe(&state, &images, &HashSet::from(["b".to_owned()]), 100);
+        assert_eq!(usage.first_seen.get("a"), Some(&10));
+        assert_eq!(usage.first_seen.get("b"), Some(&100));
+        assert!(!usage.first_seen.contains_key("gone"));
+        assert_eq!(usage.last_used.get("b"), Some(&100));
+        assert_eq!(usage.watching_since, 1);
+        let fresh = observe(&State::default(), &images, &HashSet::new(), 100);
+        assert_eq!(fresh.watching_since, 100);
+    }
+
+    #[test]
+    fn required_images_are_found_by_tag_and_by_pinned_digest() {
+        let text = "[[image]]\nname = \"r:1/a:1\"\n[[image]]\nname = \"r:1/b:1\"\n";
+        let config = Config::parse(std::path::Path::new("c.toml"), text).unwrap();
+        let pinned = crate::pin::pin_images(&config, None, None).unwrap();
+        let mut state = State::default();
+        state
+            .first_pull
+            .insert(pinned[1].key.to_string(), "sha256:bb".into());
+        let images = [
+            image("ta", &["r:1/a:1"], &[]),
+            image("hb", &[], &["r:1/b@sha256:bb"]),
+            image("other", &["r:1/c:1"], &["r:1/b@sha256:cc"]),
+        ];
+        let ids = required_ids(&pinned, &state, &images, &config);
+        assert_eq!(ids, HashSet::from(["ta".to_owned(), "hb".to_owned()]));
+    }
+}
