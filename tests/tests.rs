@@ -7,4 +7,5 @@ mod check;
 mod daemon;
 mod engine;
 mod pin;
+mod prune;
 mod pull;

@@ -1,0 +1,252 @@
+//! Pruning against the real engine: every rule selects what it should, every protection holds,
+//! the dry run changes nothing.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::util::{Env, Scratch, engine_lock, env};
+
+const DAY: i64 = 86_400;
+
+/// A state file in which stowage has watched for 400 days and first saw every image present
+/// now `days_ago` days ago: the rules' ages apply at once.
+fn seasoned_state(env: &Env, path: &Path, days_ago: i64) {
+    let now = chrono::Utc::now().timestamp();
+    let out = env.docker(&["images", "-q", "--no-trunc"]);
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let first_seen: serde_json::Map<String, Value> = ids
+        .iter()
+        .map(|id| (id.clone(), Value::from(now - days_ago * DAY)))
+        .collect();
+    let state = serde_json::json!({
+        "version": 1,
+        "first_seen": first_seen,
+        "watching_since": now - 400 * DAY,
+    });
+    std::fs::write(path, serde_json::to_vec(&state).unwrap()).unwrap();
+}
+
+fn prune(env: &Env, config: &Path, args: &[&str]) -> (i32, Value) {
+    let out = env
+        .stowage(config)
+        .arg("prune")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), doc)
+}
+
+fn ids(doc: &Value, key: &str) -> Vec<String> {
+    doc["prune"][key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn protection(doc: &Value, id: &str) -> String {
+    let kept = doc["prune"]["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not kept: {doc:#}"));
+    format!(
+        "{} {}",
+        kept["protection"].as_str().unwrap(),
+        kept["detail"].as_str().unwrap_or("")
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Builds a local-only image (no registry copy) `FROM base` with one distinct file.
+fn build(env: &Env, tag: &str, base: &str, content: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), content).unwrap();
+    let file = tag.replace([':', '/'], "_");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {base}\nCOPY f.txt /{file}.txt\nLABEL org.stowage.test=1\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&env.docker_cli)
+        .args(["build", "-q", "-t", tag])
+        .arg(dir.path())
+        .env("DOCKER_HOST", &env.docker_host)
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker build {tag}: {out:?}");
+}
+
+#[test]
+fn rules_select_and_protections_hold() {
+    let _lock = engine_lock();
+    let env = env();
+    let required = env.plain_image("alpha:1");
+    let unused = env.plain_image("beta:1");
+    let in_use = env.plain_image("busybox:1");
+    let kept = env.plain_image("gamma:1");
+    env.purge_images(&[
+        required.clone(),
+        unused.clone(),
+        in_use.clone(),
+        kept.clone(),
+    ]);
+    for n in [&required, &unused, &in_use, &kept] {
+        assert!(env.docker(&["pull", "-q", n]).status.success());
+    }
+    // A dangling image: content pulled by digest only.
+    let alpha2 = env.plain_image("alpha:2");
+    assert!(env.docker(&["pull", "-q", &alpha2]).status.success());
+    let dangling_digest = env.repo_digests(&alpha2)[0].clone();
+    env.purge_images(std::slice::from_ref(&alpha2));
+    assert!(
+        env.docker(&["pull", "-q", &dangling_digest])
+            .status
+            .success()
+    );
+    let dangling_id = env.image_id(&dangling_digest).unwrap();
+    // A local-only image (built here, no registry copy).
+    build(&env, "stowage-local/only:1", "scratch", "local");
+    // A container, created and never started, uses busybox.
+    let created = env.docker(&[
+        "create",
+        "--network",
+        "none",
+        &in_use,
+        "/bin/busybox",
+        "true",
+    ]);
+    assert!(created.status.success(), "{created:?}");
+    let container = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+
+    let scratch = Scratch::new();
+    let state = scratch.dir.path().join("state.json");
+    seasoned_state(&env, &state, 60);
+    let config = scratch.config("", std::slice::from_ref(&required));
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "[prune]\nmin_age = \"1h\"\ndangling_min_age = \"1h\"\nunused_max_age = \"30d\"\nkeep = [\"{}\"]\nmax_removals = 100\npause = \"0s\"\n",
+            kept.replace(":1", ":*")
+        );
+    std::fs::write(&config, text).unwrap();
+
+    // The dry run says what it would do and does nothing.
+    let (code, dry) = prune(&env, &config, &["--dry-run"]);
+    assert_eq!(code, 0, "{dry:#}");
+    let unused_id = env.image_id(&unused).unwrap();
+    let planned = ids(&dry, "remove");
+    assert!(
+        planned.contains(&dangling_id) && planned.contains(&unused_id),
+        "{dry:#}"
+    );
+    assert!(
+        env.has_image(&unused) && env.image_id(&dangling_digest).is_some(),
+        "the dry run removed something"
+    );
+    assert_eq!(
+        protection(&dry, &env.image_id(&required).unwrap()),
+        "required"
+    );
+    assert_eq!(protection(&dry, &env.image_id(&in_use).unwrap()), "in-use");
+    assert_eq!(
+        protection(&dry, &env.image_id(&kept).unwrap()),
+        format!("keep-rule {}", kept.replace(":1", ":*"))
+    );
+    assert_eq!(
+        protection(&dry, &env.image_id("stowage-local/only:1").unwrap()),
+        "local-only"
+    );
+
+    // The real cycle removes exactly that, and the protected images stay.
+    let (code, done) = prune(&env, &config, &[]);
+    assert_eq!(code, 0, "{done:#}");
+    let results = done["prune"]["results"].as_array().unwrap();
+    assert!(results.iter().all(|r| r["result"] == "removed"), "{done:#}");
+    assert!(!env.has_image(&unused));
+    assert!(env.image_id(&dangling_digest).is_none());
+    for n in [&required, &in_use, &kept] {
+        assert!(env.has_image(n), "{n} was removed");
+    }
+    assert!(env.has_image("stowage-local/only:1"));
+
+    let _ = env.docker(&["rm", "-f", &container]);
+    env.purge_images(&[required, in_use, kept, "stowage-local/only:1".into()]);
+}
+
+#[test]
+fn a_lost_state_file_removes_nothing_old() {
+    let _lock = engine_lock();
+    let env = env();
+    let unused = env.plain_image("beta:1");
+    assert!(env.docker(&["pull", "-q", &unused]).status.success());
+    let scratch = Scratch::new();
+    // No state file: everything is first seen now, and nothing has been watched for 30 days.
+    let config = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nmin_age = \"0s\"\nunused_max_age = \"30d\"\npause = \"0s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let (code, doc) = prune(&env, &config, &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert!(
+        !ids(&doc, "remove").contains(&env.image_id(&unused).unwrap()),
+        "{doc:#}"
+    );
+    assert!(env.has_image(&unused));
+    env.purge_images(&[unused]);
+}
+
+#[test]
+fn children_go_before_parents() {
+    let _lock = engine_lock();
+    let env = env();
+    build(&env, "stowage-local/parent:1", "scratch", "parent");
+    build(
+        &env,
+        "stowage-local/child:1",
+        "stowage-local/parent:1",
+        "child",
+    );
+    let parent = env.image_id("stowage-local/parent:1").unwrap();
+    let child = env.image_id("stowage-local/child:1").unwrap();
+    let scratch = Scratch::new();
+    seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+    let config = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nunused_max_age = \"30d\"\nprune_local_only = true\nkeep = [\"127.0.0.1:*/**\"]\npause = \"0s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let (code, doc) = prune(&env, &config, &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    let order = ids(&doc, "remove");
+    let pos = |id: &str| {
+        order
+            .iter()
+            .position(|x| x == id)
+            .unwrap_or_else(|| panic!("{id} not removed: {doc:#}"))
+    };
+    assert!(pos(&child) < pos(&parent), "{order:?}");
+    assert!(
+        doc["prune"]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["result"] == "removed"),
+        "{doc:#}"
+    );
+    assert!(!env.has_image("stowage-local/parent:1"));
+}
