@@ -14,10 +14,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::converge::{InFlight, Puller, Session, SessionError, Summary};
-use crate::engine::Engine;
 use crate::engine::docker::{ConnectError, DockerEngine};
+use crate::engine::{Engine, Store};
 use crate::lockfile::LockFile;
 use crate::pin::Pinned;
+use crate::pruner::Pruner;
 use crate::retry::RetryPolicy;
 use crate::schedule::{Schedule, splay_offset};
 
@@ -35,7 +36,11 @@ const ENGINE_WAIT: RetryPolicy = RetryPolicy {
 };
 
 /// Runs the daemon until `shutdown` completes, then drains.
-pub async fn run<E: Engine>(session: Session, engine: E, shutdown: impl Future<Output = ()>) {
+pub async fn run<E: Engine + Store>(
+    session: Session,
+    engine: E,
+    shutdown: impl Future<Output = ()>,
+) {
     let stop = CancellationToken::new();
     let in_flight = InFlight::default();
     let mut puller = session.puller(&engine, stop.clone(), in_flight.clone());
@@ -168,7 +173,7 @@ fn groups(session: &Session) -> Vec<Group> {
     groups
 }
 
-async fn serve<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
+async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>) {
     let config = &session.config;
     let offset = splay_offset(config.pull.splay, rand::random::<f64>());
     info!(
@@ -193,17 +198,45 @@ async fn serve<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
             None => warn!(schedule = g.schedule.expr(), "schedule never fires again"),
         }
     }
+    // Pruning, when the config has rules: on its own schedule, and whenever the disk crosses
+    // the high watermark (checked at every wake-up, at most every 30 s).
+    let pruner = config.prune.as_ref().map(|settings| Pruner {
+        store: puller.engine,
+        config,
+        settings,
+        pinned: &session.pinned,
+        state: &session.state,
+        in_flight: puller.in_flight.clone(),
+        stop: puller.stop.clone(),
+    });
+    let data_root = match &pruner {
+        Some(p) => p.store.data_root().await.ok().flatten(),
+        None => None,
+    };
+    let mut next_prune = pruner
+        .as_ref()
+        .and_then(|p| p.settings.schedule.next_after(&Local::now(), offset));
+    if let (Some(p), Some(at)) = (&pruner, next_prune) {
+        info!(schedule = p.settings.schedule.expr(), next = %at.to_rfc3339(), "prune scheduled");
+    }
+    let mut last_watermark_prune: Option<std::time::Instant> = None;
     loop {
-        let Some((index, at)) = groups
+        let next_pull = groups
             .iter()
             .enumerate()
             .filter_map(|(i, g)| g.next.map(|at| (i, at)))
-            .min_by_key(|(_, at)| *at)
-        else {
+            .min_by_key(|(_, at)| *at);
+        let at = match (next_pull, next_prune) {
+            (Some((_, a)), Some(b)) => Some(a.min(b)),
+            (Some((_, a)), None) => Some(a),
+            (None, b) => b,
+        };
+        let Some(at) = at else {
             // Nothing scheduled: idle until stopped.
             puller.stop.cancelled().await;
             return;
         };
+        let mut watermark = false;
         loop {
             let left = (at - Local::now()).to_std().unwrap_or(Duration::ZERO);
             if left.is_zero() {
@@ -213,8 +246,41 @@ async fn serve<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
                 () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
                 () = puller.stop.cancelled() => return,
             }
+            if let (Some(p), Some(root)) = (&pruner, &data_root)
+                && above_high_watermark(p, root)
+                && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            {
+                watermark = true;
+                break;
+            }
         }
+        if let Some(p) = &pruner
+            && (watermark || next_prune.is_some_and(|n| n <= Local::now()))
+        {
+            info!(
+                trigger = if watermark { "watermark" } else { "schedule" },
+                "prune cycle started"
+            );
+            if let Err(f) = p.cycle(false).await {
+                error!("prune cycle failed: engine: {}", f.detail);
+            }
+            if watermark {
+                last_watermark_prune = Some(std::time::Instant::now());
+            } else {
+                next_prune = p.settings.schedule.next_after(&Local::now(), offset);
+            }
+            if puller.stop.is_cancelled() {
+                return;
+            }
+            continue;
+        }
+        let Some((index, _)) = next_pull else {
+            continue;
+        };
         let group = &mut groups[index];
+        if group.next.is_some_and(|n| n > Local::now()) {
+            continue;
+        }
         pass(puller, "schedule", &group.images).await;
         if puller.stop.is_cancelled() {
             return;
@@ -223,6 +289,19 @@ async fn serve<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
         if let Some(next) = group.next {
             debug!(schedule = group.schedule.expr(), next = %next.to_rfc3339(), "next run");
         }
+    }
+}
+
+/// Whether the data root's filesystem is above the high watermark.
+fn above_high_watermark<S: Store>(pruner: &Pruner<'_, S>, root: &std::path::Path) -> bool {
+    match (
+        pruner.settings.limits.high_watermark,
+        crate::pruner::disk_of(root),
+    ) {
+        (Some(high), Some(disk)) if disk.total > 0 => {
+            disk.used as f64 * 100.0 / disk.total as f64 > high
+        }
+        _ => false,
     }
 }
 

@@ -250,3 +250,134 @@ fn children_go_before_parents() {
     );
     assert!(!env.has_image("stowage-local/parent:1"));
 }
+
+/// The real store, except that just before removing an image, someone creates a container
+/// from it: what happens when a container appears between the plan and the removal.
+struct RaceStore {
+    inner: stowage::engine::docker::DockerEngine,
+    victim: String,
+}
+
+impl stowage::engine::Store for RaceStore {
+    async fn store(&self) -> Result<Vec<stowage::prune::StoreImage>, stowage::failure::Failure> {
+        self.inner.store().await
+    }
+
+    async fn container_images(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, stowage::failure::Failure> {
+        self.inner.container_images().await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), stowage::failure::Failure> {
+        if id == self.victim {
+            use bollard::query_parameters::CreateContainerOptionsBuilder;
+            let body = bollard::models::ContainerCreateBody {
+                image: Some(id.to_owned()),
+                cmd: Some(vec!["/bin/busybox".into(), "true".into()]),
+                ..Default::default()
+            };
+            self.inner
+                .client()
+                .create_container(
+                    Some(
+                        CreateContainerOptionsBuilder::new()
+                            .name("stowage-race")
+                            .build(),
+                    ),
+                    body,
+                )
+                .await
+                .expect("a container from the victim");
+        }
+        self.inner.remove(id).await
+    }
+
+    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::failure::Failure> {
+        self.inner.data_root().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
+    use stowage::engine::docker::DockerEngine;
+    let _lock = engine_lock();
+    let env = env();
+    let victim_name = env.plain_image("busybox:1");
+    let other_name = env.plain_image("beta:1");
+    let _ = env.docker(&["rm", "-f", "stowage-race"]);
+    for n in [&victim_name, &other_name] {
+        assert!(env.docker(&["pull", "-q", n]).status.success());
+    }
+    let victim = env.image_id(&victim_name).unwrap();
+    let scratch = Scratch::new();
+    let state_path = scratch.dir.path().join("state.json");
+    seasoned_state(&env, &state_path, 60);
+    let config_path = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config_path).unwrap()
+        + "[prune]\nunused_max_age = \"30d\"\nkeep = [\"stowage-local/**\"]\npause = \"0s\"\n";
+    std::fs::write(&config_path, text).unwrap();
+    let config = stowage::config::Config::load(&config_path).unwrap();
+    let settings = config.prune.clone().unwrap();
+    let state = std::sync::Mutex::new(stowage::state::State::load(&state_path));
+    let store = RaceStore {
+        inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
+        victim: victim.clone(),
+    };
+    let pruner = stowage::pruner::Pruner {
+        store: &store,
+        config: &config,
+        settings: &settings,
+        pinned: &[],
+        state: &state,
+        in_flight: stowage::converge::InFlight::default(),
+        stop: tokio_util::sync::CancellationToken::new(),
+    };
+    let (plan, results) = pruner.cycle(false).await.unwrap();
+    assert!(plan.remove.iter().any(|c| c.id == victim), "{plan:#?}");
+    let v = results.iter().find(|r| r.candidate.id == victim).unwrap();
+    // Never forced: the engine refuses, the image stays, and the refusal is reported.
+    assert_eq!(v.result, "failed", "{results:#?}");
+    assert!(
+        v.error.as_deref().unwrap_or("").contains("refused"),
+        "{v:#?}"
+    );
+    assert!(env.has_image(&victim_name));
+    // One failure does not stop the cycle.
+    assert!(!env.has_image(&other_name), "{results:#?}");
+    // Next cycle, the container protects it: planned as kept, not tried again.
+    let (plan, _) = pruner.plan().await.unwrap();
+    assert!(!plan.remove.iter().any(|c| c.id == victim));
+    let _ = env.docker(&["rm", "-f", "stowage-race"]);
+    env.purge_images(&[victim_name]);
+}
+
+#[test]
+fn the_daemon_prunes_on_its_schedule() {
+    let _lock = engine_lock();
+    let env = env();
+    // A dangling image: content pulled by digest only.
+    let gamma = env.plain_image("gamma:1");
+    assert!(env.docker(&["pull", "-q", &gamma]).status.success());
+    let by_digest = env.repo_digests(&gamma)[0].clone();
+    env.purge_images(std::slice::from_ref(&gamma));
+    assert!(env.docker(&["pull", "-q", &by_digest]).status.success());
+    let scratch = Scratch::new();
+    seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+    let config = scratch.config("on_boot = false\nschedule = \"0 0 1 1 *\"", &[]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nschedule = \"*/2 * * * * *\"\npause = \"0s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let daemon = crate::util::Daemon::start(env.stowage(&config), &["run"]);
+    let done = daemon.wait_for("a prune cycle", std::time::Duration::from_secs(90), |v| {
+        crate::util::is_event(v, "prune cycle finished", None)
+    });
+    assert!(done["removed"].as_u64().unwrap() >= 1, "{done:#}");
+    assert!(
+        env.image_id(&by_digest).is_none(),
+        "the dangling image is still there"
+    );
+    let (code, _) = daemon.terminate(std::time::Duration::from_secs(90));
+    assert_eq!(code, 0);
+}
