@@ -381,3 +381,78 @@ fn the_daemon_prunes_on_its_schedule() {
     let (code, _) = daemon.terminate(std::time::Duration::from_secs(90));
     assert_eq!(code, 0);
 }
+
+#[test]
+fn space_rules_and_keep_rules_against_the_real_store() {
+    let _lock = engine_lock();
+    let env = env();
+    let names: Vec<String> = ["alpha:1", "alpha:2", "beta:1", "gamma:1"]
+        .iter()
+        .map(|n| env.plain_image(n))
+        .collect();
+    for n in &names {
+        assert!(env.docker(&["pull", "-q", n]).status.success());
+    }
+    let scratch = Scratch::new();
+    let state_path = scratch.dir.path().join("state.json");
+    seasoned_state(&env, &state_path, 60);
+    let config = scratch.config("", &[]);
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with = |prune: &str| {
+        std::fs::write(&config, format!("{base}[prune]\npause = \"0s\"\n{prune}")).unwrap();
+    };
+
+    // Any disk is above 1%, and can never get under 0.5%: every unprotected image is a
+    // watermark candidate, least recently used first, capped at 2 per cycle.
+    with("high_watermark = \"1%\"\nlow_watermark = \"0.5%\"\nmax_removals = 2\n");
+    let (_, doc) = prune(&env, &config, &["--dry-run"]);
+    let remove = doc["prune"]["remove"].as_array().unwrap();
+    assert_eq!(remove.len(), 2, "{doc:#}");
+    assert!(
+        remove.iter().all(|c| c["rule"] == "disk-watermark"),
+        "{doc:#}"
+    );
+    assert!(doc["prune"]["deferred"].as_u64().unwrap() >= 2, "{doc:#}");
+
+    // A store cap of 1 byte selects by size the same way.
+    with("max_store_size = \"1B\"\nmax_removals = 100\n");
+    let (_, doc) = prune(&env, &config, &["--dry-run"]);
+    let remove = doc["prune"]["remove"].as_array().unwrap();
+    assert!(
+        remove.len() >= 4 && remove.iter().all(|c| c["rule"] == "store-size"),
+        "{doc:#}"
+    );
+
+    // Keep rules: the test images' label keeps all of them; keep_newest keeps one per repo.
+    with("max_store_size = \"1B\"\nkeep_labels = [\"org.stowage.test=1\"]\n");
+    let (_, doc) = prune(&env, &config, &["--dry-run"]);
+    let ours: Vec<String> = names.iter().map(|n| env.image_id(n).unwrap()).collect();
+    for id in &ours {
+        assert_eq!(protection(&doc, id), "keep-rule label org.stowage.test=1");
+    }
+    with("max_store_size = \"1B\"\nkeep_newest = 1\n");
+    let (_, doc) = prune(&env, &config, &["--dry-run"]);
+    let alpha: Vec<String> = names[..2]
+        .iter()
+        .map(|n| env.image_id(n).unwrap())
+        .collect();
+    let kept_alpha = alpha
+        .iter()
+        .filter(|id| protection_or_none(&doc, id) == Some("newest".into()))
+        .count();
+    assert_eq!(kept_alpha, 1, "{doc:#}");
+    // A dry run, every time: everything is still there.
+    for n in &names {
+        assert!(env.has_image(n));
+    }
+    env.purge_images(&names);
+}
+
+fn protection_or_none(doc: &Value, id: &str) -> Option<String> {
+    doc["prune"]["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .map(|k| k["protection"].as_str().unwrap().to_owned())
+}
