@@ -45,7 +45,16 @@ pub async fn run<E: Engine + Store>(
     let in_flight = InFlight::default();
     let mut puller = session.puller(&engine, stop.clone(), in_flight.clone());
     puller.prune_pins = true;
-    let work = serve(&session, &puller);
+    // Image uses are followed only when the config prunes: nothing else needs them.
+    let watch = async {
+        if session.config.prune.is_some() {
+            crate::pruner::watch_uses(&engine, &session.state, &session.config.state_file, &stop)
+                .await;
+        }
+    };
+    let work = async {
+        tokio::join!(serve(&session, &puller), watch);
+    };
     tokio::pin!(work, shutdown);
     tokio::select! {
         () = &mut work => return,

@@ -98,6 +98,94 @@ pub fn observe(state: &State, images: &[StoreImage], in_use: &HashSet<String>, n
     }
 }
 
+/// How long the event stream may stay silent before it is re-subscribed: bollard's stream can
+/// go quiet without an error (bollard #113, why docuum left it), and re-subscribing with
+/// `since` loses nothing.
+const EVENTS_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often recorded uses are written to the state file.
+const USES_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Follows container create/start events and records each image's last use, in memory at once
+/// and in the state file at most every 10 s, until `stop`. Reconnects after errors and after a
+/// minute of silence.
+pub async fn watch_uses<S: Store>(
+    store: &S,
+    state: &Mutex<State>,
+    state_file: &std::path::Path,
+    stop: &CancellationToken,
+) {
+    use futures_util::StreamExt;
+    let mut since = chrono::Utc::now().timestamp();
+    let mut pending: BTreeMap<String, i64> = BTreeMap::new();
+    let mut flushed = Instant::now();
+    let flush = |pending: &mut BTreeMap<String, i64>| {
+        if pending.is_empty() {
+            return;
+        }
+        let uses = std::mem::take(pending);
+        let result = State::update(state_file, |s| {
+            for (id, t) in &uses {
+                let e = s.last_used.entry(id.clone()).or_insert(*t);
+                *e = (*e).max(*t);
+            }
+        });
+        match result {
+            Ok(saved) => {
+                *state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = saved
+            }
+            Err(e) => warn!("cannot save image uses to the state file: {e}"),
+        }
+    };
+    loop {
+        let stream = store.image_uses(since);
+        tokio::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    flush(&mut pending);
+                    return;
+                }
+                n = tokio::time::timeout(EVENTS_SILENCE, stream.next()) => n,
+            };
+            match next {
+                Ok(Some(Ok((id, time)))) => {
+                    tracing::debug!(image = %id, time, "image used");
+                    {
+                        let mut s = state
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let e = s.last_used.entry(id.clone()).or_insert(time);
+                        *e = (*e).max(time);
+                    }
+                    pending.insert(id, time);
+                    since = since.max(time);
+                    if flushed.elapsed() >= USES_FLUSH {
+                        flush(&mut pending);
+                        flushed = Instant::now();
+                    }
+                }
+                Ok(Some(Err(f))) => {
+                    warn!("container events: {}; reconnecting", f.detail);
+                    break;
+                }
+                // The stream ended, or went silent: subscribe again from the last event.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        flush(&mut pending);
+        flushed = Instant::now();
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 /// Use of the filesystem at `path`.
 pub fn disk_of(path: &std::path::Path) -> Option<Disk> {
     let s = rustix::fs::statvfs(path).ok()?;
@@ -241,11 +329,18 @@ impl<S: Store> Pruner<'_, S> {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
-            s.last_used = usage
+            // Merge, latest wins: container events may have been saved since the plan.
+            let mut last_used: BTreeMap<String, i64> = s
                 .last_used
                 .iter()
+                .filter(|(id, _)| usage.first_seen.contains_key(*id))
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
+            for (id, t) in &usage.last_used {
+                let e = last_used.entry(id.clone()).or_insert(*t);
+                *e = (*e).max(*t);
+            }
+            s.last_used = last_used;
             s.watching_since.get_or_insert(usage.watching_since);
         });
         match result {

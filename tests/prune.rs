@@ -296,6 +296,14 @@ impl stowage::engine::Store for RaceStore {
     async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::failure::Failure> {
         self.inner.data_root().await
     }
+
+    fn image_uses(
+        &self,
+        since: i64,
+    ) -> impl futures_util::Stream<Item = Result<(String, i64), stowage::failure::Failure>> + Send
+    {
+        self.inner.image_uses(since)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,4 +463,56 @@ fn protection_or_none(doc: &Value, id: &str) -> Option<String> {
         .iter()
         .find(|k| k["id"] == id)
         .map(|k| k["protection"].as_str().unwrap().to_owned())
+}
+
+/// Container events record an image's last use, even for a container that came and went
+/// between two cycles (which listing containers at each cycle would miss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn container_events_record_the_last_use() {
+    use stowage::engine::docker::DockerEngine;
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("busybox:1");
+    assert!(env.docker(&["pull", "-q", &name]).status.success());
+    let id = env.image_id(&name).unwrap();
+    let scratch = Scratch::new();
+    let state_path = scratch.dir.path().join("state.json");
+    let state = std::sync::Mutex::new(stowage::state::State::default());
+    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watcher = stowage::pruner::watch_uses(&engine, &state, &state_path, &stop);
+    let test = async {
+        // Give the subscription a moment, then run a short-lived container.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let run = env.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &name,
+            "/bin/busybox",
+            "true",
+        ]);
+        assert!(run.status.success(), "{run:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let used = state.lock().unwrap().last_used.get(&id).copied();
+            if let Some(t) = used {
+                assert!(t > chrono::Utc::now().timestamp() - 120);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no use recorded for {id}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+    };
+    tokio::join!(watcher, test);
+    // On stop, what was recorded is in the state file too.
+    let saved = stowage::state::State::load(&state_path);
+    assert!(saved.last_used.contains_key(&id), "{saved:?}");
+    env.purge_images(&[name]);
 }

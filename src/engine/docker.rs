@@ -9,8 +9,8 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
-    RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    CreateImageOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -276,6 +276,44 @@ impl super::Store for DockerEngine {
                 ),
                 other => failure_from(&self.host, None, other),
             })
+    }
+
+    fn image_uses(
+        &self,
+        since: i64,
+    ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send {
+        let mut filters = std::collections::HashMap::new();
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
+        filters.insert(
+            "event".to_owned(),
+            vec!["create".to_owned(), "start".to_owned()],
+        );
+        let options = EventsOptionsBuilder::new()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build();
+        let docker = self.docker.clone();
+        let host = self.host.clone();
+        self.docker.events(Some(options)).then(move |event| {
+            let docker = docker.clone();
+            let host = host.clone();
+            async move {
+                let event = event.map_err(|e| failure_from(&host, None, e))?;
+                let time = event.time.unwrap_or_else(|| chrono::Utc::now().timestamp());
+                let image = event
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut attrs| attrs.remove("image"))
+                    .unwrap_or_default();
+                // The event names the image as the container was created with it (a name or
+                // an ID); the usage history is by ID.
+                let id = match docker.inspect_image(&image).await {
+                    Ok(i) => i.id.unwrap_or(image),
+                    Err(_) => image,
+                };
+                Ok((id, time))
+            }
+        })
     }
 
     async fn data_root(&self) -> Result<Option<std::path::PathBuf>, Failure> {

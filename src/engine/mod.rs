@@ -81,4 +81,12 @@ pub trait Store: Send + Sync {
     /// The engine's data root (`DockerRootDir`), whose filesystem the watermarks are about.
     fn data_root(&self)
     -> impl Future<Output = Result<Option<std::path::PathBuf>, Failure>> + Send;
+
+    /// Container create and start events from `since` (seconds) on, as (image ID, time). The
+    /// stream ends when the engine's stream does; it may also go silent without ending, which
+    /// the caller watches for.
+    fn image_uses(
+        &self,
+        since: i64,
+    ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send;
 }
