@@ -60,6 +60,10 @@ pub struct PruneSettings {
     pub keep: crate::prune::KeepRules,
     /// Pause between two removals, so a cycle never starves the host.
     pub pause: Duration,
+    /// Build-cache records unused for longer than this are pruned (CI hosts).
+    pub build_cache_max_age: Option<Duration>,
+    /// The build cache is pruned down to this size (engines with API 1.48 or later).
+    pub build_cache_max_size: Option<u64>,
 }
 
 /// The `[pull]` table.
@@ -278,6 +282,8 @@ struct RawPrune {
     keep_newest: Option<Spanned<i64>>,
     #[serde(default)]
     prune_local_only: bool,
+    build_cache_max_age: Option<Spanned<String>>,
+    build_cache_max_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -571,21 +577,17 @@ impl Validator<'_> {
             }
             (h, l, _, _) => (h, l),
         };
-        let max_store_size = raw.max_store_size.as_ref().and_then(|v| {
-            match v.get_ref().parse::<bytesize::ByteSize>() {
-                Ok(b) => Some(b.as_u64()),
-                Err(e) => {
-                    self.problem(
-                        v.span(),
-                        format!(
-                            "prune.max_store_size: invalid size \"{}\": {e} (write e.g. \"50GB\")",
-                            v.get_ref()
-                        ),
-                    );
-                    None
-                }
-            }
-        });
+        let max_store_size = raw
+            .max_store_size
+            .as_ref()
+            .and_then(|v| self.size("prune.max_store_size", v));
+        let build_cache_max_size = raw
+            .build_cache_max_size
+            .as_ref()
+            .and_then(|v| self.size("prune.build_cache_max_size", v));
+        let build_cache_max_age = raw
+            .build_cache_max_age
+            .map(|v| self.duration("prune.build_cache_max_age", Some(v), "0s"));
         let max_removals = self.integer("prune.max_removals", raw.max_removals, 1..100_001, 20);
         let keep_newest = self.integer("prune.keep_newest", raw.keep_newest, 0..1001, 0);
         let pause = self.duration("prune.pause", raw.pause, "1s");
@@ -621,6 +623,8 @@ impl Validator<'_> {
         Some(PruneSettings {
             schedule,
             pause,
+            build_cache_max_age,
+            build_cache_max_size,
             limits: crate::prune::Limits {
                 min_age: secs(min_age),
                 dangling_min_age: Some(secs(dangling)),
@@ -638,6 +642,22 @@ impl Validator<'_> {
                 prune_local_only: raw.prune_local_only,
             },
         })
+    }
+
+    fn size(&mut self, key: &str, value: &Spanned<String>) -> Option<u64> {
+        match value.get_ref().parse::<bytesize::ByteSize>() {
+            Ok(b) => Some(b.as_u64()),
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "{key}: invalid size \"{}\": {e} (write e.g. \"50GB\")",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn percent(&mut self, key: &str, value: &Spanned<String>) -> Option<f64> {

@@ -160,6 +160,11 @@ pub struct Candidate {
     pub id: String,
     /// Its names (tags, else digests).
     pub names: Vec<String>,
+    /// Every reference to it, tags and digests: each is removed by name, never forced, so an
+    /// image with several names goes without `--force` (and one a container just started
+    /// using is refused, not untagged).
+    #[serde(skip)]
+    pub references: Vec<String>,
     /// Size in bytes.
     pub size: u64,
     /// When last used (or first seen, or created), seconds.
@@ -414,6 +419,7 @@ pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> Prun
         .map(|(i, rule)| Candidate {
             id: i.id.clone(),
             names: names(i),
+            references: i.tags.iter().chain(i.digests.iter()).cloned().collect(),
             size: i.size,
             last_used: last_use(i, &input.usage),
             rule,

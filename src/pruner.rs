@@ -286,7 +286,19 @@ impl<S: Store> Pruner<'_, S> {
                 });
                 continue;
             }
-            match self.store.remove(&c.id).await {
+            // A container may have appeared since the plan: look again right before.
+            match self.store.container_images().await {
+                Ok(used) if used.contains(&c.id) => {
+                    results.push(Removal {
+                        candidate: c.clone(),
+                        result: "failed",
+                        error: Some("a container started using it since the plan".into()),
+                    });
+                    continue;
+                }
+                _ => {}
+            }
+            match self.store.remove(&c.id, &c.references).await {
                 Ok(()) => {
                     info!(image = %c.id, names = ?c.names, bytes = c.size, rule = ?c.rule, "removed");
                     results.push(Removal {
@@ -303,6 +315,20 @@ impl<S: Store> Pruner<'_, S> {
                         error: Some(f.detail),
                     });
                 }
+            }
+        }
+        // The build cache (CI hosts), after the images.
+        let settings = self.settings;
+        if (settings.build_cache_max_age.is_some() || settings.build_cache_max_size.is_some())
+            && !self.stop.is_cancelled()
+        {
+            match self
+                .store
+                .prune_build_cache(settings.build_cache_max_age, settings.build_cache_max_size)
+                .await
+            {
+                Ok(bytes) => info!(bytes, "build cache pruned"),
+                Err(f) => warn!("build cache pruning failed: {}", f.detail),
             }
         }
         let removed = results.iter().filter(|r| r.result == "removed").count();

@@ -269,7 +269,11 @@ impl stowage::engine::Store for RaceStore {
         self.inner.container_images().await
     }
 
-    async fn remove(&self, id: &str) -> Result<(), stowage::failure::Failure> {
+    async fn remove(
+        &self,
+        id: &str,
+        references: &[String],
+    ) -> Result<(), stowage::failure::Failure> {
         if id == self.victim {
             use bollard::query_parameters::CreateContainerOptionsBuilder;
             let body = bollard::models::ContainerCreateBody {
@@ -290,11 +294,19 @@ impl stowage::engine::Store for RaceStore {
                 .await
                 .expect("a container from the victim");
         }
-        self.inner.remove(id).await
+        self.inner.remove(id, references).await
     }
 
     async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::failure::Failure> {
         self.inner.data_root().await
+    }
+
+    async fn prune_build_cache(
+        &self,
+        max_age: Option<std::time::Duration>,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, stowage::failure::Failure> {
+        self.inner.prune_build_cache(max_age, max_bytes).await
     }
 
     fn image_uses(
@@ -515,4 +527,45 @@ async fn container_events_record_the_last_use() {
     let saved = stowage::state::State::load(&state_path);
     assert!(saved.last_used.contains_key(&id), "{saved:?}");
     env.purge_images(&[name]);
+}
+
+#[test]
+fn the_build_cache_is_pruned_by_age() {
+    let _lock = engine_lock();
+    let env = env();
+    // A BuildKit build leaves build-cache records (the classic builder leaves none).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("f.txt"),
+        format!("{:?}", std::time::SystemTime::now()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY f.txt /f.txt\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(&env.docker_cli)
+        .args(["build", "-q", "-t", "stowage-local/buildkit:1"])
+        .arg(dir.path())
+        .env("DOCKER_HOST", &env.docker_host)
+        .env("DOCKER_BUILDKIT", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "BuildKit build: {out:?}");
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nbuild_cache_max_age = \"0s\"\nkeep = [\"**\"]\npause = \"0s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let out = env.stowage(&config).arg("prune").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pruned: Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "build cache pruned")
+        .unwrap_or_else(|| panic!("no build cache pruning: {stderr}"));
+    assert!(pruned["bytes"].as_u64().unwrap() > 0, "{pruned:#}");
+    env.purge_images(&["stowage-local/buildkit:1".into()]);
 }

@@ -10,7 +10,8 @@ use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
     CreateImageOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    ListImagesOptionsBuilder, PruneBuildOptionsBuilder, RemoveImageOptionsBuilder,
+    TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -259,23 +260,30 @@ impl super::Store for DockerEngine {
         Ok(containers.into_iter().filter_map(|c| c.image_id).collect())
     }
 
-    async fn remove(&self, id: &str) -> Result<(), Failure> {
-        let options = RemoveImageOptionsBuilder::new().force(false).build();
-        self.docker
-            .remove_image(id, Some(options), None)
-            .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                // "conflict: unable to delete ... image is being used by ..." / "must be forced"
-                BollardError::DockerResponseServerError {
+    async fn remove(&self, id: &str, references: &[String]) -> Result<(), Failure> {
+        let remove_one = |name: String| async move {
+            let options = RemoveImageOptionsBuilder::new().force(false).build();
+            match self.docker.remove_image(&name, Some(options), None).await {
+                Ok(_) => Ok(()),
+                // Gone already (the last name took the image with it): fine.
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                // "conflict: unable to delete ... image is being used by ..."
+                Err(BollardError::DockerResponseServerError {
                     status_code: 409,
                     message,
-                } => Failure::new(
+                }) => Err(Failure::new(
                     FailureClass::Engine,
                     format!("the engine refused: {message}"),
-                ),
-                other => failure_from(&self.host, None, other),
-            })
+                )),
+                Err(other) => Err(failure_from(&self.host, None, other)),
+            }
+        };
+        for reference in references {
+            remove_one(reference.clone()).await?;
+        }
+        remove_one(id.to_owned()).await
     }
 
     fn image_uses(
@@ -314,6 +322,33 @@ impl super::Store for DockerEngine {
                 Ok((id, time))
             }
         })
+    }
+
+    async fn prune_build_cache(
+        &self,
+        max_age: Option<std::time::Duration>,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, Failure> {
+        let mut options = PruneBuildOptionsBuilder::new();
+        if let Some(age) = max_age {
+            let mut filters = std::collections::HashMap::new();
+            // "unused-for" exists since API 1.41 (older engines take "until").
+            filters.insert("unused-for".to_owned(), vec![format!("{}s", age.as_secs())]);
+            options = options.filters(&filters);
+        }
+        if let Some(bytes) = max_bytes {
+            // Honoured from API 1.48 on; older engines ignore it (documented).
+            options = options.max_used_space(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let response = self
+            .docker
+            .prune_build(Some(options.build()))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(response
+            .space_reclaimed
+            .and_then(|b| u64::try_from(b).ok())
+            .unwrap_or(0))
     }
 
     async fn data_root(&self) -> Result<Option<std::path::PathBuf>, Failure> {

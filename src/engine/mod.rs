@@ -75,12 +75,26 @@ pub trait Store: Send + Sync {
         &self,
     ) -> impl Future<Output = Result<std::collections::HashSet<String>, Failure>> + Send;
 
-    /// Removes one image by ID, never forced: an image in use stays, and the engine says so.
-    fn remove(&self, id: &str) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Removes one image: each of its `references` (tags, digests) by name, then the ID, never
+    /// forced. The engine refuses to remove the last name of an image a container uses, and
+    /// says so.
+    fn remove(
+        &self,
+        id: &str,
+        references: &[String],
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
 
     /// The engine's data root (`DockerRootDir`), whose filesystem the watermarks are about.
     fn data_root(&self)
     -> impl Future<Output = Result<Option<std::path::PathBuf>, Failure>> + Send;
+
+    /// Prunes the build cache: records unused for longer than `max_age`, and (on engines with
+    /// API 1.48 or later) more than `max_bytes` in all. Returns the bytes reclaimed.
+    fn prune_build_cache(
+        &self,
+        max_age: Option<std::time::Duration>,
+        max_bytes: Option<u64>,
+    ) -> impl Future<Output = Result<u64, Failure>> + Send;
 
     /// Container create and start events from `since` (seconds) on, as (image ID, time). The
     /// stream ends when the engine's stream does; it may also go silent without ending, which
