@@ -186,6 +186,16 @@ pub async fn watch_uses<S: Store>(
     }
 }
 
+/// The ID of the container this process runs in, from `/proc/self/mountinfo`: the engine
+/// bind-mounts `/etc/hostname` and friends from `.../containers/<id>/`. `None` on a host.
+pub fn own_container_id(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let (_, rest) = line.split_once("/containers/")?;
+        let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+        (id.len() == 64 && rest[64..].starts_with('/')).then_some(id)
+    })
+}
+
 /// Use of the filesystem at `path`.
 pub fn disk_of(path: &std::path::Path) -> Option<Disk> {
     let s = rustix::fs::statvfs(path).ok()?;
@@ -240,7 +250,10 @@ impl<S: Store> Pruner<'_, S> {
             in_use,
             required,
             in_flight: self.in_flight.snapshot().into_iter().collect(),
-            own_image: std::env::var("STOWAGE_OWN_IMAGE_ID").ok(),
+            own_image: match std::env::var("STOWAGE_OWN_IMAGE_ID") {
+                Ok(id) => Some(id),
+                Err(_) => self.own_image().await,
+            },
             usage: usage.clone(),
             disk,
             now,
@@ -249,6 +262,13 @@ impl<S: Store> Pruner<'_, S> {
             plan_prune(&input, &self.settings.keep, &self.settings.limits),
             usage,
         ))
+    }
+
+    /// The image of the container stowage runs in, if it runs in one: never removed.
+    async fn own_image(&self) -> Option<String> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let container = own_container_id(&mountinfo)?;
+        self.store.container_image(&container).await.ok().flatten()
     }
 
     /// One cycle: plan, record what was seen, and remove (unless `dry_run`).
@@ -398,6 +418,20 @@ mod tests {
             size: 1,
             created: 0,
         }
+    }
+
+    #[test]
+    fn the_own_container_is_found_in_mountinfo() {
+        let id = "a".repeat(64);
+        let inside = format!(
+            "1 0 0:1 / / rw - overlay overlay rw\n\
+             2 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
+        );
+        assert_eq!(own_container_id(&inside), Some(id));
+        assert_eq!(
+            own_container_id("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"),
+            None
+        );
     }
 
     #[test]

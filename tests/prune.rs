@@ -309,6 +309,13 @@ impl stowage::engine::Store for RaceStore {
         self.inner.prune_build_cache(max_age, max_bytes).await
     }
 
+    async fn container_image(
+        &self,
+        container: &str,
+    ) -> Result<Option<String>, stowage::failure::Failure> {
+        self.inner.container_image(container).await
+    }
+
     fn image_uses(
         &self,
         since: i64,

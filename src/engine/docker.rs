@@ -286,6 +286,23 @@ impl super::Store for DockerEngine {
         remove_one(id.to_owned()).await
     }
 
+    async fn container_image(&self, container: &str) -> Result<Option<String>, Failure> {
+        match self
+            .docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => Ok(c.image),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(failure_from(&self.host, None, e)),
+        }
+    }
+
     fn image_uses(
         &self,
         since: i64,

@@ -96,6 +96,12 @@ pub trait Store: Send + Sync {
         max_bytes: Option<u64>,
     ) -> impl Future<Output = Result<u64, Failure>> + Send;
 
+    /// The image ID of a container, `None` when there is no such container.
+    fn container_image(
+        &self,
+        container: &str,
+    ) -> impl Future<Output = Result<Option<String>, Failure>> + Send;
+
     /// Container create and start events from `since` (seconds) on, as (image ID, time). The
     /// stream ends when the engine's stream does; it may also go silent without ending, which
     /// the caller watches for.
