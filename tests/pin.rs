@@ -1,12 +1,11 @@
 //! Digest pinning against the real registries: moving tags, the lock file, tagging after a
 //! digest pull, drift, mirrors, and how many requests a warm run makes.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Env, Scratch, engine_lock, env, free_port};
+use crate::util::{Env, Registry, Scratch, engine_lock, env, free_port};
 
 fn run_json(env: &Env, config: &std::path::Path, args: &[&str]) -> (i32, Value) {
     let out = env.stowage(config).args(args).output().unwrap();
@@ -354,28 +353,14 @@ fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
     let scratch = Scratch::new();
     // A pull-through mirror of the plain registry, for this test only.
     let port = free_port();
-    let storage = scratch.dir.path().join("mirror-data");
-    let registry_config = scratch.write(
-        "mirror.yml",
-        &format!(
-            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\nproxy:\n  remoteurl: http://{}\n",
-            storage.display(),
-            env.plain
-        ),
+    let mirror = Registry::start(
+        scratch.dir.path(),
+        port,
+        &scratch.dir.path().join("mirror-data"),
+        Some(&env.plain),
+        true,
     );
-    let log_path = scratch.dir.path().join("mirror.log");
-    let mut mirror = std::process::Command::new("docker-registry")
-        .arg("serve")
-        .arg(&registry_config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "the test mirror did not start");
+    let log_path = mirror.log.clone();
     let config = scratch.config("", std::slice::from_ref(&name));
     let text = std::fs::read_to_string(&config).unwrap()
         + &format!(
@@ -412,8 +397,7 @@ fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
     assert!(env.has_image(&name));
 
     // The mirror goes away: the origin serves the same digest.
-    let _ = mirror.kill();
-    let _ = mirror.wait();
+    drop(mirror);
     // Gone under every name, the mirror's digest name included.
     env.purge_images(std::slice::from_ref(&name));
     let out = env
@@ -477,33 +461,14 @@ fn a_registry_that_cannot_be_asked_leaves_the_present_image_alone() {
     // A registry of our own, serving the plain one's content, that the test can stop.
     let port = free_port();
     let scratch = Scratch::new();
-    let registry_config = scratch.write(
-        "registry.yml",
-        &format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            env.plain_storage.display()
-        ),
-    );
-    let mut registry = std::process::Command::new("docker-registry")
-        .arg("serve")
-        .arg(&registry_config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "the test registry did not start");
+    let registry = Registry::start(scratch.dir.path(), port, &env.plain_storage, None, true);
     let name = format!("127.0.0.1:{port}/stowage-test/gamma:1");
     let config = scratch.config("retries = 0", std::slice::from_ref(&name));
     with_pin(&config, &name, "follow");
     let (code, first) = run_json(&env, &config, &["pull", "--json"]);
     assert_eq!(code, 0, "{first:#}");
     let id = env.image_id(&name).expect("pulled");
-    let _ = registry.kill();
-    let _ = registry.wait();
+    drop(registry);
 
     // The tag cannot be checked: the image stays as it is, and the run still succeeds.
     let (code, second) = run_json(&env, &config, &["pull", "--json"]);

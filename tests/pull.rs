@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Daemon, Scratch, engine_lock, env, free_port};
+use crate::util::{Daemon, Registry, Scratch, engine_lock, env, free_port};
 
 fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -292,25 +292,9 @@ fn a_registry_that_comes_back_is_retried_and_recovers() {
             .is_some_and(|m| m.starts_with("resolve failed, will retry"))
     });
     assert_eq!(retry["class"], "network", "{retry:#}");
-    let dir = scratch.dir.path();
-    let registry_config = scratch.write(
-        "registry.yml",
-        &format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            env.plain_storage.display()
-        ),
-    );
-    let mut registry = std::process::Command::new("docker-registry")
-        .arg("serve")
-        .arg(&registry_config)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let registry = Registry::start(scratch.dir.path(), port, &env.plain_storage, None, false);
     let (code, _logs, stdout) = pull.wait(Duration::from_secs(90));
-    let _ = registry.kill();
-    let _ = registry.wait();
+    drop(registry);
     assert_eq!(code, 0, "{stdout}");
     let out: Value = serde_json::from_str(&stdout).unwrap();
     let entry = by_image(&out, &name).clone();

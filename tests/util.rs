@@ -444,3 +444,60 @@ impl Throttle {
         Throttle { port, runtime }
     }
 }
+
+/// A registry of a test's own on `127.0.0.1:port`, that the test can stop (by dropping it).
+pub struct Registry {
+    child: Child,
+    /// Its log, access lines included.
+    pub log: PathBuf,
+}
+
+impl Registry {
+    /// Serves `storage` (e.g. the plain registry's, read-only in practice), or, with `proxy`,
+    /// is a pull-through cache of that registry with its own storage. With `wait`, returns once
+    /// it accepts connections.
+    pub fn start(
+        dir: &Path,
+        port: u16,
+        storage: &Path,
+        proxy: Option<&str>,
+        wait: bool,
+    ) -> Registry {
+        let config = dir.join(format!("registry-{port}.yml"));
+        let proxy = proxy
+            .map(|p| format!("proxy:\n  remoteurl: http://{p}\n"))
+            .unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{proxy}",
+                storage.display()
+            ),
+        )
+        .expect("writable temp dir");
+        let log = dir.join(format!("registry-{port}.log"));
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("writable temp dir"))
+            .spawn()
+            .expect("docker-registry starts");
+        if wait {
+            let up = (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(100));
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            assert!(up, "the test registry on port {port} did not start");
+        }
+        Registry { child, log }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -97,16 +97,8 @@ impl Engine for DockerEngine {
             .into_iter()
             .map(|s| LocalImage {
                 id: s.id,
-                tags: s
-                    .repo_tags
-                    .iter()
-                    .filter_map(|t| normalize_engine_name(t))
-                    .collect(),
-                digests: s
-                    .repo_digests
-                    .iter()
-                    .filter_map(|d| normalize_engine_name(d))
-                    .collect(),
+                tags: normalized(&s.repo_tags),
+                digests: normalized(&s.repo_digests),
             })
             .collect())
     }
@@ -232,16 +224,8 @@ impl super::Store for DockerEngine {
             .zip(parents)
             .map(|(s, parent)| crate::prune::StoreImage {
                 parent,
-                tags: s
-                    .repo_tags
-                    .iter()
-                    .filter_map(|t| normalize_engine_name(t))
-                    .collect(),
-                digests: s
-                    .repo_digests
-                    .iter()
-                    .filter_map(|d| normalize_engine_name(d))
-                    .collect(),
+                tags: normalized(&s.repo_tags),
+                digests: normalized(&s.repo_digests),
                 labels: s.labels.into_iter().collect(),
                 size: u64::try_from(s.size).unwrap_or(0),
                 created: s.created,
@@ -376,6 +360,14 @@ impl super::Store for DockerEngine {
             .map_err(|e| failure_from(&self.host, None, e))?;
         Ok(info.docker_root_dir.map(std::path::PathBuf::from))
     }
+}
+
+/// The engine's names (`nginx:latest`, `<none>:<none>`) fully qualified, placeholders dropped.
+fn normalized(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|n| normalize_engine_name(n))
+        .collect()
 }
 
 fn to_docker_credentials(auth: &RegistryAuth) -> DockerCredentials {
