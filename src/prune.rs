@@ -433,22 +433,30 @@ pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> Prun
     });
     let deferred = remove.len().saturating_sub(limits.max_removals);
     remove.truncate(limits.max_removals);
-    // A parent whose child was deferred cannot go this cycle either.
-    let removing: HashSet<String> = remove.iter().map(|c| c.id.clone()).collect();
-    let child_stays = |id: &str| {
-        input
-            .images
-            .iter()
-            .any(|i| i.parent.as_deref() == Some(id) && !removing.contains(&i.id))
-    };
+    // A parent whose child stays (deferred, or dropped here) cannot go this cycle either; one
+    // dropped parent can make its own parent drop in turn, so repeat until nothing changes.
     let before = remove.len();
-    remove.retain(|c| !child_stays(&c.id));
+    let mut removing: HashSet<String> = remove.iter().map(|c| c.id.clone()).collect();
+    loop {
+        let child_stays = |id: &str| {
+            input
+                .images
+                .iter()
+                .any(|i| i.parent.as_deref() == Some(id) && !removing.contains(&i.id))
+        };
+        let count = remove.len();
+        remove.retain(|c| !child_stays(&c.id));
+        if remove.len() == count {
+            break;
+        }
+        removing = remove.iter().map(|c| c.id.clone()).collect();
+    }
     let deferred = deferred + (before - remove.len());
 
     let keep_list: Vec<Kept> = input
         .images
         .iter()
-        .filter(|i| !removing.contains(&i.id) || child_stays(&i.id))
+        .filter(|i| !removing.contains(&i.id))
         .map(|i| Kept {
             id: i.id.clone(),
             names: names(i),
@@ -697,6 +705,22 @@ mod tests {
                 .clone()
         };
         assert_eq!(why("parent"), Protection::ParentOfKept);
+    }
+
+    /// Regression (found by the property test): a grandparent stayed selected after its child
+    /// was dropped for a child of its own that stays.
+    #[test]
+    fn a_staying_grandchild_keeps_the_whole_chain() {
+        let gp = image("gp", &[], 10, NOW - 90 * DAY);
+        let mut p = image("p", &[], 10, NOW - 80 * DAY);
+        p.parent = Some("gp".into());
+        // Tagged and recently made: not selected, not protected.
+        let mut c = image("c", &["r/c:1"], 10, NOW - 2 * DAY);
+        c.parent = Some("p".into());
+        let plan = plan_prune(&input(vec![gp, p, c]), &KeepRules::default(), &limits());
+        assert!(plan.remove.is_empty(), "{plan:#?}");
+        assert_eq!(plan.deferred, 2);
+        assert_eq!(plan.keep.len(), 3);
     }
 
     #[test]
