@@ -24,7 +24,6 @@ use crate::failure::explain;
 use crate::lockfile::{LockFile, LockKey};
 use crate::logging::{self, LogFormat};
 use crate::pin;
-use crate::pruner::Pruner;
 use crate::registry::Resolver;
 use crate::report;
 use crate::state::State;
@@ -196,15 +195,12 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
             // The prune side, when the config has rules: what a cycle would remove and why.
             let prune = match &session.config.prune {
                 Some(settings) => {
-                    let pruner = Pruner {
-                        store: &engine,
-                        config: &session.config,
+                    let pruner = session.pruner(
+                        &engine,
                         settings,
-                        pinned: &session.pinned,
-                        state: &session.state,
-                        in_flight: InFlight::default(),
-                        stop: CancellationToken::new(),
-                    };
+                        InFlight::default(),
+                        CancellationToken::new(),
+                    );
                     match pruner.plan().await {
                         Ok((p, _)) => Some(p),
                         Err(f) => return fail(&format!("engine: {}", f.detail)),
@@ -349,15 +345,12 @@ async fn prune(session: &Session, engine: &DockerEngine, dry_run: bool, json: bo
             &default_settings
         }
     };
-    let pruner = Pruner {
-        store: engine,
-        config: &session.config,
+    let pruner = session.pruner(
+        engine,
         settings,
-        pinned: &session.pinned,
-        state: &session.state,
-        in_flight: InFlight::default(),
-        stop: CancellationToken::new(),
-    };
+        InFlight::default(),
+        CancellationToken::new(),
+    );
     let (plan, removals) = match pruner.cycle(dry_run).await {
         Ok(r) => r,
         Err(f) => return fail(&format!("engine: {}", f.detail)),

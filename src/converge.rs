@@ -661,6 +661,26 @@ impl Session {
         }
     }
 
+    /// A pruner over this session, with `settings`, sharing `in_flight` with the pulls (so it
+    /// never removes an image being pulled) and stopping with `stop`.
+    pub fn pruner<'a, S>(
+        &'a self,
+        store: &'a S,
+        settings: &'a crate::config::PruneSettings,
+        in_flight: InFlight,
+        stop: CancellationToken,
+    ) -> crate::pruner::Pruner<'a, S> {
+        crate::pruner::Pruner {
+            store,
+            config: &self.config,
+            settings,
+            pinned: &self.pinned,
+            state: &self.state,
+            in_flight,
+            stop,
+        }
+    }
+
     /// The pinned images refreshed on `schedule` (`None`: `pull.schedule`).
     pub fn pinned_on(&self, schedule: Option<&str>) -> Vec<Pinned> {
         self.pinned

@@ -209,14 +209,13 @@ async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>) {
     }
     // Pruning, when the config has rules: on its own schedule, and whenever the disk crosses
     // the high watermark (checked at every wake-up, at most every 30 s).
-    let pruner = config.prune.as_ref().map(|settings| Pruner {
-        store: puller.engine,
-        config,
-        settings,
-        pinned: &session.pinned,
-        state: &session.state,
-        in_flight: puller.in_flight.clone(),
-        stop: puller.stop.clone(),
+    let pruner = config.prune.as_ref().map(|settings| {
+        session.pruner(
+            puller.engine,
+            settings,
+            puller.in_flight.clone(),
+            puller.stop.clone(),
+        )
     });
     let data_root = match &pruner {
         Some(p) => p.store.data_root().await.ok().flatten(),
