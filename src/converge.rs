@@ -5,7 +5,7 @@
 //! One image failing never stops the others; every outcome is reported. Nothing changes on
 //! error: a failed resolution keeps the present image and the previous pin.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -86,26 +86,35 @@ impl Outcome {
     }
 }
 
-/// The images currently being pulled, shared so a shutdown can say which it abandoned (and so
-/// a later pruner can stay away from them).
+/// The images currently being pulled, shared so a shutdown can say which it abandoned and so
+/// the pruner stays away from them.
 #[derive(Debug, Clone, Default)]
-pub struct InFlight(Arc<Mutex<BTreeSet<String>>>);
+pub struct InFlight(Arc<Mutex<BTreeMap<String, String>>>);
 
 impl InFlight {
     /// The fully qualified names of the pulls under way.
     pub fn snapshot(&self) -> Vec<String> {
-        self.lock().iter().cloned().collect()
+        self.lock().keys().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
-        // A panic while holding this lock leaves a set of strings, still usable.
+    /// What the pulls under way are fetching: each configured name and each manifest digest.
+    /// An image holding any of these, under any name, is part of a pull.
+    pub fn names_and_digests(&self) -> HashSet<String> {
+        self.lock()
+            .iter()
+            .flat_map(|(name, digest)| [name.clone(), digest.clone()])
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        // A panic while holding this lock leaves a map of strings, still usable.
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn enter(&self, name: String) -> InFlightGuard {
-        self.lock().insert(name.clone());
+    fn enter(&self, name: String, digest: String) -> InFlightGuard {
+        self.lock().insert(name.clone(), digest);
         InFlightGuard {
             set: self.clone(),
             name,
@@ -313,6 +322,10 @@ impl<E: Engine> Puller<'_, E> {
             return finish(decision, PullResult::Skipped, 0);
         }
         let digest = decision.digest.clone().unwrap_or_default();
+        // In flight until the configured name points at the content (retries included): until
+        // then the content may carry no name the pruner would know it by, or only another
+        // registry's, and the pruner must leave it alone.
+        let _in_flight = self.in_flight.enter(reference.to_string(), digest.clone());
         if decision.action == Action::Tag {
             let source = decision.holder.clone().unwrap_or_default();
             return match self.name(&reference, &source).await {
@@ -395,8 +408,7 @@ impl<E: Engine> Puller<'_, E> {
                 auth: self.auth_for(source.registry(), auth_cache).await,
                 reference: source.clone(),
             };
-            let pulled = {
-                let _guard = self.in_flight.enter(reference.to_string());
+            let pulled =
                 match tokio::time::timeout(self.config.pull.timeout, self.engine.pull(&request))
                     .await
                 {
@@ -408,8 +420,7 @@ impl<E: Engine> Puller<'_, E> {
                             humantime::format_duration(self.config.pull.timeout)
                         ),
                     )),
-                }
-            };
+                };
             match pulled {
                 Ok(pulled) => {
                     self.name(reference, &source.to_string()).await?;

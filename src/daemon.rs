@@ -1,9 +1,10 @@
 //! The long-running daemon: the one place where schedules, work and shutdown meet.
 //!
-//! [`run`] pulls what is required at boot, then on each schedule, until the `shutdown` future
-//! completes. Then no new pull or retry starts, in-flight pulls get `pull.shutdown_grace` to
-//! finish, and whatever is still running after that is abandoned (dropping a pull closes its
-//! connection, and the engine cancels it).
+//! [`run`] pulls what is required at boot, then on each schedule, and (when the config has
+//! `[prune]` rules) prunes on its own schedule and at the high watermark, side by side with the
+//! pulls, until the `shutdown` future completes. Then no new pull, retry or removal starts,
+//! in-flight pulls get `pull.shutdown_grace` to finish, and whatever is still running after that
+//! is abandoned (dropping a pull closes its connection, and the engine cancels it).
 
 use std::future::Future;
 use std::time::Duration;
@@ -191,7 +192,25 @@ async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>) {
         splay_offset = %humantime::format_duration(Duration::from_secs(offset.as_secs())),
         "stowage started"
     );
-    if config.pull.on_boot {
+    // Pulls and prunes run side by side: a long pull (a slow registry, a big image) must not
+    // hold off a prune while the disk fills, nor a long prune cycle delay a scheduled pull.
+    // They share the in-flight set, so a prune never removes what a pull is fetching.
+    tokio::join!(serve_pulls(session, puller, offset), async {
+        if let Some(settings) = &config.prune {
+            let pruner = session.pruner(
+                puller.engine,
+                settings,
+                puller.in_flight.clone(),
+                puller.stop.clone(),
+            );
+            serve_prunes(&pruner, offset).await;
+        }
+    });
+}
+
+/// The boot pull, then each pull schedule, until stopped.
+async fn serve_pulls<E: Engine>(session: &Session, puller: &Puller<'_, E>, offset: Duration) {
+    if session.config.pull.on_boot {
         boot(session, puller).await;
     }
     let mut groups = groups(session);
@@ -207,88 +226,21 @@ async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>) {
             None => warn!(schedule = g.schedule.expr(), "schedule never fires again"),
         }
     }
-    // Pruning, when the config has rules: on its own schedule, and whenever the disk crosses
-    // the high watermark (checked at every wake-up, at most every 30 s).
-    let pruner = config.prune.as_ref().map(|settings| {
-        session.pruner(
-            puller.engine,
-            settings,
-            puller.in_flight.clone(),
-            puller.stop.clone(),
-        )
-    });
-    let data_root = match &pruner {
-        Some(p) => p.store.data_root().await.ok().flatten(),
-        None => None,
-    };
-    let mut next_prune = pruner
-        .as_ref()
-        .and_then(|p| p.settings.schedule.next_after(&Local::now(), offset));
-    if let (Some(p), Some(at)) = (&pruner, next_prune) {
-        info!(schedule = p.settings.schedule.expr(), next = %at.to_rfc3339(), "prune scheduled");
-    }
-    let mut last_watermark_prune: Option<std::time::Instant> = None;
     loop {
-        let next_pull = groups
+        let Some((index, at)) = groups
             .iter()
             .enumerate()
             .filter_map(|(i, g)| g.next.map(|at| (i, at)))
-            .min_by_key(|(_, at)| *at);
-        let at = match (next_pull, next_prune) {
-            (Some((_, a)), Some(b)) => Some(a.min(b)),
-            (Some((_, a)), None) => Some(a),
-            (None, b) => b,
-        };
-        let Some(at) = at else {
+            .min_by_key(|(_, at)| *at)
+        else {
             // Nothing scheduled: idle until stopped.
             puller.stop.cancelled().await;
             return;
         };
-        let mut watermark = false;
-        loop {
-            let left = (at - Local::now()).to_std().unwrap_or(Duration::ZERO);
-            if left.is_zero() {
-                break;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
-                () = puller.stop.cancelled() => return,
-            }
-            if let (Some(p), Some(root)) = (&pruner, &data_root)
-                && above_high_watermark(p, root)
-                && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-            {
-                watermark = true;
-                break;
-            }
+        if !sleep_until(at, &puller.stop).await {
+            return;
         }
-        if let Some(p) = &pruner
-            && (watermark || next_prune.is_some_and(|n| n <= Local::now()))
-        {
-            info!(
-                trigger = if watermark { "watermark" } else { "schedule" },
-                "prune cycle started"
-            );
-            if let Err(f) = p.cycle(false).await {
-                error!("prune cycle failed: engine: {}", f.detail);
-            }
-            if watermark {
-                last_watermark_prune = Some(std::time::Instant::now());
-            } else {
-                next_prune = p.settings.schedule.next_after(&Local::now(), offset);
-            }
-            if puller.stop.is_cancelled() {
-                return;
-            }
-            continue;
-        }
-        let Some((index, _)) = next_pull else {
-            continue;
-        };
         let group = &mut groups[index];
-        if group.next.is_some_and(|n| n > Local::now()) {
-            continue;
-        }
         pass(puller, "schedule", &group.images).await;
         if puller.stop.is_cancelled() {
             return;
@@ -298,6 +250,91 @@ async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>) {
             debug!(schedule = group.schedule.expr(), next = %next.to_rfc3339(), "next run");
         }
     }
+}
+
+/// Prune cycles on `prune.schedule`, and whenever the disk holding the engine's data root
+/// crosses the high watermark (checked at every wake-up, at most every 30 s; such cycles at most
+/// once a minute), until stopped.
+async fn serve_prunes<S: Store>(pruner: &Pruner<'_, S>, offset: Duration) {
+    let data_root = pruner.store.data_root().await.ok().flatten();
+    let mut next = pruner.settings.schedule.next_after(&Local::now(), offset);
+    match next {
+        Some(at) => {
+            info!(schedule = pruner.settings.schedule.expr(), next = %at.to_rfc3339(), "prune scheduled")
+        }
+        None => warn!(
+            schedule = pruner.settings.schedule.expr(),
+            "prune schedule never fires again"
+        ),
+    }
+    let mut last_watermark_prune: Option<std::time::Instant> = None;
+    loop {
+        let over_watermark = || {
+            data_root.as_deref().is_some_and(|root| {
+                above_high_watermark(pruner, root)
+                    && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+            })
+        };
+        // Without a schedule, wake up only for the watermark.
+        let at = next.unwrap_or_else(|| Local::now() + chrono::Duration::days(3650));
+        let watermark = match sleep_until_or(at, &pruner.stop, over_watermark).await {
+            Wake::Stopped => return,
+            Wake::Due => false,
+            Wake::Early => true,
+        };
+        info!(
+            trigger = if watermark { "watermark" } else { "schedule" },
+            "prune cycle started"
+        );
+        if let Err(f) = pruner.cycle(false).await {
+            error!("prune cycle failed: engine: {}", f.detail);
+        }
+        if pruner.stop.is_cancelled() {
+            return;
+        }
+        if watermark {
+            last_watermark_prune = Some(std::time::Instant::now());
+        } else {
+            next = pruner.settings.schedule.next_after(&Local::now(), offset);
+        }
+    }
+}
+
+/// Why a [`sleep_until_or`] ended.
+enum Wake {
+    /// The time came.
+    Due,
+    /// The early condition held first.
+    Early,
+    /// Stopping.
+    Stopped,
+}
+
+/// Sleeps until the wall clock reaches `at`, in naps of at most [`MAX_SLEEP`], checking `early`
+/// after each nap.
+async fn sleep_until_or(
+    at: DateTime<Local>,
+    stop: &CancellationToken,
+    mut early: impl FnMut() -> bool,
+) -> Wake {
+    loop {
+        let left = (at - Local::now()).to_std().unwrap_or(Duration::ZERO);
+        if left.is_zero() {
+            return Wake::Due;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(left.min(MAX_SLEEP)) => {}
+            () = stop.cancelled() => return Wake::Stopped,
+        }
+        if early() {
+            return Wake::Early;
+        }
+    }
+}
+
+/// Sleeps until `at`; false when stopped first.
+async fn sleep_until(at: DateTime<Local>, stop: &CancellationToken) -> bool {
+    !matches!(sleep_until_or(at, stop, || false).await, Wake::Stopped)
 }
 
 /// Whether the data root's filesystem is above the high watermark.

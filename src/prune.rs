@@ -101,7 +101,7 @@ pub struct PruneInput {
     pub in_use: HashSet<String>,
     /// IDs of images required or pinned by the config.
     pub required: HashSet<String>,
-    /// Fully qualified names being pulled right now.
+    /// What is being pulled right now: fully qualified names and manifest digests.
     pub in_flight: HashSet<String>,
     /// The daemon's own image ID, when it runs in a container.
     pub own_image: Option<String>,
@@ -137,6 +137,16 @@ pub enum Protection {
     ParentOfKept,
     /// No rule selects it.
     NotSelected,
+}
+
+impl Protection {
+    /// Its name as `--json` output writes it (`in-use`, `keep-rule`, ...).
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v["protection"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
 }
 
 /// Which rule selects an image for removal.
@@ -209,6 +219,21 @@ fn names(image: &StoreImage) -> Vec<String> {
 }
 
 /// Repository of a fully qualified `name:tag` or `name@digest`.
+/// Whether an image with these names (tags and `repository@digest`s) is part of a pull under
+/// way: a pull of one of its names, or of its content under any name (a pull by digest from
+/// another registry or a mirror fetches the very image the store already holds).
+pub fn being_pulled<'a>(
+    mut names: impl Iterator<Item = &'a String>,
+    in_flight: &HashSet<String>,
+) -> bool {
+    !in_flight.is_empty()
+        && names.any(|n| {
+            in_flight.contains(n)
+                || n.split_once('@')
+                    .is_some_and(|(_, digest)| in_flight.contains(digest))
+        })
+}
+
 fn repository(name: &str) -> &str {
     if let Some((repo, _)) = name.split_once('@') {
         return repo;
@@ -268,16 +293,16 @@ pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> Prun
             .copied()
             .unwrap_or(input.now);
         let all_names = || image.tags.iter().chain(image.digests.iter());
+        // The first protection that holds is the one reported: the most specific first (the
+        // daemon's own container also uses its image, but "own image" says more).
         let p = if input.required.contains(&image.id) {
             Some(Protection::Required)
-        } else if input.in_use.contains(&image.id) {
-            Some(Protection::InUse)
-        } else if all_names()
-            .any(|n| input.in_flight.contains(n) || input.in_flight.contains(repository(n)))
-        {
-            Some(Protection::InFlight)
         } else if input.own_image.as_deref() == Some(image.id.as_str()) {
             Some(Protection::OwnImage)
+        } else if input.in_use.contains(&image.id) {
+            Some(Protection::InUse)
+        } else if being_pulled(all_names(), &input.in_flight) {
+            Some(Protection::InFlight)
         } else if input.now - first_seen < limits.min_age {
             Some(Protection::TooYoung)
         } else if let Some(m) = keep
@@ -608,6 +633,54 @@ mod tests {
         l.low_watermark = Some(10.0);
         let plan = plan_prune(&inp, &KeepRules::default(), &l);
         assert!(plan.remove.is_empty(), "{plan:#?}");
+    }
+
+    #[test]
+    fn each_kept_image_reports_the_protection_that_keeps_it() {
+        let mut inp = input(vec![
+            image("req", &["r/req:1"], 10, NOW - 99 * DAY),
+            image("self", &["r/self:1"], 10, NOW - 99 * DAY),
+            image("used", &["r/used:1"], 10, NOW - 99 * DAY),
+            image("by-name", &["r/pull:1"], 10, NOW - 99 * DAY),
+            image("by-digest", &["other/copy:1"], 10, NOW - 99 * DAY),
+            image("unrelated", &["r/pull:2"], 10, NOW - 99 * DAY),
+        ]);
+        inp.required.insert("req".into());
+        inp.in_use.extend(["used".to_owned(), "self".to_owned()]);
+        inp.own_image = Some("self".into());
+        // Pulling r/pull:1, and some registry's copy of `by-digest`'s content.
+        inp.in_flight
+            .extend(["r/pull:1".to_owned(), "sha256:by-digest".to_owned()]);
+        let plan = plan_prune(&inp, &KeepRules::default(), &limits());
+        let why = |id: &str| {
+            plan.keep
+                .iter()
+                .find(|k| k.id == id)
+                .map(|k| k.protection.clone())
+        };
+        assert_eq!(why("req"), Some(Protection::Required));
+        assert_eq!(why("self"), Some(Protection::OwnImage));
+        assert_eq!(why("used"), Some(Protection::InUse));
+        assert_eq!(why("by-name"), Some(Protection::InFlight));
+        assert_eq!(why("by-digest"), Some(Protection::InFlight));
+        // Another tag of a repository being pulled is not part of the pull.
+        assert_eq!(removed(&plan), ["unrelated"]);
+    }
+
+    #[test]
+    fn a_pull_covers_its_names_and_its_content_only() {
+        let pulling: HashSet<String> = ["reg/a:1".to_owned(), "sha256:abc".to_owned()].into();
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(being_pulled(names(&["reg/a:1"]).iter(), &pulling));
+        assert!(being_pulled(
+            names(&["mirror/a@sha256:abc"]).iter(),
+            &pulling
+        ));
+        assert!(!being_pulled(
+            names(&["reg/a:2", "reg/a@sha256:abd"]).iter(),
+            &pulling
+        ));
+        assert!(!being_pulled(names(&["reg/a:1"]).iter(), &HashSet::new()));
     }
 
     #[test]

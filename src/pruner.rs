@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, PruneSettings};
 use crate::converge::InFlight;
@@ -16,7 +16,9 @@ use crate::engine::Store;
 use crate::failure::Failure;
 use crate::pin::Pinned;
 use crate::plan::content_names;
-use crate::prune::{Candidate, Disk, PruneInput, PrunePlan, StoreImage, Usage, plan_prune};
+use crate::prune::{
+    Candidate, Disk, Protection, PruneInput, PrunePlan, StoreImage, Usage, being_pulled, plan_prune,
+};
 use crate::state::State;
 
 /// How one planned removal ended.
@@ -153,7 +155,7 @@ pub async fn watch_uses<S: Store>(
             };
             match next {
                 Ok(Some(Ok((id, time)))) => {
-                    tracing::debug!(image = %id, time, "image used");
+                    debug!(image = %id, time, "image used");
                     {
                         let mut s = state
                             .lock()
@@ -249,7 +251,7 @@ impl<S: Store> Pruner<'_, S> {
             images,
             in_use,
             required,
-            in_flight: self.in_flight.snapshot().into_iter().collect(),
+            in_flight: self.in_flight.names_and_digests(),
             own_image: match std::env::var("STOWAGE_OWN_IMAGE_ID") {
                 Ok(id) => Some(id),
                 Err(_) => self.own_image().await,
@@ -278,6 +280,11 @@ impl<S: Store> Pruner<'_, S> {
         if dry_run {
             return Ok((plan, Vec::new()));
         }
+        for k in &plan.keep {
+            if k.protection != Protection::NotSelected {
+                debug!(image = %k.id, names = ?k.names, protection = %k.protection.name(), "kept");
+            }
+        }
         self.record(&usage);
         let mut results = Vec::with_capacity(plan.remove.len());
         for (n, c) in plan.remove.iter().enumerate() {
@@ -297,8 +304,7 @@ impl<S: Store> Pruner<'_, S> {
                 }
             }
             // A pull may have started since the plan: leave its image alone.
-            let pulling = self.in_flight.snapshot();
-            if c.names.iter().any(|n| pulling.contains(n)) {
+            if being_pulled(c.references.iter(), &self.in_flight.names_and_digests()) {
                 results.push(Removal {
                     candidate: c.clone(),
                     result: "skipped",

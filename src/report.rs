@@ -343,13 +343,7 @@ pub fn prune_text(
     for k in &plan.keep {
         let why = match &k.protection {
             crate::prune::Protection::KeepRule(r) => format!("kept: keep rule {r}"),
-            p => format!(
-                "kept: {}",
-                serde_json::to_value(p)
-                    .ok()
-                    .and_then(|v| v["protection"].as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            ),
+            p => format!("kept: {}", p.name()),
         };
         rows.push(vec![
             "keep".into(),

@@ -576,3 +576,77 @@ fn the_build_cache_is_pruned_by_age() {
     assert!(pruned["bytes"].as_u64().unwrap() > 0, "{pruned:#}");
     env.purge_images(&["stowage-local/buildkit:1".into()]);
 }
+
+/// A prune cycle that runs while a pull is fetching content the store already holds under
+/// another name leaves that image alone: the daemon prunes side by side with its pulls, and the
+/// image is what the pull is about to name.
+#[test]
+fn a_pull_in_flight_keeps_its_content_from_the_pruner() {
+    let _lock = engine_lock();
+    let env = env();
+    // The store holds alpha:1 under the plain registry's name only, old: once nothing uses it,
+    // the unused rule selects it. Until the pull is under way, a created container holds it.
+    let local = env.plain_image("alpha:1");
+    assert!(env.docker(&["pull", "-q", &local]).status.success());
+    let id = env.image_id(&local).unwrap();
+    let digest = env.repo_digests(&local)[0]
+        .split_once('@')
+        .unwrap()
+        .1
+        .to_owned();
+    let holder = env.create_container(&local);
+    // The config pins the same content under a slow registry's name: the engine fetches the
+    // manifest at a trickle, finds the content present, and stowage then names it.
+    let slow = crate::util::Throttle::start(&env.plain, 100);
+    let wanted = format!("127.0.0.1:{}/stowage-test/alpha:1", slow.port);
+    let scratch = Scratch::new();
+    seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+    let config = scratch.config(
+        "schedule = \"0 0 1 1 *\"\ntimeout = \"5m\"",
+        &[format!("{wanted}@{digest}")],
+    );
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nschedule = \"* * * * * *\"\npause = \"0s\"\nmin_age = \"0s\"\n\
+           unused_max_age = \"1d\"\n";
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = env.stowage(&config);
+    cmd.args(["--log-level", "info,stowage=debug"]);
+    let daemon = crate::util::Daemon::start(cmd, &["run"]);
+    let limit = std::time::Duration::from_secs(180);
+
+    let is_kept = |v: &Value, why: &str| {
+        crate::util::is_event(v, "kept", Some(("image", &id))) && v["protection"] == why
+    };
+    daemon.wait_for("the pull", limit, |v| {
+        crate::util::is_event(v, "pulling", None)
+            && v["image"].as_str().is_some_and(|i| i.starts_with(&wanted))
+    });
+    daemon.wait_for("a cycle keeping it in use", limit, |v| is_kept(v, "in-use"));
+    holder.remove();
+    let finished = daemon.wait_for("the boot run", limit, |v| {
+        crate::util::is_event(v, "run finished", Some(("trigger", "boot")))
+    });
+    assert_eq!(finished["pulled"], 1, "{finished:#}");
+    // With the container gone, cycles ran during the pull and kept the image as part of it.
+    let logs = daemon.logs();
+    let boot_done = logs
+        .iter()
+        .position(|v| crate::util::is_event(v, "run finished", Some(("trigger", "boot"))))
+        .unwrap();
+    assert!(
+        logs[..boot_done].iter().any(|v| is_kept(v, "in-flight")),
+        "no cycle during the pull: {logs:#?}"
+    );
+    // Then as required: the pull named it.
+    daemon.wait_for("a cycle after the pull", limit, |v| is_kept(v, "required"));
+    let (code, logs) = daemon.terminate(std::time::Duration::from_secs(90));
+    assert_eq!(code, 0);
+    assert!(
+        !logs
+            .iter()
+            .any(|v| crate::util::is_event(v, "removed", Some(("image", &id)))),
+        "{logs:#?}"
+    );
+    assert_eq!(env.image_id(&wanted).as_deref(), Some(id.as_str()));
+    env.purge_images(&[local, wanted]);
+}

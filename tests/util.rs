@@ -197,6 +197,39 @@ impl Env {
     }
 }
 
+/// A created (never started) container: it holds its image. Removed when dropped, whatever the
+/// test's outcome, so it never holds an image for the next test.
+pub struct Container<'a> {
+    env: &'a Env,
+    pub id: String,
+}
+
+impl Container<'_> {
+    /// Removes it now (not forced: it never ran).
+    pub fn remove(self) {
+        let out = self.env.docker(&["rm", &self.id]);
+        assert!(out.status.success(), "docker rm: {out:?}");
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let _ = self.env.docker(&["rm", "-f", &self.id]);
+    }
+}
+
+impl Env {
+    /// Creates a container from `image`.
+    pub fn create_container(&self, image: &str) -> Container<'_> {
+        let out = self.docker(&["create", image, "true"]);
+        assert!(out.status.success(), "docker create {image}: {out:?}");
+        Container {
+            env: self,
+            id: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        }
+    }
+}
+
 /// A temporary directory holding a config file.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
