@@ -650,3 +650,67 @@ fn a_pull_in_flight_keeps_its_content_from_the_pruner() {
     assert_eq!(env.image_id(&wanted).as_deref(), Some(id.as_str()));
     env.purge_images(&[local, wanted]);
 }
+
+/// stowage run inside a container (as some operators deploy it, with the engine's socket
+/// mounted) finds that container and keeps the image it runs from, whatever the rules say.
+#[test]
+fn its_own_image_is_kept_when_stowage_runs_in_a_container() {
+    let _lock = engine_lock();
+    let env = env();
+    // The container's image: the runnable busybox, old and otherwise unused, so the unused
+    // rule selects it. The stowage binary and the host's libraries are bind-mounted into it.
+    let image = env.plain_image("busybox:1");
+    assert!(env.docker(&["pull", "-q", &image]).status.success());
+    let id = env.image_id(&image).unwrap();
+    let scratch = Scratch::new();
+    seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+    let config = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nmin_age = \"0s\"\nunused_max_age = \"1d\"\n";
+    std::fs::write(&config, text).unwrap();
+    // Outside a container, the rule selects it: the test can tell the protection apart.
+    let (_, doc) = prune(&env, &config, &["--dry-run"]);
+    assert!(ids(&doc, "remove").contains(&id), "{doc:#}");
+
+    let socket = env.docker_host.strip_prefix("unix://").unwrap();
+    let binary = assert_cmd::cargo::cargo_bin!("stowage");
+    let dir = scratch.dir.path().display().to_string();
+    let mounts = [
+        format!("{}:/stowage:ro", binary.display()),
+        "/usr/lib:/usr/lib:ro".to_owned(),
+        "/usr/lib:/lib:ro".to_owned(),
+        "/usr/lib64:/lib64:ro".to_owned(),
+        format!("{socket}:/run/docker.sock"),
+        format!("{dir}:{dir}"),
+    ];
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    for m in &mounts {
+        args.extend(["-v", m.as_str()]);
+    }
+    let config = config.display().to_string();
+    args.extend([
+        "-e",
+        "DOCKER_HOST=unix:///run/docker.sock",
+        "-e",
+        "DOCKER_CONFIG=/nonexistent",
+        &image,
+        "/stowage",
+        "--config",
+        &config,
+        "--log-format",
+        "json",
+        "prune",
+        "--dry-run",
+        "--json",
+    ]);
+    let out = env.docker(&args);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(protection(&doc, &id), "own-image", "{doc:#}");
+    env.purge_images(&[image]);
+}
