@@ -48,6 +48,8 @@ ensure_packages() {
   command -v htpasswd >/dev/null || pkgs+=(apache2-utils)
   # The image needs a static busybox; Debian's plain "busybox" package is dynamically linked.
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || pkgs+=(busybox-static)
+  # The unit file is checked with systemd-analyze (no systemd needs to run).
+  command -v systemd-analyze >/dev/null || pkgs+=(systemd)
   ((${#pkgs[@]})) || return 0
   log "installing ${pkgs[*]}"
   apt-get update -qq

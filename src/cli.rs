@@ -24,6 +24,7 @@ use crate::failure::explain;
 use crate::lockfile::{LockFile, LockKey};
 use crate::logging::{self, LogFormat};
 use crate::pin;
+use crate::readiness::Notifier;
 use crate::registry::Resolver;
 use crate::report;
 use crate::state::State;
@@ -150,17 +151,35 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
     let host = cli.docker_host.as_deref();
     tokio::pin!(shutdown);
     if let Command::Run = cli.command {
-        let stop = CancellationToken::new();
-        let prepared = tokio::select! {
-            prepared = daemon::prepare(config, lock, host, &stop) => prepared,
-            () = &mut shutdown => Ok(None),
+        // The start counts from here: waiting for the engine is part of it.
+        let ready_timeout = config.pull.ready_timeout;
+        let notifier = Notifier::from_env();
+        let started = tokio::time::Instant::now();
+        let done = CancellationToken::new();
+        let daemon = async {
+            let stop = CancellationToken::new();
+            let prepared = tokio::select! {
+                prepared = daemon::prepare(config, lock, host, &stop) => prepared,
+                () = &mut shutdown => Ok(None),
+            };
+            let result = match prepared {
+                Ok(Some((engine, session))) => {
+                    daemon::run(session, engine, &notifier, shutdown).await;
+                    Ok(Some(()))
+                }
+                Ok(None) => {
+                    notifier.stopping();
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+            done.cancel();
+            result
         };
+        let (prepared, ()) =
+            tokio::join!(daemon, notifier.hold_start(started, ready_timeout, &done));
         return match prepared {
-            Ok(Some((engine, session))) => {
-                daemon::run(session, engine, shutdown).await;
-                0
-            }
-            Ok(None) => 0,
+            Ok(_) => 0,
             Err(daemon::StartError::Config(problems)) => {
                 config_error(&ConfigError::Invalid { problems })
             }

@@ -85,6 +85,9 @@ pub struct PullSettings {
     pub credentials: Option<PathBuf>,
     /// On shutdown, how long in-flight pulls may run on before they are abandoned.
     pub shutdown_grace: Duration,
+    /// How long after start the daemon waits for every required image before it tells the
+    /// service manager it is ready anyway (degraded); it goes on retrying what is missing.
+    pub ready_timeout: Duration,
 }
 
 /// The pin mode an image entry asks for with `pin = "..."`. An image whose name carries a
@@ -322,6 +325,7 @@ struct RawPull {
     splay: Option<Spanned<String>>,
     credentials: Option<Spanned<String>>,
     shutdown_grace: Option<Spanned<String>>,
+    ready_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -757,6 +761,7 @@ impl Validator<'_> {
         }
         let splay = self.duration("pull.splay", raw.splay, "5m");
         let shutdown_grace = self.duration("pull.shutdown_grace", raw.shutdown_grace, "10s");
+        let ready_timeout = self.duration("pull.ready_timeout", raw.ready_timeout, "5m");
         let credentials = raw.credentials.map(|c| {
             let p = PathBuf::from(c.into_inner());
             if p.is_relative() {
@@ -779,6 +784,7 @@ impl Validator<'_> {
             splay,
             credentials,
             shutdown_grace,
+            ready_timeout,
         })
     }
 }

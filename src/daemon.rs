@@ -6,6 +6,7 @@
 //! in-flight pulls get `pull.shutdown_grace` to finish, and whatever is still running after that
 //! is abandoned (dropping a pull closes its connection, and the engine cancels it).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -14,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::converge::{InFlight, Puller, Session, SessionError, Summary};
+use crate::converge::{InFlight, Outcome, Puller, Session, SessionError, Summary};
 use crate::engine::docker::{ConnectError, DockerEngine};
 use crate::engine::{Engine, Store};
+use crate::failure::FailureClass;
 use crate::lockfile::LockFile;
 use crate::pin::Pinned;
 use crate::pruner::Pruner;
+use crate::readiness::{Missing, Notifier, missing, ready_status, waiting_status};
 use crate::retry::RetryPolicy;
 use crate::schedule::{Schedule, splay_offset};
 
@@ -40,6 +43,7 @@ const ENGINE_WAIT: RetryPolicy = RetryPolicy {
 pub async fn run<E: Engine + Store>(
     session: Session,
     engine: E,
+    notifier: &Notifier,
     shutdown: impl Future<Output = ()>,
 ) {
     let stop = CancellationToken::new();
@@ -54,13 +58,14 @@ pub async fn run<E: Engine + Store>(
         }
     };
     let work = async {
-        tokio::join!(serve(&session, &puller), watch);
+        tokio::join!(serve(&session, &puller, notifier), watch);
     };
     tokio::pin!(work, shutdown);
     tokio::select! {
         () = &mut work => return,
         () = &mut shutdown => {}
     }
+    notifier.stopping();
     let grace = session.config.pull.shutdown_grace;
     info!(
         in_flight = in_flight.snapshot().len(),
@@ -183,7 +188,7 @@ fn groups(session: &Session) -> Vec<Group> {
     groups
 }
 
-async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>) {
+async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>, notifier: &Notifier) {
     let config = &session.config;
     let offset = splay_offset(config.pull.splay, rand::random::<f64>());
     info!(
@@ -195,7 +200,7 @@ async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>) {
     // Pulls and prunes run side by side: a long pull (a slow registry, a big image) must not
     // hold off a prune while the disk fills, nor a long prune cycle delay a scheduled pull.
     // They share the in-flight set, so a prune never removes what a pull is fetching.
-    tokio::join!(serve_pulls(session, puller, offset), async {
+    tokio::join!(serve_pulls(session, puller, notifier, offset), async {
         if let Some(settings) = &config.prune {
             let pruner = session.pruner(
                 puller.engine,
@@ -208,10 +213,42 @@ async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>) {
     });
 }
 
-/// The boot pull, then each pull schedule, until stopped.
-async fn serve_pulls<E: Engine>(session: &Session, puller: &Puller<'_, E>, offset: Duration) {
+/// The boot pull, then each pull schedule, until stopped. Images a pass leaves missing are
+/// retried with backoff until present; the service manager hears "ready" once none is missing.
+async fn serve_pulls<E: Engine>(
+    session: &Session,
+    puller: &Puller<'_, E>,
+    notifier: &Notifier,
+    offset: Duration,
+) {
+    let total = session.pinned.len();
+    let mut shortfall = Shortfall::default();
+    let mut retry_at: Option<DateTime<Local>> = None;
+    // After each pass: what is missing now, what systemd is told, when to retry.
+    let settle = |shortfall: &mut Shortfall, images: &[Pinned], outcomes: Option<Vec<Outcome>>| {
+        shortfall.record(images, outcomes.as_deref());
+        let missing = shortfall.list();
+        if missing.is_empty() {
+            notifier.ready(&ready_status(total));
+            None
+        } else {
+            notifier.status(&waiting_status(&missing, total));
+            shortfall.attempt += 1;
+            let delay = MISSING_RETRY.delay(shortfall.attempt, rand::random::<f64>());
+            info!(
+                missing = missing.len(),
+                retry_in = %humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))),
+                "not every required image is present; retrying those"
+            );
+            Some(Local::now() + delay)
+        }
+    };
     if session.config.pull.on_boot {
-        boot(session, puller).await;
+        notifier.status(&format!("pulling {total} required images"));
+        let outcomes = pass(puller, "boot", &session.pinned).await;
+        retry_at = settle(&mut shortfall, &session.pinned, outcomes);
+    } else {
+        notifier.ready("ready: no boot pull (pull.on_boot = false)");
     }
     let mut groups = groups(session);
     for g in &mut groups {
@@ -227,28 +264,98 @@ async fn serve_pulls<E: Engine>(session: &Session, puller: &Puller<'_, E>, offse
         }
     }
     loop {
-        let Some((index, at)) = groups
+        if puller.stop.is_cancelled() {
+            return;
+        }
+        let next_group = groups
             .iter()
             .enumerate()
             .filter_map(|(i, g)| g.next.map(|at| (i, at)))
-            .min_by_key(|(_, at)| *at)
-        else {
-            // Nothing scheduled: idle until stopped.
-            puller.stop.cancelled().await;
-            return;
+            .min_by_key(|(_, at)| *at);
+        // The retry of missing images goes first when it is due no later than a schedule.
+        let (at, group) = match (next_group, retry_at) {
+            (Some((i, g)), Some(r)) if g < r => (g, Some(i)),
+            (_, Some(r)) => (r, None),
+            (Some((i, g)), None) => (g, Some(i)),
+            (None, None) => {
+                // Nothing scheduled: idle until stopped.
+                puller.stop.cancelled().await;
+                return;
+            }
         };
         if !sleep_until(at, &puller.stop).await {
             return;
         }
-        let group = &mut groups[index];
-        pass(puller, "schedule", &group.images).await;
-        if puller.stop.is_cancelled() {
-            return;
+        match group {
+            None => {
+                let images = shortfall.images();
+                let outcomes = pass(puller, "retry", &images).await;
+                retry_at = settle(&mut shortfall, &images, outcomes);
+            }
+            Some(index) => {
+                let group = &mut groups[index];
+                let outcomes = pass(puller, "schedule", &group.images).await;
+                retry_at = settle(&mut shortfall, &group.images, outcomes);
+                group.next = group.schedule.next_after(&Local::now(), offset);
+                if let Some(next) = group.next {
+                    debug!(schedule = group.schedule.expr(), next = %next.to_rfc3339(), "next run");
+                }
+            }
         }
-        group.next = group.schedule.next_after(&Local::now(), offset);
-        if let Some(next) = group.next {
-            debug!(schedule = group.schedule.expr(), next = %next.to_rfc3339(), "next run");
+    }
+}
+
+/// How images that a pass left missing are retried: soon at first, then at most every five
+/// minutes (a registry that is down for long is not hammered, and one that recovers is used).
+const MISSING_RETRY: RetryPolicy = RetryPolicy {
+    retries: u32::MAX,
+    initial: Duration::from_secs(2),
+    max: Duration::from_secs(300),
+};
+
+/// The required images that are not there, by name, and how many retries they have had.
+#[derive(Debug, Default)]
+struct Shortfall {
+    missing: BTreeMap<String, (Pinned, Missing)>,
+    attempt: u32,
+}
+
+impl Shortfall {
+    /// Takes in a pass over `images`: what it left present is no longer missing, what it did
+    /// not is. `None`: the engine could not be read, and all of them are missing.
+    fn record(&mut self, images: &[Pinned], outcomes: Option<&[Outcome]>) {
+        let gone: Vec<Missing> = match outcomes {
+            Some(outcomes) => missing(outcomes),
+            None => images
+                .iter()
+                .map(|p| Missing {
+                    name: p.image.reference.to_string(),
+                    class: Some(FailureClass::Engine),
+                })
+                .collect(),
+        };
+        for p in images {
+            self.missing.remove(&p.image.reference.to_string());
         }
+        for m in gone {
+            if let Some(p) = images
+                .iter()
+                .find(|p| p.image.reference.to_string() == m.name)
+            {
+                self.missing.insert(m.name.clone(), (p.clone(), m));
+            }
+        }
+        if self.missing.is_empty() {
+            self.attempt = 0;
+        }
+    }
+
+    fn images(&self) -> Vec<Pinned> {
+        self.missing.values().map(|(p, _)| p.clone()).collect()
+    }
+
+    fn list(&self) -> Vec<Missing> {
+        self.missing.values().map(|(_, m)| m.clone()).collect()
     }
 }
 
@@ -350,23 +457,12 @@ fn above_high_watermark<S: Store>(pruner: &Pruner<'_, S>, root: &std::path::Path
     }
 }
 
-/// The boot pull: repeated until the engine can be read, so a host that starts stowage before
-/// dockerd still gets its images as soon as the engine is up.
-async fn boot<E: Engine>(session: &Session, puller: &Puller<'_, E>) {
-    let policy = ENGINE_WAIT;
-    let mut attempt = 0;
-    while !pass(puller, "boot", &session.pinned).await {
-        attempt += 1;
-        let delay = policy.delay(attempt, rand::random::<f64>());
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = puller.stop.cancelled() => return,
-        }
-    }
-}
-
-/// One pass over `images`. Returns false only when the engine could not be read at all.
-async fn pass<E: Engine>(puller: &Puller<'_, E>, trigger: &str, images: &[Pinned]) -> bool {
+/// One pass over `images`: the outcome of each, or `None` when the engine could not be read.
+async fn pass<E: Engine>(
+    puller: &Puller<'_, E>,
+    trigger: &str,
+    images: &[Pinned],
+) -> Option<Vec<Outcome>> {
     info!(trigger, images = images.len(), "run started");
     match puller.converge(images).await {
         Ok(outcomes) => {
@@ -381,11 +477,11 @@ async fn pass<E: Engine>(puller: &Puller<'_, E>, trigger: &str, images: &[Pinned
                 skipped = s.skipped,
                 "run finished"
             );
-            true
+            Some(outcomes)
         }
         Err(failure) => {
             error!(trigger, "run failed: engine: {}", failure.detail);
-            false
+            None
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod pin;
 pub mod plan;
 pub mod prune;
 pub mod pruner;
+pub mod readiness;
 pub mod reference;
 pub mod registry;
 pub mod report;

@@ -9,3 +9,4 @@ mod engine;
 mod pin;
 mod prune;
 mod pull;
+mod service;

@@ -1,0 +1,228 @@
+//! What the service manager (systemd, `Type=notify`) is told about start-up.
+//!
+//! - `READY=1` once every required image is present, so units ordered after stowage start with
+//!   their images in place; or, failing that, once `pull.ready_timeout` has passed since start
+//!   ("degraded": a host that cannot get one image must still finish booting).
+//! - `STATUS=` says what the daemon waits for, in `systemctl status`.
+//! - `EXTEND_TIMEOUT_USEC=` while it waits, so the unit's start timeout is stowage's own
+//!   `ready_timeout` rather than systemd's 90 s default.
+//! - `STOPPING=1` on shutdown.
+//!
+//! Without `NOTIFY_SOCKET` (not under systemd), nothing is sent; readiness is still logged.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::converge::{Outcome, PullResult};
+use crate::failure::FailureClass;
+
+/// How often the start timeout is extended while waiting, and by how much each time: the
+/// margin covers a busy host that wakes up late.
+const EXTEND_EVERY: Duration = Duration::from_secs(20);
+const EXTEND_BY: Duration = Duration::from_secs(60);
+
+/// A required image that is not there after a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// Its fully qualified name.
+    pub name: String,
+    /// Why, when it failed (none when it was skipped because stowage was stopping).
+    pub class: Option<FailureClass>,
+}
+
+/// The images of a pass that are not present afterwards. Kept counts as present: the name
+/// points at usable content even if a newer digest could not be had.
+pub fn missing(outcomes: &[Outcome]) -> Vec<Missing> {
+    outcomes
+        .iter()
+        .filter_map(|o| match &o.result {
+            PullResult::Kept | PullResult::Pulled { .. } | PullResult::Tagged { .. } => None,
+            PullResult::Failed { class, .. } => Some(Missing {
+                name: o.decision.reference().to_string(),
+                class: Some(*class),
+            }),
+            PullResult::Skipped => Some(Missing {
+                name: o.decision.reference().to_string(),
+                class: None,
+            }),
+        })
+        .collect()
+}
+
+/// The status line while images are missing: how many, and the first few with their class.
+pub fn waiting_status(missing: &[Missing], total: usize) -> String {
+    const SHOWN: usize = 3;
+    let mut names: Vec<String> = missing
+        .iter()
+        .take(SHOWN)
+        .map(|m| match m.class {
+            Some(c) => format!("{} ({})", m.name, c.as_str()),
+            None => m.name.clone(),
+        })
+        .collect();
+    if missing.len() > SHOWN {
+        names.push(format!("and {} more", missing.len() - SHOWN));
+    }
+    format!(
+        "waiting for {} of {total} images: {}",
+        missing.len(),
+        names.join(", ")
+    )
+}
+
+/// The status line once everything is present.
+pub fn ready_status(total: usize) -> String {
+    format!("ready: all {total} required images present")
+}
+
+/// Tells the service manager how start-up goes. Cheap to clone; clones share the state.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    /// Whether a service manager listens (`NOTIFY_SOCKET` is set).
+    enabled: bool,
+    ready: Arc<AtomicBool>,
+    /// The last status sent, repeated (as degraded) if the deadline passes first.
+    status: Arc<Mutex<String>>,
+}
+
+impl Notifier {
+    /// A notifier for this process: sends only when `NOTIFY_SOCKET` is set.
+    pub fn from_env() -> Notifier {
+        Notifier {
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            ready: Arc::default(),
+            status: Arc::new(Mutex::new("starting".to_owned())),
+        }
+    }
+
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            // Nothing to do about it but say so: the service still works.
+            warn!("cannot notify the service manager: {e}");
+        }
+    }
+
+    /// Sets the status line.
+    pub fn status(&self, text: &str) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = text.to_owned();
+        debug!(status = text, "status");
+        self.send(&[NotifyState::Status(text)]);
+    }
+
+    /// Reports ready (once; later calls only update the status line).
+    pub fn ready(&self, status: &str) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status.to_owned();
+        if self.ready.swap(true, Ordering::SeqCst) {
+            self.send(&[NotifyState::Status(status)]);
+        } else {
+            info!(status, "ready");
+            self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        }
+    }
+
+    /// Whether ready was reported.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Reports stopping.
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+
+    /// Until ready: keeps the service manager's start timeout from running out, and at
+    /// `deadline` after `started` reports ready anyway, degraded, with the last status. Returns
+    /// once ready, or when `done` is cancelled (the daemon ended).
+    pub async fn hold_start(&self, started: Instant, deadline: Duration, done: &CancellationToken) {
+        loop {
+            if self.is_ready() {
+                return;
+            }
+            let left = deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                let last = self
+                    .status
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let status = format!("degraded: {last}");
+                warn!(
+                    ready_timeout = %humantime::format_duration(deadline),
+                    "not every required image is present within pull.ready_timeout; reporting \
+                     ready anyway and retrying: {last}"
+                );
+                self.ready(&status);
+                return;
+            }
+            let usec =
+                u32::try_from(EXTEND_BY.min(left + EXTEND_EVERY).as_micros()).unwrap_or(u32::MAX);
+            self.send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+            tokio::select! {
+                () = tokio::time::sleep(EXTEND_EVERY.min(left)) => {}
+                () = done.cancelled() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, class: Option<FailureClass>) -> Missing {
+        Missing {
+            name: name.into(),
+            class,
+        }
+    }
+
+    #[test]
+    fn the_waiting_status_names_a_few_and_counts_the_rest() {
+        let one = [m("r/a:1", Some(FailureClass::Auth))];
+        assert_eq!(
+            waiting_status(&one, 3),
+            "waiting for 1 of 3 images: r/a:1 (auth)"
+        );
+        let many: Vec<Missing> = (0..5)
+            .map(|i| m(&format!("r/{i}:1"), Some(FailureClass::Network)))
+            .chain([m("r/s:1", None)])
+            .collect();
+        assert_eq!(
+            waiting_status(&many, 9),
+            "waiting for 6 of 9 images: r/0:1 (network), r/1:1 (network), r/2:1 (network), \
+             and 3 more"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_reports_ready_degraded_with_the_last_status() {
+        let n = Notifier::from_env();
+        n.status("waiting for 1 of 2 images: r/a:1 (auth)");
+        let started = Instant::now();
+        let done = CancellationToken::new();
+        n.hold_start(started, Duration::from_secs(300), &done).await;
+        assert!(n.is_ready());
+        assert_eq!(
+            *n.status.lock().unwrap(),
+            "degraded: waiting for 1 of 2 images: r/a:1 (auth)"
+        );
+        // Ready already: a later hold returns at once, and ready again keeps it ready.
+        n.hold_start(Instant::now(), Duration::ZERO, &done).await;
+        n.ready(&ready_status(2));
+        assert!(n.is_ready());
+        assert_eq!(
+            *n.status.lock().unwrap(),
+            "ready: all 2 required images present"
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Under systemd: readiness over a real `NOTIFY_SOCKET` (the protocol itself: a datagram socket
+//! stowage writes `READY=1`, `STATUS=...` to), and the unit file as systemd reads it.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::util::{Daemon, Scratch, engine_lock, env, is_event};
+
+const LIVENESS: Duration = Duration::from_secs(90);
+
+/// What a service manager would receive: each datagram, as sent.
+struct NotifySocket {
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn bind(path: &Path) -> NotifySocket {
+        let socket = UnixDatagram::bind(path).expect("bind the notify socket");
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        NotifySocket { messages }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits for a datagram with a line satisfying `pred`; returns that datagram.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(m) = self.messages().into_iter().find(|m| m.lines().any(&pred)) {
+                return m;
+            }
+            assert!(
+                start.elapsed() < LIVENESS,
+                "no {what} within {LIVENESS:?}: {:#?}",
+                self.messages()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn status(datagram: &str) -> &str {
+    datagram
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS="))
+        .unwrap_or("")
+}
+
+/// A repository name no other test (or earlier run) has used.
+fn fresh_repo(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{nanos}")
+}
+
+#[test]
+fn ready_only_once_every_required_image_is_present() {
+    let _lock = engine_lock();
+    let env = env();
+    // One image is there to pull; the other is not in the registry yet (a release still being
+    // pushed), so the boot pass leaves it missing.
+    let late_tag = format!("{}:1", fresh_repo("late"));
+    let images = vec![env.plain_image("alpha:1"), env.plain_image(&late_tag)];
+    env.remove_images(&images);
+    let scratch = Scratch::new();
+    let socket = NotifySocket::bind(&scratch.dir.path().join("notify.sock"));
+    let config = scratch.config("schedule = \"0 0 1 1 *\"\nready_timeout = \"10m\"", &images);
+    let mut cmd = env.stowage(&config);
+    cmd.env("NOTIFY_SOCKET", scratch.dir.path().join("notify.sock"));
+    let daemon = Daemon::start(cmd, &["run"]);
+
+    daemon.wait_for("the boot run", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "boot")))
+    });
+    let waiting = socket.wait_for("a waiting status", |l| l.starts_with("STATUS=waiting for"));
+    assert_eq!(
+        status(&waiting),
+        format!("waiting for 1 of 2 images: {} (not-found)", images[1])
+    );
+    // Not ready, and the start timeout is being extended meanwhile.
+    let before = socket.messages();
+    assert!(!before.iter().any(|m| m.contains("READY=1")), "{before:#?}");
+    assert!(
+        before.iter().any(|m| m.starts_with("EXTEND_TIMEOUT_USEC=")),
+        "{before:#?}"
+    );
+
+    // The release arrives; a retry pulls it, and only then is the daemon ready.
+    env.point_tag(&late_tag, "beta:1");
+    let ready = socket.wait_for("READY=1", |l| l == "READY=1");
+    assert_eq!(status(&ready), "ready: all 2 required images present");
+    for name in &images {
+        assert!(env.has_image(name), "ready, but {name} is missing");
+    }
+    assert!(
+        daemon.count(|v| is_event(v, "run finished", Some(("trigger", "retry")))) >= 1,
+        "{:#?}",
+        daemon.logs()
+    );
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+    socket.wait_for("STOPPING=1", |l| l == "STOPPING=1");
+    env.remove_images(&images);
+}
+
+#[test]
+fn ready_degraded_after_ready_timeout_and_still_retrying() {
+    let _lock = engine_lock();
+    let env = env();
+    let never = env.plain_image(&format!("{}:1", fresh_repo("never")));
+    let scratch = Scratch::new();
+    let socket = NotifySocket::bind(&scratch.dir.path().join("notify.sock"));
+    let config = scratch.config(
+        "schedule = \"0 0 1 1 *\"\nready_timeout = \"2s\"",
+        std::slice::from_ref(&never),
+    );
+    let mut cmd = env.stowage(&config);
+    cmd.env("NOTIFY_SOCKET", scratch.dir.path().join("notify.sock"));
+    let daemon = Daemon::start(cmd, &["run"]);
+    let ready = socket.wait_for("READY=1", |l| l == "READY=1");
+    assert_eq!(
+        status(&ready),
+        format!("degraded: waiting for 1 of 1 images: {never} (not-found)")
+    );
+    // Degraded is not given up: the missing image is retried.
+    daemon.wait_for("a retry", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "retry")))
+    });
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/stowage.service"),
+    )
+    .unwrap();
+    // systemd checks that ExecStart's binary exists: point it at the one just built.
+    let binary = assert_cmd::cargo::cargo_bin!("stowage");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stowage.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/stowage", &binary.display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(unit.contains("Type=notify"), "stowage reports readiness");
+}
