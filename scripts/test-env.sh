@@ -50,6 +50,8 @@ ensure_packages() {
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || pkgs+=(busybox-static)
   # The unit file is checked with systemd-analyze (no systemd needs to run).
   command -v systemd-analyze >/dev/null || pkgs+=(systemd)
+  # Metrics are checked with promtool and scraped by a real Prometheus.
+  command -v promtool >/dev/null && command -v prometheus >/dev/null || pkgs+=(prometheus)
   ((${#pkgs[@]})) || return 0
   log "installing ${pkgs[*]}"
   apt-get update -qq

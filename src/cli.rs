@@ -23,6 +23,7 @@ use crate::engine::docker::{ConnectError, DockerEngine};
 use crate::failure::explain;
 use crate::lockfile::{LockFile, LockKey};
 use crate::logging::{self, LogFormat};
+use crate::metrics::Metrics;
 use crate::pin;
 use crate::readiness::Notifier;
 use crate::registry::Resolver;
@@ -156,6 +157,27 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
         let notifier = Notifier::from_env();
         let started = tokio::time::Instant::now();
         let done = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        // Served from the start (engine wait included), so a scrape sees a daemon that is up
+        // but not ready yet.
+        let listener = match config.metrics {
+            Some(addr) => match crate::metrics::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(message) => return fail(&message),
+            },
+            None => None,
+        };
+        let serve_metrics = async {
+            if let Some(listener) = listener {
+                crate::metrics::serve(listener, metrics.clone(), done.clone()).await;
+            }
+        };
+        let hold = async {
+            notifier.hold_start(started, ready_timeout, &done).await;
+            if notifier.is_ready() {
+                metrics.ready();
+            }
+        };
         let daemon = async {
             let stop = CancellationToken::new();
             let prepared = tokio::select! {
@@ -164,7 +186,7 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
             };
             let result = match prepared {
                 Ok(Some((engine, session))) => {
-                    daemon::run(session, engine, &notifier, shutdown).await;
+                    daemon::run(session, engine, &notifier, &metrics, shutdown).await;
                     Ok(Some(()))
                 }
                 Ok(None) => {
@@ -176,8 +198,7 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
             done.cancel();
             result
         };
-        let (prepared, ()) =
-            tokio::join!(daemon, notifier.hold_start(started, ready_timeout, &done));
+        let (prepared, (), ()) = tokio::join!(daemon, hold, serve_metrics);
         return match prepared {
             Ok(_) => 0,
             Err(daemon::StartError::Config(problems)) => {

@@ -26,6 +26,10 @@ pub const DEFAULT_LOCK_FILE: &str = "stowage.lock";
 /// Default refresh schedule: hourly, spread by the splay.
 pub const DEFAULT_SCHEDULE: &str = "0 * * * *";
 
+/// Where metrics are served when `[metrics]` names no address: loopback only, since the
+/// endpoint has no authentication; a Prometheus on another host needs `listen` set.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9420";
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,6 +51,8 @@ pub struct Config {
     /// Retention rules; `None` when the file has no `[prune]` table (the daemon then never
     /// removes anything).
     pub prune: Option<PruneSettings>,
+    /// Where the daemon serves Prometheus metrics; `None` without a `[metrics]` table.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The `[prune]` table.
@@ -260,8 +266,15 @@ struct RawConfig {
     #[serde(default)]
     registry: Vec<RawRegistry>,
     prune: Option<RawPrune>,
+    metrics: Option<RawMetrics>,
     #[serde(default)]
     image: Vec<RawImage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -516,6 +529,7 @@ impl Validator<'_> {
         }
         let registries = self.registries(raw.registry);
         let prune = raw.prune.and_then(|p| self.prune(p));
+        let metrics = raw.metrics.and_then(|m| self.metrics(m));
         let dir = self.path.parent().unwrap_or(Path::new("."));
         let lock_file = dir.join(raw.pin.lock_file.as_deref().unwrap_or(DEFAULT_LOCK_FILE));
         let state_file = dir.join(
@@ -539,7 +553,28 @@ impl Validator<'_> {
             state_file,
             registries,
             prune,
+            metrics,
         })
+    }
+
+    fn metrics(&mut self, raw: RawMetrics) -> Option<std::net::SocketAddr> {
+        let Some(listen) = raw.listen else {
+            return Some(DEFAULT_METRICS_LISTEN.parse().expect("a valid default"));
+        };
+        match listen.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    listen.span(),
+                    format!(
+                        "metrics.listen: \"{}\" is not an address and port such as \
+                         \"127.0.0.1:9420\" or \"[::]:9420\"",
+                        listen.get_ref()
+                    ),
+                );
+                None
+            }
+        }
     }
 
     fn prune(&mut self, raw: RawPrune) -> Option<PruneSettings> {
@@ -881,6 +916,31 @@ pin = "follow"
         assert_eq!(c.images[2].pin, Some(PinChoice::Follow));
         assert_eq!(c.images_on(None).len(), 2);
         assert_eq!(c.images_on(Some("*/10 * * * *")).len(), 1);
+    }
+
+    #[test]
+    fn metrics_and_readiness_settings() {
+        let c = parse("").unwrap();
+        assert_eq!(c.metrics, None, "no [metrics] table: nothing listens");
+        assert_eq!(c.pull.ready_timeout, Duration::from_secs(300));
+        let c = parse("[pull]\nready_timeout = \"0s\"\n[metrics]\n").unwrap();
+        assert_eq!(c.metrics, Some(DEFAULT_METRICS_LISTEN.parse().unwrap()));
+        assert_eq!(c.pull.ready_timeout, Duration::ZERO);
+        let c = parse("[metrics]\nlisten = \"[::]:9500\"\n").unwrap();
+        assert_eq!(c.metrics, Some("[::]:9500".parse().unwrap()));
+        let errs = parse("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "/etc/stowage/config.toml:2:10: metrics.listen: \"localhost\" is not an address and \
+              port such as \"127.0.0.1:9420\" or \"[::]:9420\""
+            ]
+        );
+        let errs = parse("[metrics]\nport = 9420\n").unwrap_err();
+        assert!(
+            errs[0].starts_with("/etc/stowage/config.toml:2:1:"),
+            "{errs:?}"
+        );
     }
 
     #[test]

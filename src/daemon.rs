@@ -20,6 +20,7 @@ use crate::engine::docker::{ConnectError, DockerEngine};
 use crate::engine::{Engine, Store};
 use crate::failure::FailureClass;
 use crate::lockfile::LockFile;
+use crate::metrics::Metrics;
 use crate::pin::Pinned;
 use crate::pruner::Pruner;
 use crate::readiness::{Missing, Notifier, missing, ready_status, waiting_status};
@@ -44,6 +45,7 @@ pub async fn run<E: Engine + Store>(
     session: Session,
     engine: E,
     notifier: &Notifier,
+    metrics: &Metrics,
     shutdown: impl Future<Output = ()>,
 ) {
     let stop = CancellationToken::new();
@@ -58,7 +60,7 @@ pub async fn run<E: Engine + Store>(
         }
     };
     let work = async {
-        tokio::join!(serve(&session, &puller, notifier), watch);
+        tokio::join!(serve(&session, &puller, notifier, metrics), watch);
     };
     tokio::pin!(work, shutdown);
     tokio::select! {
@@ -188,7 +190,12 @@ fn groups(session: &Session) -> Vec<Group> {
     groups
 }
 
-async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>, notifier: &Notifier) {
+async fn serve<E: Engine + Store>(
+    session: &Session,
+    puller: &Puller<'_, E>,
+    notifier: &Notifier,
+    metrics: &Metrics,
+) {
     let config = &session.config;
     let offset = splay_offset(config.pull.splay, rand::random::<f64>());
     info!(
@@ -200,17 +207,20 @@ async fn serve<E: Engine + Store>(session: &Session, puller: &Puller<'_, E>, not
     // Pulls and prunes run side by side: a long pull (a slow registry, a big image) must not
     // hold off a prune while the disk fills, nor a long prune cycle delay a scheduled pull.
     // They share the in-flight set, so a prune never removes what a pull is fetching.
-    tokio::join!(serve_pulls(session, puller, notifier, offset), async {
-        if let Some(settings) = &config.prune {
-            let pruner = session.pruner(
-                puller.engine,
-                settings,
-                puller.in_flight.clone(),
-                puller.stop.clone(),
-            );
-            serve_prunes(&pruner, offset).await;
+    tokio::join!(
+        serve_pulls(session, puller, notifier, metrics, offset),
+        async {
+            if let Some(settings) = &config.prune {
+                let pruner = session.pruner(
+                    puller.engine,
+                    settings,
+                    puller.in_flight.clone(),
+                    puller.stop.clone(),
+                );
+                serve_prunes(&pruner, metrics, offset).await;
+            }
         }
-    });
+    );
 }
 
 /// The boot pull, then each pull schedule, until stopped. Images a pass leaves missing are
@@ -219,17 +229,31 @@ async fn serve_pulls<E: Engine>(
     session: &Session,
     puller: &Puller<'_, E>,
     notifier: &Notifier,
+    metrics: &Metrics,
     offset: Duration,
 ) {
     let total = session.pinned.len();
     let mut shortfall = Shortfall::default();
     let mut retry_at: Option<DateTime<Local>> = None;
     // After each pass: what is missing now, what systemd is told, when to retry.
-    let settle = |shortfall: &mut Shortfall, images: &[Pinned], outcomes: Option<Vec<Outcome>>| {
+    let settle = |shortfall: &mut Shortfall,
+                  trigger: &str,
+                  images: &[Pinned],
+                  outcomes: Option<Vec<Outcome>>| {
+        if let Some(outcomes) = &outcomes {
+            metrics.pass(trigger, outcomes);
+        }
         shortfall.record(images, outcomes.as_deref());
         let missing = shortfall.list();
+        let names: Vec<String> = session
+            .pinned
+            .iter()
+            .map(|p| p.image.reference.to_string())
+            .collect();
+        metrics.presence(names.iter().map(String::as_str), &missing);
         if missing.is_empty() {
             notifier.ready(&ready_status(total));
+            metrics.ready();
             None
         } else {
             notifier.status(&waiting_status(&missing, total));
@@ -246,9 +270,10 @@ async fn serve_pulls<E: Engine>(
     if session.config.pull.on_boot {
         notifier.status(&format!("pulling {total} required images"));
         let outcomes = pass(puller, "boot", &session.pinned).await;
-        retry_at = settle(&mut shortfall, &session.pinned, outcomes);
+        retry_at = settle(&mut shortfall, "boot", &session.pinned, outcomes);
     } else {
         notifier.ready("ready: no boot pull (pull.on_boot = false)");
+        metrics.ready();
     }
     let mut groups = groups(session);
     for g in &mut groups {
@@ -290,12 +315,12 @@ async fn serve_pulls<E: Engine>(
             None => {
                 let images = shortfall.images();
                 let outcomes = pass(puller, "retry", &images).await;
-                retry_at = settle(&mut shortfall, &images, outcomes);
+                retry_at = settle(&mut shortfall, "retry", &images, outcomes);
             }
             Some(index) => {
                 let group = &mut groups[index];
                 let outcomes = pass(puller, "schedule", &group.images).await;
-                retry_at = settle(&mut shortfall, &group.images, outcomes);
+                retry_at = settle(&mut shortfall, "schedule", &group.images, outcomes);
                 group.next = group.schedule.next_after(&Local::now(), offset);
                 if let Some(next) = group.next {
                     debug!(schedule = group.schedule.expr(), next = %next.to_rfc3339(), "next run");
@@ -362,7 +387,7 @@ impl Shortfall {
 /// Prune cycles on `prune.schedule`, and whenever the disk holding the engine's data root
 /// crosses the high watermark (checked at every wake-up, at most every 30 s; such cycles at most
 /// once a minute), until stopped.
-async fn serve_prunes<S: Store>(pruner: &Pruner<'_, S>, offset: Duration) {
+async fn serve_prunes<S: Store>(pruner: &Pruner<'_, S>, metrics: &Metrics, offset: Duration) {
     let data_root = pruner.store.data_root().await.ok().flatten();
     let mut next = pruner.settings.schedule.next_after(&Local::now(), offset);
     match next {
@@ -377,10 +402,12 @@ async fn serve_prunes<S: Store>(pruner: &Pruner<'_, S>, offset: Duration) {
     let mut last_watermark_prune: Option<std::time::Instant> = None;
     loop {
         let over_watermark = || {
-            data_root.as_deref().is_some_and(|root| {
-                above_high_watermark(pruner, root)
-                    && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-            })
+            let Some(disk) = data_root.as_deref().and_then(crate::pruner::disk_of) else {
+                return false;
+            };
+            metrics.disk(disk.used, disk.total);
+            above_high_watermark(pruner, disk)
+                && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         };
         // Without a schedule, wake up only for the watermark.
         let at = next.unwrap_or_else(|| Local::now() + chrono::Duration::days(3650));
@@ -389,12 +416,14 @@ async fn serve_prunes<S: Store>(pruner: &Pruner<'_, S>, offset: Duration) {
             Wake::Due => false,
             Wake::Early => true,
         };
-        info!(
-            trigger = if watermark { "watermark" } else { "schedule" },
-            "prune cycle started"
-        );
-        if let Err(f) = pruner.cycle(false).await {
-            error!("prune cycle failed: engine: {}", f.detail);
+        let trigger = if watermark { "watermark" } else { "schedule" };
+        info!(trigger, "prune cycle started");
+        match pruner.cycle(false).await {
+            Ok((plan, removals)) => metrics.prune(trigger, &plan, &removals),
+            Err(f) => error!("prune cycle failed: engine: {}", f.detail),
+        }
+        if let Some(disk) = data_root.as_deref().and_then(crate::pruner::disk_of) {
+            metrics.disk(disk.used, disk.total);
         }
         if pruner.stop.is_cancelled() {
             return;
@@ -445,14 +474,9 @@ async fn sleep_until(at: DateTime<Local>, stop: &CancellationToken) -> bool {
 }
 
 /// Whether the data root's filesystem is above the high watermark.
-fn above_high_watermark<S: Store>(pruner: &Pruner<'_, S>, root: &std::path::Path) -> bool {
-    match (
-        pruner.settings.limits.high_watermark,
-        crate::pruner::disk_of(root),
-    ) {
-        (Some(high), Some(disk)) if disk.total > 0 => {
-            disk.used as f64 * 100.0 / disk.total as f64 > high
-        }
+fn above_high_watermark<S: Store>(pruner: &Pruner<'_, S>, disk: crate::prune::Disk) -> bool {
+    match pruner.settings.limits.high_watermark {
+        Some(high) if disk.total > 0 => disk.used as f64 * 100.0 / disk.total as f64 > high,
         _ => false,
     }
 }

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod failure;
 pub mod lockfile;
 pub mod logging;
+pub mod metrics;
 pub mod pin;
 pub mod plan;
 pub mod prune;

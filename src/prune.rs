@@ -163,6 +163,16 @@ pub enum Rule {
     StoreSize,
 }
 
+impl Rule {
+    /// Its name as `--json` output writes it (`dangling`, `unused-max-age`, ...).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
 /// An image the cycle removes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Candidate {

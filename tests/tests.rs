@@ -6,6 +6,7 @@ mod util;
 mod check;
 mod daemon;
 mod engine;
+mod metrics;
 mod pin;
 mod prune;
 mod pull;

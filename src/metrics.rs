@@ -1,0 +1,489 @@
+//! Prometheus metrics: what the daemon did (pulls, retries, prune cycles, bytes freed, what
+//! was kept and why) and what it found (required images present or missing, the store, the
+//! disk). Served over HTTP by [`serve`] at `/metrics` when the config has a `[metrics]` table.
+//!
+//! The daemon records into [`Metrics`] as it goes; nothing here asks the engine, so a scrape
+//! is cheap and never waits on dockerd.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder, exponential_buckets,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::converge::{Outcome, PullResult};
+use crate::prune::PrunePlan;
+use crate::pruner::Removal;
+use crate::readiness::Missing;
+
+/// Every metric the daemon exports, registered in one registry.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    runs: IntCounterVec,
+    last_run: IntGaugeVec,
+    images: IntCounterVec,
+    failures: IntCounterVec,
+    attempts: IntCounter,
+    pull_seconds: Histogram,
+    required: IntGauge,
+    missing: IntGauge,
+    present: IntGaugeVec,
+    ready: IntGauge,
+    prune_cycles: IntCounterVec,
+    removed: IntCounterVec,
+    removed_bytes: IntCounterVec,
+    removal_failures: IntCounter,
+    kept: IntGaugeVec,
+    deferred: IntGauge,
+    store_images: IntGauge,
+    store_bytes: IntGauge,
+    disk_used: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Registers `metric` in `registry` and hands it back. Names are fixed and unique, so a
+/// failure is a bug in this file.
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique and valid");
+    metric
+}
+
+fn counters(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), &[label]).expect("a valid metric"),
+    )
+}
+
+fn gauges(registry: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), &[label]).expect("a valid metric"),
+    )
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        registry,
+        IntCounter::new(name, help).expect("a valid metric"),
+    )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("a valid metric"))
+}
+
+impl Metrics {
+    /// The metrics, all at zero, named `stowage_*`.
+    pub fn new() -> Metrics {
+        let r = Registry::new_custom(Some("stowage".to_owned()), None).expect("a valid prefix");
+        let build = gauges(&r, "build_info", "The running stowage's version", "version");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            runs: counters(
+                &r,
+                "pull_runs_total",
+                "Pull runs (passes over required images), by trigger: boot, schedule, retry",
+                "trigger",
+            ),
+            last_run: gauges(
+                &r,
+                "pull_last_run_timestamp_seconds",
+                "When the last pull run of each trigger finished (Unix time)",
+                "trigger",
+            ),
+            images: counters(
+                &r,
+                "pull_images_total",
+                "Images handled by pull runs, by result: pulled, up_to_date, tagged, kept, \
+                 failed, skipped",
+                "result",
+            ),
+            failures: counters(
+                &r,
+                "pull_failures_total",
+                "Images a run could not get, by failure class: auth, not-found, network, engine",
+                "class",
+            ),
+            attempts: counter(
+                &r,
+                "registry_attempts_total",
+                "Registry attempts made for images (resolutions and pulls, retries included)",
+            ),
+            pull_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "pull_duration_seconds",
+                        "Time to get one image that had to be pulled, retries included",
+                    )
+                    // 50 ms to about 27 minutes.
+                    .buckets(exponential_buckets(0.05, 2.0, 16).expect("valid buckets")),
+                )
+                .expect("a valid metric"),
+            ),
+            required: gauge(&r, "required_images", "Images the config requires"),
+            missing: gauge(
+                &r,
+                "missing_images",
+                "Required images that are not present (retried with backoff)",
+            ),
+            present: gauges(
+                &r,
+                "image_present",
+                "Whether each required image is present (1) or missing (0)",
+                "image",
+            ),
+            ready: gauge(
+                &r,
+                "ready",
+                "Whether the daemon reported ready: every required image present, or \
+                 pull.ready_timeout passed",
+            ),
+            prune_cycles: counters(
+                &r,
+                "prune_cycles_total",
+                "Prune cycles, by trigger: schedule, watermark",
+                "trigger",
+            ),
+            removed: counters(
+                &r,
+                "prune_removed_images_total",
+                "Images removed by pruning, by the rule that selected them",
+                "rule",
+            ),
+            removed_bytes: counters(
+                &r,
+                "prune_removed_bytes_total",
+                "Bytes freed by pruning (image sizes), by rule",
+                "rule",
+            ),
+            removal_failures: counter(
+                &r,
+                "prune_removal_failures_total",
+                "Removals the engine refused or that failed (the image stays; never forced)",
+            ),
+            kept: gauges(
+                &r,
+                "prune_kept_images",
+                "Images the last prune cycle kept, by the protection that kept them",
+                "protection",
+            ),
+            deferred: gauge(
+                &r,
+                "prune_deferred_images",
+                "Candidates the last prune cycle left for later (max_removals)",
+            ),
+            store_images: gauge(
+                &r,
+                "store_images",
+                "Images in the engine's store after the last prune cycle",
+            ),
+            store_bytes: gauge(
+                &r,
+                "store_bytes",
+                "Size of the engine's image store after the last prune cycle",
+            ),
+            disk_used: register(
+                &r,
+                Gauge::new(
+                    "data_root_used_ratio",
+                    "Used fraction of the filesystem holding the engine's data root",
+                )
+                .expect("a valid metric"),
+            ),
+            registry: r,
+        }
+    }
+
+    /// The exposition text (Prometheus text format 0.0.4), as served.
+    pub fn encode(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("the text format encodes any gathered metric")
+    }
+
+    /// A finished pull run.
+    pub fn pass(&self, trigger: &str, outcomes: &[Outcome]) {
+        self.runs.with_label_values(&[trigger]).inc();
+        self.last_run
+            .with_label_values(&[trigger])
+            .set(chrono::Utc::now().timestamp());
+        for o in outcomes {
+            let result = match &o.result {
+                PullResult::Kept => "kept",
+                PullResult::Pulled { updated: true, .. } => "pulled",
+                PullResult::Pulled { updated: false, .. } => "up_to_date",
+                PullResult::Tagged { .. } => "tagged",
+                PullResult::Failed { class, .. } => {
+                    self.failures.with_label_values(&[class.as_str()]).inc();
+                    "failed"
+                }
+                PullResult::Skipped => "skipped",
+            };
+            self.images.with_label_values(&[result]).inc();
+            self.attempts.inc_by(u64::from(o.attempts));
+            if matches!(o.result, PullResult::Pulled { updated: true, .. }) {
+                self.pull_seconds.observe(o.elapsed_ms as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// Which required images are present after a run.
+    pub fn presence<'a>(&self, required: impl Iterator<Item = &'a str>, missing: &[Missing]) {
+        let mut total = 0;
+        for name in required {
+            total += 1;
+            let absent = missing.iter().any(|m| m.name == name);
+            self.present
+                .with_label_values(&[name])
+                .set(i64::from(!absent));
+        }
+        self.required.set(total);
+        self.missing
+            .set(i64::try_from(missing.len()).unwrap_or(i64::MAX));
+    }
+
+    /// The daemon reported ready.
+    pub fn ready(&self) {
+        self.ready.set(1);
+    }
+
+    /// A finished prune cycle.
+    pub fn prune(&self, trigger: &str, plan: &PrunePlan, removals: &[Removal]) {
+        self.prune_cycles.with_label_values(&[trigger]).inc();
+        let mut freed = 0;
+        for r in removals {
+            let rule = r.candidate.rule.name();
+            match r.result {
+                "removed" => {
+                    self.removed.with_label_values(&[rule.as_str()]).inc();
+                    self.removed_bytes
+                        .with_label_values(&[rule.as_str()])
+                        .inc_by(r.candidate.size);
+                    freed += r.candidate.size;
+                }
+                "failed" => self.removal_failures.inc(),
+                _ => {}
+            }
+        }
+        // Only the last cycle's picture: protections that no longer keep anything go away.
+        self.kept.reset();
+        for k in &plan.keep {
+            self.kept
+                .with_label_values(&[k.protection.name().as_str()])
+                .inc();
+        }
+        self.deferred
+            .set(i64::try_from(plan.deferred).unwrap_or(i64::MAX));
+        let images = plan.keep.len() + plan.remove.len();
+        let bytes: u64 = plan
+            .keep
+            .iter()
+            .map(|k| k.size)
+            .chain(plan.remove.iter().map(|c| c.size))
+            .sum();
+        let removed = removals.iter().filter(|r| r.result == "removed").count();
+        self.store_images
+            .set(i64::try_from(images - removed).unwrap_or(i64::MAX));
+        self.store_bytes
+            .set(i64::try_from(bytes.saturating_sub(freed)).unwrap_or(i64::MAX));
+    }
+
+    /// Disk use of the data root's filesystem, as last measured.
+    pub fn disk(&self, used: u64, total: u64) {
+        if total > 0 {
+            self.disk_used.set(used as f64 / total as f64);
+        }
+    }
+}
+
+/// Binds the metrics address; the error says which address failed and why.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("metrics.listen {addr}: {e}"))
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(respond(&metrics, &request)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                debug!(%peer, "metrics connection: {e}");
+            }
+        });
+    }
+}
+
+fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&hyper::Method::GET, "/metrics") => {
+            (StatusCode::OK, prometheus::TEXT_FORMAT, metrics.encode())
+        }
+        (&hyper::Method::GET, "/") => (
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "stowage: metrics at /metrics\n".to_owned(),
+        ),
+        (&hyper::Method::GET, _) => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: metrics are at /metrics\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET\n".to_owned(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prune::{Candidate, Kept, Protection, Rule};
+
+    fn line<'a>(text: &'a str, metric: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(metric) && l[metric.len()..].starts_with(' '))
+            .map(|l| &l[metric.len() + 1..])
+    }
+
+    #[test]
+    fn presence_and_prune_cycles_are_exported_as_recorded() {
+        let m = Metrics::new();
+        let missing = [Missing {
+            name: "r/b:1".into(),
+            class: None,
+        }];
+        m.presence(["r/a:1", "r/b:1"].into_iter(), &missing);
+        let candidate = |id: &str, size, rule| Candidate {
+            id: id.into(),
+            names: vec![],
+            references: vec![],
+            size,
+            last_used: 0,
+            rule,
+        };
+        let plan = PrunePlan {
+            remove: vec![
+                candidate("x", 100, Rule::Dangling),
+                candidate("y", 50, Rule::UnusedMaxAge),
+            ],
+            keep: vec![Kept {
+                id: "k".into(),
+                names: vec![],
+                size: 7,
+                protection: Protection::InUse,
+            }],
+            bytes_expected: 150,
+            deferred: 3,
+        };
+        let removals = [
+            Removal {
+                candidate: plan.remove[0].clone(),
+                result: "removed",
+                error: None,
+            },
+            Removal {
+                candidate: plan.remove[1].clone(),
+                result: "failed",
+                error: Some("conflict".into()),
+            },
+        ];
+        m.prune("schedule", &plan, &removals);
+        let text = m.encode();
+        assert_eq!(line(&text, "stowage_required_images"), Some("2"));
+        assert_eq!(line(&text, "stowage_missing_images"), Some("1"));
+        assert_eq!(
+            line(&text, "stowage_image_present{image=\"r/a:1\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            line(&text, "stowage_image_present{image=\"r/b:1\"}"),
+            Some("0")
+        );
+        assert_eq!(
+            line(
+                &text,
+                "stowage_prune_removed_images_total{rule=\"dangling\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            line(
+                &text,
+                "stowage_prune_removed_bytes_total{rule=\"dangling\"}"
+            ),
+            Some("100")
+        );
+        assert_eq!(
+            line(&text, "stowage_prune_removal_failures_total"),
+            Some("1")
+        );
+        assert_eq!(
+            line(&text, "stowage_prune_kept_images{protection=\"in-use\"}"),
+            Some("1")
+        );
+        assert_eq!(line(&text, "stowage_prune_deferred_images"), Some("3"));
+        // The store after the cycle: three images of 157 bytes, less the one removed.
+        assert_eq!(line(&text, "stowage_store_images"), Some("2"));
+        assert_eq!(line(&text, "stowage_store_bytes"), Some("57"));
+
+        // The kept picture is the last cycle's only.
+        m.prune("schedule", &PrunePlan::default(), &[]);
+        let text = m.encode();
+        assert_eq!(
+            line(&text, "stowage_prune_kept_images{protection=\"in-use\"}"),
+            None
+        );
+        assert_eq!(
+            line(&text, "stowage_prune_cycles_total{trigger=\"schedule\"}"),
+            Some("2")
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! Prometheus metrics from the running daemon: the values after real pulls and a real prune
+//! cycle, the exposition checked by `promtool`, and a real Prometheus scraping it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{Daemon, Scratch, engine_lock, env, free_port, is_event};
+
+const LIVENESS: Duration = Duration::from_secs(90);
+
+/// `GET path` over plain HTTP/1.1; the status code and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    try_get(port, path).expect("an HTTP answer")
+}
+
+/// [`get`], or `None` when nothing answers (a server still starting).
+fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
+/// The value of the sample `metric` (name and labels exactly as exposed).
+fn value<'a>(text: &'a str, metric: &str) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(metric) && l[metric.len()..].starts_with(' '))
+        .map(|l| &l[metric.len() + 1..])
+}
+
+/// A Prometheus server of the test's own, scraping `target` every second.
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: u16) -> Prometheus {
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: stowage\n    \
+                 static_configs:\n      - targets: [\"127.0.0.1:{target}\"]\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's prometheus package) starts");
+        Prometheus { child, port }
+    }
+
+    /// The value of an instant query's first sample, once there is one.
+    fn query(&self, expr: &str) -> String {
+        let start = Instant::now();
+        let path = format!(
+            "/api/v1/query?query={}",
+            expr.replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22")
+                .replace('=', "%3D")
+        );
+        loop {
+            if let Some((200, body)) = try_get(self.port, &path) {
+                let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if let Some(v) = doc["data"]["result"][0]["value"][1].as_str() {
+                    return v.to_owned();
+                }
+            }
+            assert!(
+                start.elapsed() < LIVENESS,
+                "Prometheus never had a sample of {expr}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_daemon_exports_what_it_did_and_prometheus_scrapes_it() {
+    let _lock = engine_lock();
+    let env = env();
+    let present = env.plain_image("alpha:1");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let missing = env.plain_image(&format!("never-{nanos}:1"));
+    env.remove_images(std::slice::from_ref(&present));
+    // A dangling image (content pulled by digest only) for the prune cycle to remove.
+    let gamma = env.plain_image("gamma:1");
+    assert!(env.docker(&["pull", "-q", &gamma]).status.success());
+    let by_digest = env.repo_digests(&gamma)[0].clone();
+    env.purge_images(std::slice::from_ref(&gamma));
+    assert!(env.docker(&["pull", "-q", &by_digest]).status.success());
+
+    let scratch = Scratch::new();
+    crate::prune::seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+    let port = free_port();
+    let config = scratch.config(
+        "schedule = \"0 0 1 1 *\"\nready_timeout = \"1s\"",
+        &[present.clone(), missing.clone()],
+    );
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "[prune]\nschedule = \"*/2 * * * * *\"\npause = \"0s\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+        );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
+    daemon.wait_for("the boot run", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "boot")))
+    });
+    daemon.wait_for("a prune cycle", LIVENESS, |v| {
+        is_event(v, "prune cycle finished", None) && v["removed"] == 1
+    });
+    daemon.wait_for("ready", LIVENESS, |v| is_event(v, "ready", None));
+
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    let expect = |metric: &str, want: &str| {
+        assert_eq!(value(&body, metric), Some(want), "{metric} in:\n{body}");
+    };
+    expect("stowage_required_images", "2");
+    expect("stowage_missing_images", "1");
+    expect(
+        &format!("stowage_image_present{{image=\"{present}\"}}"),
+        "1",
+    );
+    expect(
+        &format!("stowage_image_present{{image=\"{missing}\"}}"),
+        "0",
+    );
+    expect("stowage_pull_images_total{result=\"pulled\"}", "1");
+    expect("stowage_pull_failures_total{class=\"not-found\"}", "1");
+    expect("stowage_pull_runs_total{trigger=\"boot\"}", "1");
+    expect("stowage_ready", "1");
+    expect("stowage_prune_removed_images_total{rule=\"dangling\"}", "1");
+    assert!(
+        value(&body, "stowage_data_root_used_ratio")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|r| r > 0.0 && r <= 1.0),
+        "{body}"
+    );
+    assert_eq!(get(port, "/nothing").0, 404);
+
+    // promtool, Prometheus's own checker, accepts the exposition.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) runs");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real Prometheus scrapes it.
+    let prometheus = Prometheus::start(scratch.dir.path(), port);
+    assert_eq!(prometheus.query("up{job=\"stowage\"}"), "1");
+    assert_eq!(prometheus.query("stowage_required_images"), "2");
+    drop(prometheus);
+
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+    env.remove_images(std::slice::from_ref(&present));
+}
