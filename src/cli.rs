@@ -178,6 +178,20 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
                 metrics.ready();
             }
         };
+        // SIGHUP reloads the config; caught from the start, since its default action would end
+        // the process. Signals that arrive during a reload are folded into one more reload.
+        let (reload, mut reloads) = tokio::sync::mpsc::channel(1);
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("received SIGHUP");
+                        let _ = reload.try_send(());
+                    }
+                });
+            }
+            Err(e) => tracing::error!("cannot listen for SIGHUP: {e}; reload means restart"),
+        }
         let daemon = async {
             let stop = CancellationToken::new();
             let prepared = tokio::select! {
@@ -186,7 +200,7 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
             };
             let result = match prepared {
                 Ok(Some((engine, session))) => {
-                    daemon::run(session, engine, &notifier, &metrics, shutdown).await;
+                    daemon::run(session, engine, &notifier, &metrics, &mut reloads, shutdown).await;
                     Ok(Some(()))
                 }
                 Ok(None) => {

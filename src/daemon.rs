@@ -8,9 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -41,38 +43,85 @@ const ENGINE_WAIT: RetryPolicy = RetryPolicy {
 };
 
 /// Runs the daemon until `shutdown` completes, then drains.
+///
+/// Each message on `reloads` (SIGHUP) re-reads the config file and the lock. A valid new
+/// config replaces the running one: work under way drains as on shutdown, then the new config
+/// starts with a pass over every required image. An invalid one is reported, file and line,
+/// and changes nothing: the running config goes on undisturbed.
 pub async fn run<E: Engine + Store>(
     session: Session,
     engine: E,
     notifier: &Notifier,
     metrics: &Metrics,
+    reloads: &mut mpsc::Receiver<()>,
     shutdown: impl Future<Output = ()>,
 ) {
+    tokio::pin!(shutdown);
+    let mut session = session;
+    let mut first = session.config.pull.on_boot.then_some("boot");
+    while let Some(next) = run_session(
+        &session,
+        &engine,
+        notifier,
+        metrics,
+        first,
+        reloads,
+        &mut shutdown,
+    )
+    .await
+    {
+        session = next;
+        first = Some("reload");
+    }
+    info!("stopped");
+}
+
+/// Runs one config until shutdown (`None`) or a valid reload (the new session), then drains.
+async fn run_session<E: Engine + Store>(
+    session: &Session,
+    engine: &E,
+    notifier: &Notifier,
+    metrics: &Metrics,
+    first: Option<&str>,
+    reloads: &mut mpsc::Receiver<()>,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Option<Session> {
     let stop = CancellationToken::new();
     let in_flight = InFlight::default();
-    let mut puller = session.puller(&engine, stop.clone(), in_flight.clone());
+    let mut puller = session.puller(engine, stop.clone(), in_flight.clone());
     puller.prune_pins = true;
     // Image uses are followed only when the config prunes: nothing else needs them.
     let watch = async {
         if session.config.prune.is_some() {
-            crate::pruner::watch_uses(&engine, &session.state, &session.config.state_file, &stop)
+            crate::pruner::watch_uses(engine, &session.state, &session.config.state_file, &stop)
                 .await;
         }
     };
     let work = async {
-        tokio::join!(serve(&session, &puller, notifier, metrics), watch);
+        tokio::join!(serve(session, &puller, notifier, metrics, first), watch);
     };
-    tokio::pin!(work, shutdown);
-    tokio::select! {
-        () = &mut work => return,
-        () = &mut shutdown => {}
+    tokio::pin!(work);
+    let next = loop {
+        tokio::select! {
+            () = &mut work => return None,
+            () = &mut *shutdown => break None,
+            Some(()) = reloads.recv() => {
+                // The new config is read while the current one keeps working.
+                if let Some(next) = reload(&session.config.source, engine, notifier, metrics).await {
+                    break Some(next);
+                }
+            }
+        }
+    };
+    if next.is_none() {
+        notifier.stopping();
     }
-    notifier.stopping();
     let grace = session.config.pull.shutdown_grace;
     info!(
         in_flight = in_flight.snapshot().len(),
         grace = %humantime::format_duration(grace),
-        "stopping: no new pulls start; waiting for in-flight pulls"
+        "{}: no new pulls start; waiting for in-flight pulls",
+        if next.is_some() { "switching to the new config" } else { "stopping" }
     );
     stop.cancel();
     if tokio::time::timeout(grace, work).await.is_err() {
@@ -81,7 +130,45 @@ pub async fn run<E: Engine + Store>(
             "abandoned in-flight pulls at the end of pull.shutdown_grace"
         );
     }
-    info!("stopped");
+    next
+}
+
+/// Reads the config at `path` and its lock again, and sets up a session for them; `None`
+/// (reported, nothing changed) when they are invalid or the engine cannot say its platform.
+async fn reload<E: Engine>(
+    path: &Path,
+    engine: &E,
+    notifier: &Notifier,
+    metrics: &Metrics,
+) -> Option<Session> {
+    notifier.reloading();
+    info!(config = %path.display(), "reloading the config and the lock");
+    let result = match crate::pin::load(path) {
+        Ok((config, lock, _)) => Session::new(config, lock, engine)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(session) => {
+            info!(
+                images = session.config.images.len(),
+                "reloaded: the new config takes over"
+            );
+            metrics.reload(true);
+            notifier.reloaded("reloaded; converging on the new config");
+            Some(session)
+        }
+        Err(problems) => {
+            error!("reload failed; the running config stays in force:\n{problems}");
+            metrics.reload(false);
+            let first = problems.lines().next().unwrap_or_default();
+            notifier.reloaded(&format!(
+                "reload failed, running the previous config: {first}"
+            ));
+            None
+        }
+    }
 }
 
 /// Connects to the engine and sets up the session, waiting for the engine as long as it takes
@@ -195,6 +282,7 @@ async fn serve<E: Engine + Store>(
     puller: &Puller<'_, E>,
     notifier: &Notifier,
     metrics: &Metrics,
+    first: Option<&str>,
 ) {
     let config = &session.config;
     let offset = splay_offset(config.pull.splay, rand::random::<f64>());
@@ -208,7 +296,7 @@ async fn serve<E: Engine + Store>(
     // hold off a prune while the disk fills, nor a long prune cycle delay a scheduled pull.
     // They share the in-flight set, so a prune never removes what a pull is fetching.
     tokio::join!(
-        serve_pulls(session, puller, notifier, metrics, offset),
+        serve_pulls(session, puller, notifier, metrics, first, offset),
         async {
             if let Some(settings) = &config.prune {
                 let pruner = session.pruner(
@@ -230,6 +318,7 @@ async fn serve_pulls<E: Engine>(
     puller: &Puller<'_, E>,
     notifier: &Notifier,
     metrics: &Metrics,
+    first: Option<&str>,
     offset: Duration,
 ) {
     let total = session.pinned.len();
@@ -267,10 +356,13 @@ async fn serve_pulls<E: Engine>(
             Some(Local::now() + delay)
         }
     };
-    if session.config.pull.on_boot {
-        notifier.status(&format!("pulling {total} required images"));
-        let outcomes = pass(puller, "boot", &session.pinned).await;
-        retry_at = settle(&mut shortfall, "boot", &session.pinned, outcomes);
+    // The first pass: at boot (unless pull.on_boot is off), and after each reload.
+    if let Some(trigger) = first {
+        if !notifier.is_ready() {
+            notifier.status(&format!("pulling {total} required images"));
+        }
+        let outcomes = pass(puller, trigger, &session.pinned).await;
+        retry_at = settle(&mut shortfall, trigger, &session.pinned, outcomes);
     } else {
         notifier.ready("ready: no boot pull (pull.on_boot = false)");
         metrics.ready();

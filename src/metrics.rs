@@ -48,6 +48,7 @@ pub struct Metrics {
     store_images: IntGauge,
     store_bytes: IntGauge,
     disk_used: Gauge,
+    reloads: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -209,6 +210,12 @@ impl Metrics {
                 )
                 .expect("a valid metric"),
             ),
+            reloads: counters(
+                &r,
+                "config_reloads_total",
+                "Config reloads (SIGHUP), by result: ok, failed (the running config stays)",
+                "result",
+            ),
             registry: r,
         }
     }
@@ -305,6 +312,13 @@ impl Metrics {
             .set(i64::try_from(images - removed).unwrap_or(i64::MAX));
         self.store_bytes
             .set(i64::try_from(bytes.saturating_sub(freed)).unwrap_or(i64::MAX));
+    }
+
+    /// A config reload, applied or refused.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "failed" }])
+            .inc();
     }
 
     /// Disk use of the data root's filesystem, as last measured.

@@ -135,6 +135,25 @@ impl Notifier {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// Reports that the config is being reloaded (`MONOTONIC_USEC` too: systemd's
+    /// `Type=notify-reload` needs it, and older versions ignore it).
+    pub fn reloading(&self) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
+    }
+
+    /// Reports the reload over, whatever its result: ready again if it was ready before.
+    pub fn reloaded(&self, status: &str) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status.to_owned();
+        if self.is_ready() {
+            self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        } else {
+            self.send(&[NotifyState::Status(status)]);
+        }
+    }
+
     /// Reports stopping.
     pub fn stopping(&self) {
         self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

@@ -146,6 +146,59 @@ fn ready_degraded_after_ready_timeout_and_still_retrying() {
 }
 
 #[test]
+fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
+    let _lock = engine_lock();
+    let env = env();
+    let first = env.plain_image("alpha:1");
+    let added = env.plain_image("beta:1");
+    env.remove_images(&[first.clone(), added.clone()]);
+    let scratch = Scratch::new();
+    let socket = NotifySocket::bind(&scratch.dir.path().join("notify.sock"));
+    let config = scratch.config("schedule = \"0 0 1 1 *\"", std::slice::from_ref(&first));
+    let mut cmd = env.stowage(&config);
+    cmd.env("NOTIFY_SOCKET", scratch.dir.path().join("notify.sock"));
+    let daemon = Daemon::start(cmd, &["run"]);
+    socket.wait_for("READY=1", |l| l == "READY=1");
+    assert!(!env.has_image(&added));
+
+    // A new image in the config: the reload pulls it.
+    scratch.config("schedule = \"0 0 1 1 *\"", &[first.clone(), added.clone()]);
+    daemon.hangup();
+    let run = daemon.wait_for("the reload run", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "reload")))
+    });
+    assert_eq!(run["pulled"], 1, "{run:#}");
+    assert!(env.has_image(&added));
+    socket.wait_for("RELOADING=1", |l| l == "RELOADING=1");
+    let after = socket.wait_for("ready after the reload", |l| {
+        l == "STATUS=reloaded; converging on the new config"
+    });
+    assert!(after.lines().any(|l| l == "READY=1"), "{after}");
+
+    // A broken config: refused with its file and line; the running config stays.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let broken = text.replace("schedule = ", "schedule = \"often\"\n#");
+    std::fs::write(&config, &broken).unwrap();
+    let line = broken.lines().position(|l| l.contains("often")).unwrap() + 1;
+    daemon.hangup();
+    let refused = socket.wait_for("the refusal", |l| l.starts_with("STATUS=reload failed"));
+    assert!(
+        status(&refused).contains(&format!("{}:{line}:12: pull.schedule", config.display()))
+            && status(&refused).contains("\"often\""),
+        "{refused}"
+    );
+    assert!(refused.lines().any(|l| l == "READY=1"), "{refused}");
+    assert_eq!(
+        daemon.count(|v| is_event(v, "run finished", Some(("trigger", "reload")))),
+        1,
+        "an invalid config must not restart anything"
+    );
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+    env.remove_images(&[first, added]);
+}
+
+#[test]
 fn the_unit_file_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/stowage.service"),

@@ -381,6 +381,15 @@ impl Daemon {
         self.logs().iter().filter(|v| pred(v)).count()
     }
 
+    /// Sends SIGHUP: reload the config.
+    pub fn hangup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(mut self, limit: Duration) -> (i32, Vec<Value>) {
         let pid = self.child.id().to_string();
