@@ -14,6 +14,8 @@ set -euo pipefail
 ROOT=${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}
 DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker} # not /usr/local/bin/docker: a newer client may shadow it
 SOCK=$ROOT/docker.sock
+# The Debian mirror debootstrap fetches the package-test root from (the one apt uses here).
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PLAIN=127.0.0.1:5101 AUTH=127.0.0.1:5102 MIRROR=127.0.0.1:5103
 USER_NAME=stowage PASSWORD=stowage-secret
 REGISTRIES=(plain auth mirror)
@@ -52,6 +54,10 @@ ensure_packages() {
   command -v systemd-analyze >/dev/null || pkgs+=(systemd)
   # Metrics are checked with promtool and scraped by a real Prometheus.
   command -v promtool >/dev/null && command -v prometheus >/dev/null || pkgs+=(prometheus)
+  # The packages are checked with lintian and rpm.
+  command -v lintian >/dev/null || pkgs+=(lintian)
+  command -v rpm >/dev/null || pkgs+=(rpm)
+  command -v debootstrap >/dev/null || pkgs+=(debootstrap)
   ((${#pkgs[@]})) || return 0
   log "installing ${pkgs[*]}"
   apt-get update -qq
@@ -213,7 +219,19 @@ STOWAGE_TEST_PLAIN_STORAGE=$ROOT/registry-plain
 STOWAGE_TEST_PLAIN_LOG=$ROOT/registry-plain.log
 STOWAGE_TEST_MIRROR_LOG=$ROOT/registry-mirror.log
 DOCKER_CLI=$DOCKER_CLI
+STOWAGE_TEST_DEBIAN_ROOT=$ROOT/debian
 EOF
+}
+
+# A minimal Debian root (debootstrap, about 30 s once) that the .deb is installed into, with its
+# maintainer scripts run for real, without touching this machine's own package database.
+ensure_debian_root() {
+  [[ -x $ROOT/debian/usr/bin/dpkg ]] && return 0
+  log "creating a Debian root for package tests"
+  rm -rf "$ROOT/debian.tmp"
+  debootstrap --variant=minbase bookworm "$ROOT/debian.tmp" "$DEBIAN_MIRROR" >"$ROOT/debootstrap.log" 2>&1 ||
+    die "debootstrap failed; see $ROOT/debootstrap.log"
+  mv "$ROOT/debian.tmp" "$ROOT/debian"
 }
 
 cmd_up() {
@@ -223,6 +241,7 @@ cmd_up() {
   local r
   for r in "${REGISTRIES[@]}"; do start_registry "$r"; done
   seed
+  ensure_debian_root
   write_env
   log "up ($ROOT/env)"
 }

@@ -7,6 +7,7 @@ mod check;
 mod daemon;
 mod engine;
 mod metrics;
+mod packaging;
 mod pin;
 mod prune;
 mod pull;

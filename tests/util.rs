@@ -25,6 +25,8 @@ pub struct Env {
     pub plain_storage: PathBuf,
     pub plain_log: PathBuf,
     pub docker_cli: String,
+    /// A minimal Debian root for installing the .deb into.
+    pub debian_root: PathBuf,
 }
 
 pub fn env() -> Env {
@@ -53,6 +55,7 @@ pub fn env() -> Env {
         plain_storage: PathBuf::from(get("STOWAGE_TEST_PLAIN_STORAGE")),
         plain_log: PathBuf::from(get("STOWAGE_TEST_PLAIN_LOG")),
         docker_cli: get("DOCKER_CLI"),
+        debian_root: PathBuf::from(get("STOWAGE_TEST_DEBIAN_ROOT")),
     }
 }
 
