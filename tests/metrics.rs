@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Daemon, Scratch, engine_lock, env, free_port, is_event};
+use crate::util::{Daemon, Scratch, engine_lock, env, free_port, fresh_repo, is_event};
 
 const LIVENESS: Duration = Duration::from_secs(90);
 
@@ -108,18 +108,10 @@ fn the_daemon_exports_what_it_did_and_prometheus_scrapes_it() {
     let _lock = engine_lock();
     let env = env();
     let present = env.plain_image("alpha:1");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let missing = env.plain_image(&format!("never-{nanos}:1"));
+    let missing = env.plain_image(&format!("{}:1", fresh_repo("never")));
     env.remove_images(std::slice::from_ref(&present));
-    // A dangling image (content pulled by digest only) for the prune cycle to remove.
-    let gamma = env.plain_image("gamma:1");
-    assert!(env.docker(&["pull", "-q", &gamma]).status.success());
-    let by_digest = env.repo_digests(&gamma)[0].clone();
-    env.purge_images(std::slice::from_ref(&gamma));
-    assert!(env.docker(&["pull", "-q", &by_digest]).status.success());
+    // A dangling image for the prune cycle to remove.
+    env.dangling_image("gamma:1");
 
     let scratch = Scratch::new();
     crate::prune::seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);

@@ -384,12 +384,7 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
 fn the_daemon_prunes_on_its_schedule() {
     let _lock = engine_lock();
     let env = env();
-    // A dangling image: content pulled by digest only.
-    let gamma = env.plain_image("gamma:1");
-    assert!(env.docker(&["pull", "-q", &gamma]).status.success());
-    let by_digest = env.repo_digests(&gamma)[0].clone();
-    env.purge_images(std::slice::from_ref(&gamma));
-    assert!(env.docker(&["pull", "-q", &by_digest]).status.success());
+    let by_digest = env.dangling_image("gamma:1");
     let scratch = Scratch::new();
     seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
     let config = scratch.config("on_boot = false\nschedule = \"0 0 1 1 *\"", &[]);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::util::{Daemon, Scratch, engine_lock, env, is_event};
+use crate::util::{Daemon, Scratch, engine_lock, env, fresh_repo, is_event};
 
 const LIVENESS: Duration = Duration::from_secs(90);
 
@@ -57,15 +57,6 @@ fn status(datagram: &str) -> &str {
         .lines()
         .find_map(|l| l.strip_prefix("STATUS="))
         .unwrap_or("")
-}
-
-/// A repository name no other test (or earlier run) has used.
-fn fresh_repo(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{nanos}")
 }
 
 #[test]

@@ -114,6 +114,17 @@ impl Env {
         }
     }
 
+    /// Makes `repo_tag`'s content (a plain image) present as a dangling image: pulled by digest
+    /// only, with no tag. Returns the `repository@digest` it is known by.
+    pub fn dangling_image(&self, repo_tag: &str) -> String {
+        let name = self.plain_image(repo_tag);
+        assert!(self.docker(&["pull", "-q", &name]).status.success());
+        let by_digest = self.repo_digests(&name)[0].clone();
+        self.purge_images(std::slice::from_ref(&name));
+        assert!(self.docker(&["pull", "-q", &by_digest]).status.success());
+        by_digest
+    }
+
     /// The digests an image name's content is known by locally (`RepoDigests`).
     pub fn repo_digests(&self, name: &str) -> Vec<String> {
         let out = self.docker(&[
@@ -545,4 +556,13 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A repository name no other test (or earlier run) has used: `prefix-<nanoseconds>`.
+pub fn fresh_repo(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_nanos();
+    format!("{prefix}-{nanos}")
 }
