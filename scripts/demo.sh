@@ -22,5 +22,6 @@ if [[ "${1:-}" == "--once" ]]; then
   "${stowage[@]}" status
   exit 0
 fi
-echo "--- daemon: boot pull, then every 30 s; Ctrl-C to stop"
+echo "--- daemon: boot pull, then every 30 s; the private image is retried with backoff;"
+echo "    metrics: curl -s 127.0.0.1:9420/metrics | grep ^stowage_; Ctrl-C to stop"
 exec "${stowage[@]}" run
