@@ -231,6 +231,7 @@ ensure_debian_root() {
   rm -rf "$ROOT/debian.tmp"
   debootstrap --variant=minbase bookworm "$ROOT/debian.tmp" "$DEBIAN_MIRROR" >"$ROOT/debootstrap.log" 2>&1 ||
     die "debootstrap failed; see $ROOT/debootstrap.log"
+  rm -rf "$ROOT/debian" # a half-made one would make mv move the new root into it
   mv "$ROOT/debian.tmp" "$ROOT/debian"
 }
 

@@ -152,6 +152,20 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
     let host = cli.docker_host.as_deref();
     tokio::pin!(shutdown);
     if let Command::Run = cli.command {
+        // SIGHUP reloads the config; caught from the start, since its default action would end
+        // the process. Signals that arrive during a reload are folded into one more reload.
+        let (reload, mut reloads) = tokio::sync::mpsc::channel(1);
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("received SIGHUP");
+                        let _ = reload.try_send(());
+                    }
+                });
+            }
+            Err(e) => tracing::error!("cannot listen for SIGHUP: {e}; reload means restart"),
+        }
         // The start counts from here: waiting for the engine is part of it.
         let ready_timeout = config.pull.ready_timeout;
         let notifier = Notifier::from_env();
@@ -182,20 +196,6 @@ pub async fn dispatch(cli: Cli, shutdown: impl Future<Output = ()>) -> u8 {
                 metrics.ready();
             }
         };
-        // SIGHUP reloads the config; caught from the start, since its default action would end
-        // the process. Signals that arrive during a reload are folded into one more reload.
-        let (reload, mut reloads) = tokio::sync::mpsc::channel(1);
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        tracing::info!("received SIGHUP");
-                        let _ = reload.try_send(());
-                    }
-                });
-            }
-            Err(e) => tracing::error!("cannot listen for SIGHUP: {e}; reload means restart"),
-        }
         let daemon = async {
             let stop = CancellationToken::new();
             let prepared = tokio::select! {

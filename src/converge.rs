@@ -89,7 +89,7 @@ impl Outcome {
 /// The images currently being pulled, shared so a shutdown can say which it abandoned and so
 /// the pruner stays away from them.
 #[derive(Debug, Clone, Default)]
-pub struct InFlight(Arc<Mutex<BTreeMap<String, String>>>);
+pub struct InFlight(Arc<Mutex<BTreeMap<String, Vec<String>>>>);
 
 impl InFlight {
     /// The fully qualified names of the pulls under way.
@@ -97,24 +97,25 @@ impl InFlight {
         self.lock().keys().cloned().collect()
     }
 
-    /// What the pulls under way are fetching: each configured name and each manifest digest.
-    /// An image holding any of these, under any name, is part of a pull.
+    /// What the pulls under way are fetching: each configured name, each manifest digest, and
+    /// the ID of each image about to be re-tagged. An image holding any of these, under any
+    /// name, is part of a pull.
     pub fn names_and_digests(&self) -> HashSet<String> {
         self.lock()
             .iter()
-            .flat_map(|(name, digest)| [name.clone(), digest.clone()])
+            .flat_map(|(name, content)| std::iter::once(name).chain(content).cloned())
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<String>>> {
         // A panic while holding this lock leaves a map of strings, still usable.
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn enter(&self, name: String, digest: String) -> InFlightGuard {
-        self.lock().insert(name.clone(), digest);
+    fn enter(&self, name: String, content: Vec<String>) -> InFlightGuard {
+        self.lock().insert(name.clone(), content);
         InFlightGuard {
             set: self.clone(),
             name,
@@ -273,13 +274,29 @@ impl<E: Engine> Puller<'_, E> {
     /// decision in plan order.
     pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
         let auth_cache = AuthCache::default();
+        // Every pull and re-tag is in flight from now, queued ones included, until its name
+        // points at the content: until then the content may carry no name the pruner would
+        // know it by, or only another registry's, and the pruner must leave it alone.
+        let guards: Vec<Option<InFlightGuard>> = plan
+            .iter()
+            .map(|d| {
+                matches!(d.action, Action::Pull | Action::Tag).then(|| {
+                    let content = d.digest.iter().chain(&d.holder).cloned().collect();
+                    self.in_flight.enter(d.reference().to_string(), content)
+                })
+            })
+            .collect();
         // Unordered: an ordered buffer keeps finished results in their slots until the first
         // image is done, so one slow pull would hold the whole run to one pull at a time.
         let mut outcomes: Vec<(usize, Outcome)> =
-            futures_util::stream::iter(plan.into_iter().enumerate())
-                .map(|(index, decision)| {
+            futures_util::stream::iter(plan.into_iter().zip(guards).enumerate())
+                .map(|(index, (decision, guard))| {
                     let auth_cache = &auth_cache;
-                    async move { (index, self.carry_out(decision, auth_cache).await) }
+                    async move {
+                        let outcome = self.carry_out(decision, auth_cache).await;
+                        drop(guard);
+                        (index, outcome)
+                    }
                 })
                 .buffer_unordered(self.config.pull.concurrency.max(1))
                 .collect()
@@ -322,10 +339,6 @@ impl<E: Engine> Puller<'_, E> {
             return finish(decision, PullResult::Skipped, 0);
         }
         let digest = decision.digest.clone().unwrap_or_default();
-        // In flight until the configured name points at the content (retries included): until
-        // then the content may carry no name the pruner would know it by, or only another
-        // registry's, and the pruner must leave it alone.
-        let _in_flight = self.in_flight.enter(reference.to_string(), digest.clone());
         if decision.action == Action::Tag {
             let source = decision.holder.clone().unwrap_or_default();
             return match self.name(&reference, &source).await {
@@ -620,6 +633,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// Reads the state file again: what another session saved since this one was set up (the
+    /// first-pull pins of a config being replaced, saved while it drained).
+    pub fn reread_state(&self) {
+        let fresh = State::load(&self.config.state_file);
+        *self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+    }
+
     /// Sets up a session: reads the state file, and asks the engine its platform (what tags
     /// resolve to when the config names none).
     pub async fn new<E: Engine>(

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
@@ -101,13 +101,21 @@ async fn run_session<E: Engine + Store>(
         tokio::join!(serve(session, &puller, notifier, metrics, first), watch);
     };
     tokio::pin!(work);
+    // A reload under way: polled beside the work and the shutdown, so neither waits on it (it
+    // asks the engine, which may be slow).
+    let mut reloading: Option<Pin<Box<dyn Future<Output = Option<Session>> + '_>>> = None;
     let next = loop {
         tokio::select! {
             () = &mut work => return None,
             () = &mut *shutdown => break None,
-            Some(()) = reloads.recv() => {
-                // The new config is read while the current one keeps working.
-                if let Some(next) = reload(&session.config.source, engine, notifier, metrics).await {
+            Some(()) = reloads.recv(), if reloading.is_none() => {
+                reloading = Some(Box::pin(reload(&session.config, engine, notifier, metrics)));
+            }
+            next = async { reloading.as_mut().expect("guarded by the condition").await },
+                if reloading.is_some() =>
+            {
+                reloading = None;
+                if let Some(next) = next {
                     break Some(next);
                 }
             }
@@ -130,17 +138,22 @@ async fn run_session<E: Engine + Store>(
             "abandoned in-flight pulls at the end of pull.shutdown_grace"
         );
     }
+    if let Some(next) = &next {
+        // The drained work may have saved first-pull pins since the new session read the file.
+        next.reread_state();
+    }
     next
 }
 
-/// Reads the config at `path` and its lock again, and sets up a session for them; `None`
+/// Reads the running config's file and its lock again, and sets up a session for them; `None`
 /// (reported, nothing changed) when they are invalid or the engine cannot say its platform.
 async fn reload<E: Engine>(
-    path: &Path,
+    running: &Config,
     engine: &E,
     notifier: &Notifier,
     metrics: &Metrics,
 ) -> Option<Session> {
+    let path = running.source.as_path();
     notifier.reloading();
     info!(config = %path.display(), "reloading the config and the lock");
     let result = match crate::pin::load(path) {
@@ -155,6 +168,12 @@ async fn reload<E: Engine>(
                 images = session.config.images.len(),
                 "reloaded: the new config takes over"
             );
+            if session.config.metrics != running.metrics {
+                warn!(
+                    "[metrics] changed: the metrics endpoint moves at the next restart, not \
+                     on reload"
+                );
+            }
             metrics.reload(true);
             notifier.reloaded("reloaded; converging on the new config");
             Some(session)
@@ -435,14 +454,21 @@ const MISSING_RETRY: RetryPolicy = RetryPolicy {
 struct Shortfall {
     missing: BTreeMap<String, (Pinned, Missing)>,
     attempt: u32,
+    /// Whether a pass has read the store yet.
+    known: bool,
 }
 
 impl Shortfall {
     /// Takes in a pass over `images`: what it left present is no longer missing, what it did
-    /// not is. `None`: the engine could not be read, and all of them are missing.
+    /// not is. `None`: the engine could not be read. Before any pass could, nothing is known
+    /// to be there and all of them count as missing; after, what was known stands.
     fn record(&mut self, images: &[Pinned], outcomes: Option<&[Outcome]>) {
         let gone: Vec<Missing> = match outcomes {
-            Some(outcomes) => missing(outcomes),
+            Some(outcomes) => {
+                self.known = true;
+                missing(outcomes)
+            }
+            None if self.known => return,
             None => images
                 .iter()
                 .map(|p| Missing {

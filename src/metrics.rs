@@ -255,6 +255,8 @@ impl Metrics {
 
     /// Which required images are present after a run.
     pub fn presence<'a>(&self, required: impl Iterator<Item = &'a str>, missing: &[Missing]) {
+        // Only the current config's images: those a reload dropped go away.
+        self.present.reset();
         let mut total = 0;
         for name in required {
             total += 1;
@@ -336,8 +338,16 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("metrics.listen {addr}: {e}"))
 }
 
+/// At most this many metrics connections at once.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may wait for a request's headers.
+const CONNECTION_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long one connection may live, keep-alive included (Prometheus reconnects).
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Serves `GET /metrics` on `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
@@ -351,6 +361,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancellat
                 }
             },
         };
+        // A few scrapers at most are expected: beyond that, a connection is closed at once,
+        // so nobody can use up the file descriptors the engine connections need.
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            debug!(%peer, "metrics: too many connections; closing this one");
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -358,12 +374,17 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancellat
                 async move { Ok::<_, Infallible>(respond(&metrics, &request)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                debug!(%peer, "metrics connection: {e}");
+            // A client that sends no request, or keeps an idle connection, is dropped.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(CONNECTION_IDLE)
+                .serve_connection(io, service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Err(e)) => debug!(%peer, "metrics connection: {e}"),
+                Err(_) => debug!(%peer, "metrics connection: closed after {CONNECTION_LIFETIME:?}"),
+                Ok(Ok(())) => {}
             }
+            drop(permit);
         });
     }
 }

@@ -101,7 +101,8 @@ pub struct PruneInput {
     pub in_use: HashSet<String>,
     /// IDs of images required or pinned by the config.
     pub required: HashSet<String>,
-    /// What is being pulled right now: fully qualified names and manifest digests.
+    /// What is being pulled or re-tagged right now: fully qualified names, manifest digests,
+    /// and the IDs of images about to be re-tagged.
     pub in_flight: HashSet<String>,
     /// The daemon's own image ID, when it runs in a container.
     pub own_image: Option<String>,
@@ -311,7 +312,8 @@ pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> Prun
             Some(Protection::OwnImage)
         } else if input.in_use.contains(&image.id) {
             Some(Protection::InUse)
-        } else if being_pulled(all_names(), &input.in_flight) {
+        } else if input.in_flight.contains(&image.id) || being_pulled(all_names(), &input.in_flight)
+        {
             Some(Protection::InFlight)
         } else if input.now - first_seen < limits.min_age {
             Some(Protection::TooYoung)

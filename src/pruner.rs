@@ -303,15 +303,6 @@ impl<S: Store> Pruner<'_, S> {
                     () = tokio::time::sleep(self.settings.pause) => {}
                 }
             }
-            // A pull may have started since the plan: leave its image alone.
-            if being_pulled(c.references.iter(), &self.in_flight.names_and_digests()) {
-                results.push(Removal {
-                    candidate: c.clone(),
-                    result: "skipped",
-                    error: Some("a pull of it started".into()),
-                });
-                continue;
-            }
             // A container may have appeared since the plan: look again right before.
             match self.store.container_images().await {
                 Ok(used) if used.contains(&c.id) => {
@@ -323,6 +314,17 @@ impl<S: Store> Pruner<'_, S> {
                     continue;
                 }
                 _ => {}
+            }
+            // A pull may have started since the plan: leave its image alone. Checked last,
+            // with no await between it and the removal.
+            let pulling = self.in_flight.names_and_digests();
+            if pulling.contains(&c.id) || being_pulled(c.references.iter(), &pulling) {
+                results.push(Removal {
+                    candidate: c.clone(),
+                    result: "skipped",
+                    error: Some("a pull of it started".into()),
+                });
+                continue;
             }
             match self.store.remove(&c.id, &c.references).await {
                 Ok(()) => {

@@ -661,7 +661,7 @@ fn its_own_image_is_kept_when_stowage_runs_in_a_container() {
     seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
     let config = scratch.config("", &[]);
     let text = std::fs::read_to_string(&config).unwrap()
-        + "[prune]\nmin_age = \"0s\"\nunused_max_age = \"1d\"\n";
+        + "[prune]\nmin_age = \"0s\"\nunused_max_age = \"1d\"\nmax_removals = 100000\n";
     std::fs::write(&config, text).unwrap();
     // Outside a container, the rule selects it: the test can tell the protection apart.
     let (_, doc) = prune(&env, &config, &["--dry-run"]);
