@@ -627,3 +627,93 @@ async fn pass<E: Engine>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RequiredImage;
+    use crate::converge::PullResult;
+    use crate::lockfile::LockKey;
+    use crate::pin::PinMode;
+    use crate::plan::{Action, Decision, Presence};
+
+    fn pinned(name: &str) -> Pinned {
+        let reference: crate::reference::ImageRef = name.parse().unwrap();
+        Pinned {
+            key: LockKey::new(&reference, None),
+            mode: PinMode::Follow,
+            digest: None,
+            image: RequiredImage {
+                reference,
+                platform: None,
+                schedule: None,
+                pin: None,
+                line: 1,
+            },
+        }
+    }
+
+    fn outcome(p: &Pinned, result: PullResult) -> Outcome {
+        Outcome {
+            decision: Decision {
+                pinned: p.clone(),
+                digest: None,
+                state: Presence::Missing,
+                local_digest: None,
+                drift: false,
+                action: Action::Pull,
+                reason: String::new(),
+                failure: None,
+                holder: None,
+                resolve_attempts: 0,
+            },
+            result,
+            attempts: 1,
+            elapsed_ms: 0,
+        }
+    }
+
+    fn failed() -> PullResult {
+        PullResult::Failed {
+            class: FailureClass::Network,
+            message: "down".into(),
+        }
+    }
+
+    fn names(s: &Shortfall) -> Vec<String> {
+        s.list().into_iter().map(|m| m.name).collect()
+    }
+
+    #[test]
+    fn a_shortfall_follows_what_each_pass_got() {
+        let (a, b) = (pinned("r.example/a:1"), pinned("r.example/b:1"));
+        let mut s = Shortfall::default();
+        // Before any pass read the store, an unreadable engine leaves everything missing.
+        s.record(&[a.clone(), b.clone()], None);
+        assert_eq!(names(&s), ["r.example/a:1", "r.example/b:1"]);
+        s.record(
+            &[a.clone(), b.clone()],
+            Some(&[outcome(&a, PullResult::Kept), outcome(&b, failed())]),
+        );
+        assert_eq!(names(&s), ["r.example/b:1"]);
+        // Once known, an unreadable engine changes nothing: a is not reported missing.
+        s.record(&[a.clone(), b.clone()], None);
+        assert_eq!(names(&s), ["r.example/b:1"]);
+        // A retry covers only b; a pass over a alone leaves b's entry as it was.
+        s.record(std::slice::from_ref(&a), Some(&[outcome(&a, failed())]));
+        assert_eq!(names(&s), ["r.example/a:1", "r.example/b:1"]);
+        s.attempt = 3;
+        let tagged = PullResult::Tagged {
+            digest: "sha256:00".into(),
+        };
+        s.record(
+            &[a.clone(), b.clone()],
+            Some(&[outcome(&a, tagged), outcome(&b, PullResult::Kept)]),
+        );
+        assert!(names(&s).is_empty());
+        assert_eq!(
+            s.attempt, 0,
+            "the backoff starts over once nothing is missing"
+        );
+    }
+}
