@@ -3,6 +3,8 @@
 # (plain, basic-auth, pull-through mirror) seeded with small "remote only" images.
 #
 #   scripts/test-env.sh up             start whatever is not running, seed once, write $ROOT/env
+#   scripts/test-env.sh tools          install what the tests check with (promtool, lintian, rpm,
+#                                      systemd-analyze) and make the Debian root for the .deb
 #   scripts/test-env.sh down [--purge] stop everything (keep data, or remove $ROOT entirely)
 #   scripts/test-env.sh env            print $ROOT/env (KEY=VALUE lines)
 #   scripts/test-env.sh status         one line per component; exit 1 if any is down
@@ -42,7 +44,15 @@ dockerd_up() { pid_alive "$ROOT/docker.pid" && dk version >/dev/null 2>&1; }
 registry_addr() { case $1 in plain) echo "$PLAIN" ;; auth) echo "$AUTH" ;; mirror) echo "$MIRROR" ;; esac; }
 registry_up() { pid_alive "$ROOT/registry-$1.pid" && http_status "$(registry_addr "$1")" /v2/ >/dev/null; }
 
-# Install the Debian packages whose commands are missing (fresh CI machine); apt-get update once.
+# apt_install PKG...: installs Debian packages (fresh CI machine), if any are named.
+apt_install() {
+  (($#)) || return 0
+  log "installing $*"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# The engine and registries, for the demo and the tests.
 ensure_packages() {
   local pkgs=()
   command -v dockerd >/dev/null && [[ -x $DOCKER_CLI ]] || pkgs+=(docker.io)
@@ -50,6 +60,12 @@ ensure_packages() {
   command -v htpasswd >/dev/null || pkgs+=(apache2-utils)
   # The image needs a static busybox; Debian's plain "busybox" package is dynamically linked.
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || pkgs+=(busybox-static)
+  apt_install "${pkgs[@]}"
+}
+
+# What the tests check with, beyond the engine.
+ensure_test_tools() {
+  local pkgs=()
   # The unit file is checked with systemd-analyze (no systemd needs to run).
   command -v systemd-analyze >/dev/null || pkgs+=(systemd)
   # Metrics are checked with promtool and scraped by a real Prometheus.
@@ -58,10 +74,7 @@ ensure_packages() {
   command -v lintian >/dev/null || pkgs+=(lintian)
   command -v rpm >/dev/null || pkgs+=(rpm)
   command -v debootstrap >/dev/null || pkgs+=(debootstrap)
-  ((${#pkgs[@]})) || return 0
-  log "installing ${pkgs[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  apt_install "${pkgs[@]}"
 }
 
 # wait_for SECONDS PID LOG CMD...: poll CMD until it succeeds; fail early if the daemon died.
@@ -242,7 +255,6 @@ cmd_up() {
   local r
   for r in "${REGISTRIES[@]}"; do start_registry "$r"; done
   seed
-  ensure_debian_root
   write_env
   log "up ($ROOT/env)"
 }
@@ -292,10 +304,11 @@ cmd_status() {
 main() {
   case ${1:-} in
     up) cmd_up ;;
+    tools) ensure_test_tools; mkdir -p "$ROOT"; ensure_debian_root ;;
     down) cmd_down "${2:-}" ;;
     env) [[ -f $ROOT/env ]] || die "no $ROOT/env: run '$0 up'"; cat "$ROOT/env" ;;
     status) cmd_status ;;
-    *) echo "usage: $0 up | down [--purge] | env | status" >&2; exit 2 ;;
+    *) echo "usage: $0 up | tools | down [--purge] | env | status" >&2; exit 2 ;;
   esac
 }
 

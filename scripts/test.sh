@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/test-env.sh up
+scripts/test-env.sh tools
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 scripts/package.sh

@@ -171,6 +171,11 @@ fn in_root(root: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn the_deb_installs_upgrades_keeps_the_config_and_purges_in_a_debian_root() {
     let root = crate::util::env().debian_root;
+    assert!(
+        root.join("usr/bin/dpkg").is_file(),
+        "no Debian root at {}: run `scripts/test-env.sh tools` (scripts/test.sh does)",
+        root.display()
+    );
     let deb = package(".deb");
     let inside = "/tmp/stowage.deb";
     std::fs::copy(&deb, root.join(inside.trim_start_matches('/'))).unwrap();
