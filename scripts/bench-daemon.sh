@@ -16,9 +16,14 @@ cargo build --release --locked --quiet
 
 work=$(mktemp -d)
 pid=
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
 refs=$work/refs
+cleanup() {
+  [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
+  # Leave the store as found.
+  [[ -f $refs ]] && { xargs -r "$DOCKER_CLI" image rm -f <"$refs" >/dev/null 2>&1 || true; }
+  rm -rf "$work"
+}
+trap cleanup EXIT
 for i in $(seq 1 "$N"); do echo "$STOWAGE_TEST_PLAIN/stowage-bench/img-$i:1"; done >"$refs"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 { printf '[pull]\nconcurrency = 8\nsplay = "0s"\nschedule = "0 0 1 1 *"\n[state]\nfile = "state.json"\n'
@@ -34,7 +39,10 @@ t0=$(now)
 target/release/stowage --config "$work/config.toml" --log-format text --log-level warn run &
 pid=$!
 # Polls the metrics (not `curl | grep -q`: under pipefail, grep closing early fails curl).
-until [[ $(curl -sf "127.0.0.1:$port/metrics" 2>/dev/null) == *$'\nstowage_ready 1\n'* ]]; do sleep 0.01; done
+until [[ $(curl -sf "127.0.0.1:$port/metrics" 2>/dev/null) == *$'\nstowage_ready 1\n'* ]]; do
+  kill -0 "$pid" 2>/dev/null || { echo "stowage run exited before it was ready" >&2; exit 1; }
+  sleep 0.01
+done
 t1=$(now)
 sleep 10
 rss=$(awk '/VmRSS/ { print $2 }' "/proc/$pid/status")
@@ -47,7 +55,6 @@ t3=$(now)
 t4=$(now)
 while read -r r; do "$DOCKER_CLI" image inspect "$r" >/dev/null; done <"$refs"
 t5=$(now)
-xargs -r "$DOCKER_CLI" image rm -f <"$refs" >/dev/null 2>&1 || true # leave the store as found
 
 python3 - "$work/scrapes" "$N" "$t0" "$t1" "$rss" "$bytes" "$t2" "$t3" "$t4" "$t5" <<'PY'
 import statistics, sys

@@ -89,12 +89,23 @@ impl Outcome {
 /// The images currently being pulled, shared so a shutdown can say which it abandoned and so
 /// the pruner stays away from them.
 #[derive(Debug, Clone, Default)]
-pub struct InFlight(Arc<Mutex<BTreeMap<String, Vec<String>>>>);
+pub struct InFlight(Arc<Mutex<BTreeMap<String, Entry>>>);
+
+/// One image of a run: what it holds, and whether its work has started (queued ones have not).
+#[derive(Debug)]
+struct Entry {
+    content: Vec<String>,
+    started: bool,
+}
 
 impl InFlight {
-    /// The fully qualified names of the pulls under way.
+    /// The fully qualified names of the pulls under way (started, not queued).
     pub fn snapshot(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.started)
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// What the pulls under way are fetching: each configured name, each manifest digest, and
@@ -103,11 +114,11 @@ impl InFlight {
     pub fn names_and_digests(&self) -> HashSet<String> {
         self.lock()
             .iter()
-            .flat_map(|(name, content)| std::iter::once(name).chain(content).cloned())
+            .flat_map(|(name, e)| std::iter::once(name).chain(&e.content).cloned())
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<String>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         // A panic while holding this lock leaves a map of strings, still usable.
         self.0
             .lock()
@@ -115,7 +126,13 @@ impl InFlight {
     }
 
     fn enter(&self, name: String, content: Vec<String>) -> InFlightGuard {
-        self.lock().insert(name.clone(), content);
+        self.lock().insert(
+            name.clone(),
+            Entry {
+                content,
+                started: false,
+            },
+        );
         InFlightGuard {
             set: self.clone(),
             name,
@@ -127,6 +144,15 @@ impl InFlight {
 struct InFlightGuard {
     set: InFlight,
     name: String,
+}
+
+impl InFlightGuard {
+    /// Its work starts (it leaves the queue).
+    fn start(&self) {
+        if let Some(e) = self.set.lock().get_mut(&self.name) {
+            e.started = true;
+        }
+    }
 }
 
 impl Drop for InFlightGuard {
@@ -293,6 +319,9 @@ impl<E: Engine> Puller<'_, E> {
                 .map(|(index, (decision, guard))| {
                     let auth_cache = &auth_cache;
                     async move {
+                        if let Some(g) = &guard {
+                            g.start();
+                        }
                         let outcome = self.carry_out(decision, auth_cache).await;
                         drop(guard);
                         (index, outcome)

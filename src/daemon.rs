@@ -454,31 +454,34 @@ const MISSING_RETRY: RetryPolicy = RetryPolicy {
 struct Shortfall {
     missing: BTreeMap<String, (Pinned, Missing)>,
     attempt: u32,
-    /// Whether a pass has read the store yet.
-    known: bool,
+    /// The images a pass has seen in the store (present or not) at least once.
+    known: std::collections::BTreeSet<String>,
 }
 
 impl Shortfall {
     /// Takes in a pass over `images`: what it left present is no longer missing, what it did
-    /// not is. `None`: the engine could not be read. Before any pass could, nothing is known
-    /// to be there and all of them count as missing; after, what was known stands.
+    /// not is. `None`: the engine could not be read. An image no pass has seen yet counts as
+    /// missing then; what was seen stands.
     fn record(&mut self, images: &[Pinned], outcomes: Option<&[Outcome]>) {
+        let name = |p: &Pinned| p.image.reference.to_string();
         let gone: Vec<Missing> = match outcomes {
             Some(outcomes) => {
-                self.known = true;
+                self.known.extend(images.iter().map(name));
                 missing(outcomes)
             }
-            None if self.known => return,
             None => images
                 .iter()
+                .filter(|p| !self.known.contains(&name(p)))
                 .map(|p| Missing {
-                    name: p.image.reference.to_string(),
+                    name: name(p),
                     class: Some(FailureClass::Engine),
                 })
                 .collect(),
         };
         for p in images {
-            self.missing.remove(&p.image.reference.to_string());
+            if outcomes.is_some() || !self.known.contains(&name(p)) {
+                self.missing.remove(&name(p));
+            }
         }
         for m in gone {
             if let Some(p) = images
@@ -696,8 +699,15 @@ mod tests {
             Some(&[outcome(&a, PullResult::Kept), outcome(&b, failed())]),
         );
         assert_eq!(names(&s), ["r.example/b:1"]);
-        // Once known, an unreadable engine changes nothing: a is not reported missing.
-        s.record(&[a.clone(), b.clone()], None);
+        // Once seen, an unreadable engine changes nothing: a is not reported missing. An image
+        // no pass has seen yet (c, on a schedule of its own) is.
+        let c = pinned("r.example/c:1");
+        s.record(&[a.clone(), b.clone(), c.clone()], None);
+        assert_eq!(names(&s), ["r.example/b:1", "r.example/c:1"]);
+        s.record(
+            std::slice::from_ref(&c),
+            Some(&[outcome(&c, PullResult::Kept)]),
+        );
         assert_eq!(names(&s), ["r.example/b:1"]);
         // A retry covers only b; a pass over a alone leaves b's entry as it was.
         s.record(std::slice::from_ref(&a), Some(&[outcome(&a, failed())]));

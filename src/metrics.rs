@@ -49,6 +49,8 @@ pub struct Metrics {
     store_bytes: IntGauge,
     disk_used: Gauge,
     reloads: IntCounterVec,
+    /// The image names `present` has series for.
+    present_names: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Default for Metrics {
@@ -216,6 +218,7 @@ impl Metrics {
                 "Config reloads (SIGHUP), by result: ok, failed (the running config stays)",
                 "result",
             ),
+            present_names: Arc::default(),
             registry: r,
         }
     }
@@ -255,8 +258,19 @@ impl Metrics {
 
     /// Which required images are present after a run.
     pub fn presence<'a>(&self, required: impl Iterator<Item = &'a str>, missing: &[Missing]) {
-        // Only the current config's images: those a reload dropped go away.
-        self.present.reset();
+        // Only the current config's images: those a reload dropped go away. The others are
+        // set in place, so a scrape never sees them missing from the family for a moment.
+        let required: Vec<&str> = required.collect();
+        {
+            let mut shown = self
+                .present_names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for gone in shown.iter().filter(|n| !required.contains(&n.as_str())) {
+                let _ = self.present.remove_label_values(&[gone.as_str()]);
+            }
+            *shown = required.iter().map(|n| (*n).to_owned()).collect();
+        }
         let mut total = 0;
         for name in required {
             total += 1;
@@ -343,7 +357,7 @@ const MAX_CONNECTIONS: usize = 16;
 /// How long a connection may wait for a request's headers.
 const CONNECTION_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long one connection may live, keep-alive included (Prometheus reconnects).
-const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves `GET /metrics` on `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: CancellationToken) {
@@ -374,15 +388,23 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Cancellat
                 async move { Ok::<_, Infallible>(respond(&metrics, &request)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            // A client that sends no request, or keeps an idle connection, is dropped.
+            // A client that sends no request, or keeps an idle connection, is dropped; a busy
+            // one is closed after its current response once the lifetime is up, so the slots
+            // turn over.
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(CONNECTION_IDLE)
                 .serve_connection(io, service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-                Ok(Err(e)) => debug!(%peer, "metrics connection: {e}"),
-                Err(_) => debug!(%peer, "metrics connection: closed after {CONNECTION_LIFETIME:?}"),
-                Ok(Ok(())) => {}
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, "metrics connection: {e}");
             }
             drop(permit);
         });

@@ -264,10 +264,27 @@ impl super::Store for DockerEngine {
                 Err(other) => Err(failure_from(&self.host, None, other)),
             }
         };
+        if references.is_empty() {
+            return remove_one(id.to_owned()).await;
+        }
+        // By name only, never by ID: the last name takes the image with it, and a name added
+        // meanwhile (a pull or a re-tag racing the cycle) keeps it, as it should.
         for reference in references {
             remove_one(reference.clone()).await?;
         }
-        remove_one(id.to_owned()).await
+        match self.docker.inspect_image(id).await {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Ok(image) => Err(Failure::new(
+                FailureClass::Engine,
+                format!(
+                    "it gained a name while being removed ({}); kept",
+                    image.repo_tags.unwrap_or_default().join(", ")
+                ),
+            )),
+            Err(other) => Err(failure_from(&self.host, None, other)),
+        }
     }
 
     async fn container_image(&self, container: &str) -> Result<Option<String>, Failure> {
