@@ -410,7 +410,7 @@ async fn prune(session: &Session, engine: &DockerEngine, dry_run: bool, json: bo
         CancellationToken::new(),
     );
     let (plan, removals) = match pruner.cycle(dry_run).await {
-        Ok(r) => r,
+        Ok(c) => (c.plan, c.removals),
         Err(f) => return fail(&format!("engine: {}", f.detail)),
     };
     if json {

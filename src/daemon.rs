@@ -540,7 +540,7 @@ async fn serve_prunes<S: Store>(pruner: &Pruner<'_, S>, metrics: &Metrics, offse
         let trigger = if watermark { "watermark" } else { "schedule" };
         info!(trigger, "prune cycle started");
         match pruner.cycle(false).await {
-            Ok((plan, removals)) => metrics.prune(trigger, &plan, &removals),
+            Ok(cycle) => metrics.prune(trigger, &cycle),
             Err(f) => error!("prune cycle failed: engine: {}", f.detail),
         }
         if let Some(disk) = data_root.as_deref().and_then(crate::pruner::disk_of) {

@@ -21,8 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::converge::{Outcome, PullResult};
-use crate::prune::PrunePlan;
-use crate::pruner::Removal;
+use crate::pruner::Cycle;
 use crate::readiness::Missing;
 
 /// Every metric the daemon exports, registered in one registry.
@@ -49,6 +48,7 @@ pub struct Metrics {
     store_bytes: IntGauge,
     disk_used: Gauge,
     reloads: IntCounterVec,
+    build_cache_freed: IntCounter,
     /// The image names `present` has series for.
     present_names: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -218,6 +218,11 @@ impl Metrics {
                 "Config reloads (SIGHUP), by result: ok, failed (the running config stays)",
                 "result",
             ),
+            build_cache_freed: counter(
+                &r,
+                "build_cache_freed_bytes_total",
+                "Bytes the engine reported freed by build-cache pruning",
+            ),
             present_names: Arc::default(),
             registry: r,
         }
@@ -290,7 +295,11 @@ impl Metrics {
     }
 
     /// A finished prune cycle.
-    pub fn prune(&self, trigger: &str, plan: &PrunePlan, removals: &[Removal]) {
+    pub fn prune(&self, trigger: &str, cycle: &Cycle) {
+        let (plan, removals) = (&cycle.plan, &cycle.removals);
+        if let Some(bytes) = cycle.build_cache_freed {
+            self.build_cache_freed.inc_by(bytes);
+        }
         self.prune_cycles.with_label_values(&[trigger]).inc();
         let mut freed = 0;
         for r in removals {
@@ -442,7 +451,8 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prune::{Candidate, Kept, Protection, Rule};
+    use crate::prune::{Candidate, Kept, Protection, PrunePlan, Rule};
+    use crate::pruner::Removal;
 
     fn line<'a>(text: &'a str, metric: &str) -> Option<&'a str> {
         text.lines()
@@ -492,7 +502,14 @@ mod tests {
                 error: Some("conflict".into()),
             },
         ];
-        m.prune("schedule", &plan, &removals);
+        m.prune(
+            "schedule",
+            &Cycle {
+                plan,
+                removals: removals.to_vec(),
+                build_cache_freed: Some(4096),
+            },
+        );
         let text = m.encode();
         assert_eq!(line(&text, "stowage_required_images"), Some("2"));
         assert_eq!(line(&text, "stowage_missing_images"), Some("1"));
@@ -527,12 +544,23 @@ mod tests {
             Some("1")
         );
         assert_eq!(line(&text, "stowage_prune_deferred_images"), Some("3"));
+        assert_eq!(
+            line(&text, "stowage_build_cache_freed_bytes_total"),
+            Some("4096")
+        );
         // The store after the cycle: three images of 157 bytes, less the one removed.
         assert_eq!(line(&text, "stowage_store_images"), Some("2"));
         assert_eq!(line(&text, "stowage_store_bytes"), Some("57"));
 
         // The kept picture is the last cycle's only.
-        m.prune("schedule", &PrunePlan::default(), &[]);
+        m.prune(
+            "schedule",
+            &Cycle {
+                plan: PrunePlan::default(),
+                removals: Vec::new(),
+                build_cache_freed: None,
+            },
+        );
         let text = m.encode();
         assert_eq!(
             line(&text, "stowage_prune_kept_images{protection=\"in-use\"}"),

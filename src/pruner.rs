@@ -209,6 +209,17 @@ pub fn disk_of(path: &std::path::Path) -> Option<Disk> {
     })
 }
 
+/// What one cycle did.
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    /// What it planned.
+    pub plan: PrunePlan,
+    /// Each planned removal and how it went (none in a dry run).
+    pub removals: Vec<Removal>,
+    /// Bytes the build-cache pruning freed, when it ran.
+    pub build_cache_freed: Option<u64>,
+}
+
 /// Runs prune cycles for one config.
 pub struct Pruner<'a, S> {
     /// The engine's store.
@@ -274,11 +285,15 @@ impl<S: Store> Pruner<'_, S> {
     }
 
     /// One cycle: plan, record what was seen, and remove (unless `dry_run`).
-    pub async fn cycle(&self, dry_run: bool) -> Result<(PrunePlan, Vec<Removal>), Failure> {
+    pub async fn cycle(&self, dry_run: bool) -> Result<Cycle, Failure> {
         let started = Instant::now();
         let (plan, usage) = self.plan().await?;
         if dry_run {
-            return Ok((plan, Vec::new()));
+            return Ok(Cycle {
+                plan,
+                removals: Vec::new(),
+                build_cache_freed: None,
+            });
         }
         for k in &plan.keep {
             if k.protection != Protection::NotSelected {
@@ -347,6 +362,7 @@ impl<S: Store> Pruner<'_, S> {
         }
         // The build cache (CI hosts), after the images.
         let settings = self.settings;
+        let mut build_cache_freed = None;
         if (settings.build_cache_max_age.is_some() || settings.build_cache_max_size.is_some())
             && !self.stop.is_cancelled()
         {
@@ -355,7 +371,10 @@ impl<S: Store> Pruner<'_, S> {
                 .prune_build_cache(settings.build_cache_max_age, settings.build_cache_max_size)
                 .await
             {
-                Ok(bytes) => info!(bytes, "build cache pruned"),
+                Ok(bytes) => {
+                    info!(bytes, "build cache pruned");
+                    build_cache_freed = Some(bytes);
+                }
                 Err(f) => warn!("build cache pruning failed: {}", f.detail),
             }
         }
@@ -372,7 +391,11 @@ impl<S: Store> Pruner<'_, S> {
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "prune cycle finished"
         );
-        Ok((plan, results))
+        Ok(Cycle {
+            plan,
+            removals: results,
+            build_cache_freed,
+        })
     }
 
     /// Saves the usage history (merged with the state file on disk).

@@ -361,7 +361,8 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
         in_flight: stowage::converge::InFlight::default(),
         stop: tokio_util::sync::CancellationToken::new(),
     };
-    let (plan, results) = pruner.cycle(false).await.unwrap();
+    let cycle = pruner.cycle(false).await.unwrap();
+    let (plan, results) = (cycle.plan, cycle.removals);
     assert!(plan.remove.iter().any(|c| c.id == victim), "{plan:#?}");
     let v = results.iter().find(|r| r.candidate.id == victim).unwrap();
     // Never forced: the engine refuses, the image stays, and the refusal is reported.
