@@ -341,6 +341,11 @@ async fn serve_pulls<E: Engine>(
     offset: Duration,
 ) {
     let total = session.pinned.len();
+    let required: Vec<String> = session
+        .pinned
+        .iter()
+        .map(|p| p.image.reference.to_string())
+        .collect();
     let mut shortfall = Shortfall::default();
     let mut retry_at: Option<DateTime<Local>> = None;
     // After each pass: what is missing now, what systemd is told, when to retry.
@@ -353,12 +358,7 @@ async fn serve_pulls<E: Engine>(
         }
         shortfall.record(images, outcomes.as_deref());
         let missing = shortfall.list();
-        let names: Vec<String> = session
-            .pinned
-            .iter()
-            .map(|p| p.image.reference.to_string())
-            .collect();
-        metrics.presence(names.iter().map(String::as_str), &missing);
+        metrics.presence(required.iter().map(String::as_str), &missing);
         if missing.is_empty() {
             notifier.ready(&ready_status(total));
             metrics.ready();
@@ -634,26 +634,12 @@ async fn pass<E: Engine>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RequiredImage;
     use crate::converge::PullResult;
-    use crate::lockfile::LockKey;
     use crate::pin::PinMode;
     use crate::plan::{Action, Decision, Presence};
 
     fn pinned(name: &str) -> Pinned {
-        let reference: crate::reference::ImageRef = name.parse().unwrap();
-        Pinned {
-            key: LockKey::new(&reference, None),
-            mode: PinMode::Follow,
-            digest: None,
-            image: RequiredImage {
-                reference,
-                platform: None,
-                schedule: None,
-                pin: None,
-                line: 1,
-            },
-        }
+        Pinned::for_tests(name, PinMode::Follow)
     }
 
     fn outcome(p: &Pinned, result: PullResult) -> Outcome {

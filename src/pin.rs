@@ -202,6 +202,27 @@ pub fn pin_images(
     }
 }
 
+/// Unit tests across modules build their pinned images here.
+#[cfg(test)]
+impl Pinned {
+    /// `name` in `mode`, with no digest named by the config or a lock.
+    pub(crate) fn for_tests(name: &str, mode: PinMode) -> Pinned {
+        let reference: crate::reference::ImageRef = name.parse().expect("a valid test name");
+        Pinned {
+            key: LockKey::new(&reference, None),
+            mode,
+            digest: None,
+            image: RequiredImage {
+                reference,
+                platform: None,
+                schedule: None,
+                pin: None,
+                line: 1,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

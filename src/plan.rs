@@ -300,28 +300,14 @@ fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RequiredImage;
     use crate::failure::FailureClass;
-    use crate::lockfile::LockKey;
     use proptest::prelude::*;
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn pinned(name: &str, mode: PinMode) -> Pinned {
-        let reference: ImageRef = name.parse().unwrap();
-        Pinned {
-            key: LockKey::new(&reference, None),
-            digest: None,
-            mode,
-            image: RequiredImage {
-                reference,
-                platform: None,
-                schedule: None,
-                pin: None,
-                line: 1,
-            },
-        }
+        Pinned::for_tests(name, mode)
     }
 
     fn local(id: &str, tags: &[&str], digests: &[&str]) -> LocalImage {

@@ -230,19 +230,22 @@ fn names(image: &StoreImage) -> Vec<String> {
 }
 
 /// Repository of a fully qualified `name:tag` or `name@digest`.
-/// Whether an image with these names (tags and `repository@digest`s) is part of a pull under
-/// way: a pull of one of its names, or of its content under any name (a pull by digest from
-/// another registry or a mirror fetches the very image the store already holds).
+/// Whether the image `id`, with these names (tags and `repository@digest`s), is part of a pull
+/// or re-tag under way: the image a re-tag will name, a pull of one of its names, or of its
+/// content under any name (a pull by digest from another registry or a mirror fetches the very
+/// image the store already holds).
 pub fn being_pulled<'a>(
+    id: &str,
     mut names: impl Iterator<Item = &'a String>,
     in_flight: &HashSet<String>,
 ) -> bool {
     !in_flight.is_empty()
-        && names.any(|n| {
-            in_flight.contains(n)
-                || n.split_once('@')
-                    .is_some_and(|(_, digest)| in_flight.contains(digest))
-        })
+        && (in_flight.contains(id)
+            || names.any(|n| {
+                in_flight.contains(n)
+                    || n.split_once('@')
+                        .is_some_and(|(_, digest)| in_flight.contains(digest))
+            }))
 }
 
 fn repository(name: &str) -> &str {
@@ -312,8 +315,7 @@ pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> Prun
             Some(Protection::OwnImage)
         } else if input.in_use.contains(&image.id) {
             Some(Protection::InUse)
-        } else if input.in_flight.contains(&image.id) || being_pulled(all_names(), &input.in_flight)
-        {
+        } else if being_pulled(&image.id, all_names(), &input.in_flight) {
             Some(Protection::InFlight)
         } else if input.now - first_seen < limits.min_age {
             Some(Protection::TooYoung)
@@ -683,16 +685,25 @@ mod tests {
     fn a_pull_covers_its_names_and_its_content_only() {
         let pulling: HashSet<String> = ["reg/a:1".to_owned(), "sha256:abc".to_owned()].into();
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(being_pulled(names(&["reg/a:1"]).iter(), &pulling));
+        assert!(being_pulled("x", names(&["reg/a:1"]).iter(), &pulling));
         assert!(being_pulled(
+            "x",
             names(&["mirror/a@sha256:abc"]).iter(),
             &pulling
         ));
         assert!(!being_pulled(
+            "x",
             names(&["reg/a:2", "reg/a@sha256:abd"]).iter(),
             &pulling
         ));
-        assert!(!being_pulled(names(&["reg/a:1"]).iter(), &HashSet::new()));
+        assert!(!being_pulled(
+            "x",
+            names(&["reg/a:1"]).iter(),
+            &HashSet::new()
+        ));
+        // The image a re-tag will name, whatever its names.
+        let retag: HashSet<String> = ["sha256:holder".to_owned()].into();
+        assert!(being_pulled("sha256:holder", names(&[]).iter(), &retag));
     }
 
     #[test]

@@ -333,7 +333,7 @@ impl<S: Store> Pruner<'_, S> {
             // A pull may have started since the plan: leave its image alone. Checked last,
             // with no await between it and the removal.
             let pulling = self.in_flight.names_and_digests();
-            if pulling.contains(&c.id) || being_pulled(c.references.iter(), &pulling) {
+            if being_pulled(&c.id, c.references.iter(), &pulling) {
                 results.push(Removal {
                     candidate: c.clone(),
                     result: "skipped",

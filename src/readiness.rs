@@ -112,16 +112,21 @@ impl Notifier {
         }
     }
 
+    /// Keeps `status` as the last status line.
+    fn remember(&self, status: &str) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status.to_owned();
+    }
+
     /// Sets the status line.
     pub fn status(&self, text: &str) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = text.to_owned();
+        self.remember(text);
         debug!(status = text, "status");
         self.send(&[NotifyState::Status(text)]);
     }
 
     /// Reports ready (once; later calls only update the status line).
     pub fn ready(&self, status: &str) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status.to_owned();
+        self.remember(status);
         if self.ready.swap(true, Ordering::SeqCst) {
             self.send(&[NotifyState::Status(status)]);
         } else {
@@ -146,7 +151,7 @@ impl Notifier {
 
     /// Reports the reload over, whatever its result: ready again if it was ready before.
     pub fn reloaded(&self, status: &str) {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status.to_owned();
+        self.remember(status);
         if self.is_ready() {
             self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
         } else {

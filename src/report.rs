@@ -331,13 +331,7 @@ pub fn prune_text(
             c.names.first().cloned().unwrap_or_else(|| "<none>".into()),
             bytes(c.size),
             age(now, c.last_used),
-            format!(
-                "rule: {}",
-                serde_json::to_value(c.rule)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            ),
+            format!("rule: {}", c.rule.name()),
         ]);
     }
     for k in &plan.keep {
@@ -419,27 +413,16 @@ pub fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RequiredImage;
     use crate::failure::FailureClass;
-    use crate::lockfile::LockKey;
     use crate::pin::Pinned;
 
     const D: &str = "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
     fn decision(name: &str, action: Action) -> Decision {
-        let reference: crate::reference::ImageRef = name.parse().unwrap();
         Decision {
             pinned: Pinned {
-                key: LockKey::new(&reference, None),
-                mode: PinMode::Lock,
                 digest: Some(D.into()),
-                image: RequiredImage {
-                    reference,
-                    platform: None,
-                    schedule: None,
-                    pin: None,
-                    line: 1,
-                },
+                ..Pinned::for_tests(name, PinMode::Lock)
             },
             digest: Some(D.into()),
             state: if action == Action::Pull {
