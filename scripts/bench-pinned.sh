@@ -10,7 +10,7 @@ N=${1:-500} R=${2:-3}
 
 scripts/test-env.sh up >/dev/null
 # shellcheck disable=SC1090  # written by test-env.sh
-set -a; source "${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}/env"; set +a
+set -a; source "${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}/env.${STOWAGE_TEST_ENGINE:-docker20}"; set +a
 scripts/seed-bench.sh "$N" >/dev/null
 cargo build --release --locked --quiet
 

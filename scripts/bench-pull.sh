@@ -8,7 +8,7 @@ N=${1:-50} R=${2:-5}
 
 scripts/test-env.sh up >/dev/null
 # shellcheck disable=SC1090  # written by test-env.sh
-set -a; source "${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}/env"; set +a
+set -a; source "${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}/env.${STOWAGE_TEST_ENGINE:-docker20}"; set +a
 scripts/seed-bench.sh "$N" >/dev/null
 cargo build --release --locked --quiet
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/test-env.sh up
 # shellcheck disable=SC1090  # the env file is written by test-env.sh
-set -a; source "${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}/env"; set +a
+set -a; source "${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}/env.${STOWAGE_TEST_ENGINE:-docker20}"; set +a
 
 cargo build --release --locked --quiet
 stowage=(target/release/stowage --config examples/demo.toml)

@@ -32,5 +32,5 @@ for ref in "${refs[@]}"; do
 done
 # Pushing is mostly round trips to the registry: 4 at once.
 printf '%s\n' "${refs[@]}" |
-  DOCKER_CONFIG=$ROOT/cli-config xargs -P4 -I{} "$DOCKER_CLI" -H "unix://$SOCK" push -q {} >/dev/null
+  DOCKER_CONFIG=$ROOT/cli-config xargs -P4 -I{} "$DOCKER_CLI" -H "unix://$ROOT/$SEED_ENGINE/engine.sock" push -q {} >/dev/null
 log "pushed ${#refs[@]} images"

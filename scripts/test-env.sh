@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# Hermetic test environment for stowage: a private dockerd plus three loopback registries
-# (plain, basic-auth, pull-through mirror) seeded with small "remote only" images.
+# Hermetic test environment for stowage: a private container engine plus three loopback
+# registries (plain, basic-auth, pull-through mirror) seeded with small "remote only" images.
 #
-#   scripts/test-env.sh up             start whatever is not running, seed once, write $ROOT/env
+#   scripts/test-env.sh up             start whatever is not running, seed once, write $ROOT/env.ENGINE
 #   scripts/test-env.sh tools          install what the tests check with (promtool, lintian, rpm,
 #                                      systemd-analyze) and make the Debian root for the .deb
-#   scripts/test-env.sh down [--purge] stop everything (keep data, or remove $ROOT entirely)
-#   scripts/test-env.sh env            print $ROOT/env (KEY=VALUE lines)
+#   scripts/test-env.sh down [--purge] stop every engine and registry (keep data, or remove $ROOT)
+#   scripts/test-env.sh env            print $ROOT/env.ENGINE (KEY=VALUE lines)
 #   scripts/test-env.sh status         one line per component; exit 1 if any is down
+#   scripts/test-env.sh stop-engine    stop the engine under test (reliability tests: the engine
+#   scripts/test-env.sh start-engine   going away and coming back under a running stowage)
+#
+# The engine under test is chosen by STOWAGE_TEST_ENGINE (default docker20):
+#   docker20  Debian 12's Docker 20.10 (API 1.41, classic image store)
+#   docker26  Debian 13's Docker 26.1 (API 1.45) on its containerd 1.7, containerd image store on;
+#             its packages are fetched once with apt-get download into $STOWAGE_TEST_CACHE and
+#             unpacked there, never installed (they run on Debian 12 as they are)
+#   podman    Debian 12's Podman 4.3 serving the Docker-compatible API on its own socket
+# Each engine has its own socket and data root under $ROOT/ENGINE; all share the registries.
+# Several engines may run at once. The registries are seeded through the docker20 engine.
 #
 # Never touches the default engine (/var/run/docker.sock) nor ~/.docker.
 # Sourced by seed-bench.sh for its helpers (main only runs when executed).
 set -euo pipefail
 
 ROOT=${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}
+ENGINE=${STOWAGE_TEST_ENGINE:-docker20}
+ENGINES=(docker20 docker26 podman)
+# Downloaded engine packages: outside $ROOT, so `down --purge` does not fetch them again.
+CACHE=${STOWAGE_TEST_CACHE:-/var/cache/stowage-test}
 DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker} # not /usr/local/bin/docker: a newer client may shadow it
-SOCK=$ROOT/docker.sock
+# The engine that builds and pushes the seeded images (any engine's tests read them).
+SEED_ENGINE=docker20
 # The Debian mirror debootstrap fetches the package-test root from (the one apt uses here).
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PLAIN=127.0.0.1:5101 AUTH=127.0.0.1:5102 MIRROR=127.0.0.1:5103
+# Registries and throttling proxies that tests start take these ports (tests/util.rs).
+TEST_REGISTRY_PORTS=(5110 5199)
 USER_NAME=stowage PASSWORD=stowage-secret
 REGISTRIES=(plain auth mirror)
 export DOCKER_BUILDKIT=0 # classic builder: no buildx plugin needed, no BuildKit cache to clean
@@ -26,8 +44,12 @@ export DOCKER_BUILDKIT=0 # classic builder: no buildx plugin needed, no BuildKit
 log() { echo "test-env: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# The hermetic engine's CLI; -H beats DOCKER_HOST/DOCKER_CONTEXT, DOCKER_CONFIG keeps ~/.docker untouched.
-dk() { DOCKER_CONFIG=$ROOT/cli-config "$DOCKER_CLI" -H "unix://$SOCK" "$@"; }
+# engine_dir NAME: everything of one engine (socket, data root, pid file, log).
+engine_dir() { echo "$ROOT/$1"; }
+# The seed engine's CLI; -H beats DOCKER_HOST/DOCKER_CONTEXT, DOCKER_CONFIG keeps ~/.docker untouched.
+dk() { dk_on "$SEED_ENGINE" "$@"; }
+# dk_on NAME ARGS...: the docker CLI against engine NAME (Podman's compatible API included).
+dk_on() { local n=$1; shift; DOCKER_CONFIG=$ROOT/cli-config "$DOCKER_CLI" -H "unix://$ROOT/$n/engine.sock" "$@"; }
 
 # http_status HOST:PORT PATH [HEADER]: print the HTTP status code (curl may be missing; bash is not).
 http_status() {
@@ -40,7 +62,8 @@ http_status() {
 
 # pid_alive PIDFILE: the pid is running and is ours (its command line names $ROOT), not a reused pid.
 pid_alive() { [[ -s $1 ]] && grep -qaF -- "$ROOT" "/proc/$(<"$1")/cmdline" 2>/dev/null; }
-dockerd_up() { pid_alive "$ROOT/docker.pid" && dk version >/dev/null 2>&1; }
+engine_up() { pid_alive "$ROOT/$1/engine.pid" && dk_on "$1" version >/dev/null 2>&1; }
+dockerd_up() { engine_up "$SEED_ENGINE"; }
 registry_addr() { case $1 in plain) echo "$PLAIN" ;; auth) echo "$AUTH" ;; mirror) echo "$MIRROR" ;; esac; }
 registry_up() { pid_alive "$ROOT/registry-$1.pid" && http_status "$(registry_addr "$1")" /v2/ >/dev/null; }
 
@@ -60,6 +83,13 @@ ensure_packages() {
   command -v htpasswd >/dev/null || pkgs+=(apache2-utils)
   # The image needs a static busybox; Debian's plain "busybox" package is dynamically linked.
   dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || pkgs+=(busybox-static)
+  # Without recommends: buildah, slirp4netns and fuse-overlayfs are not needed for the API.
+  if [[ $ENGINE == podman ]] && ! command -v podman >/dev/null; then
+    apt_install "${pkgs[@]}"
+    log "installing podman"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman >/dev/null
+    return
+  fi
   apt_install "${pkgs[@]}"
 }
 
@@ -90,16 +120,96 @@ wait_for() {
   done
 }
 
+# start_engine NAME: starts engine NAME unless it is up.
+start_engine() {
+  engine_up "$1" && return 0
+  local d
+  d=$(engine_dir "$1")
+  mkdir -p "$d"
+  rm -f "$d/engine.pid" "$d/engine.sock"
+  log "starting engine $1"
+  case $1 in
+    docker20) start_dockerd "$d" "$1" ;;
+    docker26) ensure_docker26; start_docker26 "$d" ;;
+    podman) start_podman "$d" ;;
+  esac
+}
+
+# start_dockerd DIR NAMESPACE [DOCKERD ARGS...]: a hermetic dockerd under DIR.
 start_dockerd() {
-  dockerd_up && return 0
-  log "starting dockerd"
-  rm -f "$ROOT/docker.pid" "$SOCK"
+  local d=$1 ns=$2
+  shift 2
   # Own containerd namespaces: should a system containerd exist, dockerd would share it otherwise.
-  setsid dockerd --data-root "$ROOT/data" --exec-root "$ROOT/exec" --pidfile "$ROOT/docker.pid" \
-    -H "unix://$SOCK" --bridge=none --iptables=false --ip-masq=false \
-    --containerd-namespace stowage-test --containerd-plugins-namespace stowage-test-plugins \
-    </dev/null >>"$ROOT/dockerd.log" 2>&1 &
-  wait_for 60 $! "$ROOT/dockerd.log" dockerd_up # dockerd writes its pidfile itself
+  setsid dockerd --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/engine.pid" \
+    -H "unix://$d/engine.sock" --bridge=none --iptables=false --ip-masq=false \
+    --containerd-namespace "stowage-$ns" --containerd-plugins-namespace "stowage-$ns-plugins" "$@" \
+    </dev/null >>"$d/engine.log" 2>&1 &
+  wait_for 60 $! "$d/engine.log" engine_up "$(basename "$d")" # dockerd writes its pidfile itself
+}
+
+# Docker 26.1 and containerd 1.7 from Debian 13, unpacked (not installed) under $CACHE/trixie.
+DOCKER26_PKGS=(docker.io containerd)
+ensure_docker26() {
+  local t=$CACHE/trixie
+  [[ -x $t/root/usr/sbin/dockerd && -x $t/root/usr/bin/containerd ]] && return 0
+  log "fetching ${DOCKER26_PKGS[*]} from Debian 13 into $t"
+  command -v dpkg-deb >/dev/null || die "dpkg-deb is missing"
+  # The mirror is the one this machine's own Debian sources name: the script names no host.
+  local uri
+  uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [[ -n $uri ]] || uri=$(awk '$1 == "deb" && $2 !~ /^\[/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+  [[ -n $uri ]] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+  rm -rf "$t.tmp"
+  mkdir -p "$t.tmp/lists/partial" "$t.tmp/cache/archives/partial" "$t.tmp/debs" "$t.tmp/root"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie main" >"$t.tmp/sources.list"
+  # Its own sources list, lists and cache: the system's apt state stays as it was.
+  local apt_opts=(-o "Dir::Etc::sourcelist=$t.tmp/sources.list" -o Dir::Etc::sourceparts=/dev/null
+    -o "Dir::State::Lists=$t.tmp/lists" -o "Dir::Cache=$t.tmp/cache")
+  apt-get -qq "${apt_opts[@]}" update >"$t.tmp/apt.log" 2>&1 || { cat "$t.tmp/apt.log" >&2; die "apt-get update (trixie) failed"; }
+  (cd "$t.tmp/debs" && apt-get -qq "${apt_opts[@]}" download "${DOCKER26_PKGS[@]}") >>"$t.tmp/apt.log" 2>&1 ||
+    { cat "$t.tmp/apt.log" >&2; die "apt-get download (trixie) failed"; }
+  local deb
+  for deb in "$t.tmp"/debs/*.deb; do dpkg-deb -x "$deb" "$t.tmp/root"; done
+  rm -rf "$t.tmp/lists" "$t.tmp/cache" "$t"
+  mv "$t.tmp" "$t"
+}
+
+start_docker26() {
+  local d=$1 t=$CACHE/trixie/root
+  # The containerd image store: the default for fresh installs from Docker 29.
+  echo '{"features": {"containerd-snapshotter": true}}' >"$d/daemon.json"
+  # Its own containerd first on PATH; Debian 12's runc, since trixie's needs glibc 2.38.
+  PATH=$t/usr/bin:$t/usr/sbin:$PATH start_dockerd "$d" docker26 --config-file "$d/daemon.json" \
+    --add-runtime r=/usr/sbin/runc --default-runtime r
+}
+
+# Podman's Docker-compatible API on its own socket, storage and configuration.
+start_podman() {
+  local d=$1
+  # The loopback registries speak plain HTTP (Podman, unlike Docker, does not assume so for
+  # 127.0.0.0/8); unqualified names must not go anywhere.
+  local port
+  {
+    echo 'unqualified-search-registries = []'
+    for port in "${PLAIN#*:}" "${AUTH#*:}" "${MIRROR#*:}" $(seq "${TEST_REGISTRY_PORTS[@]}"); do
+      printf '[[registry]]\nlocation = "127.0.0.1:%s"\ninsecure = true\n' "$port"
+    done
+  } >"$d/registries.conf"
+  # No systemd here: events go to a file (the default, journald, has none to write to), and
+  # cgroups are managed directly.
+  cat >"$d/containers.conf" <<EOF
+[engine]
+events_logger = "file"
+events_logfile_path = "$d/events.log"
+cgroup_manager = "cgroupfs"
+[network]
+default_network = "none"
+EOF
+  CONTAINERS_REGISTRIES_CONF=$d/registries.conf CONTAINERS_CONF=$d/containers.conf \
+    setsid podman --root "$d/root" --runroot "$d/run" system service --time=0 "unix://$d/engine.sock" \
+    </dev/null >>"$d/engine.log" 2>&1 &
+  echo $! >"$d/engine.pid"
+  wait_for 60 $! "$d/engine.log" engine_up podman
 }
 
 start_registry() {
@@ -220,8 +330,10 @@ seed_multi() {
 }
 
 write_env() {
-  cat >"$ROOT/env" <<EOF
-DOCKER_HOST=unix://$SOCK
+  cat >"$ROOT/env.$ENGINE" <<EOF
+DOCKER_HOST=unix://$ROOT/$ENGINE/engine.sock
+STOWAGE_TEST_ENGINE=$ENGINE
+STOWAGE_TEST_SEED_DOCKER_HOST=unix://$ROOT/$SEED_ENGINE/engine.sock
 STOWAGE_TEST_ENV=$ROOT
 STOWAGE_TEST_PLAIN=$PLAIN
 STOWAGE_TEST_AUTH=$AUTH
@@ -251,12 +363,14 @@ ensure_debian_root() {
 cmd_up() {
   ensure_packages
   mkdir -p "$ROOT" "$ROOT/cli-config"
-  start_dockerd
   local r
   for r in "${REGISTRIES[@]}"; do start_registry "$r"; done
+  # The seed engine pushes the seeded images, and the tests' own (moving tags): it is always up.
+  start_engine "$SEED_ENGINE"
   seed
+  start_engine "$ENGINE"
   write_env
-  log "up ($ROOT/env)"
+  log "up: $ENGINE ($ROOT/env.$ENGINE)"
 }
 
 # stop_pid PIDFILE SECONDS: SIGTERM, wait, then SIGKILL.
@@ -270,14 +384,22 @@ stop_pid() {
   rm -f "$1"
 }
 
+# stop_engine NAME: SIGTERM, as a service manager stops it (dockerd stops its containerd).
+stop_engine() {
+  stop_pid "$ROOT/$1/engine.pid" 60
+  [[ $1 == podman ]] || stop_pid "$ROOT/$1/exec/containerd/containerd.pid" 10
+}
+
 cmd_down() {
   local r m
   # In parallel: each daemon takes ~2 s to exit. dockerd stops its containers (up to its 15 s
   # shutdown timeout) and its managed containerd.
-  stop_pid "$ROOT/docker.pid" 60 &
+  local e
+  for e in "${ENGINES[@]}"; do stop_pid "$ROOT/$e/engine.pid" 60 & done
   for r in "${REGISTRIES[@]}"; do stop_pid "$ROOT/registry-$r.pid" 10 & done
   wait
-  stop_pid "$ROOT/exec/containerd/containerd.pid" 10 # only left behind if dockerd had to be killed
+  # Only left behind if dockerd had to be killed.
+  for e in docker20 docker26; do stop_pid "$ROOT/$e/exec/containerd/containerd.pid" 10; done
   if [[ ${1:-} == --purge ]]; then
     [[ $ROOT == /?* && $ROOT != / ]] || die "refusing to purge '$ROOT'"
     # rm -rf would descend into overlay/netns mounts dockerd left behind: unmount deepest first.
@@ -291,8 +413,8 @@ cmd_down() {
 
 cmd_status() {
   local r ok=0
-  if dockerd_up; then echo "dockerd: running (pid $(<"$ROOT/docker.pid"), unix://$SOCK)"
-  else echo "dockerd: not running"; ok=1; fi
+  if engine_up "$ENGINE"; then echo "$ENGINE: running (pid $(<"$ROOT/$ENGINE/engine.pid"), unix://$ROOT/$ENGINE/engine.sock)"
+  else echo "$ENGINE: not running"; ok=1; fi
   for r in "${REGISTRIES[@]}"; do
     if registry_up "$r"; then echo "registry-$r: running (pid $(<"$ROOT/registry-$r.pid"), $(registry_addr "$r"))"
     else echo "registry-$r: not running"; ok=1; fi
@@ -302,13 +424,19 @@ cmd_status() {
 }
 
 main() {
+  case $ENGINE in
+    docker20 | docker26 | podman) ;;
+    *) die "unknown STOWAGE_TEST_ENGINE '$ENGINE' (docker20, docker26 or podman)" ;;
+  esac
   case ${1:-} in
     up) cmd_up ;;
     tools) ensure_test_tools; mkdir -p "$ROOT"; ensure_debian_root ;;
     down) cmd_down "${2:-}" ;;
-    env) [[ -f $ROOT/env ]] || die "no $ROOT/env: run '$0 up'"; cat "$ROOT/env" ;;
+    env) [[ -f $ROOT/env.$ENGINE ]] || die "no $ROOT/env.$ENGINE: run '$0 up'"; cat "$ROOT/env.$ENGINE" ;;
     status) cmd_status ;;
-    *) echo "usage: $0 up | tools | down [--purge] | env | status" >&2; exit 2 ;;
+    stop-engine) stop_engine "$ENGINE" ;;
+    start-engine) start_engine "$ENGINE" ;;
+    *) echo "usage: $0 up | tools | down [--purge] | env | status | stop-engine | start-engine" >&2; exit 2 ;;
   esac
 }
 

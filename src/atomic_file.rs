@@ -9,14 +9,12 @@ use std::path::Path;
 /// error the previous file is untouched. The file ends up world-readable (0644): lock and state
 /// files hold digests, never secrets.
 pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = dir_of(path);
     std::fs::create_dir_all(dir)?;
+    remove_orphans(path);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".stowage-")
-        .suffix(".tmp")
+        .prefix(&temp_prefix(path, std::process::id()))
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)?;
     tmp.write_all(contents)?;
     tmp.as_file()
@@ -24,6 +22,49 @@ pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Temp files end so, after `.NAME.PID.` and a random part.
+const TEMP_SUFFIX: &str = ".tmp";
+
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// `.NAME.PID.`: the writer's process ID in the temp file's name says whether it is still
+/// writing it.
+fn temp_prefix(path: &Path, pid: u32) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.{pid}.")
+}
+
+/// Removes temp files that writers of `path` left when they were killed between creating and
+/// renaming them (a `kill -9`, a power cut). A temp file whose writer still runs is left
+/// alone: it is about to be renamed. Errors are ignored: an orphan only wastes a little space.
+pub fn remove_orphans(path: &Path) {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir_of(path)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let Some(rest) = file
+            .strip_prefix(&prefix)
+            .filter(|r| r.ends_with(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -44,6 +85,26 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o644);
+    }
+
+    #[test]
+    fn temp_files_of_killed_writers_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // PID 0 is never a process's: its writer is gone. Ours is alive.
+        let dead = dir.path().join(format!("{}abc.tmp", temp_prefix(&path, 0)));
+        let live = dir
+            .path()
+            .join(format!("{}abc.tmp", temp_prefix(&path, std::process::id())));
+        let other = dir.path().join(".other.json.0.abc.tmp");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"half").unwrap();
+        }
+        write(&path, b"whole").unwrap();
+        assert!(!dead.exists(), "an orphan of state.json stayed");
+        assert!(live.exists(), "a live writer's temp file was removed");
+        assert!(other.exists(), "another file's temp file was removed");
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
     }
 
     #[test]

@@ -210,10 +210,12 @@ impl fmt::Display for Problems<'_> {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
+        let text =
+            utf8_text(path, bytes).map_err(|p| ConfigError::Invalid { problems: vec![p] })?;
         Config::parse(path, &text)
     }
 
@@ -848,6 +850,26 @@ pub fn registry_host(s: &str) -> Option<String> {
         .then(|| probe.registry().to_owned())
 }
 
+/// The content of a file that must be UTF-8 text, or a problem at its first byte that is not.
+pub(crate) fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, Problem> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        // Everything before `at` is valid UTF-8, by definition of `valid_up_to`.
+        let valid = String::from_utf8_lossy(&bytes[..at]);
+        let (line, column) = line_col(&valid, at);
+        Problem {
+            path: path.to_owned(),
+            line,
+            column,
+            message: format!(
+                "byte 0x{:02x} is not UTF-8 text; save the file as UTF-8",
+                bytes[at]
+            ),
+        }
+    })
+}
+
 /// 1-based line and character column of byte `offset` in `text`.
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -1177,6 +1199,18 @@ pin = "sometimes"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(!c.images.is_empty());
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_located_at_its_first_bad_byte() {
+        let path = Path::new("/etc/stowage/config.toml");
+        let p = utf8_text(path, b"[pull]\nschedule = \"caf\xe9\"\n".to_vec()).unwrap_err();
+        assert_eq!((p.line, p.column), (2, 16));
+        assert_eq!(
+            p.to_string(),
+            "/etc/stowage/config.toml:2:16: byte 0xe9 is not UTF-8 text; save the file as UTF-8"
+        );
+        assert_eq!(utf8_text(path, "é\n".into()).unwrap(), "é\n");
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl<E: Engine> Puller<'_, E> {
     pub async fn converge(&self, images: &[Pinned]) -> Result<Vec<Outcome>, Failure> {
         let (plan, _) = self.plan(images).await?;
         let outcomes = self.execute(plan).await;
-        self.remember(&outcomes);
+        self.remember(&outcomes, self.prune_pins);
         Ok(outcomes)
     }
 
@@ -323,6 +323,9 @@ impl<E: Engine> Puller<'_, E> {
                             g.start();
                         }
                         let outcome = self.carry_out(decision, auth_cache).await;
+                        // Saved as each image settles: a kill later in the run must not lose
+                        // this pin, or the next run would resolve the tag again.
+                        self.remember(std::slice::from_ref(&outcome), false);
                         drop(guard);
                         (index, outcome)
                     }
@@ -545,10 +548,11 @@ impl<E: Engine> Puller<'_, E> {
     }
 
     /// Records first-pull pins for images that now have their content, and the index cache,
-    /// merged into the state file on disk (see [`State::update`]). The daemon also drops the
-    /// pins of images that are no longer first-pull images of its config: a pin kept from an
-    /// earlier mode must not come back later and roll the host back.
-    fn remember(&self, outcomes: &[Outcome]) {
+    /// merged into the state file on disk (see [`State::update`]). With `prune_pins` (the
+    /// daemon, once a run is over) it also drops the pins of images that are no longer
+    /// first-pull images of its config: a pin kept from an earlier mode must not come back
+    /// later and roll the host back.
+    fn remember(&self, outcomes: &[Outcome], prune_pins: bool) {
         let mut new_pins = Vec::new();
         for o in outcomes {
             let p = &o.decision.pinned;
@@ -560,7 +564,7 @@ impl<E: Engine> Puller<'_, E> {
             }
         }
         let cache = self.resolver.cache_snapshot();
-        let prune = self.prune_pins.then(|| {
+        let prune = prune_pins.then(|| {
             self.all_pinned
                 .iter()
                 .filter(|p| p.mode == PinMode::FirstPull)
@@ -741,6 +745,9 @@ impl Session {
             state: &self.state,
             in_flight,
             stop,
+            registry: &self.resolver,
+            registry_copies: Mutex::default(),
+            credentials: &self.credentials,
         }
     }
 

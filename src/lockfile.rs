@@ -141,8 +141,11 @@ pub fn valid_digest(d: &str) -> bool {
 impl LockFile {
     /// Reads the lock at `path`; `Ok(None)` when there is none.
     pub fn load(path: &Path) -> Result<Option<LockFile>, Vec<Problem>> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => LockFile::parse(path, &text).map(Some),
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let text = crate::config::utf8_text(path, bytes).map_err(|p| vec![p])?;
+                LockFile::parse(path, &text).map(Some)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(vec![Problem {
                 path: path.to_owned(),

@@ -42,6 +42,7 @@ pub struct Metrics {
     removed: IntCounterVec,
     removed_bytes: IntCounterVec,
     removal_failures: IntCounter,
+    races: IntCounterVec,
     kept: IntGaugeVec,
     deferred: IntGauge,
     store_images: IntGauge,
@@ -183,6 +184,13 @@ impl Metrics {
                 "prune_removal_failures_total",
                 "Removals the engine refused or that failed (the image stays; never forced)",
             ),
+            races: counters(
+                &r,
+                "prune_races_total",
+                "Removals that raced a container's creation, by outcome: healed (pulled back \
+                 by digest) or lost",
+                "outcome",
+            ),
             kept: gauges(
                 &r,
                 "prune_kept_images",
@@ -314,6 +322,15 @@ impl Metrics {
                 }
                 "failed" => self.removal_failures.inc(),
                 _ => {}
+            }
+            match &r.race {
+                Some(crate::pruner::Race::Healed) => {
+                    self.races.with_label_values(&["healed"]).inc();
+                }
+                Some(crate::pruner::Race::Lost { .. }) => {
+                    self.races.with_label_values(&["lost"]).inc();
+                }
+                None => {}
             }
         }
         // Only the last cycle's picture: protections that no longer keep anything go away.
@@ -495,11 +512,13 @@ mod tests {
                 candidate: plan.remove[0].clone(),
                 result: "removed",
                 error: None,
+                race: Some(crate::pruner::Race::Healed),
             },
             Removal {
                 candidate: plan.remove[1].clone(),
                 result: "failed",
                 error: Some("conflict".into()),
+                race: None,
             },
         ];
         m.prune(
@@ -537,6 +556,10 @@ mod tests {
         );
         assert_eq!(
             line(&text, "stowage_prune_removal_failures_total"),
+            Some("1")
+        );
+        assert_eq!(
+            line(&text, "stowage_prune_races_total{outcome=\"healed\"}"),
             Some("1")
         );
         assert_eq!(

@@ -112,6 +112,10 @@ pub struct PruneInput {
     pub disk: Option<Disk>,
     /// Now (seconds).
     pub now: i64,
+    /// IDs of tagged images whose repository digests were checked with their registries and
+    /// found nowhere: local only, whatever digests the engine lists. On the containerd image
+    /// store and Podman a local build lists repository digests too.
+    pub no_registry_copy: HashSet<String>,
 }
 
 /// Why an image stays.
@@ -342,7 +346,10 @@ pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> Prun
             }))
         } else if newest.contains(image.id.as_str()) {
             Some(Protection::Newest)
-        } else if !keep.prune_local_only && !image.tags.is_empty() && image.digests.is_empty() {
+        } else if !keep.prune_local_only
+            && !image.tags.is_empty()
+            && (image.digests.is_empty() || input.no_registry_copy.contains(&image.id))
+        {
             Some(Protection::LocalOnly)
         } else {
             None
@@ -458,7 +465,10 @@ pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> Prun
         .map(|(i, rule)| Candidate {
             id: i.id.clone(),
             names: names(i),
-            references: i.tags.iter().chain(i.digests.iter()).cloned().collect(),
+            // Tags last: the engine guards the last name of an image a container uses, and on
+            // Podman a `name@digest` is a name too. Removing a tag first there would leave an
+            // image a container created meanwhile uses without its tag, the removal refused.
+            references: i.digests.iter().chain(i.tags.iter()).cloned().collect(),
             size: i.size,
             last_used: last_use(i, &input.usage),
             rule,
@@ -759,6 +769,32 @@ mod tests {
             Protection::KeepRule("label tier=infra".into())
         );
         assert_eq!(why("local"), Protection::LocalOnly);
+    }
+
+    #[test]
+    fn digests_no_registry_serves_do_not_make_an_image_pullable() {
+        // The containerd store and Podman list a repository digest for a local build too.
+        let mut inp = input(vec![
+            image("built", &["r/built:1"], 10, NOW - 99 * DAY),
+            image("pulled", &["r/pulled:1"], 10, NOW - 99 * DAY),
+            image("dangling", &[], 10, NOW - 99 * DAY),
+        ]);
+        inp.no_registry_copy = ["built".to_owned(), "dangling".to_owned()].into();
+        let plan = plan_prune(&inp, &KeepRules::default(), &limits());
+        let mut gone = removed(&plan);
+        gone.sort_unstable();
+        assert_eq!(gone, ["dangling", "pulled"]);
+        let kept = plan.keep.iter().find(|k| k.id == "built").unwrap();
+        assert_eq!(kept.protection, Protection::LocalOnly);
+        // Unless local-only images may go.
+        let keep = KeepRules {
+            prune_local_only: true,
+            ..KeepRules::default()
+        };
+        let all = plan_prune(&inp, &keep, &limits());
+        let mut gone = removed(&all);
+        gone.sort_unstable();
+        assert_eq!(gone, ["built", "dangling", "pulled"]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, PruneSettings};
 use crate::converge::InFlight;
+use crate::credentials::CredentialSource;
 use crate::engine::Store;
 use crate::failure::Failure;
 use crate::pin::Pinned;
@@ -19,6 +20,7 @@ use crate::plan::content_names;
 use crate::prune::{
     Candidate, Disk, Protection, PruneInput, PrunePlan, StoreImage, Usage, being_pulled, plan_prune,
 };
+use crate::registry::Resolver;
 use crate::state::State;
 
 /// How one planned removal ended.
@@ -31,7 +33,29 @@ pub struct Removal {
     pub result: &'static str,
     /// Why it failed, when it did.
     pub error: Option<String>,
+    /// A container created from the image while it was being removed, and what was done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub race: Option<Race>,
 }
+
+/// A removal that raced a container's creation: the engine checks for containers, then
+/// deletes, with no lock between, so `docker create` at that moment can get a container whose
+/// image is gone (the engine's own prune has the same hole).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Race {
+    /// The image was pulled back by its digest and its names put back.
+    Healed,
+    /// It could not be put back: the container's image is gone.
+    Lost {
+        /// Why.
+        error: String,
+    },
+}
+
+/// How long after a cycle's last removal to look once more for a container created in the
+/// same instant: its record can land in the engine's list a moment after the delete returned.
+const RACE_SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The IDs of the images the config requires or pins: the image each required tag points at,
 /// and the holder of each known pinned digest (under its repository or a mirror's).
@@ -236,6 +260,12 @@ pub struct Pruner<'a, S> {
     pub in_flight: InFlight,
     /// Cancelled when stopping: no removal starts after that.
     pub stop: CancellationToken,
+    /// Asks registries whether they serve an image, where the store cannot tell.
+    pub registry: &'a Resolver,
+    /// Credentials for pulling back an image a removal took from a new container.
+    pub credentials: &'a CredentialSource,
+    /// Images seen served by their registry (by ID): asked once per process.
+    pub registry_copies: Mutex<HashSet<String>>,
 }
 
 impl<S: Store> Pruner<'_, S> {
@@ -270,11 +300,71 @@ impl<S: Store> Pruner<'_, S> {
             usage: usage.clone(),
             disk,
             now,
+            no_registry_copy: HashSet::new(),
         };
-        Ok((
-            plan_prune(&input, &self.settings.keep, &self.settings.limits),
-            usage,
-        ))
+        Ok((self.plan_checked(input).await, usage))
+    }
+
+    /// The plan, where the store cannot show which images a registry has, with each tagged
+    /// candidate checked with its registry first (one HEAD per digest, until one answers). One
+    /// no registry serves is local only: kept unless `prune_local_only`, and the plan is made
+    /// again without it. An unreachable registry counts as not serving: never a removal that
+    /// cannot be undone on a guess.
+    async fn plan_checked(&self, mut input: PruneInput) -> PrunePlan {
+        let (keep, limits) = (&self.settings.keep, &self.settings.limits);
+        let mut plan = plan_prune(&input, keep, limits);
+        if self.store.image_store().digests_show_a_registry_copy() || keep.prune_local_only {
+            return plan;
+        }
+        let mut checked = HashSet::new();
+        loop {
+            let mut demoted = false;
+            for c in &plan.remove {
+                let Some(image) = input.images.iter().find(|i| i.id == c.id) else {
+                    continue;
+                };
+                if image.tags.is_empty() || !checked.insert(c.id.clone()) {
+                    continue; // dangling (never local only), or asked already
+                }
+                if !self.has_registry_copy(image).await {
+                    input.no_registry_copy.insert(c.id.clone());
+                    demoted = true;
+                }
+            }
+            if !demoted {
+                return plan;
+            }
+            plan = plan_prune(&input, keep, limits);
+        }
+    }
+
+    /// Whether any registry serves one of the image's repository digests.
+    async fn has_registry_copy(&self, image: &StoreImage) -> bool {
+        if self.copies().contains(&image.id) {
+            return true;
+        }
+        for name in &image.digests {
+            let Ok(reference) = name.parse::<crate::reference::ImageRef>() else {
+                continue;
+            };
+            match self.registry.serves(&reference).await {
+                Ok(true) => {
+                    self.copies().insert(image.id.clone());
+                    return true;
+                }
+                Ok(false) => debug!(image = %image.id, name, "no registry copy"),
+                Err(f) => {
+                    debug!(image = %image.id, name, "registry copy unknown, kept: {}", f.detail)
+                }
+            }
+        }
+        false
+    }
+
+    fn copies(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.registry_copies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The image of the container stowage runs in, if it runs in one: never removed.
@@ -308,6 +398,7 @@ impl<S: Store> Pruner<'_, S> {
                     candidate: c.clone(),
                     result: "skipped",
                     error: None,
+                    race: None,
                 });
                 continue;
             }
@@ -318,17 +409,19 @@ impl<S: Store> Pruner<'_, S> {
                     () = tokio::time::sleep(self.settings.pause) => {}
                 }
             }
-            // A container may have appeared since the plan: look again right before.
-            match self.store.container_images().await {
-                Ok(used) if used.contains(&c.id) => {
+            // A container may have appeared since the plan: look again right before. The same
+            // look shows whether one came with an earlier removal of this cycle.
+            if let Ok(used) = self.store.container_images().await {
+                self.heal_races(&used, &mut results).await;
+                if used.contains(&c.id) {
                     results.push(Removal {
                         candidate: c.clone(),
                         result: "failed",
                         error: Some("a container started using it since the plan".into()),
+                        race: None,
                     });
                     continue;
                 }
-                _ => {}
             }
             // A pull may have started since the plan: leave its image alone. Checked last,
             // with no await between it and the removal.
@@ -338,6 +431,7 @@ impl<S: Store> Pruner<'_, S> {
                     candidate: c.clone(),
                     result: "skipped",
                     error: Some("a pull of it started".into()),
+                    race: None,
                 });
                 continue;
             }
@@ -348,6 +442,7 @@ impl<S: Store> Pruner<'_, S> {
                         candidate: c.clone(),
                         result: "removed",
                         error: None,
+                        race: None,
                     });
                 }
                 Err(f) => {
@@ -356,8 +451,15 @@ impl<S: Store> Pruner<'_, S> {
                         candidate: c.clone(),
                         result: "failed",
                         error: Some(f.detail),
+                        race: None,
                     });
                 }
+            }
+        }
+        if results.iter().any(|r| r.result == "removed") {
+            tokio::time::sleep(RACE_SETTLE).await;
+            if let Ok(used) = self.store.container_images().await {
+                self.heal_races(&used, &mut results).await;
             }
         }
         // The build cache (CI hosts), after the images.
@@ -396,6 +498,54 @@ impl<S: Store> Pruner<'_, S> {
             removals: results,
             build_cache_freed,
         })
+    }
+
+    /// Puts back every image this cycle removed that a container now uses (`used`: the
+    /// images of every container), and records what happened in its removal.
+    async fn heal_races(&self, used: &HashSet<String>, results: &mut [Removal]) {
+        for r in results.iter_mut() {
+            if r.result != "removed" || r.race.is_some() || !used.contains(&r.candidate.id) {
+                continue;
+            }
+            let c = &r.candidate;
+            r.race = Some(match self.restore(c).await {
+                Ok(()) => {
+                    warn!(image = %c.id, names = ?c.names, "a container was created from the image as it was removed; pulled it back by digest");
+                    Race::Healed
+                }
+                Err(error) => {
+                    warn!(image = %c.id, names = ?c.names, "a container was created from the image as it was removed, and it cannot be put back: {error}");
+                    Race::Lost { error }
+                }
+            });
+        }
+    }
+
+    /// Pulls a removed image back by one of its digests and puts its tags back.
+    async fn restore(&self, c: &Candidate) -> Result<(), String> {
+        let (digests, tags): (Vec<&String>, Vec<&String>) =
+            c.references.iter().partition(|r| r.contains('@'));
+        let by_digest: crate::reference::ImageRef = digests
+            .first()
+            .ok_or("it has no digest to pull it back by (a local build)")?
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let source = self.credentials.clone();
+        let registry = by_digest.registry().to_owned();
+        let auth = tokio::time::timeout(
+            crate::converge::CREDENTIAL_TIMEOUT,
+            tokio::task::spawn_blocking(move || source.lookup(&registry)),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(Result::ok)
+        .flatten();
+        let tags: Vec<String> = tags.into_iter().cloned().collect();
+        self.store
+            .restore(&by_digest, &tags, auth)
+            .await
+            .map_err(|f| f.detail)
     }
 
     /// Saves the usage history (merged with the state file on disk).

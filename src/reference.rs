@@ -151,17 +151,60 @@ impl serde::Serialize for ImageRef {
     }
 }
 
-/// Normalises a name the engine reports (`nginx:latest`, `127.0.0.1:5000/a@sha256:...`) to the
-/// fully qualified form, so local inventory and configuration compare equal. Returns `None` for
-/// the engine's placeholders (`<none>:<none>`).
-pub fn normalize_engine_name(name: &str) -> Option<String> {
-    name.parse::<ImageRef>().ok().map(|r| r.to_string())
+/// An image's names as the engine lists them, sorted into tags and digests, both fully
+/// qualified and without duplicates. Engines disagree on where a digest reference goes: Docker's
+/// classic store lists `name@sha256:...` only under RepoDigests, while the containerd image
+/// store and Podman also list an image pulled by digest under RepoTags. A digest is never a tag:
+/// an image known only by digest has no tag, so it is dangling, whatever the engine calls it.
+pub fn sort_engine_names(
+    repo_tags: &[String],
+    repo_digests: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let mut tags = Vec::new();
+    let mut digests = Vec::new();
+    for name in repo_tags.iter().chain(repo_digests) {
+        let Ok(parsed) = name.parse::<ImageRef>() else {
+            continue; // `<none>:<none>`, `<none>@<none>`
+        };
+        let (list, name) = match parsed.digest() {
+            // `name:tag@digest` names the content, not a tag.
+            Some(digest) => (&mut digests, format!("{}@{digest}", parsed.name())),
+            None => (&mut tags, parsed.to_string()),
+        };
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
+    (tags, digests)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn digest_names_listed_as_tags_are_digests() {
+        let by_digest = format!("127.0.0.1:5101/a@{DIGEST}");
+        // Podman and the containerd store: the digest under both lists.
+        let (tags, digests) = sort_engine_names(
+            std::slice::from_ref(&by_digest),
+            std::slice::from_ref(&by_digest),
+        );
+        assert!(tags.is_empty());
+        assert_eq!(digests, vec![by_digest.clone()]);
+        // The classic store: placeholders dropped, names qualified.
+        let (tags, digests) = sort_engine_names(
+            &["<none>:<none>".into(), "nginx:1".into()],
+            &["<none>@<none>".into(), format!("nginx@{DIGEST}")],
+        );
+        assert_eq!(tags, vec!["docker.io/library/nginx:1".to_owned()]);
+        assert_eq!(digests, vec![format!("docker.io/library/nginx@{DIGEST}")]);
+        // A tagged digest reference names content.
+        let (tags, digests) = sort_engine_names(&[format!("127.0.0.1:5101/a:1@{DIGEST}")], &[]);
+        assert!(tags.is_empty());
+        assert_eq!(digests, vec![by_digest]);
+    }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -220,16 +263,6 @@ mod tests {
         assert!(err(" nginx").contains("whitespace"));
         // Upper case in a tag is allowed by the grammar.
         assert!("nginx:V1".parse::<ImageRef>().is_ok());
-    }
-
-    #[test]
-    fn engine_names_normalise_to_config_names() {
-        assert_eq!(
-            normalize_engine_name("nginx:latest").as_deref(),
-            Some("docker.io/library/nginx:latest")
-        );
-        assert_eq!(normalize_engine_name("<none>:<none>"), None);
-        assert_eq!(normalize_engine_name("<none>@<none>"), None);
     }
 
     proptest! {

@@ -180,6 +180,24 @@ impl Resolver {
         })
     }
 
+    /// Whether the registry serves this reference (`name@digest`), with one HEAD request: an
+    /// image whose content is there can be pulled again after it is removed.
+    pub async fn serves(&self, image: &ImageRef) -> Result<bool, Failure> {
+        let reference: Reference = image
+            .pull_ref()
+            .parse()
+            .map_err(|e| Failure::new(FailureClass::NotFound, format!("{e}")))?;
+        let auth = self.auth(image.registry()).await;
+        let client = self.client_for(image.registry(), &auth);
+        match client.fetch_manifest_digest(&reference, &auth).await {
+            Ok(_) => Ok(true),
+            Err(e) => match failure_from(image, e) {
+                f if f.class == FailureClass::NotFound => Ok(false),
+                f => Err(f),
+            },
+        }
+    }
+
     /// The client for `registry` with these credentials (a new one when they changed).
     fn client_for(&self, registry: &str, auth: &OciAuth) -> oci_client::Client {
         let key = auth_key(auth);
@@ -190,8 +208,15 @@ impl Resolver {
         match clients.get(registry) {
             Some((k, client)) if *k == key => client.clone(),
             _ => {
+                // A loopback registry speaks plain HTTP, as the engine assumes, even when
+                // the config does not name it (the pruner asks about any image's registry).
+                let protocol = if is_loopback(registry) {
+                    ClientProtocol::Http
+                } else {
+                    self.protocol.clone()
+                };
                 let client = oci_client::Client::new(ClientConfig {
-                    protocol: self.protocol.clone(),
+                    protocol,
                     ..ClientConfig::default()
                 });
                 clients.insert(registry.to_owned(), (key, client.clone()));

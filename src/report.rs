@@ -318,13 +318,21 @@ pub fn prune_text(
 ) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     for c in &plan.remove {
-        let result = removals
-            .iter()
-            .find(|r| r.candidate.id == c.id)
-            .map(|r| match &r.error {
-                Some(e) => format!("{}: {e}", r.result),
-                None => r.result.to_owned(),
-            });
+        let result =
+            removals
+                .iter()
+                .find(|r| r.candidate.id == c.id)
+                .map(|r| match (&r.error, &r.race) {
+                    (_, Some(crate::pruner::Race::Healed)) => {
+                        "removed; a container was created from it meanwhile: pulled back".to_owned()
+                    }
+                    (_, Some(crate::pruner::Race::Lost { error })) => format!(
+                        "removed; a container was created from it meanwhile, and it could not be \
+                     pulled back: {error}"
+                    ),
+                    (Some(e), None) => format!("{}: {e}", r.result),
+                    (None, None) => r.result.to_owned(),
+                });
         rows.push(vec![
             result.unwrap_or_else(|| "remove".into()),
             short(&c.id),

@@ -42,6 +42,7 @@ impl State {
     /// Reads the state file; a missing or damaged file gives an empty state (with a warning for
     /// the damaged one).
     pub fn load(path: &Path) -> State {
+        crate::atomic_file::remove_orphans(path);
         match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
                 Ok(state) => state,

@@ -25,16 +25,7 @@ fn boot_pull_then_clean_stop() {
         assert!(env.has_image(name), "{name}");
     }
     // The pre-pulled image runs without any implicit pull.
-    let run = env.docker(&[
-        "run",
-        "--rm",
-        "--pull=never",
-        "--network",
-        "none",
-        &images[1],
-        "/bin/busybox",
-        "true",
-    ]);
+    let run = env.use_image(&images[1]);
     assert!(run.status.success(), "{run:?}");
     let (code, logs) = daemon.terminate(LIVENESS);
     assert_eq!(code, 0);

@@ -249,16 +249,7 @@ fn a_digest_pull_is_named_runs_with_pull_never_and_survives_image_prune() {
     );
     // Pulled by digest, then named: the tag is there and points at the pinned content.
     assert!(env.repo_digests(&name).iter().any(|d| d.ends_with(&digest)));
-    let run = env.docker(&[
-        "run",
-        "--rm",
-        "--pull=never",
-        "--network",
-        "none",
-        &name,
-        "/bin/busybox",
-        "true",
-    ]);
+    let run = env.use_image(&name);
     assert!(run.status.success(), "{run:?}");
     // Not dangling, so a plain prune leaves it alone.
     let prune = env.docker(&["image", "prune", "-f"]);

@@ -259,6 +259,10 @@ struct RaceStore {
 }
 
 impl stowage::engine::Store for RaceStore {
+    fn image_store(&self) -> stowage::engine::ImageStore {
+        self.inner.image_store()
+    }
+
     async fn store(&self) -> Result<Vec<stowage::prune::StoreImage>, stowage::failure::Failure> {
         self.inner.store().await
     }
@@ -295,6 +299,15 @@ impl stowage::engine::Store for RaceStore {
                 .expect("a container from the victim");
         }
         self.inner.remove(id, references).await
+    }
+
+    async fn restore(
+        &self,
+        by_digest: &stowage::reference::ImageRef,
+        tags: &[String],
+        auth: Option<stowage::credentials::RegistryAuth>,
+    ) -> Result<(), stowage::failure::Failure> {
+        self.inner.restore(by_digest, tags, auth).await
     }
 
     async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::failure::Failure> {
@@ -347,20 +360,19 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
     std::fs::write(&config_path, text).unwrap();
     let config = stowage::config::Config::load(&config_path).unwrap();
     let settings = config.prune.clone().unwrap();
-    let state = std::sync::Mutex::new(stowage::state::State::load(&state_path));
     let store = RaceStore {
         inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
         victim: victim.clone(),
     };
-    let pruner = stowage::pruner::Pruner {
-        store: &store,
-        config: &config,
-        settings: &settings,
-        pinned: &[],
-        state: &state,
-        in_flight: stowage::converge::InFlight::default(),
-        stop: tokio_util::sync::CancellationToken::new(),
-    };
+    let session = stowage::converge::Session::new(config, None, &store.inner)
+        .await
+        .unwrap();
+    let pruner = session.pruner(
+        &store,
+        &settings,
+        stowage::converge::InFlight::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
     let cycle = pruner.cycle(false).await.unwrap();
     let (plan, results) = (cycle.plan, cycle.removals);
     assert!(plan.remove.iter().any(|c| c.id == victim), "{plan:#?}");
@@ -500,15 +512,7 @@ async fn container_events_record_the_last_use() {
     let test = async {
         // Give the subscription a moment, then run a short-lived container.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let run = env.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &name,
-            "/bin/busybox",
-            "true",
-        ]);
+        let run = env.use_image(&name);
         assert!(run.status.success(), "{run:?}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
@@ -536,6 +540,11 @@ async fn container_events_record_the_last_use() {
 fn the_build_cache_is_pruned_by_age() {
     let _lock = engine_lock();
     let env = env();
+    crate::skip_on!(
+        env,
+        Podman,
+        "Podman's compatible API has no BuildKit (its build cache is image layers; podman#19604)"
+    );
     // A BuildKit build leaves build-cache records (the classic builder leaves none).
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -653,6 +662,11 @@ fn a_pull_in_flight_keeps_its_content_from_the_pruner() {
 fn its_own_image_is_kept_when_stowage_runs_in_a_container() {
     let _lock = engine_lock();
     let env = env();
+    crate::skip_on!(
+        env,
+        Podman,
+        "stowage must run inside a started container, and Podman's cannot start here (a process rlimit)"
+    );
     // The container's image: the runnable busybox, old and otherwise unused, so the unused
     // rule selects it. The stowage binary and the host's libraries are bind-mounted into it.
     let image = env.plain_image("busybox:1");

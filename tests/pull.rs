@@ -91,9 +91,7 @@ fn latest_follows_its_tag_and_an_unchanged_tag_is_kept() {
     // Make a `latest` tag in the registry from an existing image.
     let src = env.plain_image("gamma:1");
     let latest = format!("{}/stowage-test/gamma", env.plain);
-    assert!(env.docker(&["pull", &src]).status.success());
-    assert!(env.docker(&["tag", &src, &latest]).status.success());
-    assert!(env.docker(&["push", &latest]).status.success());
+    env.publish(&src, &latest);
     env.remove_images(&[src.clone(), latest.clone()]);
     let scratch = Scratch::new();
     let config = scratch.config("", std::slice::from_ref(&latest));

@@ -14,9 +14,41 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The test environment's addresses, read from `$STOWAGE_TEST_ENV/env`.
+/// The engine profiles of `scripts/test-env.sh` (`STOWAGE_TEST_ENGINE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Debian 12's Docker 20.10, classic image store.
+    Docker20,
+    /// Docker 26.1 with the containerd image store.
+    Docker26,
+    /// Podman 4.3's Docker-compatible API.
+    Podman,
+}
+
+/// The profile the tests run against: `STOWAGE_TEST_ENGINE`, docker20 when unset.
+pub fn engine_name() -> String {
+    std::env::var("STOWAGE_TEST_ENGINE").unwrap_or_else(|_| "docker20".into())
+}
+
+/// Ends a test early, passing, with the reason printed, when it cannot apply to the engine
+/// under test. Every such skip is listed in docs/reliability.md.
+#[macro_export]
+macro_rules! skip_on {
+    ($env:expr, $($kind:ident)|+, $reason:expr) => {
+        if matches!($env.engine, $($crate::util::EngineKind::$kind)|+) {
+            eprintln!("SKIPPED on {:?}: {}", $env.engine, $reason);
+            return;
+        }
+    };
+}
+
+/// The test environment's addresses, read from `$STOWAGE_TEST_ENV/env.ENGINE`.
 pub struct Env {
+    /// Which engine `docker_host` is.
+    pub engine: EngineKind,
     pub docker_host: String,
+    /// The engine that changes what the registries hold (see [`Env::seed_docker`]).
+    pub seed_docker_host: String,
     pub plain: String,
     pub auth: String,
     pub mirror: String,
@@ -31,7 +63,7 @@ pub struct Env {
 
 pub fn env() -> Env {
     let root = std::env::var("STOWAGE_TEST_ENV").unwrap_or_else(|_| "/tmp/stowage-test-env".into());
-    let path = Path::new(&root).join("env");
+    let path = Path::new(&root).join(format!("env.{}", engine_name()));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e}: the integration tests need the real test environment; start it with \
@@ -45,8 +77,16 @@ pub fn env() -> Env {
             .unwrap_or_else(|| panic!("{} has no {k}", path.display()))
             .to_string()
     };
+    let engine = match get("STOWAGE_TEST_ENGINE").as_str() {
+        "docker20" => EngineKind::Docker20,
+        "docker26" => EngineKind::Docker26,
+        "podman" => EngineKind::Podman,
+        other => panic!("{}: unknown STOWAGE_TEST_ENGINE {other}", path.display()),
+    };
     Env {
+        engine,
         docker_host: get("DOCKER_HOST"),
+        seed_docker_host: get("STOWAGE_TEST_SEED_DOCKER_HOST"),
         plain: get("STOWAGE_TEST_PLAIN"),
         auth: get("STOWAGE_TEST_AUTH"),
         mirror: get("STOWAGE_TEST_MIRROR"),
@@ -87,30 +127,86 @@ impl Env {
             .expect("the docker CLI runs")
     }
 
+    /// Uses `image` without any pull: runs `/bin/busybox true` in a throw-away container, or,
+    /// on Podman (whose containers cannot start on these machines: a process rlimit), creates
+    /// one and removes it. Either way the engine must find the image locally, and records a
+    /// container event for it.
+    pub fn use_image(&self, image: &str) -> Output {
+        if self.engine == EngineKind::Podman {
+            let out = self.docker(&[
+                "create",
+                "--pull=never",
+                "--network",
+                "none",
+                image,
+                "/bin/busybox",
+                "true",
+            ]);
+            if out.status.success() {
+                let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                let _ = self.docker(&["rm", "-f", &id]);
+            }
+            return out;
+        }
+        self.docker(&[
+            "run",
+            "--rm",
+            "--pull=never",
+            "--network",
+            "none",
+            image,
+            "/bin/busybox",
+            "true",
+        ])
+    }
+
+    /// Runs the Debian docker CLI against the seed engine (Docker 20.10), which changes what
+    /// the registries hold: Podman re-compresses layers on push, so what it pushes would not
+    /// keep the source's digests.
+    pub fn seed_docker(&self, args: &[&str]) -> Output {
+        Command::new(&self.docker_cli)
+            .args(args)
+            .env("DOCKER_HOST", &self.seed_docker_host)
+            .env(
+                "DOCKER_CONFIG",
+                std::env::temp_dir().join("stowage-tests-cli"),
+            )
+            .output()
+            .expect("the docker CLI runs")
+    }
+
+    /// Whether the seed engine is the engine under test.
+    fn seeds_itself(&self) -> bool {
+        self.seed_docker_host == self.docker_host
+    }
+
     /// Points `repo_tag` in the plain registry at the content of `source` (another plain
     /// image): a tag that moves, as release tags do. Leaves the engine's store as it was.
     pub fn point_tag(&self, repo_tag: &str, source: &str) {
         let src = self.plain_image(source);
         let dst = self.plain_image(repo_tag);
-        let had = self.has_image(&src);
-        let dst_before = self.image_id(&dst);
-        for args in [
-            vec!["pull", &src],
-            vec!["tag", &src, &dst],
-            vec!["push", &dst],
-        ] {
-            let out = self.docker(&args);
+        self.publish(&src, &dst);
+    }
+
+    /// Makes the registry name `dst` point at the content of the registry name `src`, through
+    /// the seed engine. Leaves the engine under test's store as it was.
+    pub fn publish(&self, src: &str, dst: &str) {
+        let same = self.seeds_itself();
+        let had = same && self.has_image(src);
+        let dst_before = if same { self.image_id(dst) } else { None };
+        for args in [vec!["pull", src], vec!["tag", src, dst], vec!["push", dst]] {
+            let out = self.seed_docker(&args);
             assert!(out.status.success(), "docker {args:?}: {out:?}");
         }
         // Put the local name back where it was: only the registry's tag moves.
         match dst_before {
-            Some(id) => assert!(self.docker(&["tag", &id, &dst]).status.success()),
+            Some(id) => assert!(self.seed_docker(&["tag", &id, dst]).status.success()),
             None => {
-                let _ = self.docker(&["image", "rm", &dst]);
+                let _ = self.seed_docker(&["image", "rm", dst]);
             }
         }
         if !had {
-            let _ = self.docker(&["image", "rm", &src]);
+            let _ = self.seed_docker(&["image", "rm", src]);
         }
     }
 
@@ -172,10 +268,16 @@ impl Env {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
-    /// Removes the images these names point at, under every name and digest they have.
+    /// Removes the images these names point at, under every name and digest they have, and
+    /// first the containers that use them: Docker 26's containerd store, made to remove an image
+    /// a container uses, can later leave a new pull of it out of its image list.
     pub fn purge_images(&self, names: &[String]) {
         for n in names {
             if let Some(id) = self.image_id(n) {
+                let users = self.docker(&["ps", "-aq", "--filter", &format!("ancestor={id}")]);
+                for c in String::from_utf8_lossy(&users.stdout).split_whitespace() {
+                    let _ = self.docker(&["rm", "-f", c]);
+                }
                 let _ = self.docker(&["image", "rm", "-f", &id]);
             }
         }
@@ -186,11 +288,51 @@ impl Env {
         self.docker(&["image", "inspect", name]).status.success()
     }
 
-    /// Removes images by name, ignoring the ones that are not there.
+    /// Removes images by name, ignoring the ones that are not there. As on Docker's classic
+    /// store, the last tag takes the image with it: the containerd store and Podman keep an
+    /// image pulled by digest under its `name@digest` after its tag is gone.
     pub fn remove_images(&self, names: &[String]) {
         for n in names {
+            // The same content held only by digest (pulled by digest and never named, or left
+            // by the tag's removal) counts as the image too.
+            if let Some(by_digest) = self.plain_digest_name(n)
+                && let Some(id) = self.image_id(&by_digest)
+                && self.tags_of(&id).is_empty()
+            {
+                let _ = self.docker(&["image", "rm", "-f", &id]);
+            }
+            let id = self.image_id(n);
             let _ = self.docker(&["image", "rm", "-f", n]);
+            if let Some(id) = id
+                && self.has_image(&id)
+                && self.tags_of(&id).is_empty()
+            {
+                let _ = self.docker(&["image", "rm", "-f", &id]);
+            }
         }
+    }
+
+    /// `repository@digest` of a `repository:tag` of the plain registry, read from its storage
+    /// (no request that would show in its access log); `None` for other names.
+    pub fn plain_digest_name(&self, name: &str) -> Option<String> {
+        let path = name.strip_prefix(&format!("{}/", self.plain))?;
+        let (repo, tag) = path.rsplit_once(':')?;
+        let link = self
+            .plain_storage
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags")
+            .join(tag)
+            .join("current/link");
+        let digest = std::fs::read_to_string(link).ok()?;
+        Some(format!("{}/{repo}@{}", self.plain, digest.trim()))
+    }
+
+    /// The tags of an image (not its `name@digest` names, which some engines list as tags).
+    pub fn tags_of(&self, name: &str) -> Vec<String> {
+        let out = self.docker(&["image", "inspect", "--format", "{{json .RepoTags}}", name]);
+        let tags: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        tags.into_iter().filter(|t| !t.contains('@')).collect()
     }
 
     /// The stowage binary, pointed at the hermetic engine, logging JSON.
@@ -294,11 +436,33 @@ impl Scratch {
     }
 }
 
-/// A free loopback port (bound then released; good enough on a test machine).
+/// The ports test registries and throttling proxies take, so that engines needing to be told
+/// which plain-HTTP registries to trust (Podman's registries.conf) can list them all; keep in
+/// step with `TEST_REGISTRY_PORTS` in scripts/test-env.sh.
+pub const TEST_REGISTRY_PORTS: std::ops::Range<u16> = 5110..5200;
+
+/// A free loopback port from [`TEST_REGISTRY_PORTS`] (bound then released; good enough on a
+/// test machine, and the bound listener is returned for callers that keep it).
+pub fn bind_registry_port() -> TcpListener {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Round robin from a per-process start, so released ports are not handed out again at once.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = TEST_REGISTRY_PORTS.end - TEST_REGISTRY_PORTS.start;
+    let seed = u16::try_from(std::process::id() % u32::from(span)).unwrap_or(0);
+    for _ in 0..span {
+        let offset = (NEXT.fetch_add(1, Ordering::Relaxed) + seed) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", TEST_REGISTRY_PORTS.start + offset)) {
+            return l;
+        }
+    }
+    panic!("no free port in {TEST_REGISTRY_PORTS:?}")
+}
+
+/// A free loopback port for a registry (see [`bind_registry_port`]), released.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
+    bind_registry_port()
+        .local_addr()
+        .expect("a bound port")
         .port()
 }
 
@@ -460,7 +624,11 @@ impl Throttle {
             .build()
             .expect("a runtime");
         let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(async {
+                let listener = bind_registry_port();
+                listener.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(listener)
+            })
             .expect("bind");
         let port = listener.local_addr().unwrap().port();
         let upstream = upstream.to_owned();

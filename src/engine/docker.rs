@@ -15,11 +15,11 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{Engine, LocalImage, PullRequest, Pulled};
+use super::{Engine, ImageStore, LocalImage, PullRequest, Pulled};
 use crate::credentials::RegistryAuth;
 use crate::failure::{Failure, FailureClass, classify_about};
 use crate::reference::ImageRef;
-use crate::reference::normalize_engine_name;
+use crate::reference::sort_engine_names;
 
 /// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -42,6 +42,8 @@ pub struct DockerEngine {
     docker: Docker,
     /// The address it was reached at, for messages.
     host: String,
+    /// How it keeps images.
+    image_store: ImageStore,
 }
 
 impl DockerEngine {
@@ -71,7 +73,17 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .map_err(|e| unreachable(&e))?;
-        Ok(DockerEngine { docker, host })
+        let image_store = image_store_of(&docker).await.map_err(|e| unreachable(&e))?;
+        tracing::debug!(
+            host,
+            image_store = image_store.name(),
+            "connected to the engine"
+        );
+        Ok(DockerEngine {
+            docker,
+            host,
+            image_store,
+        })
     }
 
     /// The address of the engine.
@@ -95,10 +107,13 @@ impl Engine for DockerEngine {
             .map_err(|e| failure_from(&self.host, None, e))?;
         Ok(summaries
             .into_iter()
-            .map(|s| LocalImage {
-                id: s.id,
-                tags: normalized(&s.repo_tags),
-                digests: normalized(&s.repo_digests),
+            .map(|s| {
+                let (tags, digests) = sort_engine_names(&s.repo_tags, &s.repo_digests);
+                LocalImage {
+                    id: s.id,
+                    tags,
+                    digests,
+                }
             })
             .collect())
     }
@@ -116,6 +131,7 @@ impl Engine for DockerEngine {
         let reference = &request.reference;
         let mut pulled = Pulled::default();
         let mut finished = false;
+        let mut downloaded = false;
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| failure_from(&self.host, Some(reference), e))?;
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
@@ -133,7 +149,20 @@ impl Engine for DockerEngine {
                 finished = true;
             } else if status.starts_with("Status: Image is up to date") {
                 finished = true;
+            } else if status == "Download complete" || status == "Pull complete" {
+                downloaded = true;
             }
+        }
+        // Podman ends every pull after its progress lines, with no summary. A pull by digest
+        // is content-addressed: when the engine now has that content, the pull worked, whatever
+        // the stream said. A tag may have been there before, so a pull by tag is taken on the
+        // engine's word only where no summary is the engine's way. A cut stream fails below.
+        let no_summary_is_normal =
+            reference.digest().is_some() || self.image_store == ImageStore::Podman;
+        if !finished && no_summary_is_normal && self.has_image(&from_image).await? {
+            pulled.digest = reference.digest().map(str::to_owned);
+            pulled.updated = downloaded;
+            finished = true;
         }
         if !finished {
             // A stream cut short (engine restart, proxy) must not pass for "up to date".
@@ -155,6 +184,17 @@ impl Engine for DockerEngine {
 }
 
 impl DockerEngine {
+    /// Whether the engine has an image by this name or ID.
+    async fn has_image(&self, name: &str) -> Result<bool, Failure> {
+        match self.docker.inspect_image(name).await {
+            Ok(_) => Ok(true),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(failure_from(&self.host, None, e)),
+        }
+    }
+
     async fn tag_impl(&self, source: &str, repo: &str, tag: &str) -> Result<(), Failure> {
         let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
         self.docker
@@ -181,7 +221,35 @@ impl DockerEngine {
     }
 }
 
+/// Asks the engine how it keeps images: Podman names itself among the version's components,
+/// and Docker's containerd store shows as the `driver-type` of its storage driver.
+async fn image_store_of(docker: &Docker) -> Result<ImageStore, BollardError> {
+    let version = docker.version().await?;
+    let podman = version
+        .components
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.name.to_ascii_lowercase().contains("podman"));
+    if podman {
+        return Ok(ImageStore::Podman);
+    }
+    let info = docker.info().await?;
+    let containerd = info.driver_status.unwrap_or_default().iter().any(|pair| {
+        pair.iter()
+            .any(|v| v.starts_with("io.containerd.snapshotter"))
+    });
+    Ok(if containerd {
+        ImageStore::Containerd
+    } else {
+        ImageStore::Classic
+    })
+}
+
 impl super::Store for DockerEngine {
+    fn image_store(&self) -> ImageStore {
+        self.image_store
+    }
+
     async fn store(&self) -> Result<Vec<crate::prune::StoreImage>, Failure> {
         let list = |all: bool| {
             let options = ListImagesOptionsBuilder::new().all(all).build();
@@ -199,7 +267,7 @@ impl super::Store for DockerEngine {
         let parent_of: std::collections::HashMap<String, String> = everything
             .iter()
             .filter(|s| !s.parent_id.is_empty())
-            .map(|s| (s.id.clone(), s.parent_id.clone()))
+            .map(|s| (s.id.clone(), qualified_id(&s.parent_id)))
             .collect();
         let top: std::collections::HashSet<&str> =
             summaries.iter().map(|s| s.id.as_str()).collect();
@@ -222,14 +290,17 @@ impl super::Store for DockerEngine {
         Ok(summaries
             .into_iter()
             .zip(parents)
-            .map(|(s, parent)| crate::prune::StoreImage {
-                parent,
-                tags: normalized(&s.repo_tags),
-                digests: normalized(&s.repo_digests),
-                labels: s.labels.into_iter().collect(),
-                size: u64::try_from(s.size).unwrap_or(0),
-                created: s.created,
-                id: s.id,
+            .map(|(s, parent)| {
+                let (tags, digests) = sort_engine_names(&s.repo_tags, &s.repo_digests);
+                crate::prune::StoreImage {
+                    parent,
+                    tags,
+                    digests,
+                    labels: s.labels.into_iter().collect(),
+                    size: u64::try_from(s.size).unwrap_or(0),
+                    created: s.created,
+                    id: s.id,
+                }
             })
             .collect())
     }
@@ -285,6 +356,30 @@ impl super::Store for DockerEngine {
             )),
             Err(other) => Err(failure_from(&self.host, None, other)),
         }
+    }
+
+    async fn restore(
+        &self,
+        by_digest: &ImageRef,
+        tags: &[String],
+        auth: Option<RegistryAuth>,
+    ) -> Result<(), Failure> {
+        let request = PullRequest {
+            reference: by_digest.clone(),
+            platform: None,
+            auth,
+        };
+        self.pull(&request).await?;
+        let source = by_digest.pull_ref();
+        for tag in tags {
+            let name: ImageRef = tag
+                .parse()
+                .map_err(|e| Failure::new(FailureClass::Engine, format!("{tag}: {e}")))?;
+            if let Some(t) = name.tag() {
+                self.tag_impl(&source, &name.name(), t).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn container_image(&self, container: &str) -> Result<Option<String>, Failure> {
@@ -379,12 +474,13 @@ impl super::Store for DockerEngine {
     }
 }
 
-/// The engine's names (`nginx:latest`, `<none>:<none>`) fully qualified, placeholders dropped.
-fn normalized(names: &[String]) -> Vec<String> {
-    names
-        .iter()
-        .filter_map(|n| normalize_engine_name(n))
-        .collect()
+/// An image ID with its algorithm: Podman lists parent IDs as bare hex.
+fn qualified_id(id: &str) -> String {
+    if id.contains(':') {
+        id.to_owned()
+    } else {
+        format!("sha256:{id}")
+    }
 }
 
 fn to_docker_credentials(auth: &RegistryAuth) -> DockerCredentials {

@@ -65,8 +65,42 @@ pub trait Engine: Send + Sync {
     fn platform(&self) -> impl Future<Output = Result<String, Failure>> + Send;
 }
 
+/// How an engine keeps its images, which decides what its names prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageStore {
+    /// Docker's classic (graph driver) store: an image has a repository digest only when its
+    /// content came from, or went to, a registry.
+    Classic,
+    /// Docker's containerd image store (the default for fresh installs from Docker 29): IDs are
+    /// manifest or index digests, and every tag gets a repository digest, a local build's too.
+    Containerd,
+    /// Podman's store behind its Docker-compatible API: likewise, a local build lists
+    /// repository digests.
+    Podman,
+}
+
+impl ImageStore {
+    /// Whether a repository digest in the image list shows that a registry has the content.
+    /// Where it does not, "local only" has to be checked with the registry.
+    pub fn digests_show_a_registry_copy(self) -> bool {
+        self == ImageStore::Classic
+    }
+
+    /// The name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageStore::Classic => "classic",
+            ImageStore::Containerd => "containerd",
+            ImageStore::Podman => "podman",
+        }
+    }
+}
+
 /// What pruning needs from an engine, beyond [`Engine`].
 pub trait Store: Send + Sync {
+    /// How the engine keeps images (found out when connecting).
+    fn image_store(&self) -> ImageStore;
+
     /// Every top-level image, with what the prune planner needs to know about it.
     fn store(&self) -> impl Future<Output = Result<Vec<crate::prune::StoreImage>, Failure>> + Send;
 
@@ -82,6 +116,15 @@ pub trait Store: Send + Sync {
         &self,
         id: &str,
         references: &[String],
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// Puts a removed image back: pulls `by_digest` (`name@sha256:...`) with `auth`, then points
+    /// each of `tags` at it.
+    fn restore(
+        &self,
+        by_digest: &ImageRef,
+        tags: &[String],
+        auth: Option<RegistryAuth>,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 
     /// The engine's data root (`DockerRootDir`), whose filesystem the watermarks are about.
