@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # Every check and every test: formatting, lints, unit and property tests, the packages (built
-# here, then checked by the tests), and the integration tests against the real engine and
-# registries (started here if they are not running).
+# here, then checked by the tests), the integration tests against each engine profile and the
+# real registries, and the fault scenarios' short profile (all started here if not running).
+#
+# STOWAGE_TEST_ENGINES narrows the engines (default "docker20 docker26 podman"); the first one
+# also runs the unit tests and the package tests, which do not depend on the engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/test-env.sh up
+read -r -a engines <<<"${STOWAGE_TEST_ENGINES:-docker20 docker26 podman}"
+for engine in "${engines[@]}"; do STOWAGE_TEST_ENGINE=$engine scripts/test-env.sh up; done
 scripts/test-env.sh tools
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 scripts/package.sh
 log=$(mktemp); trap 'rm -f "$log"' EXIT
-cargo test --locked 2>&1 | tee "$log"
-# One closing line over every test binary, e.g. "67 passed, 0 failed".
+status=0
+first=${engines[0]}
+echo "=== unit tests, and the integration tests against $first" | tee -a "$log"
+STOWAGE_TEST_ENGINE=$first cargo test --locked 2>&1 | tee -a "$log" || status=1
+for engine in "${engines[@]:1}"; do
+  echo "=== integration tests against $engine" | tee -a "$log"
+  STOWAGE_TEST_ENGINE=$engine cargo test --locked --test tests -- --skip packaging:: 2>&1 |
+    tee -a "$log" || status=1
+done
+echo "=== fault scenarios, short profile" | tee -a "$log"
+scripts/reliability.sh short "${engines[@]}" 2>&1 | tee -a "$log" || status=1
+# One closing line over every test binary and engine, e.g. "67 passed, 0 failed".
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit $status

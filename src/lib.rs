@@ -13,6 +13,8 @@ pub mod credentials;
 pub mod daemon;
 pub mod engine;
 pub mod failure;
+#[cfg(test)]
+mod fuzz;
 pub mod lockfile;
 pub mod logging;
 pub mod metrics;

@@ -1,35 +1,17 @@
 //! Prometheus metrics from the running daemon: the values after real pulls and a real prune
 //! cycle, the exposition checked by `promtool`, and a real Prometheus scraping it.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Daemon, Scratch, engine_lock, env, free_port, fresh_repo, is_event};
+use crate::util::{
+    Daemon, Scratch, engine_lock, env, free_port, fresh_repo, http_get as get, is_event,
+    try_http_get as try_get,
+};
 
 const LIVENESS: Duration = Duration::from_secs(90);
-
-/// `GET path` over plain HTTP/1.1; the status code and the body.
-fn get(port: u16, path: &str) -> (u16, String) {
-    try_get(port, path).expect("an HTTP answer")
-}
-
-/// [`get`], or `None` when nothing answers (a server still starting).
-fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
-}
 
 /// The value of the sample `metric` (name and labels exactly as exposed).
 fn value<'a>(text: &'a str, metric: &str) -> Option<&'a str> {

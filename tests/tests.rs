@@ -11,4 +11,5 @@ mod packaging;
 mod pin;
 mod prune;
 mod pull;
+mod reliability;
 mod service;

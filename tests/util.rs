@@ -5,8 +5,8 @@
 #![allow(dead_code)] // each test module uses a different subset
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -440,6 +440,26 @@ impl Scratch {
 /// which plain-HTTP registries to trust (Podman's registries.conf) can list them all; keep in
 /// step with `TEST_REGISTRY_PORTS` in scripts/test-env.sh.
 pub const TEST_REGISTRY_PORTS: std::ops::Range<u16> = 5110..5200;
+
+/// `GET path` over plain HTTP/1.1; the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    try_http_get(port, path).expect("an HTTP answer")
+}
+
+/// [`http_get`], or `None` when nothing answers (a server still starting).
+pub fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
 
 /// A free loopback port from [`TEST_REGISTRY_PORTS`] (bound then released; good enough on a
 /// test machine, and the bound listener is returned for callers that keep it).

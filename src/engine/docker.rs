@@ -159,8 +159,18 @@ impl Engine for DockerEngine {
         // engine's word only where no summary is the engine's way. A cut stream fails below.
         let no_summary_is_normal =
             reference.digest().is_some() || self.image_store == ImageStore::Podman;
-        if !finished && no_summary_is_normal && self.has_image(&from_image).await? {
-            pulled.digest = reference.digest().map(str::to_owned);
+        if !finished
+            && no_summary_is_normal
+            && let Some(image) = self.inspect(&from_image).await?
+        {
+            // By tag, the digest is the one recorded for the repository pulled from.
+            let (_, digests) = sort_engine_names(&[], &image.repo_digests.unwrap_or_default());
+            let name = format!("{}@", reference.name());
+            pulled.digest = reference.digest().map(str::to_owned).or_else(|| {
+                digests
+                    .iter()
+                    .find_map(|d| d.strip_prefix(&name).map(str::to_owned))
+            });
             pulled.updated = downloaded;
             finished = true;
         }
@@ -184,13 +194,13 @@ impl Engine for DockerEngine {
 }
 
 impl DockerEngine {
-    /// Whether the engine has an image by this name or ID.
-    async fn has_image(&self, name: &str) -> Result<bool, Failure> {
+    /// The image by this name or ID, `None` when the engine has none.
+    async fn inspect(&self, name: &str) -> Result<Option<bollard::models::ImageInspect>, Failure> {
         match self.docker.inspect_image(name).await {
-            Ok(_) => Ok(true),
+            Ok(image) => Ok(Some(image)),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Ok(false),
+            }) => Ok(None),
             Err(e) => Err(failure_from(&self.host, None, e)),
         }
     }

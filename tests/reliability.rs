@@ -1,0 +1,640 @@
+//! Faults, scripted and repeatable: a registry outage, the engine going away, `kill -9` at
+//! random points, a full state directory, prune cycles under container churn, and removals
+//! racing `docker create`. Each scenario prints its figures as one `RELIABILITY {json}` line.
+//!
+//! Ignored by a plain `cargo test`: `scripts/reliability.sh [short|long]` runs them against an
+//! engine profile (CI runs the short profile on every change; the long one is for releases).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::util::{Daemon, EngineKind, Env, Registry, Scratch, engine_lock, env, free_port};
+
+/// How much of each scenario a profile runs.
+struct Profile {
+    name: &'static str,
+    kills: usize,
+    churn_cycles: usize,
+    race_tries: usize,
+    outage_runs: usize,
+}
+
+fn profile() -> Profile {
+    match std::env::var("STOWAGE_RELIABILITY").as_deref() {
+        Ok("long") => Profile {
+            name: "long",
+            kills: 1000,
+            churn_cycles: 1000,
+            race_tries: 200,
+            outage_runs: 10,
+        },
+        _ => Profile {
+            name: "short",
+            kills: 100,
+            churn_cycles: 100,
+            race_tries: 40,
+            outage_runs: 3,
+        },
+    }
+}
+
+/// Prints a scenario's figures for scripts/reliability.sh to collect.
+fn figures(scenario: &str, env: &Env, mut fields: Value) {
+    fields["scenario"] = json!(scenario);
+    fields["engine"] = json!(format!("{:?}", env.engine).to_lowercase());
+    fields["profile"] = json!(profile().name);
+    println!("RELIABILITY {fields}");
+}
+
+/// The temp files writers left in `dir` (`.NAME.PID.*.tmp`).
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && n.ends_with(".tmp"))
+        .collect()
+}
+
+/// Whether the state and lock files in `dir` load as what they claim to be (or are absent).
+fn files_load(dir: &Path) -> Result<(), String> {
+    let state = dir.join("state.json");
+    if let Ok(bytes) = std::fs::read(&state) {
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| format!("{}: {e}", state.display()))?;
+    }
+    stowage::lockfile::LockFile::load(&dir.join("stowage.lock"))
+        .map(|_| ())
+        .map_err(|p| format!("{p:?}"))
+}
+
+fn kill_9(child: &mut std::process::Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+#[test]
+#[ignore = "reliability suite: scripts/reliability.sh"]
+fn kill_9_at_random_points_leaves_loadable_files_and_the_next_run_converges() {
+    let _lock = engine_lock();
+    let env = env();
+    let p = profile();
+    let names: Vec<String> = ["alpha:1", "alpha:2", "beta:1", "gamma:1", "big:1"]
+        .iter()
+        .map(|n| env.plain_image(n))
+        .collect();
+    env.remove_images(&names);
+    let scratch = Scratch::new();
+    let config = scratch.config("concurrency = 2\nschedule = \"0 0 1 1 *\"", &names);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nmin_age = \"0s\"\ndangling_min_age = \"0s\"\npause = \"0s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let dir = scratch.dir.path();
+    let mut rng = rand::rng();
+    let ops = ["pull", "pin", "prune", "reload"];
+    let mut per_op: HashMap<&str, usize> = HashMap::new();
+    let mut orphans_seen = 0;
+    for i in 0..p.kills {
+        let op = ops[i % ops.len()];
+        if op == "pull" && i % 8 == 0 {
+            // Give the pulls something to do.
+            env.remove_images(&names[i / 8 % names.len()..][..1]);
+        }
+        let mut cmd = env.stowage(&config);
+        cmd.arg(if op == "reload" { "run" } else { op })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        if op == "reload" {
+            std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
+            let _ = Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status();
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        kill_9(&mut child);
+        *per_op.entry(op).or_default() += 1;
+        if let Err(e) = files_load(dir) {
+            panic!("after kill {i} during {op}: {e}");
+        }
+        orphans_seen += temp_files(dir).len();
+    }
+    // The next run converges, and leaves no temp file behind.
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing: Vec<&String> = names.iter().filter(|n| !env.has_image(n)).collect();
+    let left = temp_files(dir);
+    figures(
+        "kill-9",
+        &env,
+        json!({"kills": p.kills, "per_operation": per_op, "temp_files_seen_after_kills": orphans_seen,
+               "temp_files_left": left.len(), "converged": out.status.success(),
+               "images_missing_after": missing.len()}),
+    );
+    assert_eq!(out.status.code(), Some(0), "{doc:#}");
+    assert!(
+        missing.is_empty(),
+        "missing after the converging run: {missing:?}"
+    );
+    assert!(left.is_empty(), "temp files left: {left:?}");
+    env.remove_images(&names);
+}
+
+/// The IDs of every container and the ID of the image each uses.
+async fn containers(engine: &stowage::engine::docker::DockerEngine) -> HashMap<String, String> {
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
+        .all(true)
+        .build();
+    engine
+        .client()
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| Some((c.id?, c.image_id?)))
+        .collect()
+}
+
+/// Whether the engine has the image with this ID.
+async fn image_exists(engine: &stowage::engine::docker::DockerEngine, id: &str) -> bool {
+    engine.client().inspect_image(id).await.is_ok()
+}
+
+/// Sets the flag when dropped.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How many containers the churn keeps at most.
+const CHURN_CONTAINERS: usize = 6;
+
+/// Creates, starts, stops and removes containers from `images` until `stop`: what a busy host
+/// does while stowage prunes. Returns how many operations it made.
+fn churn(env: &Env, images: &[String], stop: &std::sync::atomic::AtomicBool) -> usize {
+    use std::sync::atomic::Ordering;
+    let mut rng = rand::rng();
+    let mut mine: Vec<String> = Vec::new();
+    let mut ops = 0;
+    while !stop.load(Ordering::Relaxed) {
+        ops += 1;
+        let roll = rng.random_range(0..10);
+        // At most a few containers of its own at once, as a steady workload has.
+        if mine.len() < CHURN_CONTAINERS && (roll < 4 || mine.is_empty()) {
+            let image = &images[rng.random_range(0..images.len())];
+            // `create` pulls what is missing, as a host's `docker run` does.
+            let out = env.docker(&[
+                "create",
+                "--network",
+                "none",
+                image,
+                "/bin/busybox",
+                "sleep",
+                "1",
+            ]);
+            if out.status.success() {
+                mine.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            }
+        } else if roll < 6 && env.engine != EngineKind::Podman {
+            let id = &mine[rng.random_range(0..mine.len())];
+            // Only the runnable image has a binary; others fail to start, which is fine.
+            let _ = env.docker(&["start", id]);
+            let _ = env.docker(&["stop", "-t", "0", id]);
+        } else {
+            let id = mine.swap_remove(rng.random_range(0..mine.len()));
+            let _ = env.docker(&["rm", "-f", &id]);
+        }
+    }
+    for id in mine {
+        let _ = env.docker(&["rm", "-f", &id]);
+    }
+    ops
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reliability suite: scripts/reliability.sh"]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _lock = engine_lock();
+    let env = env();
+    let p = profile();
+    let required: Vec<String> = ["alpha:1", "beta:1"]
+        .iter()
+        .map(|n| env.plain_image(n))
+        .collect();
+    let busy: Vec<String> = ["alpha:2", "gamma:1", "busybox:1"]
+        .iter()
+        .map(|n| env.plain_image(n))
+        .collect();
+    for n in required.iter().chain(&busy) {
+        assert!(env.docker(&["pull", "-q", n]).status.success());
+    }
+    let scratch = Scratch::new();
+    let config_path = scratch.config("", &required);
+    // Everything unprotected is a candidate in every cycle: a one-byte store cap.
+    let text = std::fs::read_to_string(&config_path).unwrap()
+        + "[prune]\nmin_age = \"0s\"\nmax_store_size = \"1B\"\nmax_removals = 100\npause = \"0s\"\n";
+    std::fs::write(&config_path, text).unwrap();
+    let config = stowage::config::Config::load(&config_path).unwrap();
+    let settings = config.prune.clone().unwrap();
+    let engine = stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
+        .await
+        .unwrap();
+    let session = stowage::converge::Session::new(config, None, &engine)
+        .await
+        .unwrap();
+    // Pin the required images (first pull) so the pruner knows their digests.
+    let puller = session.puller(
+        &engine,
+        tokio_util::sync::CancellationToken::new(),
+        stowage::converge::InFlight::default(),
+    );
+    puller.converge(&session.pinned).await.unwrap();
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // Stops the churn however the test ends: a panicking test must not leave it running.
+    let _stop_churn = StopOnDrop(stop.clone());
+    let worker = {
+        let (stop, busy) = (stop.clone(), busy.clone());
+        tokio::task::spawn_blocking(move || churn(&crate::util::env(), &busy, &stop))
+    };
+    let (mut removed, mut healed, mut lost_races) = (0, 0, 0);
+    let (mut lost_in_use, mut lost_required) = (Vec::new(), Vec::new());
+    for cycle in 0..p.churn_cycles {
+        let before = containers(&engine).await;
+        let pruner = session.pruner(
+            &engine,
+            &settings,
+            stowage::converge::InFlight::default(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let done = pruner.cycle(false).await.unwrap();
+        for r in &done.removals {
+            removed += usize::from(r.result == "removed");
+            match &r.race {
+                Some(stowage::pruner::Race::Healed) => healed += 1,
+                Some(stowage::pruner::Race::Lost { .. }) => lost_races += 1,
+                None => {}
+            }
+        }
+        for n in required.iter().filter(|n| !env.has_image(n)) {
+            lost_required.push(format!("cycle {cycle}: {n}"));
+        }
+        let after = containers(&engine).await;
+        for (container, image) in &before {
+            if after.contains_key(container) && !image_exists(&engine, image).await {
+                lost_in_use.push(format!("cycle {cycle}: {container} lost {image}"));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let churn_ops = worker.await.unwrap();
+    figures(
+        "churn",
+        &env,
+        json!({"cycles": p.churn_cycles, "churn_operations": churn_ops, "removed": removed,
+               "races_healed": healed, "races_lost": lost_races,
+               "required_lost": lost_required.len(), "in_use_lost": lost_in_use.len()}),
+    );
+    assert!(lost_required.is_empty(), "{lost_required:#?}");
+    assert!(lost_in_use.is_empty(), "{lost_in_use:#?}");
+    env.remove_images(&required);
+    env.remove_images(&busy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reliability suite: scripts/reliability.sh"]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn removals_racing_docker_create_are_healed() {
+    let _lock = engine_lock();
+    let env = env();
+    let p = profile();
+    let victim = env.plain_image("gamma:1");
+    let scratch = Scratch::new();
+    let config_path = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config_path).unwrap()
+        + "[prune]\nmin_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n";
+    std::fs::write(&config_path, text).unwrap();
+    let config = stowage::config::Config::load(&config_path).unwrap();
+    let settings = config.prune.clone().unwrap();
+    let engine = stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
+        .await
+        .unwrap();
+    let session = stowage::converge::Session::new(config, None, &engine)
+        .await
+        .unwrap();
+    let mut rng = rand::rng();
+    let (mut created, mut seen, mut healed, mut lost) = (0, 0, 0, 0);
+    for _ in 0..p.race_tries {
+        assert!(env.docker(&["pull", "-q", &victim]).status.success());
+        let id = env.image_id(&victim).unwrap();
+        let pruner = session.pruner(
+            &engine,
+            &settings,
+            stowage::converge::InFlight::default(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        let delay = Duration::from_millis(rng.random_range(0..60));
+        let create = {
+            let victim = victim.clone();
+            let host = env.docker_host.clone();
+            let cli = env.docker_cli.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                Command::new(cli)
+                    .args([
+                        "create",
+                        "--pull=never",
+                        "--network",
+                        "none",
+                        &victim,
+                        "true",
+                    ])
+                    .env("DOCKER_HOST", host)
+                    .output()
+                    .unwrap()
+            })
+        };
+        let cycle = pruner.cycle(false).await.unwrap();
+        let out = create.join().unwrap();
+        for r in cycle.removals.iter().filter(|r| r.candidate.id == id) {
+            match &r.race {
+                Some(stowage::pruner::Race::Healed) => (seen, healed) = (seen + 1, healed + 1),
+                Some(stowage::pruner::Race::Lost { .. }) => seen += 1,
+                None => {}
+            }
+        }
+        if out.status.success() {
+            created += 1;
+            let container = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            // The container exists: its image must too, however the race went.
+            if !image_exists(&engine, &id).await {
+                lost += 1;
+            }
+            let _ = env.docker(&["rm", "-f", &container]);
+        }
+    }
+    figures(
+        "create-remove-race",
+        &env,
+        json!({"tries": p.race_tries, "containers_created": created, "races_seen": seen,
+               "races_healed": healed, "images_lost": lost}),
+    );
+    assert_eq!(lost, 0, "containers left without their image");
+    env.remove_images(std::slice::from_ref(&victim));
+}
+
+/// Runs the test environment script for the engine under test.
+fn test_env(command: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-env.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(command)
+        .env("STOWAGE_TEST_ENGINE", crate::util::engine_name())
+        .status()
+        .unwrap();
+    assert!(status.success(), "test-env.sh {command}");
+}
+
+#[test]
+#[ignore = "reliability suite: scripts/reliability.sh"]
+fn the_engine_going_away_mid_pull_and_mid_prune_loses_nothing_and_repeats_nothing() {
+    let _lock = engine_lock();
+    let env = env();
+    // A pull that takes several seconds: the 8 MiB image through a 1 MiB/s proxy.
+    let throttle = crate::util::Throttle::start(&env.plain, 1024 * 1024);
+    let slow = format!("127.0.0.1:{}/stowage-test/big:1", throttle.port);
+    let quick = env.plain_image("alpha:1");
+    env.remove_images(&[slow.clone(), quick.clone()]);
+    let scratch = Scratch::new();
+    let config = scratch.config(
+        "schedule = \"0 0 1 1 *\"\nretries = 5\nbackoff = \"1s\"\nbackoff_max = \"2s\"",
+        &[slow.clone(), quick.clone()],
+    );
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nschedule = \"*/2 * * * * *\"\nmin_age = \"0s\"\ndangling_min_age = \"0s\"\npause = \"0s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
+    daemon.wait_for("the slow pull", Duration::from_secs(60), |v| {
+        crate::util::is_event(v, "pulling", Some(("image", &slow)))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let t0 = Instant::now();
+    test_env("stop-engine");
+    let down_for = Duration::from_secs(3);
+    std::thread::sleep(down_for);
+    test_env("start-engine");
+    let restart = t0.elapsed();
+    // Both images arrive, each pulled to completion once.
+    let ready = daemon.wait_for("ready", Duration::from_secs(180), |v| {
+        crate::util::is_event(v, "ready", None)
+    });
+    let pulled =
+        |image: &str| daemon.count(|v| crate::util::is_event(v, "pulled", Some(("image", image))));
+    // The prune cycles go on once the engine is back, and take nothing required.
+    let cycles_before = daemon.count(|v| crate::util::is_event(v, "prune cycle finished", None));
+    daemon.wait_for(
+        "a prune cycle after the restart",
+        Duration::from_secs(60),
+        |_| {
+            daemon.count(|v| crate::util::is_event(v, "prune cycle finished", None)) > cycles_before
+        },
+    );
+    let missing: Vec<&String> = [&slow, &quick]
+        .into_iter()
+        .filter(|n| !env.has_image(n))
+        .collect();
+    let pulls = [pulled(&slow), pulled(&quick)];
+    let failed_pull_attempts = daemon.count(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("pull failed, will retry"))
+    });
+    let logs = daemon.logs();
+    let (code, _) = daemon.terminate(Duration::from_secs(60));
+    figures(
+        "engine-restart",
+        &env,
+        json!({"restart_ms": restart.as_millis(), "failed_attempts_during_restart": failed_pull_attempts,
+               "completed_pulls_per_image": pulls, "images_missing": missing.len(),
+               "ready": ready["status"]}),
+    );
+    assert!(
+        missing.is_empty(),
+        "missing after the engine came back: {missing:?}"
+    );
+    // Each image pulled to completion once: no work lost, none done twice.
+    assert_eq!(pulls, [1, 1], "{logs:#?}");
+    assert_eq!(code, 0);
+    env.remove_images(&[slow, quick]);
+}
+
+#[test]
+#[ignore = "reliability suite: scripts/reliability.sh"]
+fn a_registry_outage_keeps_what_is_present_and_recovers_within_one_backoff() {
+    let _lock = engine_lock();
+    let env = env();
+    let p = profile();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(dir.path(), port, &env.plain_storage, None, true);
+    let present = format!("127.0.0.1:{port}/stowage-test/alpha:1");
+    let later = format!("127.0.0.1:{port}/stowage-test/beta:1");
+    env.remove_images(&[present.clone(), later.clone()]);
+    assert!(env.docker(&["pull", "-q", &present]).status.success());
+    let scratch = Scratch::new();
+    let metrics_port = crate::util::free_port();
+    let config = scratch.config(
+        "schedule = \"*/2 * * * * *\"\nretries = 1\nbackoff = \"500ms\"\nbackoff_max = \"1s\"",
+        std::slice::from_ref(&present),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("name = \"{present}\"\n"),
+        &format!("name = \"{present}\"\npin = \"follow\"\n"),
+    ) + &format!(
+        "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[[image]]\nname = \"{later}\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    env.remove_images(std::slice::from_ref(&later));
+    drop(registry); // down before the daemon starts: boot and every scheduled run fail
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
+    let failed_runs = |d: &Daemon| {
+        d.count(|v| {
+            crate::util::is_event(v, "run finished", None) && v["failed"].as_u64() > Some(0)
+        })
+    };
+    let t0 = Instant::now();
+    while failed_runs(&daemon) < p.outage_runs {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{:#?}",
+            daemon.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The present image stays, and metrics and status say what is failing.
+    let present_kept = env.has_image(&present);
+    assert!(present_kept);
+    let (_, metrics) = crate::util::http_get(metrics_port, "/metrics");
+    assert!(
+        metrics.contains("stowage_pull_failures_total{class=\"network\"}"),
+        "{metrics}"
+    );
+    let status = env
+        .stowage(&config)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(status.to_string().contains("network"), "{status:#}");
+    // Back up: the missing image arrives within one backoff of the next attempt.
+    let _registry = Registry::start(dir.path(), port, &env.plain_storage, None, true);
+    let back = Instant::now();
+    daemon.wait_for("the missing image", Duration::from_secs(60), |v| {
+        crate::util::is_event(v, "pulled", Some(("image", &later)))
+    });
+    let recovered = back.elapsed();
+    let failed = failed_runs(&daemon);
+    let (code, _) = daemon.terminate(Duration::from_secs(60));
+    figures(
+        "registry-outage",
+        &env,
+        json!({"failed_runs": failed, "recovered_ms": recovered.as_millis(),
+               "backoff_max_ms": 1000, "present_kept": present_kept,
+               "missing_pulled": env.has_image(&later)}),
+    );
+    assert!(present_kept && env.has_image(&later) && env.has_image(&present));
+    assert_eq!(code, 0);
+    env.remove_images(&[present, later]);
+}
+
+#[test]
+#[ignore = "reliability suite: scripts/reliability.sh"]
+fn a_full_state_directory_is_reported_and_the_old_state_kept() {
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    let state_dir = scratch.dir.path().join("state");
+    std::fs::create_dir(&state_dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "stowage-full"])
+        .arg(&state_dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let unmount = Unmount(state_dir.clone());
+    let first = env.plain_image("alpha:1");
+    let second = env.plain_image("beta:1");
+    env.remove_images(&[first.clone(), second.clone()]);
+    let config = scratch.config("", std::slice::from_ref(&first));
+    let state_file = state_dir.join("state.json");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &scratch.dir.path().join("state.json").display().to_string(),
+        &state_file.display().to_string(),
+    );
+    std::fs::write(&config, &text).unwrap();
+    let out = env.stowage(&config).arg("pull").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let before = std::fs::read(&state_file).unwrap();
+    // Fill the filesystem, then ask for a new first-pull pin.
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=1000"])
+        .arg(format!("of={}", state_dir.join("filler").display()))
+        .stderr(Stdio::null())
+        .status();
+    std::fs::write(&config, format!("{text}[[image]]\nname = \"{second}\"\n")).unwrap();
+    let out = env.stowage(&config).arg("pull").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reported =
+        stderr.contains("cannot save the state file") && stderr.contains("No space left");
+    let intact_after_pull = std::fs::read(&state_file).unwrap() == before;
+    let temp_left = temp_files(&state_dir).len();
+    // The daemon goes on with a full state directory: it gets ready and keeps running.
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
+    daemon.wait_for("ready", Duration::from_secs(60), |v| {
+        crate::util::is_event(v, "ready", None)
+    });
+    let (code, _) = daemon.terminate(Duration::from_secs(60));
+    let intact_after_daemon = std::fs::read(&state_file).unwrap() == before;
+    figures(
+        "full-disk",
+        &env,
+        json!({"pull_exit": out.status.code(), "error_reported": reported,
+               "old_state_intact": intact_after_pull && intact_after_daemon,
+               "temp_files_left": temp_left, "daemon_exit": code}),
+    );
+    assert!(out.status.success(), "the pull itself worked: {out:?}");
+    assert!(reported, "{stderr}");
+    assert!(
+        intact_after_pull && intact_after_daemon,
+        "the old state changed"
+    );
+    assert_eq!(temp_left, 0, "a half-written temp file stayed");
+    assert_eq!(code, 0);
+    drop(unmount);
+    env.remove_images(&[first, second]);
+}
+
+/// Unmounts a test's tmpfs, whatever the test's outcome.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
