@@ -507,6 +507,11 @@ impl<S: Store> Pruner<'_, S> {
             if r.result != "removed" || r.race.is_some() || !used.contains(&r.candidate.id) {
                 continue;
             }
+            // Pulled again since (a `docker run` of a missing image pulls it): the container
+            // has its image, and there was no race to heal.
+            if self.store.has_image(&r.candidate.id).await.unwrap_or(false) {
+                continue;
+            }
             let c = &r.candidate;
             r.race = Some(match self.restore(c).await {
                 Ok(()) => {

@@ -301,6 +301,10 @@ impl stowage::engine::Store for RaceStore {
         self.inner.remove(id, references).await
     }
 
+    async fn has_image(&self, id: &str) -> Result<bool, stowage::failure::Failure> {
+        self.inner.has_image(id).await
+    }
+
     async fn restore(
         &self,
         by_digest: &stowage::reference::ImageRef,
@@ -390,6 +394,160 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
     let (plan, _) = pruner.plan().await.unwrap();
     assert!(!plan.remove.iter().any(|c| c.id == victim));
     let _ = env.docker(&["rm", "-f", "stowage-race"]);
+    env.purge_images(&[victim_name]);
+}
+
+/// The real store, showing the pruner only `victim`, and removing it the way the engine does
+/// when `docker create` races the removal: the container is created from the image, and the
+/// image is deleted all the same (staged with a forced removal, which is how the race ends).
+struct StagedRace {
+    inner: stowage::engine::docker::DockerEngine,
+    victim: String,
+}
+
+impl stowage::engine::Store for StagedRace {
+    fn image_store(&self) -> stowage::engine::ImageStore {
+        self.inner.image_store()
+    }
+
+    async fn store(&self) -> Result<Vec<stowage::prune::StoreImage>, stowage::failure::Failure> {
+        let all = self.inner.store().await?;
+        Ok(all.into_iter().filter(|i| i.id == self.victim).collect())
+    }
+
+    async fn container_images(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, stowage::failure::Failure> {
+        self.inner.container_images().await
+    }
+
+    async fn remove(
+        &self,
+        id: &str,
+        references: &[String],
+    ) -> Result<(), stowage::failure::Failure> {
+        if id != self.victim {
+            return self.inner.remove(id, references).await;
+        }
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(id.to_owned()),
+            cmd: Some(vec!["/bin/busybox".into(), "true".into()]),
+            ..Default::default()
+        };
+        let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
+            .name("stowage-staged-race")
+            .build();
+        let client = self.inner.client();
+        client
+            .create_container(Some(options), body)
+            .await
+            .expect("a container from the victim");
+        let force = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+            .force(true)
+            .build();
+        client
+            .remove_image(id, Some(force), None)
+            .await
+            .expect("the image goes, as in the race");
+        Ok(())
+    }
+
+    async fn has_image(&self, id: &str) -> Result<bool, stowage::failure::Failure> {
+        self.inner.has_image(id).await
+    }
+
+    async fn restore(
+        &self,
+        by_digest: &stowage::reference::ImageRef,
+        tags: &[String],
+        auth: Option<stowage::credentials::RegistryAuth>,
+    ) -> Result<(), stowage::failure::Failure> {
+        self.inner.restore(by_digest, tags, auth).await
+    }
+
+    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::failure::Failure> {
+        self.inner.data_root().await
+    }
+
+    async fn prune_build_cache(
+        &self,
+        max_age: Option<std::time::Duration>,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, stowage::failure::Failure> {
+        self.inner.prune_build_cache(max_age, max_bytes).await
+    }
+
+    async fn container_image(
+        &self,
+        container: &str,
+    ) -> Result<Option<String>, stowage::failure::Failure> {
+        self.inner.container_image(container).await
+    }
+
+    fn image_uses(
+        &self,
+        since: i64,
+    ) -> impl futures_util::Stream<Item = Result<(String, i64), stowage::failure::Failure>> + Send
+    {
+        self.inner.image_uses(since)
+    }
+}
+
+/// A container created from an image as it is being removed keeps a dangling reference (the
+/// engine checked for containers, then deleted). The cycle sees it and pulls the image back
+/// by digest, with its tag, and reports the race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_removal_that_races_a_new_container_puts_the_image_back() {
+    use stowage::engine::docker::DockerEngine;
+    let _lock = engine_lock();
+    let env = env();
+    crate::skip_on!(
+        env,
+        Podman,
+        "Podman's forced removal takes the image's containers with it: the race's outcome cannot be staged"
+    );
+    let victim_name = env.plain_image("gamma:1");
+    let _ = env.docker(&["rm", "-f", "stowage-staged-race"]);
+    env.purge_images(std::slice::from_ref(&victim_name));
+    assert!(env.docker(&["pull", "-q", &victim_name]).status.success());
+    let victim = env.image_id(&victim_name).unwrap();
+    let scratch = Scratch::new();
+    let config_path = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config_path).unwrap()
+        + "[prune]\nmin_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n";
+    std::fs::write(&config_path, text).unwrap();
+    let config = stowage::config::Config::load(&config_path).unwrap();
+    let settings = config.prune.clone().unwrap();
+    let store = StagedRace {
+        inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
+        victim: victim.clone(),
+    };
+    let session = stowage::converge::Session::new(config, None, &store.inner)
+        .await
+        .unwrap();
+    let pruner = session.pruner(
+        &store,
+        &settings,
+        stowage::converge::InFlight::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let cycle = pruner.cycle(false).await.unwrap();
+    let removal = cycle
+        .removals
+        .iter()
+        .find(|r| r.candidate.id == victim)
+        .expect("the victim was removed");
+    assert_eq!(
+        removal.race,
+        Some(stowage::pruner::Race::Healed),
+        "{removal:#?}"
+    );
+    // Back under its ID (what the container refers to) and its tag.
+    assert_eq!(env.image_id(&victim_name).as_deref(), Some(victim.as_str()));
+    let used = env.docker(&["inspect", "--format", "{{.Image}}", "stowage-staged-race"]);
+    assert_eq!(String::from_utf8_lossy(&used.stdout).trim(), victim);
+    let _ = env.docker(&["rm", "-f", "stowage-staged-race"]);
     env.purge_images(&[victim_name]);
 }
 

@@ -266,6 +266,54 @@ fn credentials_from_a_config_json_are_used_and_never_printed() {
     );
     assert!(!all.contains(&env.password), "{all}");
     assert!(!all.contains(&basic(&env.user, &env.password)), "{all}");
+
+    // Nor anywhere else: every report, at trace level, the state and lock files, and the
+    // daemon's logs and metrics.
+    let secrets = [env.password.clone(), basic(&env.user, &env.password)];
+    let mut seen = String::new();
+    for args in [
+        &["plan", "--json"][..],
+        &["status", "--json"],
+        &["pin"],
+        &["pin", "--check"],
+        &["prune", "--dry-run", "--json"],
+        &["check"],
+    ] {
+        let out = env
+            .stowage(&config)
+            .args(["--log-level", "trace"])
+            .args(args)
+            .output()
+            .unwrap();
+        seen += &format!(
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for file in ["state.json", "stowage.lock"] {
+        seen += &std::fs::read_to_string(scratch.dir.path().join(file)).unwrap_or_default();
+    }
+    let metrics_port = crate::util::free_port();
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = env.stowage(&config);
+    cmd.args(["--log-level", "trace"]);
+    let daemon = Daemon::start(cmd, &["run"]);
+    daemon.wait_for("ready", std::time::Duration::from_secs(60), |v| {
+        crate::util::is_event(v, "ready", None)
+    });
+    seen += &crate::util::http_get(metrics_port, "/metrics").1;
+    let (_, logs) = daemon.terminate(std::time::Duration::from_secs(60));
+    seen += &format!("{logs:?}");
+    assert!(seen.contains("stowage_"), "the metrics were read");
+    for secret in &secrets {
+        assert!(
+            !seen.contains(secret.as_str()),
+            "a credential leaked: {seen}"
+        );
+    }
     env.remove_images(&[private]);
 }
 

@@ -368,6 +368,10 @@ impl super::Store for DockerEngine {
         }
     }
 
+    async fn has_image(&self, id: &str) -> Result<bool, Failure> {
+        Ok(self.inspect(id).await?.is_some())
+    }
+
     async fn restore(
         &self,
         by_digest: &ImageRef,

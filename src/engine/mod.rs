@@ -118,6 +118,9 @@ pub trait Store: Send + Sync {
         references: &[String],
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 
+    /// Whether the engine has the image with this ID.
+    fn has_image(&self, id: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
+
     /// Puts a removed image back: pulls `by_digest` (`name@sha256:...`) with `auth`, then points
     /// each of `tags` at it.
     fn restore(
