@@ -137,12 +137,7 @@ impl Resolver {
     /// What the tag names, for every platform: its digest (one HEAD request) and, for an
     /// index, each platform's manifest digest (one GET of the index, the first time only).
     pub async fn resolve_entry(&self, image: &ImageRef) -> Result<LockEntry, Failure> {
-        let reference: Reference = image
-            .pull_ref()
-            .parse()
-            .map_err(|e| Failure::new(FailureClass::NotFound, format!("{e}")))?;
-        let auth = self.auth(image.registry()).await;
-        let client = self.client_for(image.registry(), &auth);
+        let (client, reference, auth) = self.request_for(image).await?;
         let head = client
             .fetch_manifest_digest(&reference, &auth)
             .await
@@ -183,12 +178,7 @@ impl Resolver {
     /// Whether the registry serves this reference (`name@digest`), with one HEAD request: an
     /// image whose content is there can be pulled again after it is removed.
     pub async fn serves(&self, image: &ImageRef) -> Result<bool, Failure> {
-        let reference: Reference = image
-            .pull_ref()
-            .parse()
-            .map_err(|e| Failure::new(FailureClass::NotFound, format!("{e}")))?;
-        let auth = self.auth(image.registry()).await;
-        let client = self.client_for(image.registry(), &auth);
+        let (client, reference, auth) = self.request_for(image).await?;
         match client.fetch_manifest_digest(&reference, &auth).await {
             Ok(_) => Ok(true),
             Err(e) => match failure_from(image, e) {
@@ -198,15 +188,32 @@ impl Resolver {
         }
     }
 
+    /// What a request about `image` needs: the client for its registry, the reference in the
+    /// client's terms, and the credentials.
+    async fn request_for(
+        &self,
+        image: &ImageRef,
+    ) -> Result<(oci_client::Client, Reference, OciAuth), Failure> {
+        let reference: Reference = image
+            .pull_ref()
+            .parse()
+            .map_err(|e| Failure::new(FailureClass::NotFound, format!("{e}")))?;
+        let auth = self.auth(image.registry()).await;
+        let client = self.client_for(image.registry(), &auth)?;
+        Ok((client, reference, auth))
+    }
+
     /// The client for `registry` with these credentials (a new one when they changed).
-    fn client_for(&self, registry: &str, auth: &OciAuth) -> oci_client::Client {
+    /// Fails only when no client can be built at all: reqwest refuses to start without the
+    /// system's CA certificates (a minimal container image), and `Client::new` would panic.
+    fn client_for(&self, registry: &str, auth: &OciAuth) -> Result<oci_client::Client, Failure> {
         let key = auth_key(auth);
         let mut clients = self
             .clients
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match clients.get(registry) {
-            Some((k, client)) if *k == key => client.clone(),
+            Some((k, client)) if *k == key => Ok(client.clone()),
             _ => {
                 // A loopback registry speaks plain HTTP, as the engine assumes, even when
                 // the config does not name it (the pruner asks about any image's registry).
@@ -215,12 +222,21 @@ impl Resolver {
                 } else {
                     self.protocol.clone()
                 };
-                let client = oci_client::Client::new(ClientConfig {
+                let client = oci_client::Client::try_from(ClientConfig {
                     protocol,
                     ..ClientConfig::default()
-                });
+                })
+                .map_err(|e| {
+                    Failure::new(
+                        FailureClass::Network,
+                        format!(
+                            "cannot set up a client for registry {registry}: {e} (are the \
+                             system's CA certificates installed?)"
+                        ),
+                    )
+                })?;
                 clients.insert(registry.to_owned(), (key, client.clone()));
-                client
+                Ok(client)
             }
         }
     }

@@ -189,6 +189,34 @@ fn rules_select_and_protections_hold() {
     env.purge_images(&[required, in_use, kept, "stowage-local/only:1".into()]);
 }
 
+/// moby#48063: on the containerd image store, `docker image prune -a` once deleted images
+/// that containers created from a digest reference used. Whatever the engine, such a container
+/// protects its image.
+#[test]
+fn a_container_created_from_a_digest_reference_protects_its_image() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("beta:1");
+    env.purge_images(std::slice::from_ref(&name));
+    let by_digest = env.plain_digest_name(&name).unwrap();
+    assert!(env.docker(&["pull", "-q", &by_digest]).status.success());
+    let id = env.image_id(&by_digest).unwrap();
+    let created = env.docker(&["create", "--network", "none", &by_digest, "true"]);
+    assert!(created.status.success(), "{created:?}");
+    let container = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\nmin_age = \"0s\"\ndangling_min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n";
+    std::fs::write(&config, text).unwrap();
+    let (code, doc) = prune(&env, &config, &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(protection(&doc, &id), "in-use");
+    assert!(env.image_id(&by_digest).is_some(), "the image was removed");
+    let _ = env.docker(&["rm", "-f", &container]);
+    env.purge_images(&[by_digest]);
+}
+
 #[test]
 fn a_lost_state_file_removes_nothing_old() {
     let _lock = engine_lock();
@@ -251,20 +279,56 @@ fn children_go_before_parents() {
     assert!(!env.has_image("stowage-local/parent:1"));
 }
 
-/// The real store, except that just before removing an image, someone creates a container
-/// from it: what happens when a container appears between the plan and the removal.
-struct RaceStore {
-    inner: stowage::engine::docker::DockerEngine,
-    victim: String,
+/// How a [`RacingStore`] removes its victim.
+#[derive(Clone, Copy, PartialEq)]
+enum Race {
+    /// A container is created from it just before the (unforced) removal, as when one appears
+    /// between the plan and the removal: the engine refuses.
+    CreateFirst,
+    /// A container is created from it and the image is deleted all the same (a forced
+    /// removal): how the race of `docker create` with an engine's removal ends.
+    DeletedUnderIt,
 }
 
-impl stowage::engine::Store for RaceStore {
+/// The real store, except for what happens when the pruner removes `victim`, and, with
+/// `only_victim`, that the pruner sees no other image.
+struct RacingStore {
+    inner: stowage::engine::docker::DockerEngine,
+    victim: String,
+    race: Race,
+    only_victim: bool,
+}
+
+impl RacingStore {
+    async fn create_from_victim(&self, name: &str) {
+        use bollard::query_parameters::CreateContainerOptionsBuilder;
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(self.victim.clone()),
+            cmd: Some(vec!["/bin/busybox".into(), "true".into()]),
+            ..Default::default()
+        };
+        self.inner
+            .client()
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(name).build()),
+                body,
+            )
+            .await
+            .expect("a container from the victim");
+    }
+}
+
+impl stowage::engine::Store for RacingStore {
     fn image_store(&self) -> stowage::engine::ImageStore {
         self.inner.image_store()
     }
 
     async fn store(&self) -> Result<Vec<stowage::prune::StoreImage>, stowage::failure::Failure> {
-        self.inner.store().await
+        let all = self.inner.store().await?;
+        Ok(all
+            .into_iter()
+            .filter(|i| !self.only_victim || i.id == self.victim)
+            .collect())
     }
 
     async fn container_images(
@@ -278,27 +342,27 @@ impl stowage::engine::Store for RaceStore {
         id: &str,
         references: &[String],
     ) -> Result<(), stowage::failure::Failure> {
-        if id == self.victim {
-            use bollard::query_parameters::CreateContainerOptionsBuilder;
-            let body = bollard::models::ContainerCreateBody {
-                image: Some(id.to_owned()),
-                cmd: Some(vec!["/bin/busybox".into(), "true".into()]),
-                ..Default::default()
-            };
-            self.inner
-                .client()
-                .create_container(
-                    Some(
-                        CreateContainerOptionsBuilder::new()
-                            .name("stowage-race")
-                            .build(),
-                    ),
-                    body,
-                )
-                .await
-                .expect("a container from the victim");
+        if id != self.victim {
+            return self.inner.remove(id, references).await;
         }
-        self.inner.remove(id, references).await
+        match self.race {
+            Race::CreateFirst => {
+                self.create_from_victim("stowage-race").await;
+                self.inner.remove(id, references).await
+            }
+            Race::DeletedUnderIt => {
+                self.create_from_victim("stowage-staged-race").await;
+                let force = bollard::query_parameters::RemoveImageOptionsBuilder::new()
+                    .force(true)
+                    .build();
+                self.inner
+                    .client()
+                    .remove_image(id, Some(force), None)
+                    .await
+                    .expect("the image goes, as in the race");
+                Ok(())
+            }
+        }
     }
 
     async fn has_image(&self, id: &str) -> Result<bool, stowage::failure::Failure> {
@@ -364,9 +428,11 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
     std::fs::write(&config_path, text).unwrap();
     let config = stowage::config::Config::load(&config_path).unwrap();
     let settings = config.prune.clone().unwrap();
-    let store = RaceStore {
+    let store = RacingStore {
         inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
         victim: victim.clone(),
+        race: Race::CreateFirst,
+        only_victim: false,
     };
     let session = stowage::converge::Session::new(config, None, &store.inner)
         .await
@@ -397,102 +463,6 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
     env.purge_images(&[victim_name]);
 }
 
-/// The real store, showing the pruner only `victim`, and removing it the way the engine does
-/// when `docker create` races the removal: the container is created from the image, and the
-/// image is deleted all the same (staged with a forced removal, which is how the race ends).
-struct StagedRace {
-    inner: stowage::engine::docker::DockerEngine,
-    victim: String,
-}
-
-impl stowage::engine::Store for StagedRace {
-    fn image_store(&self) -> stowage::engine::ImageStore {
-        self.inner.image_store()
-    }
-
-    async fn store(&self) -> Result<Vec<stowage::prune::StoreImage>, stowage::failure::Failure> {
-        let all = self.inner.store().await?;
-        Ok(all.into_iter().filter(|i| i.id == self.victim).collect())
-    }
-
-    async fn container_images(
-        &self,
-    ) -> Result<std::collections::HashSet<String>, stowage::failure::Failure> {
-        self.inner.container_images().await
-    }
-
-    async fn remove(
-        &self,
-        id: &str,
-        references: &[String],
-    ) -> Result<(), stowage::failure::Failure> {
-        if id != self.victim {
-            return self.inner.remove(id, references).await;
-        }
-        let body = bollard::models::ContainerCreateBody {
-            image: Some(id.to_owned()),
-            cmd: Some(vec!["/bin/busybox".into(), "true".into()]),
-            ..Default::default()
-        };
-        let options = bollard::query_parameters::CreateContainerOptionsBuilder::new()
-            .name("stowage-staged-race")
-            .build();
-        let client = self.inner.client();
-        client
-            .create_container(Some(options), body)
-            .await
-            .expect("a container from the victim");
-        let force = bollard::query_parameters::RemoveImageOptionsBuilder::new()
-            .force(true)
-            .build();
-        client
-            .remove_image(id, Some(force), None)
-            .await
-            .expect("the image goes, as in the race");
-        Ok(())
-    }
-
-    async fn has_image(&self, id: &str) -> Result<bool, stowage::failure::Failure> {
-        self.inner.has_image(id).await
-    }
-
-    async fn restore(
-        &self,
-        by_digest: &stowage::reference::ImageRef,
-        tags: &[String],
-        auth: Option<stowage::credentials::RegistryAuth>,
-    ) -> Result<(), stowage::failure::Failure> {
-        self.inner.restore(by_digest, tags, auth).await
-    }
-
-    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::failure::Failure> {
-        self.inner.data_root().await
-    }
-
-    async fn prune_build_cache(
-        &self,
-        max_age: Option<std::time::Duration>,
-        max_bytes: Option<u64>,
-    ) -> Result<u64, stowage::failure::Failure> {
-        self.inner.prune_build_cache(max_age, max_bytes).await
-    }
-
-    async fn container_image(
-        &self,
-        container: &str,
-    ) -> Result<Option<String>, stowage::failure::Failure> {
-        self.inner.container_image(container).await
-    }
-
-    fn image_uses(
-        &self,
-        since: i64,
-    ) -> impl futures_util::Stream<Item = Result<(String, i64), stowage::failure::Failure>> + Send
-    {
-        self.inner.image_uses(since)
-    }
-}
-
 /// A container created from an image as it is being removed keeps a dangling reference (the
 /// engine checked for containers, then deleted). The cycle sees it and pulls the image back
 /// by digest, with its tag, and reports the race.
@@ -519,9 +489,11 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
     std::fs::write(&config_path, text).unwrap();
     let config = stowage::config::Config::load(&config_path).unwrap();
     let settings = config.prune.clone().unwrap();
-    let store = StagedRace {
+    let store = RacingStore {
         inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
         victim: victim.clone(),
+        race: Race::DeletedUnderIt,
+        only_victim: true,
     };
     let session = stowage::converge::Session::new(config, None, &store.inner)
         .await

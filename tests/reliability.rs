@@ -242,19 +242,14 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         assert!(env.docker(&["pull", "-q", n]).status.success());
     }
     let scratch = Scratch::new();
-    let config_path = scratch.config("", &required);
     // Everything unprotected is a candidate in every cycle: a one-byte store cap.
-    let text = std::fs::read_to_string(&config_path).unwrap()
-        + "[prune]\nmin_age = \"0s\"\nmax_store_size = \"1B\"\nmax_removals = 100\npause = \"0s\"\n";
-    std::fs::write(&config_path, text).unwrap();
-    let config = stowage::config::Config::load(&config_path).unwrap();
-    let settings = config.prune.clone().unwrap();
-    let engine = stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
-        .await
-        .unwrap();
-    let session = stowage::converge::Session::new(config, None, &engine)
-        .await
-        .unwrap();
+    let (engine, session, settings) = prune_session(
+        &env,
+        &scratch,
+        &required,
+        "min_age = \"0s\"\nmax_store_size = \"1B\"\nmax_removals = 100\npause = \"0s\"\n",
+    )
+    .await;
     // Pin the required images (first pull) so the pruner knows their digests.
     let puller = session.puller(
         &engine,
@@ -323,18 +318,13 @@ async fn removals_racing_docker_create_are_healed() {
     let p = profile();
     let victim = env.plain_image("gamma:1");
     let scratch = Scratch::new();
-    let config_path = scratch.config("", &[]);
-    let text = std::fs::read_to_string(&config_path).unwrap()
-        + "[prune]\nmin_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n";
-    std::fs::write(&config_path, text).unwrap();
-    let config = stowage::config::Config::load(&config_path).unwrap();
-    let settings = config.prune.clone().unwrap();
-    let engine = stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
-        .await
-        .unwrap();
-    let session = stowage::converge::Session::new(config, None, &engine)
-        .await
-        .unwrap();
+    let (engine, session, settings) = prune_session(
+        &env,
+        &scratch,
+        &[],
+        "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n",
+    )
+    .await;
     let mut rng = rand::rng();
     let (mut created, mut seen, mut healed, mut lost) = (0, 0, 0, 0);
     for _ in 0..p.race_tries {
@@ -396,6 +386,32 @@ async fn removals_racing_docker_create_are_healed() {
     env.remove_images(std::slice::from_ref(&victim));
 }
 
+/// A connection to the engine under test and a session over a config that requires `images`
+/// and prunes by `prune` (the `[prune]` table's lines), with the config's prune settings.
+async fn prune_session(
+    env: &Env,
+    scratch: &Scratch,
+    images: &[String],
+    prune: &str,
+) -> (
+    stowage::engine::docker::DockerEngine,
+    stowage::converge::Session,
+    stowage::config::PruneSettings,
+) {
+    let path = scratch.config("", images);
+    let text = std::fs::read_to_string(&path).unwrap() + "[prune]\n" + prune;
+    std::fs::write(&path, text).unwrap();
+    let config = stowage::config::Config::load(&path).unwrap();
+    let settings = config.prune.clone().unwrap();
+    let engine = stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
+        .await
+        .unwrap();
+    let session = stowage::converge::Session::new(config, None, &engine)
+        .await
+        .unwrap();
+    (engine, session, settings)
+}
+
 /// Runs the test environment script for the engine under test.
 fn test_env(command: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test-env.sh");
@@ -410,13 +426,13 @@ fn test_env(command: &str) {
 
 #[test]
 #[ignore = "reliability suite: scripts/reliability.sh"]
-fn the_engine_going_away_mid_pull_and_mid_prune_loses_nothing_and_repeats_nothing() {
+fn the_engine_going_away_mid_pull_loses_nothing_and_repeats_nothing() {
     let _lock = engine_lock();
     let env = env();
     // A pull that takes several seconds: the 8 MiB image through a 1 MiB/s proxy.
     let throttle = crate::util::Throttle::start(&env.plain, 1024 * 1024);
     let slow = format!("127.0.0.1:{}/stowage-test/big:1", throttle.port);
-    let quick = env.plain_image("alpha:1");
+    let quick = env.plain_image("busybox:1"); // runnable: used after the restart
     env.remove_images(&[slow.clone(), quick.clone()]);
     let scratch = Scratch::new();
     let config = scratch.config(
@@ -462,15 +478,29 @@ fn the_engine_going_away_mid_pull_and_mid_prune_loses_nothing_and_repeats_nothin
             .as_str()
             .is_some_and(|m| m.starts_with("pull failed, will retry"))
     });
+    // The container event stream was opened again: a use after the restart is recorded (in
+    // the state file at the latest when the daemon stops).
+    let used_at = chrono::Utc::now().timestamp();
+    let quick_id = env.image_id(&quick).unwrap_or_default();
+    let used = env.use_image(&quick);
+    assert!(used.status.success(), "{used:?}");
+    std::thread::sleep(Duration::from_secs(2));
     let logs = daemon.logs();
     let (code, _) = daemon.terminate(Duration::from_secs(60));
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(scratch.dir.path().join("state.json")).unwrap())
+            .unwrap();
+    let use_recorded = state["last_used"][&quick_id]
+        .as_i64()
+        .is_some_and(|t| t >= used_at - 1);
     figures(
         "engine-restart",
         &env,
         json!({"restart_ms": restart.as_millis(), "failed_attempts_during_restart": failed_pull_attempts,
                "completed_pulls_per_image": pulls, "images_missing": missing.len(),
-               "ready": ready["status"]}),
+               "use_recorded_after_restart": use_recorded, "ready": ready["status"]}),
     );
+    assert!(use_recorded, "no use recorded after the restart: {state:#}");
     assert!(
         missing.is_empty(),
         "missing after the engine came back: {missing:?}"
@@ -479,6 +509,93 @@ fn the_engine_going_away_mid_pull_and_mid_prune_loses_nothing_and_repeats_nothin
     assert_eq!(pulls, [1, 1], "{logs:#?}");
     assert_eq!(code, 0);
     env.remove_images(&[slow, quick]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "reliability suite: scripts/reliability.sh"]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn the_engine_going_away_mid_prune_cycle_removes_nothing_protected() {
+    let _lock = engine_lock();
+    let env = env();
+    let required = env.plain_image("alpha:1");
+    let used = env.plain_image("busybox:1");
+    let candidates: Vec<String> = ["alpha:2", "beta:1", "gamma:1", "big:1"]
+        .iter()
+        .map(|n| env.plain_image(n))
+        .collect();
+    for n in candidates.iter().chain([&required, &used]) {
+        assert!(env.docker(&["pull", "-q", n]).status.success());
+    }
+    let created = env.docker(&["create", "--network", "none", &used, "/bin/busybox", "true"]);
+    assert!(created.status.success(), "{created:?}");
+    let container = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let scratch = Scratch::new();
+    // Everything unprotected goes, slowly: the engine stops between two removals.
+    let (engine, session, settings) = prune_session(
+        &env,
+        &scratch,
+        std::slice::from_ref(&required),
+        "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"1500ms\"\n",
+    )
+    .await;
+    let puller = session.puller(
+        &engine,
+        tokio_util::sync::CancellationToken::new(),
+        stowage::converge::InFlight::default(),
+    );
+    puller.converge(&session.pinned).await.unwrap();
+    let pruner = session.pruner(
+        &engine,
+        &settings,
+        stowage::converge::InFlight::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let restart = tokio::task::spawn_blocking(|| {
+        std::thread::sleep(Duration::from_millis(2000));
+        test_env("stop-engine");
+        std::thread::sleep(Duration::from_secs(3));
+        test_env("start-engine");
+    });
+    let first = pruner.cycle(false).await.unwrap();
+    restart.await.unwrap();
+    let count = |c: &stowage::pruner::Cycle, result: &str| {
+        c.removals.iter().filter(|r| r.result == result).count()
+    };
+    let (removed_first, failed_first) = (count(&first, "removed"), count(&first, "failed"));
+    // The next cycle finishes the work; nothing is removed twice.
+    let second = pruner.cycle(false).await.unwrap();
+    let removed_twice = second
+        .removals
+        .iter()
+        .filter(|r| {
+            r.result == "removed"
+                && first
+                    .removals
+                    .iter()
+                    .any(|f| f.result == "removed" && f.candidate.id == r.candidate.id)
+        })
+        .count();
+    let protected_lost: Vec<&String> = [&required, &used]
+        .into_iter()
+        .filter(|n| !env.has_image(n))
+        .collect();
+    let candidates_left: Vec<&String> = candidates.iter().filter(|n| env.has_image(n)).collect();
+    figures(
+        "engine-restart-mid-prune",
+        &env,
+        json!({"removed_before_and_during_the_restart": removed_first, "failed_while_down": failed_first,
+               "removed_after": count(&second, "removed"), "removed_twice": removed_twice,
+               "protected_lost": protected_lost.len(), "candidates_left": candidates_left.len()}),
+    );
+    assert!(
+        failed_first > 0,
+        "the engine was not down during the cycle: {first:#?}"
+    );
+    assert!(protected_lost.is_empty(), "{protected_lost:?}");
+    assert!(candidates_left.is_empty(), "{candidates_left:?}");
+    assert_eq!(removed_twice, 0);
+    let _ = env.docker(&["rm", "-f", &container]);
+    env.remove_images(&[required, used]);
 }
 
 #[test]

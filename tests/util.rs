@@ -115,9 +115,14 @@ impl Env {
 
     /// Runs the Debian docker CLI against the hermetic engine.
     pub fn docker(&self, args: &[&str]) -> Output {
+        self.docker_on(&self.docker_host, args)
+    }
+
+    /// Runs the Debian docker CLI against the engine at `host`.
+    fn docker_on(&self, host: &str, args: &[&str]) -> Output {
         Command::new(&self.docker_cli)
             .args(args)
-            .env("DOCKER_HOST", &self.docker_host)
+            .env("DOCKER_HOST", host)
             // Never the user's ~/.docker: logins made by tests stay in the test environment.
             .env(
                 "DOCKER_CONFIG",
@@ -164,15 +169,7 @@ impl Env {
     /// the registries hold: Podman re-compresses layers on push, so what it pushes would not
     /// keep the source's digests.
     pub fn seed_docker(&self, args: &[&str]) -> Output {
-        Command::new(&self.docker_cli)
-            .args(args)
-            .env("DOCKER_HOST", &self.seed_docker_host)
-            .env(
-                "DOCKER_CONFIG",
-                std::env::temp_dir().join("stowage-tests-cli"),
-            )
-            .output()
-            .expect("the docker CLI runs")
+        self.docker_on(&self.seed_docker_host, args)
     }
 
     /// Whether the seed engine is the engine under test.
