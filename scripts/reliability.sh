@@ -29,9 +29,9 @@ for engine in "${engines[@]}"; do
     cargo test --locked --test tests reliability:: -- --ignored --test-threads=1 --nocapture \
     >"$log" 2>&1; then
     status=1
-    grep -E '^(test |---- |thread )' "$log" >&2 || true
+    grep -E '^(test .*FAILED|---- |thread )' "$log" >&2 || true
   fi
-  grep '^RELIABILITY ' "$log" | sed 's/^RELIABILITY //' >"$out/$profile-$engine.jsonl" || true
+  sed -n 's/.*RELIABILITY //p' "$log" >"$out/$profile-$engine.jsonl"
   grep -E '^test result:' "$log" >&2 || true
 done
 for engine in "${engines[@]}"; do

@@ -429,9 +429,9 @@ fn test_env(command: &str) {
 fn the_engine_going_away_mid_pull_loses_nothing_and_repeats_nothing() {
     let _lock = engine_lock();
     let env = env();
-    // A pull that takes several seconds: the 8 MiB image through a 1 MiB/s proxy.
+    // A pull that takes several seconds: a new 8 MiB image through a 1 MiB/s proxy.
     let throttle = crate::util::Throttle::start(&env.plain, 1024 * 1024);
-    let slow = format!("127.0.0.1:{}/stowage-test/big:1", throttle.port);
+    let slow = format!("127.0.0.1:{}/{}:1", throttle.port, env.fresh_image(8));
     let quick = env.plain_image("busybox:1"); // runnable: used after the restart
     env.remove_images(&[slow.clone(), quick.clone()]);
     let scratch = Scratch::new();

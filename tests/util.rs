@@ -133,36 +133,32 @@ impl Env {
     }
 
     /// Uses `image` without any pull: runs `/bin/busybox true` in a throw-away container, or,
-    /// on Podman (whose containers cannot start on these machines: a process rlimit), creates
-    /// one and removes it. Either way the engine must find the image locally, and records a
-    /// container event for it.
+    /// on Podman (whose containers cannot start on these machines: a process rlimit), only
+    /// creates it. Either way the engine must find the image locally, and records a container
+    /// event for it. The container is gone when this returns (not `run --rm`, whose removal
+    /// the engine does later: removing the image meanwhile would take it from under a
+    /// container, which Docker 26's containerd store does not recover from cleanly).
     pub fn use_image(&self, image: &str) -> Output {
-        if self.engine == EngineKind::Podman {
-            let out = self.docker(&[
-                "create",
-                "--pull=never",
-                "--network",
-                "none",
-                image,
-                "/bin/busybox",
-                "true",
-            ]);
-            if out.status.success() {
-                let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                let _ = self.docker(&["rm", "-f", &id]);
-            }
-            return out;
-        }
-        self.docker(&[
-            "run",
-            "--rm",
+        let created = self.docker(&[
+            "create",
             "--pull=never",
             "--network",
             "none",
             image,
             "/bin/busybox",
             "true",
-        ])
+        ]);
+        if !created.status.success() {
+            return created;
+        }
+        let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+        let used = if self.engine == EngineKind::Podman {
+            created
+        } else {
+            self.docker(&["start", "-a", &id])
+        };
+        let _ = self.docker(&["rm", "-f", &id]);
+        used
     }
 
     /// Runs the Debian docker CLI against the seed engine (Docker 20.10), which changes what
@@ -170,6 +166,50 @@ impl Env {
     /// keep the source's digests.
     pub fn seed_docker(&self, args: &[&str]) -> Output {
         self.docker_on(&self.seed_docker_host, args)
+    }
+
+    /// Pushes a new image of `mib` MiB of random bytes to the plain registry, built by the seed
+    /// engine, and returns its repository (`stowage-test/<fresh>`, tag `1`). No engine has
+    /// its layer yet, so a pull of it really transfers (Docker 26's containerd store keeps the
+    /// blobs of removed images, which makes a seeded image's pull instant after the first).
+    pub fn fresh_image(&self, mib: usize) -> String {
+        let repo = format!("stowage-test/{}", fresh_repo("fresh"));
+        let name = format!("{}/{repo}:1", self.plain);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut bytes = vec![0u8; mib * 1024 * 1024];
+        let mut state = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        for b in &mut bytes {
+            // xorshift: incompressible enough that the throttle sees every byte.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *b = state as u8;
+        }
+        std::fs::write(dir.path().join("data.bin"), &bytes).expect("a temp file");
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY data.bin /data.bin\n",
+        )
+        .expect("a temp file");
+        let path = dir.path().display().to_string();
+        for args in [
+            vec!["build", "-q", "-t", name.as_str(), path.as_str()],
+            vec!["push", "-q", name.as_str()],
+            vec!["image", "rm", name.as_str()],
+        ] {
+            let out = Command::new(&self.docker_cli)
+                .args(&args)
+                .env("DOCKER_HOST", &self.seed_docker_host)
+                .env("DOCKER_BUILDKIT", "0")
+                .env(
+                    "DOCKER_CONFIG",
+                    std::env::temp_dir().join("stowage-tests-cli"),
+                )
+                .output()
+                .expect("the docker CLI runs");
+            assert!(out.status.success(), "docker {args:?}: {out:?}");
+        }
+        repo
     }
 
     /// Whether the seed engine is the engine under test.
