@@ -526,18 +526,35 @@ impl<S: Store> Pruner<'_, S> {
         }
     }
 
-    /// Pulls a removed image back by one of its digests and puts its tags back.
+    /// Pulls a removed image back by its digests, one after the other until one serves, and
+    /// puts its tags back.
     async fn restore(&self, c: &Candidate) -> Result<(), String> {
-        let (digests, tags): (Vec<&String>, Vec<&String>) =
-            c.references.iter().partition(|r| r.contains('@'));
-        let by_digest: crate::reference::ImageRef = digests
-            .first()
-            .ok_or("it has no digest to pull it back by (a local build)")?
-            .parse()
-            .map_err(|e| format!("{e}"))?;
+        let (digests, tags): (Vec<String>, Vec<String>) =
+            c.references.iter().cloned().partition(|r| r.contains('@'));
+        let mut error = String::from("it has no digest to pull it back by (a local build)");
+        for name in digests {
+            let by_digest: crate::reference::ImageRef = match name.parse() {
+                Ok(r) => r,
+                Err(e) => {
+                    error = format!("{name}: {e}");
+                    continue;
+                }
+            };
+            let auth = self.auth_for(by_digest.registry()).await;
+            match self.store.restore(&by_digest, &tags, auth).await {
+                Ok(()) => return Ok(()),
+                Err(f) => error = format!("{name}: {}", f.detail),
+            }
+        }
+        Err(error)
+    }
+
+    /// Credentials for `registry`, if there are any (a helper that does not answer within
+    /// [`crate::converge::CREDENTIAL_TIMEOUT`] counts as none).
+    async fn auth_for(&self, registry: &str) -> Option<crate::credentials::RegistryAuth> {
         let source = self.credentials.clone();
-        let registry = by_digest.registry().to_owned();
-        let auth = tokio::time::timeout(
+        let registry = registry.to_owned();
+        tokio::time::timeout(
             crate::converge::CREDENTIAL_TIMEOUT,
             tokio::task::spawn_blocking(move || source.lookup(&registry)),
         )
@@ -545,12 +562,7 @@ impl<S: Store> Pruner<'_, S> {
         .ok()
         .and_then(Result::ok)
         .and_then(Result::ok)
-        .flatten();
-        let tags: Vec<String> = tags.into_iter().cloned().collect();
-        self.store
-            .restore(&by_digest, &tags, auth)
-            .await
-            .map_err(|f| f.detail)
+        .flatten()
     }
 
     /// Saves the usage history (merged with the state file on disk).
