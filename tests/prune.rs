@@ -422,12 +422,10 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
     let scratch = Scratch::new();
     let state_path = scratch.dir.path().join("state.json");
     seasoned_state(&env, &state_path, 60);
-    let config_path = scratch.config("", &[]);
-    let text = std::fs::read_to_string(&config_path).unwrap()
-        + "[prune]\nunused_max_age = \"30d\"\nkeep = [\"stowage-local/**\"]\npause = \"0s\"\n";
-    std::fs::write(&config_path, text).unwrap();
-    let config = stowage::config::Config::load(&config_path).unwrap();
-    let settings = config.prune.clone().unwrap();
+    let (config, settings) = scratch.prune_config(
+        &[],
+        "unused_max_age = \"30d\"\nkeep = [\"stowage-local/**\"]\npause = \"0s\"\n",
+    );
     let store = RacingStore {
         inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
         victim: victim.clone(),
@@ -483,12 +481,10 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
     assert!(env.docker(&["pull", "-q", &victim_name]).status.success());
     let victim = env.image_id(&victim_name).unwrap();
     let scratch = Scratch::new();
-    let config_path = scratch.config("", &[]);
-    let text = std::fs::read_to_string(&config_path).unwrap()
-        + "[prune]\nmin_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n";
-    std::fs::write(&config_path, text).unwrap();
-    let config = stowage::config::Config::load(&config_path).unwrap();
-    let settings = config.prune.clone().unwrap();
+    let (config, settings) = scratch.prune_config(
+        &[],
+        "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n",
+    );
     let store = RacingStore {
         inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
         victim: victim.clone(),

@@ -251,12 +251,7 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
     )
     .await;
     // Pin the required images (first pull) so the pruner knows their digests.
-    let puller = session.puller(
-        &engine,
-        tokio_util::sync::CancellationToken::new(),
-        stowage::converge::InFlight::default(),
-    );
-    puller.converge(&session.pinned).await.unwrap();
+    pin_required(&engine, &session).await;
 
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     // Stops the churn however the test ends: a panicking test must not leave it running.
@@ -398,11 +393,7 @@ async fn prune_session(
     stowage::converge::Session,
     stowage::config::PruneSettings,
 ) {
-    let path = scratch.config("", images);
-    let text = std::fs::read_to_string(&path).unwrap() + "[prune]\n" + prune;
-    std::fs::write(&path, text).unwrap();
-    let config = stowage::config::Config::load(&path).unwrap();
-    let settings = config.prune.clone().unwrap();
+    let (config, settings) = scratch.prune_config(images, prune);
     let engine = stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
         .await
         .unwrap();
@@ -410,6 +401,19 @@ async fn prune_session(
         .await
         .unwrap();
     (engine, session, settings)
+}
+
+/// Pulls the session's required images (first-pull pins), so the pruner knows their digests.
+async fn pin_required(
+    engine: &stowage::engine::docker::DockerEngine,
+    session: &stowage::converge::Session,
+) {
+    let puller = session.puller(
+        engine,
+        tokio_util::sync::CancellationToken::new(),
+        stowage::converge::InFlight::default(),
+    );
+    puller.converge(&session.pinned).await.unwrap();
 }
 
 /// Runs the test environment script for the engine under test.
@@ -538,12 +542,7 @@ async fn the_engine_going_away_mid_prune_cycle_removes_nothing_protected() {
         "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"1500ms\"\n",
     )
     .await;
-    let puller = session.puller(
-        &engine,
-        tokio_util::sync::CancellationToken::new(),
-        stowage::converge::InFlight::default(),
-    );
-    puller.converge(&session.pinned).await.unwrap();
+    pin_required(&engine, &session).await;
     let pruner = session.pruner(
         &engine,
         &settings,

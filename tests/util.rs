@@ -441,6 +441,21 @@ impl Scratch {
         p
     }
 
+    /// A config that requires `images` and prunes by `prune` (the lines of its `[prune]`
+    /// table), loaded, with its prune settings.
+    pub fn prune_config(
+        &self,
+        images: &[String],
+        prune: &str,
+    ) -> (stowage::config::Config, stowage::config::PruneSettings) {
+        let path = self.config("", images);
+        let text = std::fs::read_to_string(&path).expect("the config") + "[prune]\n" + prune;
+        std::fs::write(&path, text).expect("writable temp dir");
+        let config = stowage::config::Config::load(&path).expect("a valid config");
+        let settings = config.prune.clone().expect("a [prune] table");
+        (config, settings)
+    }
+
     /// A config with fast retries, no splay, `pull_extra` lines in `[pull]`, and the given
     /// `[[image]]` names.
     pub fn config(&self, pull_extra: &str, images: &[String]) -> PathBuf {
