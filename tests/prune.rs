@@ -300,6 +300,31 @@ struct RacingStore {
 }
 
 impl RacingStore {
+    async fn connect(env: &Env, victim: &str, race: Race, only_victim: bool) -> RacingStore {
+        RacingStore {
+            inner: stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
+                .await
+                .unwrap(),
+            victim: victim.to_owned(),
+            race,
+            only_victim,
+        }
+    }
+
+    /// A pruner of `session` over this store, with nothing in flight and no stop.
+    fn pruner<'a>(
+        &'a self,
+        session: &'a stowage::converge::Session,
+        settings: &'a stowage::config::PruneSettings,
+    ) -> stowage::pruner::Pruner<'a, RacingStore> {
+        session.pruner(
+            self,
+            settings,
+            stowage::converge::InFlight::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+    }
+
     async fn create_from_victim(&self, name: &str) {
         use bollard::query_parameters::CreateContainerOptionsBuilder;
         let body = bollard::models::ContainerCreateBody {
@@ -409,7 +434,6 @@ impl stowage::engine::Store for RacingStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
 async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
-    use stowage::engine::docker::DockerEngine;
     let _lock = engine_lock();
     let env = env();
     let victim_name = env.plain_image("busybox:1");
@@ -426,21 +450,11 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
         &[],
         "unused_max_age = \"30d\"\nkeep = [\"stowage-local/**\"]\npause = \"0s\"\n",
     );
-    let store = RacingStore {
-        inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
-        victim: victim.clone(),
-        race: Race::CreateFirst,
-        only_victim: false,
-    };
+    let store = RacingStore::connect(&env, &victim, Race::CreateFirst, false).await;
     let session = stowage::converge::Session::new(config, None, &store.inner)
         .await
         .unwrap();
-    let pruner = session.pruner(
-        &store,
-        &settings,
-        stowage::converge::InFlight::default(),
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let pruner = store.pruner(&session, &settings);
     let cycle = pruner.cycle(false).await.unwrap();
     let (plan, results) = (cycle.plan, cycle.removals);
     assert!(plan.remove.iter().any(|c| c.id == victim), "{plan:#?}");
@@ -467,7 +481,6 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
 async fn a_removal_that_races_a_new_container_puts_the_image_back() {
-    use stowage::engine::docker::DockerEngine;
     let _lock = engine_lock();
     let env = env();
     crate::skip_on!(
@@ -485,21 +498,11 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
         &[],
         "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n",
     );
-    let store = RacingStore {
-        inner: DockerEngine::connect(Some(&env.docker_host)).await.unwrap(),
-        victim: victim.clone(),
-        race: Race::DeletedUnderIt,
-        only_victim: true,
-    };
+    let store = RacingStore::connect(&env, &victim, Race::DeletedUnderIt, true).await;
     let session = stowage::converge::Session::new(config, None, &store.inner)
         .await
         .unwrap();
-    let pruner = session.pruner(
-        &store,
-        &settings,
-        stowage::converge::InFlight::default(),
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let pruner = store.pruner(&session, &settings);
     let cycle = pruner.cycle(false).await.unwrap();
     let removal = cycle
         .removals
