@@ -1,31 +1,48 @@
 //! stowage keeps a host's container image store the way its operators declared it.
 //!
-//! The binary is a thin shell around this library: [`cli`] parses arguments and dispatches,
-//! [`daemon`] is the long-running loop, [`converge`] carries out a pull plan against an
-//! [`engine`], and the decisions themselves ([`plan`], [`schedule`], [`retry`], [`failure`],
-//! [`config`] validation) are pure functions over plain data.
+//! The library is the daemon; `main.rs` only hands over the exit code. Its layers are folders,
+//! and imports point one way, down this list (`tests/layers.rs` fails the build's tests when one
+//! points up, or when two modules import each other):
+//!
+//! - [`model`]: plain data with no I/O: references, images, platforms, failures, diagnostics.
+//! - [`policy`]: what operators write and what the daemon keeps: the config and its validation,
+//!   keep rules and limits, schedules, retry, the lock file, the state file, atomic writes.
+//! - [`decide`]: pure functions only: pin resolution, the pull plan, the prune plan (phase by
+//!   phase), usage observation and the shortfall of missing images.
+//! - [`io`]: adapters to the outside world behind narrow traits: the engine, registries,
+//!   credentials, host facts.
+//! - [`service`]: the long-running parts: the session, the puller and the pruner, the shutdown
+//!   primitive, the daemon, readiness and metrics.
+//! - [`cli`]: arguments, one function per command, report rendering, and the one place an
+//!   error becomes an exit code.
+//!
+//! Only what the binary and the integration tests drive is public, re-exported below.
 
-pub mod atomic_file;
-pub mod cli;
-pub mod config;
-pub mod converge;
-pub mod credentials;
-pub mod daemon;
-pub mod engine;
-pub mod failure;
-#[cfg(test)]
-mod fuzz;
-pub mod lockfile;
-pub mod logging;
-pub mod metrics;
-pub mod pin;
-pub mod plan;
-pub mod prune;
-pub mod pruner;
-pub mod readiness;
-pub mod reference;
-pub mod registry;
-pub mod report;
-pub mod retry;
-pub mod schedule;
-pub mod state;
+mod cli;
+mod decide;
+mod io;
+mod model;
+mod policy;
+mod service;
+
+pub use cli::main;
+
+// What the integration tests drive against a real engine: a session and its puller and pruner,
+// the engine adapter and its traits, and the data they exchange.
+pub use decide::outcome::PullResult;
+pub use io::credentials::RegistryAuth;
+pub use io::engine::docker::DockerEngine;
+pub use io::engine::{Engine, PullRequest, Pulled, Store};
+pub use io::registry::{Registry, Resolver};
+pub use model::failure::{Failure, FailureClass};
+pub use model::image::{ImageStore, LocalImage, StoreImage};
+pub use model::reference::ImageRef;
+pub use policy::config::{Config, PruneSettings};
+pub use policy::lockfile::LockFile;
+pub use policy::state::State;
+pub use service::in_flight::InFlight;
+pub use service::pruner::{Cycle, Pruner, Race, RemovalResult};
+pub use service::puller::PinUpkeep;
+pub use service::session::Session;
+pub use service::shutdown::Shutdown;
+pub use service::uses::watch_uses;

@@ -1,5 +1,5 @@
 //! The `stowage` binary: everything lives in the library; this only hands over the exit code.
 
 fn main() -> std::process::ExitCode {
-    stowage::cli::main()
+    stowage::main()
 }

@@ -8,12 +8,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use stowage::config::Config;
-use stowage::converge::{InFlight, PullResult, Session};
-use stowage::engine::docker::DockerEngine;
-use stowage::engine::{Engine, LocalImage, PullRequest, Pulled};
-use stowage::failure::Failure;
-use tokio_util::sync::CancellationToken;
+use stowage::Config;
+use stowage::DockerEngine;
+use stowage::Failure;
+use stowage::{Engine, LocalImage, PullRequest, Pulled};
+use stowage::{InFlight, PullResult, Session};
 
 use crate::util::{engine_lock, env};
 
@@ -156,7 +155,12 @@ async fn concurrency_is_bounded_by_the_config() {
         peak: Arc::default(),
     };
     let (_dir, session) = session(&engine, &images_toml("concurrency = 2", &names)).await;
-    let puller = session.puller(&engine, CancellationToken::new(), InFlight::default());
+    let puller = session.puller(
+        &engine,
+        stowage::Shutdown::new(),
+        InFlight::default(),
+        stowage::PinUpkeep::Command,
+    );
     let outcomes = puller.converge(&session.pinned).await.unwrap();
     assert!(
         outcomes
@@ -196,7 +200,12 @@ async fn a_slow_image_does_not_hold_up_the_others() {
         others: names.len() - 1,
     };
     let (_dir, session) = session(&engine, &images_toml("concurrency = 2", &names)).await;
-    let puller = session.puller(&engine, CancellationToken::new(), InFlight::default());
+    let puller = session.puller(
+        &engine,
+        stowage::Shutdown::new(),
+        InFlight::default(),
+        stowage::PinUpkeep::Command,
+    );
     let outcomes = tokio::time::timeout(
         std::time::Duration::from_secs(120),
         puller.converge(&session.pinned),
@@ -221,7 +230,12 @@ async fn a_pull_through_mirror_serves_the_origin_images() {
     env.remove_images(std::slice::from_ref(&name));
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
     let (_dir, session) = session(&engine, &images_toml("", std::slice::from_ref(&name))).await;
-    let puller = session.puller(&engine, CancellationToken::new(), InFlight::default());
+    let puller = session.puller(
+        &engine,
+        stowage::Shutdown::new(),
+        InFlight::default(),
+        stowage::PinUpkeep::Command,
+    );
     let outcomes = puller.converge(&session.pinned).await.unwrap();
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
@@ -238,16 +252,22 @@ async fn a_multi_platform_index_resolves_to_the_platform_digest() {
     let env = env();
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
     let (_dir, session) = session(&engine, &images_toml("", &[env.plain_image("multi:1")])).await;
+    let resolver = stowage::Resolver::new(
+        &session.config,
+        session.credentials.clone(),
+        engine.platform().await.unwrap(),
+        std::sync::Arc::default(),
+    );
     let manifest_digest = |repo_tag: &str| {
-        let image: stowage::reference::ImageRef = env.plain_image(repo_tag).parse().unwrap();
-        let session = &session;
-        async move { session.resolver.resolve(&image, None).await.unwrap() }
+        let image: stowage::ImageRef = env.plain_image(repo_tag).parse().unwrap();
+        let resolver = &resolver;
+        async move { resolver.resolve(&image, None).await.unwrap() }
     };
     let amd64 = manifest_digest("multi-amd64:1").await;
     let arm64 = manifest_digest("multi-arm64:1").await;
     assert_eq!(amd64.index, None, "a single-platform image has no index");
-    let multi: stowage::reference::ImageRef = env.plain_image("multi:1").parse().unwrap();
-    let host = session.resolver.resolve(&multi, None).await.unwrap();
+    let multi: stowage::ImageRef = env.plain_image("multi:1").parse().unwrap();
+    let host = resolver.resolve(&multi, None).await.unwrap();
     let host_platform = engine.platform().await.unwrap();
     let expected = if host_platform == "linux/arm64" {
         &arm64
@@ -257,20 +277,15 @@ async fn a_multi_platform_index_resolves_to_the_platform_digest() {
     assert_eq!(host.digest, expected.digest, "resolved for {host_platform}");
     let index = host.index.expect("multi:1 is an index");
     assert_ne!(index, host.digest);
-    let arm = session
-        .resolver
-        .resolve(&multi, Some("linux/arm64"))
-        .await
-        .unwrap();
+    let arm = resolver.resolve(&multi, Some("linux/arm64")).await.unwrap();
     assert_eq!(arm.digest, arm64.digest);
-    let none = session
-        .resolver
+    let none = resolver
         .resolve(&multi, Some("linux/s390x"))
         .await
         .unwrap_err();
-    assert_eq!(none.class, stowage::failure::FailureClass::NotFound);
+    assert_eq!(none.class, stowage::FailureClass::NotFound);
     // The whole entry, as `stowage pin` writes it: the index and both platforms.
-    let entry = session.resolver.resolve_entry(&multi).await.unwrap();
+    let entry = resolver.resolve_entry(&multi).await.unwrap();
     assert_eq!(entry.digest, index);
     assert_eq!(entry.platforms.get("linux/arm64"), Some(&arm64.digest));
     assert_eq!(entry.platforms.get("linux/amd64"), Some(&amd64.digest));

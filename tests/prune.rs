@@ -293,7 +293,7 @@ enum Race {
 /// The real store, except for what happens when the pruner removes `victim`, and, with
 /// `only_victim`, that the pruner sees no other image.
 struct RacingStore {
-    inner: stowage::engine::docker::DockerEngine,
+    inner: stowage::DockerEngine,
     victim: String,
     race: Race,
     only_victim: bool,
@@ -302,7 +302,7 @@ struct RacingStore {
 impl RacingStore {
     async fn connect(env: &Env, victim: &str, race: Race, only_victim: bool) -> RacingStore {
         RacingStore {
-            inner: stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
+            inner: stowage::DockerEngine::connect(Some(&env.docker_host))
                 .await
                 .unwrap(),
             victim: victim.to_owned(),
@@ -314,14 +314,14 @@ impl RacingStore {
     /// A pruner of `session` over this store, with nothing in flight and no stop.
     fn pruner<'a>(
         &'a self,
-        session: &'a stowage::converge::Session,
-        settings: &'a stowage::config::PruneSettings,
-    ) -> stowage::pruner::Pruner<'a, RacingStore> {
+        session: &'a stowage::Session,
+        settings: &'a stowage::PruneSettings,
+    ) -> stowage::Pruner<'a, RacingStore> {
         session.pruner(
             self,
             settings,
-            stowage::converge::InFlight::default(),
-            tokio_util::sync::CancellationToken::new(),
+            stowage::InFlight::default(),
+            stowage::Shutdown::new(),
         )
     }
 
@@ -343,12 +343,12 @@ impl RacingStore {
     }
 }
 
-impl stowage::engine::Store for RacingStore {
-    fn image_store(&self) -> stowage::engine::ImageStore {
+impl stowage::Store for RacingStore {
+    fn image_store(&self) -> stowage::ImageStore {
         self.inner.image_store()
     }
 
-    async fn store(&self) -> Result<Vec<stowage::prune::StoreImage>, stowage::failure::Failure> {
+    async fn store(&self) -> Result<Vec<stowage::StoreImage>, stowage::Failure> {
         let all = self.inner.store().await?;
         Ok(all
             .into_iter()
@@ -358,15 +358,11 @@ impl stowage::engine::Store for RacingStore {
 
     async fn container_images(
         &self,
-    ) -> Result<std::collections::HashSet<String>, stowage::failure::Failure> {
+    ) -> Result<std::collections::HashSet<String>, stowage::Failure> {
         self.inner.container_images().await
     }
 
-    async fn remove(
-        &self,
-        id: &str,
-        references: &[String],
-    ) -> Result<(), stowage::failure::Failure> {
+    async fn remove(&self, id: &str, references: &[String]) -> Result<(), stowage::Failure> {
         if id != self.victim {
             return self.inner.remove(id, references).await;
         }
@@ -390,20 +386,20 @@ impl stowage::engine::Store for RacingStore {
         }
     }
 
-    async fn has_image(&self, id: &str) -> Result<bool, stowage::failure::Failure> {
+    async fn has_image(&self, id: &str) -> Result<bool, stowage::Failure> {
         self.inner.has_image(id).await
     }
 
     async fn restore(
         &self,
-        by_digest: &stowage::reference::ImageRef,
+        by_digest: &stowage::ImageRef,
         tags: &[String],
-        auth: Option<stowage::credentials::RegistryAuth>,
-    ) -> Result<(), stowage::failure::Failure> {
+        auth: Option<stowage::RegistryAuth>,
+    ) -> Result<(), stowage::Failure> {
         self.inner.restore(by_digest, tags, auth).await
     }
 
-    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::failure::Failure> {
+    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::Failure> {
         self.inner.data_root().await
     }
 
@@ -411,22 +407,18 @@ impl stowage::engine::Store for RacingStore {
         &self,
         max_age: Option<std::time::Duration>,
         max_bytes: Option<u64>,
-    ) -> Result<u64, stowage::failure::Failure> {
+    ) -> Result<u64, stowage::Failure> {
         self.inner.prune_build_cache(max_age, max_bytes).await
     }
 
-    async fn container_image(
-        &self,
-        container: &str,
-    ) -> Result<Option<String>, stowage::failure::Failure> {
+    async fn container_image(&self, container: &str) -> Result<Option<String>, stowage::Failure> {
         self.inner.container_image(container).await
     }
 
     fn image_uses(
         &self,
         since: i64,
-    ) -> impl futures_util::Stream<Item = Result<(String, i64), stowage::failure::Failure>> + Send
-    {
+    ) -> impl futures_util::Stream<Item = Result<(String, i64), stowage::Failure>> + Send {
         self.inner.image_uses(since)
     }
 }
@@ -451,7 +443,7 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
         "unused_max_age = \"30d\"\nkeep = [\"stowage-local/**\"]\npause = \"0s\"\n",
     );
     let store = RacingStore::connect(&env, &victim, Race::CreateFirst, false).await;
-    let session = stowage::converge::Session::new(config, None, &store.inner)
+    let session = stowage::Session::new(config, None, &store.inner)
         .await
         .unwrap();
     let pruner = store.pruner(&session, &settings);
@@ -460,7 +452,7 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
     assert!(plan.remove.iter().any(|c| c.id == victim), "{plan:#?}");
     let v = results.iter().find(|r| r.candidate.id == victim).unwrap();
     // Never forced: the engine refuses, the image stays, and the refusal is reported.
-    assert_eq!(v.result, "failed", "{results:#?}");
+    assert_eq!(v.result, stowage::RemovalResult::Failed, "{results:#?}");
     assert!(
         v.error.as_deref().unwrap_or("").contains("refused"),
         "{v:#?}"
@@ -499,7 +491,7 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
         "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n",
     );
     let store = RacingStore::connect(&env, &victim, Race::DeletedUnderIt, true).await;
-    let session = stowage::converge::Session::new(config, None, &store.inner)
+    let session = stowage::Session::new(config, None, &store.inner)
         .await
         .unwrap();
     let pruner = store.pruner(&session, &settings);
@@ -509,11 +501,7 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
         .iter()
         .find(|r| r.candidate.id == victim)
         .expect("the victim was removed");
-    assert_eq!(
-        removal.race,
-        Some(stowage::pruner::Race::Healed),
-        "{removal:#?}"
-    );
+    assert_eq!(removal.race, Some(stowage::Race::Healed), "{removal:#?}");
     // Back under its ID (what the container refers to) and its tag.
     assert_eq!(env.image_id(&victim_name).as_deref(), Some(victim.as_str()));
     let used = env.docker(&["inspect", "--format", "{{.Image}}", "stowage-staged-race"]);
@@ -626,7 +614,7 @@ fn protection_or_none(doc: &Value, id: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
 async fn container_events_record_the_last_use() {
-    use stowage::engine::docker::DockerEngine;
+    use stowage::DockerEngine;
     let _lock = engine_lock();
     let env = env();
     let name = env.plain_image("busybox:1");
@@ -634,10 +622,10 @@ async fn container_events_record_the_last_use() {
     let id = env.image_id(&name).unwrap();
     let scratch = Scratch::new();
     let state_path = scratch.dir.path().join("state.json");
-    let state = std::sync::Mutex::new(stowage::state::State::default());
+    let state = std::sync::Mutex::new(stowage::State::default());
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let watcher = stowage::pruner::watch_uses(&engine, &state, &state_path, &stop);
+    let stop = stowage::Shutdown::new();
+    let watcher = stowage::watch_uses(&engine, &state, &state_path, &stop);
     let test = async {
         // Give the subscription a moment, then run a short-lived container.
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -656,11 +644,11 @@ async fn container_events_record_the_last_use() {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        stop.cancel();
+        stop.trigger();
     };
     tokio::join!(watcher, test);
     // On stop, what was recorded is in the state file too.
-    let saved = stowage::state::State::load(&state_path);
+    let saved = stowage::State::load(&state_path);
     assert!(saved.last_used.contains_key(&id), "{saved:?}");
     env.purge_images(&[name]);
 }

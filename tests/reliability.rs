@@ -67,7 +67,7 @@ fn files_load(dir: &Path) -> Result<(), String> {
     if let Ok(bytes) = std::fs::read(&state) {
         serde_json::from_slice::<Value>(&bytes).map_err(|e| format!("{}: {e}", state.display()))?;
     }
-    stowage::lockfile::LockFile::load(&dir.join("stowage.lock"))
+    stowage::LockFile::load(&dir.join("stowage.lock"))
         .map(|_| ())
         .map_err(|p| format!("{p:?}"))
 }
@@ -149,7 +149,7 @@ fn kill_9_at_random_points_leaves_loadable_files_and_the_next_run_converges() {
 }
 
 /// The IDs of every container and the ID of the image each uses.
-async fn containers(engine: &stowage::engine::docker::DockerEngine) -> HashMap<String, String> {
+async fn containers(engine: &stowage::DockerEngine) -> HashMap<String, String> {
     let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
         .all(true)
         .build();
@@ -164,7 +164,7 @@ async fn containers(engine: &stowage::engine::docker::DockerEngine) -> HashMap<S
 }
 
 /// Whether the engine has the image with this ID.
-async fn image_exists(engine: &stowage::engine::docker::DockerEngine, id: &str) -> bool {
+async fn image_exists(engine: &stowage::DockerEngine, id: &str) -> bool {
     engine.client().inspect_image(id).await.is_ok()
 }
 
@@ -267,15 +267,15 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         let pruner = session.pruner(
             &engine,
             &settings,
-            stowage::converge::InFlight::default(),
-            tokio_util::sync::CancellationToken::new(),
+            stowage::InFlight::default(),
+            stowage::Shutdown::new(),
         );
         let done = pruner.cycle(false).await.unwrap();
         for r in &done.removals {
-            removed += usize::from(r.result == "removed");
+            removed += usize::from(r.result == stowage::RemovalResult::Removed);
             match &r.race {
-                Some(stowage::pruner::Race::Healed) => healed += 1,
-                Some(stowage::pruner::Race::Lost { .. }) => lost_races += 1,
+                Some(stowage::Race::Healed) => healed += 1,
+                Some(stowage::Race::Lost { .. }) => lost_races += 1,
                 None => {}
             }
         }
@@ -328,8 +328,8 @@ async fn removals_racing_docker_create_are_healed() {
         let pruner = session.pruner(
             &engine,
             &settings,
-            stowage::converge::InFlight::default(),
-            tokio_util::sync::CancellationToken::new(),
+            stowage::InFlight::default(),
+            stowage::Shutdown::new(),
         );
         let delay = Duration::from_millis(rng.random_range(0..60));
         let create = {
@@ -356,8 +356,8 @@ async fn removals_racing_docker_create_are_healed() {
         let out = create.join().unwrap();
         for r in cycle.removals.iter().filter(|r| r.candidate.id == id) {
             match &r.race {
-                Some(stowage::pruner::Race::Healed) => (seen, healed) = (seen + 1, healed + 1),
-                Some(stowage::pruner::Race::Lost { .. }) => seen += 1,
+                Some(stowage::Race::Healed) => (seen, healed) = (seen + 1, healed + 1),
+                Some(stowage::Race::Lost { .. }) => seen += 1,
                 None => {}
             }
         }
@@ -389,29 +389,25 @@ async fn prune_session(
     images: &[String],
     prune: &str,
 ) -> (
-    stowage::engine::docker::DockerEngine,
-    stowage::converge::Session,
-    stowage::config::PruneSettings,
+    stowage::DockerEngine,
+    stowage::Session,
+    stowage::PruneSettings,
 ) {
     let (config, settings) = scratch.prune_config(images, prune);
-    let engine = stowage::engine::docker::DockerEngine::connect(Some(&env.docker_host))
+    let engine = stowage::DockerEngine::connect(Some(&env.docker_host))
         .await
         .unwrap();
-    let session = stowage::converge::Session::new(config, None, &engine)
-        .await
-        .unwrap();
+    let session = stowage::Session::new(config, None, &engine).await.unwrap();
     (engine, session, settings)
 }
 
 /// Pulls the session's required images (first-pull pins), so the pruner knows their digests.
-async fn pin_required(
-    engine: &stowage::engine::docker::DockerEngine,
-    session: &stowage::converge::Session,
-) {
+async fn pin_required(engine: &stowage::DockerEngine, session: &stowage::Session) {
     let puller = session.puller(
         engine,
-        tokio_util::sync::CancellationToken::new(),
-        stowage::converge::InFlight::default(),
+        stowage::Shutdown::new(),
+        stowage::InFlight::default(),
+        stowage::PinUpkeep::Command,
     );
     puller.converge(&session.pinned).await.unwrap();
 }
@@ -546,8 +542,8 @@ async fn the_engine_going_away_mid_prune_cycle_removes_nothing_protected() {
     let pruner = session.pruner(
         &engine,
         &settings,
-        stowage::converge::InFlight::default(),
-        tokio_util::sync::CancellationToken::new(),
+        stowage::InFlight::default(),
+        stowage::Shutdown::new(),
     );
     let restart = tokio::task::spawn_blocking(|| {
         std::thread::sleep(Duration::from_millis(2000));
@@ -557,8 +553,11 @@ async fn the_engine_going_away_mid_prune_cycle_removes_nothing_protected() {
     });
     let first = pruner.cycle(false).await.unwrap();
     restart.await.unwrap();
-    let count = |c: &stowage::pruner::Cycle, result: &str| {
-        c.removals.iter().filter(|r| r.result == result).count()
+    let count = |c: &stowage::Cycle, result: &str| {
+        c.removals
+            .iter()
+            .filter(|r| r.result.as_str() == result)
+            .count()
     };
     let (removed_first, failed_first) = (count(&first, "removed"), count(&first, "failed"));
     // The next cycle finishes the work; nothing is removed twice.
@@ -567,11 +566,10 @@ async fn the_engine_going_away_mid_prune_cycle_removes_nothing_protected() {
         .removals
         .iter()
         .filter(|r| {
-            r.result == "removed"
-                && first
-                    .removals
-                    .iter()
-                    .any(|f| f.result == "removed" && f.candidate.id == r.candidate.id)
+            r.result == stowage::RemovalResult::Removed
+                && first.removals.iter().any(|f| {
+                    f.result == stowage::RemovalResult::Removed && f.candidate.id == r.candidate.id
+                })
         })
         .count();
     let protected_lost: Vec<&String> = [&required, &used]

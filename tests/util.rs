@@ -447,11 +447,11 @@ impl Scratch {
         &self,
         images: &[String],
         prune: &str,
-    ) -> (stowage::config::Config, stowage::config::PruneSettings) {
+    ) -> (stowage::Config, stowage::PruneSettings) {
         let path = self.config("", images);
         let text = std::fs::read_to_string(&path).expect("the config") + "[prune]\n" + prune;
         std::fs::write(&path, text).expect("writable temp dir");
-        let config = stowage::config::Config::load(&path).expect("a valid config");
+        let config = stowage::Config::load(&path).expect("a valid config");
         let settings = config.prune.clone().expect("a [prune] table");
         (config, settings)
     }

@@ -1,0 +1,41 @@
+//! One function per command. Each returns `Ok(())` or the [`Error`] that the boundary in
+//! [`super::dispatch`] turns into a message and an exit code.
+
+pub mod check;
+pub mod pin;
+pub mod plan;
+pub mod prune;
+pub mod pull;
+pub mod run;
+pub mod status;
+
+use std::io::Write;
+use std::path::Path;
+
+use super::error::Error;
+use crate::io::engine::docker::DockerEngine;
+use crate::service::session::{Loaded, Session, load};
+use crate::service::shutdown::Shutdown;
+
+/// What `plan`, `pull`, `prune` and `status` start from: the config loaded, one attempt to
+/// reach the engine (interruptible like the rest), and a session over both.
+async fn connect(
+    config: &Path,
+    host: Option<&str>,
+    shutdown: &Shutdown,
+) -> Result<(DockerEngine, Session), Error> {
+    let Loaded { config, lock } = load(config)?;
+    let engine = shutdown
+        .until(DockerEngine::connect(host))
+        .await
+        .ok_or_else(|| Error::Failed("stopped before the engine answered".into()))??;
+    let session = Session::new(config, lock, &engine).await?;
+    Ok((engine, session))
+}
+
+/// Writes command output; a closed pipe (`stowage plan | head`) is not an error worth a panic.
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

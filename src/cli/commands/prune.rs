@@ -1,0 +1,45 @@
+//! `stowage prune`: one prune cycle now, by the `[prune]` rules.
+
+use std::path::Path;
+
+use super::{connect, print};
+use crate::cli::error::Error;
+use crate::cli::report;
+use crate::policy::config::PruneSettings;
+use crate::service::in_flight::InFlight;
+use crate::service::pruner::RemovalResult;
+use crate::service::shutdown::Shutdown;
+
+/// Runs one cycle (or, with `dry_run`, only plans it) and reports what goes, what stays and
+/// why: 1 when a removal failed.
+pub async fn prune(
+    config: &Path,
+    host: Option<&str>,
+    dry_run: bool,
+    json: bool,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let (engine, session) = connect(config, host, shutdown).await?;
+    // No [prune] table: the defaults (dangling images only, after an hour).
+    let defaults = PruneSettings::default();
+    let settings = session.config.prune.as_ref().unwrap_or(&defaults);
+    let pruner = session.pruner(&engine, settings, InFlight::default(), Shutdown::new());
+    let cycle = pruner.cycle(dry_run).await.map_err(Error::Engine)?;
+    let (plan, removals) = (cycle.plan, cycle.removals);
+    if json {
+        let doc = serde_json::json!({
+            "config": session.config.source,
+            "dry_run": dry_run,
+            "prune": report::prune_json(&plan, &removals),
+        });
+        print(&(serde_json::to_string_pretty(&doc).expect("plain data") + "\n"));
+    } else {
+        let now = chrono::Utc::now().timestamp();
+        print(&report::prune_text(&plan, &removals, now));
+    }
+    if removals.iter().any(|r| r.result == RemovalResult::Failed) {
+        Err(Error::Reported)
+    } else {
+        Ok(())
+    }
+}

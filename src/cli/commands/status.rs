@@ -1,0 +1,81 @@
+//! `stowage status`: each required image's pin, presence, digests and drift.
+
+use std::path::Path;
+
+use super::{connect, print};
+use crate::cli::error::Error;
+use crate::cli::report::{self, StatusRow};
+use crate::decide::pin::PinMode;
+use crate::decide::pull_plan::Decision;
+use crate::io::registry::Registry;
+use crate::model::failure::explain;
+use crate::model::sync::Locked;
+use crate::service::in_flight::InFlight;
+use crate::service::puller::PinUpkeep;
+use crate::service::shutdown::Shutdown;
+
+/// Prints one row per required image; without `offline`, with what its registry says now.
+pub async fn status(
+    config: &Path,
+    host: Option<&str>,
+    json: bool,
+    offline: bool,
+    shutdown: &Shutdown,
+) -> Result<(), Error> {
+    let (engine, session) = connect(config, host, shutdown).await?;
+    let puller = session.puller(
+        &engine,
+        Shutdown::new(),
+        InFlight::default(),
+        PinUpkeep::Command,
+    );
+    // Which images the plan itself resolves (follow, and first-pull without a pin yet): their
+    // registry digest is the plan's, asked once.
+    let resolved_by_plan: Vec<bool> = {
+        let state = session.state.locked();
+        session
+            .pinned
+            .iter()
+            .map(|p| p.mode != PinMode::Lock && p.needs_resolution(&state))
+            .collect()
+    };
+    let (plan, _) = puller
+        .plan_with(&session.pinned, !offline)
+        .await
+        .map_err(Error::Engine)?;
+    let mut rows = Vec::with_capacity(plan.len());
+    for (d, by_plan) in plan.into_iter().zip(resolved_by_plan) {
+        rows.push(row(session.registry.as_ref(), d, by_plan, offline).await);
+    }
+    print(&if json {
+        report::status_json(&session.config.source, &rows)
+    } else {
+        report::status_text(&rows)
+    });
+    Ok(())
+}
+
+/// One image's row: the plan's decision, and the registry's digest for its tag.
+async fn row(registry: &dyn Registry, d: Decision, by_plan: bool, offline: bool) -> StatusRow {
+    let image = &d.pinned.image;
+    let (registry_digest, failure) = if offline {
+        (None, None)
+    } else if by_plan {
+        (d.digest.clone(), d.failure.clone())
+    } else {
+        // Ask about the tag, never the pinned digest: the question is whether it moved.
+        match image.reference.by_tag() {
+            Some(tag) => match registry.resolve(&tag, image.platform.as_deref()).await {
+                Ok(r) => (Some(r.digest), None),
+                Err(f) => (None, Some(f)),
+            },
+            None => (None, None),
+        }
+    };
+    StatusRow {
+        registry_error: failure.as_ref().map(|f| explain(&image.reference, f)),
+        registry_error_class: failure.map(|f| f.class),
+        registry_digest,
+        decision: d,
+    }
+}

@@ -1,0 +1,96 @@
+//! The one error boundary: every way a command can fail, the message it prints, and the exit
+//! code it ends with.
+//!
+//! Exit codes: 0 success; 1 the work failed (an image could not be pulled, the engine could not
+//! be reached); 2 the configuration or the command line is wrong (clap's convention for usage
+//! errors, and what Ansible's `validate:` expects from `check`).
+
+use crate::io::engine::docker::ConnectError;
+use crate::model::failure::Failure;
+use crate::policy::config::ConfigError;
+use crate::service::daemon::StartError;
+use crate::service::session::SessionError;
+
+/// Exit code: the work failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: the configuration or the command line is wrong.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+pub enum Error {
+    /// The configuration or its lock cannot be used.
+    Config(ConfigError),
+    /// The command line or the engine address is wrong.
+    Usage(String),
+    /// An operation on the engine failed.
+    Engine(Failure),
+    /// The work failed, as the message says.
+    Failed(String),
+    /// The work failed, and the report already printed says how.
+    Reported,
+}
+
+impl Error {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
+            Error::Engine(_) | Error::Failed(_) | Error::Reported => EXIT_FAILURE,
+        }
+    }
+
+    /// Writes the message to standard error: every problem of a config, located, then their
+    /// count; anything else on one line after `stowage: `.
+    pub fn print(&self) {
+        match self {
+            Error::Config(e) => {
+                eprintln!("{e}");
+                if let ConfigError::Invalid { problems } = e {
+                    eprintln!(
+                        "stowage: the configuration has {} problem{}",
+                        problems.len(),
+                        if problems.len() == 1 { "" } else { "s" }
+                    );
+                }
+            }
+            Error::Usage(message) | Error::Failed(message) => eprintln!("stowage: {message}"),
+            Error::Engine(f) => eprintln!("stowage: engine: {f}"),
+            Error::Reported => {}
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<SessionError> for Error {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Config(problems) => Error::Config(ConfigError::Invalid { problems }),
+            SessionError::Engine(f) => Error::Engine(f),
+        }
+    }
+}
+
+impl From<ConnectError> for Error {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::BadAddress(message) => Error::Usage(message),
+            ConnectError::Unreachable(f) => Error::Engine(f),
+        }
+    }
+}
+
+impl From<StartError> for Error {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Config(problems) => Error::Config(ConfigError::Invalid { problems }),
+            StartError::Connect(e) => Error::Usage(e.to_string()),
+            StartError::Metrics(message) => Error::Failed(message),
+        }
+    }
+}

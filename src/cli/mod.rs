@@ -1,0 +1,171 @@
+//! The command line: arguments, one function per command (in [`commands`]), report rendering
+//! ([`report`]), and the one place an error becomes an exit code ([`error`]).
+
+mod commands;
+pub mod error;
+mod logging;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::policy::config::DEFAULT_CONFIG_PATH;
+use crate::service::shutdown::Shutdown;
+use error::{EXIT_FAILURE, EXIT_USAGE};
+use logging::LogFormat;
+
+/// Keeps this host's container images the way the configuration declares: pre-pulls required
+/// images at boot and on a schedule, pinned to digests.
+#[derive(Debug, Parser)]
+#[command(name = "stowage", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short = 'c', global = true, env = "STOWAGE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Docker engine address (unix:///path/docker.sock, tcp://host:port).
+    #[arg(long, global = true, env = "DOCKER_HOST", value_name = "URL")]
+    pub docker_host: Option<String>,
+
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
+    #[arg(
+        long,
+        global = true,
+        env = "STOWAGE_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log_level: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: pull what is required at boot, then on the schedule, until SIGTERM/SIGINT.
+    Run,
+    /// Validate the configuration and exit: 0 valid, 2 invalid (every problem listed).
+    Check,
+    /// Show what `pull` would do now, changing nothing.
+    Plan {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pull what is required once and exit: 0 all present, 1 any failed, 2 config error.
+    Pull {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One prune cycle now, by the `[prune]` rules: what goes, what stays and why.
+    Prune {
+        /// Change nothing: show what would be removed and why.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve every lockable tag to its digest and write the lock file (atomically).
+    Pin {
+        /// Change nothing; exit 1 if the lock file is missing or stale (for CI).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Show each required image: pin, presence, pinned, local and registry digests, drift.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Do not ask registries for their current digests.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+/// Parses the process arguments and runs; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format, &cli.log_level) {
+        eprintln!("stowage: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stowage: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            signals.trigger();
+        });
+        dispatch(cli, &shutdown).await
+    });
+    // A credential helper stuck in a blocking thread must not keep the process alive past
+    // the shutdown grace the operator configured.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
+}
+
+/// Runs one command to completion and returns its exit code. `shutdown` triggered asks a
+/// running `run` or `pull` to stop.
+pub async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
+    let config = cli.config.as_path();
+    let host = cli.docker_host.as_deref();
+    let result = match cli.command {
+        Command::Run => commands::run::run(config, host, shutdown).await,
+        Command::Check => commands::check::check(config),
+        Command::Plan { json } => commands::plan::plan(config, host, json, shutdown).await,
+        Command::Pull { json } => commands::pull::pull(config, host, json, shutdown).await,
+        Command::Prune { dry_run, json } => {
+            commands::prune::prune(config, host, dry_run, json, shutdown).await
+        }
+        Command::Pin { check } => commands::pin::pin(config, check).await,
+        Command::Status { json, offline } => {
+            commands::status::status(config, host, json, offline, shutdown).await
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            e.print();
+            e.exit_code()
+        }
+    }
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}; only SIGINT stops stowage");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+    }
+}

@@ -1,0 +1,538 @@
+//! What `plan`, `pull`, `status` and `pin` print: aligned text for people, JSON for machines.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::decide::outcome::{Outcome, PullResult, Summary};
+use crate::decide::pin::PinMode;
+use crate::decide::prune_plan::{Protection, PrunePlan};
+use crate::decide::pull_plan::{Action, Decision, Presence};
+use crate::policy::lockfile::LockChange;
+use crate::service::pruner::{Race, Removal};
+
+/// `sha256:` and the first 12 hex digits: enough to tell digests apart in a table.
+pub fn short(digest: &str) -> String {
+    match digest.strip_prefix("sha256:") {
+        Some(hex) => format!("sha256:{}", &hex[..hex.len().min(12)]),
+        None => digest.to_owned(),
+    }
+}
+
+fn display_name(d: &Decision) -> String {
+    match &d.pinned.image.platform {
+        Some(p) => format!("{} [{p}]", d.pinned.image.reference),
+        None => d.pinned.image.reference.to_string(),
+    }
+}
+
+fn presence(p: Presence) -> &'static str {
+    match p {
+        Presence::Missing => "missing",
+        Presence::Present => "present",
+    }
+}
+
+/// Renders rows as columns separated by two spaces; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == last {
+                l.push_str(c);
+            } else {
+                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// The `plan` table.
+pub fn plan_text(plan: &[Decision]) -> String {
+    if plan.is_empty() {
+        return "no images are required by the configuration\n".into();
+    }
+    let rows: Vec<Vec<String>> = plan
+        .iter()
+        .map(|d| {
+            vec![
+                display_name(d),
+                d.pinned.mode.as_str().to_owned(),
+                d.digest.as_deref().map(short).unwrap_or_else(|| "-".into()),
+                presence(d.state).to_owned(),
+                d.action.as_str().to_owned(),
+                d.reason.clone(),
+            ]
+        })
+        .collect();
+    let mut out = table(&["IMAGE", "PIN", "DIGEST", "STATE", "ACTION", "WHY"], &rows);
+    let count = |a: Action| plan.iter().filter(|d| d.action == a).count();
+    let _ = writeln!(
+        out,
+        "\n{} to pull, {} to tag, {} present, {} failing",
+        count(Action::Pull),
+        count(Action::Tag),
+        count(Action::Keep),
+        count(Action::Fail)
+    );
+    out
+}
+
+/// The `plan --json` document.
+pub fn plan_json(config: &Path, plan: &[Decision], prune: Option<&PrunePlan>) -> String {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        config: &'a Path,
+        images: &'a [Decision],
+        /// What a prune cycle would do now, when the config has `[prune]` rules.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prune: Option<serde_json::Value>,
+    }
+    let doc = Doc {
+        config,
+        images: plan,
+        prune: prune.map(|p| prune_json(p, &[])),
+    };
+    serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
+}
+
+/// The `pull` report: one line per image, then a summary.
+pub fn pull_text(outcomes: &[Outcome]) -> String {
+    let width = outcomes
+        .iter()
+        .map(|o| display_name(&o.decision).len())
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for o in outcomes {
+        let name = display_name(&o.decision);
+        let secs = o.elapsed_ms as f64 / 1000.0;
+        let line = match &o.result {
+            PullResult::Kept if o.decision.failure.is_some() => {
+                format!("kept        {name:<width$}  {}", o.decision.reason)
+            }
+            PullResult::Kept => format!(
+                "present     {name:<width$}  {}",
+                o.decision.digest.as_deref().unwrap_or("")
+            ),
+            PullResult::Pulled {
+                digest,
+                updated,
+                from,
+            } => format!(
+                "{}  {name:<width$}  {} from {from} ({secs:.1}s{})",
+                if *updated { "pulled    " } else { "up to date" },
+                digest.as_deref().unwrap_or("digest unknown"),
+                if o.attempts > 1 {
+                    format!(", {} attempts", o.attempts)
+                } else {
+                    String::new()
+                },
+            ),
+            PullResult::Tagged { digest } => {
+                format!(
+                    "tagged      {name:<width$}  {digest} (was: {})",
+                    o.decision.reason
+                )
+            }
+            PullResult::Failed { message, .. } if o.attempts > 1 => {
+                format!(
+                    "FAILED      {name}: {message} (after {} attempts)",
+                    o.attempts
+                )
+            }
+            PullResult::Failed { message, .. } => format!("FAILED      {name}: {message}"),
+            PullResult::Skipped => format!("skipped     {name} (stopping)"),
+        };
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let s = Summary::of(outcomes);
+    let _ = writeln!(
+        out,
+        "{} images: {} pulled, {} up to date, {} tagged, {} present, {} failed{}",
+        outcomes.len(),
+        s.pulled,
+        s.up_to_date,
+        s.tagged,
+        s.kept,
+        s.failed,
+        if s.skipped > 0 {
+            format!(", {} skipped", s.skipped)
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// The `pull --json` document.
+pub fn pull_json(config: &Path, outcomes: &[Outcome]) -> String {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        config: &'a Path,
+        images: &'a [Outcome],
+        summary: Summary,
+    }
+    let doc = Doc {
+        config,
+        images: outcomes,
+        summary: Summary::of(outcomes),
+    };
+    serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
+}
+
+/// One `status` row: the plan's view plus what the registry says now.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRow {
+    /// The plan's decision for the image (pin, presence, local digest, drift).
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// The digest the tag has in the registry now, when it was asked and answered.
+    pub registry_digest: Option<String>,
+    /// Why the registry's digest is unknown, when it was asked and did not answer.
+    pub registry_error: Option<String>,
+    /// The class of that failure (auth, not-found, network, engine).
+    pub registry_error_class: Option<crate::model::failure::FailureClass>,
+}
+
+impl StatusRow {
+    /// The pinned digest: what the config, the lock or the first pull fixed. None when the
+    /// image follows its tag.
+    pub fn pinned(&self) -> Option<&str> {
+        match self.decision.pinned.mode {
+            PinMode::Follow => None,
+            _ => self.decision.digest.as_deref(),
+        }
+    }
+}
+
+/// The `status` table.
+pub fn status_text(rows: &[StatusRow]) -> String {
+    if rows.is_empty() {
+        return "no images are required by the configuration\n".into();
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let d = &r.decision;
+            let registry = match (&r.registry_digest, &r.registry_error) {
+                (Some(g), _) => short(g),
+                (None, Some(_)) => match r.registry_error_class {
+                    Some(class) => format!("{class} error"),
+                    None => "error".into(),
+                },
+                (None, None) => "-".into(),
+            };
+            let note = if d.drift {
+                "DRIFT: the name points at other content; the next run repairs it".to_owned()
+            } else if d.state == Presence::Missing {
+                "missing; the next run pulls it".to_owned()
+            } else if let (Some(g), Some(l)) = (&r.registry_digest, &d.local_digest)
+                && g != l
+            {
+                match d.pinned.mode {
+                    PinMode::Follow => "the tag moved; the next run pulls it".to_owned(),
+                    _ => "the tag moved in the registry; the pin holds".to_owned(),
+                }
+            } else {
+                "ok".to_owned()
+            };
+            vec![
+                display_name(d),
+                d.pinned.mode.as_str().to_owned(),
+                presence(d.state).to_owned(),
+                r.pinned().map(short).unwrap_or_else(|| "-".into()),
+                d.local_digest
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or_else(|| "-".into()),
+                registry,
+                note,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "IMAGE", "PIN", "STATE", "PINNED", "LOCAL", "REGISTRY", "NOTE",
+        ],
+        &cells,
+    )
+}
+
+/// The `status --json` document.
+pub fn status_json(config: &Path, rows: &[StatusRow]) -> String {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        #[serde(flatten)]
+        row: &'a StatusRow,
+        pinned_digest: Option<&'a str>,
+    }
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        config: &'a Path,
+        images: Vec<Row<'a>>,
+    }
+    let doc = Doc {
+        config,
+        images: rows
+            .iter()
+            .map(|row| Row {
+                row,
+                pinned_digest: row.pinned(),
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
+}
+
+/// Bytes in a human unit (`12.3 MB`).
+pub fn bytes(n: u64) -> String {
+    bytesize::ByteSize::b(n).to_string()
+}
+
+fn age(now: i64, then: i64) -> String {
+    let secs = u64::try_from(now - then).unwrap_or(0);
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(secs - secs % 60))
+    )
+    .replace("0s ago", "just now")
+}
+
+/// The prune side of a plan, and the results of the removals when there were any.
+pub fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for c in &plan.remove {
+        let result =
+            removals
+                .iter()
+                .find(|r| r.candidate.id == c.id)
+                .map(|r| match (&r.error, &r.race) {
+                    (_, Some(Race::Healed)) => {
+                        "removed; a container was created from it meanwhile: pulled back".to_owned()
+                    }
+                    (_, Some(Race::Lost { error })) => format!(
+                        "removed; a container was created from it meanwhile, and it could not be \
+                     pulled back: {error}"
+                    ),
+                    (Some(e), None) => format!("{}: {e}", r.result.as_str()),
+                    (None, None) => r.result.as_str().to_owned(),
+                });
+        rows.push(vec![
+            result.unwrap_or_else(|| "remove".into()),
+            short(&c.id),
+            c.names.first().cloned().unwrap_or_else(|| "<none>".into()),
+            bytes(c.size),
+            age(now, c.last_used),
+            format!("rule: {}", c.rule.name()),
+        ]);
+    }
+    for k in &plan.keep {
+        let why = match &k.protection {
+            Protection::KeepRule(r) => format!("kept: keep rule {r}"),
+            p => format!("kept: {}", p.name()),
+        };
+        rows.push(vec![
+            "keep".into(),
+            short(&k.id),
+            k.names.first().cloned().unwrap_or_else(|| "<none>".into()),
+            bytes(k.size),
+            String::new(),
+            why,
+        ]);
+    }
+    let mut out = if rows.is_empty() {
+        "the image store is empty\n".to_owned()
+    } else {
+        table(
+            &["ACTION", "ID", "IMAGE", "SIZE", "LAST USED", "WHY"],
+            &rows,
+        )
+    };
+    let _ = writeln!(
+        out,
+        "\n{} to remove ({} expected to be freed), {} kept{}",
+        plan.remove.len(),
+        bytes(plan.bytes_expected),
+        plan.keep.len(),
+        if plan.deferred > 0 {
+            format!(", {} left for later cycles (max_removals)", plan.deferred)
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// The prune plan and results as JSON.
+pub fn prune_json(plan: &PrunePlan, removals: &[Removal]) -> serde_json::Value {
+    serde_json::json!({
+        "remove": plan.remove,
+        "keep": plan.keep,
+        "bytes_expected": plan.bytes_expected,
+        "deferred": plan.deferred,
+        "results": removals,
+    })
+}
+
+/// What `pin` says about the changes it made or found.
+pub fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool) -> String {
+    let mut out = String::new();
+    if changes.is_empty() {
+        let _ = writeln!(out, "{}: up to date", lock.display());
+        return out;
+    }
+    for c in changes {
+        let _ = writeln!(out, "{c}");
+    }
+    let _ = writeln!(
+        out,
+        "{}: {} change{}{}",
+        lock.display(),
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        if check {
+            " (stale; run `stowage pin` to update it)"
+        } else {
+            " written"
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::pin::Pinned;
+    use crate::model::failure::FailureClass;
+
+    const D: &str = "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+
+    fn decision(name: &str, action: Action) -> Decision {
+        Decision {
+            pinned: Pinned {
+                digest: Some(D.into()),
+                ..Pinned::for_tests(name, PinMode::Lock)
+            },
+            digest: Some(D.into()),
+            state: if action == Action::Pull {
+                Presence::Missing
+            } else {
+                Presence::Present
+            },
+            local_digest: None,
+            drift: false,
+            action,
+            reason: "because".into(),
+            failure: None,
+            holder: None,
+            resolve_attempts: 0,
+        }
+    }
+
+    #[test]
+    fn plan_table_is_aligned_and_qualified() {
+        let text = plan_text(&[
+            decision("nginx", Action::Pull),
+            decision("r:1/a:1", Action::Keep),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("IMAGE                           PIN   DIGEST"),
+            "{text}"
+        );
+        assert!(
+            lines[1].starts_with(
+                "docker.io/library/nginx:latest  lock  sha256:abcdef012345  missing  pull"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("r:1/a:1                         lock"),
+            "{text}"
+        );
+        assert_eq!(lines[4], "1 to pull, 0 to tag, 1 present, 0 failing");
+    }
+
+    #[test]
+    fn pull_report_lists_failures_and_counts() {
+        let outcomes = vec![
+            Outcome {
+                decision: decision("r:1/a:1", Action::Pull),
+                result: PullResult::Pulled {
+                    digest: Some(D.into()),
+                    updated: true,
+                    from: "r:1".into(),
+                },
+                attempts: 1,
+                elapsed_ms: 1500,
+            },
+            Outcome {
+                decision: decision("r:1/b:1", Action::Pull),
+                result: PullResult::Failed {
+                    class: FailureClass::NotFound,
+                    message: "not found: r:1/b:1 does not exist".into(),
+                },
+                attempts: 1,
+                elapsed_ms: 10,
+            },
+        ];
+        let text = pull_text(&outcomes);
+        assert!(
+            text.contains(&format!("pulled      r:1/a:1  {D} from r:1 (1.5s)")),
+            "{text}"
+        );
+        assert!(
+            text.contains("FAILED      r:1/b:1: not found: r:1/b:1 does not exist\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("2 images: 1 pulled, 0 up to date, 0 tagged, 0 present, 1 failed\n"),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&pull_json(Path::new("/c.toml"), &outcomes)).unwrap();
+        assert_eq!(json["images"][1]["result"], "failed");
+        assert_eq!(json["images"][1]["class"], "not-found");
+        assert_eq!(json["images"][0]["image"], "r:1/a:1");
+        assert_eq!(json["images"][0]["pin"], "lock");
+        assert_eq!(json["summary"]["failed"], 1);
+    }
+
+    #[test]
+    fn status_flags_drift() {
+        let mut d = decision("r:1/a:1", Action::Tag);
+        d.drift = true;
+        d.local_digest = Some("sha256:999".into());
+        let rows = [StatusRow {
+            decision: d,
+            registry_digest: Some(D.into()),
+            registry_error: None,
+            registry_error_class: None,
+        }];
+        let text = status_text(&rows);
+        assert!(text.contains("DRIFT"), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&status_json(Path::new("/c"), &rows)).unwrap();
+        assert_eq!(json["images"][0]["drift"], true);
+        assert_eq!(json["images"][0]["pinned_digest"], D);
+        assert_eq!(json["images"][0]["registry_digest"], D);
+    }
+}

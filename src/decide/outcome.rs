@@ -1,0 +1,104 @@
+//! What a pull run did, image by image, as plain data: reported, exported as metrics, and fed
+//! back into the shortfall bookkeeping.
+
+use serde::Serialize;
+
+use crate::decide::pull_plan::Decision;
+use crate::model::failure::FailureClass;
+
+/// How one required image ended up after a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum PullResult {
+    /// Nothing to do: the name points at the wanted content.
+    Kept,
+    /// Pulled by digest, and named.
+    Pulled {
+        /// The digest pulled.
+        digest: Option<String>,
+        /// Whether new content arrived (false: the engine had it already).
+        updated: bool,
+        /// Where it came from: the origin registry or a mirror.
+        from: String,
+    },
+    /// The wanted content was present; only the name was pointed at it.
+    Tagged {
+        /// The digest the name now points at.
+        digest: String,
+    },
+    /// Every attempt failed, or the failure was not worth retrying.
+    Failed {
+        /// Which kind of failure.
+        class: FailureClass,
+        /// What to do about it, with the engine's or registry's words.
+        message: String,
+    },
+    /// Not attempted because stowage was stopping.
+    Skipped,
+}
+
+/// One image's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// The decision that was carried out.
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// How it ended.
+    #[serde(flatten)]
+    pub result: PullResult,
+    /// Registry attempts made for the image: failed resolutions and pulls (0 when none was
+    /// needed).
+    pub attempts: u32,
+    /// Time spent on it, retries included, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl Outcome {
+    /// Whether the image is now in the store as required.
+    pub fn is_ok(&self) -> bool {
+        matches!(
+            self.result,
+            PullResult::Kept | PullResult::Pulled { .. } | PullResult::Tagged { .. }
+        )
+    }
+}
+
+/// Counts of a run's outcomes, for the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Images pulled with new content.
+    pub pulled: usize,
+    /// Images pulled whose content the engine already had.
+    pub up_to_date: usize,
+    /// Images whose name was pointed back at the pinned content.
+    pub tagged: usize,
+    /// Images present with nothing to do.
+    pub kept: usize,
+    /// Images that failed.
+    pub failed: usize,
+    /// Images not attempted because of shutdown.
+    pub skipped: usize,
+}
+
+impl Summary {
+    /// Tallies `outcomes`.
+    pub fn of(outcomes: &[Outcome]) -> Summary {
+        let mut s = Summary::default();
+        for o in outcomes {
+            match &o.result {
+                PullResult::Kept => s.kept += 1,
+                PullResult::Pulled { updated: true, .. } => s.pulled += 1,
+                PullResult::Pulled { updated: false, .. } => s.up_to_date += 1,
+                PullResult::Tagged { .. } => s.tagged += 1,
+                PullResult::Failed { .. } => s.failed += 1,
+                PullResult::Skipped => s.skipped += 1,
+            }
+        }
+        s
+    }
+
+    /// Whether every image is present as required.
+    pub fn all_ok(&self) -> bool {
+        self.failed == 0 && self.skipped == 0
+    }
+}

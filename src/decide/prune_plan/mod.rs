@@ -1,0 +1,239 @@
+//! Deciding what to remove from the image store: a pure function over plain data.
+//!
+//! The order of the phases is the safety argument. [`protect`] first gives every image its
+//! protections (required or pinned, used by a container in any state, being pulled, the
+//! daemon's own, too young, kept by a rule, a parent of something kept). Only unprotected
+//! images can be selected at all, by [`select`]: the age rules (dangling, unused too long),
+//! then the space rules (disk watermark, store size cap), least recently used first. [`order`]
+//! puts children before parents, and [`limit`] keeps at most `max_removals` per cycle, never
+//! a parent whose child stays.
+
+mod limit;
+mod order;
+mod protect;
+mod select;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::decide::usage::Usage;
+use crate::model::image::{Disk, StoreImage};
+use crate::policy::keep::{KeepRules, Limits};
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone, Default)]
+pub struct PruneInput {
+    /// The store.
+    pub images: Vec<StoreImage>,
+    /// IDs of images some container (running, stopped or created) references.
+    pub in_use: HashSet<String>,
+    /// IDs of images required or pinned by the config.
+    pub required: HashSet<String>,
+    /// What is being pulled or re-tagged right now: fully qualified names, manifest digests,
+    /// and the IDs of images about to be re-tagged.
+    pub in_flight: HashSet<String>,
+    /// The daemon's own image ID, when it runs in a container.
+    pub own_image: Option<String>,
+    /// Usage history.
+    pub usage: Usage,
+    /// The data root's filesystem, when known.
+    pub disk: Option<Disk>,
+    /// Now (seconds).
+    pub now: i64,
+    /// IDs of tagged images whose repository digests were checked with their registries and
+    /// found nowhere: local only, whatever digests the engine lists. On the containerd image
+    /// store and Podman a local build lists repository digests too.
+    pub no_registry_copy: HashSet<String>,
+}
+
+/// Why an image stays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "protection", content = "detail")]
+pub enum Protection {
+    /// The config requires or pins it.
+    Required,
+    /// A container references it.
+    InUse,
+    /// A pull of one of its names is under way.
+    InFlight,
+    /// It is the daemon's own image.
+    OwnImage,
+    /// First seen less than `min_age` ago.
+    TooYoung,
+    /// A keep rule matches (the rule, as written).
+    KeepRule(String),
+    /// Among the newest of its repository.
+    Newest,
+    /// Tagged, built here, no copy in any registry.
+    LocalOnly,
+    /// A kept image is built on it.
+    ParentOfKept,
+    /// No rule selects it.
+    NotSelected,
+}
+
+impl Protection {
+    /// Its name as `--json` output writes it (`in-use`, `keep-rule`, ...).
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v["protection"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// Which rule selects an image for removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// Dangling (untagged) and older than `dangling_min_age`.
+    Dangling,
+    /// Unused for longer than `unused_max_age`.
+    UnusedMaxAge,
+    /// The disk is above the high watermark.
+    DiskWatermark,
+    /// The store is above `max_store_size`.
+    StoreSize,
+}
+
+impl Rule {
+    /// Its name as `--json` output writes it (`dangling`, `unused-max-age`, ...).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// An image the cycle removes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// Image ID.
+    pub id: String,
+    /// Its names (tags, else digests).
+    pub names: Vec<String>,
+    /// Every reference to it, tags and digests: each is removed by name, never forced, so an
+    /// image with several names goes without `--force` (and one a container just started
+    /// using is refused, not untagged).
+    #[serde(skip)]
+    pub references: Vec<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// When last used (or first seen, or created), seconds.
+    pub last_used: i64,
+    /// The rule that selects it.
+    pub rule: Rule,
+}
+
+/// An image the cycle keeps, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kept {
+    /// Image ID.
+    pub id: String,
+    /// Its names.
+    pub names: Vec<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Why it stays.
+    #[serde(flatten)]
+    pub protection: Protection,
+}
+
+/// The plan of one cycle.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PrunePlan {
+    /// What to remove, in removal order (children before parents, LRU first).
+    pub remove: Vec<Candidate>,
+    /// What stays, and why.
+    pub keep: Vec<Kept>,
+    /// Bytes the removals are expected to free.
+    pub bytes_expected: u64,
+    /// Candidates left for a later cycle by `max_removals`.
+    pub deferred: usize,
+}
+
+/// The store's images by ID.
+type ById<'a> = HashMap<&'a str, &'a StoreImage>;
+
+/// Plans one cycle: protect, select, order, limit.
+pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> PrunePlan {
+    let by_id: ById = input.images.iter().map(|i| (i.id.as_str(), i)).collect();
+    let protection = protect::protect(input, keep, limits, &by_id);
+    let selected = select::select(input, limits, &protection, &by_id);
+    let remove = order::order(input, &selected, &by_id);
+    let (remove, deferred) = limit::limit(input, remove, limits.max_removals);
+    let removing: HashSet<&str> = remove.iter().map(|c| c.id.as_str()).collect();
+    let keep_list: Vec<Kept> = input
+        .images
+        .iter()
+        .filter(|i| !removing.contains(i.id.as_str()))
+        .map(|i| Kept {
+            id: i.id.clone(),
+            names: names(i),
+            size: i.size,
+            protection: protection
+                .get(i.id.as_str())
+                .cloned()
+                .unwrap_or(Protection::NotSelected),
+        })
+        .collect();
+    PrunePlan {
+        bytes_expected: remove.iter().map(|c| c.size).sum(),
+        remove,
+        keep: keep_list,
+        deferred,
+    }
+}
+
+/// An image's names for reports: its tags, else its digests.
+fn names(image: &StoreImage) -> Vec<String> {
+    if image.tags.is_empty() {
+        image.digests.clone()
+    } else {
+        image.tags.clone()
+    }
+}
+
+/// Whether the image `id`, with these names (tags and `repository@digest`s), is part of a pull
+/// or re-tag under way: the image a re-tag will name, a pull of one of its names, or of its
+/// content under any name (a pull by digest from another registry or a mirror fetches the very
+/// image the store already holds).
+pub fn being_pulled<'a>(
+    id: &str,
+    mut names: impl Iterator<Item = &'a String>,
+    in_flight: &HashSet<String>,
+) -> bool {
+    !in_flight.is_empty()
+        && (in_flight.contains(id)
+            || names.any(|n| {
+                in_flight.contains(n)
+                    || n.split_once('@')
+                        .is_some_and(|(_, digest)| in_flight.contains(digest))
+            }))
+}
+
+/// Repository of a fully qualified `name:tag` or `name@digest`.
+fn repository(name: &str) -> &str {
+    if let Some((repo, _)) = name.split_once('@') {
+        return repo;
+    }
+    match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    }
+}
+
+/// When an image was last used, as far as stowage knows: a recorded use, else first seen,
+/// else its creation time.
+fn last_use(image: &StoreImage, usage: &Usage) -> i64 {
+    usage
+        .last_used
+        .get(&image.id)
+        .or_else(|| usage.first_seen.get(&image.id))
+        .copied()
+        .unwrap_or(image.created)
+}

@@ -1,0 +1,134 @@
+//! Phase one: why each image must stay, if it must. The first protection that holds is the one
+//! reported, the most specific first.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{ById, Protection, PruneInput, being_pulled, repository};
+use crate::model::image::StoreImage;
+use crate::policy::keep::{KeepRules, Limits};
+
+/// Every protected image, by ID, with its protection; ancestors of protected images included.
+pub(super) fn protect<'a>(
+    input: &'a PruneInput,
+    keep: &KeepRules,
+    limits: &Limits,
+    by_id: &ById<'a>,
+) -> HashMap<&'a str, Protection> {
+    let newest = newest_per_repository(&input.images, keep.newest_per_repository);
+    let mut protection: HashMap<&str, Protection> = input
+        .images
+        .iter()
+        .filter_map(|image| {
+            own_protection(input, keep, limits, &newest, image).map(|p| (image.id.as_str(), p))
+        })
+        .collect();
+    protect_ancestors(&mut protection, by_id);
+    protection
+}
+
+/// The IDs of the `n` newest images (by creation time) of each repository.
+fn newest_per_repository(images: &[StoreImage], n: usize) -> HashSet<&str> {
+    let mut newest: HashSet<&str> = HashSet::new();
+    if n == 0 {
+        return newest;
+    }
+    let mut repos: HashMap<&str, Vec<&StoreImage>> = HashMap::new();
+    for image in images {
+        let mut seen = HashSet::new();
+        for t in &image.tags {
+            let r = repository(t);
+            if seen.insert(r) {
+                repos.entry(r).or_default().push(image);
+            }
+        }
+    }
+    for list in repos.values_mut() {
+        list.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        newest.extend(list.iter().take(n).map(|i| i.id.as_str()));
+    }
+    newest
+}
+
+/// The protection of the image itself. The daemon's own container also uses its image, but
+/// "own image" says more, so it comes first.
+fn own_protection(
+    input: &PruneInput,
+    keep: &KeepRules,
+    limits: &Limits,
+    newest: &HashSet<&str>,
+    image: &StoreImage,
+) -> Option<Protection> {
+    let first_seen = input
+        .usage
+        .first_seen
+        .get(&image.id)
+        .copied()
+        .unwrap_or(input.now);
+    let all_names = || image.tags.iter().chain(image.digests.iter());
+    if input.required.contains(&image.id) {
+        Some(Protection::Required)
+    } else if input.own_image.as_deref() == Some(image.id.as_str()) {
+        Some(Protection::OwnImage)
+    } else if input.in_use.contains(&image.id) {
+        Some(Protection::InUse)
+    } else if being_pulled(&image.id, all_names(), &input.in_flight) {
+        Some(Protection::InFlight)
+    } else if input.now - first_seen < limits.min_age {
+        Some(Protection::TooYoung)
+    } else if let Some(rule) = keep_rule(keep, image) {
+        Some(Protection::KeepRule(rule))
+    } else if newest.contains(image.id.as_str()) {
+        Some(Protection::Newest)
+    } else if !keep.prune_local_only
+        && !image.tags.is_empty()
+        && (image.digests.is_empty() || input.no_registry_copy.contains(&image.id))
+    {
+        Some(Protection::LocalOnly)
+    } else {
+        None
+    }
+}
+
+/// The keep rule (as written) that keeps the image: a name pattern, a digest or a label.
+fn keep_rule(keep: &KeepRules, image: &StoreImage) -> Option<String> {
+    let all_names = || image.tags.iter().chain(image.digests.iter());
+    if let Some(m) = keep
+        .names
+        .iter()
+        .find(|m| all_names().any(|n| m.regex.is_match(n)))
+    {
+        return Some(m.written.clone());
+    }
+    if let Some(d) = image.digests.iter().find_map(|d| {
+        let digest = d.split_once('@').map(|(_, d)| d)?;
+        keep.digests.contains(digest).then_some(digest)
+    }) {
+        return Some(d.to_owned());
+    }
+    let (k, v) = keep.labels.iter().find(|(k, v)| {
+        image
+            .labels
+            .get(k)
+            .is_some_and(|actual| v.as_ref().is_none_or(|v| v == actual))
+    })?;
+    Some(match v {
+        Some(v) => format!("label {k}={v}"),
+        None => format!("label {k}"),
+    })
+}
+
+/// Every ancestor of a protected image is protected too: the engine refuses to remove a parent
+/// whose child stays, and it would free nothing.
+fn protect_ancestors<'a>(protection: &mut HashMap<&'a str, Protection>, by_id: &ById<'a>) {
+    let protected_ids: Vec<&str> = protection.keys().copied().collect();
+    for id in protected_ids {
+        let mut cur = by_id.get(id).and_then(|i| i.parent.as_deref());
+        while let Some(parent) = cur {
+            if protection.contains_key(parent) {
+                break;
+            }
+            protection.insert(parent, Protection::ParentOfKept);
+            cur = by_id.get(parent).and_then(|i| i.parent.as_deref());
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! Deciding what to do for each required image: a pure function from the pinned images, the
+//! digests they must have, and the local store.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::decide::pin::{PinMode, Pinned};
+use crate::model::failure::{Failure, explain};
+use crate::model::image::LocalImage;
+use crate::model::reference::ImageRef;
+use crate::policy::config::RegistrySettings;
+
+/// The digest an image must have this run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Want {
+    /// This digest.
+    Digest(String),
+    /// Unknown: the registry could not be asked (and nothing pins the image yet), after this
+    /// many attempts.
+    Unknown(Failure, u32),
+}
+
+/// Whether the required tag is in the local store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Presence {
+    /// No local image answers to the name.
+    Missing,
+    /// A local image answers to the name.
+    Present,
+}
+
+/// What a run does about a required image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Nothing: the name points at the wanted content.
+    Keep,
+    /// Pull by digest (mirrors first), then point the name at it.
+    Pull,
+    /// The wanted content is present under its digest: point the name at it, no pull.
+    Tag,
+    /// Nothing can be done: the digest is unknown and nothing is present.
+    Fail,
+}
+
+impl Action {
+    /// The word used in plans and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Keep => "keep",
+            Action::Pull => "pull",
+            Action::Tag => "tag",
+            Action::Fail => "fail",
+        }
+    }
+}
+
+/// The decision for one required image, with its reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The image and how it is pinned.
+    pub pinned: Pinned,
+    /// The digest it must have, when known.
+    pub digest: Option<String>,
+    /// Whether its name is in the local store.
+    pub state: Presence,
+    /// The digest of the image its name points at now, when the engine knows one.
+    pub local_digest: Option<String>,
+    /// The name points at other content than the pinned digest (re-tagged or pulled over).
+    pub drift: bool,
+    /// What to do.
+    pub action: Action,
+    /// Why, in words.
+    pub reason: String,
+    /// Why the digest is unknown, when it is.
+    pub failure: Option<Failure>,
+    /// The local image that holds the wanted content, when one does (the source of a retag).
+    pub holder: Option<String>,
+    /// Attempts made to resolve the digest that failed (0 when nothing failed).
+    pub resolve_attempts: u32,
+}
+
+impl Decision {
+    /// The image's reference.
+    pub fn reference(&self) -> &ImageRef {
+        &self.pinned.image.reference
+    }
+}
+
+impl Serialize for Decision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let image = &self.pinned.image;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("image", &image.reference)?;
+        map.serialize_entry("platform", &image.platform)?;
+        map.serialize_entry("pin", &self.pinned.mode)?;
+        map.serialize_entry(
+            "schedule",
+            &image
+                .schedule
+                .as_ref()
+                .map(crate::policy::schedule::Schedule::expr),
+        )?;
+        map.serialize_entry("digest", &self.digest)?;
+        map.serialize_entry("state", &self.state)?;
+        map.serialize_entry("local_digest", &self.local_digest)?;
+        map.serialize_entry("drift", &self.drift)?;
+        map.serialize_entry("action", &self.action)?;
+        map.serialize_entry("reason", &self.reason)?;
+        map.end()
+    }
+}
+
+/// The local store, indexed for the planner.
+pub struct Inventory<'a> {
+    by_tag: HashMap<&'a str, &'a LocalImage>,
+    by_digest: HashMap<&'a str, &'a LocalImage>,
+}
+
+impl<'a> Inventory<'a> {
+    /// Indexes `local` by tag and by repository digest.
+    pub fn new(local: &'a [LocalImage]) -> Inventory<'a> {
+        let mut by_tag = HashMap::new();
+        let mut by_digest = HashMap::new();
+        for image in local {
+            for t in &image.tags {
+                by_tag.insert(t.as_str(), image);
+            }
+            for d in &image.digests {
+                by_digest.insert(d.as_str(), image);
+            }
+        }
+        Inventory { by_tag, by_digest }
+    }
+
+    /// The image a reference's tag points at.
+    pub fn tagged(&self, reference: &ImageRef) -> Option<&'a LocalImage> {
+        let tag = reference.tag()?;
+        self.by_tag
+            .get(format!("{}:{tag}", reference.name()).as_str())
+            .copied()
+    }
+
+    /// The image with `digest` under the reference's repository or one of its mirrors.
+    pub fn with_digest(&self, names: &[String], digest: &str) -> Option<&'a LocalImage> {
+        names.iter().find_map(|n| {
+            self.by_digest
+                .get(format!("{n}@{digest}").as_str())
+                .copied()
+        })
+    }
+}
+
+/// The repository names content of `reference` may be recorded under locally: its own, then
+/// the same repository on each mirror of its registry.
+pub fn content_names(reference: &ImageRef, registries: &[RegistrySettings]) -> Vec<String> {
+    let mut names = vec![reference.name()];
+    if let Some(r) = registries.iter().find(|r| r.host == reference.registry()) {
+        names.extend(
+            r.mirrors
+                .iter()
+                .map(|m| format!("{m}/{}", reference.repository())),
+        );
+    }
+    names
+}
+
+/// The digest a local image is known by under `names`, preferring `prefer`.
+pub fn local_digest(image: &LocalImage, names: &[String], prefer: Option<&str>) -> Option<String> {
+    let digests: Vec<&str> = image
+        .digests
+        .iter()
+        .filter_map(|d| {
+            let (name, digest) = d.split_once('@')?;
+            names.iter().any(|n| n == name).then_some(digest)
+        })
+        .collect();
+    prefer
+        .filter(|p| digests.contains(p))
+        .or_else(|| digests.first().copied())
+        .map(str::to_owned)
+}
+
+/// Decides, for each image in order, what to do. `wants` holds the digest each image must
+/// have, and `aliases` other digests the same content may be recorded under locally (an
+/// index's, when pulled by tag); both in the order of `pinned`.
+pub fn plan_pulls(
+    pinned: &[Pinned],
+    wants: &[Want],
+    aliases: &[Vec<String>],
+    local: &[LocalImage],
+    registries: &[RegistrySettings],
+) -> Vec<Decision> {
+    let inventory = Inventory::new(local);
+    let none = Vec::new();
+    pinned
+        .iter()
+        .zip(wants)
+        .enumerate()
+        .map(|(i, (p, want))| {
+            let aliases = aliases.get(i).unwrap_or(&none);
+            decide(p, want, aliases, &inventory, registries)
+        })
+        .collect()
+}
+
+fn decide(
+    p: &Pinned,
+    want: &Want,
+    aliases: &[String],
+    inv: &Inventory<'_>,
+    registries: &[RegistrySettings],
+) -> Decision {
+    let reference = &p.image.reference;
+    let names = content_names(reference, registries);
+    let wanted = match want {
+        Want::Digest(d) => Some(d.as_str()),
+        Want::Unknown(..) => None,
+    };
+    let tagged = inv.tagged(reference);
+    let by_digest = wanted.and_then(|d| {
+        std::iter::once(d)
+            .chain(aliases.iter().map(String::as_str))
+            .find_map(|d| inv.with_digest(&names, d))
+    });
+    // A digest-only reference has no name to point: its content is all there is.
+    let named = if reference.tag().is_some() {
+        tagged
+    } else {
+        by_digest
+    };
+    // Shown as the wanted digest when the name holds the content under an alias.
+    let local = named.and_then(|i| match (by_digest, wanted) {
+        (Some(h), Some(w)) if h.id == i.id => Some(w.to_owned()),
+        _ => local_digest(i, &names, wanted),
+    });
+    let state = if named.is_some() {
+        Presence::Present
+    } else {
+        Presence::Missing
+    };
+    let drift = match (named, by_digest) {
+        (Some(n), Some(d)) => n.id != d.id,
+        (Some(_), None) => wanted.is_some() && p.mode != PinMode::Follow,
+        _ => false,
+    };
+    let (action, reason, failure) = match (want, named, by_digest) {
+        (Want::Unknown(f, _), Some(_), _) => (
+            Action::Keep,
+            format!(
+                "the registry could not be asked, keeping the present image ({})",
+                explain(reference, f)
+            ),
+            Some(f.clone()),
+        ),
+        (Want::Unknown(f, _), None, _) => (Action::Fail, explain(reference, f), Some(f.clone())),
+        (Want::Digest(_), Some(n), Some(d)) if n.id == d.id => (
+            Action::Keep,
+            "present at the pinned digest".to_owned(),
+            None,
+        ),
+        (Want::Digest(_), None, Some(_)) => (
+            Action::Tag,
+            "the content is present under its digest; the name is missing".to_owned(),
+            None,
+        ),
+        (Want::Digest(_), Some(_), Some(_)) => (
+            Action::Tag,
+            "the name points at other content (drift); the pinned content is present".to_owned(),
+            None,
+        ),
+        (Want::Digest(_), None, None) => (Action::Pull, "not in the local store".to_owned(), None),
+        (Want::Digest(d), Some(_), None) if p.mode == PinMode::Follow => {
+            (Action::Pull, format!("the tag moved to {d}"), None)
+        }
+        (Want::Digest(_), Some(_), None) => (
+            Action::Pull,
+            "the name points at other content (drift); the pinned content is not present"
+                .to_owned(),
+            None,
+        ),
+    };
+    Decision {
+        pinned: p.clone(),
+        digest: wanted.map(str::to_owned),
+        state,
+        local_digest: local,
+        drift,
+        action,
+        reason,
+        failure,
+        holder: by_digest.map(|i| i.id.clone()),
+        resolve_attempts: match want {
+            Want::Unknown(_, attempts) => *attempts,
+            Want::Digest(_) => 0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::failure::FailureClass;
+    use proptest::prelude::*;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn pinned(name: &str, mode: PinMode) -> Pinned {
+        Pinned::for_tests(name, mode)
+    }
+
+    fn local(id: &str, tags: &[&str], digests: &[&str]) -> LocalImage {
+        LocalImage {
+            id: id.into(),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            digests: digests.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn one(p: Pinned, want: Want, store: &[LocalImage]) -> Decision {
+        plan_pulls(&[p], &[want], &[], store, &[]).remove(0)
+    }
+
+    #[test]
+    fn missing_is_pulled() {
+        let d = one(
+            pinned("r:1/a:1", PinMode::Lock),
+            Want::Digest(D1.into()),
+            &[],
+        );
+        assert_eq!(
+            (d.state, d.action, d.drift),
+            (Presence::Missing, Action::Pull, false)
+        );
+    }
+
+    #[test]
+    fn present_at_the_pin_is_kept() {
+        let store = [local("i1", &["r:1/a:1"], &[&format!("r:1/a@{D1}")])];
+        let d = one(
+            pinned("r:1/a:1", PinMode::Lock),
+            Want::Digest(D1.into()),
+            &store,
+        );
+        assert_eq!((d.action, d.drift), (Action::Keep, false));
+        assert_eq!(d.local_digest.as_deref(), Some(D1));
+    }
+
+    #[test]
+    fn drift_with_the_pinned_content_present_is_a_retag() {
+        let store = [
+            local("i1", &[], &[&format!("r:1/a@{D1}")]),
+            local("i2", &["r:1/a:1"], &[&format!("r:1/a@{D2}")]),
+        ];
+        let d = one(
+            pinned("r:1/a:1", PinMode::Lock),
+            Want::Digest(D1.into()),
+            &store,
+        );
+        assert_eq!((d.action, d.drift), (Action::Tag, true));
+        assert_eq!(d.local_digest.as_deref(), Some(D2));
+    }
+
+    #[test]
+    fn drift_without_the_pinned_content_is_a_pull() {
+        let store = [local("i2", &["r:1/a:1"], &[&format!("r:1/a@{D2}")])];
+        let d = one(
+            pinned("r:1/a:1", PinMode::Lock),
+            Want::Digest(D1.into()),
+            &store,
+        );
+        assert_eq!((d.action, d.drift), (Action::Pull, true));
+        // Following a tag that moved is not drift: it is the point.
+        let d = one(
+            pinned("r:1/a:1", PinMode::Follow),
+            Want::Digest(D1.into()),
+            &store,
+        );
+        assert_eq!((d.action, d.drift), (Action::Pull, false));
+        assert_eq!(d.reason, format!("the tag moved to {D1}"));
+    }
+
+    #[test]
+    fn unknown_digest_keeps_what_is_present() {
+        let f = Failure::new(FailureClass::Network, "dial tcp: connection refused");
+        let store = [local("i1", &["r:1/a:1"], &[])];
+        let d = one(
+            pinned("r:1/a:1", PinMode::Follow),
+            Want::Unknown(f.clone(), 1),
+            &store,
+        );
+        assert_eq!(d.action, Action::Keep);
+        assert!(d.failure.is_some());
+        let d = one(pinned("r:1/a:1", PinMode::Follow), Want::Unknown(f, 1), &[]);
+        assert_eq!(d.action, Action::Fail);
+    }
+
+    #[test]
+    fn mirror_pulled_content_counts() {
+        let registries = [RegistrySettings {
+            host: "r:1".into(),
+            mirrors: vec!["m:2".into()],
+            insecure: false,
+        }];
+        let store = [local("i1", &["r:1/a:1"], &[&format!("m:2/a@{D1}")])];
+        let d = plan_pulls(
+            &[pinned("r:1/a:1", PinMode::Lock)],
+            &[Want::Digest(D1.into())],
+            &[],
+            &store,
+            &registries,
+        )
+        .remove(0);
+        assert_eq!(d.action, Action::Keep);
+        assert_eq!(d.local_digest.as_deref(), Some(D1));
+    }
+
+    #[test]
+    fn content_pulled_by_tag_under_its_index_digest_counts() {
+        // `docker pull name:tag` of an index records the index digest (D2 here).
+        let store = [local("i1", &["r:1/a:1"], &[&format!("r:1/a@{D2}")])];
+        let d = plan_pulls(
+            &[pinned("r:1/a:1", PinMode::Lock)],
+            &[Want::Digest(D1.into())],
+            &[vec![D2.into()]],
+            &store,
+            &[],
+        )
+        .remove(0);
+        assert_eq!((d.action, d.drift), (Action::Keep, false));
+        assert_eq!(d.local_digest.as_deref(), Some(D1));
+    }
+
+    #[test]
+    fn digest_only_references_need_only_the_content() {
+        let name = format!("r:1/a@{D1}");
+        let store = [local("i1", &[], &[&name])];
+        let d = one(
+            pinned(&name, PinMode::Fixed),
+            Want::Digest(D1.into()),
+            &store,
+        );
+        assert_eq!((d.state, d.action), (Presence::Present, Action::Keep));
+    }
+
+    proptest! {
+        /// Over random stores: Keep only when the name points at an image carrying the wanted
+        /// digest; Tag only when that content is present; Pull only when it is not.
+        #[test]
+        fn actions_match_the_store(
+            tag_on in prop::option::of(0usize..3),
+            digests in prop::collection::vec(prop::option::of(0usize..2), 3),
+            want in 0usize..2,
+        ) {
+            let ds = [D1, D2];
+            let store: Vec<LocalImage> = (0..3).map(|i| {
+                let tags: Vec<&str> = if tag_on == Some(i) { vec!["r:1/a:1"] } else { vec![] };
+                let dg = digests[i].map(|d| format!("r:1/a@{}", ds[d]));
+                local(&format!("i{i}"), &tags, &dg.iter().map(String::as_str).collect::<Vec<_>>())
+            }).collect();
+            let d = one(pinned("r:1/a:1", PinMode::Lock), Want::Digest(ds[want].into()), &store);
+            let holder = (0..3).rev().find(|i| digests[*i] == Some(want));
+            match d.action {
+                Action::Keep => prop_assert_eq!(tag_on, holder),
+                Action::Tag => prop_assert!(holder.is_some() && tag_on != holder),
+                Action::Pull => prop_assert!(holder.is_none()),
+                Action::Fail => prop_assert!(false, "a known digest never fails"),
+            }
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The Docker Engine API, through bollard.
+//!
+//! bollard is pinned to 0.21.1, which never puts the API version in the request path (bollard
+//! #736): the engine answers in its own schema. We read only fields that exist in every API
+//! version we support (1.41 and later), and the integration tests fail loudly if one comes back
+//! empty.
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, PruneBuildOptionsBuilder, RemoveImageOptionsBuilder,
+    TagImageOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use super::{Engine, PullRequest, Pulled};
+use crate::io::credentials::RegistryAuth;
+use crate::model::failure::{Failure, FailureClass, classify_about};
+use crate::model::image::{ImageStore, LocalImage, StoreImage};
+use crate::model::reference::ImageRef;
+use crate::model::reference::sort_engine_names;
+
+/// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Why the engine could not be connected to.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The address itself is wrong: a usage error, not worth a retry.
+    #[error("{0}")]
+    BadAddress(String),
+    /// Nothing answered there (yet).
+    #[error("{0}")]
+    Unreachable(Failure),
+}
+
+/// A connection to a Docker engine.
+#[derive(Clone)]
+pub struct DockerEngine {
+    /// The bollard client; cheap to clone, shares one connection pool.
+    docker: Docker,
+    /// The address it was reached at, for messages.
+    host: String,
+    /// How it keeps images.
+    image_store: ImageStore,
+}
+
+impl DockerEngine {
+    /// Connects to the engine at `host` (a `unix://`, `tcp://` or `http://` URL) and negotiates
+    /// the API version with it.
+    pub async fn connect(host: Option<&str>) -> Result<DockerEngine, ConnectError> {
+        let host = host.unwrap_or(DEFAULT_DOCKER_HOST).to_owned();
+        let unreachable = |e: &BollardError| {
+            ConnectError::Unreachable(Failure::new(
+                FailureClass::Engine,
+                format!(
+                    "cannot reach the Docker engine at {host}: {e} (is dockerd running, and is \
+                     --docker-host / DOCKER_HOST right?)"
+                ),
+            ))
+        };
+        let docker = Docker::connect_with_host(&host).map_err(|e| match e {
+            // The socket appears when dockerd starts: worth waiting for.
+            BollardError::SocketNotFoundError(_) => unreachable(&e),
+            // A malformed or unsupported address will never work: say so instead of retrying.
+            _ => ConnectError::BadAddress(format!(
+                "invalid Docker engine address \"{host}\": {e} (expected unix:///path/to/docker.sock, \
+                 tcp://host:port or http://host:port)"
+            )),
+        })?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let image_store = image_store_of(&docker).await.map_err(|e| unreachable(&e))?;
+        tracing::debug!(
+            host,
+            image_store = image_store.name(),
+            "connected to the engine"
+        );
+        Ok(DockerEngine {
+            docker,
+            host,
+            image_store,
+        })
+    }
+
+    /// The address of the engine.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The underlying client, for tests that need to arrange the engine's state.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+impl Engine for DockerEngine {
+    async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
+        let options = ListImagesOptionsBuilder::new().all(false).build();
+        let summaries = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(summaries
+            .into_iter()
+            .map(|s| {
+                let (tags, digests) = sort_engine_names(&s.repo_tags, &s.repo_digests);
+                LocalImage {
+                    id: s.id,
+                    tags,
+                    digests,
+                }
+            })
+            .collect())
+    }
+
+    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+        let from_image = request.reference.pull_ref();
+        let mut options = CreateImageOptionsBuilder::new().from_image(&from_image);
+        if let Some(platform) = &request.platform {
+            options = options.platform(platform);
+        }
+        let credentials = request.auth.as_ref().map(to_docker_credentials);
+        let mut stream = self
+            .docker
+            .create_image(Some(options.build()), None, credentials);
+        let reference = &request.reference;
+        let mut pulled = Pulled::default();
+        let mut finished = false;
+        let mut downloaded = false;
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| failure_from(&self.host, Some(reference), e))?;
+            if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                return Err(Failure::new(
+                    classify_about(reference, None, &detail),
+                    detail,
+                ));
+            }
+            let Some(status) = info.status else { continue };
+            // The engine ends a pull with a summary line; these two are stable across versions.
+            if let Some(digest) = status.strip_prefix("Digest: ") {
+                pulled.digest = Some(digest.trim().to_owned());
+            } else if status.starts_with("Status: Downloaded newer image") {
+                pulled.updated = true;
+                finished = true;
+            } else if status.starts_with("Status: Image is up to date") {
+                finished = true;
+            } else if status == "Download complete" || status == "Pull complete" {
+                downloaded = true;
+            }
+        }
+        // Podman ends every pull after its progress lines, with no summary. A pull by digest
+        // is content-addressed: when the engine now has that content, the pull worked, whatever
+        // the stream said. A tag may have been there before, so a pull by tag is taken on the
+        // engine's word only where no summary is the engine's way. A cut stream fails below.
+        let no_summary_is_normal =
+            reference.digest().is_some() || self.image_store == ImageStore::Podman;
+        if !finished
+            && no_summary_is_normal
+            && let Some(image) = self.inspect(&from_image).await?
+        {
+            // By tag, the digest is the one recorded for the repository pulled from.
+            let (_, digests) = sort_engine_names(&[], &image.repo_digests.unwrap_or_default());
+            let name = format!("{}@", reference.name());
+            pulled.digest = reference.digest().map(str::to_owned).or_else(|| {
+                digests
+                    .iter()
+                    .find_map(|d| d.strip_prefix(&name).map(str::to_owned))
+            });
+            pulled.updated = downloaded;
+            finished = true;
+        }
+        if !finished {
+            // A stream cut short (engine restart, proxy) must not pass for "up to date".
+            return Err(Failure::new(
+                FailureClass::Engine,
+                "the engine ended the pull without reporting a result",
+            ));
+        }
+        Ok(pulled)
+    }
+
+    async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), Failure> {
+        self.tag_impl(source, repo, tag).await
+    }
+
+    async fn platform(&self) -> Result<String, Failure> {
+        self.platform_impl().await
+    }
+}
+
+impl DockerEngine {
+    /// The image by this name or ID, `None` when the engine has none.
+    async fn inspect(&self, name: &str) -> Result<Option<bollard::models::ImageInspect>, Failure> {
+        match self.docker.inspect_image(name).await {
+            Ok(image) => Ok(Some(image)),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(failure_from(&self.host, None, e)),
+        }
+    }
+
+    async fn tag_impl(&self, source: &str, repo: &str, tag: &str) -> Result<(), Failure> {
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        self.docker
+            .tag_image(source, Some(options))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))
+    }
+
+    async fn platform_impl(&self) -> Result<String, Failure> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        match (v.os, v.arch) {
+            (Some(os), Some(arch)) if !os.is_empty() && !arch.is_empty() => {
+                Ok(format!("{os}/{arch}"))
+            }
+            _ => Err(Failure::new(
+                FailureClass::Engine,
+                "the engine did not say its platform (Os/Arch missing from /version)",
+            )),
+        }
+    }
+}
+
+/// Asks the engine how it keeps images: Podman names itself among the version's components,
+/// and Docker's containerd store shows as the `driver-type` of its storage driver.
+async fn image_store_of(docker: &Docker) -> Result<ImageStore, BollardError> {
+    let version = docker.version().await?;
+    let podman = version
+        .components
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.name.to_ascii_lowercase().contains("podman"));
+    if podman {
+        return Ok(ImageStore::Podman);
+    }
+    let info = docker.info().await?;
+    let containerd = info.driver_status.unwrap_or_default().iter().any(|pair| {
+        pair.iter()
+            .any(|v| v.starts_with("io.containerd.snapshotter"))
+    });
+    Ok(if containerd {
+        ImageStore::Containerd
+    } else {
+        ImageStore::Classic
+    })
+}
+
+impl super::Store for DockerEngine {
+    fn image_store(&self) -> ImageStore {
+        self.image_store
+    }
+
+    async fn store(&self) -> Result<Vec<StoreImage>, Failure> {
+        let list = |all: bool| {
+            let options = ListImagesOptionsBuilder::new().all(all).build();
+            self.docker.list_images(Some(options))
+        };
+        let summaries = list(false)
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        // Builds leave intermediate images between a child and the image it was built FROM;
+        // walk through them so each image's parent is the nearest top-level one, which the
+        // engine refuses to remove while the child exists.
+        let everything = list(true)
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        let parent_of: std::collections::HashMap<String, String> = everything
+            .iter()
+            .filter(|s| !s.parent_id.is_empty())
+            .map(|s| (s.id.clone(), qualified_id(&s.parent_id)))
+            .collect();
+        let top: std::collections::HashSet<&str> =
+            summaries.iter().map(|s| s.id.as_str()).collect();
+        let nearest_top = |id: &str| {
+            let mut cur = parent_of.get(id);
+            let mut steps = 0;
+            while let Some(p) = cur {
+                if top.contains(p.as_str()) {
+                    return Some(p.clone());
+                }
+                steps += 1;
+                if steps > parent_of.len() {
+                    return None;
+                }
+                cur = parent_of.get(p);
+            }
+            None
+        };
+        let parents: Vec<Option<String>> = summaries.iter().map(|s| nearest_top(&s.id)).collect();
+        Ok(summaries
+            .into_iter()
+            .zip(parents)
+            .map(|(s, parent)| {
+                let (tags, digests) = sort_engine_names(&s.repo_tags, &s.repo_digests);
+                StoreImage {
+                    parent,
+                    tags,
+                    digests,
+                    labels: s.labels.into_iter().collect(),
+                    size: u64::try_from(s.size).unwrap_or(0),
+                    created: s.created,
+                    id: s.id,
+                }
+            })
+            .collect())
+    }
+
+    async fn container_images(&self) -> Result<std::collections::HashSet<String>, Failure> {
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(containers.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    async fn remove(&self, id: &str, references: &[String]) -> Result<(), Failure> {
+        let remove_one = |name: String| async move {
+            let options = RemoveImageOptionsBuilder::new().force(false).build();
+            match self.docker.remove_image(&name, Some(options), None).await {
+                Ok(_) => Ok(()),
+                // Gone already (the last name took the image with it): fine.
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Ok(()),
+                // "conflict: unable to delete ... image is being used by ..."
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 409,
+                    message,
+                }) => Err(Failure::new(
+                    FailureClass::Engine,
+                    format!("the engine refused: {message}"),
+                )),
+                Err(other) => Err(failure_from(&self.host, None, other)),
+            }
+        };
+        if references.is_empty() {
+            return remove_one(id.to_owned()).await;
+        }
+        // By name only, never by ID: the last name takes the image with it, and a name added
+        // meanwhile (a pull or a re-tag racing the cycle) keeps it, as it should.
+        for reference in references {
+            remove_one(reference.clone()).await?;
+        }
+        match self.docker.inspect_image(id).await {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Ok(image) => Err(Failure::new(
+                FailureClass::Engine,
+                format!(
+                    "it gained a name while being removed ({}); kept",
+                    image.repo_tags.unwrap_or_default().join(", ")
+                ),
+            )),
+            Err(other) => Err(failure_from(&self.host, None, other)),
+        }
+    }
+
+    async fn has_image(&self, id: &str) -> Result<bool, Failure> {
+        Ok(self.inspect(id).await?.is_some())
+    }
+
+    async fn restore(
+        &self,
+        by_digest: &ImageRef,
+        tags: &[String],
+        auth: Option<RegistryAuth>,
+    ) -> Result<(), Failure> {
+        let request = PullRequest {
+            reference: by_digest.clone(),
+            platform: None,
+            auth,
+        };
+        self.pull(&request).await?;
+        let source = by_digest.pull_ref();
+        for tag in tags {
+            let name: ImageRef = tag
+                .parse()
+                .map_err(|e| Failure::new(FailureClass::Engine, format!("{tag}: {e}")))?;
+            if let Some(t) = name.tag() {
+                self.tag_impl(&source, &name.name(), t).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn container_image(&self, container: &str) -> Result<Option<String>, Failure> {
+        match self
+            .docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => Ok(c.image),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(failure_from(&self.host, None, e)),
+        }
+    }
+
+    fn image_uses(
+        &self,
+        since: i64,
+    ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send {
+        let mut filters = std::collections::HashMap::new();
+        filters.insert("type".to_owned(), vec!["container".to_owned()]);
+        filters.insert(
+            "event".to_owned(),
+            vec!["create".to_owned(), "start".to_owned()],
+        );
+        let options = EventsOptionsBuilder::new()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build();
+        let docker = self.docker.clone();
+        let host = self.host.clone();
+        self.docker.events(Some(options)).then(move |event| {
+            let docker = docker.clone();
+            let host = host.clone();
+            async move {
+                let event = event.map_err(|e| failure_from(&host, None, e))?;
+                let time = event.time.unwrap_or_else(|| chrono::Utc::now().timestamp());
+                let image = event
+                    .actor
+                    .and_then(|a| a.attributes)
+                    .and_then(|mut attrs| attrs.remove("image"))
+                    .unwrap_or_default();
+                // The event names the image as the container was created with it (a name or
+                // an ID); the usage history is by ID.
+                let id = match docker.inspect_image(&image).await {
+                    Ok(i) => i.id.unwrap_or(image),
+                    Err(_) => image,
+                };
+                Ok((id, time))
+            }
+        })
+    }
+
+    async fn prune_build_cache(
+        &self,
+        max_age: Option<std::time::Duration>,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, Failure> {
+        let mut options = PruneBuildOptionsBuilder::new();
+        if let Some(age) = max_age {
+            let mut filters = std::collections::HashMap::new();
+            // "unused-for" exists since API 1.41 (older engines take "until").
+            filters.insert("unused-for".to_owned(), vec![format!("{}s", age.as_secs())]);
+            options = options.filters(&filters);
+        }
+        if let Some(bytes) = max_bytes {
+            // Honoured from API 1.48 on; older engines ignore it (documented).
+            options = options.max_used_space(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let response = self
+            .docker
+            .prune_build(Some(options.build()))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(response
+            .space_reclaimed
+            .and_then(|b| u64::try_from(b).ok())
+            .unwrap_or(0))
+    }
+
+    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, Failure> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(info.docker_root_dir.map(std::path::PathBuf::from))
+    }
+}
+
+/// An image ID with its algorithm: Podman lists parent IDs as bare hex.
+fn qualified_id(id: &str) -> String {
+    if id.contains(':') {
+        id.to_owned()
+    } else {
+        format!("sha256:{id}")
+    }
+}
+
+fn to_docker_credentials(auth: &RegistryAuth) -> DockerCredentials {
+    DockerCredentials {
+        username: auth.username.clone(),
+        password: auth.password.clone(),
+        identitytoken: auth.identity_token.clone(),
+        serveraddress: Some(auth.server.clone()),
+        ..Default::default()
+    }
+}
+
+/// Turns a bollard error into a classified failure. Server answers carry the registry's words;
+/// everything that never reached the engine is an engine failure naming its address.
+fn failure_from(host: &str, image: Option<&ImageRef>, error: BollardError) -> Failure {
+    let class = |status, message: &str| match image {
+        Some(image) => classify_about(image, status, message),
+        None => crate::model::failure::classify(status, message),
+    };
+    match error {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => Failure::new(class(Some(status_code), &message), message),
+        BollardError::DockerStreamError { error } => Failure::new(class(None, &error), error),
+        BollardError::RequestTimeoutError => Failure::new(
+            FailureClass::Engine,
+            format!("the Docker engine at {host} did not answer in time"),
+        ),
+        other => Failure::new(
+            FailureClass::Engine,
+            format!("cannot talk to the Docker engine at {host}: {other}"),
+        ),
+    }
+}

@@ -1,0 +1,117 @@
+//! The narrow layer between stowage and a container engine.
+//!
+//! Everything the engine returns is turned into the plain data below before any decision is
+//! made, so the planner never sees an API type and can be tested as a pure function. The real
+//! implementation talks to the Docker Engine API ([`docker::DockerEngine`]); tests can wrap it to
+//! observe what the core asks of the engine.
+
+pub mod docker;
+
+use std::future::Future;
+
+use crate::io::credentials::RegistryAuth;
+use crate::model::failure::Failure;
+use crate::model::image::{ImageStore, LocalImage, StoreImage};
+use crate::model::reference::ImageRef;
+
+/// One pull to perform.
+#[derive(Debug, Clone)]
+pub struct PullRequest {
+    /// What to pull.
+    pub reference: ImageRef,
+    /// `os/arch[/variant]`, when not the engine's own platform.
+    pub platform: Option<String>,
+    /// Credentials for the image's registry, when there are any.
+    pub auth: Option<RegistryAuth>,
+}
+
+/// What a successful pull reported.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pulled {
+    /// The manifest digest the registry served, when the engine said it.
+    pub digest: Option<String>,
+    /// Whether new content arrived (`false`: the image was already up to date).
+    pub updated: bool,
+}
+
+/// The operations stowage needs from an engine, and no more.
+pub trait Engine: Send + Sync {
+    /// Every image in the local store.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<LocalImage>, Failure>> + Send;
+
+    /// Pulls one image to completion. Dropping the future abandons the pull: the connection
+    /// closes and the engine cancels it.
+    fn pull(&self, request: &PullRequest) -> impl Future<Output = Result<Pulled, Failure>> + Send;
+
+    /// Points the tag `repo:tag` at the image `source` (a name, `name@digest` or an ID).
+    fn tag(
+        &self,
+        source: &str,
+        repo: &str,
+        tag: &str,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// The engine's own platform, `os/arch`: what a tag resolves to when no platform is asked.
+    fn platform(&self) -> impl Future<Output = Result<String, Failure>> + Send;
+}
+
+/// What pruning needs from an engine, beyond [`Engine`].
+pub trait Store: Send + Sync {
+    /// How the engine keeps images (found out when connecting).
+    fn image_store(&self) -> ImageStore;
+
+    /// Every top-level image, with what the prune planner needs to know about it.
+    fn store(&self) -> impl Future<Output = Result<Vec<StoreImage>, Failure>> + Send;
+
+    /// IDs of the images that containers in any state (running, stopped, created) use.
+    fn container_images(
+        &self,
+    ) -> impl Future<Output = Result<std::collections::HashSet<String>, Failure>> + Send;
+
+    /// Removes one image: each of its `references` (tags, digests) by name, then the ID, never
+    /// forced. The engine refuses to remove the last name of an image a container uses, and
+    /// says so.
+    fn remove(
+        &self,
+        id: &str,
+        references: &[String],
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// Whether the engine has the image with this ID.
+    fn has_image(&self, id: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
+
+    /// Puts a removed image back: pulls `by_digest` (`name@sha256:...`) with `auth`, then points
+    /// each of `tags` at it.
+    fn restore(
+        &self,
+        by_digest: &ImageRef,
+        tags: &[String],
+        auth: Option<RegistryAuth>,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// The engine's data root (`DockerRootDir`), whose filesystem the watermarks are about.
+    fn data_root(&self)
+    -> impl Future<Output = Result<Option<std::path::PathBuf>, Failure>> + Send;
+
+    /// Prunes the build cache: records unused for longer than `max_age`, and (on engines with
+    /// API 1.48 or later) more than `max_bytes` in all. Returns the bytes reclaimed.
+    fn prune_build_cache(
+        &self,
+        max_age: Option<std::time::Duration>,
+        max_bytes: Option<u64>,
+    ) -> impl Future<Output = Result<u64, Failure>> + Send;
+
+    /// The image ID of a container, `None` when there is no such container.
+    fn container_image(
+        &self,
+        container: &str,
+    ) -> impl Future<Output = Result<Option<String>, Failure>> + Send;
+
+    /// Container create and start events from `since` (seconds) on, as (image ID, time). The
+    /// stream ends when the engine's stream does; it may also go silent without ending, which
+    /// the caller watches for.
+    fn image_uses(
+        &self,
+        since: i64,
+    ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send;
+}

@@ -1,0 +1,50 @@
+//! Facts about the host stowage runs on: the disk under the engine's data root, and the
+//! container stowage itself may run in.
+
+use crate::model::image::Disk;
+
+/// The ID of the container this process runs in, from `/proc/self/mountinfo`: the engine
+/// bind-mounts `/etc/hostname` and friends from `.../containers/<id>/`. `None` on a host.
+pub fn own_container_id(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let (_, rest) = line.split_once("/containers/")?;
+        let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+        (id.len() == 64 && rest[64..].starts_with('/')).then_some(id)
+    })
+}
+
+/// Use of the filesystem at `path`.
+pub fn disk_of(path: &std::path::Path) -> Option<Disk> {
+    let s = rustix::fs::statvfs(path).ok()?;
+    let total = s.f_blocks.saturating_mul(s.f_frsize);
+    let free = s.f_bfree.saturating_mul(s.f_frsize);
+    Some(Disk {
+        total,
+        used: total.saturating_sub(free),
+    })
+}
+
+/// The ID of the container this process runs in, if any (read from `/proc/self/mountinfo`).
+pub fn own_container() -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    own_container_id(&mountinfo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_own_container_is_found_in_mountinfo() {
+        let id = "a".repeat(64);
+        let inside = format!(
+            "1 0 0:1 / / rw - overlay overlay rw\n\
+             2 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
+        );
+        assert_eq!(own_container_id(&inside), Some(id));
+        assert_eq!(
+            own_container_id("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"),
+            None
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! Resolving a tag to the digest this host must run, asking the registry as little as possible.
+//!
+//! One HEAD request on the tag's manifest gives its digest (registries such as Docker Hub do not
+//! count HEAD requests against pull rate limits). For a multi-platform index that digest is the
+//! index's; the platform's own manifest digest is read from the index once, with a GET by
+//! digest, and remembered in the state file: an index never changes, so later checks of an
+//! unchanged tag are one HEAD again. Pins are always the platform's manifest digest, which is
+//! what a pull by digest records locally: comparing an index digest with a platform digest is
+//! the false alarm diun users hit.
+//!
+//! Why not the engine's `/distribution/{name}/json`: measured against distribution 2.8 on
+//! Docker 20.10, it costs a HEAD and a GET of the manifest and a GET of the config blob per
+//! call, and still does not return the platform's digest.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use oci_client::Reference;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth as OciAuth;
+
+use futures_util::future::BoxFuture;
+
+use crate::io::credentials::{CredentialSource, RegistryAuth};
+use crate::model::failure::{Failure, FailureClass, classify_about};
+use crate::model::platform::{IndexCache, index_platforms};
+use crate::model::reference::ImageRef;
+use crate::model::sync::Locked;
+use crate::policy::config::Config;
+use crate::policy::lockfile::LockEntry;
+
+/// Media types of manifests and indexes we accept.
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+];
+
+/// What a tag resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The digest of the manifest for the wanted platform: what to pin and pull.
+    pub digest: String,
+    /// The index digest, when the tag names a multi-platform index.
+    pub index: Option<String>,
+}
+
+/// What the puller and the pruner ask of registries: the seam where tests put a fake.
+pub trait Registry: Send + Sync {
+    /// The tag's digest for `platform` (default: the host's).
+    fn resolve<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        platform: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Resolved, Failure>>;
+
+    /// Whether the registry serves `image` (`name@digest`).
+    fn serves<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<bool, Failure>>;
+
+    /// The platform tags resolve to when the config names none.
+    fn host_platform(&self) -> &str;
+
+    /// What is known about indexes now, for the state file.
+    fn cache_snapshot(&self) -> IndexCache;
+}
+
+impl Registry for Resolver {
+    fn resolve<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        platform: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Resolved, Failure>> {
+        Box::pin(Resolver::resolve(self, image, platform))
+    }
+
+    fn serves<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<bool, Failure>> {
+        Box::pin(Resolver::serves(self, image))
+    }
+
+    fn host_platform(&self) -> &str {
+        Resolver::host_platform(self)
+    }
+
+    fn cache_snapshot(&self) -> IndexCache {
+        Resolver::cache_snapshot(self)
+    }
+}
+
+/// A registry client for resolution.
+pub struct Resolver {
+    /// Plain HTTP for loopback and `insecure` registries, HTTPS for the rest.
+    protocol: ClientProtocol,
+    /// One client per registry, replaced when its credentials change: oci-client keeps the
+    /// first credentials it is given for a registry, and a `docker login` (or a rotated,
+    /// expiring password) must take effect without a restart.
+    clients: Mutex<BTreeMap<String, (OciAuthKey, oci_client::Client)>>,
+    credentials: CredentialSource,
+    /// The platform to resolve for when the config names none (the engine's).
+    host_platform: String,
+    /// Shared with the state file.
+    cache: Arc<Mutex<IndexCache>>,
+}
+
+impl Resolver {
+    /// A resolver for the registries of `config`: loopback registries and those marked
+    /// `insecure` are spoken to over plain HTTP (as the engine does), all others over HTTPS.
+    pub fn new(
+        config: &Config,
+        credentials: CredentialSource,
+        host_platform: String,
+        cache: Arc<Mutex<IndexCache>>,
+    ) -> Resolver {
+        let mut plain: Vec<String> = Vec::new();
+        let hosts =
+            config
+                .images
+                .iter()
+                .map(|i| i.reference.registry().to_owned())
+                .chain(config.registries.iter().flat_map(|r| {
+                    std::iter::once(r.host.clone()).chain(r.mirrors.iter().cloned())
+                }));
+        for host in hosts {
+            let insecure = config.registry(&host).is_some_and(|r| r.insecure)
+                || config
+                    .registries
+                    .iter()
+                    .any(|r| r.insecure && r.mirrors.contains(&host));
+            if (insecure || is_loopback(&host)) && !plain.contains(&host) {
+                plain.push(host);
+            }
+        }
+        Resolver {
+            protocol: ClientProtocol::HttpsExcept(plain),
+            clients: Mutex::new(BTreeMap::new()),
+            credentials,
+            host_platform,
+            cache,
+        }
+    }
+
+    /// The tag's digest for `platform` (default: the host's).
+    pub async fn resolve(
+        &self,
+        image: &ImageRef,
+        platform: Option<&str>,
+    ) -> Result<Resolved, Failure> {
+        let platform = platform.unwrap_or(&self.host_platform);
+        let entry = self.resolve_entry(image).await?;
+        if entry.platforms.is_empty() {
+            return Ok(Resolved {
+                digest: entry.digest,
+                index: None,
+            });
+        }
+        match entry.digest_for(platform) {
+            Some(digest) => Ok(Resolved {
+                digest,
+                index: Some(entry.digest),
+            }),
+            None => Err(Failure::new(
+                FailureClass::NotFound,
+                format!(
+                    "no matching manifest for {platform} in the index {} (it has {})",
+                    entry.digest,
+                    entry
+                        .platforms
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// What the tag names, for every platform: its digest (one HEAD request) and, for an
+    /// index, each platform's manifest digest (one GET of the index, the first time only).
+    pub async fn resolve_entry(&self, image: &ImageRef) -> Result<LockEntry, Failure> {
+        let (client, reference, auth) = self.request_for(image).await?;
+        let head = client
+            .fetch_manifest_digest(&reference, &auth)
+            .await
+            .map_err(|e| failure_from(image, e))?;
+        let known = self.cache.locked().get(&head).cloned();
+        let platforms = match known {
+            Some(p) => p,
+            None => {
+                let by_digest = reference.clone_with_digest(head.clone());
+                let (body, _) = client
+                    .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
+                    .await
+                    .map_err(|e| failure_from(image, e))?;
+                let platforms = index_platforms(&body).map_err(|e| {
+                    Failure::new(
+                        FailureClass::Engine,
+                        format!("unreadable manifest {head}: {e}"),
+                    )
+                })?;
+                self.cache.locked().insert(head.clone(), platforms.clone());
+                platforms
+            }
+        };
+        Ok(LockEntry {
+            digest: head,
+            platforms,
+        })
+    }
+
+    /// Whether the registry serves this reference (`name@digest`), with one HEAD request: an
+    /// image whose content is there can be pulled again after it is removed.
+    pub async fn serves(&self, image: &ImageRef) -> Result<bool, Failure> {
+        let (client, reference, auth) = self.request_for(image).await?;
+        match client.fetch_manifest_digest(&reference, &auth).await {
+            Ok(_) => Ok(true),
+            Err(e) => match failure_from(image, e) {
+                f if f.class == FailureClass::NotFound => Ok(false),
+                f => Err(f),
+            },
+        }
+    }
+
+    /// What a request about `image` needs: the client for its registry, the reference in the
+    /// client's terms, and the credentials.
+    async fn request_for(
+        &self,
+        image: &ImageRef,
+    ) -> Result<(oci_client::Client, Reference, OciAuth), Failure> {
+        let reference: Reference = image
+            .pull_ref()
+            .parse()
+            .map_err(|e| Failure::new(FailureClass::NotFound, format!("{e}")))?;
+        let auth = self.auth(image.registry()).await;
+        let client = self.client_for(image.registry(), &auth)?;
+        Ok((client, reference, auth))
+    }
+
+    /// The client for `registry` with these credentials (a new one when they changed).
+    /// Fails only when no client can be built at all: reqwest refuses to start without the
+    /// system's CA certificates (a minimal container image), and `Client::new` would panic.
+    fn client_for(&self, registry: &str, auth: &OciAuth) -> Result<oci_client::Client, Failure> {
+        let key = auth_key(auth);
+        let mut clients = self.clients.locked();
+        match clients.get(registry) {
+            Some((k, client)) if *k == key => Ok(client.clone()),
+            _ => {
+                // A loopback registry speaks plain HTTP, as the engine assumes, even when
+                // the config does not name it (the pruner asks about any image's registry).
+                let protocol = if is_loopback(registry) {
+                    ClientProtocol::Http
+                } else {
+                    self.protocol.clone()
+                };
+                let client = oci_client::Client::try_from(ClientConfig {
+                    protocol,
+                    ..ClientConfig::default()
+                })
+                .map_err(|e| {
+                    Failure::new(
+                        FailureClass::Network,
+                        format!(
+                            "cannot set up a client for registry {registry}: {e} (are the \
+                             system's CA certificates installed?)"
+                        ),
+                    )
+                })?;
+                clients.insert(registry.to_owned(), (key, client.clone()));
+                Ok(client)
+            }
+        }
+    }
+
+    /// The platform tags resolve to when the config names none.
+    pub fn host_platform(&self) -> &str {
+        &self.host_platform
+    }
+
+    /// Adds what is already known about indexes (from a lock file's entries), so they are not
+    /// fetched again.
+    pub fn learn(&self, entries: impl IntoIterator<Item = (String, BTreeMap<String, String>)>) {
+        let mut cache = self.cache.locked();
+        for (digest, platforms) in entries {
+            cache.entry(digest).or_insert(platforms);
+        }
+    }
+
+    /// The index cache as it is now, for the state file.
+    pub fn cache_snapshot(&self) -> IndexCache {
+        self.cache.locked().clone()
+    }
+
+    async fn auth(&self, registry: &str) -> OciAuth {
+        match self
+            .credentials
+            .lookup_timed(registry, "resolving anonymously")
+            .await
+        {
+            Some(RegistryAuth {
+                username: Some(u),
+                password: Some(p),
+                ..
+            }) => OciAuth::Basic(u, p),
+            _ => OciAuth::Anonymous,
+        }
+    }
+}
+
+/// What identifies a set of credentials, to notice when they change. Kept in memory only.
+type OciAuthKey = Option<(String, String)>;
+
+fn auth_key(auth: &OciAuth) -> OciAuthKey {
+    match auth {
+        OciAuth::Basic(u, p) => Some((u.clone(), p.clone())),
+        OciAuth::Bearer(t) => Some((String::new(), t.clone())),
+        OciAuth::Anonymous => None,
+    }
+}
+
+/// Whether a registry host is on the loopback interface (plain HTTP by default, as the engine
+/// treats 127.0.0.0/8).
+pub fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn failure_from(image: &ImageRef, error: OciDistributionError) -> Failure {
+    match &error {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => {
+            Failure::new(FailureClass::Auth, error.to_string())
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            Failure::new(FailureClass::NotFound, error.to_string())
+        }
+        OciDistributionError::RequestError(_) => {
+            Failure::new(FailureClass::Network, error.to_string())
+        }
+        OciDistributionError::ServerError { code, .. } => {
+            let message = error.to_string();
+            Failure::new(classify_about(image, Some(*code), &message), message)
+        }
+        _ => {
+            let message = error.to_string();
+            Failure::new(classify_about(image, None, &message), message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("127.9.9.9"));
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("docker.io"));
+        assert!(!is_loopback("10.0.0.1:5000"));
+    }
+}

@@ -1,0 +1,378 @@
+//! What went wrong with a pull, in the four words operators need.
+//!
+//! The engine reports every registry problem as an HTTP status plus free text; a missing login on
+//! Docker Hub even reads like "not found". [`classify`] turns that text into a [`FailureClass`]
+//! (a pure function, tested against the messages the real engine sends), and [`explain`] says
+//! what to do about it.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::model::reference::ImageRef;
+
+/// The kind of failure, which decides whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureClass {
+    /// The registry refused us: no login, a wrong login, or no access to the repository.
+    Auth,
+    /// The repository, tag or digest does not exist in the registry.
+    NotFound,
+    /// The registry could not be reached or did not answer in time.
+    Network,
+    /// The Docker engine is down, unreachable, or failed on its side.
+    Engine,
+}
+
+impl FailureClass {
+    /// Whether another attempt may succeed. Auth and not-found failures will not fix themselves,
+    /// and repeating them only spends the registry's rate limit.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, FailureClass::Network | FailureClass::Engine)
+    }
+
+    /// Short stable label, used in logs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Auth => "auth",
+            FailureClass::NotFound => "not-found",
+            FailureClass::Network => "network",
+            FailureClass::Engine => "engine",
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A classified failure of one operation on one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// What kind of failure it was.
+    pub class: FailureClass,
+    /// What the engine (or the transport) said, verbatim, for the curious.
+    pub detail: String,
+    /// Docker Hub answers a missing login with "not found ... may require 'docker login'"; when
+    /// the engine said so we mention both possibilities.
+    pub maybe_auth: bool,
+    /// The registry refused because of its rate limit: retrying would only spend more of it.
+    pub rate_limited: bool,
+    /// The image exists, but not for the requested platform.
+    pub no_platform: bool,
+    /// A TLS or HTTP/HTTPS mismatch: a setup problem that retries do not fix.
+    pub setup: bool,
+}
+
+impl fmt::Display for Failure {
+    /// The engine's or the registry's words. [`explain`] says what they mean for an image.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    /// A failure with a known class and the engine's words.
+    pub fn new(class: FailureClass, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        let m = detail.to_ascii_lowercase();
+        Failure {
+            class,
+            maybe_auth: class == FailureClass::NotFound
+                && (m.contains("docker login") || m.contains("pull access denied")),
+            rate_limited: m.contains("toomanyrequests") || m.contains("too many requests"),
+            no_platform: class == FailureClass::NotFound && m.contains("no matching manifest"),
+            setup: m.contains("x509:")
+                || m.contains("certificate")
+                || m.contains("server gave http response to https client"),
+            detail,
+        }
+    }
+
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.class.is_retryable() && !self.rate_limited && !self.setup
+    }
+}
+
+/// Classifies a failure of an operation on `image`: the image's own name is removed from the
+/// message first, so a repository called `team/unauthorized-page` or `tls-proxy` cannot make a
+/// not-found look like an auth or network failure.
+pub fn classify_about(image: &ImageRef, status: Option<u16>, message: &str) -> FailureClass {
+    let mut cleaned = message.to_owned();
+    for name in [
+        image.pull_ref(),
+        image.to_string(),
+        image.name(),
+        image.repository().to_owned(),
+    ] {
+        cleaned = cleaned.replace(&name, "IMAGE");
+    }
+    classify(status, &cleaned)
+}
+
+/// Classifies a failure reported by the engine's HTTP API.
+///
+/// `status` is the HTTP status of the engine's answer, when there was one (errors reported in the
+/// middle of a pull stream have none). Order matters: a 404 "pull access denied" from Docker Hub
+/// is a not-found that may be an auth problem, and "unauthorized" inside a 500 is still auth.
+pub fn classify(status: Option<u16>, message: &str) -> FailureClass {
+    let m = message.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+
+    if has(&[
+        "no basic auth credentials",
+        "unauthorized",
+        "authentication required",
+        "incorrect username or password",
+        "denied: ",
+        "access denied",
+        "authorization failed",
+    ]) && !has(&["pull access denied"])
+    {
+        return FailureClass::Auth;
+    }
+    if status == Some(401) || status == Some(403) {
+        return FailureClass::Auth;
+    }
+    if has(&[
+        "manifest unknown",
+        "not found",
+        "repository does not exist",
+        "name unknown",
+        "pull access denied",
+        "no matching manifest",
+    ]) || status == Some(404)
+    {
+        return FailureClass::NotFound;
+    }
+    if has(&[
+        "x509:",
+        "certificate",
+        "server gave http response to https client",
+        "context deadline exceeded",
+        "dial tcp",
+        "connection refused",
+        "connection reset",
+        "no such host",
+        "client.timeout",
+        "i/o timeout",
+        "tls",
+        "timeout",
+        "timed out",
+        "eof",
+        "no route to host",
+        "network is unreachable",
+        "server misbehaving",
+        "service unavailable",
+        "bad gateway",
+        "toomanyrequests",
+        "too many requests",
+    ]) {
+        return FailureClass::Network;
+    }
+    FailureClass::Engine
+}
+
+/// One sentence (or two) that tells an operator what failed and what to do, with the fully
+/// qualified name. Never contains credentials: only the engine's message and our own words.
+pub fn explain(image: &ImageRef, failure: &Failure) -> String {
+    let registry = image.registry();
+    let mut text = match failure.class {
+        FailureClass::Auth => format!(
+            "auth: registry {registry} refused access to {image}: a login is missing or wrong; \
+             run `docker login {registry}` as the daemon's user or point `pull.credentials` at a \
+             config.json that has it"
+        ),
+        FailureClass::NotFound if failure.no_platform => format!(
+            "not found: {image} exists in registry {registry}, but not for the requested \
+             platform"
+        ),
+        FailureClass::NotFound => {
+            let mut s = format!("not found: {image} does not exist in registry {registry}");
+            if failure.maybe_auth {
+                s.push_str(&format!(
+                    " (or it is private and needs a login, the registry does not say which: \
+                     run `docker login {registry}` as the daemon's user or set pull.credentials)"
+                ));
+            }
+            s
+        }
+        FailureClass::Network if failure.rate_limited => format!(
+            "network: registry {registry} refused {image} because of its rate limit; log in \
+             (logged-in pulls have higher limits) or wait; not retried"
+        ),
+        FailureClass::Network if failure.setup => format!(
+            "network: cannot talk to registry {registry} for {image}: TLS or HTTP/HTTPS setup \
+             (certificates, or a plain-HTTP registry the engine does not list as insecure); \
+             not retried"
+        ),
+        FailureClass::Network => format!(
+            "network: registry {registry} could not be reached for {image} (it is down, \
+             unreachable or too slow)"
+        ),
+        FailureClass::Engine => format!("engine: the Docker engine failed while pulling {image}"),
+    };
+    if image.is_docker_hub()
+        && matches!(
+            failure.class,
+            FailureClass::NotFound | FailureClass::Network
+        )
+    {
+        text.push_str(
+            "; note that a name without a registry means Docker Hub (docker.io): write the \
+             registry host in the name if the image lives elsewhere",
+        );
+    }
+    if !failure.detail.is_empty() {
+        text.push_str(" (");
+        text.push_str(failure.detail.trim());
+        text.push(')');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Messages below are what Docker 20.10 and distribution 2.8 send on this project's machines.
+    #[test]
+    fn auth_messages() {
+        for (status, msg) in [
+            (
+                Some(500),
+                "Head \"http://127.0.0.1:5102/v2/t/private/manifests/1\": no basic auth credentials",
+            ),
+            (
+                Some(500),
+                "Get \"http://127.0.0.1:5102/v2/\": unauthorized: authentication required",
+            ),
+            (Some(401), "unauthorized"),
+            (None, "denied: requested access to the resource is denied"),
+        ] {
+            assert_eq!(classify(status, msg), FailureClass::Auth, "{msg}");
+        }
+    }
+
+    #[test]
+    fn not_found_messages() {
+        for (status, msg) in [
+            (
+                Some(404),
+                "manifest for 127.0.0.1:5101/t/a:9 not found: manifest unknown: manifest unknown",
+            ),
+            (
+                Some(404),
+                "pull access denied for nope, repository does not exist or may require 'docker login': denied: requested access to the resource is denied",
+            ),
+            (None, "manifest unknown"),
+        ] {
+            assert_eq!(classify(status, msg), FailureClass::NotFound, "{msg}");
+        }
+        let hub = Failure::new(
+            FailureClass::NotFound,
+            "pull access denied for nope, repository does not exist or may require 'docker login'",
+        );
+        assert!(hub.maybe_auth);
+    }
+
+    #[test]
+    fn network_messages() {
+        for msg in [
+            "Get \"http://127.0.0.1:5199/v2/\": dial tcp 127.0.0.1:5199: connect: connection refused",
+            "Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host",
+            "Get \"http://x/v2/\": net/http: request canceled (Client.Timeout exceeded while awaiting headers)",
+            "read tcp 127.0.0.1:1->127.0.0.1:2: i/o timeout",
+            "unexpected EOF",
+        ] {
+            assert_eq!(classify(Some(500), msg), FailureClass::Network, "{msg}");
+        }
+    }
+
+    #[test]
+    fn the_image_name_cannot_steer_the_class() {
+        let image: ImageRef = "127.0.0.1:5101/team/unauthorized-tls-timeout:1"
+            .parse()
+            .unwrap();
+        let msg = "manifest for 127.0.0.1:5101/team/unauthorized-tls-timeout:1 not found: manifest unknown: manifest unknown";
+        assert_eq!(
+            classify_about(&image, Some(404), msg),
+            FailureClass::NotFound
+        );
+        assert_eq!(
+            classify(Some(500), msg),
+            FailureClass::Auth,
+            "the naive match is fooled"
+        );
+    }
+
+    #[test]
+    fn setup_and_rate_limits_are_not_retried() {
+        for msg in [
+            "Get \"https://r:5000/v2/\": x509: certificate signed by unknown authority",
+            "Get \"https://r:5000/v2/\": http: server gave HTTP response to HTTPS client",
+            "toomanyrequests: You have reached your pull rate limit.",
+        ] {
+            let class = classify(Some(500), msg);
+            assert_eq!(class, FailureClass::Network, "{msg}");
+            assert!(!Failure::new(class, msg).is_retryable(), "{msg}");
+        }
+        assert!(Failure::new(FailureClass::Network, "dial tcp: connection refused").is_retryable());
+        assert_eq!(
+            classify(Some(500), "context deadline exceeded"),
+            FailureClass::Network
+        );
+    }
+
+    #[test]
+    fn a_missing_platform_is_said_as_such() {
+        let image: ImageRef = "r:1/a:1".parse().unwrap();
+        let msg = "no matching manifest for linux/arm64/v8 in the manifest list entries";
+        let f = Failure::new(classify_about(&image, Some(404), msg), msg);
+        assert!(explain(&image, &f).contains("not for the requested platform"));
+    }
+
+    #[test]
+    fn everything_else_is_the_engine() {
+        assert_eq!(
+            classify(
+                Some(500),
+                "failed to register layer: no space left on device"
+            ),
+            FailureClass::Engine
+        );
+        assert_eq!(classify(None, ""), FailureClass::Engine);
+    }
+
+    #[test]
+    fn only_network_and_engine_are_retried() {
+        assert!(FailureClass::Network.is_retryable());
+        assert!(FailureClass::Engine.is_retryable());
+        assert!(!FailureClass::Auth.is_retryable());
+        assert!(!FailureClass::NotFound.is_retryable());
+    }
+
+    #[test]
+    fn explanations_name_the_registry_and_hub() {
+        let hub: ImageRef = "nginx".parse().unwrap();
+        let text = explain(
+            &hub,
+            &Failure::new(FailureClass::NotFound, "manifest unknown"),
+        );
+        assert!(text.starts_with("not found: docker.io/library/nginx:latest"));
+        assert!(text.contains("Docker Hub"));
+        let private: ImageRef = "127.0.0.1:5102/t/p:1".parse().unwrap();
+        let text = explain(
+            &private,
+            &Failure::new(FailureClass::Auth, "no basic auth credentials"),
+        );
+        assert!(text.contains("docker login 127.0.0.1:5102"));
+        assert!(!text.contains("Docker Hub"));
+    }
+}

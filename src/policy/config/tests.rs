@@ -1,0 +1,354 @@
+use super::*;
+use proptest::prelude::*;
+
+fn parse(text: &str) -> Result<Config, Vec<String>> {
+    Config::parse(Path::new("/etc/stowage/config.toml"), text).map_err(|e| match e {
+        ConfigError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
+        ConfigError::Read { .. } => unreachable!("parse never reads"),
+    })
+}
+
+#[test]
+fn an_empty_file_is_valid_with_defaults() {
+    let c = parse("").unwrap();
+    assert!(c.images.is_empty());
+    assert!(c.pull.on_boot);
+    assert_eq!(c.pull.schedule.expr(), DEFAULT_SCHEDULE);
+    assert_eq!(c.pull.concurrency, 4);
+    assert_eq!(c.pull.timeout, Duration::from_secs(600));
+    assert_eq!(c.pull.retry.retries, 3);
+    assert_eq!(c.pull.splay, Duration::from_secs(300));
+}
+
+#[test]
+fn images_are_normalised_and_policies_defaulted() {
+    let c = parse(
+        r#"
+[[image]]
+name = "nginx"
+
+[[image]]
+name = "127.0.0.1:5000/app:1.2"
+platform = "linux/arm64/v8"
+schedule = "*/10 * * * *"
+
+[[image]]
+name = "127.0.0.1:5000/tool:3"
+pin = "follow"
+"#,
+    )
+    .unwrap();
+    let names: Vec<String> = c.images.iter().map(|i| i.reference.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "docker.io/library/nginx:latest",
+            "127.0.0.1:5000/app:1.2",
+            "127.0.0.1:5000/tool:3"
+        ]
+    );
+    assert_eq!(c.images[0].pin, None);
+    assert_eq!(c.images[0].line, 3);
+    assert_eq!(c.images[1].pin, None);
+    assert_eq!(c.images[1].platform.as_deref(), Some("linux/arm64/v8"));
+    assert_eq!(c.images[2].pin, Some(PinChoice::Follow));
+    let on = |s: Option<&str>| {
+        c.images
+            .iter()
+            .filter(|i| i.schedule.as_ref().map(Schedule::expr) == s)
+            .count()
+    };
+    assert_eq!(on(None), 2);
+    assert_eq!(on(Some("*/10 * * * *")), 1);
+}
+
+#[test]
+fn metrics_and_readiness_settings() {
+    let c = parse("").unwrap();
+    assert_eq!(c.metrics, None, "no [metrics] table: nothing listens");
+    assert_eq!(c.pull.ready_timeout, Duration::from_secs(300));
+    let c = parse("[pull]\nready_timeout = \"0s\"\n[metrics]\n").unwrap();
+    assert_eq!(c.metrics, Some(DEFAULT_METRICS_LISTEN.parse().unwrap()));
+    assert_eq!(c.pull.ready_timeout, Duration::ZERO);
+    let c = parse("[metrics]\nlisten = \"[::]:9500\"\n").unwrap();
+    assert_eq!(c.metrics, Some("[::]:9500".parse().unwrap()));
+    let errs = parse("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
+    assert_eq!(
+        errs,
+        [
+            "/etc/stowage/config.toml:2:10: metrics.listen: \"localhost\" is not an address and \
+          port such as \"127.0.0.1:9420\" or \"[::]:9420\""
+        ]
+    );
+    let errs = parse("[metrics]\nport = 9420\n").unwrap_err();
+    assert!(
+        errs[0].starts_with("/etc/stowage/config.toml:2:1:"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn every_problem_is_listed_with_its_location_and_value() {
+    let errs = parse(
+        r#"[pull]
+schedule = "0 3 * *"
+timeout = "ten minutes"
+concurrency = 0
+
+[[image]]
+name = "Nginx"
+
+[[image]]
+name = "ok:1"
+platform = "Linux"
+pin = "sometimes"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(errs.len(), 6, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(
+            "/etc/stowage/config.toml:2:12: pull.schedule: invalid cron expression \"0 3 * *\""
+        ),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].starts_with(
+            "/etc/stowage/config.toml:3:11: pull.timeout: invalid duration \"ten minutes\""
+        ),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].starts_with("/etc/stowage/config.toml:4:15: pull.concurrency: 0 is out of range"),
+        "{}",
+        errs[2]
+    );
+    assert!(errs[3].contains(":7:8: image.name: invalid image reference \"Nginx\": repository names must be lowercase"), "{}", errs[3]);
+    assert!(
+        errs[4].contains(":11:12: image.platform: invalid platform \"Linux\""),
+        "{}",
+        errs[4]
+    );
+    assert!(
+        errs[5].contains(":12:7: image.pin: unknown pin mode \"sometimes\""),
+        "{}",
+        errs[5]
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_a_location() {
+    let errs = parse("[pull]\nconcurency = 3\n").unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].starts_with("/etc/stowage/config.toml:2:1: unknown field `concurency`"),
+        "{}",
+        errs[0]
+    );
+    let errs = parse("[[image]]\nname = \"a\"\ntag = \"1\"\n").unwrap_err();
+    assert!(errs[0].contains(":3:1: unknown field `tag`"), "{}", errs[0]);
+    let errs = parse("[puller]\n").unwrap_err();
+    assert!(
+        errs[0].contains(":1:2: unknown field `puller`"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn syntax_and_type_errors_have_locations() {
+    let errs = parse("[pull]\nconcurrency = \"four\"\n").unwrap_err();
+    assert!(
+        errs[0].starts_with("/etc/stowage/config.toml:2:15:"),
+        "{}",
+        errs[0]
+    );
+    let errs = parse("[pull\n").unwrap_err();
+    assert!(
+        errs[0].starts_with("/etc/stowage/config.toml:1:"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn duplicates_name_the_first_declaration() {
+    let errs = parse(
+        "[[image]]\nname = \"nginx\"\n[[image]]\nname = \"docker.io/library/nginx:latest\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0].contains(":4:8:") && errs[0].contains("already required at line 2"),
+        "{}",
+        errs[0]
+    );
+    // Nor the same tag once with and once without a digest: the two would fight over it.
+    let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let errs = parse(&format!(
+        "[[image]]\nname = \"a:1\"\n[[image]]\nname = \"a:1@{d}\"\n"
+    ))
+    .unwrap_err();
+    assert!(
+        errs[0].contains("already required at line 2"),
+        "{}",
+        errs[0]
+    );
+    // Not even for two platforms: one local tag cannot point at both.
+    let errs = parse("[[image]]\nname = \"a:1\"\nplatform = \"linux/amd64\"\n[[image]]\nname = \"a:1\"\nplatform = \"linux/arm64\"\n").unwrap_err();
+    assert!(
+        errs[0].contains("already required at line 2"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn backoff_bounds_are_checked() {
+    let errs = parse("[pull]\nbackoff = \"10s\"\nbackoff_max = \"1s\"\n").unwrap_err();
+    assert!(
+        errs[0].contains("pull.backoff_max: \"1s\" is shorter than pull.backoff (10s)"),
+        "{}",
+        errs[0]
+    );
+    let errs = parse("[pull]\ntimeout = \"0s\"\n").unwrap_err();
+    assert!(errs[0].contains("must be more than zero"), "{}", errs[0]);
+}
+
+#[test]
+fn registries_mirrors_and_files() {
+    let c = parse(
+        "[pin]\nlock_file = \"fleet.lock\"\n[state]\nfile = \"/var/tmp/s.json\"\n\
+         [[registry]]\nhost = \"127.0.0.1:5101\"\nmirrors = [\"127.0.0.1:5103\"]\n\
+         [[registry]]\nhost = \"index.docker.io\"\ninsecure = true\n",
+    )
+    .unwrap();
+    assert_eq!(c.lock_file, PathBuf::from("/etc/stowage/fleet.lock"));
+    assert_eq!(c.state_file, PathBuf::from("/var/tmp/s.json"));
+    assert_eq!(
+        c.registry("127.0.0.1:5101").unwrap().mirrors,
+        ["127.0.0.1:5103"]
+    );
+    assert!(c.registry("docker.io").unwrap().insecure);
+    assert_eq!(
+        parse("").unwrap().lock_file,
+        PathBuf::from("/etc/stowage/stowage.lock")
+    );
+    let errs =
+        parse("[[registry]]\nhost = \"https://r.example\"\nmirrors = [\"m/x\"]\n").unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].contains(":2:8: registry.host: invalid registry \"https://r.example\""),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains(":3:12: registry.mirrors: invalid registry \"m/x\""),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn a_digest_name_takes_no_pin_mode() {
+    let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let errs = parse(&format!("[[image]]\nname = \"a@{d}\"\npin = \"follow\"\n")).unwrap_err();
+    assert!(
+        errs[0].contains(":3:7: image.pin: \"follow\" does not apply"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn prune_settings() {
+    let c = parse(
+        "[prune]\nmin_age = \"2h\"\nunused_max_age = \"30d\"\nhigh_watermark = \"85%\"\n\
+         low_watermark = \"80%\"\nmax_store_size = \"10GB\"\nkeep = [\"r/infra/*\"]\n\
+         keep_labels = [\"tier=infra\", \"keep\"]\nkeep_newest = 2\n",
+    )
+    .unwrap();
+    let p = c.prune.unwrap();
+    assert_eq!(p.limits.min_age, 7200);
+    assert_eq!(p.limits.unused_max_age, Some(30 * 86_400));
+    assert_eq!(
+        (p.limits.high_watermark, p.limits.low_watermark),
+        (Some(85.0), Some(80.0))
+    );
+    assert_eq!(p.limits.max_store_size, Some(10_000_000_000));
+    assert_eq!(
+        p.keep.labels[0],
+        ("tier".to_owned(), Some("infra".to_owned()))
+    );
+    assert_eq!(p.keep.newest_per_repository, 2);
+    assert!(parse("").unwrap().prune.is_none());
+    let errs = parse(
+        "[prune]\nhigh_watermark = \"80%\"\nlow_watermark = \"90%\"\nkeep = [\"regex:(\"]\nmax_store_size = \"lots\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].contains(":3:17: prune.low_watermark: 90% must be below"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains(":4:9: prune.keep: invalid pattern \"regex:(\""),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains(":5:18: prune.max_store_size: invalid size \"lots\""),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
+fn relative_credentials_are_beside_the_config() {
+    let c = parse("[pull]\ncredentials = \"docker/config.json\"\n").unwrap();
+    assert_eq!(
+        c.pull.credentials.unwrap(),
+        PathBuf::from("/etc/stowage/docker/config.json")
+    );
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.images.is_empty());
+}
+
+proptest! {
+    /// Whatever the input, parsing never panics, and a rejected file has at least one
+    /// problem, each with a position inside the file.
+    #[test]
+    fn parse_never_panics(text in "[ -~\n]{0,200}") {
+        if let Err(problems) = parse(&text) {
+            prop_assert!(!problems.is_empty());
+            let lines = text.split('\n').count();
+            for p in problems {
+                let rest = p.strip_prefix("/etc/stowage/config.toml:").unwrap();
+                let mut parts = rest.splitn(3, ':');
+                let line: usize = parts.next().unwrap().parse().unwrap();
+                let column: usize = parts.next().unwrap().parse().unwrap();
+                prop_assert!(line >= 1 && line <= lines, "{p}");
+                let width = text.split('\n').nth(line - 1).unwrap().chars().count();
+                prop_assert!(column >= 1 && column <= width + 1, "{p}");
+            }
+        }
+    }
+
+    /// Random settings in range are accepted and come back as written.
+    #[test]
+    fn settings_round_trip(concurrency in 1i64..=64, retries in 0i64..=100, secs in 1u64..100_000) {
+        let text = format!("[pull]\nconcurrency = {concurrency}\nretries = {retries}\ntimeout = \"{secs}s\"\n");
+        let c = parse(&text).unwrap();
+        prop_assert_eq!(c.pull.concurrency as i64, concurrency);
+        prop_assert_eq!(i64::from(c.pull.retry.retries), retries);
+        prop_assert_eq!(c.pull.timeout, Duration::from_secs(secs));
+    }
+}

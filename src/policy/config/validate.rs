@@ -1,0 +1,613 @@
+//! Validation of the raw config into [`Config`]: one method per section and per image, each
+//! recording every problem it finds (with the value's location) instead of stopping at the
+//! first.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawConfig, RawImage, RawMetrics, RawPrune, RawPull, RawRegistry};
+use super::{
+    Config, ConfigError, DEFAULT_LOCK_FILE, DEFAULT_METRICS_LISTEN, DEFAULT_SCHEDULE, PinChoice,
+    PruneSettings, PullSettings, RegistrySettings, RequiredImage,
+};
+use crate::model::problem::{Problem, line_col};
+use crate::model::reference::{ImageRef, valid_digest};
+use crate::policy::keep::{KeepRules, Limits, compile_keep};
+use crate::policy::retry::RetryPolicy;
+use crate::policy::schedule::Schedule;
+
+pub(super) struct Validator<'a> {
+    path: &'a Path,
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Validator<'a> {
+    pub(super) fn new(path: &'a Path, text: &'a str) -> Self {
+        Validator {
+            path,
+            text,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Parses and validates the whole text: a config, or every problem found.
+    pub(super) fn run(mut self) -> Result<Config, ConfigError> {
+        let raw: RawConfig = match toml::from_str(self.text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                self.problem(span, e.message().trim_end().to_owned());
+                return Err(self.into_error());
+            }
+        };
+        match self.validate(raw) {
+            Some(config) if self.problems.is_empty() => Ok(config),
+            _ => Err(self.into_error()),
+        }
+    }
+
+    fn problem(&mut self, span: Range<usize>, message: String) {
+        let (line, column) = line_col(self.text, span.start);
+        self.problems.push(Problem {
+            path: self.path.to_owned(),
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn into_error(mut self) -> ConfigError {
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        ConfigError::Invalid {
+            problems: self.problems,
+        }
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
+        let Some(value) = value else { return default };
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "{key}: invalid duration \"{}\": {e} (write e.g. \"30s\", \"10m\", \"1h 30m\")",
+                        value.get_ref()
+                    ),
+                );
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn integer(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<i64>>,
+        range: Range<i64>,
+        default: i64,
+    ) -> i64 {
+        let Some(value) = value else { return default };
+        let n = *value.get_ref();
+        if !range.contains(&n) {
+            self.problem(
+                value.span(),
+                format!(
+                    "{key}: {n} is out of range (allowed: {} to {})",
+                    range.start,
+                    range.end - 1
+                ),
+            );
+            return default;
+        }
+        n
+    }
+
+    fn schedule(&mut self, key: &str, value: &Spanned<String>) -> Option<Schedule> {
+        match value.get_ref().parse::<Schedule>() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "{key}: invalid cron expression \"{}\": {e}",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn validate(&mut self, raw: RawConfig) -> Option<Config> {
+        let pull = self.pull(raw.pull);
+        let images = self.images(raw.image);
+        let registries = self.registries(raw.registry);
+        let prune = raw.prune.and_then(|p| self.prune(p));
+        let metrics = raw.metrics.and_then(|m| self.metrics(m));
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let lock_file = dir.join(raw.pin.lock_file.as_deref().unwrap_or(DEFAULT_LOCK_FILE));
+        let state_file = dir.join(
+            raw.state
+                .file
+                .as_deref()
+                .unwrap_or(crate::policy::state::DEFAULT_STATE_FILE),
+        );
+        let require_lock = raw
+            .pin
+            .require_lock
+            .filter(|r| *r.get_ref())
+            .map(|r| line_col(self.text, r.span().start).0);
+        let pull = pull?;
+        Some(Config {
+            source: self.path.to_owned(),
+            pull,
+            images,
+            require_lock,
+            lock_file,
+            state_file,
+            registries,
+            prune,
+            metrics,
+        })
+    }
+
+    /// The `[[image]]` entries, in the order written.
+    fn images(&mut self, raw: Vec<RawImage>) -> Vec<RequiredImage> {
+        // Where each (reference, platform) was first declared, to report duplicates.
+        // A local tag points at one image, so one name cannot be required twice, not even for
+        // two platforms: the second pull would take the tag from the first.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        raw.into_iter()
+            .filter_map(|entry| self.image(entry, &mut seen))
+            .collect()
+    }
+
+    /// One `[[image]]` entry; `seen` holds the names required so far, with their lines.
+    fn image(
+        &mut self,
+        entry: RawImage,
+        seen: &mut HashMap<String, usize>,
+    ) -> Option<RequiredImage> {
+        let name_span = entry.name.span();
+        let reference = match entry.name.get_ref().parse::<ImageRef>() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.problem(
+                    name_span.clone(),
+                    format!(
+                        "image.name: invalid image reference \"{}\": {e}",
+                        entry.name.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        let platform = entry.platform.and_then(|p| {
+            if valid_platform(p.get_ref()) {
+                Some(p.into_inner())
+            } else {
+                self.problem(
+                    p.span(),
+                    format!(
+                        "image.platform: invalid platform \"{}\": expected os/arch or \
+                         os/arch/variant in lower case, e.g. \"linux/amd64\"",
+                        p.get_ref()
+                    ),
+                );
+                None
+            }
+        });
+        let schedule = entry
+            .schedule
+            .as_ref()
+            .and_then(|s| self.schedule("image.schedule", s));
+        let pin = entry
+            .pin
+            .and_then(|p| Some((self.pin_choice(&p)?, p.span())));
+        let reference = reference?;
+        // By name and tag, digest aside: `app:1` and `app:1@sha256:..` both claim the tag.
+        let key = match reference.tag() {
+            Some(tag) => format!("{}:{tag}", reference.name()),
+            None => reference.to_string(),
+        };
+        let (line, _) = line_col(self.text, name_span.start);
+        if let Some(first) = seen.get(&key) {
+            self.problem(
+                name_span,
+                format!(
+                    "image.name: \"{}\" ({reference}) is already required at line {first}",
+                    entry.name.get_ref()
+                ),
+            );
+            return None;
+        }
+        if let (Some((choice, span)), Some(digest)) = (&pin, reference.digest()) {
+            self.problem(
+                span.clone(),
+                format!(
+                    "image.pin: \"{}\" does not apply: the name is already pinned to {digest}",
+                    choice.as_str()
+                ),
+            );
+            return None;
+        }
+        seen.insert(key, line);
+        Some(RequiredImage {
+            reference,
+            platform,
+            schedule,
+            pin: pin.map(|(choice, _)| choice),
+            line,
+        })
+    }
+
+    fn pin_choice(&mut self, p: &Spanned<String>) -> Option<PinChoice> {
+        match p.get_ref().as_str() {
+            "lock" => Some(PinChoice::Lock),
+            "follow" => Some(PinChoice::Follow),
+            "first-pull" => Some(PinChoice::FirstPull),
+            other => {
+                self.problem(
+                    p.span(),
+                    format!(
+                        "image.pin: unknown pin mode \"{other}\" (expected \"lock\", \"follow\" or \"first-pull\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn metrics(&mut self, raw: RawMetrics) -> Option<std::net::SocketAddr> {
+        let Some(listen) = raw.listen else {
+            return Some(DEFAULT_METRICS_LISTEN.parse().expect("a valid default"));
+        };
+        match listen.get_ref().parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    listen.span(),
+                    format!(
+                        "metrics.listen: \"{}\" is not an address and port such as \
+                         \"127.0.0.1:9420\" or \"[::]:9420\"",
+                        listen.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn prune(&mut self, raw: RawPrune) -> Option<PruneSettings> {
+        let defaults = PruneSettings::default();
+        let schedule = match &raw.schedule {
+            Some(s) => self.schedule("prune.schedule", s)?,
+            None => defaults.schedule,
+        };
+        let limits = self.limits(&raw, &defaults.limits);
+        let keep = self.keep_rules(&raw);
+        let build_cache_max_size = raw
+            .build_cache_max_size
+            .as_ref()
+            .and_then(|v| self.size("prune.build_cache_max_size", v));
+        let build_cache_max_age = raw
+            .build_cache_max_age
+            .map(|v| self.duration("prune.build_cache_max_age", Some(v), Duration::ZERO));
+        let pause = self.duration("prune.pause", raw.pause, defaults.pause);
+        Some(PruneSettings {
+            schedule,
+            pause,
+            build_cache_max_age,
+            build_cache_max_size,
+            limits,
+            keep,
+        })
+    }
+
+    /// The ages, watermarks and caps of `[prune]`.
+    fn limits(&mut self, raw: &RawPrune, defaults: &Limits) -> Limits {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let min_age = self.duration(
+            "prune.min_age",
+            raw.min_age.clone(),
+            seconds(defaults.min_age),
+        );
+        let dangling = self.duration(
+            "prune.dangling_min_age",
+            raw.dangling_min_age.clone(),
+            seconds(defaults.dangling_min_age.unwrap_or(0)),
+        );
+        let unused = raw
+            .unused_max_age
+            .clone()
+            .map(|v| self.duration("prune.unused_max_age", Some(v), Duration::ZERO));
+        let (high, low) = self.watermarks(raw);
+        let max_store_size = raw
+            .max_store_size
+            .as_ref()
+            .and_then(|v| self.size("prune.max_store_size", v));
+        let max_removals = self.integer(
+            "prune.max_removals",
+            raw.max_removals.clone(),
+            1..100_001,
+            i64::try_from(defaults.max_removals).unwrap_or(i64::MAX),
+        );
+        Limits {
+            min_age: secs(min_age),
+            dangling_min_age: Some(secs(dangling)),
+            unused_max_age: unused.map(secs),
+            high_watermark: high,
+            low_watermark: low,
+            max_store_size,
+            max_removals: usize::try_from(max_removals).unwrap_or(defaults.max_removals),
+        }
+    }
+
+    /// The high and low watermarks: the low one defaults to 5 points under the high one, and
+    /// must be below it.
+    fn watermarks(&mut self, raw: &RawPrune) -> (Option<f64>, Option<f64>) {
+        let high = raw
+            .high_watermark
+            .as_ref()
+            .and_then(|v| self.percent("prune.high_watermark", v));
+        let low = raw
+            .low_watermark
+            .as_ref()
+            .and_then(|v| self.percent("prune.low_watermark", v));
+        match (high, low, &raw.high_watermark, &raw.low_watermark) {
+            (Some(h), Some(l), _, Some(span)) if l >= h => {
+                self.problem(
+                    span.span(),
+                    format!("prune.low_watermark: {l}% must be below prune.high_watermark ({h}%)"),
+                );
+                (None, None)
+            }
+            (Some(h), None, _, None) => (Some(h), Some((h - 5.0).max(0.0))),
+            (None, Some(_), None, Some(span)) => {
+                self.problem(
+                    span.span(),
+                    "prune.low_watermark: needs prune.high_watermark".into(),
+                );
+                (None, None)
+            }
+            (h, l, _, _) => (h, l),
+        }
+    }
+
+    /// `keep`, `keep_digests`, `keep_labels`, `keep_newest` and `prune_local_only`.
+    fn keep_rules(&mut self, raw: &RawPrune) -> KeepRules {
+        let keep_newest = self.integer("prune.keep_newest", raw.keep_newest.clone(), 0..1001, 0);
+        let mut names = Vec::new();
+        for k in &raw.keep {
+            match compile_keep(k.get_ref()) {
+                Ok(m) => names.push(m),
+                Err(e) => self.problem(
+                    k.span(),
+                    format!("prune.keep: invalid pattern \"{}\": {e}", k.get_ref()),
+                ),
+            }
+        }
+        let mut digests = std::collections::HashSet::new();
+        for d in &raw.keep_digests {
+            if valid_digest(d.get_ref()) {
+                digests.insert(d.get_ref().clone());
+            } else {
+                self.problem(
+                    d.span(),
+                    format!("prune.keep_digests: invalid digest \"{}\" (expected sha256: and 64 hex digits)", d.get_ref()),
+                );
+            }
+        }
+        let labels = raw
+            .keep_labels
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (l.clone(), None),
+            })
+            .collect();
+        KeepRules {
+            names,
+            digests,
+            labels,
+            newest_per_repository: usize::try_from(keep_newest).unwrap_or(0),
+            prune_local_only: raw.prune_local_only,
+        }
+    }
+
+    fn size(&mut self, key: &str, value: &Spanned<String>) -> Option<u64> {
+        match value.get_ref().parse::<bytesize::ByteSize>() {
+            Ok(b) => Some(b.as_u64()),
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "{key}: invalid size \"{}\": {e} (write e.g. \"50GB\")",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn percent(&mut self, key: &str, value: &Spanned<String>) -> Option<f64> {
+        let text = value.get_ref().trim();
+        match text.strip_suffix('%').unwrap_or(text).trim().parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => Some(p),
+            _ => {
+                self.problem(
+                    value.span(),
+                    format!(
+                        "{key}: invalid percentage \"{}\" (write e.g. \"85%\")",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn registries(&mut self, raw: Vec<RawRegistry>) -> Vec<RegistrySettings> {
+        let mut out: Vec<RegistrySettings> = Vec::new();
+        let host_of = |v: &mut Self, key: &str, value: &Spanned<String>| -> Option<String> {
+            match registry_host(value.get_ref()) {
+                Some(h) => Some(h),
+                None => {
+                    v.problem(
+                        value.span(),
+                        format!(
+                            "{key}: invalid registry \"{}\" (expected a host with an optional port, \
+                             e.g. \"registry.example.com:5000\", without scheme or path)",
+                            value.get_ref()
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        for r in raw {
+            let host = host_of(self, "registry.host", &r.host);
+            let mirrors = r
+                .mirrors
+                .iter()
+                .filter_map(|m| host_of(self, "registry.mirrors", m))
+                .collect();
+            let Some(host) = host else { continue };
+            if out.iter().any(|o| o.host == host) {
+                self.problem(
+                    r.host.span(),
+                    format!("registry.host: \"{host}\" is configured twice"),
+                );
+                continue;
+            }
+            out.push(RegistrySettings {
+                host,
+                mirrors,
+                insecure: r.insecure,
+            });
+        }
+        out
+    }
+
+    fn pull(&mut self, raw: RawPull) -> Option<PullSettings> {
+        let schedule = match &raw.schedule {
+            Some(s) => self.schedule("pull.schedule", s),
+            None => Some(
+                DEFAULT_SCHEDULE
+                    .parse()
+                    .expect("the default schedule is valid"),
+            ),
+        };
+        let concurrency = self.integer("pull.concurrency", raw.concurrency, 1..65, 4);
+        let retries = self.integer("pull.retries", raw.retries, 0..101, 3);
+        let timeout = self.duration(
+            "pull.timeout",
+            raw.timeout.clone(),
+            Duration::from_secs(600),
+        );
+        if timeout.is_zero()
+            && let Some(t) = &raw.timeout
+            && humantime::parse_duration(t.get_ref()).is_ok()
+        {
+            self.problem(
+                t.span(),
+                format!("pull.timeout: \"{}\" must be more than zero", t.get_ref()),
+            );
+        }
+        let backoff = self.duration("pull.backoff", raw.backoff, Duration::from_secs(1));
+        let backoff_max = self.duration(
+            "pull.backoff_max",
+            raw.backoff_max.clone(),
+            Duration::from_secs(60),
+        );
+        if backoff_max < backoff
+            && let Some(m) = &raw.backoff_max
+            && humantime::parse_duration(m.get_ref()).is_ok()
+        {
+            self.problem(
+                m.span(),
+                format!(
+                    "pull.backoff_max: \"{}\" is shorter than pull.backoff ({})",
+                    m.get_ref(),
+                    humantime::format_duration(backoff)
+                ),
+            );
+        }
+        let splay = self.duration("pull.splay", raw.splay, Duration::from_secs(300));
+        let shutdown_grace = self.duration(
+            "pull.shutdown_grace",
+            raw.shutdown_grace,
+            Duration::from_secs(10),
+        );
+        let ready_timeout = self.duration(
+            "pull.ready_timeout",
+            raw.ready_timeout,
+            Duration::from_secs(300),
+        );
+        let credentials = raw.credentials.map(|c| {
+            let p = PathBuf::from(c.into_inner());
+            if p.is_relative() {
+                // Relative to the config file, so config management can ship both side by side.
+                self.path.parent().unwrap_or(Path::new(".")).join(p)
+            } else {
+                p
+            }
+        });
+        Some(PullSettings {
+            on_boot: raw.on_boot.unwrap_or(true),
+            schedule: schedule?,
+            concurrency: usize::try_from(concurrency).unwrap_or(4),
+            timeout,
+            retry: RetryPolicy {
+                retries: u32::try_from(retries).unwrap_or(3),
+                initial: backoff,
+                max: backoff_max.max(backoff),
+            },
+            splay,
+            credentials,
+            shutdown_grace,
+            ready_timeout,
+        })
+    }
+}
+
+/// `os/arch` or `os/arch/variant`, lower case: what the engine's `platform` parameter takes.
+fn valid_platform(p: &str) -> bool {
+    let parts: Vec<&str> = p.split('/').collect();
+    (2..=3).contains(&parts.len())
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
+}
+
+/// The normalised host of a registry written as `host[:port]`: what an image reference on it
+/// would name as its registry. `None` for anything else (a scheme, a path, a bare word).
+pub(super) fn registry_host(s: &str) -> Option<String> {
+    if s.contains('/') || s.is_empty() {
+        return None;
+    }
+    let probe: ImageRef = format!("{s}/probe").parse().ok()?;
+    let repo = probe.repository();
+    (repo == "probe" || (probe.is_docker_hub() && repo == "library/probe"))
+        .then(|| probe.registry().to_owned())
+}
+
+/// Seconds as a duration (negative: none).
+fn seconds(s: i64) -> Duration {
+    Duration::from_secs(u64::try_from(s).unwrap_or(0))
+}

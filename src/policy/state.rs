@@ -1,0 +1,187 @@
+//! What the daemon remembers across restarts, in one JSON file.
+//!
+//! Loads are tolerant: a missing file is a first start, a damaged one is reported and replaced,
+//! never a reason to stop. Writes are atomic. Nothing in it is needed for safety: losing it
+//! means first-pull pins are resolved again and the digest cache is refilled.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::policy::lockfile::LockKey;
+
+/// Default location of the state file.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/stowage/state.json";
+
+/// The state file's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// Format version, for later migrations.
+    pub version: u32,
+    /// Pins taken on first pull, by image (`name` or `name [platform]`).
+    pub first_pull: BTreeMap<String, String>,
+    /// For multi-platform indexes seen before: index digest, then `os/arch[/variant]`, to the
+    /// platform's manifest digest. An index is immutable, so this never goes stale, and a
+    /// follow check of an unchanged tag costs one HEAD request.
+    pub index_platforms: BTreeMap<String, BTreeMap<String, String>>,
+    /// When stowage first saw each image (seconds since the epoch), by image ID: the minimum
+    /// age counts from here, never from an image's (often old) creation time.
+    pub first_seen: BTreeMap<String, i64>,
+    /// When a container last used each image (seconds), by image ID. The engine records no
+    /// such thing; stowage notes it at each cycle and on container events.
+    pub last_used: BTreeMap<String, i64>,
+    /// Since when stowage has been watching this host: a max-age rule applies only after it
+    /// has watched that long, so a lost state file cannot cause a mass deletion.
+    pub watching_since: Option<i64>,
+}
+
+impl State {
+    /// Reads the state file; a missing or damaged file gives an empty state (with a warning for
+    /// the damaged one).
+    pub fn load(path: &Path) -> State {
+        crate::policy::atomic_file::remove_orphans(path);
+        match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(state) => state,
+                Err(e) => {
+                    warn!(
+                        path = %path.display(),
+                        "state file is damaged ({e}); starting from an empty state"
+                    );
+                    State::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                warn!(path = %path.display(), "cannot read the state file ({e}); starting from an empty state");
+                State::default()
+            }
+        }
+    }
+
+    /// Changes the state file under an exclusive lock (`FILE.lock` beside it): reads what is on
+    /// disk now, applies `change`, writes the result atomically, and returns it. A daemon and
+    /// a `stowage pull` run by hand then merge their pins instead of the last writer winning.
+    /// A damaged file is moved aside (`FILE.damaged`) rather than overwritten.
+    pub fn update(path: &Path, change: impl FnOnce(&mut State)) -> std::io::Result<State> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir)?;
+        let mut lock_name = path.as_os_str().to_owned();
+        lock_name.push(".lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_name)?;
+        lock.lock()?;
+        let mut state = match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    let mut aside = path.as_os_str().to_owned();
+                    aside.push(".damaged");
+                    warn!(
+                        path = %path.display(),
+                        "state file is damaged ({e}); moved aside, starting from an empty state"
+                    );
+                    std::fs::rename(path, &aside)?;
+                    State::default()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(e) => return Err(e),
+        };
+        let before = state.clone();
+        change(&mut state);
+        if state != before {
+            state.save(path)?;
+        }
+        Ok(state)
+        // The lock is released when `lock` is dropped.
+    }
+
+    /// Writes the state file atomically.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut state = self.clone();
+        state.version = 1;
+        let mut bytes = serde_json::to_vec_pretty(&state).expect("plain data always serialises");
+        bytes.push(b'\n');
+        crate::policy::atomic_file::write(path, &bytes)
+    }
+
+    /// The first-pull pin of an image.
+    pub fn first_pull(&self, key: &LockKey) -> Option<&str> {
+        self.first_pull.get(&key.to_string()).map(String::as_str)
+    }
+
+    /// Keeps only the first-pull pins of `keys`: a pin ends when its image leaves the config
+    /// (or its name or platform changes, which makes it another image).
+    pub fn retain_first_pulls<'a>(&mut self, keys: impl IntoIterator<Item = &'a LockKey>) {
+        let keep: std::collections::HashSet<String> =
+            keys.into_iter().map(ToString::to_string).collect();
+        self.first_pull.retain(|k, _| keep.contains(k));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_tolerates_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(State::load(&path), State::default());
+        let key = LockKey::new(&"r:1/a:1".parse().unwrap(), Some("linux/arm64"));
+        let mut s = State::default();
+        s.first_pull.insert(key.to_string(), "sha256:x".into());
+        s.save(&path).unwrap();
+        let back = State::load(&path);
+        assert_eq!(back.first_pull(&key), Some("sha256:x"));
+        assert_eq!(back.version, 1);
+        std::fs::write(&path, b"{\"first_pull\": [").unwrap();
+        assert_eq!(State::load(&path), State::default());
+    }
+
+    #[test]
+    fn updates_merge_with_what_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        State::update(&path, |s| {
+            s.first_pull.insert("a".into(), "sha256:a".into());
+        })
+        .unwrap();
+        // Another writer that loaded before the first one saved keeps both pins.
+        let merged = State::update(&path, |s| {
+            s.first_pull.insert("b".into(), "sha256:b".into());
+        })
+        .unwrap();
+        assert_eq!(merged.first_pull.len(), 2);
+        assert_eq!(State::load(&path), merged);
+        std::fs::write(&path, b"garbage").unwrap();
+        let fresh = State::update(&path, |_| {}).unwrap();
+        assert_eq!(fresh, State::default());
+        assert_eq!(
+            std::fs::read(dir.path().join("state.json.damaged")).unwrap(),
+            b"garbage"
+        );
+    }
+
+    #[test]
+    fn pins_of_images_that_left_the_config_are_dropped() {
+        let a = LockKey::new(&"r:1/a:1".parse().unwrap(), None);
+        let b = LockKey::new(&"r:1/b:1".parse().unwrap(), None);
+        let mut s = State::default();
+        s.first_pull.insert(a.to_string(), "sha256:a".into());
+        s.first_pull.insert(b.to_string(), "sha256:b".into());
+        s.retain_first_pulls([&a]);
+        assert_eq!(s.first_pull.len(), 1);
+        assert_eq!(s.first_pull(&a), Some("sha256:a"));
+    }
+}

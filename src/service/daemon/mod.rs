@@ -1,0 +1,221 @@
+//! The long-running daemon: the one place where schedules, work and shutdown meet.
+//!
+//! [`run`] pulls what is required at boot, then on each schedule, and (when the config has
+//! `[prune]` rules) prunes on its own schedule and at the high watermark, side by side with the
+//! pulls, until `shutdown` is triggered. Then no new pull, retry or removal starts, in-flight
+//! pulls get `pull.shutdown_grace` to finish, and whatever is still running after that is
+//! abandoned (dropping a pull closes its connection, and the engine cancels it).
+
+mod prunes;
+mod pulls;
+mod start;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::io::engine::{Engine, Store};
+use crate::policy::config::Config;
+use crate::policy::schedule::splay_offset;
+use crate::service::in_flight::InFlight;
+use crate::service::metrics::Metrics;
+use crate::service::puller::PinUpkeep;
+use crate::service::readiness::Notifier;
+use crate::service::session::{Loaded, Session, load};
+use crate::service::shutdown::Shutdown;
+use crate::service::uses::watch_uses;
+
+pub use start::{StartError, start};
+
+/// Runs the daemon until `shutdown` is triggered, then drains.
+///
+/// Each message on `reloads` (SIGHUP) re-reads the config file and the lock. A valid new
+/// config replaces the running one: work under way drains as on shutdown, then the new config
+/// starts with a pass over every required image. An invalid one is reported, file and line,
+/// and changes nothing: the running config goes on undisturbed.
+pub async fn run<E: Engine + Store>(
+    session: Session,
+    engine: E,
+    notifier: &Notifier,
+    metrics: &Metrics,
+    reloads: &mut mpsc::Receiver<()>,
+    shutdown: &Shutdown,
+) {
+    let mut session = session;
+    let mut first = session.config.pull.on_boot.then_some("boot");
+    let daemon = Daemon {
+        engine: &engine,
+        notifier,
+        metrics,
+    };
+    while let Some(next) = daemon.run_session(&session, first, reloads, shutdown).await {
+        session = next;
+        first = Some("reload");
+    }
+    info!("stopped");
+}
+
+/// What every session of the daemon shares.
+struct Daemon<'a, E> {
+    engine: &'a E,
+    notifier: &'a Notifier,
+    metrics: &'a Metrics,
+}
+
+impl<E: Engine + Store> Daemon<'_, E> {
+    /// Runs one config until shutdown (`None`) or a valid reload (the new session), then
+    /// drains.
+    async fn run_session(
+        &self,
+        session: &Session,
+        first: Option<&str>,
+        reloads: &mut mpsc::Receiver<()>,
+        shutdown: &Shutdown,
+    ) -> Option<Session> {
+        // This config's work stops with the process, and also when a reload replaces it.
+        let stop = shutdown.child();
+        let in_flight = InFlight::default();
+        let puller = session.puller(
+            self.engine,
+            stop.clone(),
+            in_flight.clone(),
+            PinUpkeep::Daemon,
+        );
+        let work = self.work(session, &puller, first, &stop);
+        tokio::pin!(work);
+        // A reload under way: polled beside the work and the shutdown, so neither waits on it
+        // (it asks the engine, which may be slow).
+        let mut reloading: Option<Pin<Box<dyn Future<Output = Option<Session>> + '_>>> = None;
+        let next = loop {
+            tokio::select! {
+                // A shutdown goes first: the work it stops may finish in the same instant.
+                biased;
+                () = shutdown.triggered() => break None,
+                () = &mut work => return None,
+                Some(()) = reloads.recv(), if reloading.is_none() => {
+                    reloading = Some(Box::pin(reload(&session.config, self.engine, self.notifier, self.metrics)));
+                }
+                next = async { reloading.as_mut().expect("guarded by the condition").await },
+                    if reloading.is_some() =>
+                {
+                    reloading = None;
+                    if let Some(next) = next {
+                        break Some(next);
+                    }
+                }
+            }
+        };
+        if next.is_none() {
+            self.notifier.stopping();
+        }
+        let grace = session.config.pull.shutdown_grace;
+        info!(
+            in_flight = in_flight.snapshot().len(),
+            grace = %humantime::format_duration(grace),
+            "{}: no new pulls start; waiting for in-flight pulls",
+            if next.is_some() { "switching to the new config" } else { "stopping" }
+        );
+        if stop.drain(grace, work).await.is_none() {
+            warn!(
+                abandoned = ?in_flight.snapshot(),
+                "abandoned in-flight pulls at the end of pull.shutdown_grace"
+            );
+        }
+        if let Some(next) = &next {
+            // The drained work may have saved first-pull pins since the new session read the
+            // file.
+            next.reread_state();
+        }
+        next
+    }
+
+    /// One config's work: pulls and prunes side by side, and (when it prunes) the following of
+    /// image uses, until `stop`.
+    async fn work(
+        &self,
+        session: &Session,
+        puller: &crate::service::puller::Puller<'_, E>,
+        first: Option<&str>,
+        stop: &Shutdown,
+    ) {
+        let config = &session.config;
+        let offset = splay_offset(config.pull.splay, rand::random::<f64>());
+        info!(
+            config = %config.source.display(),
+            images = config.images.len(),
+            splay_offset = %humantime::format_duration(std::time::Duration::from_secs(offset.as_secs())),
+            "stowage started"
+        );
+        // Image uses are followed only when the config prunes: nothing else needs them.
+        let watch = async {
+            if config.prune.is_some() {
+                watch_uses(self.engine, &session.state, &config.state_file, stop).await;
+            }
+        };
+        let pulls = pulls::Pulls::new(session, puller, self.notifier, self.metrics, offset);
+        // Pulls and prunes run side by side: a long pull (a slow registry, a big image) must
+        // not hold off a prune while the disk fills, nor a long prune cycle delay a scheduled
+        // pull. They share the in-flight set, so a prune never removes what a pull is fetching.
+        let prunes = async {
+            if let Some(settings) = &config.prune {
+                let pruner = session.pruner(
+                    self.engine,
+                    settings,
+                    puller.in_flight.clone(),
+                    stop.clone(),
+                );
+                prunes::serve_prunes(&pruner, self.metrics, offset).await;
+            }
+        };
+        tokio::join!(pulls.serve(first), prunes, watch);
+    }
+}
+
+/// Reads the running config's file and its lock again, and sets up a session for them; `None`
+/// (reported, nothing changed) when they are invalid or the engine cannot say its platform.
+async fn reload<E: Engine>(
+    running: &Config,
+    engine: &E,
+    notifier: &Notifier,
+    metrics: &Metrics,
+) -> Option<Session> {
+    let path = running.source.as_path();
+    notifier.reloading();
+    info!(config = %path.display(), "reloading the config and the lock");
+    let result = match load(path) {
+        Ok(Loaded { config, lock }) => Session::new(config, lock, engine)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(session) => {
+            info!(
+                images = session.config.images.len(),
+                "reloaded: the new config takes over"
+            );
+            if session.config.metrics != running.metrics {
+                warn!(
+                    "[metrics] changed: the metrics endpoint moves at the next restart, not \
+                     on reload"
+                );
+            }
+            metrics.reload(true);
+            notifier.reloaded("reloaded; converging on the new config");
+            Some(session)
+        }
+        Err(problems) => {
+            error!("reload failed; the running config stays in force:\n{problems}");
+            metrics.reload(false);
+            let first = problems.lines().next().unwrap_or_default();
+            notifier.reloaded(&format!(
+                "reload failed, running the previous config: {first}"
+            ));
+            None
+        }
+    }
+}

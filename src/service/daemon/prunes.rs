@@ -1,0 +1,118 @@
+//! The prune side of the daemon: cycles on `prune.schedule`, and at the high watermark.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Local};
+use tracing::{error, info, warn};
+
+use crate::io::engine::Store;
+use crate::io::host::disk_of;
+use crate::model::image::Disk;
+use crate::service::metrics::Metrics;
+use crate::service::pruner::Pruner;
+use crate::service::shutdown::Shutdown;
+
+/// Longest single sleep while waiting for a scheduled time. The wall clock is re-read after each,
+/// so a clock that jumps (NTP stepping it at boot, a suspended VM) does not delay a run by the
+/// size of the jump.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// Prune cycles on `prune.schedule`, and whenever the disk holding the engine's data root
+/// crosses the high watermark (checked at every wake-up, at most every 30 s; such cycles at most
+/// once a minute), until stopped.
+pub(super) async fn serve_prunes<S: Store>(
+    pruner: &Pruner<'_, S>,
+    metrics: &Metrics,
+    offset: Duration,
+) {
+    let data_root = pruner.store.data_root().await.ok().flatten();
+    let mut next = pruner.settings.schedule.next_after(&Local::now(), offset);
+    match next {
+        Some(at) => {
+            info!(schedule = pruner.settings.schedule.expr(), next = %at.to_rfc3339(), "prune scheduled")
+        }
+        None => warn!(
+            schedule = pruner.settings.schedule.expr(),
+            "prune schedule never fires again"
+        ),
+    }
+    let mut last_watermark_prune: Option<std::time::Instant> = None;
+    loop {
+        let over_watermark = || {
+            let Some(disk) = data_root.as_deref().and_then(disk_of) else {
+                return false;
+            };
+            metrics.disk(disk.used, disk.total);
+            above_high_watermark(pruner, disk)
+                && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        };
+        // Without a schedule, wake up only for the watermark.
+        let at = next.unwrap_or_else(|| Local::now() + chrono::Duration::days(3650));
+        let watermark = match sleep_until_or(at, &pruner.stop, over_watermark).await {
+            Wake::Stopped => return,
+            Wake::Due => false,
+            Wake::Early => true,
+        };
+        let trigger = if watermark { "watermark" } else { "schedule" };
+        info!(trigger, "prune cycle started");
+        match pruner.cycle(false).await {
+            Ok(cycle) => metrics.prune(trigger, &cycle),
+            Err(f) => error!("prune cycle failed: engine: {f}"),
+        }
+        if let Some(disk) = data_root.as_deref().and_then(disk_of) {
+            metrics.disk(disk.used, disk.total);
+        }
+        if pruner.stop.is_triggered() {
+            return;
+        }
+        if watermark {
+            last_watermark_prune = Some(std::time::Instant::now());
+        } else {
+            next = pruner.settings.schedule.next_after(&Local::now(), offset);
+        }
+    }
+}
+
+/// Why a [`sleep_until_or`] ended.
+enum Wake {
+    /// The time came.
+    Due,
+    /// The early condition held first.
+    Early,
+    /// Stopping.
+    Stopped,
+}
+
+/// Sleeps until the wall clock reaches `at`, in naps of at most [`MAX_SLEEP`], checking `early`
+/// after each nap.
+async fn sleep_until_or(
+    at: DateTime<Local>,
+    stop: &Shutdown,
+    mut early: impl FnMut() -> bool,
+) -> Wake {
+    loop {
+        let left = (at - Local::now()).to_std().unwrap_or(Duration::ZERO);
+        if left.is_zero() {
+            return Wake::Due;
+        }
+        if !stop.sleep(left.min(MAX_SLEEP)).await {
+            return Wake::Stopped;
+        }
+        if early() {
+            return Wake::Early;
+        }
+    }
+}
+
+/// Sleeps until `at`; false when stopped first.
+pub(super) async fn sleep_until(at: DateTime<Local>, stop: &Shutdown) -> bool {
+    !matches!(sleep_until_or(at, stop, || false).await, Wake::Stopped)
+}
+
+/// Whether the data root's filesystem is above the high watermark.
+fn above_high_watermark<S: Store>(pruner: &Pruner<'_, S>, disk: Disk) -> bool {
+    match pruner.settings.limits.high_watermark {
+        Some(high) if disk.total > 0 => disk.used as f64 * 100.0 / disk.total as f64 > high,
+        _ => false,
+    }
+}

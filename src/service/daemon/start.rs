@@ -1,0 +1,151 @@
+//! Starting the daemon: SIGHUP, the metrics endpoint and readiness from the first moment, then
+//! the engine, waited for as long as it takes, then [`super::run`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::io::engine::docker::{ConnectError, DockerEngine};
+use crate::model::problem::{Problem, Problems};
+use crate::policy::retry::RetryPolicy;
+use crate::service::metrics::{self, Metrics};
+use crate::service::readiness::Notifier;
+use crate::service::session::{Loaded, Session, SessionError};
+use crate::service::shutdown::{Attempt, Retried, Shutdown};
+
+/// How patiently the daemon waits for an engine that is not up yet: forever, every 1 s at
+/// first, then at most every 30 s.
+const ENGINE_WAIT: RetryPolicy = RetryPolicy {
+    retries: u32::MAX,
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
+
+/// Why the daemon cannot start at all (as opposed to waiting for the engine).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine address can never work.
+    #[error("{0}")]
+    Connect(ConnectError),
+    /// The lock cannot serve this host.
+    #[error("{}", Problems(.0))]
+    Config(Vec<Problem>),
+    /// The metrics endpoint cannot listen.
+    #[error("{0}")]
+    Metrics(String),
+}
+
+/// `stowage run`: the daemon, from start to stop. Returns once `shutdown` was triggered and
+/// the work drained, or at once when it cannot start.
+pub async fn start(
+    loaded: Loaded,
+    host: Option<&str>,
+    shutdown: &Shutdown,
+) -> Result<(), StartError> {
+    let Loaded { config, lock } = loaded;
+    let mut reloads = listen_for_reloads();
+    // The start counts from here: waiting for the engine is part of it.
+    let ready_timeout = config.pull.ready_timeout;
+    let notifier = Notifier::from_env();
+    if config.images.is_empty() {
+        // Nothing to wait for, not even the engine (a fresh package install, say).
+        notifier.ready("ready: the config requires no image");
+    }
+    let started = tokio::time::Instant::now();
+    // Ends the metrics endpoint and the start-up hold once the daemon is done.
+    let done = Shutdown::new();
+    let metrics = Arc::new(Metrics::new());
+    // Served from the start (engine wait included), so a scrape sees a daemon that is up but
+    // not ready yet.
+    let listener = match config.metrics {
+        Some(addr) => Some(metrics::bind(addr).await.map_err(StartError::Metrics)?),
+        None => None,
+    };
+    let serve_metrics = async {
+        if let Some(listener) = listener {
+            metrics::serve(listener, metrics.clone(), done.clone()).await;
+        }
+    };
+    let hold = async {
+        notifier.hold_start(started, ready_timeout, &done).await;
+        if notifier.is_ready() {
+            metrics.ready();
+        }
+    };
+    let daemon = async {
+        let result = match shutdown.until(prepare(config, lock, host, shutdown)).await {
+            Some(Ok(Some((engine, session)))) => {
+                super::run(session, engine, &notifier, &metrics, &mut reloads, shutdown).await;
+                Ok(())
+            }
+            Some(Ok(None)) | None => {
+                notifier.stopping();
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+        };
+        done.trigger();
+        result
+    };
+    let (result, (), ()) = tokio::join!(daemon, hold, serve_metrics);
+    result
+}
+
+/// SIGHUP, as a message per reload. Caught from the start, since its default action would end
+/// the process. Signals that arrive during a reload are folded into one more reload.
+fn listen_for_reloads() -> mpsc::Receiver<()> {
+    let (reload, reloads) = mpsc::channel(1);
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("received SIGHUP");
+                    let _ = reload.try_send(());
+                }
+            });
+        }
+        Err(e) => tracing::error!("cannot listen for SIGHUP: {e}; reload means restart"),
+    }
+    reloads
+}
+
+/// Connects to the engine and sets up the session, waiting for the engine as long as it takes
+/// (or until `stop`): at boot the engine may still be starting, and a daemon should wait for it
+/// rather than exit. `Ok(None)` means stopped while waiting; an address that can never work,
+/// or a lock that cannot serve this host, is an error at once.
+pub async fn prepare(
+    config: crate::policy::config::Config,
+    lock: Option<crate::policy::lockfile::LockFile>,
+    host: Option<&str>,
+    stop: &Shutdown,
+) -> Result<Option<(DockerEngine, Session)>, StartError> {
+    let attempt = |_| {
+        let (config, lock) = (config.clone(), lock.clone());
+        async move {
+            let engine = match DockerEngine::connect(host).await {
+                Ok(engine) => engine,
+                Err(ConnectError::Unreachable(f)) => return Attempt::Again(f),
+                Err(bad) => return Attempt::Done(Err(StartError::Connect(bad))),
+            };
+            match Session::new(config, lock, &engine).await {
+                Ok(session) => Attempt::Done(Ok((engine, session))),
+                Err(SessionError::Config(problems)) => {
+                    Attempt::Done(Err(StartError::Config(problems)))
+                }
+                Err(SessionError::Engine(f)) => Attempt::Again(f),
+            }
+        }
+    };
+    let on_retry = |f: &crate::model::failure::Failure, _: u32, delay: Duration| {
+        warn!(
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "engine: {f}"
+        );
+    };
+    match stop.retry(ENGINE_WAIT, attempt, on_retry).await.0 {
+        Retried::Done(result) => result.map(Some),
+        Retried::Stopped(_) => Ok(None),
+    }
+}

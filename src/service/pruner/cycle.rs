@@ -1,0 +1,232 @@
+//! One prune cycle carried out: each planned removal re-checked right before it, removed one at
+//! a time and never forced, races with a container's creation healed, then the build cache.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::{Cycle, Pruner, Race, Removal, RemovalResult};
+use crate::decide::prune_plan::{Candidate, Protection, PrunePlan, being_pulled};
+use crate::decide::usage::Usage;
+use crate::io::engine::Store;
+use crate::model::failure::Failure;
+use crate::model::reference::ImageRef;
+use crate::model::sync::Locked;
+use crate::policy::state::State;
+
+/// How long after a cycle's last removal to look once more for a container created in the
+/// same instant: its record can land in the engine's list a moment after the delete returned.
+const RACE_SETTLE: Duration = Duration::from_millis(250);
+
+impl<S: Store> Pruner<'_, S> {
+    /// One cycle: plan, record what was seen, and remove (unless `dry_run`).
+    pub async fn cycle(&self, dry_run: bool) -> Result<Cycle, Failure> {
+        let started = Instant::now();
+        let (plan, usage) = self.plan().await?;
+        if dry_run {
+            return Ok(Cycle {
+                plan,
+                removals: Vec::new(),
+                build_cache_freed: None,
+            });
+        }
+        for k in &plan.keep {
+            if k.protection != Protection::NotSelected {
+                debug!(image = %k.id, names = ?k.names, protection = %k.protection.name(), "kept");
+            }
+        }
+        self.record(&usage);
+        let removals = self.remove_all(&plan).await;
+        let build_cache_freed = self.prune_build_cache().await;
+        log_cycle(&plan, &removals, started);
+        Ok(Cycle {
+            plan,
+            removals,
+            build_cache_freed,
+        })
+    }
+
+    /// Removes each planned image in order, pausing between removals; then heals what raced.
+    async fn remove_all(&self, plan: &PrunePlan) -> Vec<Removal> {
+        let mut results = Vec::with_capacity(plan.remove.len());
+        for (n, c) in plan.remove.iter().enumerate() {
+            let paused = n == 0 || self.settings.pause.is_zero() || {
+                // A stop during the pause starts no removal either.
+                self.stop.sleep(self.settings.pause).await
+            };
+            if !paused || self.stop.is_triggered() {
+                results.push(Removal::new(c, RemovalResult::Skipped, None));
+                continue;
+            }
+            let removal = self.remove_one(c, &mut results).await;
+            results.push(removal);
+        }
+        if results.iter().any(|r| r.result == RemovalResult::Removed) {
+            tokio::time::sleep(RACE_SETTLE).await;
+            if let Ok(used) = self.store.container_images().await {
+                self.heal_races(&used, &mut results).await;
+            }
+        }
+        results
+    }
+
+    /// Removes one image unless a container or a pull took it up since the plan. The look at
+    /// the containers also heals a race of an earlier removal of this cycle (in `earlier`).
+    async fn remove_one(&self, c: &Candidate, earlier: &mut [Removal]) -> Removal {
+        if let Ok(used) = self.store.container_images().await {
+            self.heal_races(&used, earlier).await;
+            if used.contains(&c.id) {
+                let why = "a container started using it since the plan";
+                return Removal::new(c, RemovalResult::Failed, Some(why.into()));
+            }
+        }
+        // A pull may have started since the plan: leave its image alone. Checked last, with
+        // no await between it and the removal.
+        let pulling = self.in_flight.names_and_digests();
+        if being_pulled(&c.id, c.references.iter(), &pulling) {
+            let why = "a pull of it started";
+            return Removal::new(c, RemovalResult::Skipped, Some(why.into()));
+        }
+        match self.store.remove(&c.id, &c.references).await {
+            Ok(()) => {
+                info!(image = %c.id, names = ?c.names, bytes = c.size, rule = ?c.rule, "removed");
+                Removal::new(c, RemovalResult::Removed, None)
+            }
+            Err(f) => {
+                warn!(image = %c.id, names = ?c.names, "removal failed: {f}");
+                Removal::new(c, RemovalResult::Failed, Some(f.detail))
+            }
+        }
+    }
+
+    /// The build cache (CI hosts), after the images: the bytes freed, when it ran.
+    async fn prune_build_cache(&self) -> Option<u64> {
+        let settings = self.settings;
+        if (settings.build_cache_max_age.is_none() && settings.build_cache_max_size.is_none())
+            || self.stop.is_triggered()
+        {
+            return None;
+        }
+        match self
+            .store
+            .prune_build_cache(settings.build_cache_max_age, settings.build_cache_max_size)
+            .await
+        {
+            Ok(bytes) => {
+                info!(bytes, "build cache pruned");
+                Some(bytes)
+            }
+            Err(f) => {
+                warn!("build cache pruning failed: {f}");
+                None
+            }
+        }
+    }
+
+    /// Puts back every image this cycle removed that a container now uses (`used`: the
+    /// images of every container), and records what happened in its removal.
+    async fn heal_races(&self, used: &HashSet<String>, results: &mut [Removal]) {
+        for r in results.iter_mut() {
+            if r.result != RemovalResult::Removed
+                || r.race.is_some()
+                || !used.contains(&r.candidate.id)
+            {
+                continue;
+            }
+            // Pulled again since (a `docker run` of a missing image pulls it): the container
+            // has its image, and there was no race to heal.
+            if self.store.has_image(&r.candidate.id).await.unwrap_or(false) {
+                continue;
+            }
+            let c = &r.candidate;
+            r.race = Some(match self.restore(c).await {
+                Ok(()) => {
+                    warn!(image = %c.id, names = ?c.names, "a container was created from the image as it was removed; pulled it back by digest");
+                    Race::Healed
+                }
+                Err(error) => {
+                    warn!(image = %c.id, names = ?c.names, "a container was created from the image as it was removed, and it cannot be put back: {error}");
+                    Race::Lost { error }
+                }
+            });
+        }
+    }
+
+    /// Pulls a removed image back by its digests, one after the other until one serves, and
+    /// puts its tags back.
+    async fn restore(&self, c: &Candidate) -> Result<(), String> {
+        let (digests, tags): (Vec<String>, Vec<String>) =
+            c.references.iter().cloned().partition(|r| r.contains('@'));
+        let mut error = String::from("it has no digest to pull it back by (a local build)");
+        for name in digests {
+            let by_digest: ImageRef = match name.parse() {
+                Ok(r) => r,
+                Err(e) => {
+                    error = format!("{name}: {e}");
+                    continue;
+                }
+            };
+            let auth = self
+                .credentials
+                .lookup_timed(by_digest.registry(), "pulling it back anonymously")
+                .await;
+            match self.store.restore(&by_digest, &tags, auth).await {
+                Ok(()) => return Ok(()),
+                Err(f) => error = format!("{name}: {f}"),
+            }
+        }
+        Err(error)
+    }
+
+    /// Saves the usage history (merged with the state file on disk).
+    pub(super) fn record(&self, usage: &Usage) {
+        let result = State::update(&self.config.state_file, |s| {
+            s.first_seen = usage
+                .first_seen
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            // Merge, latest wins: container events may have been saved since the plan.
+            let mut last_used: BTreeMap<String, i64> = s
+                .last_used
+                .iter()
+                .filter(|(id, _)| usage.first_seen.contains_key(*id))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            for (id, t) in &usage.last_used {
+                let e = last_used.entry(id.clone()).or_insert(*t);
+                *e = (*e).max(*t);
+            }
+            s.last_used = last_used;
+            s.watching_since.get_or_insert(usage.watching_since);
+        });
+        match result {
+            Ok(saved) => *self.state.locked() = saved,
+            Err(e) => warn!(
+                path = %self.config.state_file.display(),
+                "cannot save the state file ({e}); image ages restart from now"
+            ),
+        }
+    }
+}
+
+/// The cycle's summary line.
+fn log_cycle(plan: &PrunePlan, removals: &[Removal], started: Instant) {
+    let removed = || {
+        removals
+            .iter()
+            .filter(|r| r.result == RemovalResult::Removed)
+    };
+    info!(
+        removed = removed().count(),
+        failed = removals
+            .iter()
+            .filter(|r| r.result == RemovalResult::Failed)
+            .count(),
+        deferred = plan.deferred,
+        bytes = removed().map(|r| r.candidate.size).sum::<u64>(),
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "prune cycle finished"
+    );
+}

@@ -1,0 +1,227 @@
+//! A prune cycle against a real store: gather the facts, let [`crate::decide::prune_plan::plan_prune`]
+//! decide, then remove one image at a time, never forced, pausing between removals. One
+//! failure does not stop the cycle; every result is reported.
+
+mod cycle;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tracing::debug;
+
+use crate::decide::pin::Pinned;
+use crate::decide::prune_plan::{Candidate, PruneInput, PrunePlan, plan_prune};
+use crate::decide::usage::{Usage, observe, required_ids};
+use crate::io::credentials::CredentialSource;
+use crate::io::engine::Store;
+use crate::io::host::{disk_of, own_container};
+use crate::io::registry::Registry;
+use crate::model::failure::Failure;
+use crate::model::image::StoreImage;
+use crate::model::sync::Locked;
+use crate::policy::config::{Config, PruneSettings};
+use crate::policy::state::State;
+use crate::service::in_flight::InFlight;
+use crate::service::shutdown::Shutdown;
+
+/// How one planned removal ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Removal {
+    /// What was planned.
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// How it went.
+    pub result: RemovalResult,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+    /// A container created from the image while it was being removed, and what was done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub race: Option<Race>,
+}
+
+/// How one removal went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemovalResult {
+    /// The image is gone.
+    Removed,
+    /// The engine refused, or a container started using it since the plan.
+    Failed,
+    /// Not attempted: stopping, or a pull of it started.
+    Skipped,
+}
+
+impl RemovalResult {
+    /// Its name in reports and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalResult::Removed => "removed",
+            RemovalResult::Failed => "failed",
+            RemovalResult::Skipped => "skipped",
+        }
+    }
+}
+
+impl Removal {
+    /// A removal that ended as `result`, with `error` saying why when it is not `Removed`.
+    fn new(candidate: &Candidate, result: RemovalResult, error: Option<String>) -> Removal {
+        Removal {
+            candidate: candidate.clone(),
+            result,
+            error,
+            race: None,
+        }
+    }
+}
+
+/// A removal that raced a container's creation: the engine checks for containers, then
+/// deletes, with no lock between, so `docker create` at that moment can get a container whose
+/// image is gone (the engine's own prune has the same hole).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Race {
+    /// The image was pulled back by its digest and its names put back.
+    Healed,
+    /// It could not be put back: the container's image is gone.
+    Lost {
+        /// Why.
+        error: String,
+    },
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone)]
+pub struct Cycle {
+    /// What it planned.
+    pub plan: PrunePlan,
+    /// Each planned removal and how it went (none in a dry run).
+    pub removals: Vec<Removal>,
+    /// Bytes the build-cache pruning freed, when it ran.
+    pub build_cache_freed: Option<u64>,
+}
+
+/// Runs prune cycles for one config.
+pub struct Pruner<'a, S> {
+    /// The engine's store.
+    pub store: &'a S,
+    /// The configuration (registries, state file).
+    pub config: &'a Config,
+    /// The `[prune]` rules.
+    pub settings: &'a PruneSettings,
+    /// Every pinned image.
+    pub pinned: &'a [Pinned],
+    /// The state (usage history, first-pull pins).
+    pub state: &'a Mutex<State>,
+    /// Names being pulled now: never removed under a pull.
+    pub in_flight: InFlight,
+    /// Triggered when stopping: no removal starts after that.
+    pub stop: Shutdown,
+    /// Asks registries whether they serve an image, where the store cannot tell.
+    pub registry: &'a dyn Registry,
+    /// Credentials for pulling back an image a removal took from a new container.
+    pub credentials: &'a CredentialSource,
+    /// Images seen served by their registry (by ID): asked once per process.
+    pub registry_copies: Mutex<HashSet<String>>,
+}
+
+impl<S: Store> Pruner<'_, S> {
+    /// Gathers the facts and plans a cycle; changes nothing.
+    pub async fn plan(&self) -> Result<(PrunePlan, Usage), Failure> {
+        let images = self.store.store().await?;
+        let in_use = self.store.container_images().await?;
+        let disk = match self.store.data_root().await? {
+            Some(root) => disk_of(&root),
+            None => None,
+        };
+        let now = chrono::Utc::now().timestamp();
+        let (usage, required) = {
+            let state = self.state.locked();
+            (
+                observe(&state, &images, &in_use, now),
+                required_ids(self.pinned, &state, &images, self.config),
+            )
+        };
+        let input = PruneInput {
+            images,
+            in_use,
+            required,
+            in_flight: self.in_flight.names_and_digests(),
+            own_image: match std::env::var("STOWAGE_OWN_IMAGE_ID") {
+                Ok(id) => Some(id),
+                Err(_) => self.own_image().await,
+            },
+            usage: usage.clone(),
+            disk,
+            now,
+            no_registry_copy: HashSet::new(),
+        };
+        Ok((self.plan_checked(input).await, usage))
+    }
+
+    /// The plan, where the store cannot show which images a registry has, with each tagged
+    /// candidate checked with its registry first (one HEAD per digest, until one answers). One
+    /// no registry serves is local only: kept unless `prune_local_only`, and the plan is made
+    /// again without it. An unreachable registry counts as not serving: never a removal that
+    /// cannot be undone on a guess.
+    async fn plan_checked(&self, mut input: PruneInput) -> PrunePlan {
+        let (keep, limits) = (&self.settings.keep, &self.settings.limits);
+        let mut plan = plan_prune(&input, keep, limits);
+        if self.store.image_store().digests_show_a_registry_copy() || keep.prune_local_only {
+            return plan;
+        }
+        let mut checked = HashSet::new();
+        loop {
+            let mut demoted = false;
+            for c in &plan.remove {
+                let Some(image) = input.images.iter().find(|i| i.id == c.id) else {
+                    continue;
+                };
+                if image.tags.is_empty() || !checked.insert(c.id.clone()) {
+                    continue; // dangling (never local only), or asked already
+                }
+                if !self.has_registry_copy(image).await {
+                    input.no_registry_copy.insert(c.id.clone());
+                    demoted = true;
+                }
+            }
+            if !demoted {
+                return plan;
+            }
+            plan = plan_prune(&input, keep, limits);
+        }
+    }
+
+    /// Whether any registry serves one of the image's repository digests.
+    async fn has_registry_copy(&self, image: &StoreImage) -> bool {
+        if self.copies().contains(&image.id) {
+            return true;
+        }
+        for name in &image.digests {
+            let Ok(reference) = name.parse::<crate::model::reference::ImageRef>() else {
+                continue;
+            };
+            match self.registry.serves(&reference).await {
+                Ok(true) => {
+                    self.copies().insert(image.id.clone());
+                    return true;
+                }
+                Ok(false) => debug!(image = %image.id, name, "no registry copy"),
+                Err(f) => {
+                    debug!(image = %image.id, name, "registry copy unknown, kept: {f}")
+                }
+            }
+        }
+        false
+    }
+
+    fn copies(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.registry_copies.locked()
+    }
+
+    /// The image of the container stowage runs in, if it runs in one: never removed.
+    async fn own_image(&self) -> Option<String> {
+        let container = own_container()?;
+        self.store.container_image(&container).await.ok().flatten()
+    }
+}

@@ -1,0 +1,274 @@
+//! Carrying out one decision of a run: keep, fail, re-tag, or pull by digest (mirrors first)
+//! with retries, each attempt bounded by `pull.timeout`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::Puller;
+use crate::decide::outcome::{Outcome, PullResult};
+use crate::decide::pull_plan::{Action, Decision, content_names};
+use crate::io::credentials::RegistryAuth;
+use crate::io::engine::{Engine, PullRequest, Pulled};
+use crate::model::failure::{Failure, FailureClass, explain};
+use crate::model::reference::ImageRef;
+use crate::model::sync::Locked;
+use crate::service::shutdown::{Attempt, Retried};
+
+impl<E: Engine> Puller<'_, E> {
+    /// Carries out one decision.
+    pub(super) async fn carry_out(&self, decision: Decision, auth_cache: &AuthCache) -> Outcome {
+        let started = Instant::now();
+        let (result, attempts) = match decision.action {
+            Action::Keep => Self::keep(&decision),
+            Action::Fail => Self::fail(&decision),
+            Action::Tag | Action::Pull if self.stop.is_triggered() => (PullResult::Skipped, 0),
+            Action::Tag => self.retag(&decision).await,
+            Action::Pull => self.pull(&decision, auth_cache).await,
+        };
+        Outcome {
+            decision,
+            result,
+            attempts,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Nothing to do; a failure to learn a newer digest is only worth a warning.
+    fn keep(decision: &Decision) -> (PullResult, u32) {
+        if let Some(f) = &decision.failure {
+            warn!(image = %decision.reference(), class = f.class.as_str(), "{}", decision.reason);
+        }
+        (PullResult::Kept, 0)
+    }
+
+    /// No digest, and nothing present to fall back on.
+    fn fail(decision: &Decision) -> (PullResult, u32) {
+        let class = decision
+            .failure
+            .as_ref()
+            .map_or(FailureClass::Engine, |f| f.class);
+        warn!(image = %decision.reference(), class = class.as_str(), "{}", decision.reason);
+        let result = PullResult::Failed {
+            class,
+            message: decision.reason.clone(),
+        };
+        (result, decision.resolve_attempts)
+    }
+
+    /// The pinned content is present under another name: point the configured name at it.
+    async fn retag(&self, decision: &Decision) -> (PullResult, u32) {
+        let reference = decision.reference();
+        let digest = decision.digest.clone().unwrap_or_default();
+        let source = decision.holder.clone().unwrap_or_default();
+        match self.name(reference, &source).await {
+            Ok(()) => {
+                info!(image = %reference, digest, "tagged the pinned content");
+                (PullResult::Tagged { digest }, 0)
+            }
+            Err(f) => {
+                let message = explain(reference, &f);
+                warn!(image = %reference, class = f.class.as_str(), "tagging failed: {message}");
+                let result = PullResult::Failed {
+                    class: f.class,
+                    message,
+                };
+                (result, 0)
+            }
+        }
+    }
+
+    /// Pulls the pinned digest, with retries.
+    async fn pull(&self, decision: &Decision, auth_cache: &AuthCache) -> (PullResult, u32) {
+        let reference = decision.reference();
+        let digest = decision.digest.clone().unwrap_or_default();
+        let (result, attempts) = self
+            .with_retries(reference, Op::Pull, || {
+                self.pull_by_digest(decision, &digest, auth_cache)
+            })
+            .await;
+        let result = match result {
+            Retried::Done(Ok((pulled, from))) => {
+                info!(
+                    image = %reference,
+                    digest,
+                    from,
+                    updated = pulled.updated,
+                    attempts,
+                    "pulled"
+                );
+                PullResult::Pulled {
+                    digest: Some(digest),
+                    updated: pulled.updated,
+                    from,
+                }
+            }
+            Retried::Stopped(None) => PullResult::Skipped,
+            Retried::Done(Err(failure)) | Retried::Stopped(Some(failure)) => PullResult::Failed {
+                class: failure.class,
+                message: explain(reference, &failure),
+            },
+        };
+        (result, attempts)
+    }
+
+    /// One attempt: pull `digest` from each mirror, then from the origin, until one serves
+    /// it; then point the configured name at it.
+    async fn pull_by_digest(
+        &self,
+        decision: &Decision,
+        digest: &str,
+        auth_cache: &AuthCache,
+    ) -> Result<(Pulled, String), Failure> {
+        let reference = decision.reference();
+        let mut names = content_names(reference, &self.config.registries);
+        // Mirrors first: content-addressed, so whatever they serve is what was pinned.
+        names.rotate_left(1);
+        let mut last = None;
+        for name in names {
+            let source: ImageRef = format!("{name}@{digest}")
+                .parse()
+                .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
+            let request = PullRequest {
+                platform: decision.pinned.image.platform.clone(),
+                auth: self.auth_for(source.registry(), auth_cache).await,
+                reference: source.clone(),
+            };
+            let pulled =
+                match tokio::time::timeout(self.config.pull.timeout, self.engine.pull(&request))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(Failure::new(
+                        FailureClass::Network,
+                        format!(
+                            "stowage gave up: no result within pull.timeout ({})",
+                            humantime::format_duration(self.config.pull.timeout)
+                        ),
+                    )),
+                };
+            match pulled {
+                Ok(pulled) => {
+                    self.name(reference, &source.to_string()).await?;
+                    return Ok((pulled, source.registry().to_owned()));
+                }
+                Err(f) => {
+                    if source.registry() != reference.registry() {
+                        warn!(
+                            image = %reference,
+                            mirror = source.registry(),
+                            "mirror failed, trying the next source: {}",
+                            explain(&source, &f)
+                        );
+                    }
+                    last = Some(f);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Failure::new(FailureClass::Engine, "no source to pull from")))
+    }
+
+    /// Points the reference's tag at `source` (a local image ID or `name@digest`). A digest
+    /// pull leaves the image untagged, which `docker image prune` would take as dangling.
+    async fn name(&self, reference: &ImageRef, source: &str) -> Result<(), Failure> {
+        match reference.tag() {
+            Some(tag) => self.engine.tag(source, &reference.name(), tag).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the attempts run out; sleeps with
+    /// backoff between attempts, and starts none once stopping. Returns the attempts made.
+    pub(super) async fn with_retries<T, F, Fut>(
+        &self,
+        image: &ImageRef,
+        what: Op,
+        mut op: F,
+    ) -> (Retried<Result<T, Failure>, Failure>, u32)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let policy = self.config.pull.retry;
+        let (result, attempts) = self
+            .stop
+            .retry(
+                policy,
+                |attempt| {
+                    if what == Op::Pull {
+                        info!(image = %image, attempt, "pulling");
+                    }
+                    let tried = op();
+                    async move {
+                        match tried.await {
+                            Ok(v) => Attempt::Done(Ok(v)),
+                            Err(f) if !f.is_retryable() || attempt >= policy.attempts() => {
+                                Attempt::Done(Err(f))
+                            }
+                            Err(f) => Attempt::Again(f),
+                        }
+                    }
+                },
+                |failure, attempt, delay| {
+                    warn!(
+                        image = %image,
+                        class = failure.class.as_str(),
+                        attempt,
+                        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        "{what} failed, will retry: {}",
+                        explain(image, failure)
+                    );
+                },
+            )
+            .await;
+        if let Retried::Done(Err(f)) | Retried::Stopped(Some(f)) = &result {
+            warn!(image = %image, class = f.class.as_str(), attempts, "{what} failed: {}", explain(image, f));
+        }
+        (result, attempts)
+    }
+
+    /// Credentials for `registry`, looked up once per run and registry (a credential helper is
+    /// a process, and concurrent pulls from one registry must not each start one).
+    async fn auth_for(&self, registry: &str, cache: &AuthCache) -> Option<RegistryAuth> {
+        let cell = cache
+            .0
+            .locked()
+            .entry(registry.to_owned())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| {
+            self.credentials
+                .lookup_timed(registry, "pulling anonymously")
+        })
+        .await
+        .clone()
+    }
+}
+
+/// The operations retried, as logs name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Op {
+    /// Asking a registry for a tag's digest.
+    Resolve,
+    /// Pulling by digest.
+    Pull,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Resolve => "resolve",
+            Op::Pull => "pull",
+        })
+    }
+}
+
+/// One credential lookup per registry and run.
+#[derive(Default)]
+pub(super) struct AuthCache(
+    Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<RegistryAuth>>>>>,
+);

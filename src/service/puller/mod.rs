@@ -1,0 +1,277 @@
+//! Carrying out a run against an engine: learn the digests, plan, then pull by digest (mirrors
+//! first), tag, and remember first-pull pins. Bounded concurrency, per-attempt timeouts,
+//! retries with backoff for failures that may pass, and a stop signal that ends the run early.
+//!
+//! One image failing never stops the others; every outcome is reported. Nothing changes on
+//! error: a failed resolution keeps the present image and the previous pin.
+
+mod carry_out;
+
+use std::sync::Mutex;
+
+use futures_util::StreamExt;
+use tracing::warn;
+
+use crate::decide::outcome::Outcome;
+use crate::decide::pin::{PinMode, Pinned};
+use crate::decide::pull_plan::{Action, Decision, Want, plan_pulls};
+use crate::io::credentials::CredentialSource;
+use crate::io::engine::Engine;
+use crate::io::registry::Registry;
+use crate::model::failure::{Failure, FailureClass};
+use crate::model::image::LocalImage;
+use crate::model::platform::choose_platform;
+use crate::model::sync::Locked;
+use crate::policy::config::Config;
+use crate::policy::state::State;
+use crate::service::in_flight::{InFlight, InFlightGuard};
+use crate::service::shutdown::{Retried, Shutdown};
+
+use carry_out::{AuthCache, Op};
+
+/// Who keeps the state file's first-pull pins of images a run does not cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinUpkeep {
+    /// A one-off command: it leaves every other pin alone (`stowage --config other.toml pull`
+    /// must not erase the daemon's pins).
+    Command,
+    /// The daemon, which owns the state file: once a run is over, pins of images that are no
+    /// longer first-pull images of its config are dropped, so a pin kept from an earlier mode
+    /// cannot come back later and roll the host back.
+    Daemon,
+}
+
+/// Everything a run needs besides the images.
+pub struct Puller<'a, E> {
+    /// The engine to pull through.
+    pub engine: &'a E,
+    /// Pull settings and registries.
+    pub config: &'a Config,
+    /// Where registry credentials come from.
+    pub credentials: &'a CredentialSource,
+    /// Asks registries for tags' digests.
+    pub registry: &'a dyn Registry,
+    /// First-pull pins and the index cache; saved after a run that changed them.
+    pub state: &'a Mutex<State>,
+    /// Triggered when stowage stops: no new pull or retry starts after that.
+    pub stop: Shutdown,
+    /// The pulls under way.
+    pub in_flight: InFlight,
+    /// Every pinned image of the config (a run may cover only some of them).
+    pub all_pinned: &'a [Pinned],
+    /// Whether a finished run drops the pins of images that left the config.
+    pub pins: PinUpkeep,
+}
+
+impl<E: Engine> Puller<'_, E> {
+    /// Reads the local store and decides, asking registries only for digests nothing pins yet.
+    /// Changes nothing.
+    pub async fn plan(
+        &self,
+        images: &[Pinned],
+    ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
+        self.plan_with(images, true).await
+    }
+
+    /// [`Self::plan`], optionally without asking any registry: digests nothing pins yet are
+    /// then unknown (`status --offline`).
+    pub async fn plan_with(
+        &self,
+        images: &[Pinned],
+        ask_registries: bool,
+    ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
+        let local = self.engine.list_images().await?;
+        let wants = self.wants(images, ask_registries).await;
+        let aliases = self.aliases(images, &wants);
+        let plan = plan_pulls(images, &wants, &aliases, &local, &self.config.registries);
+        Ok((plan, local))
+    }
+
+    /// A whole run: plan, carry out, and remember new first-pull pins. Fails only when the
+    /// engine cannot list its images; each image's failure is in its outcome.
+    pub async fn converge(&self, images: &[Pinned]) -> Result<Vec<Outcome>, Failure> {
+        let (plan, _) = self.plan(images).await?;
+        let outcomes = self.execute(plan).await;
+        self.remember(&outcomes, self.pins == PinUpkeep::Daemon);
+        Ok(outcomes)
+    }
+
+    /// The digest each image must have: pinned (config, lock, first pull), or resolved from
+    /// the registry when `ask_registries`; otherwise unknown.
+    async fn wants(&self, images: &[Pinned], ask_registries: bool) -> Vec<Want> {
+        let known: Vec<Option<String>> = {
+            let state = self.state.locked();
+            images.iter().map(|p| p.known_digest(&state)).collect()
+        };
+        let mut wants: Vec<(usize, Want)> =
+            futures_util::stream::iter(images.iter().zip(known).enumerate())
+                .map(|(index, (p, known))| async move {
+                    (index, self.want(p, known, ask_registries).await)
+                })
+                .buffer_unordered(self.config.pull.concurrency.max(1))
+                .collect()
+                .await;
+        wants.sort_by_key(|(i, _)| *i);
+        wants.into_iter().map(|(_, w)| w).collect()
+    }
+
+    /// One image's digest: `known` (pinned), else resolved when `ask_registries`.
+    async fn want(&self, p: &Pinned, known: Option<String>, ask_registries: bool) -> Want {
+        match known {
+            Some(d) => Want::Digest(d),
+            // The lock has this image, but nothing for this host's platform: fail this image
+            // only, and never resolve a locked tag behind the lock's back.
+            None if p.mode == PinMode::Lock => Want::Unknown(
+                Failure::new(
+                    FailureClass::NotFound,
+                    format!(
+                        "no matching manifest: the lock entry for {} has no digest for this \
+                         host's platform {}; lock an index that has it, or set `platform`",
+                        p.key,
+                        self.registry.host_platform()
+                    ),
+                ),
+                0,
+            ),
+            None if !ask_registries => Want::Unknown(
+                Failure::new(FailureClass::Network, "not asked (offline)"),
+                0,
+            ),
+            None => {
+                let reference = &p.image.reference;
+                let platform = p.image.platform.as_deref();
+                let (result, attempts) = self
+                    .with_retries(reference, Op::Resolve, || {
+                        self.registry.resolve(reference, platform)
+                    })
+                    .await;
+                match result {
+                    Retried::Done(Ok(r)) => Want::Digest(r.digest),
+                    Retried::Done(Err(f)) | Retried::Stopped(Some(f)) => Want::Unknown(f, attempts),
+                    Retried::Stopped(None) => Want::Unknown(
+                        Failure::new(FailureClass::Engine, "stopped before the attempt"),
+                        attempts,
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Other digests under which each image's wanted content may be recorded locally: the
+    /// indexes (from the cache) whose entry for this host's platform is the wanted manifest. A
+    /// `docker pull` by tag of a multi-platform image records the index digest, not the
+    /// manifest's; the content is the same. Only for images that name no platform: a pull by
+    /// tag gets the host's platform, which may not be the one asked for.
+    fn aliases(&self, images: &[Pinned], wants: &[Want]) -> Vec<Vec<String>> {
+        let cache = self.registry.cache_snapshot();
+        let host = self.registry.host_platform();
+        images
+            .iter()
+            .zip(wants)
+            .map(|(p, want)| match want {
+                Want::Digest(d) if p.image.platform.is_none() => cache
+                    .iter()
+                    .filter(|(_, platforms)| {
+                        choose_platform(platforms, host).as_deref() == Some(d.as_str())
+                    })
+                    .map(|(index, _)| index.clone())
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Carries out `plan`, at most `concurrency` images at once, and returns an outcome per
+    /// decision in plan order.
+    pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
+        let auth_cache = AuthCache::default();
+        // Every pull and re-tag is in flight from now, queued ones included, until its name
+        // points at the content: until then the content may carry no name the pruner would
+        // know it by, or only another registry's, and the pruner must leave it alone.
+        let guards: Vec<Option<InFlightGuard>> = plan
+            .iter()
+            .map(|d| {
+                matches!(d.action, Action::Pull | Action::Tag).then(|| {
+                    let content = d.digest.iter().chain(&d.holder).cloned().collect();
+                    self.in_flight.enter(d.reference().to_string(), content)
+                })
+            })
+            .collect();
+        // Unordered: an ordered buffer keeps finished results in their slots until the first
+        // image is done, so one slow pull would hold the whole run to one pull at a time.
+        let mut outcomes: Vec<(usize, Outcome)> =
+            futures_util::stream::iter(plan.into_iter().zip(guards).enumerate())
+                .map(|(index, (decision, guard))| {
+                    let auth_cache = &auth_cache;
+                    async move {
+                        if let Some(g) = &guard {
+                            g.start();
+                        }
+                        let outcome = self.carry_out(decision, auth_cache).await;
+                        // Saved as each image settles: a kill later in the run must not lose
+                        // this pin, or the next run would resolve the tag again.
+                        self.remember(std::slice::from_ref(&outcome), false);
+                        drop(guard);
+                        (index, outcome)
+                    }
+                })
+                .buffer_unordered(self.config.pull.concurrency.max(1))
+                .collect()
+                .await;
+        outcomes.sort_by_key(|(index, _)| *index);
+        outcomes.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// Records first-pull pins for images that now have their content, and the index cache,
+    /// merged into the state file on disk (see [`State::update`]). With `prune_pins` (the
+    /// daemon, once a run is over) it also drops the pins of images that are no longer
+    /// first-pull images of its config: a pin kept from an earlier mode must not come back
+    /// later and roll the host back.
+    fn remember(&self, outcomes: &[Outcome], prune_pins: bool) {
+        let mut new_pins = Vec::new();
+        for o in outcomes {
+            let p = &o.decision.pinned;
+            if p.mode == PinMode::FirstPull
+                && o.is_ok()
+                && let Some(d) = &o.decision.digest
+            {
+                new_pins.push((p.key.to_string(), d.clone()));
+            }
+        }
+        let cache = self.registry.cache_snapshot();
+        let prune = prune_pins.then(|| {
+            self.all_pinned
+                .iter()
+                .filter(|p| p.mode == PinMode::FirstPull)
+                .map(|p| p.key.clone())
+                .collect::<Vec<_>>()
+        });
+        let unchanged = {
+            let state = self.state.locked();
+            new_pins
+                .iter()
+                .all(|(k, _)| state.first_pull.contains_key(k))
+                && cache.keys().all(|k| state.index_platforms.contains_key(k))
+                && prune.is_none()
+        };
+        if unchanged {
+            return;
+        }
+        let result = State::update(&self.config.state_file, |state| {
+            for (k, d) in new_pins {
+                state.first_pull.entry(k).or_insert(d);
+            }
+            state.index_platforms.extend(cache);
+            if let Some(keys) = &prune {
+                state.retain_first_pulls(keys);
+            }
+        });
+        match result {
+            Ok(saved) => *self.state.locked() = saved,
+            Err(e) => warn!(
+                path = %self.config.state_file.display(),
+                "cannot save the state file ({e}); first-pull pins will be resolved again"
+            ),
+        }
+    }
+}

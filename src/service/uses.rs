@@ -1,0 +1,113 @@
+//! Following container events, so each image's last use is known without polling.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use crate::io::engine::Store;
+use crate::model::sync::Locked;
+use crate::policy::state::State;
+use crate::service::shutdown::Shutdown;
+
+/// How long the event stream may stay silent before it is re-subscribed: bollard's stream can
+/// go quiet without an error (bollard #113, why docuum left it), and re-subscribing with
+/// `since` loses nothing.
+const EVENTS_SILENCE: Duration = Duration::from_secs(60);
+
+/// How often recorded uses are written to the state file.
+const USES_FLUSH: Duration = Duration::from_secs(10);
+
+/// Follows container create/start events and records each image's last use, in memory at once
+/// and in the state file at most every 10 s, until `stop`. Reconnects after errors and after a
+/// minute of silence.
+pub async fn watch_uses<S: Store>(
+    store: &S,
+    state: &Mutex<State>,
+    state_file: &std::path::Path,
+    stop: &Shutdown,
+) {
+    use futures_util::StreamExt;
+    let mut uses = Uses {
+        state,
+        state_file,
+        pending: BTreeMap::new(),
+        flushed: Instant::now(),
+    };
+    let mut since = chrono::Utc::now().timestamp();
+    loop {
+        let stream = store.image_uses(since);
+        tokio::pin!(stream);
+        loop {
+            let Some(next) = stop
+                .until(tokio::time::timeout(EVENTS_SILENCE, stream.next()))
+                .await
+            else {
+                uses.flush();
+                return;
+            };
+            match next {
+                Ok(Some(Ok((id, time)))) => {
+                    since = since.max(time);
+                    uses.seen(id, time);
+                }
+                Ok(Some(Err(f))) => {
+                    warn!("container events: {f}; reconnecting");
+                    break;
+                }
+                // The stream ended, or went silent: subscribe again from the last event.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        uses.flush();
+        if !stop.sleep(Duration::from_secs(1)).await {
+            return;
+        }
+    }
+}
+
+/// Image uses seen, and those not yet saved.
+struct Uses<'a> {
+    state: &'a Mutex<State>,
+    state_file: &'a std::path::Path,
+    /// Uses not saved to the state file yet.
+    pending: BTreeMap<String, i64>,
+    /// When they were last saved.
+    flushed: Instant,
+}
+
+impl Uses<'_> {
+    /// Records a use: in memory at once, on disk when [`USES_FLUSH`] has passed.
+    fn seen(&mut self, id: String, time: i64) {
+        debug!(image = %id, time, "image used");
+        {
+            let mut s = self.state.locked();
+            let e = s.last_used.entry(id.clone()).or_insert(time);
+            *e = (*e).max(time);
+        }
+        self.pending.insert(id, time);
+        if self.flushed.elapsed() >= USES_FLUSH {
+            self.flush();
+        }
+    }
+
+    /// Saves the pending uses, merged with the state file on disk.
+    fn flush(&mut self) {
+        self.flushed = Instant::now();
+        if self.pending.is_empty() {
+            return;
+        }
+        let uses = std::mem::take(&mut self.pending);
+        let result = State::update(self.state_file, |s| {
+            for (id, t) in &uses {
+                let e = s.last_used.entry(id.clone()).or_insert(*t);
+                *e = (*e).max(*t);
+            }
+        });
+        match result {
+            Ok(saved) => *self.state.locked() = saved,
+            Err(e) => warn!("cannot save image uses to the state file: {e}"),
+        }
+    }
+}
