@@ -11,7 +11,7 @@ const DAY: i64 = 86_400;
 
 /// A state file in which stowage has watched for 400 days and first saw every image present
 /// now `days_ago` days ago: the rules' ages apply at once.
-pub fn seasoned_state(env: &Env, path: &Path, days_ago: i64) {
+pub(crate) fn seasoned_state(env: &Env, path: &Path, days_ago: i64) {
     let now = chrono::Utc::now().timestamp();
     let out = env.docker(&["images", "-q", "--no-trunc"]);
     let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 /// The engine profiles of `scripts/test-env.sh` (`STOWAGE_TEST_ENGINE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
+pub(crate) enum EngineKind {
     /// Debian 12's Docker 20.10, classic image store.
     Docker20,
     /// Docker 26.1 with the containerd image store.
@@ -26,7 +26,7 @@ pub enum EngineKind {
 }
 
 /// The profile the tests run against: `STOWAGE_TEST_ENGINE`, docker20 when unset.
-pub fn engine_name() -> String {
+pub(crate) fn engine_name() -> String {
     std::env::var("STOWAGE_TEST_ENGINE").unwrap_or_else(|_| "docker20".into())
 }
 
@@ -43,7 +43,7 @@ macro_rules! skip_on {
 }
 
 /// The test environment's addresses, read from `$STOWAGE_TEST_ENV/env.ENGINE`.
-pub struct Env {
+pub(crate) struct Env {
     /// Which engine `docker_host` is.
     pub engine: EngineKind,
     pub docker_host: String,
@@ -61,7 +61,7 @@ pub struct Env {
     pub debian_root: PathBuf,
 }
 
-pub fn env() -> Env {
+pub(crate) fn env() -> Env {
     let root = std::env::var("STOWAGE_TEST_ENV").unwrap_or_else(|_| "/tmp/stowage-test-env".into());
     let path = Path::new(&root).join(format!("env.{}", engine_name()));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -101,7 +101,7 @@ pub fn env() -> Env {
 
 /// Tests that touch the engine's image store take this lock: they add and remove images, and
 /// running them at once would make each other's assertions meaningless.
-pub fn engine_lock() -> MutexGuard<'static, ()> {
+pub(crate) fn engine_lock() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -109,12 +109,12 @@ pub fn engine_lock() -> MutexGuard<'static, ()> {
 
 impl Env {
     /// A fully qualified name in the plain registry.
-    pub fn plain_image(&self, repo_tag: &str) -> String {
+    pub(crate) fn plain_image(&self, repo_tag: &str) -> String {
         format!("{}/stowage-test/{repo_tag}", self.plain)
     }
 
     /// Runs the Debian docker CLI against the hermetic engine.
-    pub fn docker(&self, args: &[&str]) -> Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> Output {
         self.docker_on(&self.docker_host, args)
     }
 
@@ -138,7 +138,7 @@ impl Env {
     /// event for it. The container is gone when this returns (not `run --rm`, whose removal
     /// the engine does later: removing the image meanwhile would take it from under a
     /// container, which Docker 26's containerd store does not recover from cleanly).
-    pub fn use_image(&self, image: &str) -> Output {
+    pub(crate) fn use_image(&self, image: &str) -> Output {
         let created = self.docker(&[
             "create",
             "--pull=never",
@@ -164,7 +164,7 @@ impl Env {
     /// Runs the Debian docker CLI against the seed engine (Docker 20.10), which changes what
     /// the registries hold: Podman re-compresses layers on push, so what it pushes would not
     /// keep the source's digests.
-    pub fn seed_docker(&self, args: &[&str]) -> Output {
+    pub(crate) fn seed_docker(&self, args: &[&str]) -> Output {
         self.docker_on(&self.seed_docker_host, args)
     }
 
@@ -172,7 +172,7 @@ impl Env {
     /// engine, and returns its repository (`stowage-test/<fresh>`, tag `1`). No engine has
     /// its layer yet, so a pull of it really transfers (Docker 26's containerd store keeps the
     /// blobs of removed images, which makes a seeded image's pull instant after the first).
-    pub fn fresh_image(&self, mib: usize) -> String {
+    pub(crate) fn fresh_image(&self, mib: usize) -> String {
         let repo = format!("stowage-test/{}", fresh_repo("fresh"));
         let name = format!("{}/{repo}:1", self.plain);
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -219,7 +219,7 @@ impl Env {
 
     /// Points `repo_tag` in the plain registry at the content of `source` (another plain
     /// image): a tag that moves, as release tags do. Leaves the engine's store as it was.
-    pub fn point_tag(&self, repo_tag: &str, source: &str) {
+    pub(crate) fn point_tag(&self, repo_tag: &str, source: &str) {
         let src = self.plain_image(source);
         let dst = self.plain_image(repo_tag);
         self.publish(&src, &dst);
@@ -227,7 +227,7 @@ impl Env {
 
     /// Makes the registry name `dst` point at the content of the registry name `src`, through
     /// the seed engine. Leaves the engine under test's store as it was.
-    pub fn publish(&self, src: &str, dst: &str) {
+    pub(crate) fn publish(&self, src: &str, dst: &str) {
         let same = self.seeds_itself();
         let had = same && self.has_image(src);
         let dst_before = if same { self.image_id(dst) } else { None };
@@ -249,7 +249,7 @@ impl Env {
 
     /// Makes `repo_tag`'s content (a plain image) present as a dangling image: pulled by digest
     /// only, with no tag. Returns the `repository@digest` it is known by.
-    pub fn dangling_image(&self, repo_tag: &str) -> String {
+    pub(crate) fn dangling_image(&self, repo_tag: &str) -> String {
         let name = self.plain_image(repo_tag);
         assert!(self.docker(&["pull", "-q", &name]).status.success());
         let by_digest = self.repo_digests(&name)[0].clone();
@@ -259,7 +259,7 @@ impl Env {
     }
 
     /// The digests an image name's content is known by locally (`RepoDigests`).
-    pub fn repo_digests(&self, name: &str) -> Vec<String> {
+    pub(crate) fn repo_digests(&self, name: &str) -> Vec<String> {
         let out = self.docker(&[
             "image",
             "inspect",
@@ -274,7 +274,7 @@ impl Env {
     }
 
     /// The plain registry's access-log lines (`"METHOD /v2/..."`), from line `from` on.
-    pub fn plain_requests(&self, from: usize) -> Vec<String> {
+    pub(crate) fn plain_requests(&self, from: usize) -> Vec<String> {
         // The registry writes a request's line as it completes; let the last ones land.
         std::thread::sleep(Duration::from_millis(300));
         let text = std::fs::read_to_string(&self.plain_log).expect("the registry log");
@@ -289,7 +289,7 @@ impl Env {
     }
 
     /// The number of lines in the plain registry's log now, to count requests after it.
-    pub fn plain_log_mark(&self) -> usize {
+    pub(crate) fn plain_log_mark(&self) -> usize {
         std::thread::sleep(Duration::from_millis(300));
         std::fs::read_to_string(&self.plain_log)
             .expect("the registry log")
@@ -298,7 +298,7 @@ impl Env {
     }
 
     /// The ID of the image a name points at, if any.
-    pub fn image_id(&self, name: &str) -> Option<String> {
+    pub(crate) fn image_id(&self, name: &str) -> Option<String> {
         let out = self.docker(&["image", "inspect", "--format", "{{.Id}}", name]);
         out.status
             .success()
@@ -308,7 +308,7 @@ impl Env {
     /// Removes the images these names point at, under every name and digest they have, and
     /// first the containers that use them: Docker 26's containerd store, made to remove an image
     /// a container uses, can later leave a new pull of it out of its image list.
-    pub fn purge_images(&self, names: &[String]) {
+    pub(crate) fn purge_images(&self, names: &[String]) {
         for n in names {
             if let Some(id) = self.image_id(n) {
                 let users = self.docker(&["ps", "-aq", "--filter", &format!("ancestor={id}")]);
@@ -321,14 +321,14 @@ impl Env {
     }
 
     /// Whether the engine has an image by this name.
-    pub fn has_image(&self, name: &str) -> bool {
+    pub(crate) fn has_image(&self, name: &str) -> bool {
         self.docker(&["image", "inspect", name]).status.success()
     }
 
     /// Removes images by name, ignoring the ones that are not there. As on Docker's classic
     /// store, the last tag takes the image with it: the containerd store and Podman keep an
     /// image pulled by digest under its `name@digest` after its tag is gone.
-    pub fn remove_images(&self, names: &[String]) {
+    pub(crate) fn remove_images(&self, names: &[String]) {
         for n in names {
             // The same content held only by digest (pulled by digest and never named, or left
             // by the tag's removal) counts as the image too.
@@ -351,7 +351,7 @@ impl Env {
 
     /// `repository@digest` of a `repository:tag` of the plain registry, read from its storage
     /// (no request that would show in its access log); `None` for other names.
-    pub fn plain_digest_name(&self, name: &str) -> Option<String> {
+    pub(crate) fn plain_digest_name(&self, name: &str) -> Option<String> {
         let path = name.strip_prefix(&format!("{}/", self.plain))?;
         let (repo, tag) = path.rsplit_once(':')?;
         let link = self
@@ -366,14 +366,14 @@ impl Env {
     }
 
     /// The tags of an image (not its `name@digest` names, which some engines list as tags).
-    pub fn tags_of(&self, name: &str) -> Vec<String> {
+    pub(crate) fn tags_of(&self, name: &str) -> Vec<String> {
         let out = self.docker(&["image", "inspect", "--format", "{{json .RepoTags}}", name]);
         let tags: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
         tags.into_iter().filter(|t| !t.contains('@')).collect()
     }
 
     /// The stowage binary, pointed at the hermetic engine, logging JSON.
-    pub fn stowage(&self, config: &Path) -> Command {
+    pub(crate) fn stowage(&self, config: &Path) -> Command {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("stowage"));
         cmd.arg("--config")
             .arg(config)
@@ -392,14 +392,14 @@ impl Env {
 
 /// A created (never started) container: it holds its image. Removed when dropped, whatever the
 /// test's outcome, so it never holds an image for the next test.
-pub struct Container<'a> {
+pub(crate) struct Container<'a> {
     env: &'a Env,
     pub id: String,
 }
 
 impl Container<'_> {
     /// Removes it now (not forced: it never ran).
-    pub fn remove(self) {
+    pub(crate) fn remove(self) {
         let out = self.env.docker(&["rm", &self.id]);
         assert!(out.status.success(), "docker rm: {out:?}");
     }
@@ -413,7 +413,7 @@ impl Drop for Container<'_> {
 
 impl Env {
     /// Creates a container from `image`.
-    pub fn create_container(&self, image: &str) -> Container<'_> {
+    pub(crate) fn create_container(&self, image: &str) -> Container<'_> {
         let out = self.docker(&["create", image, "true"]);
         assert!(out.status.success(), "docker create {image}: {out:?}");
         Container {
@@ -424,18 +424,18 @@ impl Env {
 }
 
 /// A temporary directory holding a config file.
-pub struct Scratch {
+pub(crate) struct Scratch {
     pub dir: tempfile::TempDir,
 }
 
 impl Scratch {
-    pub fn new() -> Scratch {
+    pub(crate) fn new() -> Scratch {
         Scratch {
             dir: tempfile::tempdir().expect("a temp dir"),
         }
     }
 
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).expect("writable temp dir");
         p
@@ -443,7 +443,7 @@ impl Scratch {
 
     /// A config that requires `images` and prunes by `prune` (the lines of its `[prune]`
     /// table), loaded, with its prune settings.
-    pub fn prune_config(
+    pub(crate) fn prune_config(
         &self,
         images: &[String],
         prune: &str,
@@ -458,7 +458,7 @@ impl Scratch {
 
     /// A config with fast retries, no splay, `pull_extra` lines in `[pull]`, and the given
     /// `[[image]]` names.
-    pub fn config(&self, pull_extra: &str, images: &[String]) -> PathBuf {
+    pub(crate) fn config(&self, pull_extra: &str, images: &[String]) -> PathBuf {
         let mut text = String::from("[pull]\n");
         // Test defaults: no splay and quick retries, unless the test sets the key itself.
         for (key, value) in [
@@ -491,15 +491,15 @@ impl Scratch {
 /// The ports test registries and throttling proxies take, so that engines needing to be told
 /// which plain-HTTP registries to trust (Podman's registries.conf) can list them all; keep in
 /// step with `TEST_REGISTRY_PORTS` in scripts/test-env.sh.
-pub const TEST_REGISTRY_PORTS: std::ops::Range<u16> = 5110..5200;
+pub(crate) const TEST_REGISTRY_PORTS: std::ops::Range<u16> = 5110..5200;
 
 /// `GET path` over plain HTTP/1.1; the status code and the body.
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     try_http_get(port, path).expect("an HTTP answer")
 }
 
 /// [`http_get`], or `None` when nothing answers (a server still starting).
-pub fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
         stream,
@@ -515,7 +515,7 @@ pub fn try_http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// A free loopback port from [`TEST_REGISTRY_PORTS`] (bound then released; good enough on a
 /// test machine, and the bound listener is returned for callers that keep it).
-pub fn bind_registry_port() -> TcpListener {
+pub(crate) fn bind_registry_port() -> TcpListener {
     use std::sync::atomic::{AtomicU16, Ordering};
     // Round robin from a per-process start, so released ports are not handed out again at once.
     static NEXT: AtomicU16 = AtomicU16::new(0);
@@ -531,7 +531,7 @@ pub fn bind_registry_port() -> TcpListener {
 }
 
 /// A free loopback port for a registry (see [`bind_registry_port`]), released.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     bind_registry_port()
         .local_addr()
         .expect("a bound port")
@@ -540,7 +540,7 @@ pub fn free_port() -> u16 {
 
 /// A running stowage command (`run`, or a `pull` to interrupt), its JSON log lines and its
 /// standard output collected as they arrive.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     logs: Arc<Mutex<Vec<Value>>>,
     stdout: Arc<Mutex<String>>,
@@ -548,7 +548,7 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `cmd` with `args` (e.g. `["run"]`).
-    pub fn start(mut cmd: Command, args: &[&str]) -> Daemon {
+    pub(crate) fn start(mut cmd: Command, args: &[&str]) -> Daemon {
         let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
@@ -583,12 +583,12 @@ impl Daemon {
     }
 
     /// What the command printed on standard output so far.
-    pub fn stdout(&self) -> String {
+    pub(crate) fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }
 
     /// Waits for the process to exit by itself; panics after `limit` (a liveness bound).
-    pub fn wait(mut self, limit: Duration) -> (i32, Vec<Value>, String) {
+    pub(crate) fn wait(mut self, limit: Duration) -> (i32, Vec<Value>, String) {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait works") {
@@ -605,13 +605,18 @@ impl Daemon {
         }
     }
 
-    pub fn logs(&self) -> Vec<Value> {
+    pub(crate) fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
     }
 
     /// Waits until a log line satisfies `pred`; panics with the logs after `limit` (a liveness
     /// bound, not a performance assertion).
-    pub fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             if let Some(v) = self.logs().into_iter().find(&pred) {
@@ -627,12 +632,12 @@ impl Daemon {
         }
     }
 
-    pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+    pub(crate) fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
         self.logs().iter().filter(|v| pred(v)).count()
     }
 
     /// Sends SIGHUP: reload the config.
-    pub fn hangup(&self) {
+    pub(crate) fn hangup(&self) {
         let ok = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
             .status()
@@ -641,7 +646,7 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the exit code.
-    pub fn terminate(mut self, limit: Duration) -> (i32, Vec<Value>) {
+    pub(crate) fn terminate(mut self, limit: Duration) -> (i32, Vec<Value>) {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill")
             .args(["-TERM", &pid])
@@ -676,20 +681,20 @@ impl Drop for Daemon {
 
 /// Whether a JSON log line has `message` (exact) and, if given, string field `key` equal to
 /// `value`.
-pub fn is_event(v: &Value, message: &str, field: Option<(&str, &str)>) -> bool {
+pub(crate) fn is_event(v: &Value, message: &str, field: Option<(&str, &str)>) -> bool {
     v["message"].as_str() == Some(message)
         && field.is_none_or(|(k, want)| v[k].as_str() == Some(want))
 }
 
 /// A TCP proxy on a loopback port that forwards to `upstream`, sending the upstream's answers
 /// at most `bytes_per_sec`: a registry that is slow, as a real one across a WAN can be.
-pub struct Throttle {
+pub(crate) struct Throttle {
     pub port: u16,
     runtime: tokio::runtime::Runtime,
 }
 
 impl Throttle {
-    pub fn start(upstream: &str, bytes_per_sec: usize) -> Throttle {
+    pub(crate) fn start(upstream: &str, bytes_per_sec: usize) -> Throttle {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -742,7 +747,7 @@ impl Throttle {
 }
 
 /// A registry of a test's own on `127.0.0.1:port`, that the test can stop (by dropping it).
-pub struct Registry {
+pub(crate) struct Registry {
     child: Child,
     /// Its log, access lines included.
     pub log: PathBuf,
@@ -752,7 +757,7 @@ impl Registry {
     /// Serves `storage` (e.g. the plain registry's, read-only in practice), or, with `proxy`,
     /// is a pull-through cache of that registry with its own storage. With `wait`, returns once
     /// it accepts connections.
-    pub fn start(
+    pub(crate) fn start(
         dir: &Path,
         port: u16,
         storage: &Path,
@@ -799,7 +804,7 @@ impl Drop for Registry {
 }
 
 /// A repository name no other test (or earlier run) has used: `prefix-<nanoseconds>`.
-pub fn fresh_repo(prefix: &str) -> String {
+pub(crate) fn fresh_repo(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("a clock after 1970")

@@ -12,13 +12,13 @@ use crate::service::daemon::StartError;
 use crate::service::session::SessionError;
 
 /// Exit code: the work failed.
-pub const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 /// Exit code: the configuration or the command line is wrong.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// Why a command did not succeed.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// The configuration or its lock cannot be used.
     Config(ConfigError),
     /// The command line or the engine address is wrong.
@@ -33,7 +33,7 @@ pub enum Error {
 
 impl Error {
     /// The process exit code.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
             Error::Engine(_) | Error::Failed(_) | Error::Reported => EXIT_FAILURE,
@@ -42,7 +42,7 @@ impl Error {
 
     /// Writes the message to standard error: every problem of a config, located, then their
     /// count; anything else on one line after `stowage: `.
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         match self {
             Error::Config(e) => {
                 eprintln!("{e}");
@@ -92,5 +92,45 @@ impl From<StartError> for Error {
             StartError::Connect(e) => Error::Usage(e.to_string()),
             StartError::Metrics(message) => Error::Failed(message),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::failure::FailureClass;
+    use crate::model::problem::Problem;
+
+    fn problem() -> Problem {
+        Problem {
+            path: "c.toml".into(),
+            line: 1,
+            column: 1,
+            message: "bad".into(),
+        }
+    }
+
+    #[test]
+    fn configuration_and_usage_errors_exit_2_and_failed_work_exits_1() {
+        let config = Error::from(SessionError::Config(vec![problem()]));
+        assert!(matches!(config, Error::Config(ConfigError::Invalid { .. })));
+        assert_eq!(config.exit_code(), EXIT_USAGE);
+        let address = Error::from(ConnectError::BadAddress("ftp://x".into()));
+        assert_eq!(address.exit_code(), EXIT_USAGE);
+        let down = Failure::new(FailureClass::Engine, "cannot reach the Docker engine");
+        let unreachable = Error::from(ConnectError::Unreachable(down.clone()));
+        assert!(matches!(unreachable, Error::Engine(_)));
+        assert_eq!(unreachable.exit_code(), EXIT_FAILURE);
+        assert_eq!(
+            Error::from(SessionError::Engine(down)).exit_code(),
+            EXIT_FAILURE
+        );
+        assert_eq!(Error::Reported.exit_code(), EXIT_FAILURE);
+        let start = Error::from(StartError::Config(vec![problem()]));
+        assert_eq!(start.exit_code(), EXIT_USAGE);
+        assert_eq!(
+            Error::from(StartError::Metrics("in use".into())).exit_code(),
+            EXIT_FAILURE
+        );
     }
 }

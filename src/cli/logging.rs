@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 /// The `--log-format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Text; colours and timestamps on a terminal, no timestamps under journald (it adds its
     /// own), plain timestamped lines anywhere else.
     Auto,
@@ -18,7 +18,7 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `filter` is an `EnvFilter` directive (`info`,
 /// `stowage=debug`, ...). Logs go to standard error; standard output is for command results.
-pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
+pub(super) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter =
         EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter \"{filter}\": {e}"))?;
     let builder = tracing_subscriber::fmt()

@@ -2,7 +2,7 @@
 //! ([`report`]), and the one place an error becomes an exit code ([`error`]).
 
 mod commands;
-pub mod error;
+pub(crate) mod error;
 mod logging;
 mod report;
 
@@ -20,7 +20,7 @@ use logging::LogFormat;
 /// images at boot and on a schedule, pinned to digests.
 #[derive(Debug, Parser)]
 #[command(name = "stowage", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file.
     #[arg(long, short = 'c', global = true, env = "STOWAGE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
@@ -50,7 +50,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon: pull what is required at boot, then on the schedule, until SIGTERM/SIGINT.
     Run,
     /// Validate the configuration and exit: 0 valid, 2 invalid (every problem listed).
@@ -128,7 +128,7 @@ pub fn main() -> ExitCode {
 
 /// Runs one command to completion and returns its exit code. `shutdown` triggered asks a
 /// running `run` or `pull` to stop.
-pub async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
+pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
     let config = cli.config.as_path();
     let host = cli.docker_host.as_deref();
     let result = match cli.command {

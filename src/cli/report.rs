@@ -13,7 +13,7 @@ use crate::policy::lockfile::LockChange;
 use crate::service::pruner::{Race, Removal};
 
 /// `sha256:` and the first 12 hex digits: enough to tell digests apart in a table.
-pub fn short(digest: &str) -> String {
+pub(super) fn short(digest: &str) -> String {
     match digest.strip_prefix("sha256:") {
         Some(hex) => format!("sha256:{}", &hex[..hex.len().min(12)]),
         None => digest.to_owned(),
@@ -64,7 +64,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The `plan` table.
-pub fn plan_text(plan: &[Decision]) -> String {
+pub(super) fn plan_text(plan: &[Decision]) -> String {
     if plan.is_empty() {
         return "no images are required by the configuration\n".into();
     }
@@ -95,7 +95,7 @@ pub fn plan_text(plan: &[Decision]) -> String {
 }
 
 /// The `plan --json` document.
-pub fn plan_json(config: &Path, plan: &[Decision], prune: Option<&PrunePlan>) -> String {
+pub(super) fn plan_json(config: &Path, plan: &[Decision], prune: Option<&PrunePlan>) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         config: &'a Path,
@@ -113,7 +113,7 @@ pub fn plan_json(config: &Path, plan: &[Decision], prune: Option<&PrunePlan>) ->
 }
 
 /// The `pull` report: one line per image, then a summary.
-pub fn pull_text(outcomes: &[Outcome]) -> String {
+pub(super) fn pull_text(outcomes: &[Outcome]) -> String {
     let width = outcomes
         .iter()
         .map(|o| display_name(&o.decision).len())
@@ -183,7 +183,7 @@ pub fn pull_text(outcomes: &[Outcome]) -> String {
 }
 
 /// The `pull --json` document.
-pub fn pull_json(config: &Path, outcomes: &[Outcome]) -> String {
+pub(super) fn pull_json(config: &Path, outcomes: &[Outcome]) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         config: &'a Path,
@@ -200,7 +200,7 @@ pub fn pull_json(config: &Path, outcomes: &[Outcome]) -> String {
 
 /// One `status` row: the plan's view plus what the registry says now.
 #[derive(Debug, Clone, Serialize)]
-pub struct StatusRow {
+pub(super) struct StatusRow {
     /// The plan's decision for the image (pin, presence, local digest, drift).
     #[serde(flatten)]
     pub decision: Decision,
@@ -215,7 +215,7 @@ pub struct StatusRow {
 impl StatusRow {
     /// The pinned digest: what the config, the lock or the first pull fixed. None when the
     /// image follows its tag.
-    pub fn pinned(&self) -> Option<&str> {
+    pub(super) fn pinned(&self) -> Option<&str> {
         match self.decision.pinned.mode {
             PinMode::Follow => None,
             _ => self.decision.digest.as_deref(),
@@ -224,7 +224,7 @@ impl StatusRow {
 }
 
 /// The `status` table.
-pub fn status_text(rows: &[StatusRow]) -> String {
+pub(super) fn status_text(rows: &[StatusRow]) -> String {
     if rows.is_empty() {
         return "no images are required by the configuration\n".into();
     }
@@ -277,7 +277,7 @@ pub fn status_text(rows: &[StatusRow]) -> String {
 }
 
 /// The `status --json` document.
-pub fn status_json(config: &Path, rows: &[StatusRow]) -> String {
+pub(super) fn status_json(config: &Path, rows: &[StatusRow]) -> String {
     #[derive(Serialize)]
     struct Row<'a> {
         #[serde(flatten)]
@@ -303,7 +303,7 @@ pub fn status_json(config: &Path, rows: &[StatusRow]) -> String {
 }
 
 /// Bytes in a human unit (`12.3 MB`).
-pub fn bytes(n: u64) -> String {
+pub(super) fn bytes(n: u64) -> String {
     bytesize::ByteSize::b(n).to_string()
 }
 
@@ -317,7 +317,7 @@ fn age(now: i64, then: i64) -> String {
 }
 
 /// The prune side of a plan, and the results of the removals when there were any.
-pub fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> String {
+pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     for c in &plan.remove {
         let result =
@@ -382,7 +382,7 @@ pub fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> String {
 }
 
 /// The prune plan and results as JSON.
-pub fn prune_json(plan: &PrunePlan, removals: &[Removal]) -> serde_json::Value {
+pub(super) fn prune_json(plan: &PrunePlan, removals: &[Removal]) -> serde_json::Value {
     serde_json::json!({
         "remove": plan.remove,
         "keep": plan.keep,
@@ -393,7 +393,7 @@ pub fn prune_json(plan: &PrunePlan, removals: &[Removal]) -> serde_json::Value {
 }
 
 /// What `pin` says about the changes it made or found.
-pub fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool) -> String {
+pub(super) fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool) -> String {
     let mut out = String::new();
     if changes.is_empty() {
         let _ = writeln!(out, "{}: up to date", lock.display());

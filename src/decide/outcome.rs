@@ -65,7 +65,7 @@ impl Outcome {
 
 /// Counts of a run's outcomes, for the summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Images pulled with new content.
     pub pulled: usize,
     /// Images pulled whose content the engine already had.
@@ -82,7 +82,7 @@ pub struct Summary {
 
 impl Summary {
     /// Tallies `outcomes`.
-    pub fn of(outcomes: &[Outcome]) -> Summary {
+    pub(crate) fn of(outcomes: &[Outcome]) -> Summary {
         let mut s = Summary::default();
         for o in outcomes {
             match &o.result {
@@ -98,7 +98,7 @@ impl Summary {
     }
 
     /// Whether every image is present as required.
-    pub fn all_ok(&self) -> bool {
+    pub(crate) fn all_ok(&self) -> bool {
         self.failed == 0 && self.skipped == 0
     }
 }

@@ -77,7 +77,7 @@ impl Pinned {
 
 /// Whether `stowage pin` locks this image: it has a tag, no digest, and does not ask to
 /// follow or pin on first pull.
-pub fn is_lockable(image: &RequiredImage) -> bool {
+pub(crate) fn is_lockable(image: &RequiredImage) -> bool {
     image.reference.digest().is_none() && matches!(image.pin, None | Some(PinChoice::Lock))
 }
 
@@ -87,7 +87,7 @@ pub fn is_lockable(image: &RequiredImage) -> bool {
 ///
 /// `host_platform` picks a lock entry's digest on a multi-platform index (for images that name
 /// no platform); without it (`check`, which needs no engine) the index digest stands in.
-pub fn pin_images(
+pub(crate) fn pin_images(
     config: &Config,
     lock: Option<&LockFile>,
     host_platform: Option<&str>,

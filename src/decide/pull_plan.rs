@@ -13,7 +13,7 @@ use crate::policy::config::RegistrySettings;
 
 /// The digest an image must have this run.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Want {
+pub(crate) enum Want {
     /// This digest.
     Digest(String),
     /// Unknown: the registry could not be asked (and nothing pins the image yet), after this
@@ -115,14 +115,14 @@ impl Serialize for Decision {
 }
 
 /// The local store, indexed for the planner.
-pub struct Inventory<'a> {
+pub(crate) struct Inventory<'a> {
     by_tag: HashMap<&'a str, &'a LocalImage>,
     by_digest: HashMap<&'a str, &'a LocalImage>,
 }
 
 impl<'a> Inventory<'a> {
     /// Indexes `local` by tag and by repository digest.
-    pub fn new(local: &'a [LocalImage]) -> Inventory<'a> {
+    pub(crate) fn new(local: &'a [LocalImage]) -> Inventory<'a> {
         let mut by_tag = HashMap::new();
         let mut by_digest = HashMap::new();
         for image in local {
@@ -137,7 +137,7 @@ impl<'a> Inventory<'a> {
     }
 
     /// The image a reference's tag points at.
-    pub fn tagged(&self, reference: &ImageRef) -> Option<&'a LocalImage> {
+    pub(crate) fn tagged(&self, reference: &ImageRef) -> Option<&'a LocalImage> {
         let tag = reference.tag()?;
         self.by_tag
             .get(format!("{}:{tag}", reference.name()).as_str())
@@ -145,7 +145,7 @@ impl<'a> Inventory<'a> {
     }
 
     /// The image with `digest` under the reference's repository or one of its mirrors.
-    pub fn with_digest(&self, names: &[String], digest: &str) -> Option<&'a LocalImage> {
+    pub(crate) fn with_digest(&self, names: &[String], digest: &str) -> Option<&'a LocalImage> {
         names.iter().find_map(|n| {
             self.by_digest
                 .get(format!("{n}@{digest}").as_str())
@@ -156,7 +156,7 @@ impl<'a> Inventory<'a> {
 
 /// The repository names content of `reference` may be recorded under locally: its own, then
 /// the same repository on each mirror of its registry.
-pub fn content_names(reference: &ImageRef, registries: &[RegistrySettings]) -> Vec<String> {
+pub(crate) fn content_names(reference: &ImageRef, registries: &[RegistrySettings]) -> Vec<String> {
     let mut names = vec![reference.name()];
     if let Some(r) = registries.iter().find(|r| r.host == reference.registry()) {
         names.extend(
@@ -169,7 +169,11 @@ pub fn content_names(reference: &ImageRef, registries: &[RegistrySettings]) -> V
 }
 
 /// The digest a local image is known by under `names`, preferring `prefer`.
-pub fn local_digest(image: &LocalImage, names: &[String], prefer: Option<&str>) -> Option<String> {
+pub(crate) fn local_digest(
+    image: &LocalImage,
+    names: &[String],
+    prefer: Option<&str>,
+) -> Option<String> {
     let digests: Vec<&str> = image
         .digests
         .iter()
@@ -187,7 +191,7 @@ pub fn local_digest(image: &LocalImage, names: &[String], prefer: Option<&str>) 
 /// Decides, for each image in order, what to do. `wants` holds the digest each image must
 /// have, and `aliases` other digests the same content may be recorded under locally (an
 /// index's, when pulled by tag); both in the order of `pinned`.
-pub fn plan_pulls(
+pub(crate) fn plan_pulls(
     pinned: &[Pinned],
     wants: &[Want],
     aliases: &[Vec<String>],

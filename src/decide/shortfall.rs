@@ -8,7 +8,7 @@ use crate::model::failure::FailureClass;
 
 /// A required image that is not there after a pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Missing {
+pub(crate) struct Missing {
     /// Its fully qualified name.
     pub name: String,
     /// Why, when it failed (none when it was skipped because stowage was stopping).
@@ -17,7 +17,7 @@ pub struct Missing {
 
 /// The images of a pass that are not present afterwards. Kept counts as present: the name
 /// points at usable content even if a newer digest could not be had.
-pub fn missing(outcomes: &[Outcome]) -> Vec<Missing> {
+pub(crate) fn missing(outcomes: &[Outcome]) -> Vec<Missing> {
     outcomes
         .iter()
         .filter_map(|o| match &o.result {
@@ -35,7 +35,7 @@ pub fn missing(outcomes: &[Outcome]) -> Vec<Missing> {
 }
 
 /// The status line while images are missing: how many, and the first few with their class.
-pub fn waiting_status(missing: &[Missing], total: usize) -> String {
+pub(crate) fn waiting_status(missing: &[Missing], total: usize) -> String {
     const SHOWN: usize = 3;
     let mut names: Vec<String> = missing
         .iter()
@@ -56,13 +56,13 @@ pub fn waiting_status(missing: &[Missing], total: usize) -> String {
 }
 
 /// The status line once everything is present.
-pub fn ready_status(total: usize) -> String {
+pub(crate) fn ready_status(total: usize) -> String {
     format!("ready: all {total} required images present")
 }
 
 /// The required images that are not there, by name, and how many retries they have had.
 #[derive(Debug, Default)]
-pub struct Shortfall {
+pub(crate) struct Shortfall {
     /// What is missing, by name, with the image and why.
     missing: BTreeMap<String, (Pinned, Missing)>,
     /// Retries of the missing images so far (0 once none is missing): the backoff step.
@@ -75,7 +75,7 @@ impl Shortfall {
     /// Takes in a pass over `images`: what it left present is no longer missing, what it did
     /// not is. `None`: the engine could not be read. An image no pass has seen yet counts as
     /// missing then; what was seen stands.
-    pub fn record(&mut self, images: &[Pinned], outcomes: Option<&[Outcome]>) {
+    pub(crate) fn record(&mut self, images: &[Pinned], outcomes: Option<&[Outcome]>) {
         let name = |p: &Pinned| p.image.reference.to_string();
         let gone: Vec<Missing> = match outcomes {
             Some(outcomes) => {
@@ -110,12 +110,12 @@ impl Shortfall {
     }
 
     /// The missing images, to retry.
-    pub fn images(&self) -> Vec<Pinned> {
+    pub(crate) fn images(&self) -> Vec<Pinned> {
         self.missing.values().map(|(p, _)| p.clone()).collect()
     }
 
     /// What is missing, and why.
-    pub fn list(&self) -> Vec<Missing> {
+    pub(crate) fn list(&self) -> Vec<Missing> {
         self.missing.values().map(|(_, m)| m.clone()).collect()
     }
 }

@@ -22,7 +22,7 @@ pub struct Usage {
 
 /// The IDs of the images the config requires or pins: the image each required tag points at,
 /// and the holder of each known pinned digest (under its repository or a mirror's).
-pub fn required_ids(
+pub(crate) fn required_ids(
     pinned: &[Pinned],
     state: &State,
     images: &[StoreImage],
@@ -58,7 +58,12 @@ pub fn required_ids(
 
 /// Brings the usage history up to date with what is seen now: images never seen before are
 /// first seen now, images containers use are used now, images gone are forgotten.
-pub fn observe(state: &State, images: &[StoreImage], in_use: &HashSet<String>, now: i64) -> Usage {
+pub(crate) fn observe(
+    state: &State,
+    images: &[StoreImage],
+    in_use: &HashSet<String>,
+    now: i64,
+) -> Usage {
     let present: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
     let mut first_seen: BTreeMap<String, i64> = state
         .first_seen

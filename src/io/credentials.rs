@@ -13,7 +13,7 @@ use docker_credential::{CredentialRetrievalError, DockerCredential};
 use crate::model::reference::DOCKER_HUB;
 
 /// How long a credential helper may take to answer.
-pub const CREDENTIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const CREDENTIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The key `docker login` uses for Docker Hub in `config.json`.
 const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";

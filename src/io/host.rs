@@ -5,7 +5,7 @@ use crate::model::image::Disk;
 
 /// The ID of the container this process runs in, from `/proc/self/mountinfo`: the engine
 /// bind-mounts `/etc/hostname` and friends from `.../containers/<id>/`. `None` on a host.
-pub fn own_container_id(mountinfo: &str) -> Option<String> {
+pub(crate) fn own_container_id(mountinfo: &str) -> Option<String> {
     mountinfo.lines().find_map(|line| {
         let (_, rest) = line.split_once("/containers/")?;
         let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
@@ -14,7 +14,7 @@ pub fn own_container_id(mountinfo: &str) -> Option<String> {
 }
 
 /// Use of the filesystem at `path`.
-pub fn disk_of(path: &std::path::Path) -> Option<Disk> {
+pub(crate) fn disk_of(path: &std::path::Path) -> Option<Disk> {
     let s = rustix::fs::statvfs(path).ok()?;
     let total = s.f_blocks.saturating_mul(s.f_frsize);
     let free = s.f_bfree.saturating_mul(s.f_frsize);
@@ -25,7 +25,7 @@ pub fn disk_of(path: &std::path::Path) -> Option<Disk> {
 }
 
 /// The ID of the container this process runs in, if any (read from `/proc/self/mountinfo`).
-pub fn own_container() -> Option<String> {
+pub(crate) fn own_container() -> Option<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     own_container_id(&mountinfo)
 }

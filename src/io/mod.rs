@@ -1,6 +1,8 @@
 //! Adapters to the outside world, each behind the narrowest interface the layers above need.
 
-pub mod credentials;
-pub mod engine;
-pub mod host;
-pub mod registry;
+pub(crate) mod credentials;
+pub(crate) mod engine;
+#[cfg(test)]
+pub(crate) mod fake;
+pub(crate) mod host;
+pub(crate) mod registry;

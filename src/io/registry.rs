@@ -319,7 +319,7 @@ fn auth_key(auth: &OciAuth) -> OciAuthKey {
 
 /// Whether a registry host is on the loopback interface (plain HTTP by default, as the engine
 /// treats 127.0.0.0/8).
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
         _ => host,

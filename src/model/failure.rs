@@ -103,7 +103,7 @@ impl Failure {
 /// Classifies a failure of an operation on `image`: the image's own name is removed from the
 /// message first, so a repository called `team/unauthorized-page` or `tls-proxy` cannot make a
 /// not-found look like an auth or network failure.
-pub fn classify_about(image: &ImageRef, status: Option<u16>, message: &str) -> FailureClass {
+pub(crate) fn classify_about(image: &ImageRef, status: Option<u16>, message: &str) -> FailureClass {
     let mut cleaned = message.to_owned();
     for name in [
         image.pull_ref(),
@@ -121,7 +121,7 @@ pub fn classify_about(image: &ImageRef, status: Option<u16>, message: &str) -> F
 /// `status` is the HTTP status of the engine's answer, when there was one (errors reported in the
 /// middle of a pull stream have none). Order matters: a 404 "pull access denied" from Docker Hub
 /// is a not-found that may be an auth problem, and "unauthorized" inside a 500 is still auth.
-pub fn classify(status: Option<u16>, message: &str) -> FailureClass {
+pub(crate) fn classify(status: Option<u16>, message: &str) -> FailureClass {
     let m = message.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
 
@@ -181,7 +181,7 @@ pub fn classify(status: Option<u16>, message: &str) -> FailureClass {
 
 /// One sentence (or two) that tells an operator what failed and what to do, with the fully
 /// qualified name. Never contains credentials: only the engine's message and our own words.
-pub fn explain(image: &ImageRef, failure: &Failure) -> String {
+pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
     let registry = image.registry();
     let mut text = match failure.class {
         FailureClass::Auth => format!(

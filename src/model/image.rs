@@ -35,7 +35,7 @@ pub struct StoreImage {
 
 /// The filesystem holding the engine's data root.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Disk {
+pub(crate) struct Disk {
     /// Total bytes.
     pub total: u64,
     /// Used bytes.

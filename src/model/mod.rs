@@ -1,8 +1,8 @@
 //! Plain data with no I/O, shared by every layer above.
 
-pub mod failure;
-pub mod image;
-pub mod platform;
-pub mod problem;
-pub mod reference;
-pub mod sync;
+pub(crate) mod failure;
+pub(crate) mod image;
+pub(crate) mod platform;
+pub(crate) mod problem;
+pub(crate) mod reference;
+pub(crate) mod sync;

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 /// What is known about indexes: each index digest's platform-to-manifest-digest map. Indexes
 /// never change, so entries are kept for good (in the state file and the lock).
-pub type IndexCache = BTreeMap<String, BTreeMap<String, String>>;
+pub(crate) type IndexCache = BTreeMap<String, BTreeMap<String, String>>;
 
 /// The platforms of a manifest body: `os/arch[/variant]` to digest for an index, empty for a
 /// single manifest.
-pub fn index_platforms(body: &[u8]) -> Result<BTreeMap<String, String>, serde_json::Error> {
+pub(crate) fn index_platforms(body: &[u8]) -> Result<BTreeMap<String, String>, serde_json::Error> {
     #[derive(serde::Deserialize)]
     struct Doc {
         #[serde(default)]
@@ -45,7 +45,7 @@ pub fn index_platforms(body: &[u8]) -> Result<BTreeMap<String, String>, serde_js
 
 /// The digest for `want` among an index's platforms: an exact match, or, when `want` names no
 /// variant, the first entry of that os/arch (`linux/arm64` takes `linux/arm64/v8`).
-pub fn choose_platform(platforms: &BTreeMap<String, String>, want: &str) -> Option<String> {
+pub(crate) fn choose_platform(platforms: &BTreeMap<String, String>, want: &str) -> Option<String> {
     if let Some(d) = platforms.get(want) {
         return Some(d.clone());
     }

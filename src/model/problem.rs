@@ -30,7 +30,7 @@ impl fmt::Display for Problem {
 }
 
 /// Several problems, one per line (how a whole file's problems are shown).
-pub struct Problems<'a>(pub &'a [Problem]);
+pub(crate) struct Problems<'a>(pub &'a [Problem]);
 
 impl fmt::Display for Problems<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,7 +45,7 @@ impl fmt::Display for Problems<'_> {
 }
 
 /// The content of a file that must be UTF-8 text, or a problem at its first byte that is not.
-pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, Problem> {
+pub(crate) fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, Problem> {
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let bytes = e.as_bytes();
@@ -65,7 +65,7 @@ pub fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, Problem> {
 }
 
 /// 1-based line and character column of byte `offset` in `text`.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;

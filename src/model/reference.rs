@@ -10,7 +10,7 @@ use std::str::FromStr;
 use oci_spec::distribution::{ParseError, Reference};
 
 /// Docker Hub's registry host, as references name it.
-pub const DOCKER_HUB: &str = "docker.io";
+pub(crate) const DOCKER_HUB: &str = "docker.io";
 
 /// A normalised image reference: registry, repository, and a tag or a digest (or both).
 ///
@@ -156,7 +156,7 @@ impl serde::Serialize for ImageRef {
 /// classic store lists `name@sha256:...` only under RepoDigests, while the containerd image
 /// store and Podman also list an image pulled by digest under RepoTags. A digest is never a tag:
 /// an image known only by digest has no tag, so it is dangling, whatever the engine calls it.
-pub fn sort_engine_names(
+pub(crate) fn sort_engine_names(
     repo_tags: &[String],
     repo_digests: &[String],
 ) -> (Vec<String>, Vec<String>) {
@@ -179,7 +179,7 @@ pub fn sort_engine_names(
 }
 
 /// Whether `d` is a sha256 digest as registries write them.
-pub fn valid_digest(d: &str) -> bool {
+pub(crate) fn valid_digest(d: &str) -> bool {
     d.strip_prefix("sha256:").is_some_and(|hex| {
         hex.len() == 64
             && hex

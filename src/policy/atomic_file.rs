@@ -8,7 +8,7 @@ use std::path::Path;
 /// renamed over the target, and the directory synced so the rename survives a power cut. On any
 /// error the previous file is untouched. The file ends up world-readable (0644): lock and state
 /// files hold digests, never secrets.
-pub fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = dir_of(path);
     std::fs::create_dir_all(dir)?;
     remove_orphans(path);
@@ -44,7 +44,7 @@ fn temp_prefix(path: &Path, pid: u32) -> String {
 /// Removes temp files that writers of `path` left when they were killed between creating and
 /// renaming them (a `kill -9`, a power cut). A temp file whose writer still runs is left
 /// alone: it is about to be renamed. Errors are ignored: an orphan only wastes a little space.
-pub fn remove_orphans(path: &Path) {
+pub(crate) fn remove_orphans(path: &Path) {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let prefix = format!(".{name}.");
     let Ok(entries) = std::fs::read_dir(dir_of(path)) else {

@@ -47,10 +47,10 @@ pub struct Limits {
 }
 
 /// `prune.min_age` and `prune.dangling_min_age` when not set: one hour (seconds).
-pub const DEFAULT_MIN_AGE: i64 = 3600;
+pub(crate) const DEFAULT_MIN_AGE: i64 = 3600;
 
 /// `prune.max_removals` when not set.
-pub const DEFAULT_MAX_REMOVALS: usize = 20;
+pub(crate) const DEFAULT_MAX_REMOVALS: usize = 20;
 
 impl Default for Limits {
     /// What an empty `[prune]` table means: dangling images older than an hour, nothing
@@ -71,7 +71,7 @@ impl Default for Limits {
 /// Compiles a keep pattern: `regex:...` is a regular expression, anything else a glob where
 /// `*` matches within a path segment, `**` across segments, `?` one character. Both match the
 /// whole fully qualified name.
-pub fn compile_keep(pattern: &str) -> Result<NameMatcher, String> {
+pub(crate) fn compile_keep(pattern: &str) -> Result<NameMatcher, String> {
     let source = match pattern.strip_prefix("regex:") {
         Some(re) => format!("^(?:{re})$"),
         None => {

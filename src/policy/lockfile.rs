@@ -16,7 +16,7 @@ use crate::model::reference::ImageRef;
 use crate::model::reference::valid_digest;
 
 /// The format version this build reads and writes.
-pub const LOCK_VERSION: i64 = 1;
+pub(crate) const LOCK_VERSION: i64 = 1;
 
 /// What a lock entry is keyed by: the image as written in the config (fully qualified, by tag)
 /// and its platform.

@@ -1,11 +1,11 @@
 //! What operators write and what the daemon keeps between runs: parsed, validated, saved.
 
-pub mod atomic_file;
-pub mod config;
+pub(crate) mod atomic_file;
+pub(crate) mod config;
 #[cfg(test)]
 mod fuzz;
-pub mod keep;
-pub mod lockfile;
-pub mod retry;
-pub mod schedule;
-pub mod state;
+pub(crate) mod keep;
+pub(crate) mod lockfile;
+pub(crate) mod retry;
+pub(crate) mod schedule;
+pub(crate) mod state;

@@ -101,7 +101,7 @@ impl PartialEq for Schedule {
 }
 
 /// This host's splay offset: a point in `[0, max)` chosen by `sample` in `[0, 1)`.
-pub fn splay_offset(max: Duration, sample: f64) -> Duration {
+pub(crate) fn splay_offset(max: Duration, sample: f64) -> Duration {
     if max.is_zero() {
         return Duration::ZERO;
     }

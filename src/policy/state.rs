@@ -13,7 +13,7 @@ use tracing::warn;
 use crate::policy::lockfile::LockKey;
 
 /// Default location of the state file.
-pub const DEFAULT_STATE_FILE: &str = "/var/lib/stowage/state.json";
+pub(crate) const DEFAULT_STATE_FILE: &str = "/var/lib/stowage/state.json";
 
 /// The state file's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

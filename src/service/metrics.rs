@@ -27,7 +27,7 @@ use crate::service::shutdown::Shutdown;
 
 /// Every metric the daemon exports, registered in one registry.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     runs: IntCounterVec,
     last_run: IntGaugeVec,
@@ -97,7 +97,7 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 
 impl Metrics {
     /// The metrics, all at zero, named `stowage_*`.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let r = Registry::new_custom(Some("stowage".to_owned()), None).expect("a valid prefix");
         let build = gauges(&r, "build_info", "The running stowage's version", "version");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
@@ -238,14 +238,14 @@ impl Metrics {
     }
 
     /// The exposition text (Prometheus text format 0.0.4), as served.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .expect("the text format encodes any gathered metric")
     }
 
     /// A finished pull run.
-    pub fn pass(&self, trigger: &str, outcomes: &[Outcome]) {
+    pub(crate) fn pass(&self, trigger: &str, outcomes: &[Outcome]) {
         self.runs.with_label_values(&[trigger]).inc();
         self.last_run
             .with_label_values(&[trigger])
@@ -271,7 +271,11 @@ impl Metrics {
     }
 
     /// Which required images are present after a run.
-    pub fn presence<'a>(&self, required: impl Iterator<Item = &'a str>, missing: &[Missing]) {
+    pub(crate) fn presence<'a>(
+        &self,
+        required: impl Iterator<Item = &'a str>,
+        missing: &[Missing],
+    ) {
         // Only the current config's images: those a reload dropped go away. The others are
         // set in place, so a scrape never sees them missing from the family for a moment.
         let required: Vec<&str> = required.collect();
@@ -296,12 +300,12 @@ impl Metrics {
     }
 
     /// The daemon reported ready.
-    pub fn ready(&self) {
+    pub(crate) fn ready(&self) {
         self.ready.set(1);
     }
 
     /// A finished prune cycle.
-    pub fn prune(&self, trigger: &str, cycle: &Cycle) {
+    pub(crate) fn prune(&self, trigger: &str, cycle: &Cycle) {
         let (plan, removals) = (&cycle.plan, &cycle.removals);
         if let Some(bytes) = cycle.build_cache_freed {
             self.build_cache_freed.inc_by(bytes);
@@ -358,14 +362,14 @@ impl Metrics {
     }
 
     /// A config reload, applied or refused.
-    pub fn reload(&self, ok: bool) {
+    pub(crate) fn reload(&self, ok: bool) {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
     }
 
     /// Disk use of the data root's filesystem, as last measured.
-    pub fn disk(&self, used: u64, total: u64) {
+    pub(crate) fn disk(&self, used: u64, total: u64) {
         if total > 0 {
             self.disk_used.set(used as f64 / total as f64);
         }
@@ -373,7 +377,7 @@ impl Metrics {
 }
 
 /// Binds the metrics address; the error says which address failed and why.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("metrics.listen {addr}: {e}"))
@@ -387,7 +391,7 @@ const CONNECTION_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves `GET /metrics` on `listener` until `stop` is triggered.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Shutdown) {
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Shutdown) {
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Some(accepted) = stop.until(listener.accept()).await else {

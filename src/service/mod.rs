@@ -1,12 +1,13 @@
 //! The long-running parts: a session over one config, the puller and the pruner that carry out
 //! its decisions, the shutdown they all obey, and the daemon with its readiness and metrics.
 
-pub mod daemon;
-pub mod in_flight;
-pub mod metrics;
-pub mod pruner;
-pub mod puller;
-pub mod readiness;
-pub mod session;
-pub mod shutdown;
-pub mod uses;
+pub(crate) mod clock;
+pub(crate) mod daemon;
+pub(crate) mod in_flight;
+pub(crate) mod metrics;
+pub(crate) mod pruner;
+pub(crate) mod puller;
+pub(crate) mod readiness;
+pub(crate) mod session;
+pub(crate) mod shutdown;
+pub(crate) mod uses;

@@ -28,7 +28,7 @@ const EXTEND_BY: Duration = Duration::from_secs(60);
 
 /// Tells the service manager how start-up goes. Cheap to clone; clones share the state.
 #[derive(Debug, Clone)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     /// Whether a service manager listens (`NOTIFY_SOCKET` is set).
     enabled: bool,
     ready: Arc<AtomicBool>,
@@ -38,7 +38,7 @@ pub struct Notifier {
 
 impl Notifier {
     /// A notifier for this process: sends only when `NOTIFY_SOCKET` is set.
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         Notifier {
             enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
             ready: Arc::default(),
@@ -62,14 +62,14 @@ impl Notifier {
     }
 
     /// Sets the status line.
-    pub fn status(&self, text: &str) {
+    pub(crate) fn status(&self, text: &str) {
         self.remember(text);
         debug!(status = text, "status");
         self.send(&[NotifyState::Status(text)]);
     }
 
     /// Reports ready (once; later calls only update the status line).
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.remember(status);
         if self.ready.swap(true, Ordering::SeqCst) {
             self.send(&[NotifyState::Status(status)]);
@@ -80,13 +80,13 @@ impl Notifier {
     }
 
     /// Whether ready was reported.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
     /// Reports that the config is being reloaded (`MONOTONIC_USEC` too: systemd's
     /// `Type=notify-reload` needs it, and older versions ignore it).
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         match NotifyState::monotonic_usec_now() {
             Ok(now) => self.send(&[NotifyState::Reloading, now]),
             Err(_) => self.send(&[NotifyState::Reloading]),
@@ -94,7 +94,7 @@ impl Notifier {
     }
 
     /// Reports the reload over, whatever its result: ready again if it was ready before.
-    pub fn reloaded(&self, status: &str) {
+    pub(crate) fn reloaded(&self, status: &str) {
         self.remember(status);
         if self.is_ready() {
             self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
@@ -104,14 +104,14 @@ impl Notifier {
     }
 
     /// Reports stopping.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     }
 
     /// Until ready: keeps the service manager's start timeout from running out, and at
     /// `deadline` after `started` reports ready anyway, degraded, with the last status. Returns
     /// once ready, or when `done` is triggered (the daemon ended).
-    pub async fn hold_start(&self, started: Instant, deadline: Duration, done: &Shutdown) {
+    pub(crate) async fn hold_start(&self, started: Instant, deadline: Duration, done: &Shutdown) {
         loop {
             if self.is_ready() {
                 return;

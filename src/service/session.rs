@@ -22,7 +22,7 @@ use crate::service::shutdown::Shutdown;
 
 /// A config and the lock it names, both valid and agreeing with each other.
 #[derive(Debug, Clone)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     /// The configuration.
     pub config: Config,
     /// The lock file, when there is one.
@@ -31,7 +31,7 @@ pub struct Loaded {
 
 /// Loads the config, then the lock file it names (if present), and checks that every image's
 /// pin mode can be decided. Every problem of either file is reported, with its location.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let config = Config::load(path)?;
     let lock =
         LockFile::load(&config.lock_file).map_err(|problems| ConfigError::Invalid { problems })?;

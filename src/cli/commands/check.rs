@@ -8,7 +8,7 @@ use crate::service::session::{Loaded, load};
 
 /// Validates the config at `path` and the lock it names: 0 valid, 2 invalid (every problem
 /// listed, with its location).
-pub fn check(path: &Path) -> Result<(), Error> {
+pub(crate) fn check(path: &Path) -> Result<(), Error> {
     let Loaded { config, lock } = load(path)?;
     let images = config.images.len();
     let lock = match lock {

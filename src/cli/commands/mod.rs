@@ -1,13 +1,13 @@
 //! One function per command. Each returns `Ok(())` or the [`Error`] that the boundary in
 //! [`super::dispatch`] turns into a message and an exit code.
 
-pub mod check;
-pub mod pin;
-pub mod plan;
-pub mod prune;
-pub mod pull;
-pub mod run;
-pub mod status;
+pub(super) mod check;
+pub(super) mod pin;
+pub(super) mod plan;
+pub(super) mod prune;
+pub(super) mod pull;
+pub(super) mod run;
+pub(super) mod status;
 
 use std::io::Write;
 use std::path::Path;

@@ -16,7 +16,7 @@ use crate::policy::state::State;
 
 /// `stowage pin`: resolve every lockable image and write (or check) the lock. Needs no engine:
 /// a lock entry holds every platform of an index, so it can be made anywhere, CI included.
-pub async fn pin(path: &Path, check: bool) -> Result<(), Error> {
+pub(crate) async fn pin(path: &Path, check: bool) -> Result<(), Error> {
     let config = Config::load(path)?;
     let old =
         LockFile::load(&config.lock_file).map_err(|problems| ConfigError::Invalid { problems })?;

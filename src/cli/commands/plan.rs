@@ -11,7 +11,7 @@ use crate::service::puller::PinUpkeep;
 use crate::service::shutdown::Shutdown;
 
 /// Prints the plan, as a table or (`json`) a document.
-pub async fn plan(
+pub(crate) async fn plan(
     config: &Path,
     host: Option<&str>,
     json: bool,

@@ -12,7 +12,7 @@ use crate::service::shutdown::Shutdown;
 
 /// Runs one cycle (or, with `dry_run`, only plans it) and reports what goes, what stays and
 /// why: 1 when a removal failed.
-pub async fn prune(
+pub(crate) async fn prune(
     config: &Path,
     host: Option<&str>,
     dry_run: bool,

@@ -12,7 +12,7 @@ use crate::service::shutdown::Shutdown;
 
 /// Pulls once: 0 all present, 1 any failed. A `shutdown` lets pulls under way finish within
 /// `pull.shutdown_grace`, and starts no new one.
-pub async fn pull(
+pub(crate) async fn pull(
     config: &Path,
     host: Option<&str>,
     json: bool,

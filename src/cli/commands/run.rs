@@ -8,7 +8,7 @@ use crate::service::session::load;
 use crate::service::shutdown::Shutdown;
 
 /// Runs the daemon on the config at `path` until `shutdown`.
-pub async fn run(path: &Path, host: Option<&str>, shutdown: &Shutdown) -> Result<(), Error> {
+pub(crate) async fn run(path: &Path, host: Option<&str>, shutdown: &Shutdown) -> Result<(), Error> {
     let loaded = load(path)?;
     daemon::start(loaded, host, shutdown).await?;
     Ok(())

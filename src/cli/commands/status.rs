@@ -15,7 +15,7 @@ use crate::service::puller::PinUpkeep;
 use crate::service::shutdown::Shutdown;
 
 /// Prints one row per required image; without `offline`, with what its registry says now.
-pub async fn status(
+pub(crate) async fn status(
     config: &Path,
     host: Option<&str>,
     json: bool,

@@ -25,7 +25,7 @@ use crate::policy::keep::{KeepRules, Limits};
 
 /// Everything the planner looks at.
 #[derive(Debug, Clone, Default)]
-pub struct PruneInput {
+pub(crate) struct PruneInput {
     /// The store.
     pub images: Vec<StoreImage>,
     /// IDs of images some container (running, stopped or created) references.
@@ -160,7 +160,7 @@ pub struct PrunePlan {
 type ById<'a> = HashMap<&'a str, &'a StoreImage>;
 
 /// Plans one cycle: protect, select, order, limit.
-pub fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> PrunePlan {
+pub(crate) fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) -> PrunePlan {
     let by_id: ById = input.images.iter().map(|i| (i.id.as_str(), i)).collect();
     let protection = protect::protect(input, keep, limits, &by_id);
     let selected = select::select(input, limits, &protection, &by_id);
@@ -202,7 +202,7 @@ fn names(image: &StoreImage) -> Vec<String> {
 /// or re-tag under way: the image a re-tag will name, a pull of one of its names, or of its
 /// content under any name (a pull by digest from another registry or a mirror fetches the very
 /// image the store already holds).
-pub fn being_pulled<'a>(
+pub(crate) fn being_pulled<'a>(
     id: &str,
     mut names: impl Iterator<Item = &'a String>,
     in_flight: &HashSet<String>,

@@ -23,7 +23,7 @@ use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
 
 /// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
-pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+pub(crate) const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Why the engine could not be connected to.
 #[derive(Debug, thiserror::Error)]
@@ -529,5 +529,66 @@ fn failure_from(host: &str, image: Option<&ImageRef>, error: BollardError) -> Fa
             FailureClass::Engine,
             format!("cannot talk to the Docker engine at {host}: {other}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_hex_parents_are_qualified_as_sha256() {
+        assert_eq!(qualified_id("abc"), "sha256:abc");
+        assert_eq!(qualified_id("sha256:abc"), "sha256:abc");
+    }
+
+    #[test]
+    fn credentials_go_to_the_engine_with_their_server() {
+        let auth = RegistryAuth {
+            server: "r.example:5000".into(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            identity_token: None,
+        };
+        let c = to_docker_credentials(&auth);
+        assert_eq!(c.serveraddress.as_deref(), Some("r.example:5000"));
+        assert_eq!(
+            (c.username.as_deref(), c.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+    }
+
+    #[test]
+    fn engine_answers_are_classified_and_transport_errors_name_the_engine() {
+        let image: ImageRef = "r.example/app:1".parse().unwrap();
+        let denied = BollardError::DockerResponseServerError {
+            status_code: 401,
+            message: "unauthorized: authentication required".into(),
+        };
+        let f = failure_from("unix:///x.sock", Some(&image), denied);
+        assert_eq!(f.class, FailureClass::Auth);
+        let f = failure_from("unix:///x.sock", None, BollardError::RequestTimeoutError);
+        assert_eq!(f.class, FailureClass::Engine);
+        assert_eq!(
+            f.to_string(),
+            "the Docker engine at unix:///x.sock did not answer in time"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_address_is_a_usage_error_and_a_missing_socket_is_worth_waiting_for() {
+        let bad = DockerEngine::connect(Some("ftp://nowhere"))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(bad, ConnectError::BadAddress(_)), "{bad:?}");
+        let missing = DockerEngine::connect(Some("unix:///nonexistent/docker.sock"))
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(missing, ConnectError::Unreachable(_)),
+            "{missing:?}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! implementation talks to the Docker Engine API ([`docker::DockerEngine`]); tests can wrap it to
 //! observe what the core asks of the engine.
 
-pub mod docker;
+pub(crate) mod docker;
 
 use std::future::Future;
 

@@ -19,17 +19,17 @@ use crate::policy::retry::RetryPolicy;
 use crate::policy::schedule::Schedule;
 
 /// Where the daemon looks for its configuration unless told otherwise.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/stowage/config.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/stowage/config.toml";
 
 /// The lock file's default name, beside the config file.
-pub const DEFAULT_LOCK_FILE: &str = "stowage.lock";
+pub(crate) const DEFAULT_LOCK_FILE: &str = "stowage.lock";
 
 /// Default refresh schedule: hourly, spread by the splay.
-pub const DEFAULT_SCHEDULE: &str = "0 * * * *";
+pub(crate) const DEFAULT_SCHEDULE: &str = "0 * * * *";
 
 /// Where metrics are served when `[metrics]` names no address: loopback only, since the
 /// endpoint has no authentication; a Prometheus on another host needs `listen` set.
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9420";
+pub(crate) const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9420";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -74,10 +74,10 @@ pub struct PruneSettings {
 }
 
 /// Every cycle every half hour, at minutes 0 and 30 (spread by the splay).
-pub const DEFAULT_PRUNE_SCHEDULE: &str = "*/30 * * * *";
+pub(crate) const DEFAULT_PRUNE_SCHEDULE: &str = "*/30 * * * *";
 
 /// Pause between removals when `prune.pause` is not set.
-pub const DEFAULT_PRUNE_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_PRUNE_PAUSE: Duration = Duration::from_secs(1);
 
 impl Default for PruneSettings {
     /// What an empty `[prune]` table means: dangling images only, after an hour, at most 20

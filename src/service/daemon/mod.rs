@@ -29,7 +29,7 @@ use crate::service::session::{Loaded, Session, load};
 use crate::service::shutdown::Shutdown;
 use crate::service::uses::watch_uses;
 
-pub use start::{StartError, start};
+pub(crate) use start::{StartError, start};
 
 /// Runs the daemon until `shutdown` is triggered, then drains.
 ///
@@ -37,7 +37,7 @@ pub use start::{StartError, start};
 /// config replaces the running one: work under way drains as on shutdown, then the new config
 /// starts with a pass over every required image. An invalid one is reported, file and line,
 /// and changes nothing: the running config goes on undisturbed.
-pub async fn run<E: Engine + Store>(
+pub(crate) async fn run<E: Engine + Store>(
     session: Session,
     engine: E,
     notifier: &Notifier,

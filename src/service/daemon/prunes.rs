@@ -8,6 +8,7 @@ use tracing::{error, info, warn};
 use crate::io::engine::Store;
 use crate::io::host::disk_of;
 use crate::model::image::Disk;
+use crate::service::clock;
 use crate::service::metrics::Metrics;
 use crate::service::pruner::Pruner;
 use crate::service::shutdown::Shutdown;
@@ -26,7 +27,7 @@ pub(super) async fn serve_prunes<S: Store>(
     offset: Duration,
 ) {
     let data_root = pruner.store.data_root().await.ok().flatten();
-    let mut next = pruner.settings.schedule.next_after(&Local::now(), offset);
+    let mut next = pruner.settings.schedule.next_after(&clock::now(), offset);
     match next {
         Some(at) => {
             info!(schedule = pruner.settings.schedule.expr(), next = %at.to_rfc3339(), "prune scheduled")
@@ -47,7 +48,7 @@ pub(super) async fn serve_prunes<S: Store>(
                 && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         };
         // Without a schedule, wake up only for the watermark.
-        let at = next.unwrap_or_else(|| Local::now() + chrono::Duration::days(3650));
+        let at = next.unwrap_or_else(|| clock::now() + chrono::Duration::days(3650));
         let watermark = match sleep_until_or(at, &pruner.stop, over_watermark).await {
             Wake::Stopped => return,
             Wake::Due => false,
@@ -68,7 +69,7 @@ pub(super) async fn serve_prunes<S: Store>(
         if watermark {
             last_watermark_prune = Some(std::time::Instant::now());
         } else {
-            next = pruner.settings.schedule.next_after(&Local::now(), offset);
+            next = pruner.settings.schedule.next_after(&clock::now(), offset);
         }
     }
 }
@@ -91,7 +92,7 @@ async fn sleep_until_or(
     mut early: impl FnMut() -> bool,
 ) -> Wake {
     loop {
-        let left = (at - Local::now()).to_std().unwrap_or(Duration::ZERO);
+        let left = (at - clock::now()).to_std().unwrap_or(Duration::ZERO);
         if left.is_zero() {
             return Wake::Due;
         }

@@ -13,6 +13,7 @@ use crate::decide::shortfall::{Shortfall, ready_status, waiting_status};
 use crate::io::engine::Engine;
 use crate::policy::retry::RetryPolicy;
 use crate::policy::schedule::Schedule;
+use crate::service::clock;
 use crate::service::metrics::Metrics;
 use crate::service::puller::Puller;
 use crate::service::readiness::Notifier;
@@ -104,7 +105,7 @@ impl<'a, E: Engine> Pulls<'a, E> {
         self.first_pass(first).await;
         let mut groups = groups(self.session);
         for g in &mut groups {
-            g.next = g.schedule.next_after(&Local::now(), self.offset);
+            g.next = g.schedule.next_after(&clock::now(), self.offset);
             match g.next {
                 Some(at) => info!(
                     schedule = g.schedule.expr(),
@@ -133,7 +134,7 @@ impl<'a, E: Engine> Pulls<'a, E> {
                 Some(index) => {
                     let group = &mut groups[index];
                     self.pass("schedule", &group.images).await;
-                    group.next = group.schedule.next_after(&Local::now(), self.offset);
+                    group.next = group.schedule.next_after(&clock::now(), self.offset);
                     if let Some(next) = group.next {
                         debug!(schedule = group.schedule.expr(), next = %next.to_rfc3339(), "next run");
                     }
@@ -200,7 +201,7 @@ impl<'a, E: Engine> Pulls<'a, E> {
             retry_in = %humantime::format_duration(Duration::from_secs(delay.as_secs().max(1))),
             "not every required image is present; retrying those"
         );
-        self.retry_at = Some(Local::now() + delay);
+        self.retry_at = Some(clock::now() + delay);
     }
 }
 

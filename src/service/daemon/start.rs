@@ -25,7 +25,7 @@ const ENGINE_WAIT: RetryPolicy = RetryPolicy {
 
 /// Why the daemon cannot start at all (as opposed to waiting for the engine).
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// The engine address can never work.
     #[error("{0}")]
     Connect(ConnectError),
@@ -39,7 +39,7 @@ pub enum StartError {
 
 /// `stowage run`: the daemon, from start to stop. Returns once `shutdown` was triggered and
 /// the work drained, or at once when it cannot start.
-pub async fn start(
+pub(crate) async fn start(
     loaded: Loaded,
     host: Option<&str>,
     shutdown: &Shutdown,
@@ -115,7 +115,7 @@ fn listen_for_reloads() -> mpsc::Receiver<()> {
 /// (or until `stop`): at boot the engine may still be starting, and a daemon should wait for it
 /// rather than exit. `Ok(None)` means stopped while waiting; an address that can never work,
 /// or a lock that cannot serve this host, is an error at once.
-pub async fn prepare(
+pub(super) async fn prepare(
     config: crate::policy::config::Config,
     lock: Option<crate::policy::lockfile::LockFile>,
     host: Option<&str>,

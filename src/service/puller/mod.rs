@@ -6,6 +6,8 @@
 //! error: a failed resolution keeps the present image and the previous pin.
 
 mod carry_out;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Mutex;
 

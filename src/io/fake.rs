@@ -1,0 +1,315 @@
+//! An in-memory engine and registry behind the real traits, for orchestration tests that run
+//! in milliseconds under paused time. They prove the puller's and the daemon's logic; the
+//! integration tests prove the adapters against real engines and registries.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::io::credentials::RegistryAuth;
+use crate::io::engine::{Engine, PullRequest, Pulled, Store};
+use crate::io::registry::{Registry, Resolved};
+use crate::model::failure::{Failure, FailureClass};
+use crate::model::image::{ImageStore, LocalImage, StoreImage};
+use crate::model::platform::IndexCache;
+use crate::model::reference::ImageRef;
+use crate::model::sync::Locked;
+
+/// An engine whose store is a map, whose registry is a set of digests, and whose pulls take
+/// `pull_time` of (paused) time and can be told to fail. Clones share everything.
+#[derive(Clone, Default)]
+pub(crate) struct FakeEngine(Arc<Mutex<EngineState>>);
+
+#[derive(Default)]
+struct EngineState {
+    /// Image ID to image.
+    images: BTreeMap<String, LocalImage>,
+    /// What the registries serve: manifest digests.
+    served: HashSet<String>,
+    /// Failures the next pulls return, in order.
+    failures: VecDeque<Failure>,
+    /// How long a pull takes.
+    pull_time: Duration,
+    /// Every pull asked for (`name@digest`), in order.
+    pulls: Vec<String>,
+    /// Images containers use.
+    in_use: HashSet<String>,
+}
+
+impl FakeEngine {
+    /// Makes `digest` pullable from any registry.
+    pub(crate) fn serve(&self, digest: &str) {
+        self.0.locked().served.insert(digest.to_owned());
+    }
+
+    /// The next pulls fail with these, one each, before any succeeds.
+    pub(crate) fn fail_next(&self, failures: impl IntoIterator<Item = Failure>) {
+        self.0.locked().failures.extend(failures);
+    }
+
+    /// Every pull from now takes this long.
+    pub(crate) fn set_pull_time(&self, d: Duration) {
+        self.0.locked().pull_time = d;
+    }
+
+    /// The pulls asked for so far.
+    pub(crate) fn pulls(&self) -> Vec<String> {
+        self.0.locked().pulls.clone()
+    }
+
+    /// The ID of the image `name` (`repo:tag`) points at.
+    pub(crate) fn tagged(&self, name: &str) -> Option<String> {
+        let s = self.0.locked();
+        s.images
+            .values()
+            .find(|i| i.tags.iter().any(|t| t == name))
+            .map(|i| i.id.clone())
+    }
+
+    /// Adds an image with these names, as a local build or an earlier pull would.
+    pub(crate) fn add(&self, id: &str, tags: &[&str], digests: &[&str]) {
+        let image = LocalImage {
+            id: id.to_owned(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            digests: digests.iter().map(|d| (*d).to_owned()).collect(),
+        };
+        self.0.locked().images.insert(id.to_owned(), image);
+    }
+
+    /// A container uses the image `id`.
+    pub(crate) fn use_image(&self, id: &str) {
+        self.0.locked().in_use.insert(id.to_owned());
+    }
+
+    /// The image ID a pull of `digest` creates.
+    fn id_of(digest: &str) -> String {
+        format!("sha256:id-{}", digest.trim_start_matches("sha256:"))
+    }
+}
+
+impl Engine for FakeEngine {
+    async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
+        Ok(self.0.locked().images.values().cloned().collect())
+    }
+
+    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+        let name = request.reference.to_string();
+        let (failure, pull_time) = {
+            let mut s = self.0.locked();
+            s.pulls.push(name.clone());
+            (s.failures.pop_front(), s.pull_time)
+        };
+        tokio::time::sleep(pull_time).await;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        let digest = request.reference.digest().unwrap_or_default().to_owned();
+        let mut s = self.0.locked();
+        if !s.served.contains(&digest) {
+            return Err(Failure::new(
+                FailureClass::NotFound,
+                format!("manifest for {name} not found"),
+            ));
+        }
+        let id = Self::id_of(&digest);
+        let updated = !s.images.contains_key(&id);
+        let image = s.images.entry(id.clone()).or_insert_with(|| LocalImage {
+            id,
+            ..LocalImage::default()
+        });
+        if !image.digests.contains(&name) {
+            image.digests.push(name);
+        }
+        Ok(Pulled {
+            digest: Some(digest),
+            updated,
+        })
+    }
+
+    async fn tag(&self, source: &str, repo: &str, tag: &str) -> Result<(), Failure> {
+        let name = format!("{repo}:{tag}");
+        let mut s = self.0.locked();
+        let Some(id) = s
+            .images
+            .values()
+            .find(|i| i.id == source || i.digests.iter().any(|d| d == source))
+            .map(|i| i.id.clone())
+        else {
+            return Err(Failure::new(
+                FailureClass::NotFound,
+                format!("no such image: {source}"),
+            ));
+        };
+        for image in s.images.values_mut() {
+            image.tags.retain(|t| *t != name);
+        }
+        if let Some(image) = s.images.get_mut(&id) {
+            image.tags.push(name);
+        }
+        Ok(())
+    }
+
+    async fn platform(&self) -> Result<String, Failure> {
+        Ok("linux/amd64".to_owned())
+    }
+}
+
+impl Store for FakeEngine {
+    fn image_store(&self) -> ImageStore {
+        ImageStore::Classic
+    }
+
+    async fn store(&self) -> Result<Vec<StoreImage>, Failure> {
+        let s = self.0.locked();
+        Ok(s.images
+            .values()
+            .map(|i| StoreImage {
+                id: i.id.clone(),
+                parent: None,
+                tags: i.tags.clone(),
+                digests: i.digests.clone(),
+                labels: BTreeMap::new(),
+                size: 1,
+                created: 0,
+            })
+            .collect())
+    }
+
+    async fn container_images(&self) -> Result<HashSet<String>, Failure> {
+        Ok(self.0.locked().in_use.clone())
+    }
+
+    async fn remove(&self, id: &str, _references: &[String]) -> Result<(), Failure> {
+        let mut s = self.0.locked();
+        if s.in_use.contains(id) {
+            return Err(Failure::new(
+                FailureClass::Engine,
+                format!("conflict: image {id} is being used by a container"),
+            ));
+        }
+        s.images.remove(id);
+        Ok(())
+    }
+
+    async fn has_image(&self, id: &str) -> Result<bool, Failure> {
+        Ok(self.0.locked().images.contains_key(id))
+    }
+
+    async fn restore(
+        &self,
+        by_digest: &ImageRef,
+        tags: &[String],
+        auth: Option<RegistryAuth>,
+    ) -> Result<(), Failure> {
+        let request = PullRequest {
+            reference: by_digest.clone(),
+            platform: None,
+            auth,
+        };
+        self.pull(&request).await?;
+        for t in tags {
+            let (repo, tag) = t.rsplit_once(':').unwrap_or((t, "latest"));
+            self.tag(&by_digest.to_string(), repo, tag).await?;
+        }
+        Ok(())
+    }
+
+    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, Failure> {
+        Ok(None)
+    }
+
+    async fn prune_build_cache(
+        &self,
+        _max_age: Option<Duration>,
+        _max_bytes: Option<u64>,
+    ) -> Result<u64, Failure> {
+        Ok(0)
+    }
+
+    async fn container_image(&self, _container: &str) -> Result<Option<String>, Failure> {
+        Ok(None)
+    }
+
+    fn image_uses(
+        &self,
+        _since: i64,
+    ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send {
+        futures_util::stream::pending()
+    }
+}
+
+/// A registry that knows each tag's digest, and can be told to fail.
+#[derive(Clone, Default)]
+pub(crate) struct FakeRegistry(Arc<Mutex<RegistryState>>);
+
+#[derive(Default)]
+struct RegistryState {
+    /// `name:tag` to manifest digest.
+    tags: HashMap<String, String>,
+    /// Failures the next resolutions return, in order.
+    failures: VecDeque<Failure>,
+    /// How many resolutions were asked for.
+    asked: usize,
+}
+
+impl FakeRegistry {
+    /// Points `name` (`host/repo:tag`) at `digest`.
+    pub(crate) fn set(&self, name: &str, digest: &str) {
+        self.0
+            .locked()
+            .tags
+            .insert(name.to_owned(), digest.to_owned());
+    }
+
+    /// The next resolutions fail with these, one each.
+    pub(crate) fn fail_next(&self, failures: impl IntoIterator<Item = Failure>) {
+        self.0.locked().failures.extend(failures);
+    }
+
+    /// How many resolutions were asked for.
+    pub(crate) fn asked(&self) -> usize {
+        self.0.locked().asked
+    }
+}
+
+impl Registry for FakeRegistry {
+    fn resolve<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        _platform: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Resolved, Failure>> {
+        Box::pin(async move {
+            let mut s = self.0.locked();
+            s.asked += 1;
+            if let Some(f) = s.failures.pop_front() {
+                return Err(f);
+            }
+            let digest = s.tags.get(&image.to_string()).cloned().ok_or_else(|| {
+                Failure::new(FailureClass::NotFound, format!("{image}: manifest unknown"))
+            })?;
+            Ok(Resolved {
+                digest,
+                index: None,
+            })
+        })
+    }
+
+    fn serves<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<bool, Failure>> {
+        Box::pin(async move {
+            let s = self.0.locked();
+            Ok(image
+                .digest()
+                .is_some_and(|d| s.tags.values().any(|x| x == d)))
+        })
+    }
+
+    fn host_platform(&self) -> &str {
+        "linux/amd64"
+    }
+
+    fn cache_snapshot(&self) -> IndexCache {
+        IndexCache::new()
+    }
+}

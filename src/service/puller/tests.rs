@@ -1,0 +1,232 @@
+//! The puller's orchestration against the fake engine and registry, under paused time:
+//! retries and backoff, failures that are not retried, and a stop during a run.
+
+use std::time::Duration;
+
+use super::*;
+use crate::decide::outcome::PullResult;
+use crate::io::fake::{FakeEngine, FakeRegistry};
+use crate::service::session::Session;
+
+fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+fn network() -> Failure {
+    Failure::new(FailureClass::Network, "connection refused")
+}
+
+/// A session over the fake registry for `images` (TOML `[[image]]` entries), with two retries
+/// 1 s apart at first and one pull at a time.
+struct Setup {
+    _dir: tempfile::TempDir,
+    session: Session,
+    engine: FakeEngine,
+    registry: FakeRegistry,
+}
+
+fn setup(images: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[state]\nfile = \"state.json\"\n[pull]\nretries = 2\nbackoff = \"1s\"\n\
+         backoff_max = \"4s\"\nconcurrency = 1\n{images}"
+    );
+    let config = Config::parse(&dir.path().join("config.toml"), &text).unwrap();
+    let registry = FakeRegistry::default();
+    let session =
+        Session::with_registry(config, None, State::default(), Box::new(registry.clone())).unwrap();
+    Setup {
+        _dir: dir,
+        session,
+        engine: FakeEngine::default(),
+        registry,
+    }
+}
+
+const FOLLOW_A: &str = "[[image]]\nname = \"r.example/a:1\"\npin = \"follow\"\n";
+const FOLLOW_B: &str = "[[image]]\nname = \"r.example/b:1\"\npin = \"follow\"\n";
+
+impl Setup {
+    /// Both images exist in the registry and can be pulled.
+    fn publish(&self) {
+        for (name, c) in [("r.example/a:1", 'a'), ("r.example/b:1", 'b')] {
+            self.registry.set(name, &digest(c));
+            self.engine.serve(&digest(c));
+        }
+    }
+
+    fn puller(&self, stop: Shutdown) -> Puller<'_, FakeEngine> {
+        self.session
+            .puller(&self.engine, stop, InFlight::default(), PinUpkeep::Command)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_network_failure_is_retried_with_backoff_then_pulled() {
+    let s = setup(FOLLOW_A);
+    s.publish();
+    s.engine.fail_next([network(), network()]);
+    let started = tokio::time::Instant::now();
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[0].attempts, 3);
+    assert_eq!(s.engine.pulls().len(), 3);
+    // Two backoff delays: at least half of 1 s, then half of 2 s (equal jitter).
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(s.engine.tagged("r.example/a:1").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_that_retries_cannot_fix_are_not_retried_and_the_attempts_run_out() {
+    let s = setup(FOLLOW_A);
+    s.publish();
+    s.engine
+        .fail_next([Failure::new(FailureClass::Auth, "unauthorized")]);
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcomes[0].result,
+            PullResult::Failed {
+                class: FailureClass::Auth,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!((outcomes[0].attempts, s.engine.pulls().len()), (1, 1));
+    s.engine.fail_next([network(), network(), network()]);
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            outcomes[0].result,
+            PullResult::Failed {
+                class: FailureClass::Network,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[0].attempts, 3,
+        "retries = 2: three attempts in all"
+    );
+    assert!(s.engine.tagged("r.example/a:1").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolution_that_fails_is_retried_like_a_pull() {
+    let s = setup(FOLLOW_A);
+    s.publish();
+    s.registry.fail_next([network()]);
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(s.registry.asked(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_lets_the_pull_under_way_finish_and_starts_no_other() {
+    let s = setup(&format!("{FOLLOW_A}{FOLLOW_B}"));
+    s.publish();
+    s.engine.set_pull_time(Duration::from_secs(10));
+    let stop = Shutdown::new();
+    let in_flight = InFlight::default();
+    let puller = s.session.puller(
+        &s.engine,
+        stop.clone(),
+        in_flight.clone(),
+        PinUpkeep::Command,
+    );
+    let stopper = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(in_flight.snapshot(), ["r.example/a:1"], "a is being pulled");
+        stop.trigger();
+    };
+    let (outcomes, ()) = tokio::join!(puller.converge(&s.session.pinned), stopper);
+    let outcomes = outcomes.unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1].result, PullResult::Skipped);
+    assert_eq!(s.engine.pulls().len(), 1);
+    assert!(in_flight.snapshot().is_empty(), "nothing stays in flight");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_the_backoff_reports_the_failure_and_tries_no_more() {
+    let s = setup(FOLLOW_A);
+    s.publish();
+    s.engine.fail_next([network()]);
+    let stop = Shutdown::new();
+    let puller = s.puller(stop.clone());
+    let stopper = async {
+        // The first retry waits at least half a second.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stop.trigger();
+    };
+    let (outcomes, ()) = tokio::join!(puller.converge(&s.session.pinned), stopper);
+    let outcomes = outcomes.unwrap();
+    assert!(
+        matches!(
+            outcomes[0].result,
+            PullResult::Failed {
+                class: FailureClass::Network,
+                ..
+            }
+        ),
+        "the last failure, not a skip: {outcomes:?}"
+    );
+    assert_eq!((outcomes[0].attempts, s.engine.pulls().len()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_pull_pin_is_saved_and_the_next_run_asks_no_registry() {
+    let s = setup("[[image]]\nname = \"r.example/a:1\"\npin = \"first-pull\"\n");
+    s.publish();
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(s.registry.asked(), 1);
+    // The tag moves; the pin holds, and nothing is asked.
+    s.registry.set("r.example/a:1", &digest('b'));
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].result, PullResult::Kept);
+    assert_eq!(s.registry.asked(), 1);
+    let saved = State::load(&s.session.config.state_file);
+    assert_eq!(
+        saved.first_pull.values().collect::<Vec<_>>(),
+        [&digest('a')]
+    );
+}
