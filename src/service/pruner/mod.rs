@@ -3,6 +3,8 @@
 //! failure does not stop the cycle; every result is reported.
 
 mod cycle;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::Mutex;

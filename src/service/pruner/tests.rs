@@ -1,0 +1,89 @@
+//! A prune cycle against the fake store: what it removes, what it keeps, and a stop.
+
+use super::*;
+use crate::io::fake::{FakeEngine, FakeRegistry};
+use crate::service::session::Session;
+
+fn setup(dir: &std::path::Path) -> Session {
+    let text = "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
+                dangling_min_age = \"0s\"\npause = \"0s\"\n\
+                [[image]]\nname = \"r.example/app:1\"\npin = \"follow\"\n";
+    let config = Config::parse(&dir.join("config.toml"), text).unwrap();
+    Session::with_registry(
+        config,
+        None,
+        State::default(),
+        Box::new(FakeRegistry::default()),
+    )
+    .unwrap()
+}
+
+fn ids(removals: &[Removal], result: RemovalResult) -> Vec<&str> {
+    removals
+        .iter()
+        .filter(|r| r.result == result)
+        .map(|r| r.candidate.id.as_str())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cycle_removes_what_no_protection_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    engine.add("sha256:required", &["r.example/app:1"], &[]);
+    engine.add("sha256:used", &[], &["r.example/old@sha256:1"]);
+    engine.add("sha256:dangling", &[], &["r.example/old@sha256:2"]);
+    engine.use_image("sha256:used");
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let cycle = pruner.cycle(false).await.unwrap();
+    assert_eq!(
+        ids(&cycle.removals, RemovalResult::Removed),
+        ["sha256:dangling"]
+    );
+    let kept = |id: &str| {
+        cycle
+            .plan
+            .keep
+            .iter()
+            .find(|k| k.id == id)
+            .unwrap()
+            .protection
+            .clone()
+    };
+    assert_eq!(
+        kept("sha256:required"),
+        crate::decide::prune_plan::Protection::Required
+    );
+    assert_eq!(
+        kept("sha256:used"),
+        crate::decide::prune_plan::Protection::InUse
+    );
+    assert!(engine.tagged("r.example/app:1").is_some());
+    // The usage history was saved: the next process knows when each image was first seen.
+    let saved = State::load(&session.config.state_file);
+    assert!(saved.first_seen.contains_key("sha256:required"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_pruner_starts_no_removal_and_a_dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    engine.add("sha256:dangling", &[], &["r.example/old@sha256:2"]);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let dry = pruner.cycle(true).await.unwrap();
+    assert_eq!(dry.plan.remove.len(), 1);
+    assert!(dry.removals.is_empty());
+    let stop = Shutdown::new();
+    stop.trigger();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), stop);
+    let cycle = pruner.cycle(false).await.unwrap();
+    assert_eq!(
+        ids(&cycle.removals, RemovalResult::Skipped),
+        ["sha256:dangling"]
+    );
+    assert!(engine.has_image("sha256:dangling").await.unwrap());
+}
