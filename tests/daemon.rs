@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::util::{Daemon, Scratch, Throttle, engine_lock, env, is_event};
+use crate::support::{Daemon, Scratch, Throttle, engine_lock, env, is_event};
 
 const LIVENESS: Duration = Duration::from_secs(90);
 
@@ -156,7 +156,7 @@ fn sigterm_during_a_one_shot_pull_reports_the_abandoned_image() {
 
 /// Removes every copy of the big test image, under whatever proxy port an earlier (perhaps
 /// aborted) run pulled it: a leftover copy would make the next slow pull fast.
-fn remove_big_images(env: &crate::util::Env) {
+fn remove_big_images(env: &crate::support::Env) {
     let out = env.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -14,7 +14,7 @@ use stowage::Failure;
 use stowage::{Engine, LocalImage, PullRequest, Pulled};
 use stowage::{InFlight, PullResult, Session};
 
-use crate::util::{engine_lock, env};
+use crate::support::{engine_lock, env};
 
 /// A session over the given config text (pull settings first, then images), with no
 /// credentials (never the developer's own, whose helper could prompt) and its state in a temp

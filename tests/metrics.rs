@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{
+use crate::support::{
     Daemon, Scratch, engine_lock, env, free_port, fresh_repo, http_get as get, is_event,
     try_http_get as try_get,
 };

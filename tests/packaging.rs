@@ -56,7 +56,7 @@ fn check_installed_tree(root: &Path, unit: &str) {
     );
     let shipped = std::fs::read_to_string(root.join(unit)).unwrap();
     let source = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/stowage.service"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/stowage.service"),
     )
     .unwrap();
     assert_eq!(shipped, source);
@@ -170,7 +170,7 @@ fn in_root(root: &Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn the_deb_installs_upgrades_keeps_the_config_and_purges_in_a_debian_root() {
-    let root = crate::util::env().debian_root;
+    let root = crate::support::env().debian_root;
     assert!(
         root.join("usr/bin/dpkg").is_file(),
         "no Debian root at {}: run `scripts/test-env.sh tools` (scripts/test.sh does)",

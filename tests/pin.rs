@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Env, Registry, Scratch, engine_lock, env, free_port};
+use crate::support::{Env, Registry, Scratch, engine_lock, env, free_port};
 
 fn run_json(env: &Env, config: &std::path::Path, args: &[&str]) -> (i32, Value) {
     let out = env.stowage(config).args(args).output().unwrap();

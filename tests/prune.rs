@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::util::{Env, Scratch, engine_lock, env};
+use crate::support::{Env, Scratch, engine_lock, env};
 
 const DAY: i64 = 86_400;
 
@@ -521,9 +521,9 @@ fn the_daemon_prunes_on_its_schedule() {
     let text = std::fs::read_to_string(&config).unwrap()
         + "[prune]\nschedule = \"*/2 * * * * *\"\npause = \"0s\"\n";
     std::fs::write(&config, text).unwrap();
-    let daemon = crate::util::Daemon::start(env.stowage(&config), &["run"]);
+    let daemon = crate::support::Daemon::start(env.stowage(&config), &["run"]);
     let done = daemon.wait_for("a prune cycle", std::time::Duration::from_secs(90), |v| {
-        crate::util::is_event(v, "prune cycle finished", None)
+        crate::support::is_event(v, "prune cycle finished", None)
     });
     assert!(done["removed"].as_u64().unwrap() >= 1, "{done:#}");
     assert!(
@@ -719,7 +719,7 @@ fn a_pull_in_flight_keeps_its_content_from_the_pruner() {
     let holder = env.create_container(&local);
     // The config pins the same content under a slow registry's name: the engine fetches the
     // manifest at a trickle, finds the content present, and stowage then names it.
-    let slow = crate::util::Throttle::start(&env.plain, 100);
+    let slow = crate::support::Throttle::start(&env.plain, 100);
     let wanted = format!("127.0.0.1:{}/stowage-test/alpha:1", slow.port);
     let scratch = Scratch::new();
     seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
@@ -733,27 +733,27 @@ fn a_pull_in_flight_keeps_its_content_from_the_pruner() {
     std::fs::write(&config, text).unwrap();
     let mut cmd = env.stowage(&config);
     cmd.args(["--log-level", "info,stowage=debug"]);
-    let daemon = crate::util::Daemon::start(cmd, &["run"]);
+    let daemon = crate::support::Daemon::start(cmd, &["run"]);
     let limit = std::time::Duration::from_secs(180);
 
     let is_kept = |v: &Value, why: &str| {
-        crate::util::is_event(v, "kept", Some(("image", &id))) && v["protection"] == why
+        crate::support::is_event(v, "kept", Some(("image", &id))) && v["protection"] == why
     };
     daemon.wait_for("the pull", limit, |v| {
-        crate::util::is_event(v, "pulling", None)
+        crate::support::is_event(v, "pulling", None)
             && v["image"].as_str().is_some_and(|i| i.starts_with(&wanted))
     });
     daemon.wait_for("a cycle keeping it in use", limit, |v| is_kept(v, "in-use"));
     holder.remove();
     let finished = daemon.wait_for("the boot run", limit, |v| {
-        crate::util::is_event(v, "run finished", Some(("trigger", "boot")))
+        crate::support::is_event(v, "run finished", Some(("trigger", "boot")))
     });
     assert_eq!(finished["pulled"], 1, "{finished:#}");
     // With the container gone, cycles ran during the pull and kept the image as part of it.
     let logs = daemon.logs();
     let boot_done = logs
         .iter()
-        .position(|v| crate::util::is_event(v, "run finished", Some(("trigger", "boot"))))
+        .position(|v| crate::support::is_event(v, "run finished", Some(("trigger", "boot"))))
         .unwrap();
     assert!(
         logs[..boot_done].iter().any(|v| is_kept(v, "in-flight")),
@@ -766,7 +766,7 @@ fn a_pull_in_flight_keeps_its_content_from_the_pruner() {
     assert!(
         !logs
             .iter()
-            .any(|v| crate::util::is_event(v, "removed", Some(("image", &id)))),
+            .any(|v| crate::support::is_event(v, "removed", Some(("image", &id)))),
         "{logs:#?}"
     );
     assert_eq!(env.image_id(&wanted).as_deref(), Some(id.as_str()));

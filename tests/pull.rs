@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Daemon, Registry, Scratch, engine_lock, env, free_port};
+use crate::support::{Daemon, Registry, Scratch, engine_lock, env, free_port};
 
 fn json(out: &std::process::Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -294,7 +294,7 @@ fn credentials_from_a_config_json_are_used_and_never_printed() {
     for file in ["state.json", "stowage.lock"] {
         seen += &std::fs::read_to_string(scratch.dir.path().join(file)).unwrap_or_default();
     }
-    let metrics_port = crate::util::free_port();
+    let metrics_port = crate::support::free_port();
     let text = std::fs::read_to_string(&config).unwrap()
         + &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n");
     std::fs::write(&config, text).unwrap();
@@ -302,9 +302,9 @@ fn credentials_from_a_config_json_are_used_and_never_printed() {
     cmd.args(["--log-level", "trace"]);
     let daemon = Daemon::start(cmd, &["run"]);
     daemon.wait_for("ready", std::time::Duration::from_secs(60), |v| {
-        crate::util::is_event(v, "ready", None)
+        crate::support::is_event(v, "ready", None)
     });
-    seen += &crate::util::http_get(metrics_port, "/metrics").1;
+    seen += &crate::support::http_get(metrics_port, "/metrics").1;
     let (_, logs) = daemon.terminate(std::time::Duration::from_secs(60));
     seen += &format!("{logs:?}");
     assert!(seen.contains("stowage_"), "the metrics were read");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::util::{Daemon, EngineKind, Env, Registry, Scratch, engine_lock, env, free_port};
+use crate::support::{Daemon, EngineKind, Env, Registry, Scratch, engine_lock, env, free_port};
 
 /// How much of each scenario a profile runs.
 struct Profile {
@@ -258,7 +258,7 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
     let _stop_churn = StopOnDrop(stop.clone());
     let worker = {
         let (stop, busy) = (stop.clone(), busy.clone());
-        tokio::task::spawn_blocking(move || churn(&crate::util::env(), &busy, &stop))
+        tokio::task::spawn_blocking(move || churn(&crate::support::env(), &busy, &stop))
     };
     let (mut removed, mut healed, mut lost_races) = (0, 0, 0);
     let (mut lost_in_use, mut lost_required) = (Vec::new(), Vec::new());
@@ -418,7 +418,7 @@ fn test_env(command: &str) {
     let status = Command::new("bash")
         .arg(script)
         .arg(command)
-        .env("STOWAGE_TEST_ENGINE", crate::util::engine_name())
+        .env("STOWAGE_TEST_ENGINE", crate::support::engine_name())
         .status()
         .unwrap();
     assert!(status.success(), "test-env.sh {command}");
@@ -430,7 +430,7 @@ fn the_engine_going_away_mid_pull_loses_nothing_and_repeats_nothing() {
     let _lock = engine_lock();
     let env = env();
     // A pull that takes several seconds: a new 8 MiB image through a 1 MiB/s proxy.
-    let throttle = crate::util::Throttle::start(&env.plain, 1024 * 1024);
+    let throttle = crate::support::Throttle::start(&env.plain, 1024 * 1024);
     let slow = format!("127.0.0.1:{}/{}:1", throttle.port, env.fresh_image(8));
     let quick = env.plain_image("busybox:1"); // runnable: used after the restart
     env.remove_images(&[slow.clone(), quick.clone()]);
@@ -444,7 +444,7 @@ fn the_engine_going_away_mid_pull_loses_nothing_and_repeats_nothing() {
     std::fs::write(&config, text).unwrap();
     let daemon = Daemon::start(env.stowage(&config), &["run"]);
     daemon.wait_for("the slow pull", Duration::from_secs(60), |v| {
-        crate::util::is_event(v, "pulling", Some(("image", &slow)))
+        crate::support::is_event(v, "pulling", Some(("image", &slow)))
     });
     std::thread::sleep(Duration::from_secs(2));
     let t0 = Instant::now();
@@ -455,17 +455,19 @@ fn the_engine_going_away_mid_pull_loses_nothing_and_repeats_nothing() {
     let restart = t0.elapsed();
     // Both images arrive, each pulled to completion once.
     let ready = daemon.wait_for("ready", Duration::from_secs(180), |v| {
-        crate::util::is_event(v, "ready", None)
+        crate::support::is_event(v, "ready", None)
     });
-    let pulled =
-        |image: &str| daemon.count(|v| crate::util::is_event(v, "pulled", Some(("image", image))));
+    let pulled = |image: &str| {
+        daemon.count(|v| crate::support::is_event(v, "pulled", Some(("image", image))))
+    };
     // The prune cycles go on once the engine is back, and take nothing required.
-    let cycles_before = daemon.count(|v| crate::util::is_event(v, "prune cycle finished", None));
+    let cycles_before = daemon.count(|v| crate::support::is_event(v, "prune cycle finished", None));
     daemon.wait_for(
         "a prune cycle after the restart",
         Duration::from_secs(60),
         |_| {
-            daemon.count(|v| crate::util::is_event(v, "prune cycle finished", None)) > cycles_before
+            daemon.count(|v| crate::support::is_event(v, "prune cycle finished", None))
+                > cycles_before
         },
     );
     let missing: Vec<&String> = [&slow, &quick]
@@ -609,7 +611,7 @@ fn a_registry_outage_keeps_what_is_present_and_recovers_within_one_backoff() {
     env.remove_images(&[present.clone(), later.clone()]);
     assert!(env.docker(&["pull", "-q", &present]).status.success());
     let scratch = Scratch::new();
-    let metrics_port = crate::util::free_port();
+    let metrics_port = crate::support::free_port();
     let config = scratch.config(
         "schedule = \"*/2 * * * * *\"\nretries = 1\nbackoff = \"500ms\"\nbackoff_max = \"1s\"",
         std::slice::from_ref(&present),
@@ -626,7 +628,7 @@ fn a_registry_outage_keeps_what_is_present_and_recovers_within_one_backoff() {
     let daemon = Daemon::start(env.stowage(&config), &["run"]);
     let failed_runs = |d: &Daemon| {
         d.count(|v| {
-            crate::util::is_event(v, "run finished", None) && v["failed"].as_u64() > Some(0)
+            crate::support::is_event(v, "run finished", None) && v["failed"].as_u64() > Some(0)
         })
     };
     let t0 = Instant::now();
@@ -641,7 +643,7 @@ fn a_registry_outage_keeps_what_is_present_and_recovers_within_one_backoff() {
     // The present image stays, and metrics and status say what is failing.
     let present_kept = env.has_image(&present);
     assert!(present_kept);
-    let (_, metrics) = crate::util::http_get(metrics_port, "/metrics");
+    let (_, metrics) = crate::support::http_get(metrics_port, "/metrics");
     assert!(
         metrics.contains("stowage_pull_failures_total{class=\"network\"}"),
         "{metrics}"
@@ -657,7 +659,7 @@ fn a_registry_outage_keeps_what_is_present_and_recovers_within_one_backoff() {
     let _registry = Registry::start(dir.path(), port, &env.plain_storage, None, true);
     let back = Instant::now();
     daemon.wait_for("the missing image", Duration::from_secs(60), |v| {
-        crate::util::is_event(v, "pulled", Some(("image", &later)))
+        crate::support::is_event(v, "pulled", Some(("image", &later)))
     });
     let recovered = back.elapsed();
     let failed = failed_runs(&daemon);
@@ -721,7 +723,7 @@ fn a_full_state_directory_is_reported_and_the_old_state_kept() {
     // The daemon goes on with a full state directory: it gets ready and keeps running.
     let daemon = Daemon::start(env.stowage(&config), &["run"]);
     daemon.wait_for("ready", Duration::from_secs(60), |v| {
-        crate::util::is_event(v, "ready", None)
+        crate::support::is_event(v, "ready", None)
     });
     let (code, _) = daemon.terminate(Duration::from_secs(60));
     let intact_after_daemon = std::fs::read(&state_file).unwrap() == before;

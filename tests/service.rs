@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::util::{Daemon, Scratch, engine_lock, env, fresh_repo, is_event};
+use crate::support::{Daemon, Scratch, engine_lock, env, fresh_repo, is_event};
 
 const LIVENESS: Duration = Duration::from_secs(90);
 
@@ -204,7 +204,7 @@ fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
 #[test]
 fn the_unit_file_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/stowage.service"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/stowage.service"),
     )
     .unwrap();
     // systemd checks that ExecStart's binary exists: point it at the one just built.

@@ -1,11 +1,12 @@
 //! End-to-end tests against the real test environment (`scripts/test-env.sh up`): a hermetic
 //! Docker engine and real registries on loopback. One test binary, a module per area.
 
-mod util;
+mod support;
 
 mod check;
 mod daemon;
 mod engine;
+mod layers;
 mod metrics;
 mod packaging;
 mod pin;

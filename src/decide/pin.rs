@@ -97,76 +97,23 @@ pub(crate) fn pin_images(
     let mut pinned = Vec::with_capacity(config.images.len());
     for image in &config.images {
         let key = LockKey::new(&image.reference, image.platform.as_deref());
-        let (mode, digest) = if let Some(d) = image.reference.digest() {
-            (PinMode::Fixed, Some(d.to_owned()))
-        } else {
-            match (image.pin, lock) {
-                (Some(PinChoice::Follow), _) => (PinMode::Follow, None),
-                (Some(PinChoice::FirstPull), _) => (PinMode::FirstPull, None),
-                (None | Some(PinChoice::Lock), Some(lock)) => match lock.entries.get(&key) {
-                    Some(entry) => {
-                        used.insert(key.clone());
-                        let platform = image.platform.as_deref().or(host_platform);
-                        let digest = match platform {
-                            None => Some(entry.digest.clone()),
-                            Some(p) => entry.digest_for(p),
-                        };
-                        // An index without this host's platform leaves the digest unknown:
-                        // that image fails at run time, the others go on.
-                        (PinMode::Lock, digest)
-                    }
-                    None => {
-                        problems.push(Problem {
-                            path: config.source.clone(),
-                            line: image.line,
-                            column: 1,
-                            message: format!(
-                                "{key} is not in the lock file {}: run `stowage pin` to update it \
-                                 (or set pin = \"follow\" or \"first-pull\" on this image)",
-                                config.lock_file.display()
-                            ),
-                        });
-                        continue;
-                    }
-                },
-                (Some(PinChoice::Lock), None) => {
-                    problems.push(Problem {
-                        path: config.source.clone(),
-                        line: image.line,
-                        column: 1,
-                        message: format!(
-                            "{key} has pin = \"lock\" but there is no lock file {}: run `stowage pin`",
-                            config.lock_file.display()
-                        ),
-                    });
-                    continue;
+        match pin_mode(config, image, &key, lock, host_platform) {
+            Ok((mode, digest)) => {
+                if mode == PinMode::Lock {
+                    used.insert(key.clone());
                 }
-                (None, None) if image.reference.is_latest() => (PinMode::Follow, None),
-                (None, None) => (PinMode::FirstPull, None),
-            }
-        };
-        pinned.push(Pinned {
-            image: image.clone(),
-            mode,
-            key,
-            digest,
-        });
-    }
-    if let Some(lock) = lock {
-        for (key, line) in &lock.lines {
-            if !used.contains(key) {
-                problems.push(Problem {
-                    path: config.lock_file.clone(),
-                    line: *line,
-                    column: 1,
-                    message: format!(
-                        "lock entry {key} is not a locked image of the config {}: run `stowage pin` \
-                         to update the lock",
-                        config.source.display()
-                    ),
+                pinned.push(Pinned {
+                    image: image.clone(),
+                    mode,
+                    key,
+                    digest,
                 });
             }
+            Err(p) => problems.push(p),
         }
+    }
+    if let Some(lock) = lock {
+        problems.extend(unused_lock_entries(config, lock, &used));
     }
     if problems.is_empty() {
         Ok(pinned)
@@ -174,6 +121,71 @@ pub(crate) fn pin_images(
         problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
         Err(problems)
     }
+}
+
+/// One image's pin mode and, when known now, its digest; or why the config and the lock
+/// disagree about it.
+fn pin_mode(
+    config: &Config,
+    image: &RequiredImage,
+    key: &LockKey,
+    lock: Option<&LockFile>,
+    host_platform: Option<&str>,
+) -> Result<(PinMode, Option<String>), Problem> {
+    let problem = |message: String| Problem {
+        path: config.source.clone(),
+        line: image.line,
+        column: 1,
+        message,
+    };
+    if let Some(d) = image.reference.digest() {
+        return Ok((PinMode::Fixed, Some(d.to_owned())));
+    }
+    match (image.pin, lock) {
+        (Some(PinChoice::Follow), _) => Ok((PinMode::Follow, None)),
+        (Some(PinChoice::FirstPull), _) => Ok((PinMode::FirstPull, None)),
+        (None | Some(PinChoice::Lock), Some(lock)) => match lock.entries.get(key) {
+            Some(entry) => {
+                let platform = image.platform.as_deref().or(host_platform);
+                let digest = match platform {
+                    None => Some(entry.digest.clone()),
+                    Some(p) => entry.digest_for(p),
+                };
+                // An index without this host's platform leaves the digest unknown: that image
+                // fails at run time, the others go on.
+                Ok((PinMode::Lock, digest))
+            }
+            None => Err(problem(format!(
+                "{key} is not in the lock file {}: run `stowage pin` to update it \
+                 (or set pin = \"follow\" or \"first-pull\" on this image)",
+                config.lock_file.display()
+            ))),
+        },
+        (Some(PinChoice::Lock), None) => Err(problem(format!(
+            "{key} has pin = \"lock\" but there is no lock file {}: run `stowage pin`",
+            config.lock_file.display()
+        ))),
+        (None, None) if image.reference.is_latest() => Ok((PinMode::Follow, None)),
+        (None, None) => Ok((PinMode::FirstPull, None)),
+    }
+}
+
+/// Lock entries no locked image of the config uses: a stale lock, reported at its lines.
+fn unused_lock_entries(config: &Config, lock: &LockFile, used: &HashSet<LockKey>) -> Vec<Problem> {
+    lock.lines
+        .iter()
+        .filter(|(key, _)| !used.contains(*key))
+        .map(|(key, line)| Problem {
+            path: config.lock_file.clone(),
+            line: *line,
+            column: 1,
+            message: format!(
+                "lock entry {key} is not a locked image of the config {}: run `stowage pin` \
+                 to update the lock",
+                config.source.display()
+            ),
+        })
+        .collect()
 }
 
 /// Unit tests across modules build their pinned images here.

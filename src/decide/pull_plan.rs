@@ -251,7 +251,35 @@ fn decide(
         (Some(_), None) => wanted.is_some() && p.mode != PinMode::Follow,
         _ => false,
     };
-    let (action, reason, failure) = match (want, named, by_digest) {
+    let (action, reason, failure) = action(p, want, named, by_digest);
+    Decision {
+        pinned: p.clone(),
+        digest: wanted.map(str::to_owned),
+        state,
+        local_digest: local,
+        drift,
+        action,
+        reason,
+        failure,
+        holder: by_digest.map(|i| i.id.clone()),
+        resolve_attempts: match want {
+            Want::Unknown(_, attempts) => *attempts,
+            Want::Digest(_) => 0,
+        },
+    }
+}
+
+/// The decision table: what to do, why, and the failure behind it, given the digest wanted,
+/// the image the name points at (`named`) and the image holding the wanted content
+/// (`by_digest`).
+fn action(
+    p: &Pinned,
+    want: &Want,
+    named: Option<&LocalImage>,
+    by_digest: Option<&LocalImage>,
+) -> (Action, String, Option<Failure>) {
+    let reference = &p.image.reference;
+    match (want, named, by_digest) {
         (Want::Unknown(f, _), Some(_), _) => (
             Action::Keep,
             format!(
@@ -286,21 +314,6 @@ fn decide(
                 .to_owned(),
             None,
         ),
-    };
-    Decision {
-        pinned: p.clone(),
-        digest: wanted.map(str::to_owned),
-        state,
-        local_digest: local,
-        drift,
-        action,
-        reason,
-        failure,
-        holder: by_digest.map(|i| i.id.clone()),
-        resolve_attempts: match want {
-            Want::Unknown(_, attempts) => *attempts,
-            Want::Digest(_) => 0,
-        },
     }
 }
 

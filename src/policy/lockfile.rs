@@ -129,6 +129,81 @@ struct RawEntry {
     platforms: BTreeMap<String, Spanned<String>>,
 }
 
+/// A lock file's text, for locating problems in it.
+struct Located<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Located<'_> {
+    fn problem(&self, span: std::ops::Range<usize>, message: String) -> Problem {
+        let (line, column) = line_col(self.text, span.start);
+        Problem {
+            path: PathBuf::from(self.path),
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// One `[[image]]` entry: its key, its line and what it locks; or its problems. `lock` holds
+    /// the entries read so far, for duplicates.
+    fn entry(
+        &self,
+        entry: RawEntry,
+        lock: &LockFile,
+    ) -> Result<(LockKey, usize, LockEntry), Vec<Problem>> {
+        let name = &entry.name;
+        let key = match name.get_ref().parse::<ImageRef>() {
+            Ok(r) if r.digest().is_none() => LockKey::new(&r, entry.platform.as_deref()),
+            Ok(_) => {
+                let message = format!(
+                    "image.name: \"{}\" must be a tag, not a digest",
+                    name.get_ref()
+                );
+                return Err(vec![self.problem(name.span(), message)]);
+            }
+            Err(e) => {
+                let message = format!(
+                    "image.name: invalid image reference \"{}\": {e}",
+                    name.get_ref()
+                );
+                return Err(vec![self.problem(name.span(), message)]);
+            }
+        };
+        let bad: Vec<Problem> = std::iter::once(&entry.digest)
+            .chain(entry.platforms.values())
+            .filter(|d| !valid_digest(d.get_ref()))
+            .map(|d| {
+                self.problem(
+                    d.span(),
+                    format!(
+                        "image.digest: invalid digest \"{}\" (expected sha256: and 64 lower-case hex digits)",
+                        d.get_ref()
+                    ),
+                )
+            })
+            .collect();
+        if !bad.is_empty() {
+            return Err(bad);
+        }
+        let (line, _) = line_col(self.text, name.span().start);
+        if let Some(first) = lock.lines.get(&key) {
+            let message = format!("image.name: {key} is already locked at line {first}");
+            return Err(vec![self.problem(name.span(), message)]);
+        }
+        let locked = LockEntry {
+            digest: entry.digest.into_inner(),
+            platforms: entry
+                .platforms
+                .into_iter()
+                .map(|(p, d)| (p, d.into_inner()))
+                .collect(),
+        };
+        Ok((key, line, locked))
+    }
+}
+
 impl LockFile {
     /// Reads the lock at `path`; `Ok(None)` when there is none.
     pub fn load(path: &Path) -> Result<Option<LockFile>, Vec<Problem>> {
@@ -149,24 +224,13 @@ impl LockFile {
 
     /// Parses lock file text, reporting every problem against `path`.
     pub fn parse(path: &Path, text: &str) -> Result<LockFile, Vec<Problem>> {
-        let problem = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_col(text, span.start);
-            Problem {
-                path: PathBuf::from(path),
-                line,
-                column,
-                message,
-            }
-        };
+        let at = Located { path, text };
         let raw: RawLock = toml::from_str(text).map_err(|e| {
-            vec![problem(
-                e.span().unwrap_or(0..0),
-                e.message().trim_end().to_owned(),
-            )]
+            vec![at.problem(e.span().unwrap_or(0..0), e.message().trim_end().to_owned())]
         })?;
         let mut problems = Vec::new();
         if *raw.version.get_ref() != LOCK_VERSION {
-            problems.push(problem(
+            problems.push(at.problem(
                 raw.version.span(),
                 format!(
                     "version: this stowage reads lock files of version {LOCK_VERSION}, not {}",
@@ -176,65 +240,13 @@ impl LockFile {
         }
         let mut lock = LockFile::default();
         for entry in raw.image {
-            let key = match entry.name.get_ref().parse::<ImageRef>() {
-                Ok(r) if r.digest().is_none() => LockKey::new(&r, entry.platform.as_deref()),
-                Ok(_) => {
-                    problems.push(problem(
-                        entry.name.span(),
-                        format!(
-                            "image.name: \"{}\" must be a tag, not a digest",
-                            entry.name.get_ref()
-                        ),
-                    ));
-                    continue;
+            match at.entry(entry, &lock) {
+                Ok((key, line, entry)) => {
+                    lock.lines.insert(key.clone(), line);
+                    lock.entries.insert(key, entry);
                 }
-                Err(e) => {
-                    problems.push(problem(
-                        entry.name.span(),
-                        format!(
-                            "image.name: invalid image reference \"{}\": {e}",
-                            entry.name.get_ref()
-                        ),
-                    ));
-                    continue;
-                }
-            };
-            let mut bad = false;
-            for d in std::iter::once(&entry.digest).chain(entry.platforms.values()) {
-                if !valid_digest(d.get_ref()) {
-                    problems.push(problem(
-                        d.span(),
-                        format!(
-                            "image.digest: invalid digest \"{}\" (expected sha256: and 64 lower-case hex digits)",
-                            d.get_ref()
-                        ),
-                    ));
-                    bad = true;
-                }
+                Err(mut found) => problems.append(&mut found),
             }
-            if bad {
-                continue;
-            }
-            let (line, _) = line_col(text, entry.name.span().start);
-            if let Some(first) = lock.lines.get(&key) {
-                problems.push(problem(
-                    entry.name.span(),
-                    format!("image.name: {key} is already locked at line {first}"),
-                ));
-                continue;
-            }
-            lock.lines.insert(key.clone(), line);
-            lock.entries.insert(
-                key,
-                LockEntry {
-                    digest: entry.digest.into_inner(),
-                    platforms: entry
-                        .platforms
-                        .into_iter()
-                        .map(|(p, d)| (p, d.into_inner()))
-                        .collect(),
-                },
-            );
         }
         if problems.is_empty() {
             Ok(lock)

@@ -1,0 +1,229 @@
+//! The metric families, grouped by what they tell, each registered once in the daemon's
+//! registry.
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, exponential_buckets,
+};
+
+/// Registers `metric` in `registry` and hands it back. Names are fixed and unique, so a
+/// failure is a bug in this file.
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique and valid");
+    metric
+}
+
+fn counters(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), &[label]).expect("a valid metric"),
+    )
+}
+
+pub(super) fn gauges(registry: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), &[label]).expect("a valid metric"),
+    )
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        registry,
+        IntCounter::new(name, help).expect("a valid metric"),
+    )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("a valid metric"))
+}
+
+/// The pull runs: how many, what became of each image, how long pulls took.
+#[derive(Debug, Clone)]
+pub(super) struct PullFamilies {
+    pub(super) runs: IntCounterVec,
+    pub(super) last_run: IntGaugeVec,
+    pub(super) images: IntCounterVec,
+    pub(super) failures: IntCounterVec,
+    pub(super) attempts: IntCounter,
+    pub(super) pull_seconds: Histogram,
+}
+
+impl PullFamilies {
+    pub(super) fn new(r: &Registry) -> Self {
+        PullFamilies {
+            runs: counters(
+                r,
+                "pull_runs_total",
+                "Pull runs (passes over required images), by trigger: boot, schedule, retry",
+                "trigger",
+            ),
+            last_run: gauges(
+                r,
+                "pull_last_run_timestamp_seconds",
+                "When the last pull run of each trigger finished (Unix time)",
+                "trigger",
+            ),
+            images: counters(
+                r,
+                "pull_images_total",
+                "Images handled by pull runs, by result: pulled, up_to_date, tagged, kept, \
+                 failed, skipped",
+                "result",
+            ),
+            failures: counters(
+                r,
+                "pull_failures_total",
+                "Images a run could not get, by failure class: auth, not-found, network, engine",
+                "class",
+            ),
+            attempts: counter(
+                r,
+                "registry_attempts_total",
+                "Registry attempts made for images (resolutions and pulls, retries included)",
+            ),
+            pull_seconds: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "pull_duration_seconds",
+                        "Time to get one image that had to be pulled, retries included",
+                    )
+                    // 50 ms to about 27 minutes.
+                    .buckets(exponential_buckets(0.05, 2.0, 16).expect("valid buckets")),
+                )
+                .expect("a valid metric"),
+            ),
+        }
+    }
+}
+
+/// What the daemon is there for: required images present or missing, readiness, reloads.
+#[derive(Debug, Clone)]
+pub(super) struct PresenceFamilies {
+    pub(super) required: IntGauge,
+    pub(super) missing: IntGauge,
+    pub(super) present: IntGaugeVec,
+    pub(super) ready: IntGauge,
+    pub(super) reloads: IntCounterVec,
+}
+
+impl PresenceFamilies {
+    pub(super) fn new(r: &Registry) -> Self {
+        PresenceFamilies {
+            required: gauge(r, "required_images", "Images the config requires"),
+            missing: gauge(
+                r,
+                "missing_images",
+                "Required images that are not present (retried with backoff)",
+            ),
+            present: gauges(
+                r,
+                "image_present",
+                "Whether each required image is present (1) or missing (0)",
+                "image",
+            ),
+            ready: gauge(
+                r,
+                "ready",
+                "Whether the daemon reported ready: every required image present, or \
+                 pull.ready_timeout passed",
+            ),
+            reloads: counters(
+                r,
+                "config_reloads_total",
+                "Config reloads (SIGHUP), by result: ok, failed (the running config stays)",
+                "result",
+            ),
+        }
+    }
+}
+
+/// Prune cycles: what went, what stayed and why, the store and the disk.
+#[derive(Debug, Clone)]
+pub(super) struct PruneFamilies {
+    pub(super) prune_cycles: IntCounterVec,
+    pub(super) removed: IntCounterVec,
+    pub(super) removed_bytes: IntCounterVec,
+    pub(super) removal_failures: IntCounter,
+    pub(super) races: IntCounterVec,
+    pub(super) kept: IntGaugeVec,
+    pub(super) deferred: IntGauge,
+    pub(super) store_images: IntGauge,
+    pub(super) store_bytes: IntGauge,
+    pub(super) disk_used: Gauge,
+    pub(super) build_cache_freed: IntCounter,
+}
+
+impl PruneFamilies {
+    pub(super) fn new(r: &Registry) -> Self {
+        PruneFamilies {
+            prune_cycles: counters(
+                r,
+                "prune_cycles_total",
+                "Prune cycles, by trigger: schedule, watermark",
+                "trigger",
+            ),
+            removed: counters(
+                r,
+                "prune_removed_images_total",
+                "Images removed by pruning, by the rule that selected them",
+                "rule",
+            ),
+            removed_bytes: counters(
+                r,
+                "prune_removed_bytes_total",
+                "Bytes freed by pruning (image sizes), by rule",
+                "rule",
+            ),
+            removal_failures: counter(
+                r,
+                "prune_removal_failures_total",
+                "Removals the engine refused or that failed (the image stays; never forced)",
+            ),
+            races: counters(
+                r,
+                "prune_races_total",
+                "Removals that raced a container's creation, by outcome: healed (pulled back \
+                 by digest) or lost",
+                "outcome",
+            ),
+            kept: gauges(
+                r,
+                "prune_kept_images",
+                "Images the last prune cycle kept, by the protection that kept them",
+                "protection",
+            ),
+            deferred: gauge(
+                r,
+                "prune_deferred_images",
+                "Candidates the last prune cycle left for later (max_removals)",
+            ),
+            store_images: gauge(
+                r,
+                "store_images",
+                "Images in the engine's store after the last prune cycle",
+            ),
+            store_bytes: gauge(
+                r,
+                "store_bytes",
+                "Size of the engine's image store after the last prune cycle",
+            ),
+            disk_used: register(
+                r,
+                Gauge::new(
+                    "data_root_used_ratio",
+                    "Used fraction of the filesystem holding the engine's data root",
+                )
+                .expect("a valid metric"),
+            ),
+            build_cache_freed: counter(
+                r,
+                "build_cache_freed_bytes_total",
+                "Bytes the engine reported freed by build-cache pruning",
+            ),
+        }
+    }
+}
