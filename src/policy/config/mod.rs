@@ -4,6 +4,7 @@
 //! `PATH:LINE:COL: message` quoting the bad value: what an operator (or Ansible's `validate:`)
 //! needs to fix it. Validation collects every problem it finds instead of stopping at the first.
 
+mod prune;
 mod raw;
 #[cfg(test)]
 mod tests;
