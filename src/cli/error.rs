@@ -70,7 +70,7 @@ impl From<ConfigError> for Error {
 impl From<SessionError> for Error {
     fn from(e: SessionError) -> Self {
         match e {
-            SessionError::Config(problems) => Error::Config(ConfigError::Invalid { problems }),
+            SessionError::Config(e) => Error::Config(e),
             SessionError::Engine(f) => Error::Engine(f),
         }
     }
@@ -88,7 +88,7 @@ impl From<ConnectError> for Error {
 impl From<StartError> for Error {
     fn from(e: StartError) -> Self {
         match e {
-            StartError::Config(problems) => Error::Config(ConfigError::Invalid { problems }),
+            StartError::Config(e) => Error::Config(e),
             StartError::Connect(e) => Error::Usage(e.to_string()),
             StartError::Metrics(message) => Error::Failed(message),
         }
@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn configuration_and_usage_errors_exit_2_and_failed_work_exits_1() {
-        let config = Error::from(SessionError::Config(vec![problem()]));
+        let invalid = || ConfigError::Invalid {
+            problems: vec![problem()],
+        };
+        let config = Error::from(SessionError::Config(invalid()));
         assert!(matches!(config, Error::Config(ConfigError::Invalid { .. })));
         assert_eq!(config.exit_code(), EXIT_USAGE);
         let address = Error::from(ConnectError::BadAddress("ftp://x".into()));
@@ -126,7 +129,7 @@ mod tests {
             EXIT_FAILURE
         );
         assert_eq!(Error::Reported.exit_code(), EXIT_FAILURE);
-        let start = Error::from(StartError::Config(vec![problem()]));
+        let start = Error::from(StartError::Config(invalid()));
         assert_eq!(start.exit_code(), EXIT_USAGE);
         assert_eq!(
             Error::from(StartError::Metrics("in use".into())).exit_code(),

@@ -28,7 +28,7 @@ use crate::model::platform::{IndexCache, index_platforms};
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::policy::config::Config;
-use crate::policy::lockfile::LockEntry;
+use crate::policy::lockfile::{LockEntry, LockFile};
 
 /// Media types of manifests and indexes we accept.
 const MANIFEST_TYPES: &[&str] = &[
@@ -138,6 +138,32 @@ impl Resolver {
             host_platform,
             cache,
         }
+    }
+
+    /// A resolver that starts from what is known about indexes: `known` (the state file's
+    /// cache) and the entries of `lock` (an entry of an index is exactly what the cache holds),
+    /// none of which is fetched again.
+    pub(crate) fn knowing(
+        config: &Config,
+        credentials: CredentialSource,
+        host_platform: String,
+        known: IndexCache,
+        lock: Option<&LockFile>,
+    ) -> Resolver {
+        let resolver = Resolver::new(
+            config,
+            credentials,
+            host_platform,
+            Arc::new(Mutex::new(known)),
+        );
+        if let Some(lock) = lock {
+            resolver.learn(
+                lock.entries
+                    .values()
+                    .map(|e| (e.digest.clone(), e.platforms.clone())),
+            );
+        }
+        resolver
     }
 
     /// The tag's digest for `platform` (default: the host's).

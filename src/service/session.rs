@@ -3,14 +3,14 @@
 //! the next); each command has one.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::decide::pin::{Pinned, pin_images};
 use crate::io::credentials::CredentialSource;
 use crate::io::engine::Engine;
 use crate::io::registry::{Registry, Resolver};
 use crate::model::failure::Failure;
-use crate::model::problem::{Problem, Problems};
+use crate::model::problem::Problem;
 use crate::model::sync::Locked;
 use crate::policy::config::{Config, ConfigError, PruneSettings};
 use crate::policy::lockfile::LockFile;
@@ -75,8 +75,8 @@ pub enum SessionError {
     #[error("engine: {0}")]
     Engine(Failure),
     /// The lock cannot serve this host (an index without its platform): a configuration error.
-    #[error("{}", Problems(.0))]
-    Config(Vec<Problem>),
+    #[error("{0}")]
+    Config(ConfigError),
 }
 
 impl Session {
@@ -90,16 +90,8 @@ impl Session {
         let platform = engine.platform().await.map_err(SessionError::Engine)?;
         let credentials = CredentialSource::new(config.pull.credentials.as_deref());
         let state = State::load(&config.state_file);
-        let cache = Arc::new(Mutex::new(state.index_platforms.clone()));
-        let resolver = Resolver::new(&config, credentials.clone(), platform.clone(), cache);
-        // A lock entry of an index is exactly what the cache holds: no need to fetch it again.
-        if let Some(lock) = &lock {
-            resolver.learn(
-                lock.entries
-                    .values()
-                    .map(|e| (e.digest.clone(), e.platforms.clone())),
-            );
-        }
+        let known = state.index_platforms.clone();
+        let resolver = Resolver::knowing(&config, credentials, platform, known, lock.as_ref());
         Session::with_registry(config, lock, state, Box::new(resolver))
     }
 
@@ -112,7 +104,7 @@ impl Session {
     ) -> Result<Session, SessionError> {
         // Lock entries of multi-platform indexes pin this host's platform's digest.
         let pinned = pin_images(&config, lock.as_ref(), Some(registry.host_platform()))
-            .map_err(SessionError::Config)?;
+            .map_err(|problems| SessionError::Config(ConfigError::Invalid { problems }))?;
         let credentials = CredentialSource::new(config.pull.credentials.as_deref());
         Ok(Session {
             config,

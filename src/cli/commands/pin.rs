@@ -1,7 +1,6 @@
 //! `stowage pin`: resolve every lockable tag to its digest and write the lock file.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use super::print;
 use crate::cli::error::Error;
@@ -21,17 +20,10 @@ pub(crate) async fn pin(path: &Path, check: bool) -> Result<(), Error> {
     let old =
         LockFile::load(&config.lock_file).map_err(|problems| ConfigError::Invalid { problems })?;
     let credentials = CredentialSource::new(config.pull.credentials.as_deref());
-    // What the state file and the old lock know about indexes: not fetched again.
-    let cache = Arc::new(Mutex::new(State::load(&config.state_file).index_platforms));
-    // The platform only matters for `resolve`, which pin does not use.
-    let resolver = Resolver::new(&config, credentials, String::new(), cache);
-    if let Some(old) = &old {
-        resolver.learn(
-            old.entries
-                .values()
-                .map(|e| (e.digest.clone(), e.platforms.clone())),
-        );
-    }
+    // What the state file and the old lock know about indexes: not fetched again. The
+    // platform only matters for `resolve`, which pin does not use.
+    let known = State::load(&config.state_file).index_platforms;
+    let resolver = Resolver::knowing(&config, credentials, String::new(), known, old.as_ref());
     let mut new = LockFile::default();
     let mut failed = false;
     for image in config.images.iter().filter(|i| is_lockable(i)) {

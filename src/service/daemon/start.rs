@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::io::engine::docker::{ConnectError, DockerEngine};
-use crate::model::problem::{Problem, Problems};
+use crate::policy::config::ConfigError;
 use crate::policy::retry::RetryPolicy;
 use crate::service::metrics::{self, Metrics};
 use crate::service::readiness::Notifier;
@@ -30,8 +30,8 @@ pub(crate) enum StartError {
     #[error("{0}")]
     Connect(ConnectError),
     /// The lock cannot serve this host.
-    #[error("{}", Problems(.0))]
-    Config(Vec<Problem>),
+    #[error("{0}")]
+    Config(ConfigError),
     /// The metrics endpoint cannot listen.
     #[error("{0}")]
     Metrics(String),
@@ -131,9 +131,7 @@ pub(super) async fn prepare(
             };
             match Session::new(config, lock, &engine).await {
                 Ok(session) => Attempt::Done(Ok((engine, session))),
-                Err(SessionError::Config(problems)) => {
-                    Attempt::Done(Err(StartError::Config(problems)))
-                }
+                Err(SessionError::Config(e)) => Attempt::Done(Err(StartError::Config(e))),
                 Err(SessionError::Engine(f)) => Attempt::Again(f),
             }
         }
