@@ -7,10 +7,10 @@
 #   - `stowage plan` with the prune side (reads the store, plans both sides), and its peak RSS;
 #   - `stowage prune`, removing the second half and its tags (pulled and tagged again first);
 #   - `stowage run`: start to ready, and resident memory once idle.
-# Usage: scripts/bench-compare.sh [OLD_REV] [N] [T] [R]
+# Usage: scripts/bench-compare.sh [OLD_REV] [N] [T] [R]; ONLY=prune measures the prune alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OLD=${1:-ab9435f} N=${2:-300} T=${3:-1000} R=${4:-5}
+OLD=${1:-ab9435f} N=${2:-300} T=${3:-1000} R=${4:-5} ONLY=${ONLY:-}
 
 scripts/test-env.sh up >/dev/null
 # shellcheck disable=SC1090  # written by test-env.sh
@@ -97,19 +97,21 @@ for round in $(seq 1 "$R"); do
   if (( round % 2 )); then order=(old new); else order=(new old); fi
   for who in "${order[@]}"; do
     prunable
-    measure "$who" warm_pull pull
-    measure "$who" plan plan
+    [[ $ONLY == prune ]] || measure "$who" warm_pull pull
+    [[ $ONLY == prune ]] || measure "$who" plan plan
     measure "$who" prune prune
     left=$("$DOCKER_CLI" images -q | sort -u | wc -l)
     echo "$left" >>"$work/$who.left"
-    daemon "$who"
+    [[ $ONLY == prune ]] || daemon "$who"
   done
 done
 
 python3 - "$work" "$N" "$T" "$R" "$OLD" "$(git rev-parse --short HEAD)" <<'PY'
 import pathlib, statistics, sys
 work, n, t, r, old, new = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
-def col(who, name, i): return [float(l.split()[i]) for l in (work / f"{who}.{name}").read_text().splitlines()]
+def col(who, name, i):
+    f = work / f"{who}.{name}"
+    return [float(l.split()[i]) for l in f.read_text().splitlines()] if f.exists() else []
 half = int(n) // 2
 left = {w: sorted(set((work / f"{w}.left").read_text().split())) for w in ("old", "new")}
 print(f"{half} images required, present and lock-pinned; {int(n) - half} more with {t} extra tags pruned "
@@ -121,7 +123,15 @@ for name, i, label, unit, scale in (
         ("warm_pull", 0, "warm `stowage pull`", "s", 1), ("plan", 0, "`stowage plan` (pull and prune sides)", "s", 1),
         ("plan", 1, "`stowage plan`, peak RSS", "MiB", 1024), ("prune", 0, f"`stowage prune` ({t} tags)", "s", 1),
         ("run", 0, "`stowage run`, start to ready", "s", 1), ("run", 1, "`stowage run`, idle RSS", "MiB", 1024)):
+    if not col("old", name, i):
+        continue
     a = statistics.median(col("old", name, i)) / scale
     b = statistics.median(col("new", name, i)) / scale
     print(f"| {label} | {a:.2f} {unit} | {b:.2f} {unit} | {b / a:.2f}x |")
+print("\nEach round, before / after (the order alternates, before first in round 1):\n")
+for name, i, label in (("warm_pull", 0, "warm pull (s)"), ("plan", 0, "plan (s)"), ("prune", 0, "prune (s)"),
+                       ("run", 0, "run to ready (s)"), ("run", 1, "idle RSS (KiB)")):
+    pairs = list(zip(col("old", name, i), col("new", name, i)))
+    if pairs:
+        print(f"- {label}: " + ", ".join(f"{a:g} / {b:g}" for a, b in pairs))
 PY
