@@ -93,6 +93,13 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command stops on the shutdown signal (the rest are ended by it).
+    fn stops_gracefully(&self) -> bool {
+        !matches!(self, Command::Check | Command::Pin { .. })
+    }
+}
+
 /// Parses the process arguments and runs; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -113,11 +120,16 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         let shutdown = Shutdown::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            signals.trigger();
-        });
+        // Only the commands that obey a stop catch SIGTERM and SIGINT: `check` and `pin` keep
+        // the signals' default action, so Ctrl-C ends them at once (a handler, once installed,
+        // would swallow every later signal too).
+        if cli.command.stops_gracefully() {
+            let signals = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                signals.trigger();
+            });
+        }
         dispatch(cli, &shutdown).await
     });
     // A credential helper stuck in a blocking thread must not keep the process alive past

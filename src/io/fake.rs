@@ -36,6 +36,9 @@ struct EngineState {
     pulls: Vec<String>,
     /// Images containers use.
     in_use: HashSet<String>,
+    /// Pulls under way now, and the most there ever were at once.
+    pulling: usize,
+    most_pulling: usize,
 }
 
 impl FakeEngine {
@@ -52,6 +55,11 @@ impl FakeEngine {
     /// Every pull from now takes this long.
     pub(crate) fn set_pull_time(&self, d: Duration) {
         self.0.locked().pull_time = d;
+    }
+
+    /// The most pulls that were ever under way at once.
+    pub(crate) fn most_at_once(&self) -> usize {
+        self.0.locked().most_pulling
     }
 
     /// The pulls asked for so far.
@@ -99,9 +107,12 @@ impl Engine for FakeEngine {
         let (failure, pull_time) = {
             let mut s = self.0.locked();
             s.pulls.push(name.clone());
+            s.pulling += 1;
+            s.most_pulling = s.most_pulling.max(s.pulling);
             (s.failures.pop_front(), s.pull_time)
         };
         tokio::time::sleep(pull_time).await;
+        self.0.locked().pulling -= 1;
         if let Some(f) = failure {
             return Err(f);
         }

@@ -21,14 +21,21 @@ use crate::service::shutdown::{Attempt, Retried};
 
 impl<E: Engine> Puller<'_, E> {
     /// Carries out one decision.
-    pub(super) async fn carry_out(&self, decision: Decision, auth_cache: &AuthCache) -> Outcome {
+    pub(super) async fn carry_out(&self, decision: Decision, shared: &RunShared) -> Outcome {
         let started = Instant::now();
         let (result, attempts) = match decision.action {
             Action::Keep => Self::keep(&decision),
             Action::Fail => Self::fail(&decision),
             Action::Tag | Action::Pull if self.stop.is_triggered() => (PullResult::Skipped, 0),
-            Action::Tag => self.retag(&decision).await,
-            Action::Pull => self.pull(&decision, auth_cache).await,
+            Action::Tag | Action::Pull => {
+                let digest = decision.digest.as_deref().unwrap_or_default();
+                let _one_at_a_time = shared.hold(digest).await;
+                if decision.action == Action::Tag {
+                    self.retag(&decision).await
+                } else {
+                    self.pull(&decision, &shared.auths).await
+                }
+            }
         };
         Outcome {
             decision,
@@ -267,8 +274,30 @@ impl fmt::Display for Op {
     }
 }
 
+/// What the images of one run share.
+#[derive(Default)]
+pub(super) struct RunShared {
+    /// One credential lookup per registry.
+    auths: AuthCache,
+    /// One pull or tag at a time per content digest. Two required names of the same content
+    /// are otherwise pulled and tagged at once, and Podman 4.3 was seen to lose one of the
+    /// names (its image names are rewritten from a list read before the other change landed).
+    content: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RunShared {
+    /// Waits until no other image of the run works on `digest`, and holds it until dropped.
+    async fn hold(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .content
+            .locked()
+            .entry(digest.to_owned())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+}
+
 /// One credential lookup per registry and run.
 #[derive(Default)]
-pub(super) struct AuthCache(
-    Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<RegistryAuth>>>>>,
-);
+struct AuthCache(Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<RegistryAuth>>>>>);

@@ -29,7 +29,7 @@ use crate::policy::state::State;
 use crate::service::in_flight::{InFlight, InFlightGuard};
 use crate::service::shutdown::{Retried, Shutdown};
 
-use carry_out::{AuthCache, Op};
+use carry_out::{Op, RunShared};
 
 /// Who keeps the state file's first-pull pins of images a run does not cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +186,7 @@ impl<E: Engine> Puller<'_, E> {
     /// Carries out `plan`, at most `concurrency` images at once, and returns an outcome per
     /// decision in plan order.
     pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
-        let auth_cache = AuthCache::default();
+        let shared = RunShared::default();
         // Every pull and re-tag is in flight from now, queued ones included, until its name
         // points at the content: until then the content may carry no name the pruner would
         // know it by, or only another registry's, and the pruner must leave it alone.
@@ -204,12 +204,12 @@ impl<E: Engine> Puller<'_, E> {
         let mut outcomes: Vec<(usize, Outcome)> =
             futures_util::stream::iter(plan.into_iter().zip(guards).enumerate())
                 .map(|(index, (decision, guard))| {
-                    let auth_cache = &auth_cache;
+                    let shared = &shared;
                     async move {
                         if let Some(g) = &guard {
                             g.start();
                         }
-                        let outcome = self.carry_out(decision, auth_cache).await;
+                        let outcome = self.carry_out(decision, shared).await;
                         // Saved as each image settles: a kill later in the run must not lose
                         // this pin, or the next run would resolve the tag again.
                         self.remember(std::slice::from_ref(&outcome), false);
