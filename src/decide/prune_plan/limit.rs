@@ -16,19 +16,18 @@ pub(super) fn limit(
     // dropped parent can make its own parent drop in turn, so repeat until nothing changes.
     let before = remove.len();
     loop {
-        let removing: HashSet<&str> = remove.iter().map(|c| c.id.as_str()).collect();
+        let removing: HashSet<String> = remove.iter().map(|c| c.id.clone()).collect();
         let child_stays = |id: &str| {
             input
                 .images
                 .iter()
-                .any(|i| i.parent.as_deref() == Some(id) && !removing.contains(i.id.as_str()))
+                .any(|i| i.parent.as_deref() == Some(id) && !removing.contains(&i.id))
         };
-        let keep: Vec<bool> = remove.iter().map(|c| !child_stays(&c.id)).collect();
-        if keep.iter().all(|k| *k) {
+        let count = remove.len();
+        remove.retain(|c| !child_stays(&c.id));
+        if remove.len() == count {
             break;
         }
-        let mut keep = keep.into_iter();
-        remove.retain(|_| keep.next().unwrap_or(true));
     }
     let deferred = deferred + (before - remove.len());
     (remove, deferred)

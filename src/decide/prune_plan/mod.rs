@@ -227,6 +227,16 @@ fn repository(name: &str) -> &str {
     }
 }
 
+/// When stowage first saw an image (now, if never before).
+fn first_seen(image: &StoreImage, input: &PruneInput) -> i64 {
+    input
+        .usage
+        .first_seen
+        .get(&image.id)
+        .copied()
+        .unwrap_or(input.now)
+}
+
 /// When an image was last used, as far as stowage knows: a recorded use, else first seen,
 /// else its creation time.
 fn last_use(image: &StoreImage, usage: &Usage) -> i64 {

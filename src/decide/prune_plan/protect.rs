@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{ById, Protection, PruneInput, being_pulled, repository};
+use super::{ById, Protection, PruneInput, being_pulled, first_seen, repository};
 use crate::model::image::StoreImage;
 use crate::policy::keep::{KeepRules, Limits};
 
@@ -58,12 +58,7 @@ fn own_protection(
     newest: &HashSet<&str>,
     image: &StoreImage,
 ) -> Option<Protection> {
-    let first_seen = input
-        .usage
-        .first_seen
-        .get(&image.id)
-        .copied()
-        .unwrap_or(input.now);
+    let first_seen = first_seen(image, input);
     let all_names = || image.tags.iter().chain(image.digests.iter());
     if input.required.contains(&image.id) {
         Some(Protection::Required)

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{ById, Protection, PruneInput, Rule, last_use};
+use super::{ById, Protection, PruneInput, Rule, first_seen, last_use};
 use crate::model::image::StoreImage;
 use crate::policy::keep::Limits;
 
@@ -31,12 +31,7 @@ fn by_age<'a>(
         if protection.contains_key(image.id.as_str()) {
             continue;
         }
-        let first_seen = input
-            .usage
-            .first_seen
-            .get(&image.id)
-            .copied()
-            .unwrap_or(input.now);
+        let first_seen = first_seen(image, input);
         if image.tags.is_empty() {
             if let Some(age) = limits.dangling_min_age
                 && input.now - first_seen >= age

@@ -26,10 +26,15 @@ struct Setup {
 }
 
 fn setup(images: &str) -> Setup {
+    setup_with(1, images)
+}
+
+/// [`setup`], with `concurrency` pulls at once.
+fn setup_with(concurrency: usize, images: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[state]\nfile = \"state.json\"\n[pull]\nretries = 2\nbackoff = \"1s\"\n\
-         backoff_max = \"4s\"\nconcurrency = 1\n{images}"
+         backoff_max = \"4s\"\nconcurrency = {concurrency}\n{images}"
     );
     let config = Config::parse(&dir.path().join("config.toml"), &text).unwrap();
     let registry = FakeRegistry::default();
@@ -233,32 +238,17 @@ async fn a_first_pull_pin_is_saved_and_the_next_run_asks_no_registry() {
 
 #[tokio::test(start_paused = true)]
 async fn two_names_of_one_content_are_pulled_one_after_the_other_and_others_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let text = "[state]\nfile = \"state.json\"\n[pull]\nconcurrency = 4\n\
-                [[image]]\nname = \"r.example/a:1\"\npin = \"follow\"\n\
-                [[image]]\nname = \"r.example/a2:1\"\npin = \"follow\"\n\
-                [[image]]\nname = \"r.example/b:1\"\npin = \"follow\"\n";
-    let config = Config::parse(&dir.path().join("config.toml"), text).unwrap();
-    let registry = FakeRegistry::default();
-    let session =
-        Session::with_registry(config, None, State::default(), Box::new(registry.clone())).unwrap();
-    let engine = FakeEngine::default();
-    for (name, c) in [
-        ("r.example/a:1", 'a'),
-        ("r.example/a2:1", 'a'),
-        ("r.example/b:1", 'b'),
-    ] {
-        registry.set(name, &digest(c));
-        engine.serve(&digest(c));
-    }
+    let a2 = "[[image]]\nname = \"r.example/a2:1\"\npin = \"follow\"\n";
+    let s = setup_with(4, &format!("{FOLLOW_A}{a2}{FOLLOW_B}"));
+    s.publish();
+    s.registry.set("r.example/a2:1", &digest('a'));
+    let engine = &s.engine;
     engine.set_pull_time(Duration::from_secs(10));
-    let puller = session.puller(
-        &engine,
-        Shutdown::new(),
-        InFlight::default(),
-        PinUpkeep::Command,
-    );
-    let outcomes = puller.converge(&session.pinned).await.unwrap();
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
     assert!(outcomes.iter().all(Outcome::is_ok), "{outcomes:?}");
     // a and a2 share their content: never at once; b goes beside them.
     assert_eq!(engine.most_at_once(), 2);
