@@ -373,16 +373,19 @@ fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
         "{origin:#?}"
     );
     let digest = e["digest"].as_str().unwrap().to_owned();
-    std::thread::sleep(Duration::from_millis(300));
-    let mirror_log = std::fs::read_to_string(&log_path).unwrap();
+    // The registry logs a request when its response is complete; wait for the manifest's line
+    // rather than for a fixed time (a busy CI host once took longer than 300 ms).
+    let manifest_line = format!("/v2/stowage-test/beta/manifests/{digest}");
+    let mirror_log = wait_for_log(&log_path, &manifest_line);
     // Only content comes from the mirror: the tag is resolved at the origin, never the mirror.
     assert!(
         !mirror_log.contains("/v2/stowage-test/beta/manifests/1 "),
         "the mirror was asked for the tag: {mirror_log}"
     );
     assert!(
-        mirror_log.contains(&format!("/v2/stowage-test/beta/manifests/{digest}")),
-        "{mirror_log}"
+        mirror_log.contains(&manifest_line),
+        "no {manifest_line} in the mirror's requests: {:#?}",
+        request_lines(&mirror_log)
     );
     // The local name is the origin's, pointing at the pinned content.
     assert!(env.has_image(&name));
@@ -511,4 +514,35 @@ fn a_registry_that_cannot_be_asked_leaves_the_present_image_alone() {
         "{out:?}"
     );
     env.purge_images(&[name]);
+}
+
+/// The text of the registry log at `path` once it holds `needle`, or after 10 s.
+fn wait_for_log(path: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A registry log's requests, one `METHOD uri` per line, for failure messages.
+fn request_lines(log: &str) -> Vec<String> {
+    let field = |line: &str, key: &str| {
+        line.split(key)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|v| v.trim_matches('"').to_owned())
+    };
+    log.lines()
+        .filter_map(|l| {
+            Some(format!(
+                "{} {}",
+                field(l, "http.request.method=")?,
+                field(l, "http.request.uri=")?
+            ))
+        })
+        .collect()
 }

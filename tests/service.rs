@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Daemon, Scratch, engine_lock, env, fresh_repo, is_event};
+use crate::support::{
+    Daemon, Scratch, engine_lock, env, free_port, fresh_repo, http_get, is_event,
+};
 
 const LIVENESS: Duration = Duration::from_secs(90);
 
@@ -199,6 +201,143 @@ fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     let (code, _) = daemon.terminate(LIVENESS);
     assert_eq!(code, 0);
     env.remove_images(&[first, added]);
+}
+
+/// The state file's lock, held by another process (`flock`, as a `stowage pull` run by hand
+/// would hold it) until dropped.
+struct HeldLock(std::process::Child);
+
+impl HeldLock {
+    fn take(path: &Path) -> HeldLock {
+        // --close: the lock stays with flock itself, not its `sleep`, so killing flock frees it.
+        let child = std::process::Command::new("flock")
+            .arg("--close")
+            .arg(path)
+            .args(["sleep", "600"])
+            .spawn()
+            .expect("flock (util-linux) runs");
+        // flock creates the file, then takes the lock: wait until the lock is held.
+        let start = Instant::now();
+        while std::process::Command::new("flock")
+            .args(["--nonblock", "--conflict-exit-code", "9"])
+            .arg(path)
+            .arg("true")
+            .status()
+            .unwrap()
+            .code()
+            != Some(9)
+        {
+            assert!(start.elapsed() < LIVENESS, "flock never took {path:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        HeldLock(child)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `GET path` until its status is `code`; returns the body.
+fn wait_for_http(port: u16, path: &str, code: u16) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some((status, body)) = crate::support::try_http_get(port, path)
+            && status == code
+        {
+            return body;
+        }
+        assert!(
+            start.elapsed() < LIVENESS,
+            "{path} never answered {code}: {:?}",
+            crate::support::try_http_get(port, path)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_wedged_loop_turns_healthz_to_503_and_starves_the_watchdog() {
+    let _lock = engine_lock();
+    let env = env();
+    let image = env.plain_image("alpha:1");
+    env.remove_images(std::slice::from_ref(&image));
+    let scratch = Scratch::new();
+    let socket = NotifySocket::bind(&scratch.dir.path().join("notify.sock"));
+    let port = free_port();
+    let config = scratch.config(
+        "timeout = \"2s\"\nschedule = \"0 0 1 1 *\"\nready_timeout = \"10m\"",
+        std::slice::from_ref(&image),
+    );
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!("pin = \"first-pull\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    std::fs::write(&config, text).unwrap();
+    // Another process holds the state file's lock: the boot pass pulls the image, then blocks
+    // saving its first-pull pin. That wedges the pull loop.
+    let held = HeldLock::take(&scratch.dir.path().join("state.json.lock"));
+    let mut cmd = env.stowage(&config);
+    cmd.env("NOTIFY_SOCKET", scratch.dir.path().join("notify.sock"))
+        .env("WATCHDOG_USEC", "1000000");
+    let daemon = Daemon::start(cmd, &["run"]);
+
+    // Fed while healthy, at half the watchdog interval.
+    socket.wait_for("WATCHDOG=1", |l| l == "WATCHDOG=1");
+    assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_owned()));
+    // Not ready: /readyz says what systemd's STATUS says.
+    let start = Instant::now();
+    while http_get(port, "/readyz") != (503, "pulling 1 required images\n".to_owned()) {
+        assert!(
+            start.elapsed() < LIVENESS,
+            "{:?}",
+            http_get(port, "/readyz")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Wedged for longer than an attempt (2 s) and the grace (10 s): unhealthy, and unfed.
+    let body = wait_for_http(port, "/healthz", 503);
+    assert!(
+        body.starts_with("the pulls loop is stuck: pulling for "),
+        "{body}"
+    );
+    let fed = |msgs: &[String]| {
+        msgs.iter()
+            .filter(|m| m.lines().any(|l| l == "WATCHDOG=1"))
+            .count()
+    };
+    let before = fed(&socket.messages());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(fed(&socket.messages()), before, "fed while stuck");
+    assert!(
+        daemon.count(|v| v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no longer feeding the watchdog")))
+            == 1,
+        "{:#?}",
+        daemon.logs()
+    );
+
+    // The lock is released: the loop moves on, and the daemon is healthy, fed and ready.
+    drop(held);
+    assert_eq!(
+        wait_for_http(port, "/readyz", 200),
+        "ready: all 1 required images present\n"
+    );
+    wait_for_http(port, "/healthz", 200);
+    let after = fed(&socket.messages());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        fed(&socket.messages()) > after,
+        "not fed again: {:#?}\n{:#?}",
+        socket.messages(),
+        daemon.logs()
+    );
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+    env.remove_images(std::slice::from_ref(&image));
 }
 
 #[test]

@@ -26,6 +26,14 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class, for series that start at zero.
+    pub const ALL: [FailureClass; 4] = [
+        FailureClass::Auth,
+        FailureClass::NotFound,
+        FailureClass::Network,
+        FailureClass::Engine,
+    ];
+
     /// Whether another attempt may succeed. Auth and not-found failures will not fix themselves,
     /// and repeating them only spends the registry's rate limit.
     pub fn is_retryable(self) -> bool {

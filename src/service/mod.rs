@@ -3,8 +3,10 @@
 
 pub(crate) mod clock;
 pub(crate) mod daemon;
+pub(crate) mod health;
 pub(crate) mod in_flight;
 pub(crate) mod metrics;
+pub(crate) mod progress;
 pub(crate) mod pruner;
 pub(crate) mod puller;
 pub(crate) mod readiness;

@@ -17,9 +17,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::sync::Locked;
+use crate::service::health::Health;
 use crate::service::shutdown::Shutdown;
 use sd_notify::NotifyState;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How often the start timeout is extended while waiting, and by how much each time: the
 /// margin covers a busy host that wakes up late.
@@ -79,6 +80,11 @@ impl Notifier {
         }
     }
 
+    /// The last status line sent.
+    pub(crate) fn last_status(&self) -> String {
+        self.status.locked().clone()
+    }
+
     /// Whether ready was reported.
     pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
@@ -106,6 +112,38 @@ impl Notifier {
     /// Reports stopping.
     pub(crate) fn stopping(&self) {
         self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+
+    /// Feeds the service manager's watchdog (`WatchdogSec=`, seen as `WATCHDOG_USEC`) at half
+    /// its interval, but only while every loop of `health` moves: a wedged daemon goes unfed,
+    /// and systemd restarts it. Returns when `done` is triggered; at once without a watchdog.
+    pub(crate) async fn feed_watchdog(&self, health: &Health, done: &Shutdown) {
+        let Some(interval) = sd_notify::watchdog_enabled().filter(|_| self.enabled) else {
+            return;
+        };
+        let every = (interval / 2).max(Duration::from_millis(100));
+        info!(watchdog = %humantime::format_duration(interval), "feeding the service manager's watchdog");
+        let mut starved = false;
+        loop {
+            let stuck = health.stuck();
+            if stuck.is_empty() {
+                if starved {
+                    info!("every loop moves again; feeding the watchdog again");
+                    starved = false;
+                }
+                self.send(&[NotifyState::Watchdog]);
+            } else if !starved {
+                starved = true;
+                let why: Vec<String> = stuck.iter().map(ToString::to_string).collect();
+                error!(
+                    "{}; no longer feeding the watchdog, so the service manager restarts stowage",
+                    why.join("; ")
+                );
+            }
+            if !done.sleep(every).await {
+                return;
+            }
+        }
     }
 
     /// Until ready: keeps the service manager's start timeout from running out, and at

@@ -16,6 +16,7 @@ use crate::policy::config::{Config, ConfigError, PruneSettings};
 use crate::policy::lockfile::LockFile;
 use crate::policy::state::State;
 use crate::service::in_flight::InFlight;
+use crate::service::progress::Unfollowed;
 use crate::service::pruner::Pruner;
 use crate::service::puller::{PinUpkeep, Puller};
 use crate::service::shutdown::Shutdown;
@@ -139,6 +140,7 @@ impl Session {
             in_flight,
             all_pinned: &self.pinned,
             pins,
+            progress: &Unfollowed,
         }
     }
 
@@ -162,6 +164,7 @@ impl Session {
             registry: self.registry.as_ref(),
             registry_copies: Mutex::default(),
             credentials: &self.credentials,
+            progress: &Unfollowed,
         }
     }
 

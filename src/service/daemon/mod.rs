@@ -6,6 +6,7 @@
 //! pulls get `pull.shutdown_grace` to finish, and whatever is still running after that is
 //! abandoned (dropping a pull closes its connection, and the engine cancels it).
 
+mod beats;
 mod prunes;
 mod pulls;
 mod start;
@@ -21,13 +22,16 @@ use tracing::{error, info, warn};
 use crate::io::engine::{Engine, Store};
 use crate::policy::config::Config;
 use crate::policy::schedule::splay_offset;
+use crate::service::health::Health;
 use crate::service::in_flight::InFlight;
-use crate::service::metrics::Metrics;
+use crate::service::metrics::{Metrics, Probes};
 use crate::service::puller::PinUpkeep;
 use crate::service::readiness::Notifier;
 use crate::service::session::{Loaded, Session, load};
 use crate::service::shutdown::Shutdown;
 use crate::service::uses::watch_uses;
+
+use beats::{PruneBeat, PullBeat};
 
 pub(crate) use start::{StartError, start};
 
@@ -40,8 +44,7 @@ pub(crate) use start::{StartError, start};
 pub(crate) async fn run<E: Engine + Store>(
     session: Session,
     engine: E,
-    notifier: &Notifier,
-    metrics: &Metrics,
+    probes: &Probes,
     reloads: &mut mpsc::Receiver<()>,
     shutdown: &Shutdown,
 ) {
@@ -49,8 +52,9 @@ pub(crate) async fn run<E: Engine + Store>(
     let mut first = session.config.pull.on_boot.then_some("boot");
     let daemon = Daemon {
         engine: &engine,
-        notifier,
-        metrics,
+        notifier: &probes.notifier,
+        metrics: &probes.metrics,
+        health: &probes.health,
     };
     while let Some(next) = daemon.run_session(&session, first, reloads, shutdown).await {
         session = next;
@@ -64,6 +68,7 @@ struct Daemon<'a, E> {
     engine: &'a E,
     notifier: &'a Notifier,
     metrics: &'a Metrics,
+    health: &'a Health,
 }
 
 impl<E: Engine + Store> Daemon<'_, E> {
@@ -79,13 +84,19 @@ impl<E: Engine + Store> Daemon<'_, E> {
         // This config's work stops with the process, and also when a reload replaces it.
         let stop = shutdown.child();
         let in_flight = InFlight::default();
-        let puller = session.puller(
-            self.engine,
-            stop.clone(),
-            in_flight.clone(),
-            PinUpkeep::Daemon,
-        );
-        let work = self.work(session, &puller, first, &stop);
+        let beat = PullBeat {
+            heartbeat: self.health.heartbeat("pulls"),
+            attempt: session.config.pull.timeout,
+        };
+        let puller = session
+            .puller(
+                self.engine,
+                stop.clone(),
+                in_flight.clone(),
+                PinUpkeep::Daemon,
+            )
+            .followed_by(&beat);
+        let work = self.work(session, &puller, &beat, first, &stop);
         tokio::pin!(work);
         // A reload under way: polled beside the work and the shutdown, so neither waits on it
         // (it asks the engine, which may be slow).
@@ -139,6 +150,7 @@ impl<E: Engine + Store> Daemon<'_, E> {
         &self,
         session: &Session,
         puller: &crate::service::puller::Puller<'_, E>,
+        beat: &PullBeat,
         first: Option<&str>,
         stop: &Shutdown,
     ) {
@@ -156,19 +168,25 @@ impl<E: Engine + Store> Daemon<'_, E> {
                 watch_uses(self.engine, &session.state, &config.state_file, stop).await;
             }
         };
-        let pulls = pulls::Pulls::new(session, puller, self.notifier, self.metrics, offset);
+        let pulls = pulls::Pulls::new(session, puller, self.notifier, self.metrics, beat, offset);
         // Pulls and prunes run side by side: a long pull (a slow registry, a big image) must
         // not hold off a prune while the disk fills, nor a long prune cycle delay a scheduled
         // pull. They share the in-flight set, so a prune never removes what a pull is fetching.
         let prunes = async {
             if let Some(settings) = &config.prune {
-                let pruner = session.pruner(
-                    self.engine,
-                    settings,
-                    puller.in_flight.clone(),
-                    stop.clone(),
-                );
-                prunes::serve_prunes(&pruner, self.metrics, offset).await;
+                let beat = PruneBeat {
+                    heartbeat: self.health.heartbeat("prunes"),
+                    pull: config.pull.timeout,
+                };
+                let pruner = session
+                    .pruner(
+                        self.engine,
+                        settings,
+                        puller.in_flight.clone(),
+                        stop.clone(),
+                    )
+                    .followed_by(&beat);
+                prunes::serve_prunes(&pruner, &beat, self.metrics, offset).await;
             }
         };
         tokio::join!(pulls.serve(first), prunes, watch);

@@ -5,10 +5,12 @@ use std::time::Duration;
 use chrono::{DateTime, Local};
 use tracing::{error, info, warn};
 
+use super::beats::{PruneBeat, napping};
 use crate::io::engine::Store;
 use crate::io::host::disk_of;
 use crate::model::image::Disk;
 use crate::service::clock;
+use crate::service::health::Heartbeat;
 use crate::service::metrics::Metrics;
 use crate::service::pruner::Pruner;
 use crate::service::shutdown::Shutdown;
@@ -23,9 +25,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// once a minute), until stopped.
 pub(super) async fn serve_prunes<S: Store>(
     pruner: &Pruner<'_, S>,
+    beat: &PruneBeat,
     metrics: &Metrics,
     offset: Duration,
 ) {
+    metrics.prunes_configured(pruner.settings.limits.high_watermark);
     let data_root = pruner.store.data_root().await.ok().flatten();
     let mut next = pruner.settings.schedule.next_after(&clock::now(), offset);
     match next {
@@ -39,7 +43,15 @@ pub(super) async fn serve_prunes<S: Store>(
     }
     let mut last_watermark_prune: Option<std::time::Instant> = None;
     loop {
+        // Without a schedule, wake up only for the watermark.
+        let at = next.unwrap_or_else(|| clock::now() + chrono::Duration::days(3650));
         let over_watermark = || {
+            napping(
+                &beat.heartbeat,
+                "waiting for the next prune cycle",
+                at,
+                MAX_SLEEP,
+            );
             let Some(disk) = data_root.as_deref().and_then(disk_of) else {
                 return false;
             };
@@ -47,8 +59,12 @@ pub(super) async fn serve_prunes<S: Store>(
             above_high_watermark(pruner, disk)
                 && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         };
-        // Without a schedule, wake up only for the watermark.
-        let at = next.unwrap_or_else(|| clock::now() + chrono::Duration::days(3650));
+        napping(
+            &beat.heartbeat,
+            "waiting for the next prune cycle",
+            at,
+            MAX_SLEEP,
+        );
         let watermark = match sleep_until_or(at, &pruner.stop, over_watermark).await {
             Wake::Stopped => return,
             Wake::Due => false,
@@ -56,9 +72,13 @@ pub(super) async fn serve_prunes<S: Store>(
         };
         let trigger = if watermark { "watermark" } else { "schedule" };
         info!(trigger, "prune cycle started");
+        beat.planning();
         match pruner.cycle(false).await {
             Ok(cycle) => metrics.prune(trigger, &cycle),
-            Err(f) => error!("prune cycle failed: engine: {f}"),
+            Err(f) => {
+                metrics.engine_up(false);
+                error!("prune cycle failed: engine: {f}");
+            }
         }
         if let Some(disk) = data_root.as_deref().and_then(disk_of) {
             metrics.disk(disk.used, disk.total);
@@ -105,9 +125,19 @@ async fn sleep_until_or(
     }
 }
 
-/// Sleeps until `at`; false when stopped first.
-pub(super) async fn sleep_until(at: DateTime<Local>, stop: &Shutdown) -> bool {
-    !matches!(sleep_until_or(at, stop, || false).await, Wake::Stopped)
+/// Sleeps until `at`, beating `heartbeat` (`doing`) at every nap; false when stopped first.
+pub(super) async fn sleep_until(
+    at: DateTime<Local>,
+    stop: &Shutdown,
+    heartbeat: &Heartbeat,
+    doing: &'static str,
+) -> bool {
+    napping(heartbeat, doing, at, MAX_SLEEP);
+    let nap = || {
+        napping(heartbeat, doing, at, MAX_SLEEP);
+        false
+    };
+    !matches!(sleep_until_or(at, stop, nap).await, Wake::Stopped)
 }
 
 /// Whether the data root's filesystem is above the high watermark.

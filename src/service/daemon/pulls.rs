@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Local};
 use tracing::{debug, error, info, warn};
 
+use super::beats::PullBeat;
 use super::prunes::sleep_until;
 use crate::decide::outcome::{Outcome, Summary};
 use crate::decide::pin::Pinned;
@@ -64,6 +65,8 @@ pub(super) struct Pulls<'a, E> {
     pub(super) puller: &'a Puller<'a, E>,
     pub(super) notifier: &'a Notifier,
     pub(super) metrics: &'a Metrics,
+    /// The pull loop's heartbeat.
+    pub(super) beat: &'a PullBeat,
     /// This host's fixed delay after each scheduled time.
     pub(super) offset: Duration,
     /// Every required image's name, for the presence series.
@@ -80,6 +83,7 @@ impl<'a, E: Engine> Pulls<'a, E> {
         puller: &'a Puller<'a, E>,
         notifier: &'a Notifier,
         metrics: &'a Metrics,
+        beat: &'a PullBeat,
         offset: Duration,
     ) -> Self {
         Pulls {
@@ -87,6 +91,7 @@ impl<'a, E: Engine> Pulls<'a, E> {
             puller,
             notifier,
             metrics,
+            beat,
             offset,
             required: session
                 .pinned
@@ -120,10 +125,16 @@ impl<'a, E: Engine> Pulls<'a, E> {
         while !stop.is_triggered() {
             let Some((at, group)) = self.next_wake(&groups) else {
                 // Nothing scheduled: idle until stopped.
+                self.beat.heartbeat.idle("nothing scheduled");
                 stop.triggered().await;
                 return;
             };
-            if !sleep_until(at, stop).await {
+            let doing = if group.is_some() {
+                "waiting for the next pull"
+            } else {
+                "waiting to retry missing images"
+            };
+            if !sleep_until(at, stop, &self.beat.heartbeat, doing).await {
                 return;
             }
             match group {
@@ -179,8 +190,9 @@ impl<'a, E: Engine> Pulls<'a, E> {
     /// retry.
     async fn pass(&mut self, trigger: &str, images: &[Pinned]) {
         let outcomes = pass(self.puller, trigger, images).await;
-        if let Some(outcomes) = &outcomes {
-            self.metrics.pass(trigger, outcomes);
+        match &outcomes {
+            Some(outcomes) => self.metrics.pass(trigger, outcomes),
+            None => self.metrics.engine_up(false),
         }
         self.shortfall.record(images, outcomes.as_deref());
         let missing = self.shortfall.list();

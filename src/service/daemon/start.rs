@@ -1,7 +1,6 @@
 //! Starting the daemon: SIGHUP, the metrics endpoint and readiness from the first moment, then
 //! the engine, waited for as long as it takes, then [`super::run`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -10,7 +9,7 @@ use tracing::warn;
 use crate::io::engine::docker::{ConnectError, DockerEngine};
 use crate::policy::config::ConfigError;
 use crate::policy::retry::RetryPolicy;
-use crate::service::metrics::{self, Metrics};
+use crate::service::metrics::{self, Metrics, Probes};
 use crate::service::readiness::Notifier;
 use crate::service::session::{Loaded, Session, SessionError};
 use crate::service::shutdown::{Attempt, Retried, Shutdown};
@@ -56,18 +55,23 @@ pub(crate) async fn start(
     let started = tokio::time::Instant::now();
     // Ends the metrics endpoint and the start-up hold once the daemon is done.
     let done = Shutdown::new();
-    let metrics = Arc::new(Metrics::new());
+    let probes = Probes::new(Metrics::new(), notifier);
+    let (notifier, metrics) = (&probes.notifier, &probes.metrics);
     // Served from the start (engine wait included), so a scrape sees a daemon that is up but
     // not ready yet.
     let listener = match config.metrics {
         Some(addr) => Some(metrics::bind(addr).await.map_err(StartError::Metrics)?),
         None => None,
     };
-    let serve_metrics = async {
-        if let Some(listener) = listener {
-            metrics::serve(listener, metrics.clone(), done.clone()).await;
-        }
-    };
+    // The listener and the watchdog run as tasks of their own, on another worker than the
+    // daemon's loops: a loop that wedges its thread must still be reported (`/healthz` 503)
+    // and leave the watchdog unfed, rather than silence both.
+    let serve_metrics =
+        listener.map(|l| tokio::spawn(metrics::serve(l, probes.clone(), done.clone())));
+    let watchdog = tokio::spawn({
+        let (probes, done) = (probes.clone(), done.clone());
+        async move { probes.notifier.feed_watchdog(&probes.health, &done).await }
+    });
     let hold = async {
         notifier.hold_start(started, ready_timeout, &done).await;
         if notifier.is_ready() {
@@ -77,7 +81,7 @@ pub(crate) async fn start(
     let daemon = async {
         let result = match shutdown.until(prepare(config, lock, host, shutdown)).await {
             Some(Ok(Some((engine, session)))) => {
-                super::run(session, engine, &notifier, &metrics, &mut reloads, shutdown).await;
+                super::run(session, engine, &probes, &mut reloads, shutdown).await;
                 Ok(())
             }
             Some(Ok(None)) | None => {
@@ -89,7 +93,11 @@ pub(crate) async fn start(
         done.trigger();
         result
     };
-    let (result, (), ()) = tokio::join!(daemon, hold, serve_metrics);
+    let (result, ()) = tokio::join!(daemon, hold);
+    // Both end with `done`.
+    for task in serve_metrics.into_iter().chain([watchdog]) {
+        let _ = task.await;
+    }
     result
 }
 

@@ -47,8 +47,7 @@ async fn until(mut done: impl FnMut() -> bool) {
 struct Daemon {
     dir: tempfile::TempDir,
     engine: FakeEngine,
-    notifier: Notifier,
-    metrics: Metrics,
+    probes: Probes,
     shutdown: Shutdown,
 }
 
@@ -63,8 +62,7 @@ impl Daemon {
         Daemon {
             dir,
             engine,
-            notifier: Notifier::from_env(),
-            metrics: Metrics::new(),
+            probes: Probes::new(Metrics::new(), Notifier::from_env()),
             shutdown: Shutdown::new(),
         }
     }
@@ -75,8 +73,7 @@ impl Daemon {
         let daemon = run(
             session,
             self.engine.clone(),
-            &self.notifier,
-            &self.metrics,
+            &self.probes,
             reloads,
             &self.shutdown,
         );
@@ -89,7 +86,7 @@ async fn the_boot_pass_pulls_then_reports_ready_and_a_shutdown_ends_the_daemon()
     let d = Daemon::new(&['a'], "");
     let (_tx, mut reloads) = mpsc::channel(1);
     d.run_with(&mut reloads, async {
-        until(|| d.notifier.is_ready()).await;
+        until(|| d.probes.notifier.is_ready()).await;
         assert!(d.engine.tagged("r.example/a:1").is_some());
         d.shutdown.trigger();
     })
@@ -108,8 +105,8 @@ async fn what_a_pass_leaves_missing_is_retried_until_present_and_only_then_ready
     let (_tx, mut reloads) = mpsc::channel(1);
     let driver = async {
         until(|| d.engine.pulls().len() == 2).await;
-        assert!(!d.notifier.is_ready(), "b is still missing");
-        until(|| d.notifier.is_ready()).await;
+        assert!(!d.probes.notifier.is_ready(), "b is still missing");
+        until(|| d.probes.notifier.is_ready()).await;
         assert!(d.engine.tagged("r.example/b:1").is_some());
         d.shutdown.trigger();
     };
@@ -148,7 +145,7 @@ async fn an_invalid_reload_changes_nothing() {
     let d = Daemon::new(&['a'], "");
     let (tx, mut reloads) = mpsc::channel(1);
     let driver = async {
-        until(|| d.notifier.is_ready()).await;
+        until(|| d.probes.notifier.is_ready()).await;
         std::fs::write(d.dir.path().join("config.toml"), "[pull]\nretries = -1\n").unwrap();
         tx.send(()).await.unwrap();
         // The reload is reported; the running config goes on (its next pass would pull a).
@@ -156,7 +153,7 @@ async fn an_invalid_reload_changes_nothing() {
         d.shutdown.trigger();
     };
     d.run_with(&mut reloads, driver).await;
-    let text = d.metrics.encode();
+    let text = d.probes.metrics.encode();
     assert!(
         text.contains("stowage_config_reloads_total{result=\"failed\"} 1"),
         "{text}"

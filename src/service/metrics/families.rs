@@ -108,6 +108,7 @@ pub(super) struct PresenceFamilies {
     pub(super) present: IntGaugeVec,
     pub(super) ready: IntGauge,
     pub(super) reloads: IntCounterVec,
+    pub(super) last_reload_ok: IntGauge,
 }
 
 impl PresenceFamilies {
@@ -136,6 +137,12 @@ impl PresenceFamilies {
                 "config_reloads_total",
                 "Config reloads (SIGHUP), by result: ok, failed (the running config stays)",
                 "result",
+            ),
+            last_reload_ok: gauge(
+                r,
+                "config_last_reload_successful",
+                "Whether the last config reload was applied (1; also before any) or refused (0: \
+                 the file on disk is not the config in force)",
             ),
         }
     }
@@ -223,6 +230,91 @@ impl PruneFamilies {
                 r,
                 "build_cache_freed_bytes_total",
                 "Bytes the engine reported freed by build-cache pruning",
+            ),
+        }
+    }
+}
+
+/// The daemon itself: when it started, whether the engine answers, when work last succeeded.
+#[derive(Debug, Clone)]
+pub(super) struct DaemonFamilies {
+    pub(super) engine_up: IntGauge,
+    pub(super) pull_last_success: IntGauge,
+    pub(super) prune_last_success: IntGauge,
+    pub(super) high_watermark: Gauge,
+}
+
+impl DaemonFamilies {
+    pub(super) fn new(r: &Registry) -> Self {
+        let start = gauge(
+            r,
+            "start_time_seconds",
+            "When this stowage process started (Unix time)",
+        );
+        start.set(chrono::Utc::now().timestamp());
+        DaemonFamilies {
+            engine_up: gauge(
+                r,
+                "engine_up",
+                "Whether the container engine answered the daemon's last call (1) or not (0)",
+            ),
+            pull_last_success: gauge(
+                r,
+                "pull_last_success_timestamp_seconds",
+                "When the last pull run that left every image it covered present finished (Unix \
+                 time; 0 before the first)",
+            ),
+            // Registered only by a config that prunes (see `Metrics::prunes_configured`).
+            prune_last_success: IntGauge::new(
+                "prune_last_success_timestamp_seconds",
+                "When the last prune cycle completed (Unix time; 0 before the first)",
+            )
+            .expect("a valid metric"),
+            high_watermark: Gauge::new(
+                "prune_high_watermark_ratio",
+                "The configured high watermark, as a fraction of the data root's filesystem",
+            )
+            .expect("a valid metric"),
+        }
+    }
+}
+
+/// Each required image: how it is pinned and to what, and whether its name drifted.
+#[derive(Debug, Clone)]
+pub(super) struct ImageFamilies {
+    pub(super) info: IntGaugeVec,
+    pub(super) drifted: IntGaugeVec,
+    pub(super) drift_repairs: IntCounterVec,
+}
+
+impl ImageFamilies {
+    pub(super) fn new(r: &Registry) -> Self {
+        ImageFamilies {
+            info: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "image_info",
+                        "Each required image (always 1): its pin mode (fixed, lock, first-pull, \
+                         follow) and the digest it is pinned to (empty while unknown)",
+                    ),
+                    &["image", "pin", "digest"],
+                )
+                .expect("a valid metric"),
+            ),
+            drifted: gauges(
+                r,
+                "image_drifted",
+                "Whether the image's local name points at other content than the pinned digest \
+                 after the last run (1: drift the run could not repair)",
+                "image",
+            ),
+            drift_repairs: counters(
+                r,
+                "drift_repairs_total",
+                "Times a run found an image's local name pointing at other content and pointed \
+                 it back at the pinned digest",
+                "image",
             ),
         }
     }

@@ -8,18 +8,45 @@
 mod families;
 mod serve;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use prometheus::{Registry, TextEncoder};
 
-use families::{PresenceFamilies, PruneFamilies, PullFamilies, gauges};
+use families::{
+    DaemonFamilies, ImageFamilies, PresenceFamilies, PruneFamilies, PullFamilies, gauges,
+};
 
 use crate::decide::outcome::{Outcome, PullResult};
 use crate::decide::shortfall::Missing;
+use crate::model::failure::FailureClass;
 use crate::model::sync::Locked;
+use crate::service::health::Health;
 use crate::service::pruner::{Cycle, RemovalResult};
+use crate::service::readiness::Notifier;
 
 pub(crate) use serve::{bind, serve};
+
+/// What the daemon's HTTP listener answers from: the metrics (`/metrics`), what systemd is
+/// told about readiness (`/readyz`), and whether the loops still move (`/healthz`). Cheap to
+/// clone; clones share everything.
+#[derive(Debug, Clone)]
+pub(crate) struct Probes {
+    pub(crate) metrics: Metrics,
+    pub(crate) notifier: Notifier,
+    pub(crate) health: Health,
+}
+
+impl Probes {
+    /// `metrics` and `notifier`, with no loop yet.
+    pub(crate) fn new(metrics: Metrics, notifier: Notifier) -> Probes {
+        Probes {
+            metrics,
+            notifier,
+            health: Health::new(),
+        }
+    }
+}
 
 /// Every metric the daemon exports, registered in one registry.
 #[derive(Debug, Clone)]
@@ -28,8 +55,12 @@ pub(crate) struct Metrics {
     pulls: PullFamilies,
     presence: PresenceFamilies,
     prunes: PruneFamilies,
+    daemon: DaemonFamilies,
+    images: ImageFamilies,
     /// The image names `present` has series for.
     present_names: Arc<std::sync::Mutex<Vec<String>>>,
+    /// The label values each image's `image_info` series has now.
+    info_labels: Arc<std::sync::Mutex<BTreeMap<String, [String; 2]>>>,
 }
 
 impl Default for Metrics {
@@ -44,13 +75,26 @@ impl Metrics {
         let r = Registry::new_custom(Some("stowage".to_owned()), None).expect("a valid prefix");
         let build = gauges(&r, "build_info", "The running stowage's version", "version");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        Metrics {
+        let metrics = Metrics {
             pulls: PullFamilies::new(&r),
             presence: PresenceFamilies::new(&r),
             prunes: PruneFamilies::new(&r),
+            daemon: DaemonFamilies::new(&r),
+            images: ImageFamilies::new(&r),
             present_names: Arc::default(),
+            info_labels: Arc::default(),
             registry: r,
+        };
+        // Counters that alerts take the rate or increase of start at zero, so their first
+        // event shows as an increase.
+        for class in FailureClass::ALL {
+            metrics.pulls.failures.with_label_values(&[class.as_str()]);
         }
+        for result in ["ok", "failed"] {
+            metrics.presence.reloads.with_label_values(&[result]);
+        }
+        metrics.presence.last_reload_ok.set(1);
+        metrics
     }
 
     /// The exposition text (Prometheus text format 0.0.4), as served.
@@ -60,8 +104,75 @@ impl Metrics {
             .expect("the text format encodes any gathered metric")
     }
 
+    /// Whether the engine answered the last call.
+    pub(crate) fn engine_up(&self, up: bool) {
+        self.daemon.engine_up.set(i64::from(up));
+    }
+
+    /// The config prunes: its prune series are exported, with the high watermark if any.
+    pub(crate) fn prunes_configured(&self, high_watermark: Option<f64>) {
+        // Registering twice (a reload) is refused, and changes nothing.
+        let _ = self
+            .registry
+            .register(Box::new(self.daemon.prune_last_success.clone()));
+        match high_watermark {
+            Some(high) => {
+                self.daemon.high_watermark.set(high / 100.0);
+                let _ = self
+                    .registry
+                    .register(Box::new(self.daemon.high_watermark.clone()));
+            }
+            None => {
+                let _ = self
+                    .registry
+                    .unregister(Box::new(self.daemon.high_watermark.clone()));
+            }
+        }
+    }
+
+    /// Each image a run covered: its pin and digest, and whether its name drifted.
+    fn images(&self, outcomes: &[Outcome]) {
+        let mut labels = self.info_labels.locked();
+        for o in outcomes {
+            let d = &o.decision;
+            let image = d.reference().to_string();
+            let now = [
+                d.pinned.mode.as_str().to_owned(),
+                d.digest.clone().unwrap_or_default(),
+            ];
+            if let Some(old) = labels.get(&image)
+                && *old != now
+            {
+                let _ = self
+                    .images
+                    .info
+                    .remove_label_values(&[image.as_str(), &old[0], &old[1]]);
+            }
+            self.images
+                .info
+                .with_label_values(&[image.as_str(), &now[0], &now[1]])
+                .set(1);
+            labels.insert(image.clone(), now);
+            let repaired = d.drift && o.is_ok();
+            if repaired {
+                self.images.drift_repairs.with_label_values(&[&image]).inc();
+            }
+            self.images
+                .drifted
+                .with_label_values(&[&image])
+                .set(i64::from(d.drift && !repaired));
+        }
+    }
+
     /// A finished pull run.
     pub(crate) fn pass(&self, trigger: &str, outcomes: &[Outcome]) {
+        self.engine_up(true);
+        self.images(outcomes);
+        if outcomes.iter().all(Outcome::is_ok) {
+            self.daemon
+                .pull_last_success
+                .set(chrono::Utc::now().timestamp());
+        }
         self.pulls.runs.with_label_values(&[trigger]).inc();
         self.pulls
             .last_run
@@ -103,8 +214,18 @@ impl Metrics {
         let required: Vec<&str> = required.collect();
         {
             let mut shown = self.present_names.locked();
-            for gone in shown.iter().filter(|n| !required.contains(&n.as_str())) {
+            let mut labels = self.info_labels.locked();
+            let mut gone: Vec<String> = shown.iter().chain(labels.keys()).cloned().collect();
+            gone.retain(|n| !required.contains(&n.as_str()));
+            for gone in &gone {
                 let _ = self.presence.present.remove_label_values(&[gone.as_str()]);
+                let _ = self.images.drifted.remove_label_values(&[gone.as_str()]);
+                if let Some([pin, digest]) = labels.remove(gone) {
+                    let _ = self
+                        .images
+                        .info
+                        .remove_label_values(&[gone.as_str(), &pin, &digest]);
+                }
             }
             *shown = required.iter().map(|n| (*n).to_owned()).collect();
         }
@@ -135,6 +256,10 @@ impl Metrics {
             self.prunes.build_cache_freed.inc_by(bytes);
         }
         self.prunes.prune_cycles.with_label_values(&[trigger]).inc();
+        self.engine_up(true);
+        self.daemon
+            .prune_last_success
+            .set(chrono::Utc::now().timestamp());
         let mut freed = 0;
         for r in removals {
             let rule = r.candidate.rule.name();
@@ -199,6 +324,7 @@ impl Metrics {
             .reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+        self.presence.last_reload_ok.set(i64::from(ok));
     }
 
     /// Disk use of the data root's filesystem, as last measured.
@@ -219,6 +345,141 @@ mod tests {
         text.lines()
             .find(|l| l.starts_with(metric) && l[metric.len()..].starts_with(' '))
             .map(|l| &l[metric.len() + 1..])
+    }
+
+    fn outcome(name: &str, digest: &str, drift: bool, result: PullResult) -> Outcome {
+        use crate::decide::pin::{PinMode, Pinned};
+        use crate::decide::pull_plan::{Action, Decision, Presence};
+        Outcome {
+            decision: Decision {
+                pinned: Pinned::for_tests(name, PinMode::Lock),
+                digest: Some(digest.into()),
+                state: Presence::Present,
+                local_digest: None,
+                drift,
+                action: Action::Tag,
+                reason: String::new(),
+                failure: None,
+                holder: None,
+                resolve_attempts: 0,
+            },
+            result,
+            attempts: 0,
+            elapsed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn each_image_s_pin_digest_and_drift_and_the_last_success_are_exported() {
+        let m = Metrics::new();
+        let tagged = PullResult::Tagged {
+            digest: "sha256:aa".into(),
+        };
+        let failed = PullResult::Failed {
+            class: FailureClass::Engine,
+            message: "tag refused".into(),
+        };
+        m.pass(
+            "boot",
+            &[
+                outcome("reg.example/a:1", "sha256:aa", true, tagged.clone()),
+                outcome("reg.example/b:1", "sha256:bb", true, failed),
+            ],
+        );
+        let text = m.encode();
+        let info = |image, digest| {
+            format!("stowage_image_info{{digest=\"{digest}\",image=\"{image}\",pin=\"lock\"}}")
+        };
+        assert_eq!(
+            line(&text, &info("reg.example/a:1", "sha256:aa")),
+            Some("1"),
+            "{text}"
+        );
+        // Drift repaired is counted, drift left is shown.
+        assert_eq!(
+            line(
+                &text,
+                "stowage_drift_repairs_total{image=\"reg.example/a:1\"}"
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            line(&text, "stowage_image_drifted{image=\"reg.example/a:1\"}"),
+            Some("0")
+        );
+        assert_eq!(
+            line(&text, "stowage_image_drifted{image=\"reg.example/b:1\"}"),
+            Some("1")
+        );
+        // A run with a failure is no success; the engine answered.
+        assert_eq!(
+            line(&text, "stowage_pull_last_success_timestamp_seconds"),
+            Some("0")
+        );
+        assert_eq!(line(&text, "stowage_engine_up"), Some("1"));
+        assert_eq!(
+            line(&text, "stowage_pull_failures_total{class=\"auth\"}"),
+            Some("0")
+        );
+
+        // A new digest replaces the series; a clean run is a success.
+        m.pass(
+            "schedule",
+            &[outcome("reg.example/a:1", "sha256:cc", false, tagged)],
+        );
+        let text = m.encode();
+        assert_eq!(line(&text, &info("reg.example/a:1", "sha256:aa")), None);
+        assert_eq!(
+            line(&text, &info("reg.example/a:1", "sha256:cc")),
+            Some("1")
+        );
+        let last: i64 = line(&text, "stowage_pull_last_success_timestamp_seconds")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(last > 1_700_000_000, "{last}");
+        // An image that left the config leaves every series.
+        m.presence(["reg.example/b:1"].into_iter(), &[]);
+        let text = m.encode();
+        assert_eq!(line(&text, &info("reg.example/a:1", "sha256:cc")), None);
+        assert_eq!(
+            line(&text, "stowage_image_drifted{image=\"reg.example/a:1\"}"),
+            None
+        );
+        m.engine_up(false);
+        assert_eq!(line(&m.encode(), "stowage_engine_up"), Some("0"));
+    }
+
+    #[test]
+    fn every_metric_the_alert_rules_use_is_exported() {
+        let m = Metrics::new();
+        m.prunes_configured(Some(85.0));
+        m.pass(
+            "boot",
+            &[outcome(
+                "reg.example/a:1",
+                "sha256:aa",
+                true,
+                PullResult::Kept,
+            )],
+        );
+        m.presence(["reg.example/a:1"].into_iter(), &[]);
+        let text = m.encode();
+        let rules = include_str!("../../../prometheus/alerts.yml");
+        let mut used: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("stowage_"))
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        assert!(used.len() >= 10, "{used:?}");
+        for name in used {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("# TYPE {name} "))),
+                "the alert rules use {name}, which stowage does not export"
+            );
+        }
     }
 
     #[test]

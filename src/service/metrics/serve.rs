@@ -1,4 +1,5 @@
-//! The metrics endpoint: `GET /metrics` over HTTP/1.1, a few connections at most.
+//! The daemon's HTTP listener, a few connections at most: `GET /metrics` for Prometheus,
+//! `/readyz` and `/healthz` for load balancers, orchestrators and humans.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
-use super::Metrics;
+use super::Probes;
 use crate::service::shutdown::Shutdown;
 
 /// Binds the metrics address; the error says which address failed and why.
@@ -27,8 +28,9 @@ const CONNECTION_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long one connection may live, keep-alive included (Prometheus reconnects).
 const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Serves `GET /metrics` on `listener` until `stop` is triggered.
-pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Shutdown) {
+/// Serves `probes` on `listener` until `stop` is triggered.
+pub(crate) async fn serve(listener: TcpListener, probes: Probes, stop: Shutdown) {
+    let probes = Arc::new(probes);
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Some(accepted) = stop.until(listener.accept()).await else {
@@ -49,11 +51,11 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Sh
             debug!(%peer, "metrics: too many connections; closing this one");
             continue;
         };
-        let metrics = metrics.clone();
+        let probes = probes.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(respond(&metrics, &request)) }
+                let probes = probes.clone();
+                async move { Ok::<_, Infallible>(respond(&probes, &request)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             // A client that sends no request, or keeps an idle connection, is dropped; a busy
@@ -79,24 +81,36 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: Sh
     }
 }
 
-fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn respond(probes: &Probes, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&hyper::Method::GET, "/metrics") => {
-            (StatusCode::OK, prometheus::TEXT_FORMAT, metrics.encode())
+        (&hyper::Method::GET, "/metrics") => (
+            StatusCode::OK,
+            prometheus::TEXT_FORMAT,
+            probes.metrics.encode(),
+        ),
+        (&hyper::Method::GET, "/healthz") => {
+            let (status, body) = healthz(probes);
+            (status, TEXT, body)
+        }
+        (&hyper::Method::GET, "/readyz") => {
+            let (status, body) = readyz(probes);
+            (status, TEXT, body)
         }
         (&hyper::Method::GET, "/") => (
             StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "stowage: metrics at /metrics\n".to_owned(),
+            TEXT,
+            "stowage: /metrics, /readyz, /healthz\n".to_owned(),
         ),
         (&hyper::Method::GET, _) => (
             StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found: metrics are at /metrics\n".to_owned(),
+            TEXT,
+            "not found: stowage serves /metrics, /readyz and /healthz\n".to_owned(),
         ),
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
+            TEXT,
             "only GET\n".to_owned(),
         ),
     };
@@ -105,4 +119,24 @@ fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Byte
         .header(hyper::header::CONTENT_TYPE, content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("a valid response")
+}
+
+/// 200 while every loop moves; 503 naming each stuck loop.
+fn healthz(probes: &Probes) -> (StatusCode, String) {
+    let stuck = probes.health.stuck();
+    if stuck.is_empty() {
+        return (StatusCode::OK, "ok\n".to_owned());
+    }
+    let lines: String = stuck.iter().map(|s| format!("{s}\n")).collect();
+    (StatusCode::SERVICE_UNAVAILABLE, lines)
+}
+
+/// 200 once systemd was told READY, else 503; the body is the status line systemd has.
+fn readyz(probes: &Probes) -> (StatusCode, String) {
+    let status = if probes.notifier.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, format!("{}\n", probes.notifier.last_status()))
 }

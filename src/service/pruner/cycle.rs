@@ -14,6 +14,7 @@ use crate::model::failure::Failure;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::policy::state::State;
+use crate::service::progress::Step;
 
 /// How long after a cycle's last removal to look once more for a container created in the
 /// same instant: its record can land in the engine's list a moment after the delete returned.
@@ -51,6 +52,7 @@ impl<S: Store> Pruner<'_, S> {
     async fn remove_all(&self, plan: &PrunePlan) -> Vec<Removal> {
         let mut results = Vec::with_capacity(plan.remove.len());
         for (n, c) in plan.remove.iter().enumerate() {
+            self.progress.step(Step::Removing(self.settings.pause));
             let paused = n == 0 || self.settings.pause.is_zero() || {
                 // A stop during the pause starts no removal either.
                 self.stop.sleep(self.settings.pause).await

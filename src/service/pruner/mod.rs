@@ -25,6 +25,7 @@ use crate::model::sync::Locked;
 use crate::policy::config::{Config, PruneSettings};
 use crate::policy::state::State;
 use crate::service::in_flight::InFlight;
+use crate::service::progress::Progress;
 use crate::service::shutdown::Shutdown;
 
 /// How one planned removal ended.
@@ -125,6 +126,15 @@ pub struct Pruner<'a, S> {
     pub credentials: &'a CredentialSource,
     /// Images seen served by their registry (by ID): asked once per process.
     pub registry_copies: Mutex<HashSet<String>>,
+    /// Told of each removal as the cycle goes.
+    pub(crate) progress: &'a dyn Progress,
+}
+
+impl<'a, S> Pruner<'a, S> {
+    /// This pruner, telling `progress` of each removal.
+    pub(crate) fn followed_by(self, progress: &'a dyn Progress) -> Self {
+        Pruner { progress, ..self }
+    }
 }
 
 impl<S: Store> Pruner<'_, S> {

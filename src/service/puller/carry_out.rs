@@ -17,6 +17,7 @@ use crate::io::engine::{Engine, PullRequest, Pulled};
 use crate::model::failure::{Failure, FailureClass, explain};
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
+use crate::service::progress::Step;
 use crate::service::shutdown::{Attempt, Retried};
 
 impl<E: Engine> Puller<'_, E> {
@@ -145,19 +146,7 @@ impl<E: Engine> Puller<'_, E> {
                 auth: self.auth_for(source.registry(), auth_cache).await,
                 reference: source.clone(),
             };
-            let pulled =
-                match tokio::time::timeout(self.config.pull.timeout, self.engine.pull(&request))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(Failure::new(
-                        FailureClass::Network,
-                        format!(
-                            "stowage gave up: no result within pull.timeout ({})",
-                            humantime::format_duration(self.config.pull.timeout)
-                        ),
-                    )),
-                };
+            let pulled = self.bounded(self.engine.pull(&request)).await;
             match pulled {
                 Ok(pulled) => {
                     self.name(reference, &source.to_string()).await?;
@@ -188,6 +177,25 @@ impl<E: Engine> Puller<'_, E> {
         }
     }
 
+    /// `work`, or a network failure once `pull.timeout` has passed without a result: no
+    /// attempt, a resolution or a pull, may hang a run (a registry that accepts a connection
+    /// and never answers would).
+    pub(super) async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let limit = self.config.pull.timeout;
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(Failure::new(
+                FailureClass::Network,
+                format!(
+                    "stowage gave up: no result within pull.timeout ({})",
+                    humantime::format_duration(limit)
+                ),
+            ))
+        })
+    }
+
     /// Runs `op` until it succeeds, fails for good, or the attempts run out; sleeps with
     /// backoff between attempts, and starts none once stopping. Returns the attempts made.
     pub(super) async fn with_retries<T, F, Fut>(
@@ -209,6 +217,7 @@ impl<E: Engine> Puller<'_, E> {
                     if what == Op::Pull {
                         info!(image = %image, attempt, "pulling");
                     }
+                    self.progress.step(Step::Attempt);
                     let tried = op();
                     async move {
                         match tried.await {
@@ -221,6 +230,7 @@ impl<E: Engine> Puller<'_, E> {
                     }
                 },
                 |failure, attempt, delay| {
+                    self.progress.step(Step::Retry(delay));
                     warn!(
                         image = %image,
                         class = failure.class.as_str(),

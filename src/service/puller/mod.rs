@@ -27,6 +27,7 @@ use crate::model::sync::Locked;
 use crate::policy::config::Config;
 use crate::policy::state::State;
 use crate::service::in_flight::{InFlight, InFlightGuard};
+use crate::service::progress::{Progress, Step};
 use crate::service::shutdown::{Retried, Shutdown};
 
 use carry_out::{Op, RunShared};
@@ -63,6 +64,15 @@ pub struct Puller<'a, E> {
     pub all_pinned: &'a [Pinned],
     /// Whether a finished run drops the pins of images that left the config.
     pub pins: PinUpkeep,
+    /// Told of each step as the run goes.
+    pub(crate) progress: &'a dyn Progress,
+}
+
+impl<'a, E> Puller<'a, E> {
+    /// This puller, telling `progress` of each step.
+    pub(crate) fn followed_by(self, progress: &'a dyn Progress) -> Self {
+        Puller { progress, ..self }
+    }
 }
 
 impl<E: Engine> Puller<'_, E> {
@@ -82,6 +92,7 @@ impl<E: Engine> Puller<'_, E> {
         images: &[Pinned],
         ask_registries: bool,
     ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
+        self.progress.step(Step::Planning);
         let local = self.engine.list_images().await?;
         let wants = self.wants(images, ask_registries).await;
         let aliases = self.aliases(images, &wants);
@@ -144,7 +155,7 @@ impl<E: Engine> Puller<'_, E> {
                 let platform = p.image.platform.as_deref();
                 let (result, attempts) = self
                     .with_retries(reference, Op::Resolve, || {
-                        self.registry.resolve(reference, platform)
+                        self.bounded(self.registry.resolve(reference, platform))
                     })
                     .await;
                 match result {
@@ -187,6 +198,7 @@ impl<E: Engine> Puller<'_, E> {
     /// decision in plan order.
     pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
         let shared = RunShared::default();
+        self.progress.step(Step::Planned);
         // Every pull and re-tag is in flight from now, queued ones included, until its name
         // points at the content: until then the content may carry no name the pruner would
         // know it by, or only another registry's, and the pruner must leave it alone.
@@ -210,6 +222,7 @@ impl<E: Engine> Puller<'_, E> {
                             g.start();
                         }
                         let outcome = self.carry_out(decision, shared).await;
+                        self.progress.step(Step::Settled);
                         // Saved as each image settles: a kill later in the run must not lose
                         // this pin, or the next run would resolve the tag again.
                         self.remember(std::slice::from_ref(&outcome), false);
