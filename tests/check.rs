@@ -139,3 +139,18 @@ fn usage_errors_follow_clap() {
         );
     }
 }
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = stowage().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    let expected = format!("stowage {} ({}", env!("CARGO_PKG_VERSION"), head.trim());
+    assert!(text.starts_with(&expected), "{text:?} vs {expected:?}");
+}

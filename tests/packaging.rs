@@ -60,6 +60,18 @@ fn check_installed_tree(root: &Path, unit: &str) {
     )
     .unwrap();
     assert_eq!(shipped, source);
+    // The alert rules, with their tests, as promtool reads them from the package.
+    let rules = root.join("usr/share/stowage/prometheus");
+    let out = Command::new("promtool")
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&rules)
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "the packaged alert rules: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     for doc in ["config.example.toml", "README.md", "CHANGELOG.md"] {
         assert!(
             root.join("usr/share/doc/stowage").join(doc).is_file(),

@@ -355,15 +355,28 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         unit.replace("/usr/bin/stowage", &binary.display().to_string()),
     )
     .unwrap();
-    let out = std::process::Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze (Debian's systemd package) runs");
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let verify = |path: &Path| {
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(path)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package) runs");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    verify(&path);
+    // With the Podman drop-in's settings merged in, as systemd merges a drop-in.
+    let dropin =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/podman.conf"))
+            .unwrap();
+    assert!(dropin.contains("DOCKER_HOST=unix:///run/podman/podman.sock"));
+    let merged = dir.path().join("stowage-podman.service");
+    std::fs::write(&merged, std::fs::read_to_string(&path).unwrap() + &dropin).unwrap();
+    verify(&merged);
+    assert!(unit.contains("WatchdogSec="), "the daemon feeds a watchdog");
     assert!(unit.contains("Type=notify"), "stowage reports readiness");
 }

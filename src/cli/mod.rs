@@ -16,10 +16,13 @@ use crate::service::shutdown::Shutdown;
 use error::{EXIT_FAILURE, EXIT_USAGE};
 use logging::LogFormat;
 
+/// The version and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STOWAGE_COMMIT"), ")");
+
 /// Keeps this host's container images the way the configuration declares: pre-pulls required
 /// images at boot and on a schedule, pinned to digests.
 #[derive(Debug, Parser)]
-#[command(name = "stowage", version, about, long_about = None)]
+#[command(name = "stowage", version = VERSION, about, long_about = None)]
 pub(crate) struct Cli {
     /// Configuration file.
     #[arg(long, short = 'c', global = true, env = "STOWAGE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]

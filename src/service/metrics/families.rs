@@ -8,7 +8,10 @@ use prometheus::{
 
 /// Registers `metric` in `registry` and hands it back. Names are fixed and unique, so a
 /// failure is a bug in this file.
-fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+pub(super) fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> M {
     registry
         .register(Box::new(metric.clone()))
         .expect("metric names are unique and valid");
@@ -22,7 +25,7 @@ fn counters(registry: &Registry, name: &str, help: &str, label: &str) -> IntCoun
     )
 }
 
-pub(super) fn gauges(registry: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
+fn gauges(registry: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
     register(
         registry,
         IntGaugeVec::new(Opts::new(name, help), &[label]).expect("a valid metric"),

@@ -11,10 +11,10 @@ mod serve;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use prometheus::{Registry, TextEncoder};
+use prometheus::{IntGaugeVec, Registry, TextEncoder};
 
 use families::{
-    DaemonFamilies, ImageFamilies, PresenceFamilies, PruneFamilies, PullFamilies, gauges,
+    DaemonFamilies, ImageFamilies, PresenceFamilies, PruneFamilies, PullFamilies, register,
 };
 
 use crate::decide::outcome::{Outcome, PullResult};
@@ -73,8 +73,20 @@ impl Metrics {
     /// The metrics, all at zero, named `stowage_*`.
     pub(crate) fn new() -> Metrics {
         let r = Registry::new_custom(Some("stowage".to_owned()), None).expect("a valid prefix");
-        let build = gauges(&r, "build_info", "The running stowage's version", "version");
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let build = register(
+            &r,
+            IntGaugeVec::new(
+                prometheus::Opts::new(
+                    "build_info",
+                    "The running stowage's version and the commit it was built from",
+                ),
+                &["version", "commit"],
+            )
+            .expect("a valid metric"),
+        );
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("STOWAGE_COMMIT")])
+            .set(1);
         let metrics = Metrics {
             pulls: PullFamilies::new(&r),
             presence: PresenceFamilies::new(&r),
@@ -464,10 +476,29 @@ mod tests {
             )],
         );
         m.presence(["reg.example/a:1"].into_iter(), &[]);
+        let plan = PrunePlan {
+            keep: vec![Kept {
+                id: "k".into(),
+                names: vec![],
+                size: 7,
+                protection: Protection::InUse,
+            }],
+            ..PrunePlan::default()
+        };
+        m.prune(
+            "schedule",
+            &Cycle {
+                plan,
+                removals: Vec::new(),
+                build_cache_freed: None,
+            },
+        );
         let text = m.encode();
         let rules = include_str!("../../../prometheus/alerts.yml");
         let mut used: Vec<&str> = rules
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
             .filter(|w| w.starts_with("stowage_"))
             .collect();
         used.sort_unstable();
