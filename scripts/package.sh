@@ -27,6 +27,11 @@ out=target/packages
 rm -rf "$out"
 mkdir -p "$out"
 cargo build --release --locked
+# The man page and the completions, from the CLI definition; the RPM takes the page gzipped
+# (cargo-deb compresses man pages itself).
+rm -rf target/generated
+target/release/stowage generate target/generated
+gzip -9nkf target/generated/stowage.1
 cargo deb --no-build --output "$out"
 cargo generate-rpm --output "$out"
 ls -l "$out"

@@ -104,6 +104,8 @@ ensure_test_tools() {
   command -v lintian >/dev/null || pkgs+=(lintian)
   command -v rpm >/dev/null || pkgs+=(rpm)
   command -v debootstrap >/dev/null || pkgs+=(debootstrap)
+  # The Ansible example (examples/ansible) is run with Debian's ansible-core.
+  command -v ansible-playbook >/dev/null || pkgs+=(ansible-core)
   apt_install "${pkgs[@]}"
 }
 

@@ -154,3 +154,39 @@ fn version_names_the_commit_it_was_built_from() {
     let expected = format!("stowage {} ({}", env!("CARGO_PKG_VERSION"), head.trim());
     assert!(text.starts_with(&expected), "{text:?} vs {expected:?}");
 }
+
+#[test]
+fn generate_writes_a_man_page_and_completions_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stowage().arg("generate").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = std::fs::read_to_string(dir.path().join("stowage.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH stowage"),
+        "{page}"
+    );
+    for command in ["run", "check", "plan", "pull", "prune", "pin", "status"] {
+        assert!(page.contains(command), "the man page misses {command}");
+    }
+    assert!(
+        !page.contains("generate"),
+        "the hidden command is not documented"
+    );
+    let bash = dir.path().join("stowage.bash");
+    assert!(
+        std::fs::read_to_string(&bash)
+            .unwrap()
+            .contains("--dry-run")
+    );
+    // bash parses the completion script.
+    let parsed = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&bash)
+        .status()
+        .unwrap();
+    assert!(parsed.success());
+    for file in ["_stowage", "stowage.fish"] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(text.contains("offline"), "{file}: {text}");
+    }
+}

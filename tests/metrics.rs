@@ -235,3 +235,71 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
         );
     }
 }
+
+/// Polls the metrics until `metric` reads `want`.
+fn wait_for_value(port: u16, metric: &str, want: &str) {
+    let start = Instant::now();
+    loop {
+        let (_, body) = get(port, "/metrics");
+        if value(&body, metric) == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < LIVENESS,
+            "{metric} never read {want}: {:?}",
+            value(&body, metric)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn check_updates_asks_the_registry_with_one_head_and_shows_a_moved_tag() {
+    let _lock = engine_lock();
+    let env = env();
+    // A repository of the test's own, so moving its tag disturbs no other test.
+    let tag = format!("{}:1", fresh_repo("updates"));
+    env.point_tag(&tag, "alpha:1");
+    let image = env.plain_image(&tag);
+    let scratch = Scratch::new();
+    let port = free_port();
+    let config = scratch.config("schedule = \"0 0 1 1 *\"", std::slice::from_ref(&image));
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "pin = \"first-pull\"\n[pin]\ncheck_updates = \"1s\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+        );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
+    daemon.wait_for("ready", LIVENESS, |v| is_event(v, "ready", None));
+    let metric = format!("stowage_image_update_available{{image=\"{image}\"}}");
+    wait_for_value(port, &metric, "0");
+
+    // Between two checks, only HEADs of the tag: no pull, no blob.
+    let repo = tag.split(':').next().unwrap();
+    let mark = env.plain_log_mark();
+    std::thread::sleep(Duration::from_secs(3));
+    let requests = env.plain_requests(mark);
+    let mine: Vec<&String> = requests.iter().filter(|r| r.contains(repo)).collect();
+    assert!(!mine.is_empty(), "no check in 3 s: {requests:#?}");
+    assert!(
+        mine.iter()
+            .all(|r| r.starts_with(&format!("HEAD /v2/stowage-test/{repo}/manifests/1 "))),
+        "{mine:#?}"
+    );
+    assert!(mine.len() <= 5, "more than one HEAD a second: {mine:#?}");
+
+    // The tag moves: an update is available; the pin, and the image, stay.
+    env.point_tag(&tag, "beta:1");
+    wait_for_value(port, &metric, "1");
+    let (_, body) = get(port, "/metrics");
+    assert!(
+        body.lines().any(|l| l.starts_with("stowage_image_info{")
+            && l.contains(&image)
+            && l.contains("first-pull")),
+        "{body}"
+    );
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+    env.remove_images(&[image]);
+}

@@ -160,6 +160,11 @@ fn good_images_are_pulled_and_each_bad_one_is_classified() {
             .unwrap()
             .contains(&format!("docker login {}", env.auth))
     );
+    // The registry client's own words are in the JSON, not in the sentence.
+    assert!(
+        auth["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{auth:#}"
+    );
 
     let net = by_image(&report, &down);
     assert_eq!(net["class"], "network");
@@ -183,6 +188,11 @@ fn good_images_are_pulled_and_each_bad_one_is_classified() {
         text.contains(&format!("FAILED      {down}: network:")),
         "{text}"
     );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("FAILED      {private}:")))
+        .unwrap();
+    assert!(line.ends_with("that has it"), "{line}");
     env.remove_images(&[good]);
 }
 

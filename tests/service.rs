@@ -203,41 +203,23 @@ fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     env.remove_images(&[first, added]);
 }
 
-/// The state file's lock, held by another process (`flock`, as a `stowage pull` run by hand
-/// would hold it) until dropped.
-struct HeldLock(std::process::Child);
+/// The state file's lock, held by another process (this test's, as a `stowage pull` run by
+/// hand would hold it) until dropped. No child process: one left behind would keep the test
+/// runner's output pipe open.
+struct HeldLock {
+    _file: std::fs::File,
+}
 
 impl HeldLock {
     fn take(path: &Path) -> HeldLock {
-        // --close: the lock stays with flock itself, not its `sleep`, so killing flock frees it.
-        let child = std::process::Command::new("flock")
-            .arg("--close")
-            .arg(path)
-            .args(["sleep", "600"])
-            .spawn()
-            .expect("flock (util-linux) runs");
-        // flock creates the file, then takes the lock: wait until the lock is held.
-        let start = Instant::now();
-        while std::process::Command::new("flock")
-            .args(["--nonblock", "--conflict-exit-code", "9"])
-            .arg(path)
-            .arg("true")
-            .status()
-            .unwrap()
-            .code()
-            != Some(9)
-        {
-            assert!(start.elapsed() < LIVENESS, "flock never took {path:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        HeldLock(child)
-    }
-}
-
-impl Drop for HeldLock {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .expect("the lock file");
+        file.lock().expect("an exclusive lock");
+        HeldLock { _file: file }
     }
 }
 
@@ -378,5 +360,22 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     std::fs::write(&merged, std::fs::read_to_string(&path).unwrap() + &dropin).unwrap();
     verify(&merged);
     assert!(unit.contains("WatchdogSec="), "the daemon feeds a watchdog");
+    assert!(unit.contains("\nUser=stowage\n"), "not root");
+
+    // systemd's own exposure score, recorded in docs/security.md: keep it there.
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for").nth(1))
+        .and_then(|rest| rest.split(": ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score: {text}"));
+    assert!(score <= 1.3, "exposure {score}:\n{text}");
     assert!(unit.contains("Type=notify"), "stowage reports readiness");
 }

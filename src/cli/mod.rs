@@ -94,12 +94,21 @@ pub(crate) enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Write the man page and the bash, zsh and fish completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// Where to write them.
+        dir: PathBuf,
+    },
 }
 
 impl Command {
     /// Whether the command stops on the shutdown signal (the rest are ended by it).
     fn stops_gracefully(&self) -> bool {
-        !matches!(self, Command::Check | Command::Pin { .. })
+        !matches!(
+            self,
+            Command::Check | Command::Pin { .. } | Command::Generate { .. }
+        )
     }
 }
 
@@ -158,6 +167,7 @@ pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
         Command::Status { json, offline } => {
             commands::status::status(config, host, json, offline, shutdown).await
         }
+        Command::Generate { dir } => commands::generate::generate(&dir),
     };
     match result {
         Ok(()) => 0,

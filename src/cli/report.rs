@@ -20,10 +20,18 @@ pub(super) fn short(digest: &str) -> String {
     }
 }
 
+/// The image as a table shows it: a digest in the name shortened as the DIGEST columns are
+/// (one `name:tag@sha256:...` would otherwise widen every row by 57 characters); JSON keeps
+/// the whole name.
 fn display_name(d: &Decision) -> String {
+    let full = d.pinned.image.reference.to_string();
+    let name = match full.split_once('@') {
+        Some((name, digest)) => format!("{name}@{}", short(digest)),
+        None => full,
+    };
     match &d.pinned.image.platform {
-        Some(p) => format!("{} [{p}]", d.pinned.image.reference),
-        None => d.pinned.image.reference.to_string(),
+        Some(p) => format!("{name} [{p}]"),
+        None => name,
     }
 }
 
@@ -489,6 +497,7 @@ mod tests {
                 result: PullResult::Failed {
                     class: FailureClass::NotFound,
                     message: "not found: r:1/b:1 does not exist".into(),
+                    detail: String::new(),
                 },
                 attempts: 1,
                 elapsed_ms: 10,
@@ -534,5 +543,38 @@ mod tests {
         assert_eq!(json["images"][0]["drift"], true);
         assert_eq!(json["images"][0]["pinned_digest"], D);
         assert_eq!(json["images"][0]["registry_digest"], D);
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+    use crate::decide::pin::Pinned;
+
+    #[test]
+    fn a_digest_in_a_name_is_shortened_in_tables_and_whole_in_json() {
+        let digest = "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+        let name = format!("r.example/app:1@{digest}");
+        let decision = Decision {
+            pinned: Pinned::for_tests(&name, PinMode::Fixed),
+            digest: Some(digest.into()),
+            state: Presence::Present,
+            local_digest: None,
+            drift: false,
+            action: Action::Keep,
+            reason: "present".into(),
+            failure: None,
+            holder: None,
+            resolve_attempts: 0,
+        };
+        let text = plan_text(std::slice::from_ref(&decision));
+        let row = text.lines().nth(1).unwrap();
+        assert!(
+            row.starts_with("r.example/app:1@sha256:abcdef012345  "),
+            "{text}"
+        );
+        assert!(!text.contains(digest), "{text}");
+        let json = plan_json(Path::new("c.toml"), &[decision], None);
+        assert!(json.contains(&name), "{json}");
     }
 }

@@ -6,4 +6,5 @@ pub(crate) mod pin;
 pub(crate) mod prune_plan;
 pub(crate) mod pull_plan;
 pub(crate) mod shortfall;
+pub(crate) mod updates;
 pub(crate) mod usage;

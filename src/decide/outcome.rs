@@ -30,8 +30,11 @@ pub enum PullResult {
     Failed {
         /// Which kind of failure.
         class: FailureClass,
-        /// What to do about it, with the engine's or registry's words.
+        /// What happened and what to do about it, in a sentence.
         message: String,
+        /// The engine's or the registry client's own words, for JSON and debug logs.
+        #[serde(skip_serializing_if = "String::is_empty")]
+        detail: String,
     },
     /// Not attempted because stowage was stopping.
     Skipped,

@@ -110,6 +110,10 @@ impl Serialize for Decision {
         map.serialize_entry("drift", &self.drift)?;
         map.serialize_entry("action", &self.action)?;
         map.serialize_entry("reason", &self.reason)?;
+        if let Some(f) = &self.failure {
+            // The registry client's own words, which the one-line reason leaves out.
+            map.serialize_entry("detail", &f.detail)?;
+        }
         map.end()
     }
 }

@@ -179,6 +179,7 @@ mod tests {
         PullResult::Failed {
             class: FailureClass::Network,
             message: "down".into(),
+            detail: String::new(),
         }
     }
 

@@ -237,7 +237,10 @@ pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
              registry host in the name if the image lives elsewhere",
         );
     }
-    if !failure.detail.is_empty() {
+    // The engine's own words are all there is to say about an engine failure. For the other
+    // classes the sentence and its advice are the message; the registry client's raw words
+    // (`Not authorized: url ...`, `OCI API errors`) go to the JSON and the debug log instead.
+    if failure.class == FailureClass::Engine && !failure.detail.is_empty() {
         text.push_str(" (");
         text.push_str(failure.detail.trim());
         text.push(')');
@@ -382,5 +385,25 @@ mod tests {
         );
         assert!(text.contains("docker login 127.0.0.1:5102"));
         assert!(!text.contains("Docker Hub"));
+    }
+
+    #[test]
+    fn the_one_line_message_leaves_raw_client_words_out_but_keeps_the_engine_s() {
+        let image: ImageRef = "127.0.0.1:5102/t/p:1".parse().unwrap();
+        let raw = "Not authorized: url http://127.0.0.1:5102/v2/t/p/manifests/1";
+        let text = explain(&image, &Failure::new(FailureClass::Auth, raw));
+        assert!(!text.contains("Not authorized"), "{text}");
+        assert!(text.ends_with("that has it"), "{text}");
+        let text = explain(
+            &image,
+            &Failure::new(FailureClass::Network, "OCI API errors: [..]"),
+        );
+        assert!(!text.contains("OCI API errors"), "{text}");
+        // An engine failure's own words are the only account of it.
+        let text = explain(
+            &image,
+            &Failure::new(FailureClass::Engine, "no space left on device"),
+        );
+        assert!(text.ends_with("(no space left on device)"), "{text}");
     }
 }

@@ -129,6 +129,11 @@ impl Daemon {
     }
 
     /// Sends SIGHUP: reload the config.
+    /// The process ID, for a signal sent by another program.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn hangup(&self) {
         let ok = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])

@@ -2,6 +2,7 @@
 //! [`super::dispatch`] turns into a message and an exit code.
 
 pub(super) mod check;
+pub(super) mod generate;
 pub(super) mod pin;
 pub(super) mod plan;
 pub(super) mod prune;

@@ -55,6 +55,9 @@ pub struct Config {
     pub prune: Option<PruneSettings>,
     /// Where the daemon serves Prometheus metrics; `None` without a `[metrics]` table.
     pub metrics: Option<std::net::SocketAddr>,
+    /// How often the daemon asks each registry whether a pinned tag moved away from its pin
+    /// (`stowage_image_update_available`); `None`: never.
+    pub check_updates: Option<Duration>,
 }
 
 /// The `[prune]` table.

@@ -56,6 +56,7 @@ pub(super) struct RawPrune {
 pub(super) struct RawPin {
     pub(super) lock_file: Option<String>,
     pub(super) require_lock: Option<Spanned<bool>>,
+    pub(super) check_updates: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

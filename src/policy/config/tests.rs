@@ -352,3 +352,29 @@ proptest! {
         prop_assert_eq!(c.pull.timeout, Duration::from_secs(secs));
     }
 }
+
+#[test]
+fn check_updates_is_an_interval_longer_than_zero() {
+    assert_eq!(parse("").unwrap().check_updates, None);
+    assert_eq!(
+        parse("[pin]\ncheck_updates = \"6h\"\n")
+            .unwrap()
+            .check_updates,
+        Some(Duration::from_secs(6 * 3600))
+    );
+    let errs = parse("[pin]\ncheck_updates = \"0s\"\n").unwrap_err();
+    assert_eq!(
+        errs,
+        [
+            "/etc/stowage/config.toml:2:17: pin.check_updates: must be longer than 0s (leave it out to never check)"
+        ]
+    );
+    let errs = parse("[pin]\ncheck_updates = \"often\"\n").unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "/etc/stowage/config.toml:2:17: pin.check_updates: invalid duration \"often\""
+        ),
+        "{errs:?}"
+    );
+}

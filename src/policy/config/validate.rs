@@ -147,6 +147,7 @@ impl<'a> Validator<'a> {
             .require_lock
             .filter(|r| *r.get_ref())
             .map(|r| line_col(self.text, r.span().start).0);
+        let check_updates = self.check_updates(raw.pin.check_updates);
         let pull = pull?;
         Some(Config {
             source: self.path.to_owned(),
@@ -158,7 +159,24 @@ impl<'a> Validator<'a> {
             registries,
             prune,
             metrics,
+            check_updates,
         })
+    }
+
+    /// `pin.check_updates`: how often to ask each registry whether a pinned tag moved.
+    fn check_updates(&mut self, raw: Option<Spanned<String>>) -> Option<Duration> {
+        let raw = raw?;
+        let span = raw.span();
+        let parses = humantime::parse_duration(raw.get_ref()).is_ok();
+        let every = self.duration("pin.check_updates", Some(raw), Duration::ZERO);
+        if parses && every.is_zero() {
+            self.problem(
+                span,
+                "pin.check_updates: must be longer than 0s (leave it out to never check)"
+                    .to_owned(),
+            );
+        }
+        (!every.is_zero()).then_some(every)
     }
 
     /// The `[[image]]` entries, in the order written.

@@ -12,6 +12,7 @@ mod pulls;
 mod start;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -189,7 +190,14 @@ impl<E: Engine + Store> Daemon<'_, E> {
                 prunes::serve_prunes(&pruner, &beat, self.metrics, offset).await;
             }
         };
-        tokio::join!(pulls.serve(first), prunes, watch);
+        let updates = async {
+            if let Some(every) = config.check_updates {
+                let heartbeat = self.health.heartbeat("updates");
+                updates::serve_updates(session, self.metrics, &heartbeat, stop, every, offset)
+                    .await;
+            }
+        };
+        tokio::join!(pulls.serve(first), prunes, watch, updates);
     }
 }
 

@@ -288,6 +288,7 @@ pub(super) struct ImageFamilies {
     pub(super) info: IntGaugeVec,
     pub(super) drifted: IntGaugeVec,
     pub(super) drift_repairs: IntCounterVec,
+    pub(super) update_available: IntGaugeVec,
 }
 
 impl ImageFamilies {
@@ -317,6 +318,13 @@ impl ImageFamilies {
                 "drift_repairs_total",
                 "Times a run found an image's local name pointing at other content and pointed \
                  it back at the pinned digest",
+                "image",
+            ),
+            update_available: gauges(
+                r,
+                "image_update_available",
+                "Whether the registry's tag has moved away from the pinned digest (1), as last \
+                 checked (pin.check_updates; lock and first-pull pins)",
                 "image",
             ),
         }

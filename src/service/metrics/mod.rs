@@ -176,6 +176,14 @@ impl Metrics {
         }
     }
 
+    /// Whether `image`'s tag has moved away from its pin, as just checked.
+    pub(crate) fn update_available(&self, image: &str, moved: bool) {
+        self.images
+            .update_available
+            .with_label_values(&[image])
+            .set(i64::from(moved));
+    }
+
     /// A finished pull run.
     pub(crate) fn pass(&self, trigger: &str, outcomes: &[Outcome]) {
         self.engine_up(true);
@@ -232,6 +240,10 @@ impl Metrics {
             for gone in &gone {
                 let _ = self.presence.present.remove_label_values(&[gone.as_str()]);
                 let _ = self.images.drifted.remove_label_values(&[gone.as_str()]);
+                let _ = self
+                    .images
+                    .update_available
+                    .remove_label_values(&[gone.as_str()]);
                 if let Some([pin, digest]) = labels.remove(gone) {
                     let _ = self
                         .images
@@ -390,6 +402,7 @@ mod tests {
         let failed = PullResult::Failed {
             class: FailureClass::Engine,
             message: "tag refused".into(),
+            detail: String::new(),
         };
         m.pass(
             "boot",
@@ -476,6 +489,7 @@ mod tests {
             )],
         );
         m.presence(["reg.example/a:1"].into_iter(), &[]);
+        m.update_available("reg.example/a:1", true);
         let plan = PrunePlan {
             keep: vec![Kept {
                 id: "k".into(),

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Puller;
 use crate::decide::outcome::{Outcome, PullResult};
@@ -64,6 +64,11 @@ impl<E: Engine> Puller<'_, E> {
         let result = PullResult::Failed {
             class,
             message: decision.reason.clone(),
+            detail: decision
+                .failure
+                .as_ref()
+                .map(|f| f.detail.clone())
+                .unwrap_or_default(),
         };
         (result, decision.resolve_attempts)
     }
@@ -84,6 +89,7 @@ impl<E: Engine> Puller<'_, E> {
                 let result = PullResult::Failed {
                     class: f.class,
                     message,
+                    detail: f.detail,
                 };
                 (result, 0)
             }
@@ -119,6 +125,7 @@ impl<E: Engine> Puller<'_, E> {
             Retried::Done(Err(failure)) | Retried::Stopped(Some(failure)) => PullResult::Failed {
                 class: failure.class,
                 message: explain(reference, &failure),
+                detail: failure.detail,
             },
         };
         (result, attempts)
@@ -231,6 +238,7 @@ impl<E: Engine> Puller<'_, E> {
                 },
                 |failure, attempt, delay| {
                     self.progress.step(Step::Retry(delay));
+                    debug!(image = %image, detail = failure.detail, "{what} failed");
                     warn!(
                         image = %image,
                         class = failure.class.as_str(),
