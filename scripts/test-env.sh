@@ -352,11 +352,14 @@ EOF
 
 # A minimal Debian root (debootstrap, about 30 s once) that the .deb is installed into, with its
 # maintainer scripts run for real, without touching this machine's own package database.
+# systemd-sysusers is there because the package creates its user with it, as on a real host
+# (an older root without it is made again).
 ensure_debian_root() {
-  [[ -x $ROOT/debian/usr/bin/dpkg ]] && return 0
+  [[ -x $ROOT/debian/usr/bin/dpkg && -x $ROOT/debian/usr/bin/systemd-sysusers ]] && return 0
   log "creating a Debian root for package tests"
   rm -rf "$ROOT/debian.tmp"
-  debootstrap --variant=minbase bookworm "$ROOT/debian.tmp" "$DEBIAN_MIRROR" >"$ROOT/debootstrap.log" 2>&1 ||
+  debootstrap --variant=minbase --include=systemd-standalone-sysusers bookworm \
+    "$ROOT/debian.tmp" "$DEBIAN_MIRROR" >"$ROOT/debootstrap.log" 2>&1 ||
     die "debootstrap failed; see $ROOT/debootstrap.log"
   rm -rf "$ROOT/debian" # a half-made one would make mv move the new root into it
   mv "$ROOT/debian.tmp" "$ROOT/debian"

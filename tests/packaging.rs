@@ -235,8 +235,9 @@ fn the_deb_installs_upgrades_keeps_the_config_and_purges_in_a_debian_root() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    // Whatever an earlier, interrupted run left.
+    // Whatever an earlier, interrupted run left, the files config management added included.
     let _ = in_root(&root, &["dpkg", "--purge", "stowage"]);
+    let _ = std::fs::remove_dir_all(root.join("etc/stowage"));
 
     dpkg(&["-i", inside]);
     // Enabled by the maintainer scripts, as debhelper's would (no systemd runs to start it).
@@ -325,7 +326,14 @@ fn the_ansible_example_installs_validates_ships_and_reloads() {
     let work = tempfile::tempdir().unwrap();
     let lock_one = lock_for(&env, work.path(), std::slice::from_ref(&first));
     let lock_two = lock_for(&env, work.path(), &[first.clone(), added.clone()]);
-    let _ = in_root(&root, &["dpkg", "--purge", "stowage"]);
+    let clean = || {
+        let _ = in_root(&root, &["dpkg", "--purge", "stowage"]);
+        // The lock and the state are not the package's: config management and the daemon
+        // put them there.
+        let _ = std::fs::remove_dir_all(root.join("etc/stowage"));
+        let _ = std::fs::remove_dir_all(root.join("var/lib/stowage"));
+    };
+    clean();
     std::fs::create_dir_all(root.join("var/lib/stowage")).unwrap();
     let port = crate::support::free_port();
     let vars = |images: &[&str], lock: &Path, reload: &str| {
@@ -397,6 +405,6 @@ fn the_ansible_example_installs_validates_ships_and_reloads() {
     assert!(env.has_image(&added), "the reload did not pull {added}");
     let (code, _) = daemon.terminate(std::time::Duration::from_secs(60));
     assert_eq!(code, 0);
-    let _ = in_root(&root, &["dpkg", "--purge", "stowage"]);
+    clean();
     env.remove_images(&[first, added]);
 }
