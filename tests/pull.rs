@@ -403,3 +403,48 @@ fn unqualified_names_are_shown_fully_qualified_with_a_hint() {
             .contains("docker.io/library/stowage-no-such-image:latest")
     );
 }
+
+/// `stowage ARGS` on a terminal of its own (`script` from util-linux), with the test engine;
+/// everything the terminal showed.
+fn on_a_terminal(env: &crate::support::Env, config: &std::path::Path, args: &str) -> String {
+    let line = format!(
+        "{} --config {} {args}",
+        assert_cmd::cargo::cargo_bin!("stowage").display(),
+        config.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("DOCKER_HOST", &env.docker_host)
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join("stowage-tests-nocreds"),
+        )
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("STOWAGE_LOG")
+        .output()
+        .expect("script (util-linux) runs");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_pull_on_a_terminal_shows_progress_and_json_logs_never_do() {
+    let _lock = engine_lock();
+    let env = env();
+    let image = env.plain_image("alpha:1");
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&image));
+    env.remove_images(std::slice::from_ref(&image));
+    let shown = on_a_terminal(&env, &config, "pull");
+    assert!(shown.contains("images ["), "no progress bar: {shown}");
+    assert!(shown.contains("1 images: 1 pulled"), "{shown}");
+    // JSON logs are for machines, even on a terminal.
+    env.remove_images(std::slice::from_ref(&image));
+    let shown = on_a_terminal(&env, &config, "--log-format json pull");
+    assert!(
+        !shown.contains("images ["),
+        "a bar among JSON logs: {shown}"
+    );
+    assert!(shown.contains("1 images: 1 pulled"), "{shown}");
+    env.remove_images(&[image]);
+}

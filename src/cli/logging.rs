@@ -16,6 +16,14 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Whether a person watches standard error: a terminal, text logs, not the journal. Only then
+/// does a command show a progress bar.
+pub(super) fn interactive(format: LogFormat) -> bool {
+    format != LogFormat::Json
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("JOURNAL_STREAM").is_none()
+}
+
 /// Installs the global subscriber. `filter` is an `EnvFilter` directive (`info`,
 /// `stowage=debug`, ...). Logs go to standard error; standard output is for command results.
 pub(super) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
@@ -23,7 +31,8 @@ pub(super) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
         EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter \"{filter}\": {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Above a progress bar while one shows (see `super::progress`).
+        .with_writer(|| super::progress::AroundTheBar)
         .with_target(false);
     let result = match format {
         LogFormat::Json => builder

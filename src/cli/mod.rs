@@ -4,6 +4,7 @@
 mod commands;
 pub(crate) mod error;
 mod logging;
+mod progress;
 mod report;
 
 use std::path::PathBuf;
@@ -159,7 +160,10 @@ pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
         Command::Run => commands::run::run(config, host, shutdown).await,
         Command::Check => commands::check::check(config),
         Command::Plan { json } => commands::plan::plan(config, host, json, shutdown).await,
-        Command::Pull { json } => commands::pull::pull(config, host, json, shutdown).await,
+        Command::Pull { json } => {
+            let bar = logging::interactive(cli.log_format);
+            commands::pull::pull(config, host, json, bar, shutdown).await
+        }
         Command::Prune { dry_run, json } => {
             commands::prune::prune(config, host, dry_run, json, shutdown).await
         }

@@ -3,15 +3,17 @@
 
 use std::time::Duration;
 
+use crate::model::reference::ImageRef;
+
 /// A step of a run or a cycle.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Step {
+pub(crate) enum Step<'a> {
     /// Reading the store and learning the digests.
     Planning,
-    /// The plan is made; carrying it out starts.
-    Planned,
+    /// The plan is made: this many images to carry out.
+    Planned(usize),
     /// An attempt at an image (a resolution or a pull) starts.
-    Attempt,
+    Attempt(&'a ImageRef),
     /// An attempt failed; the next starts after this delay.
     Retry(Duration),
     /// An image is settled, one way or another.
@@ -23,7 +25,7 @@ pub(crate) enum Step {
 /// Follows the steps of a run or a cycle. Called from the run's tasks: it must not block.
 pub(crate) trait Progress: Send + Sync {
     /// One step.
-    fn step(&self, step: Step);
+    fn step(&self, step: Step<'_>);
 }
 
 /// Nobody follows.
@@ -31,5 +33,5 @@ pub(crate) trait Progress: Send + Sync {
 pub(crate) struct Unfollowed;
 
 impl Progress for Unfollowed {
-    fn step(&self, _: Step) {}
+    fn step(&self, _: Step<'_>) {}
 }

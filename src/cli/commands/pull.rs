@@ -4,24 +4,63 @@ use std::path::Path;
 
 use super::{connect, print};
 use crate::cli::error::Error;
+use crate::cli::progress::PullBar;
 use crate::cli::report;
-use crate::decide::outcome::Summary;
+use crate::decide::outcome::{Outcome, Summary};
+use crate::io::engine::docker::DockerEngine;
 use crate::service::in_flight::InFlight;
+use crate::service::progress::{Progress, Unfollowed};
 use crate::service::puller::PinUpkeep;
+use crate::service::puller::Puller;
+use crate::service::session::Session;
 use crate::service::shutdown::Shutdown;
 
 /// Pulls once: 0 all present, 1 any failed. A `shutdown` lets pulls under way finish within
-/// `pull.shutdown_grace`, and starts no new one.
+/// `pull.shutdown_grace`, and starts no new one. With `bar`, a progress bar shows meanwhile.
 pub(crate) async fn pull(
     config: &Path,
     host: Option<&str>,
     json: bool,
+    bar: bool,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let (engine, session) = connect(config, host, shutdown).await?;
     let stop = shutdown.child();
     let in_flight = InFlight::default();
-    let puller = session.puller(&engine, stop.clone(), in_flight.clone(), PinUpkeep::Command);
+    let bar = bar.then(PullBar::show);
+    let unfollowed = Unfollowed;
+    let progress: &dyn Progress = match &bar {
+        Some(bar) => bar,
+        None => &unfollowed,
+    };
+    let puller = session
+        .puller(&engine, stop.clone(), in_flight.clone(), PinUpkeep::Command)
+        .followed_by(progress);
+    let result = converge(&session, &puller, &stop, &in_flight, shutdown).await;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let outcomes = result?;
+    print(&if json {
+        report::pull_json(&session.config.source, &outcomes)
+    } else {
+        report::pull_text(&outcomes)
+    });
+    if Summary::of(&outcomes).all_ok() {
+        Ok(())
+    } else {
+        Err(Error::Reported)
+    }
+}
+
+/// The run, drained within `pull.shutdown_grace` on a shutdown.
+async fn converge(
+    session: &Session,
+    puller: &Puller<'_, DockerEngine>,
+    stop: &Shutdown,
+    in_flight: &InFlight,
+    shutdown: &Shutdown,
+) -> Result<Vec<Outcome>, Error> {
     let work = puller.converge(&session.pinned);
     tokio::pin!(work);
     let result = match shutdown.until(&mut work).await {
@@ -42,15 +81,5 @@ pub(crate) async fn pull(
             })?
         }
     };
-    let outcomes = result.map_err(Error::Engine)?;
-    print(&if json {
-        report::pull_json(&session.config.source, &outcomes)
-    } else {
-        report::pull_text(&outcomes)
-    });
-    if Summary::of(&outcomes).all_ok() {
-        Ok(())
-    } else {
-        Err(Error::Reported)
-    }
+    result.map_err(Error::Engine)
 }

@@ -24,13 +24,13 @@ pub(super) struct PullBeat {
 }
 
 impl Progress for PullBeat {
-    fn step(&self, step: Step) {
+    fn step(&self, step: Step<'_>) {
         match step {
             Step::Planning => self.heartbeat.beat("reading the store", ENGINE_CALL),
             Step::Retry(delay) => self
                 .heartbeat
                 .beat("waiting to retry", delay.saturating_add(self.attempt)),
-            Step::Planned | Step::Attempt | Step::Settled => {
+            Step::Planned(_) | Step::Attempt(_) | Step::Settled => {
                 self.heartbeat.beat("pulling", self.attempt)
             }
             Step::Removing(_) => {}
@@ -54,7 +54,7 @@ impl PruneBeat {
 }
 
 impl Progress for PruneBeat {
-    fn step(&self, step: Step) {
+    fn step(&self, step: Step<'_>) {
         if let Step::Removing(pause) = step {
             let limit = pause
                 .saturating_add(ENGINE_CALL * 2)

@@ -224,7 +224,7 @@ impl<E: Engine> Puller<'_, E> {
                     if what == Op::Pull {
                         info!(image = %image, attempt, "pulling");
                     }
-                    self.progress.step(Step::Attempt);
+                    self.progress.step(Step::Attempt(image));
                     let tried = op();
                     async move {
                         match tried.await {

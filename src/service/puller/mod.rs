@@ -198,7 +198,7 @@ impl<E: Engine> Puller<'_, E> {
     /// decision in plan order.
     pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
         let shared = RunShared::default();
-        self.progress.step(Step::Planned);
+        self.progress.step(Step::Planned(plan.len()));
         // Every pull and re-tag is in flight from now, queued ones included, until its name
         // points at the content: until then the content may carry no name the pruner would
         // know it by, or only another registry's, and the pruner must leave it alone.
