@@ -32,7 +32,7 @@ pub use cli::main;
 pub use decide::outcome::PullResult;
 pub use io::credentials::RegistryAuth;
 pub use io::engine::docker::DockerEngine;
-pub use io::engine::{Engine, PullRequest, Pulled, Store};
+pub use io::engine::{Engine, OnBytes, PullRequest, Pulled, Store};
 pub use io::registry::{Registry, Resolver};
 pub use model::failure::{Failure, FailureClass};
 pub use model::image::{ImageStore, LocalImage, StoreImage};

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use stowage::Config;
 use stowage::DockerEngine;
 use stowage::Failure;
-use stowage::{Engine, LocalImage, PullRequest, Pulled};
+use stowage::{Engine, LocalImage, OnBytes, PullRequest, Pulled};
 use stowage::{InFlight, PullResult, Session};
 
 use crate::support::{engine_lock, env};
@@ -52,10 +52,10 @@ impl Engine for Counting {
         self.inner.list_images().await
     }
 
-    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+    async fn pull(&self, request: &PullRequest, bytes: &OnBytes<'_>) -> Result<Pulled, Failure> {
         let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(n, Ordering::SeqCst);
-        let result = self.inner.pull(request).await;
+        let result = self.inner.pull(request, bytes).await;
         self.now.fetch_sub(1, Ordering::SeqCst);
         result
     }
@@ -83,14 +83,14 @@ impl Engine for FirstWaits {
         self.inner.list_images().await
     }
 
-    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+    async fn pull(&self, request: &PullRequest, bytes: &OnBytes<'_>) -> Result<Pulled, Failure> {
         if request.reference.to_string().starts_with(&self.first) {
             while self.others_done.load(Ordering::SeqCst) < self.others {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
-            return self.inner.pull(request).await;
+            return self.inner.pull(request, bytes).await;
         }
-        let result = self.inner.pull(request).await;
+        let result = self.inner.pull(request, bytes).await;
         self.others_done.fetch_add(1, Ordering::SeqCst);
         result
     }
@@ -113,14 +113,23 @@ async fn the_engine_layer_reads_the_fields_we_rely_on() {
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
     let platform = engine.platform().await.unwrap();
     assert!(platform.starts_with("linux/"), "{platform}");
+    let reported = std::sync::Mutex::new(Vec::new());
     let pulled = engine
-        .pull(&PullRequest {
-            reference: name.parse().unwrap(),
-            platform: None,
-            auth: None,
-        })
+        .pull(
+            &PullRequest {
+                reference: name.parse().unwrap(),
+                platform: None,
+                auth: None,
+            },
+            &|done, all| reported.lock().unwrap().push((done, all)),
+        )
         .await
         .unwrap();
+    // Bytes, where the engine reports them (layers already present report none).
+    let reported = reported.into_inner().unwrap();
+    for (done, all) in &reported {
+        assert!(*all > 0 && done <= all, "{reported:?}");
+    }
     // bollard 0.21.1 does not pin the API version (bollard #736): if the engine's answers ever
     // stop filling these, fail here, loudly, rather than mis-plan.
     assert!(pulled.updated);

@@ -53,6 +53,11 @@ impl Progress for PullBar {
                 self.bar.set_message("pulling");
             }
             Step::Attempt(image) => self.bar.set_message(image.to_string()),
+            Step::Bytes(image, done, all) => self.bar.set_message(format!(
+                "{image} {}/{}",
+                indicatif::HumanBytes(done),
+                indicatif::HumanBytes(all)
+            )),
             Step::Retry(delay) => self.bar.set_message(format!(
                 "waiting {} to retry",
                 humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
@@ -93,6 +98,8 @@ mod tests {
         bar.step(Step::Planned(3));
         bar.step(Step::Attempt(&image));
         assert_eq!(bar.bar.message(), "r.example/a:1");
+        bar.step(Step::Bytes(&image, 1536, 4096));
+        assert_eq!(bar.bar.message(), "r.example/a:1 1.50 KiB/4.00 KiB");
         bar.step(Step::Settled);
         bar.step(Step::Retry(Duration::from_millis(300)));
         assert_eq!(bar.bar.message(), "waiting 1s to retry");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::io::credentials::RegistryAuth;
-use crate::io::engine::{Engine, PullRequest, Pulled, Store};
+use crate::io::engine::{Engine, OnBytes, PullRequest, Pulled, Store, unfollowed_bytes};
 use crate::io::registry::{Registry, Resolved};
 use crate::model::failure::{Failure, FailureClass};
 use crate::model::image::{ImageStore, LocalImage, StoreImage};
@@ -102,7 +102,7 @@ impl Engine for FakeEngine {
         Ok(self.0.locked().images.values().cloned().collect())
     }
 
-    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+    async fn pull(&self, request: &PullRequest, _: &OnBytes<'_>) -> Result<Pulled, Failure> {
         let name = request.reference.to_string();
         let (failure, pull_time) = {
             let mut s = self.0.locked();
@@ -219,7 +219,7 @@ impl Store for FakeEngine {
             platform: None,
             auth,
         };
-        self.pull(&request).await?;
+        self.pull(&request, &unfollowed_bytes).await?;
         for t in tags {
             let (repo, tag) = t.rsplit_once(':').unwrap_or((t, "latest"));
             self.tag(&by_digest.to_string(), repo, tag).await?;

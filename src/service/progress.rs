@@ -14,6 +14,8 @@ pub(crate) enum Step<'a> {
     Planned(usize),
     /// An attempt at an image (a resolution or a pull) starts.
     Attempt(&'a ImageRef),
+    /// A pull's bytes so far and in all, as the engine reports them.
+    Bytes(&'a ImageRef, u64, u64),
     /// An attempt failed; the next starts after this delay.
     Retry(Duration),
     /// An image is settled, one way or another.

@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{Engine, PullRequest, Pulled};
+use super::{Engine, OnBytes, PullRequest, Pulled, unfollowed_bytes};
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::{Failure, FailureClass, classify_about};
 use crate::model::image::{ImageStore, LocalImage, StoreImage};
@@ -119,7 +119,7 @@ impl Engine for DockerEngine {
             .collect())
     }
 
-    async fn pull(&self, request: &PullRequest) -> Result<Pulled, Failure> {
+    async fn pull(&self, request: &PullRequest, bytes: &OnBytes<'_>) -> Result<Pulled, Failure> {
         let from_image = request.reference.pull_ref();
         let mut options = CreateImageOptionsBuilder::new().from_image(&from_image);
         if let Some(platform) = &request.platform {
@@ -133,8 +133,17 @@ impl Engine for DockerEngine {
         let mut pulled = Pulled::default();
         let mut finished = false;
         let mut downloaded = false;
+        let mut layers = LayerBytes::default();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| failure_from(&self.host, Some(reference), e))?;
+            if let (Some(id), Some(status)) = (&info.id, &info.status) {
+                let detail = info.progress_detail.as_ref();
+                let current = detail.and_then(|d| d.current);
+                let total = detail.and_then(|d| d.total);
+                if let Some((done, all)) = layers.update(id, status, current, total) {
+                    bytes(done, all);
+                }
+            }
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                 return Err(Failure::new(
                     classify_about(reference, None, &detail),
@@ -384,7 +393,7 @@ impl super::Store for DockerEngine {
             platform: None,
             auth,
         };
-        self.pull(&request).await?;
+        self.pull(&request, &unfollowed_bytes).await?;
         let source = by_digest.pull_ref();
         for tag in tags {
             let name: ImageRef = tag
@@ -489,6 +498,43 @@ impl super::Store for DockerEngine {
     }
 }
 
+/// A pull's bytes per layer, from the engine's progress lines: `Downloading` carries the
+/// layer's bytes so far and its size; a layer done or already present counts whole.
+#[derive(Debug, Default)]
+struct LayerBytes {
+    layers: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl LayerBytes {
+    /// Takes one progress line; the new sums (downloaded, in all) when they changed.
+    fn update(
+        &mut self,
+        id: &str,
+        status: &str,
+        current: Option<i64>,
+        total: Option<i64>,
+    ) -> Option<(u64, u64)> {
+        let size = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+        let entry = match status {
+            "Downloading" => {
+                let all = size(total).filter(|t| *t > 0)?;
+                (size(current).unwrap_or(0).min(all), all)
+            }
+            "Download complete" | "Pull complete" | "Already exists" => {
+                let &(_, all) = self.layers.get(id)?;
+                (all, all)
+            }
+            _ => return None,
+        };
+        let before = self.layers.insert(id.to_owned(), entry);
+        (before != Some(entry)).then(|| {
+            self.layers
+                .values()
+                .fold((0, 0), |(d, a), (ld, la)| (d + ld, a + la))
+        })
+    }
+}
+
 /// An image ID with its algorithm: Podman lists parent IDs as bare hex.
 fn qualified_id(id: &str) -> String {
     if id.contains(':') {
@@ -534,6 +580,31 @@ fn failure_from(host: &str, image: Option<&ImageRef>, error: BollardError) -> Fa
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn layer_bytes_sum_what_the_engine_reports() {
+        let mut l = LayerBytes::default();
+        assert_eq!(l.update("a", "Pulling fs layer", None, None), None);
+        assert_eq!(
+            l.update("a", "Downloading", Some(10), Some(100)),
+            Some((10, 100))
+        );
+        assert_eq!(
+            l.update("b", "Downloading", Some(5), Some(50)),
+            Some((15, 150))
+        );
+        // Unchanged, and lines without a size, say nothing.
+        assert_eq!(l.update("b", "Downloading", Some(5), Some(50)), None);
+        assert_eq!(l.update("c", "Downloading", Some(5), None), None);
+        assert_eq!(
+            l.update("a", "Download complete", None, None),
+            Some((105, 150))
+        );
+        assert_eq!(l.update("a", "Pull complete", None, None), None);
+        // A layer never seen downloading (already present) adds nothing it cannot size.
+        assert_eq!(l.update("d", "Already exists", None, None), None);
+    }
+
     use super::*;
 
     #[test]

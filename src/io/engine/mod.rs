@@ -34,14 +34,26 @@ pub struct Pulled {
     pub updated: bool,
 }
 
+/// Told of a pull's progress: bytes downloaded, and in all (both summed over the layers the
+/// engine announced so far).
+pub type OnBytes<'a> = dyn Fn(u64, u64) + Send + Sync + 'a;
+
+/// For a pull nobody follows.
+pub(crate) fn unfollowed_bytes(_: u64, _: u64) {}
+
 /// The operations stowage needs from an engine, and no more.
 pub trait Engine: Send + Sync {
     /// Every image in the local store.
     fn list_images(&self) -> impl Future<Output = Result<Vec<LocalImage>, Failure>> + Send;
 
-    /// Pulls one image to completion. Dropping the future abandons the pull: the connection
-    /// closes and the engine cancels it.
-    fn pull(&self, request: &PullRequest) -> impl Future<Output = Result<Pulled, Failure>> + Send;
+    /// Pulls one image to completion, telling `bytes` what the engine reports downloaded so
+    /// far and in all, summed over the layers it announced. Dropping the future abandons the
+    /// pull: the connection closes and the engine cancels it.
+    fn pull(
+        &self,
+        request: &PullRequest,
+        bytes: &OnBytes<'_>,
+    ) -> impl Future<Output = Result<Pulled, Failure>> + Send;
 
     /// Points the tag `repo:tag` at the image `source` (a name, `name@digest` or an ID).
     fn tag(

@@ -30,7 +30,7 @@ impl Progress for PullBeat {
             Step::Retry(delay) => self
                 .heartbeat
                 .beat("waiting to retry", delay.saturating_add(self.attempt)),
-            Step::Planned(_) | Step::Attempt(_) | Step::Settled => {
+            Step::Planned(_) | Step::Attempt(_) | Step::Bytes(..) | Step::Settled => {
                 self.heartbeat.beat("pulling", self.attempt)
             }
             Step::Removing(_) => {}

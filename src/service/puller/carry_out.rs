@@ -153,7 +153,8 @@ impl<E: Engine> Puller<'_, E> {
                 auth: self.auth_for(source.registry(), auth_cache).await,
                 reference: source.clone(),
             };
-            let pulled = self.bounded(self.engine.pull(&request)).await;
+            let bytes = |done, all| self.progress.step(Step::Bytes(reference, done, all));
+            let pulled = self.bounded(self.engine.pull(&request, &bytes)).await;
             match pulled {
                 Ok(pulled) => {
                     self.name(reference, &source.to_string()).await?;
