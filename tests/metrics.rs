@@ -238,19 +238,9 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
 
 /// Polls the metrics until `metric` reads `want`.
 fn wait_for_value(port: u16, metric: &str, want: &str) {
-    let start = Instant::now();
-    loop {
-        let (_, body) = get(port, "/metrics");
-        if value(&body, metric) == Some(want) {
-            return;
-        }
-        assert!(
-            start.elapsed() < LIVENESS,
-            "{metric} never read {want}: {:?}",
-            value(&body, metric)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let read = || value(&get(port, "/metrics").1, metric).map(str::to_owned);
+    crate::support::poll(LIVENESS, || read().filter(|v| v == want))
+        .unwrap_or_else(|| panic!("{metric} never read {want}: {:?}", read()));
 }
 
 #[test]

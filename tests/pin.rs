@@ -518,14 +518,11 @@ fn a_registry_that_cannot_be_asked_leaves_the_present_image_alone() {
 
 /// The text of the registry log at `path` once it holds `needle`, or after 10 s.
 fn wait_for_log(path: &std::path::Path, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) || std::time::Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    crate::support::poll(Duration::from_secs(10), || {
+        Some(read()).filter(|text| text.contains(needle))
+    })
+    .unwrap_or_else(read)
 }
 
 /// A registry log's requests, one `METHOD uri` per line, for failure messages.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Daemon, Scratch, engine_lock, env, free_port, fresh_repo, http_get, is_event,
+    Daemon, Scratch, engine_lock, env, free_port, fresh_repo, http_get, is_event, poll,
 };
 
 const LIVENESS: Duration = Duration::from_secs(90);
@@ -225,20 +225,10 @@ impl HeldLock {
 
 /// Polls `GET path` until its status is `code`; returns the body.
 fn wait_for_http(port: u16, path: &str, code: u16) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some((status, body)) = crate::support::try_http_get(port, path)
-            && status == code
-        {
-            return body;
-        }
-        assert!(
-            start.elapsed() < LIVENESS,
-            "{path} never answered {code}: {:?}",
-            crate::support::try_http_get(port, path)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let answer = || crate::support::try_http_get(port, path);
+    poll(LIVENESS, || answer().filter(|(status, _)| *status == code))
+        .map(|(_, body)| body)
+        .unwrap_or_else(|| panic!("{path} never answered {code}: {:?}", answer()))
 }
 
 #[test]
@@ -269,15 +259,11 @@ fn a_wedged_loop_turns_healthz_to_503_and_starves_the_watchdog() {
     socket.wait_for("WATCHDOG=1", |l| l == "WATCHDOG=1");
     assert_eq!(http_get(port, "/healthz"), (200, "ok\n".to_owned()));
     // Not ready: /readyz says what systemd's STATUS says.
-    let start = Instant::now();
-    while http_get(port, "/readyz") != (503, "pulling 1 required images\n".to_owned()) {
-        assert!(
-            start.elapsed() < LIVENESS,
-            "{:?}",
-            http_get(port, "/readyz")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let waiting = (503, "pulling 1 required images\n".to_owned());
+    poll(LIVENESS, || {
+        crate::support::try_http_get(port, "/readyz").filter(|a| *a == waiting)
+    })
+    .unwrap_or_else(|| panic!("{:?}", http_get(port, "/readyz")));
 
     // Wedged for longer than an attempt (2 s) and the grace (10 s): unhealthy, and unfed.
     let body = wait_for_http(port, "/healthz", 503);

@@ -1,14 +1,17 @@
 //! Shared helpers for the integration tests, one concern per file: the test environment
 //! ([`env`]), the engine's image store ([`images`]), per-test scratch state ([`scratch`]),
-//! running stowage and reading its JSON ([`stowage`]), and loopback networking ([`net`]).
+//! running stowage and reading its JSON ([`stowage`]), loopback networking ([`net`]), and
+//! waiting for what comes a moment later ([`poll`]).
 
 mod env;
 mod images;
 mod net;
+mod poll;
 mod scratch;
 mod stowage;
 
 pub(crate) use env::{EngineKind, Env, engine_lock, engine_name, env};
 pub(crate) use net::{Registry, Throttle, free_port, fresh_repo, http_get, try_http_get};
+pub(crate) use poll::poll;
 pub(crate) use scratch::Scratch;
 pub(crate) use stowage::{Daemon, is_event};

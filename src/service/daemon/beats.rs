@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Local};
-
-use crate::service::clock;
 use crate::service::health::Heartbeat;
 use crate::service::progress::{Progress, Step};
 
@@ -62,16 +59,4 @@ impl Progress for PruneBeat {
             self.heartbeat.beat("removing images", limit);
         }
     }
-}
-
-/// Beats `heartbeat` before a nap of a sleep until `at`: the sleep wakes, and beats again, at
-/// least every `nap`.
-pub(super) fn napping(
-    heartbeat: &Heartbeat,
-    doing: &'static str,
-    at: DateTime<Local>,
-    nap: Duration,
-) {
-    let left = (at - clock::now()).to_std().unwrap_or(Duration::ZERO);
-    heartbeat.beat(doing, left.min(nap));
 }

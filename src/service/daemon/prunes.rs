@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Local};
 use tracing::{error, info, warn};
 
-use super::beats::{PruneBeat, napping};
+use super::beats::PruneBeat;
 use crate::io::engine::Store;
 use crate::io::host::disk_of;
 use crate::model::image::Disk;
@@ -46,12 +46,6 @@ pub(super) async fn serve_prunes<S: Store>(
         // Without a schedule, wake up only for the watermark.
         let at = next.unwrap_or_else(|| clock::now() + chrono::Duration::days(3650));
         let over_watermark = || {
-            napping(
-                &beat.heartbeat,
-                "waiting for the next prune cycle",
-                at,
-                MAX_SLEEP,
-            );
             let Some(disk) = data_root.as_deref().and_then(disk_of) else {
                 return false;
             };
@@ -59,13 +53,9 @@ pub(super) async fn serve_prunes<S: Store>(
             above_high_watermark(pruner, disk)
                 && last_watermark_prune.is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
         };
-        napping(
-            &beat.heartbeat,
-            "waiting for the next prune cycle",
-            at,
-            MAX_SLEEP,
-        );
-        let watermark = match sleep_until_or(at, &pruner.stop, over_watermark).await {
+        let doing = "waiting for the next prune cycle";
+        let woke = sleep_until_or(at, &pruner.stop, &beat.heartbeat, doing, over_watermark);
+        let watermark = match woke.await {
             Wake::Stopped => return,
             Wake::Due => false,
             Wake::Early => true,
@@ -105,10 +95,13 @@ enum Wake {
 }
 
 /// Sleeps until the wall clock reaches `at`, in naps of at most [`MAX_SLEEP`], checking `early`
-/// after each nap.
+/// after each nap. Before each nap `heartbeat` beats (`doing`, within the nap), so a sleeping
+/// loop never counts as stuck however long it sleeps.
 async fn sleep_until_or(
     at: DateTime<Local>,
     stop: &Shutdown,
+    heartbeat: &Heartbeat,
+    doing: &'static str,
     mut early: impl FnMut() -> bool,
 ) -> Wake {
     loop {
@@ -116,7 +109,9 @@ async fn sleep_until_or(
         if left.is_zero() {
             return Wake::Due;
         }
-        if !stop.sleep(left.min(MAX_SLEEP)).await {
+        let nap = left.min(MAX_SLEEP);
+        heartbeat.beat(doing, nap);
+        if !stop.sleep(nap).await {
             return Wake::Stopped;
         }
         if early() {
@@ -132,12 +127,8 @@ pub(super) async fn sleep_until(
     heartbeat: &Heartbeat,
     doing: &'static str,
 ) -> bool {
-    napping(heartbeat, doing, at, MAX_SLEEP);
-    let nap = || {
-        napping(heartbeat, doing, at, MAX_SLEEP);
-        false
-    };
-    !matches!(sleep_until_or(at, stop, nap).await, Wake::Stopped)
+    let woke = sleep_until_or(at, stop, heartbeat, doing, || false).await;
+    !matches!(woke, Wake::Stopped)
 }
 
 /// Whether the data root's filesystem is above the high watermark.

@@ -12,6 +12,7 @@ use crate::decide::updates::{checked, spread, update_available};
 use crate::model::sync::Locked;
 use crate::service::health::Heartbeat;
 use crate::service::metrics::Metrics;
+use crate::service::puller::within;
 use crate::service::session::Session;
 use crate::service::shutdown::Shutdown;
 
@@ -66,15 +67,14 @@ async fn check(session: &Session, metrics: &Metrics, p: &Pinned, limit: Duration
     let asked = session
         .registry
         .resolve(reference, p.image.platform.as_deref());
-    match tokio::time::timeout(limit, asked).await {
-        Ok(Ok(now)) => {
+    match within(limit, asked).await {
+        Ok(now) => {
             let moved = update_available(&pinned, &now.digest, now.index.as_deref());
             if moved {
                 debug!(image = %reference, pinned, tag_now = now.digest, "update available");
             }
             metrics.update_available(&reference.to_string(), moved);
         }
-        Ok(Err(f)) => debug!(image = %reference, "update check failed: {f}"),
-        Err(_) => debug!(image = %reference, "update check: no answer within pull.timeout"),
+        Err(f) => debug!(image = %reference, "update check failed: {f}"),
     }
 }

@@ -185,23 +185,12 @@ impl<E: Engine> Puller<'_, E> {
         }
     }
 
-    /// `work`, or a network failure once `pull.timeout` has passed without a result: no
-    /// attempt, a resolution or a pull, may hang a run (a registry that accepts a connection
-    /// and never answers would).
+    /// `work` within `pull.timeout` (see [`within`]).
     pub(super) async fn bounded<T>(
         &self,
         work: impl Future<Output = Result<T, Failure>>,
     ) -> Result<T, Failure> {
-        let limit = self.config.pull.timeout;
-        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(Failure::new(
-                FailureClass::Network,
-                format!(
-                    "stowage gave up: no result within pull.timeout ({})",
-                    humantime::format_duration(limit)
-                ),
-            ))
-        })
+        within(self.config.pull.timeout, work).await
     }
 
     /// Runs `op` until it succeeds, fails for good, or the attempts run out; sleeps with
@@ -320,3 +309,21 @@ impl RunShared {
 /// One credential lookup per registry and run.
 #[derive(Default)]
 struct AuthCache(Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<RegistryAuth>>>>>);
+
+/// `work`, or a network failure once `limit` (`pull.timeout`) has passed without a result: no
+/// registry question or pull may hang its loop (a registry that accepts a connection and never
+/// answers would).
+pub(crate) async fn within<T>(
+    limit: std::time::Duration,
+    work: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(Failure::new(
+            FailureClass::Network,
+            format!(
+                "stowage gave up: no result within pull.timeout ({})",
+                humantime::format_duration(limit)
+            ),
+        ))
+    })
+}

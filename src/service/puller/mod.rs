@@ -30,6 +30,7 @@ use crate::service::in_flight::{InFlight, InFlightGuard};
 use crate::service::progress::{Progress, Step};
 use crate::service::shutdown::{Retried, Shutdown};
 
+pub(crate) use carry_out::within;
 use carry_out::{Op, RunShared};
 
 /// Who keeps the state file's first-pull pins of images a run does not cover.
