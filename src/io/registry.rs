@@ -253,10 +253,15 @@ impl Resolver {
         &self,
         image: &ImageRef,
     ) -> Result<(oci_client::Client, Reference, OciAuth), Failure> {
-        let reference: Reference = image
-            .pull_ref()
-            .parse()
-            .map_err(|e| Failure::new(FailureClass::NotFound, format!("{e}")))?;
+        // Built from the parts, never parsed: parsing compiles oci-spec's reference regex, which
+        // stays resident (src/model/reference/grammar.rs says why we parse by hand).
+        let (registry, repository) = (image.registry().to_owned(), image.repository().to_owned());
+        let reference = match (image.digest(), image.tag()) {
+            (Some(digest), _) => Reference::with_digest(registry, repository, digest.to_owned()),
+            (None, tag) => {
+                Reference::with_tag(registry, repository, tag.unwrap_or("latest").to_owned())
+            }
+        };
         let auth = self.auth(image.registry()).await;
         let client = self.client_for(image.registry(), &auth)?;
         Ok((client, reference, auth))
