@@ -47,6 +47,13 @@ pub(crate) struct Cli {
     )]
     pub log_level: String,
 
+    /// Worker threads of the async runtime. One is enough for a daemon that mostly sleeps and
+    /// waits on the engine and registries (docs/benchmarks.md); more only help when several
+    /// pulls' progress streams keep one thread busy.
+    #[arg(long, global = true, env = "STOWAGE_THREADS", default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -121,7 +128,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(usize::from(cli.threads))
         .enable_all()
         .build()
     {

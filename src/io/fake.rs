@@ -36,6 +36,12 @@ struct EngineState {
     pulls: Vec<String>,
     /// Images containers use.
     in_use: HashSet<String>,
+    /// Who follows container events (`image_uses`).
+    followers: Vec<tokio::sync::mpsc::UnboundedSender<(String, i64)>>,
+    /// How many times containers were listed.
+    listings: usize,
+    /// When the first image is removed, a container starts using the second.
+    on_removal_use: Option<(String, String)>,
     /// Pulls under way now, and the most there ever were at once.
     pulling: usize,
     most_pulling: usize,
@@ -86,9 +92,21 @@ impl FakeEngine {
         self.0.locked().images.insert(id.to_owned(), image);
     }
 
-    /// A container uses the image `id`.
+    /// A container uses the image `id`; those following events are told.
     pub(crate) fn use_image(&self, id: &str) {
-        self.0.locked().in_use.insert(id.to_owned());
+        let mut s = self.0.locked();
+        s.in_use.insert(id.to_owned());
+        s.followers.retain(|f| f.send((id.to_owned(), 0)).is_ok());
+    }
+
+    /// When `removed` is removed, a container starts using `used` (a race with the pruner).
+    pub(crate) fn on_removal_use(&self, removed: &str, used: &str) {
+        self.0.locked().on_removal_use = Some((removed.to_owned(), used.to_owned()));
+    }
+
+    /// How many times containers were listed.
+    pub(crate) fn container_listings(&self) -> usize {
+        self.0.locked().listings
     }
 
     /// The image ID a pull of `digest` creates.
@@ -189,7 +207,9 @@ impl Store for FakeEngine {
     }
 
     async fn container_images(&self) -> Result<HashSet<String>, Failure> {
-        Ok(self.0.locked().in_use.clone())
+        let mut s = self.0.locked();
+        s.listings += 1;
+        Ok(s.in_use.clone())
     }
 
     async fn remove(&self, id: &str, _references: &[String]) -> Result<(), Failure> {
@@ -201,6 +221,11 @@ impl Store for FakeEngine {
             ));
         }
         s.images.remove(id);
+        let hook = s.on_removal_use.take_if(|(removed, _)| removed == id);
+        drop(s);
+        if let Some((_, used)) = hook {
+            self.use_image(&used);
+        }
         Ok(())
     }
 
@@ -247,7 +272,11 @@ impl Store for FakeEngine {
         &self,
         _since: i64,
     ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send {
-        futures_util::stream::pending()
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.0.locked().followers.push(tx);
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|event| (Ok(event), rx))
+        })
     }
 }
 

@@ -237,13 +237,21 @@ fn first_seen(image: &StoreImage, input: &PruneInput) -> i64 {
         .unwrap_or(input.now)
 }
 
-/// When an image was last used, as far as stowage knows: a recorded use, else first seen,
-/// else its creation time.
+/// When an image was last used, as far as stowage knows: a recorded use; else, for an image
+/// that arrived while stowage watched, its arrival; else (it was there before stowage watched,
+/// a new install or a lost state file) its creation time, as docuum does. Without that last
+/// fallback every such image would count as "first seen now", ties broken by ID, and a size
+/// cap would remove a random set instead of the oldest.
 fn last_use(image: &StoreImage, usage: &Usage) -> i64 {
-    usage
-        .last_used
-        .get(&image.id)
-        .or_else(|| usage.first_seen.get(&image.id))
-        .copied()
-        .unwrap_or(image.created)
+    if let Some(used) = usage.last_used.get(&image.id) {
+        return *used;
+    }
+    match usage.first_seen.get(&image.id) {
+        Some(&seen) if seen > usage.watching_since => seen,
+        // Created before it was first seen, unless the engine does not say (0) or the clock
+        // that wrote it was ahead.
+        Some(&seen) if image.created > 0 => image.created.min(seen),
+        Some(&seen) => seen,
+        None => image.created,
+    }
 }

@@ -475,3 +475,59 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// On a fresh state (every image first seen now, no use ever observed), a size cap removes
+    /// the oldest images by creation time, not a set chosen by ID.
+    #[test]
+    fn a_fresh_state_removes_the_oldest_by_creation(
+        ages in prop::collection::hash_set(1i64..100_000, 4..60),
+        keep in 1usize..4,
+    ) {
+        let images: Vec<StoreImage> = ages
+            .iter()
+            .enumerate()
+            .map(|(n, age)| image(&format!("{:08x}", n * 7919 % 1000), &[&format!("r/a:{n}")], 1, NOW - age * 60))
+            .collect();
+        let mut usage = Usage { watching_since: NOW, ..Usage::default() };
+        for i in &images {
+            usage.first_seen.insert(i.id.clone(), NOW);
+        }
+        let inp = PruneInput { images, usage, now: NOW, ..PruneInput::default() };
+        let limits = Limits {
+            min_age: 0,
+            dangling_min_age: None,
+            unused_max_age: None,
+            max_store_size: Some(keep as u64),
+            max_removals: usize::MAX,
+            ..Limits::default()
+        };
+        let plan = plan_prune(&inp, &KeepRules::default(), &limits);
+        let mut by_age: Vec<&StoreImage> = inp.images.iter().collect();
+        by_age.sort_by_key(|i| i.created);
+        let oldest: HashSet<&str> = by_age[..inp.images.len() - keep].iter().map(|i| i.id.as_str()).collect();
+        let removed: HashSet<&str> = removed(&plan).into_iter().collect();
+        prop_assert_eq!(removed, oldest);
+        // And in that order.
+        let created: Vec<i64> = plan.remove.iter().map(|c| c.last_used).collect();
+        prop_assert!(created.windows(2).all(|w| w[0] <= w[1]));
+    }
+}
+
+#[test]
+fn arrivals_while_watching_count_from_their_arrival() {
+    let mut inp = input(vec![
+        image("before", &["r/a:1"], 1, NOW - 150 * DAY),
+        image("arrived", &["r/a:2"], 1, NOW - 80 * DAY),
+    ]);
+    // `before` was there when watching began; `arrived` came (an old image) ten days ago.
+    inp.usage
+        .first_seen
+        .insert("before".into(), inp.usage.watching_since);
+    inp.usage
+        .first_seen
+        .insert("arrived".into(), NOW - 10 * DAY);
+    let by_id: ById<'_> = inp.images.iter().map(|i| (i.id.as_str(), i)).collect();
+    assert_eq!(last_use(by_id["before"], &inp.usage), NOW - 150 * DAY);
+    assert_eq!(last_use(by_id["arrived"], &inp.usage), NOW - 10 * DAY);
+}

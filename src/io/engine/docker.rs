@@ -61,7 +61,13 @@ impl DockerEngine {
                 ),
             ))
         };
-        let docker = Docker::connect_with_host(&host).map_err(|e| match e {
+        // Unix sockets through our pooled transport; tcp:// and http:// as bollard builds them.
+        let docker = if host.starts_with("unix://") {
+            super::transport::connect_unix(&host)
+        } else {
+            Docker::connect_with_host(&host)
+        };
+        let docker = docker.map_err(|e| match e {
             // The socket appears when dockerd starts: worth waiting for.
             BollardError::SocketNotFoundError(_) => unreachable(&e),
             // A malformed or unsupported address will never work: say so instead of retrying.
@@ -265,6 +271,35 @@ async fn image_store_of(docker: &Docker) -> Result<ImageStore, BollardError> {
     })
 }
 
+impl DockerEngine {
+    /// Removes one name (or the ID) of image `id`, never forced. `Ok(true)` when the engine
+    /// reports that the image itself was deleted with it; a name already gone is fine.
+    async fn remove_name(&self, name: &str, id: &str) -> Result<bool, Failure> {
+        let options = RemoveImageOptionsBuilder::new().force(false).build();
+        match self.docker.remove_image(name, Some(options), None).await {
+            Ok(items) => Ok(items.iter().any(|item| {
+                // The image's own ID among the deleted layers: the image is gone. Podman writes
+                // IDs without the `sha256:` prefix.
+                let bare = |s: &str| s.trim_start_matches("sha256:").to_owned();
+                item.deleted.as_deref().is_some_and(|d| bare(d) == bare(id))
+            })),
+            // Gone already (the last name took the image with it): fine.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            // "conflict: unable to delete ... image is being used by ..."
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Err(Failure::new(
+                FailureClass::Engine,
+                format!("the engine refused: {message}"),
+            )),
+            Err(other) => Err(failure_from(&self.host, None, other)),
+        }
+    }
+}
+
 impl super::Store for DockerEngine {
     fn image_store(&self) -> ImageStore {
         self.image_store
@@ -336,32 +371,19 @@ impl super::Store for DockerEngine {
     }
 
     async fn remove(&self, id: &str, references: &[String]) -> Result<(), Failure> {
-        let remove_one = |name: String| async move {
-            let options = RemoveImageOptionsBuilder::new().force(false).build();
-            match self.docker.remove_image(&name, Some(options), None).await {
-                Ok(_) => Ok(()),
-                // Gone already (the last name took the image with it): fine.
-                Err(BollardError::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => Ok(()),
-                // "conflict: unable to delete ... image is being used by ..."
-                Err(BollardError::DockerResponseServerError {
-                    status_code: 409,
-                    message,
-                }) => Err(Failure::new(
-                    FailureClass::Engine,
-                    format!("the engine refused: {message}"),
-                )),
-                Err(other) => Err(failure_from(&self.host, None, other)),
-            }
-        };
         if references.is_empty() {
-            return remove_one(id.to_owned()).await;
+            return self.remove_name(id, id).await.map(drop);
         }
         // By name only, never by ID: the last name takes the image with it, and a name added
         // meanwhile (a pull or a re-tag racing the cycle) keeps it, as it should.
+        let mut deleted = false;
         for reference in references {
-            remove_one(reference.clone()).await?;
+            deleted = self.remove_name(reference, id).await?;
+        }
+        // The engine says when the last name took the image with it; only when it does not
+        // say so is one more call needed to learn whether the image is gone.
+        if deleted {
+            return Ok(());
         }
         match self.docker.inspect_image(id).await {
             Err(BollardError::DockerResponseServerError {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::watch::ContainerWatch;
 use super::{Cycle, Pruner, Race, Removal, RemovalResult};
 use crate::decide::prune_plan::{Candidate, Protection, PrunePlan, being_pulled};
 use crate::decide::usage::Usage;
@@ -51,6 +52,7 @@ impl<S: Store> Pruner<'_, S> {
     /// Removes each planned image in order, pausing between removals; then heals what raced.
     async fn remove_all(&self, plan: &PrunePlan) -> Vec<Removal> {
         let mut results = Vec::with_capacity(plan.remove.len());
+        let mut watch = ContainerWatch::start(self.store);
         for (n, c) in plan.remove.iter().enumerate() {
             self.progress.step(Step::Removing(self.settings.pause));
             let paused = n == 0 || self.settings.pause.is_zero() || {
@@ -61,7 +63,7 @@ impl<S: Store> Pruner<'_, S> {
                 results.push(Removal::new(c, RemovalResult::Skipped, None));
                 continue;
             }
-            let removal = self.remove_one(c, &mut results).await;
+            let removal = self.remove_one(c, &mut watch, &mut results).await;
             results.push(removal);
         }
         if results.iter().any(|r| r.result == RemovalResult::Removed) {
@@ -73,12 +75,19 @@ impl<S: Store> Pruner<'_, S> {
         results
     }
 
-    /// Removes one image unless a container or a pull took it up since the plan. The look at
-    /// the containers also heals a race of an earlier removal of this cycle (in `earlier`).
-    async fn remove_one(&self, c: &Candidate, earlier: &mut [Removal]) -> Removal {
-        if let Ok(used) = self.store.container_images().await {
-            self.heal_races(&used, earlier).await;
-            if used.contains(&c.id) {
+    /// Removes one image unless a container or a pull took it up since the plan. A new look
+    /// at the containers also heals a race of an earlier removal of this cycle (in `earlier`).
+    async fn remove_one(
+        &self,
+        c: &Candidate,
+        watch: &mut ContainerWatch<'_, S>,
+        earlier: &mut [Removal],
+    ) -> Removal {
+        if let Some(current) = watch.current().await {
+            if current.listed {
+                self.heal_races(current.used, earlier).await;
+            }
+            if current.used.contains(&c.id) {
                 let why = "a container started using it since the plan";
                 return Removal::new(c, RemovalResult::Failed, Some(why.into()));
             }

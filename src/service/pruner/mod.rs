@@ -5,6 +5,7 @@
 mod cycle;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -87,3 +87,52 @@ async fn a_stopped_pruner_starts_no_removal_and_a_dry_run_changes_nothing() {
     );
     assert!(engine.has_image("sha256:dangling").await.unwrap());
 }
+
+/// The re-check before each removal costs one container listing per batch while no container
+/// event arrives; an event makes the next removal look again, and a container that took up a
+/// planned image since the plan keeps it.
+#[tokio::test(start_paused = true)]
+async fn one_listing_per_batch_until_a_container_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    for n in 0..10 {
+        engine.add(
+            &format!("sha256:old{n}"),
+            &[],
+            &[&format!("r.example/old@sha256:{n}")],
+        );
+    }
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let (plan, _) = pruner.plan().await.unwrap();
+    let order: Vec<String> = plan.remove.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(order.len(), 10);
+    // The first removal races a container created from the last planned image.
+    engine.on_removal_use(&order[0], &order[9]);
+    let before = engine.container_listings();
+    let cycle = pruner.cycle(false).await.unwrap();
+    let last = cycle
+        .removals
+        .iter()
+        .find(|r| r.candidate.id == order[9])
+        .unwrap();
+    assert_eq!(last.result, RemovalResult::Failed, "{last:#?}");
+    assert!(last.error.as_deref().unwrap().contains("since the plan"));
+    assert_eq!(ids(&cycle.removals, RemovalResult::Removed).len(), 9);
+    // The plan's, the batch's, one after the event, and the settling look.
+    assert_eq!(engine.container_listings() - before, 4);
+
+    // A quiet batch: the plan's, the batch's and the settling look, for any number removed.
+    for n in 0..10 {
+        engine.add(
+            &format!("sha256:new{n}"),
+            &[],
+            &[&format!("r.example/new@sha256:{n}")],
+        );
+    }
+    let before = engine.container_listings();
+    let cycle = pruner.cycle(false).await.unwrap();
+    assert_eq!(ids(&cycle.removals, RemovalResult::Removed).len(), 10);
+    assert_eq!(engine.container_listings() - before, 3);
+}
