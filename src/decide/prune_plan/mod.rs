@@ -121,6 +121,9 @@ pub struct Candidate {
     /// using is refused, not untagged).
     #[serde(skip)]
     pub references: Vec<String>,
+    /// The nearest parent image in the store: it may go only after this one is gone.
+    #[serde(skip)]
+    pub parent: Option<String>,
     /// Size in bytes.
     pub size: u64,
     /// When last used (or first seen, or created), seconds.

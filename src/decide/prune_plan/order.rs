@@ -21,6 +21,7 @@ pub(super) fn order(
             // Podman a `name@digest` is a name too. Removing a tag first there would leave an
             // image a container created meanwhile uses without its tag, the removal refused.
             references: i.digests.iter().chain(i.tags.iter()).cloned().collect(),
+            parent: i.parent.clone(),
             size: i.size,
             last_used: last_use(i, &input.usage),
             rule,

@@ -539,6 +539,7 @@ mod tests {
             id: id.into(),
             names: vec![],
             references: vec![],
+            parent: None,
             size,
             last_used: 0,
             rule,

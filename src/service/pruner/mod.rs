@@ -1,6 +1,6 @@
 //! A prune cycle against a real store: gather the facts, let [`crate::decide::prune_plan::plan_prune`]
-//! decide, then remove one image at a time, never forced, pausing between removals. One
-//! failure does not stop the cycle; every result is reported.
+//! decide, then remove, never forced: a few images at a time, or one at a time with a pause
+//! between removals. One failure does not stop the cycle; every result is reported.
 
 mod cycle;
 #[cfg(test)]

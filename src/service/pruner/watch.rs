@@ -26,13 +26,6 @@ pub(super) struct ContainerWatch<'a, S: Store> {
     stale: bool,
 }
 
-/// The images containers use right now, and whether that was a new listing (after which
-/// earlier removals are worth checking for races).
-pub(super) struct Current<'w> {
-    pub(super) used: &'w HashSet<String>,
-    pub(super) listed: bool,
-}
-
 impl<'a, S: Store> ContainerWatch<'a, S> {
     /// Starts following the engine's container events (from a second ago, so that nothing
     /// between now and the first listing is missed).
@@ -46,18 +39,17 @@ impl<'a, S: Store> ContainerWatch<'a, S> {
         }
     }
 
-    /// What containers use now: the last listing when no event came since, else a new one.
-    /// `None` when the engine cannot list its containers (the engine's own refusal to remove
-    /// a used image is then the only guard, as it always is the last).
-    pub(super) async fn current(&mut self) -> Option<Current<'_>> {
+    /// Whether a container uses image `id`: by the last listing when no event came since,
+    /// else by a new one. `false` when the engine cannot list its containers: the engine's own
+    /// refusal to remove a used image is then the guard, as it always is the last.
+    pub(super) async fn uses(&mut self, id: &str) -> bool {
         self.drain_events();
-        let listed = self.stale || self.used.is_none();
-        if listed {
+        if self.stale || self.used.is_none() {
             self.used = self.store.container_images().await.ok();
             // Without the stream, every removal lists again.
             self.stale = self.events.is_none();
         }
-        self.used.as_ref().map(|used| Current { used, listed })
+        self.used.as_ref().is_some_and(|used| used.contains(id))
     }
 
     /// Takes every event that has arrived, without waiting for more.
