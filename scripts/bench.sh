@@ -15,6 +15,7 @@
 #                                        on: start to ready and idle memory, --threads 1 vs 2
 #   scripts/bench.sh scale [N] [M] [R]   N images in the store, M of them required and
 #                                        lock-pinned: `stowage plan` vs the engine's listings
+# BEFORE=REV adds an earlier revision of stowage ("before", built in a worktree) to every round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: scripts/bench.sh prune|pull|warm|idle|scale [ARGS]}
@@ -25,6 +26,15 @@ scripts/test-env.sh up >/dev/null
 set -a; source "${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}/env.${STOWAGE_TEST_ENGINE:-docker20}"; set +a
 cargo build --release --locked --quiet
 STOWAGE=$PWD/target/release/stowage
+BEFORE=${BEFORE:-}
+STOWAGE_BEFORE=
+if [[ -n $BEFORE ]]; then
+  old_src=target/bench-old/src
+  [[ -d $old_src ]] || git worktree add --detach "$old_src" "$BEFORE" >/dev/null
+  git -C "$old_src" checkout --quiet --detach "$BEFORE"
+  CARGO_TARGET_DIR=$PWD/target/bench-old/target cargo build --release --locked --quiet --manifest-path "$old_src/Cargo.toml"
+  STOWAGE_BEFORE=$PWD/target/bench-old/target/release/stowage
+fi
 SOCK=${DOCKER_HOST#unix://}
 ENGINE_PID_FILE=$(dirname "$SOCK")/engine.pid
 
@@ -76,7 +86,7 @@ engine_calls() {
 # registry_requests FROM: manifest and blob requests in the plain registry's log after line FROM.
 mark() { wc -l <"$STOWAGE_TEST_PLAIN_LOG"; }
 registry_requests() { sleep 0.5; tail -n +"$(($1 + 1))" "$STOWAGE_TEST_PLAIN_LOG" | grep -cE '"(HEAD|GET) /v2/' || true; }
-stowage_cfg() { "$STOWAGE" --config "$1" --log-format text --log-level warn "${@:2}"; }
+stowage_cfg() { "${BIN:-$STOWAGE}" --config "$1" --log-format text --log-level warn "${@:2}"; }
 # config FILE PIN REFS [EXTRA]: a config requiring REFS with `pin = PIN` ("lock": none written).
 config() {
   { printf '[pull]\nconcurrency = %s\nsplay = "0s"\nschedule = "0 0 1 1 *"\n[state]\nfile = "state.json"\n' "${CONCURRENCY:-8}"
@@ -86,13 +96,20 @@ config() {
       [[ $2 == lock ]] || printf 'pin = "%s"\n' "$2"
     done <"$3"; } >"$1"
 }
-# interleave R FN A B: FN WHO ROUND for each round, A then B in odd rounds, B then A in even.
+# interleave R FN WHO...: FN WHO ROUND for each WHO, each round; the order reverses every other
+# round. With BEFORE set, "before" (the earlier revision, run like "stowage") joins every round.
 interleave() {
-  local r
-  for r in $(seq 1 "$1"); do
-    if ((r % 2)); then "$2" "$3" "$r"; "$2" "$4" "$r"; else "$2" "$4" "$r"; "$2" "$3" "$r"; fi
+  local r=$1 fn=$2 who; shift 2
+  local order=("$@")
+  [[ -z $STOWAGE_BEFORE ]] || order+=(before)
+  for r in $(seq 1 "$r"); do
+    local this=("${order[@]}")
+    ((r % 2)) || { local rev=(); for who in "${order[@]}"; do rev=("$who" "${rev[@]}"); done; this=("${rev[@]}"); }
+    for who in "${this[@]}"; do "$fn" "$who" "$r"; done
   done
 }
+# bin_of WHO: the stowage binary for WHO ("before": the earlier revision).
+bin_of() { if [[ $1 == before* ]]; then echo "$STOWAGE_BEFORE"; else echo "$STOWAGE"; fi; }
 
 summary() {
   python3 - "$RESULTS" "$1" "$work/calls" <<'PY'
@@ -163,7 +180,7 @@ PY
   one() {
     prunable
     case $1 in
-      stowage) (cd "$work" && timed "prune ($half images, $T extra tags)" stowage "$2" stowage_cfg config.toml prune) ;;
+      stowage | before) (cd "$work" && BIN=$(bin_of "$1") timed "prune ($half images, $T extra tags)" "$1" "$2" stowage_cfg config.toml prune) ;;
       docker) timed "prune ($half images, $T extra tags)" docker "$2" dk image prune -a -f ;;
     esac
     record "images left" "$1" "$2" "$(dk images -q | sort -u | wc -l)"
@@ -194,14 +211,11 @@ bench_pull() {
       xargs-P4) timed "cold pull of $N" "$1" "$2" xargs -P4 -n1 "$DOCKER_CLI" pull -q <"$work/refs" ;;
       xargs-P8) timed "cold pull of $N" "$1" "$2" xargs -P8 -n1 "$DOCKER_CLI" pull -q <"$work/refs" ;;
       stowage-*) (cd "$work/${1#stowage-}" && timed "cold pull of $N" "$1" "$2" stowage_cfg config.toml pull) ;;
+      before) (cd "$work/first-pull" && BIN=$STOWAGE_BEFORE timed "cold pull of $N" "before-first-pull" "$2" stowage_cfg config.toml pull) ;;
     esac
     record "registry requests per image" "$1" "$2" "$(python3 -c "print($(registry_requests "$m") / $N)")"
   }
-  for r in $(seq 1 "$R"); do
-    local order=(xargs-P4 stowage-lock xargs-P8 stowage-first-pull stowage-follow)
-    ((r % 2)) || order=(stowage-follow stowage-first-pull xargs-P8 stowage-lock xargs-P4)
-    for who in "${order[@]}"; do one "$who" "$r"; done
-  done
+  interleave "$R" one xargs-P4 stowage-lock xargs-P8 stowage-first-pull stowage-follow
   clear
   summary xargs-P8
 }
@@ -216,7 +230,7 @@ bench_warm() {
   one() {
     local m; m=$(mark)
     case $1 in
-      stowage) (cd "$work" && timed "follow check of $N present images" stowage "$2" stowage_cfg config.toml pull) ;;
+      stowage | before) (cd "$work" && BIN=$(bin_of "$1") timed "follow check of $N present images" "$1" "$2" stowage_cfg config.toml pull) ;;
       docker) timed "follow check of $N present images" docker "$2" bash -c "while read -r r; do '$DOCKER_CLI' pull -q \"\$r\"; done <'$work/refs'" ;;
     esac
     record "registry requests per image" "$1" "$2" "$(python3 -c "print($(registry_requests "$m") / $N)")"
@@ -235,9 +249,10 @@ bench_idle() {
     "[metrics]\nlisten = \"127.0.0.1:$port\"\n[prune]\nschedule = \"0 0 1 1 *\"\n"
   (cd "$work" && stowage_cfg config.toml pin && stowage_cfg config.toml pull) >/dev/null
   one() {
-    local t0 t1 threads=${1#threads-}
+    local t0 t1 flags=()
+    [[ $1 == before ]] || flags=(--threads "${1#threads-}")
     t0=$(now)
-    (cd "$work" && exec "$STOWAGE" --config config.toml --log-format text --log-level warn --threads "$threads" run) &
+    (cd "$work" && exec "$(bin_of "$1")" --config config.toml --log-format text --log-level warn "${flags[@]}" run) &
     pid=$!
     until [[ $(curl -sf "127.0.0.1:$port/metrics" 2>/dev/null) == *$'\nstowage_ready 1\n'* ]]; do
       kill -0 "$pid" 2>/dev/null || { echo "stowage run exited before it was ready" >&2; exit 1; }
@@ -296,14 +311,10 @@ PY
     case $1 in
       engine-listings) timed "plan over $N images ($M required)" "$1" "$2" python3 "$floor" "$SOCK" ;;
       docker-image-ls) timed "plan over $N images ($M required)" "$1" "$2" dk image ls ;;
-      stowage-plan) (cd "$work" && timed "plan over $N images ($M required)" "$1" "$2" stowage_cfg config.toml plan) ;;
+      stowage-plan | before) (cd "$work" && BIN=$(bin_of "$1") timed "plan over $N images ($M required)" "$1" "$2" stowage_cfg config.toml plan) ;;
     esac
   }
-  for r in $(seq 1 "$R"); do
-    local order=(engine-listings stowage-plan docker-image-ls)
-    ((r % 2)) || order=(docker-image-ls stowage-plan engine-listings)
-    for who in "${order[@]}"; do one "$who" "$r"; done
-  done
+  interleave "$R" one engine-listings stowage-plan docker-image-ls
   (cd "$work" && /usr/bin/time -f "%M" -o "$work/rss" "$STOWAGE" --config config.toml --log-level warn plan >/dev/null)
   echo "stowage plan peak RSS: $(awk '{ printf "%.1f MiB", $1 / 1024 }' "$work/rss")"
   (cd "$work" && engine_calls "stowage plan" "$STOWAGE" --config config.toml --log-level warn plan)

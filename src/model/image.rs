@@ -72,3 +72,14 @@ impl ImageStore {
         }
     }
 }
+
+impl From<&StoreImage> for LocalImage {
+    /// The names of a store image, as the pull side sees them (one listing serves both sides).
+    fn from(image: &StoreImage) -> LocalImage {
+        LocalImage {
+            id: image.id.clone(),
+            tags: image.tags.clone(),
+            digests: image.digests.clone(),
+        }
+    }
+}

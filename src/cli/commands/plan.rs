@@ -6,6 +6,8 @@ use std::path::Path;
 use super::{connect, print};
 use crate::cli::error::Error;
 use crate::cli::report;
+use crate::io::engine::Store;
+use crate::model::image::LocalImage;
 use crate::service::in_flight::InFlight;
 use crate::service::puller::PinUpkeep;
 use crate::service::shutdown::Shutdown;
@@ -24,14 +26,21 @@ pub(crate) async fn plan(
         InFlight::default(),
         PinUpkeep::Command,
     );
-    let (plan, _) = puller.plan(&session.pinned).await.map_err(Error::Engine)?;
-    // The prune side, when the config has rules: what a cycle would remove and why.
-    let prune = match &session.config.prune {
+    // The prune side, when the config has rules: what a cycle would remove and why. One
+    // listing of the store serves both sides.
+    let (plan, prune) = match &session.config.prune {
         Some(settings) => {
+            let store = engine.store().await.map_err(Error::Engine)?;
+            let local = store.iter().map(LocalImage::from).collect();
+            let (plan, _) = puller.plan_over(&session.pinned, local, true).await;
             let pruner = session.pruner(&engine, settings, InFlight::default(), Shutdown::new());
-            Some(pruner.plan().await.map_err(Error::Engine)?.0)
+            let prune = pruner.plan_over(store).await.map_err(Error::Engine)?.0;
+            (plan, Some(prune))
         }
-        None => None,
+        None => (
+            puller.plan(&session.pinned).await.map_err(Error::Engine)?.0,
+            None,
+        ),
     };
     if json {
         print(&report::plan_json(

@@ -315,10 +315,15 @@ impl super::Store for DockerEngine {
             .map_err(|e| failure_from(&self.host, None, e))?;
         // Builds leave intermediate images between a child and the image it was built FROM;
         // walk through them so each image's parent is the nearest top-level one, which the
-        // engine refuses to remove while the child exists.
-        let everything = list(true)
-            .await
-            .map_err(|e| failure_from(&self.host, None, e))?;
+        // engine refuses to remove while the child exists. Only images of the classic builder
+        // have parents: without any, the second (and larger) listing is not needed.
+        let everything = if summaries.iter().any(|s| !s.parent_id.is_empty()) {
+            list(true)
+                .await
+                .map_err(|e| failure_from(&self.host, None, e))?
+        } else {
+            Vec::new()
+        };
         let parent_of: std::collections::HashMap<String, String> = everything
             .iter()
             .filter(|s| !s.parent_id.is_empty())

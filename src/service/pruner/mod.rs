@@ -142,6 +142,15 @@ impl<S: Store> Pruner<'_, S> {
     /// Gathers the facts and plans a cycle; changes nothing.
     pub async fn plan(&self) -> Result<(PrunePlan, Usage), Failure> {
         let images = self.store.store().await?;
+        self.plan_over(images).await
+    }
+
+    /// [`Self::plan`] over a listing of the store already made (`stowage plan` lists it once
+    /// for both sides).
+    pub(crate) async fn plan_over(
+        &self,
+        images: Vec<StoreImage>,
+    ) -> Result<(PrunePlan, Usage), Failure> {
         let in_use = self.store.container_images().await?;
         let disk = match self.store.data_root().await? {
             Some(root) => disk_of(&root),

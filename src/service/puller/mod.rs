@@ -95,10 +95,20 @@ impl<E: Engine> Puller<'_, E> {
     ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
         self.progress.step(Step::Planning);
         let local = self.engine.list_images().await?;
+        Ok(self.plan_over(images, local, ask_registries).await)
+    }
+
+    /// [`Self::plan_with`] over a listing of the local images already made.
+    pub(crate) async fn plan_over(
+        &self,
+        images: &[Pinned],
+        local: Vec<LocalImage>,
+        ask_registries: bool,
+    ) -> (Vec<Decision>, Vec<LocalImage>) {
         let wants = self.wants(images, ask_registries).await;
         let aliases = self.aliases(images, &wants);
         let plan = plan_pulls(images, &wants, &aliases, &local, &self.config.registries);
-        Ok((plan, local))
+        (plan, local)
     }
 
     /// A whole run: plan, carry out, and remember new first-pull pins. Fails only when the

@@ -22,6 +22,9 @@ use oci_client::secrets::RegistryAuth as OciAuth;
 
 use futures_util::future::BoxFuture;
 
+mod open;
+use open::{Head, OpenRegistries};
+
 use crate::io::credentials::{CredentialSource, RegistryAuth};
 use crate::model::failure::{Failure, FailureClass, classify_about};
 use crate::model::platform::{IndexCache, index_platforms};
@@ -101,6 +104,8 @@ pub struct Resolver {
     host_platform: String,
     /// Shared with the state file.
     cache: Arc<Mutex<IndexCache>>,
+    /// The direct path to registries that need no credentials (`None`: no HTTP client).
+    open: Option<OpenRegistries>,
 }
 
 impl Resolver {
@@ -132,6 +137,7 @@ impl Resolver {
             }
         }
         Resolver {
+            open: OpenRegistries::new(plain.clone()),
             protocol: ClientProtocol::HttpsExcept(plain),
             clients: Mutex::new(BTreeMap::new()),
             credentials,
@@ -204,55 +210,103 @@ impl Resolver {
     /// What the tag names, for every platform: its digest (one HEAD request) and, for an
     /// index, each platform's manifest digest (one GET of the index, the first time only).
     pub async fn resolve_entry(&self, image: &ImageRef) -> Result<LockEntry, Failure> {
-        let (client, reference, auth) = self.request_for(image).await?;
-        let head = client
+        let head = self.head(image).await?;
+        let known = self.cache.locked().get(&head.digest).cloned();
+        let platforms = match known {
+            Some(p) => p,
+            // The HEAD said it is one image's manifest: no index to read.
+            None if head.is_single_manifest() => BTreeMap::new(),
+            None => self.read_index(image, &head.digest).await?,
+        };
+        self.cache
+            .locked()
+            .entry(head.digest.clone())
+            .or_insert_with(|| platforms.clone());
+        Ok(LockEntry {
+            digest: head.digest,
+            platforms,
+        })
+    }
+
+    /// HEAD of the manifest `image` names: directly when the registry needs no credentials,
+    /// else through oci-client (whose HEAD does not say the media type).
+    async fn head(&self, image: &ImageRef) -> Result<Head, Failure> {
+        let auth = self.auth(image.registry()).await;
+        if let Some(open) = self.open_path(&auth)
+            && let Some(head) = open.head(image).await
+        {
+            return Ok(head);
+        }
+        let (client, reference) = self.request_with(image, &auth)?;
+        let digest = client
             .fetch_manifest_digest(&reference, &auth)
             .await
             .map_err(|e| failure_from(image, e))?;
-        let known = self.cache.locked().get(&head).cloned();
-        let platforms = match known {
-            Some(p) => p,
+        Ok(Head {
+            digest,
+            media_type: None,
+        })
+    }
+
+    /// The platforms of the index `digest` (empty for a single image's manifest), read once.
+    async fn read_index(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+    ) -> Result<BTreeMap<String, String>, Failure> {
+        let by_digest: ImageRef = format!("{}@{digest}", image.name())
+            .parse()
+            .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
+        let auth = self.auth(image.registry()).await;
+        let direct = match self.open_path(&auth) {
+            Some(open) => open.get(&by_digest).await,
+            None => None,
+        };
+        let body = match direct {
+            Some(body) => body,
             None => {
-                let by_digest = reference.clone_with_digest(head.clone());
-                let (body, _) = client
-                    .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
+                let (client, reference) = self.request_with(&by_digest, &auth)?;
+                client
+                    .pull_manifest_raw(&reference, &auth, MANIFEST_TYPES)
                     .await
-                    .map_err(|e| failure_from(image, e))?;
-                let platforms = index_platforms(&body).map_err(|e| {
-                    Failure::new(
-                        FailureClass::Engine,
-                        format!("unreadable manifest {head}: {e}"),
-                    )
-                })?;
-                self.cache.locked().insert(head.clone(), platforms.clone());
-                platforms
+                    .map_err(|e| failure_from(image, e))?
+                    .0
+                    .to_vec()
             }
         };
-        Ok(LockEntry {
-            digest: head,
-            platforms,
+        index_platforms(&body).map_err(|e| {
+            Failure::new(
+                FailureClass::Engine,
+                format!("unreadable manifest {digest}: {e}"),
+            )
         })
+    }
+
+    /// The direct path, when stowage has no credentials (`auth`) for the registry.
+    fn open_path(&self, auth: &OciAuth) -> Option<&OpenRegistries> {
+        match auth {
+            OciAuth::Anonymous => self.open.as_ref(),
+            _ => None,
+        }
     }
 
     /// Whether the registry serves this reference (`name@digest`), with one HEAD request: an
     /// image whose content is there can be pulled again after it is removed.
     pub async fn serves(&self, image: &ImageRef) -> Result<bool, Failure> {
-        let (client, reference, auth) = self.request_for(image).await?;
-        match client.fetch_manifest_digest(&reference, &auth).await {
+        match self.head(image).await {
             Ok(_) => Ok(true),
-            Err(e) => match failure_from(image, e) {
-                f if f.class == FailureClass::NotFound => Ok(false),
-                f => Err(f),
-            },
+            Err(f) if f.class == FailureClass::NotFound => Ok(false),
+            Err(f) => Err(f),
         }
     }
 
-    /// What a request about `image` needs: the client for its registry, the reference in the
-    /// client's terms, and the credentials.
-    async fn request_for(
+    /// What an oci-client request about `image` with `auth` needs: the client for its
+    /// registry, and the reference in the client's terms.
+    fn request_with(
         &self,
         image: &ImageRef,
-    ) -> Result<(oci_client::Client, Reference, OciAuth), Failure> {
+        auth: &OciAuth,
+    ) -> Result<(oci_client::Client, Reference), Failure> {
         // Built from the parts, never parsed: parsing compiles oci-spec's reference regex, which
         // stays resident (src/model/reference/grammar.rs says why we parse by hand).
         let (registry, repository) = (image.registry().to_owned(), image.repository().to_owned());
@@ -262,9 +316,8 @@ impl Resolver {
                 Reference::with_tag(registry, repository, tag.unwrap_or("latest").to_owned())
             }
         };
-        let auth = self.auth(image.registry()).await;
-        let client = self.client_for(image.registry(), &auth)?;
-        Ok((client, reference, auth))
+        let client = self.client_for(image.registry(), auth)?;
+        Ok((client, reference))
     }
 
     /// The client for `registry` with these credentials (a new one when they changed).
