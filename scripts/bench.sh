@@ -213,7 +213,9 @@ bench_pull() {
       stowage-*) (cd "$work/${1#stowage-}" && timed "cold pull of $N" "$1" "$2" stowage_cfg config.toml pull) ;;
       before) (cd "$work/first-pull" && BIN=$STOWAGE_BEFORE timed "cold pull of $N" "before-first-pull" "$2" stowage_cfg config.toml pull) ;;
     esac
-    record "registry requests per image" "$1" "$2" "$(python3 -c "print($(registry_requests "$m") / $N)")"
+    local label=$1
+    [[ $1 != before ]] || label=before-first-pull
+    record "registry requests per image" "$label" "$2" "$(python3 -c "print($(registry_requests "$m") / $N)")"
   }
   interleave "$R" one xargs-P4 stowage-lock xargs-P8 stowage-first-pull stowage-follow
   clear
