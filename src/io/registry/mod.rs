@@ -41,6 +41,9 @@ const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
 ];
 
+/// What stowage calls itself in registries' access logs.
+pub(crate) const USER_AGENT: &str = concat!("stowage/", env!("CARGO_PKG_VERSION"));
+
 /// What a tag resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
@@ -338,6 +341,7 @@ impl Resolver {
                 };
                 let client = oci_client::Client::try_from(ClientConfig {
                     protocol,
+                    user_agent: USER_AGENT,
                     ..ClientConfig::default()
                 })
                 .map_err(|e| {

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
-use super::{MANIFEST_TYPES, is_loopback};
+use super::{MANIFEST_TYPES, USER_AGENT, is_loopback};
 use crate::model::reference::{DOCKER_HUB, ImageRef};
 use crate::model::sync::Locked;
 
@@ -65,6 +65,7 @@ impl OpenRegistries {
             // The engine follows no redirect for a manifest HEAD either; a redirect here
             // means "ask oci-client".
             .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT)
             .build()
             .ok()?;
         Some(OpenRegistries {
