@@ -213,13 +213,15 @@ impl Resolver {
     /// What the tag names, for every platform: its digest (one HEAD request) and, for an
     /// index, each platform's manifest digest (one GET of the index, the first time only).
     pub async fn resolve_entry(&self, image: &ImageRef) -> Result<LockEntry, Failure> {
-        let head = self.head(image).await?;
+        // One credential lookup serves the HEAD and, when needed, the index's GET.
+        let auth = self.auth(image.registry()).await;
+        let head = self.head(image, &auth).await?;
         let known = self.cache.locked().get(&head.digest).cloned();
         let platforms = match known {
             Some(p) => p,
             // The HEAD said it is one image's manifest: no index to read.
             None if head.is_single_manifest() => BTreeMap::new(),
-            None => self.read_index(image, &head.digest).await?,
+            None => self.read_index(image, &head.digest, &auth).await?,
         };
         self.cache
             .locked()
@@ -233,16 +235,15 @@ impl Resolver {
 
     /// HEAD of the manifest `image` names: directly when the registry needs no credentials,
     /// else through oci-client (whose HEAD does not say the media type).
-    async fn head(&self, image: &ImageRef) -> Result<Head, Failure> {
-        let auth = self.auth(image.registry()).await;
-        if let Some(open) = self.open_path(&auth)
+    async fn head(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
+        if let Some(open) = self.open_path(auth)
             && let Some(head) = open.head(image).await
         {
             return Ok(head);
         }
-        let (client, reference) = self.request_with(image, &auth)?;
+        let (client, reference) = self.request_with(image, auth)?;
         let digest = client
-            .fetch_manifest_digest(&reference, &auth)
+            .fetch_manifest_digest(&reference, auth)
             .await
             .map_err(|e| failure_from(image, e))?;
         Ok(Head {
@@ -256,21 +257,21 @@ impl Resolver {
         &self,
         image: &ImageRef,
         digest: &str,
+        auth: &OciAuth,
     ) -> Result<BTreeMap<String, String>, Failure> {
         let by_digest: ImageRef = format!("{}@{digest}", image.name())
             .parse()
             .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
-        let auth = self.auth(image.registry()).await;
-        let direct = match self.open_path(&auth) {
+        let direct = match self.open_path(auth) {
             Some(open) => open.get(&by_digest).await,
             None => None,
         };
         let body = match direct {
             Some(body) => body,
             None => {
-                let (client, reference) = self.request_with(&by_digest, &auth)?;
+                let (client, reference) = self.request_with(&by_digest, auth)?;
                 client
-                    .pull_manifest_raw(&reference, &auth, MANIFEST_TYPES)
+                    .pull_manifest_raw(&reference, auth, MANIFEST_TYPES)
                     .await
                     .map_err(|e| failure_from(image, e))?
                     .0
@@ -296,7 +297,8 @@ impl Resolver {
     /// Whether the registry serves this reference (`name@digest`), with one HEAD request: an
     /// image whose content is there can be pulled again after it is removed.
     pub async fn serves(&self, image: &ImageRef) -> Result<bool, Failure> {
-        match self.head(image).await {
+        let auth = self.auth(image.registry()).await;
+        match self.head(image, &auth).await {
             Ok(_) => Ok(true),
             Err(f) if f.class == FailureClass::NotFound => Ok(false),
             Err(f) => Err(f),

@@ -43,6 +43,15 @@ impl Head {
     }
 }
 
+/// The lowercase hex SHA-256 of `bytes`, as digests write it.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// `application/x; charset=...` without its parameters.
 fn media_type_essence(t: &str) -> &str {
     t.split(';').next().unwrap_or(t).trim()
@@ -98,10 +107,13 @@ impl OpenRegistries {
 
     /// The manifest of `image` (`name@digest`), when the registry serves it without
     /// credentials. `None`: ask oci-client instead.
+    /// The body must hash to the digest asked for, as oci-client checks: the platform digests
+    /// stowage pins are read from it.
     pub(super) async fn get(&self, image: &ImageRef) -> Option<Vec<u8>> {
         let response = self.request(reqwest::Method::GET, image).await?;
         let body = response.bytes().await.ok()?;
-        Some(body.to_vec())
+        let wanted = image.digest()?.strip_prefix("sha256:")?;
+        (sha256_hex(&body) == wanted).then(|| body.to_vec())
     }
 
     async fn request(
@@ -145,6 +157,15 @@ impl OpenRegistries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifests_are_checked_against_their_digest() {
+        // sha256("") as registries write it.
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 
     #[test]
     fn only_single_image_manifests_skip_the_index_read() {
