@@ -454,6 +454,49 @@ fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
     env.remove_images(&[name]);
 }
 
+/// A mirror that serves its origin under a path (a Harbor proxy-cache project): the content
+/// comes from `<mirror>/<path>/<repository>@<digest>` while the origin is down, and the image
+/// is named by its origin name. Here the plain registry's `stowage-test/` plays the mirror's
+/// path for an origin where nothing listens.
+#[test]
+fn a_path_prefixed_mirror_serves_the_pinned_digest_under_the_origin_name() {
+    let _lock = engine_lock();
+    let env = env();
+    let digest = registry_digest(&env, "beta:1");
+    let origin = format!("127.0.0.1:{}", free_port());
+    let name = format!("{origin}/beta:1");
+    env.purge_images(&[name.clone(), env.plain_image("beta:1")]);
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&name));
+    let mirror = format!("{}/stowage-test", env.plain);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!("[[registry]]\nhost = \"{origin}\"\nmirrors = [\"{mirror}\"]\n");
+    std::fs::write(&config, text).unwrap();
+    scratch.write(
+        "stowage.lock",
+        &format!("version = 1\n\n[[image]]\nname = \"{name}\"\ndigest = \"{digest}\"\n"),
+    );
+
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    let e = entry(&report, &name);
+    assert_eq!(e["from"], mirror.as_str(), "{e:#}");
+    assert_eq!(e["digest"], digest.as_str(), "{e:#}");
+    assert!(env.has_image(&name), "named by its origin name");
+    let (_, status) = run_json(&env, &config, &["status", "--json"]);
+    assert_eq!(
+        entry(&status, &name)["local_digest"],
+        digest.as_str(),
+        "{status:#}"
+    );
+
+    // Present under the mirror's name with the pinned digest: nothing to pull again.
+    let (code, plan) = run_json(&env, &config, &["plan", "--json"]);
+    assert_eq!(code, 0, "{plan:#}");
+    assert_eq!(entry(&plan, &name)["action"], "keep", "{plan:#}");
+    env.purge_images(&[name]);
+}
+
 #[test]
 fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
     let _lock = engine_lock();

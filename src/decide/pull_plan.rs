@@ -163,11 +163,7 @@ impl<'a> Inventory<'a> {
 pub(crate) fn content_names(reference: &ImageRef, registries: &[RegistrySettings]) -> Vec<String> {
     let mut names = vec![reference.name()];
     if let Some(r) = registries.iter().find(|r| r.host == reference.registry()) {
-        names.extend(
-            r.mirrors
-                .iter()
-                .map(|m| format!("{m}/{}", reference.repository())),
-        );
+        names.extend(r.mirrors.iter().map(|m| m.name_of(reference.repository())));
     }
     names
 }
@@ -325,6 +321,7 @@ fn action(
 mod tests {
     use super::*;
     use crate::model::failure::FailureClass;
+    use crate::policy::config::Mirror;
     use proptest::prelude::*;
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -422,12 +419,30 @@ mod tests {
 
     #[test]
     fn mirror_pulled_content_counts() {
+        let mirror = |host: &str, prefix: Option<&str>| Mirror {
+            host: host.into(),
+            prefix: prefix.map(str::to_owned),
+        };
         let registries = [RegistrySettings {
             host: "r:1".into(),
-            mirrors: vec!["m:2".into()],
+            mirrors: vec![mirror("m:2", None), mirror("h:3", Some("proxy/hub"))],
             insecure: false,
         }];
-        let store = [local("i1", &["r:1/a:1"], &[&format!("m:2/a@{D1}")])];
+        for name in ["m:2/a", "h:3/proxy/hub/a"] {
+            let store = [local("i1", &["r:1/a:1"], &[&format!("{name}@{D1}")])];
+            let d = plan_pulls(
+                &[pinned("r:1/a:1", PinMode::Lock)],
+                &[Want::Digest(D1.into())],
+                &[],
+                &store,
+                &registries,
+            )
+            .remove(0);
+            assert_eq!(d.action, Action::Keep, "{name}");
+            assert_eq!(d.local_digest.as_deref(), Some(D1));
+        }
+        // A mirror's copy is the origin's content only under the mirror's own prefix.
+        let store = [local("i1", &["r:1/a:1"], &[&format!("h:3/a@{D1}")])];
         let d = plan_pulls(
             &[pinned("r:1/a:1", PinMode::Lock)],
             &[Want::Digest(D1.into())],
@@ -436,8 +451,7 @@ mod tests {
             &registries,
         )
         .remove(0);
-        assert_eq!(d.action, Action::Keep);
-        assert_eq!(d.local_digest.as_deref(), Some(D1));
+        assert_eq!(d.local_digest, None);
     }
 
     #[test]

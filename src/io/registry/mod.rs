@@ -121,20 +121,19 @@ impl Resolver {
         cache: Arc<Mutex<IndexCache>>,
     ) -> Resolver {
         let mut plain: Vec<String> = Vec::new();
-        let hosts =
-            config
-                .images
-                .iter()
-                .map(|i| i.reference.registry().to_owned())
-                .chain(config.registries.iter().flat_map(|r| {
-                    std::iter::once(r.host.clone()).chain(r.mirrors.iter().cloned())
-                }));
+        let hosts = config
+            .images
+            .iter()
+            .map(|i| i.reference.registry().to_owned())
+            .chain(config.registries.iter().flat_map(|r| {
+                std::iter::once(r.host.clone()).chain(r.mirrors.iter().map(|m| m.host.clone()))
+            }));
         for host in hosts {
             let insecure = config.registry(&host).is_some_and(|r| r.insecure)
                 || config
                     .registries
                     .iter()
-                    .any(|r| r.insecure && r.mirrors.contains(&host));
+                    .any(|r| r.insecure && r.mirrors.iter().any(|m| m.host == host));
             if (insecure || is_loopback(&host)) && !plain.contains(&host) {
                 plain.push(host);
             }

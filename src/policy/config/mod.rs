@@ -155,10 +155,36 @@ pub struct RegistrySettings {
     pub host: String,
     /// Registries serving the same content (pull-through caches), tried first for pulls by
     /// digest: content-addressed, so whatever they serve is exactly what was pinned.
-    pub mirrors: Vec<String>,
+    pub mirrors: Vec<Mirror>,
     /// Plain HTTP instead of HTTPS. Loopback registries are plain HTTP without saying so, as
     /// the engine treats them.
     pub insecure: bool,
+}
+
+/// A mirror of a registry: a host, and the path its copy of the registry is served under,
+/// if any (a Harbor proxy-cache project: `harbor.example/dockerhub-proxy`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The mirror's host, with its port, as an image reference names its registry.
+    pub host: String,
+    /// Path components put before the origin's repository, without slashes at either end.
+    pub prefix: Option<String>,
+}
+
+impl Mirror {
+    /// The name the mirror serves the origin's `repository` under.
+    pub fn name_of(&self, repository: &str) -> String {
+        format!("{self}/{repository}")
+    }
+}
+
+impl std::fmt::Display for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.prefix {
+            Some(p) => write!(f, "{}/{p}", self.host),
+            None => f.write_str(&self.host),
+        }
+    }
 }
 
 /// One `[[image]]` entry.

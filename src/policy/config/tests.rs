@@ -221,15 +221,22 @@ fn backoff_bounds_are_checked() {
 fn registries_mirrors_and_files() {
     let c = parse(
         "[pin]\nlock_file = \"fleet.lock\"\n[state]\nfile = \"/var/tmp/s.json\"\n\
-         [[registry]]\nhost = \"127.0.0.1:5101\"\nmirrors = [\"127.0.0.1:5103\"]\n\
+         [[registry]]\nhost = \"127.0.0.1:5101\"\n\
+         mirrors = [\"127.0.0.1:5103\", \"harbor.example/dockerhub-proxy/\"]\n\
          [[registry]]\nhost = \"index.docker.io\"\ninsecure = true\n",
     )
     .unwrap();
     assert_eq!(c.lock_file, PathBuf::from("/etc/stowage/fleet.lock"));
     assert_eq!(c.state_file, PathBuf::from("/var/tmp/s.json"));
+    let mirrors = &c.registry("127.0.0.1:5101").unwrap().mirrors;
     assert_eq!(
-        c.registry("127.0.0.1:5101").unwrap().mirrors,
-        ["127.0.0.1:5103"]
+        mirrors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["127.0.0.1:5103", "harbor.example/dockerhub-proxy"]
+    );
+    assert_eq!(mirrors[1].host, "harbor.example");
+    assert_eq!(
+        mirrors[1].name_of("library/nginx"),
+        "harbor.example/dockerhub-proxy/library/nginx"
     );
     assert!(c.registry("docker.io").unwrap().insecure);
     assert_eq!(
@@ -245,9 +252,39 @@ fn registries_mirrors_and_files() {
         errs[0]
     );
     assert!(
-        errs[1].contains(":3:12: registry.mirrors: invalid registry \"m/x\""),
+        errs[1].contains(":3:12: registry.mirrors: invalid mirror \"m/x\""),
         "{}",
         errs[1]
+    );
+}
+
+#[test]
+fn mirror_paths_follow_the_repository_grammar() {
+    for bad in [
+        "r.example/Proxy",
+        "r.example//x",
+        "r.example/",
+        "r.example/x:1",
+        "r.example/x@sha256:00",
+        "https://r.example/x",
+        "proxy/x",
+    ] {
+        let config = format!("[[registry]]\nhost = \"o.example\"\nmirrors = [\"{bad}\"]\n");
+        let errs = parse(&config).unwrap_err();
+        assert!(
+            errs[0].contains(&format!(
+                ":3:12: registry.mirrors: invalid mirror \"{bad}\""
+            )),
+            "{bad}: {errs:?}"
+        );
+    }
+    let c = parse("[[registry]]\nhost = \"o.example\"\nmirrors = [\"localhost:5000/a/b-c/d_e\"]\n")
+        .unwrap();
+    assert_eq!(
+        c.registry("o.example").unwrap().mirrors[0]
+            .prefix
+            .as_deref(),
+        Some("a/b-c/d_e")
     );
 }
 

@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::raw::{RawConfig, RawImage, RawMetrics, RawPull, RawRegistry};
 use super::{
-    Config, ConfigError, DEFAULT_LOCK_FILE, DEFAULT_METRICS_LISTEN, DEFAULT_SCHEDULE, PinChoice,
-    PullSettings, RegistrySettings, RequiredImage,
+    Config, ConfigError, DEFAULT_LOCK_FILE, DEFAULT_METRICS_LISTEN, DEFAULT_SCHEDULE, Mirror,
+    PinChoice, PullSettings, RegistrySettings, RequiredImage,
 };
 use crate::model::problem::{Problem, line_col};
 use crate::model::reference::ImageRef;
@@ -362,7 +362,21 @@ impl<'a> Validator<'a> {
             let mirrors = r
                 .mirrors
                 .iter()
-                .filter_map(|m| host_of(self, "registry.mirrors", m))
+                .filter_map(|m| match mirror(m.get_ref()) {
+                    Some(m) => Some(m),
+                    None => {
+                        self.problem(
+                            m.span(),
+                            format!(
+                                "registry.mirrors: invalid mirror \"{}\" (expected a host with an \
+                                 optional port and path, e.g. \"mirror.example:5000\" or \
+                                 \"harbor.example/dockerhub-proxy\", without scheme)",
+                                m.get_ref()
+                            ),
+                        );
+                        None
+                    }
+                })
                 .collect();
             let Some(host) = host else { continue };
             if out.iter().any(|o| o.host == host) {
@@ -473,6 +487,29 @@ fn valid_platform(p: &str) -> bool {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         })
+}
+
+/// A mirror written as `host[:port][/path]`: the host normalised as [`registry_host`] does,
+/// and the path checked against the repository grammar. `None` for anything else.
+pub(super) fn mirror(s: &str) -> Option<Mirror> {
+    let (host, prefix) = match s.split_once('/') {
+        Some((host, path)) => (host, Some(path.trim_end_matches('/'))),
+        None => (s, None),
+    };
+    let host = registry_host(host)?;
+    let prefix = match prefix {
+        None => None,
+        Some(path) => {
+            // Parsed as a repository on the host, the path must come back whole: no upper
+            // case, no empty component, nothing but path characters.
+            let probe: ImageRef = format!("{host}/{path}/probe").parse().ok()?;
+            if probe.registry() != host || probe.repository() != format!("{path}/probe") {
+                return None;
+            }
+            Some(path.to_owned())
+        }
+    };
+    Some(Mirror { host, prefix })
 }
 
 /// The normalised host of a registry written as `host[:port]`: what an image reference on it

@@ -155,16 +155,22 @@ impl<E: Engine> Puller<'_, E> {
             };
             let bytes = |done, all| self.progress.step(Step::Bytes(reference, done, all));
             let pulled = self.bounded(self.engine.pull(&request, &bytes)).await;
+            // The registry, or the mirror with its path: where the content came from.
+            let from = name
+                .strip_suffix(reference.repository())
+                .and_then(|n| n.strip_suffix('/'))
+                .unwrap_or(source.registry())
+                .to_owned();
             match pulled {
                 Ok(pulled) => {
                     self.name(reference, &source.to_string()).await?;
-                    return Ok((pulled, source.registry().to_owned()));
+                    return Ok((pulled, from));
                 }
                 Err(f) => {
                     if source.registry() != reference.registry() {
                         warn!(
                             image = %reference,
-                            mirror = source.registry(),
+                            mirror = %from,
                             "mirror failed, trying the next source: {}",
                             explain(&source, &f)
                         );
