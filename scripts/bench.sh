@@ -16,6 +16,7 @@
 #   scripts/bench.sh scale [N] [M] [R]   N images in the store, M of them required and
 #                                        lock-pinned: `stowage plan` vs the engine's listings
 # BEFORE=REV adds an earlier revision of stowage ("before", built in a worktree) to every round.
+# KEEP_STORE=1 keeps the images at exit (scale reuses them); otherwise the store is emptied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: scripts/bench.sh prune|pull|warm|idle|scale [ARGS]}
@@ -43,7 +44,9 @@ pid=
 cleanup() {
   [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
   "$DOCKER_CLI" rm -f $("$DOCKER_CLI" ps -aq --filter label=org.stowage.bench=1) >/dev/null 2>&1 || true
-  "$DOCKER_CLI" image prune -a -f >/dev/null 2>&1 || true
+  # KEEP_STORE=1 leaves the images for the next run (scale's 9,000 take half an hour to
+  # import); the tests expect an engine without them, so purge before testing.
+  [[ ${KEEP_STORE:-} == 1 ]] || "$DOCKER_CLI" image prune -a -f >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT

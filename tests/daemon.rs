@@ -184,3 +184,83 @@ fn an_engine_that_is_down_at_boot_is_waited_for_not_fatal() {
     let (code, _) = daemon.terminate(LIVENESS);
     assert_eq!(code, 0);
 }
+
+/// `[pull.window]`: at boot the missing image is pulled at once and the present one whose
+/// tag moved waits; once the window opens, the scheduled run refreshes it.
+#[test]
+fn a_pull_window_holds_refreshes_until_it_opens_but_never_a_missing_image() {
+    use chrono::Timelike;
+    let _lock = engine_lock();
+    let env = env();
+    env.point_tag("window:1", "beta:1");
+    let moving = env.plain_image("window:1");
+    let missing = env.plain_image("alpha:1");
+    env.remove_images(&[moving.clone(), missing.clone()]);
+    let scratch = Scratch::new();
+    let config = scratch.config(
+        "schedule = \"*/2 * * * * *\"",
+        &[moving.clone(), missing.clone()],
+    );
+    let followed = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("name = \"{moving}\"\n"),
+        &format!("name = \"{moving}\"\npin = \"follow\"\n"),
+    );
+    std::fs::write(&config, &followed).unwrap();
+    // The moving image is present at beta's content; then its tag moves to gamma's.
+    let out = env.stowage(&config).arg("pull").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    env.remove_images(std::slice::from_ref(&missing));
+    let before = env.image_id(&moving).unwrap();
+    env.point_tag("window:1", "gamma:1");
+
+    // The window opens 25 s from now (a 6-field cron, in UTC) and stays open an hour.
+    let opens = (chrono::Utc::now() + chrono::Duration::seconds(25))
+        .with_nanosecond(0)
+        .unwrap();
+    let text = followed
+        + &format!(
+            "[pull.window]\nstart = \"{} {} {} * * *\"\nduration = \"1h\"\ntime_zone = \"UTC\"\n",
+            opens.second(),
+            opens.minute(),
+            opens.hour()
+        );
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
+    let boot = daemon.wait_for("boot run finished", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "boot")))
+    });
+    assert!(
+        chrono::Utc::now() < opens,
+        "the boot run took too long to test the window"
+    );
+    assert_eq!(
+        (boot["pulled"].as_u64(), boot["deferred"].as_u64()),
+        (Some(1), Some(1)),
+        "{boot:#}"
+    );
+    assert!(env.has_image(&missing), "a missing image never waits");
+    assert_eq!(
+        env.image_id(&moving).as_deref(),
+        Some(before.as_str()),
+        "the refresh waits"
+    );
+    let status = env
+        .stowage(&config)
+        .args(["status", "--json", "--offline"])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["windows"]["pull"]["open"], false, "{status:#}");
+
+    let refreshed = daemon.wait_for("a scheduled run in the window", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "schedule"))) && v["pulled"] == 1
+    });
+    assert!(
+        chrono::Utc::now() >= opens,
+        "refreshed before the window opened: {refreshed:#}"
+    );
+    assert_ne!(env.image_id(&moving).as_deref(), Some(before.as_str()));
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+    env.remove_images(&[moving, missing]);
+}

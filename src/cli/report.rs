@@ -9,7 +9,9 @@ use crate::decide::outcome::{Outcome, PullResult, Summary};
 use crate::decide::pin::PinMode;
 use crate::decide::prune_plan::{Protection, PrunePlan};
 use crate::decide::pull_plan::{Action, Decision, Presence};
+use crate::policy::config::Config;
 use crate::policy::lockfile::LockChange;
+use crate::policy::window::Window;
 use crate::service::pruner::{Race, Removal};
 
 /// `sha256:` and the first 12 hex digits: enough to tell digests apart in a table.
@@ -102,8 +104,101 @@ pub(super) fn plan_text(plan: &[Decision]) -> String {
     out
 }
 
+/// Where one maintenance window stands at a moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(super) struct WindowView {
+    /// "At 02:00 AM, for 4h (Europe/Berlin)".
+    window: String,
+    /// Whether it is open now.
+    open: bool,
+    /// When the stretch open now opened, or the next one opens (RFC 3339); none if never.
+    opens: Option<String>,
+    /// When that stretch closes.
+    closes: Option<String>,
+}
+
+impl WindowView {
+    fn of(w: &Window, now: chrono::DateTime<chrono::Utc>) -> WindowView {
+        let stretch = w.current_or_next(now);
+        WindowView {
+            window: w.describe(),
+            open: w.open_at(now).is_some(),
+            opens: stretch.map(|o| o.opens.to_rfc3339()),
+            closes: stretch.map(|o| o.closes.to_rfc3339()),
+        }
+    }
+
+    /// "open now, until …" or "closed; opens … until …".
+    fn line(&self) -> String {
+        let at = |t: &Option<String>| t.clone().unwrap_or_else(|| "never".into());
+        if self.open {
+            format!("{}: open now, until {}", self.window, at(&self.closes))
+        } else {
+            format!(
+                "{}: closed; opens {} until {}",
+                self.window,
+                at(&self.opens),
+                at(&self.closes)
+            )
+        }
+    }
+}
+
+/// The config's maintenance windows as they stand at `now`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(super) struct Windows {
+    /// Scheduled refreshes of present images (`[pull.window]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pull: Option<WindowView>,
+    /// Scheduled prune cycles (`[prune.window]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<WindowView>,
+}
+
+impl Windows {
+    pub(super) fn of(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Windows {
+        Windows {
+            pull: config.pull.window.as_ref().map(|w| WindowView::of(w, now)),
+            prune: config
+                .prune
+                .as_ref()
+                .and_then(|p| p.window.as_ref())
+                .map(|w| WindowView::of(w, now)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pull.is_none() && self.prune.is_none()
+    }
+
+    /// One line per window, for the text reports; empty without windows.
+    pub(super) fn text(&self) -> String {
+        let mut out = String::new();
+        if let Some(w) = &self.pull {
+            let _ = writeln!(
+                out,
+                "Pull window (refreshes of present images; missing images never wait): {}",
+                w.line()
+            );
+        }
+        if let Some(w) = &self.prune {
+            let _ = writeln!(
+                out,
+                "Prune window (scheduled cycles; the high watermark never waits): {}",
+                w.line()
+            );
+        }
+        out
+    }
+}
+
 /// The `plan --json` document.
-pub(super) fn plan_json(config: &Path, plan: &[Decision], prune: Option<&PrunePlan>) -> String {
+pub(super) fn plan_json(
+    config: &Path,
+    plan: &[Decision],
+    prune: Option<&PrunePlan>,
+    windows: &Windows,
+) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         config: &'a Path,
@@ -111,11 +206,15 @@ pub(super) fn plan_json(config: &Path, plan: &[Decision], prune: Option<&PrunePl
         /// What a prune cycle would do now, when the config has `[prune]` rules.
         #[serde(skip_serializing_if = "Option::is_none")]
         prune: Option<serde_json::Value>,
+        /// The maintenance windows, when the config has any.
+        #[serde(skip_serializing_if = "Windows::is_empty")]
+        windows: &'a Windows,
     }
     let doc = Doc {
         config,
         images: plan,
         prune: prune.map(|p| prune_json(p, &[])),
+        windows,
     };
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
 }
@@ -167,6 +266,10 @@ pub(super) fn pull_text(outcomes: &[Outcome]) -> String {
             }
             PullResult::Failed { message, .. } => format!("FAILED      {name}: {message}"),
             PullResult::Skipped => format!("skipped     {name} (stopping)"),
+            PullResult::Deferred { opens } => format!(
+                "deferred    {name} (outside the pull window; it opens {})",
+                opens.as_deref().unwrap_or("never again")
+            ),
         };
         out.push_str(line.trim_end());
         out.push('\n');
@@ -285,7 +388,7 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
 }
 
 /// The `status --json` document.
-pub(super) fn status_json(config: &Path, rows: &[StatusRow]) -> String {
+pub(super) fn status_json(config: &Path, rows: &[StatusRow], windows: &Windows) -> String {
     #[derive(Serialize)]
     struct Row<'a> {
         #[serde(flatten)]
@@ -296,9 +399,12 @@ pub(super) fn status_json(config: &Path, rows: &[StatusRow]) -> String {
     struct Doc<'a> {
         config: &'a Path,
         images: Vec<Row<'a>>,
+        #[serde(skip_serializing_if = "Windows::is_empty")]
+        windows: &'a Windows,
     }
     let doc = Doc {
         config,
+        windows,
         images: rows
             .iter()
             .map(|row| Row {
@@ -539,7 +645,8 @@ mod tests {
         let text = status_text(&rows);
         assert!(text.contains("DRIFT"), "{text}");
         let json: serde_json::Value =
-            serde_json::from_str(&status_json(Path::new("/c"), &rows)).unwrap();
+            serde_json::from_str(&status_json(Path::new("/c"), &rows, &Windows::default()))
+                .unwrap();
         assert_eq!(json["images"][0]["drift"], true);
         assert_eq!(json["images"][0]["pinned_digest"], D);
         assert_eq!(json["images"][0]["registry_digest"], D);
@@ -574,7 +681,47 @@ mod name_tests {
             "{text}"
         );
         assert!(!text.contains(digest), "{text}");
-        let json = plan_json(Path::new("c.toml"), &[decision], None);
+        let json = plan_json(Path::new("c.toml"), &[decision], None, &Windows::default());
         assert!(json.contains(&name), "{json}");
+    }
+
+    #[test]
+    fn windows_say_whether_they_are_open_and_when_they_open_next() {
+        let config = Config::parse(
+            Path::new("/c.toml"),
+            "[pull.window]\nstart = \"0 22 * * *\"\nduration = \"4h\"\ntime_zone = \"UTC\"\n\
+             [prune]\n[prune.window]\nstart = \"0 3 * * 6\"\nduration = \"1h\"\n\
+             time_zone = \"Europe/Berlin\"\n",
+        )
+        .unwrap();
+        // Saturday 2027-01-02, 23:00 UTC.
+        let now = chrono::DateTime::parse_from_rfc3339("2027-01-02T23:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let windows = Windows::of(&config, now);
+        let json = serde_json::to_value(&windows).unwrap();
+        assert_eq!(json["pull"]["open"], true, "{json:#}");
+        assert_eq!(
+            json["pull"]["closes"], "2027-01-03T02:00:00+00:00",
+            "{json:#}"
+        );
+        assert_eq!(json["prune"]["open"], false, "{json:#}");
+        // The next Saturday, 03:00 in Berlin (02:00 UTC in winter).
+        assert_eq!(
+            json["prune"]["opens"], "2027-01-09T02:00:00+00:00",
+            "{json:#}"
+        );
+        let text = windows.text();
+        assert!(
+            text.contains("open now, until 2027-01-03T02:00:00+00:00"),
+            "{text}"
+        );
+        assert!(
+            text.contains("closed; opens 2027-01-09T02:00:00+00:00"),
+            "{text}"
+        );
+        assert!(Windows::default().text().is_empty());
+        let plan = plan_json(Path::new("c.toml"), &[], None, &Windows::default());
+        assert!(!plan.contains("windows"), "{plan}");
     }
 }

@@ -38,6 +38,12 @@ pub enum PullResult {
     },
     /// Not attempted because stowage was stopping.
     Skipped,
+    /// Present, but the refresh waits for the pull window (the daemon only): it was closed
+    /// when the image's turn came.
+    Deferred {
+        /// When the window opens next (RFC 3339), if it ever does.
+        opens: Option<String>,
+    },
 }
 
 /// One image's outcome.
@@ -81,6 +87,8 @@ pub(crate) struct Summary {
     pub failed: usize,
     /// Images not attempted because of shutdown.
     pub skipped: usize,
+    /// Present images whose refresh waits for the pull window.
+    pub deferred: usize,
 }
 
 impl Summary {
@@ -95,6 +103,7 @@ impl Summary {
                 PullResult::Tagged { .. } => s.tagged += 1,
                 PullResult::Failed { .. } => s.failed += 1,
                 PullResult::Skipped => s.skipped += 1,
+                PullResult::Deferred { .. } => s.deferred += 1,
             }
         }
         s

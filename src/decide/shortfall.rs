@@ -21,7 +21,11 @@ pub(crate) fn missing(outcomes: &[Outcome]) -> Vec<Missing> {
     outcomes
         .iter()
         .filter_map(|o| match &o.result {
-            PullResult::Kept | PullResult::Pulled { .. } | PullResult::Tagged { .. } => None,
+            // Deferred images are present: only refreshes wait for a window.
+            PullResult::Kept
+            | PullResult::Pulled { .. }
+            | PullResult::Tagged { .. }
+            | PullResult::Deferred { .. } => None,
             PullResult::Failed { class, .. } => Some(Missing {
                 name: o.decision.reference().to_string(),
                 class: Some(*class),

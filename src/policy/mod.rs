@@ -9,3 +9,4 @@ pub(crate) mod lockfile;
 pub(crate) mod retry;
 pub(crate) mod schedule;
 pub(crate) mod state;
+pub(crate) mod window;

@@ -140,6 +140,10 @@ impl Session {
             in_flight,
             all_pinned: &self.pinned,
             pins,
+            window: match pins {
+                PinUpkeep::Daemon => self.config.pull.window.as_ref(),
+                PinUpkeep::Command => None,
+            },
             progress: &Unfollowed,
         }
     }

@@ -42,17 +42,25 @@ pub(crate) async fn plan(
             None,
         ),
     };
+    let now = chrono::Utc::now();
+    let windows = report::Windows::of(&session.config, now);
     if json {
         print(&report::plan_json(
             &session.config.source,
             &plan,
             prune.as_ref(),
+            &windows,
         ));
     } else {
         let mut text = report::plan_text(&plan);
         if let Some(p) = &prune {
             text.push_str("\nPrune (one cycle now):\n");
-            text.push_str(&report::prune_text(p, &[], chrono::Utc::now().timestamp()));
+            text.push_str(&report::prune_text(p, &[], now.timestamp()));
+        }
+        let windows = windows.text();
+        if !windows.is_empty() {
+            text.push('\n');
+            text.push_str(&windows);
         }
         print(&text);
     }

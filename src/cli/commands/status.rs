@@ -47,10 +47,11 @@ pub(crate) async fn status(
     for (d, by_plan) in plan.into_iter().zip(resolved_by_plan) {
         rows.push(row(session.registry.as_ref(), d, by_plan, offline).await);
     }
+    let windows = report::Windows::of(&session.config, chrono::Utc::now());
     print(&if json {
-        report::status_json(&session.config.source, &rows)
+        report::status_json(&session.config.source, &rows, &windows)
     } else {
-        report::status_text(&rows)
+        report::status_text(&rows) + &windows.text()
     });
     Ok(())
 }

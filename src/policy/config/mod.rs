@@ -9,6 +9,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod window;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::model::reference::ImageRef;
 use crate::policy::keep::{KeepRules, Limits};
 use crate::policy::retry::RetryPolicy;
 use crate::policy::schedule::Schedule;
+use crate::policy::window::Window;
 
 /// Where the daemon looks for its configuration unless told otherwise.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/stowage/config.toml";
@@ -75,6 +77,9 @@ pub struct PruneSettings {
     pub build_cache_max_age: Option<Duration>,
     /// The build cache is pruned down to this size (engines with API 1.48 or later).
     pub build_cache_max_size: Option<u64>,
+    /// When scheduled cycles may run (`[prune.window]`); any time when `None`. A disk over
+    /// the high watermark never waits for it.
+    pub(crate) window: Option<Window>,
 }
 
 /// Every cycle every half hour, at minutes 0 and 30 (spread by the splay).
@@ -96,6 +101,7 @@ impl Default for PruneSettings {
             pause: DEFAULT_PRUNE_PAUSE,
             build_cache_max_age: None,
             build_cache_max_size: None,
+            window: None,
         }
     }
 }
@@ -122,6 +128,9 @@ pub struct PullSettings {
     /// How long after start the daemon waits for every required image before it tells the
     /// service manager it is ready anyway (degraded); it goes on retrying what is missing.
     pub ready_timeout: Duration,
+    /// When scheduled refreshes of present images may run (`[pull.window]`); any time when
+    /// `None`. Pulls of missing images never wait for it.
+    pub(crate) window: Option<Window>,
 }
 
 /// The pin mode an image entry asks for with `pin = "..."`. An image whose name carries a

@@ -26,7 +26,12 @@ impl Validator<'_> {
             .build_cache_max_age
             .map(|v| self.duration("prune.build_cache_max_age", Some(v), Duration::ZERO));
         let pause = self.duration("prune.pause", raw.pause, defaults.pause);
+        let window = match raw.window {
+            Some(w) => Some(self.window("prune.window", w)?),
+            None => None,
+        };
         Some(PruneSettings {
+            window,
             schedule,
             pause,
             build_cache_max_age,

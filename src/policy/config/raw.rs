@@ -49,6 +49,15 @@ pub(super) struct RawPrune {
     pub(super) prune_local_only: bool,
     pub(super) build_cache_max_age: Option<Spanned<String>>,
     pub(super) build_cache_max_size: Option<Spanned<String>>,
+    pub(super) window: Option<RawWindow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWindow {
+    pub(super) start: Spanned<String>,
+    pub(super) duration: Spanned<String>,
+    pub(super) time_zone: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -89,6 +98,7 @@ pub(super) struct RawPull {
     pub(super) credentials: Option<Spanned<String>>,
     pub(super) shutdown_grace: Option<Spanned<String>>,
     pub(super) ready_timeout: Option<Spanned<String>>,
+    pub(super) window: Option<RawWindow>,
 }
 
 #[derive(Deserialize)]

@@ -415,3 +415,52 @@ fn check_updates_is_an_interval_longer_than_zero() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn windows_are_read_with_their_zone_and_refused_with_their_line() {
+    let c = parse(
+        "[pull.window]\nstart = \"0 2 * * *\"\nduration = \"4h\"\ntime_zone = \"Europe/Berlin\"\n\
+         [prune]\n[prune.window]\nstart = \"0 3 * * 6\"\nduration = \"90m\"\n",
+    )
+    .unwrap();
+    let pull = c.pull.window.as_ref().unwrap();
+    assert_eq!(pull.length, Duration::from_secs(4 * 3600));
+    assert_eq!(pull.zone.to_string(), "Europe/Berlin");
+    let prune = c.prune.as_ref().unwrap().window.as_ref().unwrap();
+    assert_eq!(prune.zone.to_string(), "host");
+    assert_eq!(prune.start.expr(), "0 3 * * 6");
+
+    let errs = parse(
+        "[pull.window]\nstart = \"0 25 * * *\"\nduration = \"0s\"\ntime_zone = \"Mars/Olympus\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].contains(":2:9: pull.window.start: invalid cron expression \"0 25 * * *\""),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains(":3:12: pull.window.duration: \"0s\" must be more than zero"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains(":4:13: pull.window.time_zone: unknown time zone \"Mars/Olympus\""),
+        "{}",
+        errs[2]
+    );
+
+    let errs = parse("[prune]\n[prune.window]\nstart = \"*/5 * * * *\"\nduration = \"10m\"\n")
+        .unwrap_err();
+    assert!(
+        errs[0].contains(":3:9: prune.window: the window never closes"),
+        "{}",
+        errs[0]
+    );
+    let errs = parse("[pull.window]\nstart = \"0 2 * * *\"\n").unwrap_err();
+    assert!(errs[0].contains("missing field `duration`"), "{}", errs[0]);
+    let errs = parse("[pull.window]\nstart = \"0 2 * * *\"\nduration = \"1h\"\nzone = \"UTC\"\n")
+        .unwrap_err();
+    assert!(errs[0].contains("unknown field `zone`"), "{}", errs[0]);
+}

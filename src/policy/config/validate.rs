@@ -459,7 +459,12 @@ impl<'a> Validator<'a> {
                 p
             }
         });
+        let window = match raw.window {
+            Some(w) => Some(self.window("pull.window", w)?),
+            None => None,
+        };
         Some(PullSettings {
+            window,
             on_boot: raw.on_boot.unwrap_or(true),
             schedule: schedule?,
             concurrency: usize::try_from(concurrency).unwrap_or(4),

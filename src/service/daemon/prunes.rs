@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Local};
+use chrono::{DateTime, Local, Utc};
 use tracing::{error, info, warn};
 
 use super::beats::PruneBeat;
 use crate::io::engine::Store;
 use crate::io::host::disk_of;
 use crate::model::image::Disk;
+use crate::policy::window::{Window, next_run};
 use crate::service::clock;
 use crate::service::health::Heartbeat;
 use crate::service::metrics::Metrics;
@@ -31,11 +32,16 @@ pub(super) async fn serve_prunes<S: Store>(
 ) {
     metrics.prunes_configured(pruner.settings.limits.high_watermark);
     let data_root = pruner.store.data_root().await.ok().flatten();
-    let mut next = pruner.settings.schedule.next_after(&clock::now(), offset);
+    let window = pruner.settings.window.as_ref();
+    let next_run = || next_run(&pruner.settings.schedule, window, clock::now(), offset);
+    let mut next = next_run();
     match next {
-        Some(at) => {
-            info!(schedule = pruner.settings.schedule.expr(), next = %at.to_rfc3339(), "prune scheduled")
-        }
+        Some(at) => info!(
+            schedule = pruner.settings.schedule.expr(),
+            next = %at.to_rfc3339(),
+            window = window.map(Window::describe),
+            "prune scheduled"
+        ),
         None => warn!(
             schedule = pruner.settings.schedule.expr(),
             "prune schedule never fires again"
@@ -61,9 +67,21 @@ pub(super) async fn serve_prunes<S: Store>(
             Wake::Early => true,
         };
         let trigger = if watermark { "watermark" } else { "schedule" };
+        // A full disk does not wait for the window; a scheduled cycle stops when it closes.
+        let closes = match window {
+            Some(w) if !watermark => match w.open_at(clock::now().with_timezone(&Utc)) {
+                Some(open) => Some(open.closes),
+                None => {
+                    // Woken outside it (the clock jumped): wait for the next opening.
+                    next = next_run();
+                    continue;
+                }
+            },
+            _ => None,
+        };
         info!(trigger, "prune cycle started");
         beat.planning();
-        match pruner.cycle(false).await {
+        match pruner.cycle_within(false, closes).await {
             Ok(cycle) => metrics.prune(trigger, &cycle),
             Err(f) => {
                 metrics.engine_up(false);
@@ -79,7 +97,7 @@ pub(super) async fn serve_prunes<S: Store>(
         if watermark {
             last_watermark_prune = Some(std::time::Instant::now());
         } else {
-            next = pruner.settings.schedule.next_after(&clock::now(), offset);
+            next = next_run();
         }
     }
 }

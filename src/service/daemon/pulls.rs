@@ -14,6 +14,7 @@ use crate::decide::shortfall::{Shortfall, ready_status, waiting_status};
 use crate::io::engine::Engine;
 use crate::policy::retry::RetryPolicy;
 use crate::policy::schedule::Schedule;
+use crate::policy::window::{Window, next_run};
 use crate::service::clock;
 use crate::service::metrics::Metrics;
 use crate::service::puller::Puller;
@@ -110,12 +111,13 @@ impl<'a, E: Engine> Pulls<'a, E> {
         self.first_pass(first).await;
         let mut groups = groups(self.session);
         for g in &mut groups {
-            g.next = g.schedule.next_after(&clock::now(), self.offset);
+            g.next = self.next_run(&g.schedule);
             match g.next {
                 Some(at) => info!(
                     schedule = g.schedule.expr(),
                     images = g.images.len(),
                     next = %at.to_rfc3339(),
+                    window = self.window().map(Window::describe),
                     "scheduled: {}", g.schedule.describe()
                 ),
                 None => warn!(schedule = g.schedule.expr(), "schedule never fires again"),
@@ -145,13 +147,23 @@ impl<'a, E: Engine> Pulls<'a, E> {
                 Some(index) => {
                     let group = &mut groups[index];
                     self.pass("schedule", &group.images).await;
-                    group.next = group.schedule.next_after(&clock::now(), self.offset);
+                    group.next = self.next_run(&group.schedule);
                     if let Some(next) = group.next {
                         debug!(schedule = group.schedule.expr(), next = %next.to_rfc3339(), "next run");
                     }
                 }
             }
         }
+    }
+
+    /// The pull window refreshes wait for, if any.
+    fn window(&self) -> Option<&'a Window> {
+        self.session.config.pull.window.as_ref()
+    }
+
+    /// When `schedule` runs next: its next time, moved into the pull window.
+    fn next_run(&self, schedule: &Schedule) -> Option<DateTime<Local>> {
+        next_run(schedule, self.window(), clock::now(), self.offset)
     }
 
     /// At boot (unless `pull.on_boot` is off), and after each reload: a pass over everything.
@@ -235,6 +247,7 @@ async fn pass<E: Engine>(
                 kept = s.kept,
                 failed = s.failed,
                 skipped = s.skipped,
+                deferred = s.deferred,
                 "run finished"
             );
             Some(outcomes)

@@ -212,6 +212,7 @@ impl Metrics {
                     "failed"
                 }
                 PullResult::Skipped => "skipped",
+                PullResult::Deferred { .. } => "deferred",
             };
             self.pulls.images.with_label_values(&[result]).inc();
             self.pulls.attempts.inc_by(u64::from(o.attempts));

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
@@ -22,6 +23,7 @@ use crate::model::failure::Failure;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::policy::state::State;
+use crate::service::clock;
 use crate::service::progress::Step;
 
 /// Removals under way at once when `prune.pause` is zero. Measured on Docker 20.10 (2 cores),
@@ -58,6 +60,11 @@ impl Future for Running<'_> {
     }
 }
 
+/// Whether a window that `closes` then has closed.
+fn closed(closes: Option<DateTime<Utc>>) -> bool {
+    closes.is_some_and(|c| clock::now() >= c)
+}
+
 /// How long after a cycle's last removal to look once more for a container created in the
 /// same instant: its record can land in the engine's list a moment after the delete returned.
 const RACE_SETTLE: Duration = Duration::from_millis(250);
@@ -65,6 +72,16 @@ const RACE_SETTLE: Duration = Duration::from_millis(250);
 impl<S: Store> Pruner<'_, S> {
     /// One cycle: plan, record what was seen, and remove (unless `dry_run`).
     pub async fn cycle(&self, dry_run: bool) -> Result<Cycle, Failure> {
+        self.cycle_within(dry_run, None).await
+    }
+
+    /// [`Self::cycle`] in a window that `closes` then: the removal under way when it closes
+    /// finishes, and no other starts.
+    pub(crate) async fn cycle_within(
+        &self,
+        dry_run: bool,
+        closes: Option<DateTime<Utc>>,
+    ) -> Result<Cycle, Failure> {
         let started = Instant::now();
         let (plan, usage) = self.plan().await?;
         if dry_run {
@@ -80,8 +97,12 @@ impl<S: Store> Pruner<'_, S> {
             }
         }
         self.record(&usage);
-        let removals = self.remove_all(&plan).await;
-        let build_cache_freed = self.prune_build_cache().await;
+        let removals = self.remove_all(&plan, closes).await;
+        let build_cache_freed = if closed(closes) {
+            None
+        } else {
+            self.prune_build_cache().await
+        };
         log_cycle(&plan, &removals, started);
         Ok(Cycle {
             plan,
@@ -93,7 +114,7 @@ impl<S: Store> Pruner<'_, S> {
     /// Removes the planned images in order, then heals what raced. With no pause, up to
     /// [`REMOVALS_AT_ONCE`] at a time (never an image while one of its children is still being
     /// removed); with a pause, one at a time, pausing between them.
-    async fn remove_all(&self, plan: &PrunePlan) -> Vec<Removal> {
+    async fn remove_all(&self, plan: &PrunePlan, closes: Option<DateTime<Utc>>) -> Vec<Removal> {
         let watch = tokio::sync::Mutex::new(ContainerWatch::start(self.store));
         let width = if self.settings.pause.is_zero() {
             REMOVALS_AT_ONCE
@@ -121,6 +142,11 @@ impl<S: Store> Pruner<'_, S> {
             };
             if !paused || self.stop.is_triggered() {
                 results[n] = Some(Removal::new(c, RemovalResult::Skipped, None));
+                continue;
+            }
+            if closed(closes) {
+                let why = "the prune window closed";
+                results[n] = Some(Removal::new(c, RemovalResult::Skipped, Some(why.into())));
                 continue;
             }
             running.push(Running::new(n, c, self.remove_one(c, &watch)));

@@ -136,3 +136,34 @@ async fn one_listing_per_batch_until_a_container_event() {
     assert_eq!(ids(&cycle.removals, RemovalResult::Removed).len(), 10);
     assert_eq!(engine.container_listings() - before, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_window_starts_no_removal_and_an_open_one_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    engine.add("sha256:dangling", &[], &["r.example/old@sha256:2"]);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let now = crate::service::clock::now().with_timezone(&chrono::Utc);
+    let closed = pruner
+        .cycle_within(false, Some(now - chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&closed.removals, RemovalResult::Skipped),
+        ["sha256:dangling"]
+    );
+    assert_eq!(
+        closed.removals[0].error.as_deref(),
+        Some("the prune window closed")
+    );
+    let open = pruner
+        .cycle_within(false, Some(now + chrono::Duration::hours(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&open.removals, RemovalResult::Removed),
+        ["sha256:dangling"]
+    );
+}

@@ -11,12 +11,13 @@ use tracing::{debug, info, warn};
 
 use super::Puller;
 use crate::decide::outcome::{Outcome, PullResult};
-use crate::decide::pull_plan::{Action, Decision, content_names};
+use crate::decide::pull_plan::{Action, Decision, Presence, content_names};
 use crate::io::credentials::RegistryAuth;
 use crate::io::engine::{Engine, PullRequest, Pulled};
 use crate::model::failure::{Failure, FailureClass, explain};
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
+use crate::service::clock;
 use crate::service::progress::Step;
 use crate::service::shutdown::{Attempt, Retried};
 
@@ -28,6 +29,9 @@ impl<E: Engine> Puller<'_, E> {
             Action::Keep => Self::keep(&decision),
             Action::Fail => Self::fail(&decision),
             Action::Tag | Action::Pull if self.stop.is_triggered() => (PullResult::Skipped, 0),
+            Action::Tag | Action::Pull if let Some(opens) = self.deferred(&decision) => {
+                (PullResult::Deferred { opens }, 0)
+            }
             Action::Tag | Action::Pull => {
                 let digest = decision.digest.as_deref().unwrap_or_default();
                 let _one_at_a_time = shared.hold(digest).await;
@@ -44,6 +48,28 @@ impl<E: Engine> Puller<'_, E> {
             attempts,
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }
+    }
+
+    /// When a present image's refresh must wait for the pull window, which is closed now:
+    /// `Some` with when it opens next (`None` inside: never again). Checked as each image's
+    /// turn comes, so a window that closes mid-run lets the images under way finish and
+    /// starts no other. A missing image never waits.
+    fn deferred(&self, decision: &Decision) -> Option<Option<String>> {
+        let window = self.window?;
+        if decision.state == Presence::Missing {
+            return None;
+        }
+        let now = clock::now().with_timezone(&chrono::Utc);
+        if window.open_at(now).is_some() {
+            return None;
+        }
+        let opens = window.current_or_next(now).map(|o| o.opens.to_rfc3339());
+        info!(
+            image = %decision.reference(),
+            opens = opens.as_deref().unwrap_or("never"),
+            "outside the pull window: the refresh waits for it"
+        );
+        Some(opens)
     }
 
     /// Nothing to do; a failure to learn a newer digest is only worth a warning.

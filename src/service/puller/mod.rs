@@ -27,6 +27,7 @@ use crate::model::platform::choose_platform;
 use crate::model::sync::Locked;
 use crate::policy::config::Config;
 use crate::policy::state::State;
+use crate::policy::window::Window;
 use crate::service::in_flight::{InFlight, InFlightGuard};
 use crate::service::progress::{Progress, Step};
 use crate::service::shutdown::{Retried, Shutdown};
@@ -66,6 +67,9 @@ pub struct Puller<'a, E> {
     pub all_pinned: &'a [Pinned],
     /// Whether a finished run drops the pins of images that left the config.
     pub pins: PinUpkeep,
+    /// The pull window that refreshes of present images wait for (the daemon's runs only: a
+    /// pull run by hand is meant to happen now).
+    pub(crate) window: Option<&'a Window>,
     /// Told of each step as the run goes.
     pub(crate) progress: &'a dyn Progress,
 }

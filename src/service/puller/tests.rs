@@ -257,3 +257,98 @@ async fn two_names_of_one_content_are_pulled_one_after_the_other_and_others_at_o
         engine.tagged("r.example/a2:1")
     );
 }
+
+/// A `[pull.window]` opening daily at `from_now` from now (UTC), for `length`.
+fn window_from_now(from_now: chrono::Duration, length: &str) -> String {
+    use chrono::Timelike;
+    let at = crate::service::clock::now().with_timezone(&chrono::Utc) + from_now;
+    format!(
+        "[pull.window]\nstart = \"{} {} * * *\"\nduration = \"{length}\"\ntime_zone = \"UTC\"\n",
+        at.minute(),
+        at.hour()
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn outside_the_pull_window_the_daemon_pulls_only_what_is_missing() {
+    let window = window_from_now(chrono::Duration::hours(2), "1h");
+    let s = setup(&format!("{window}{FOLLOW_A}{FOLLOW_B}"));
+    s.publish();
+    // a is present with older content; b is missing.
+    s.engine.add(
+        "old",
+        &["r.example/a:1"],
+        &[&format!("r.example/a@{}", digest('x'))],
+    );
+    let daemon = s.session.puller(
+        &s.engine,
+        Shutdown::new(),
+        InFlight::default(),
+        PinUpkeep::Daemon,
+    );
+    let outcomes = daemon.converge(&s.session.pinned).await.unwrap();
+    match &outcomes[0].result {
+        PullResult::Deferred { opens: Some(opens) } => {
+            let opens = chrono::DateTime::parse_from_rfc3339(opens).unwrap();
+            let wait = opens.with_timezone(&chrono::Utc)
+                - crate::service::clock::now().with_timezone(&chrono::Utc);
+            assert!(
+                wait > chrono::Duration::minutes(118) && wait <= chrono::Duration::hours(2),
+                "{wait}"
+            );
+        }
+        other => panic!("a refresh outside the window: {other:?}"),
+    }
+    assert!(
+        matches!(outcomes[1].result, PullResult::Pulled { .. }),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(s.engine.pulls().len(), 1, "only the missing image");
+    // A run by hand is meant to happen now.
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{:?}",
+        outcomes[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_that_closes_mid_run_lets_the_pull_under_way_finish_and_starts_no_other() {
+    // Opened a minute ago, closes in a minute; each pull takes 90 s, one at a time.
+    let window = window_from_now(chrono::Duration::minutes(-1), "2m");
+    let s = setup(&format!("{window}{FOLLOW_A}{FOLLOW_B}"));
+    s.publish();
+    s.engine.set_pull_time(Duration::from_secs(90));
+    for name in ["a", "b"] {
+        let tag = format!("r.example/{name}:1");
+        s.engine.add(
+            &format!("old-{name}"),
+            &[&tag],
+            &[&format!("r.example/{name}@{}", digest('x'))],
+        );
+    }
+    let daemon = s.session.puller(
+        &s.engine,
+        Shutdown::new(),
+        InFlight::default(),
+        PinUpkeep::Daemon,
+    );
+    let outcomes = daemon.converge(&s.session.pinned).await.unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(
+        matches!(outcomes[1].result, PullResult::Deferred { .. }),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(s.engine.pulls().len(), 1);
+}

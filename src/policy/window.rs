@@ -1,0 +1,174 @@
+//! Maintenance windows, as arithmetic on timestamps: a window opens on a cron schedule in a
+//! time zone and stays open for a fixed length of real time.
+//!
+//! Scheduled work that falls due outside its window waits for the next opening; work under way
+//! when the window closes finishes its current image and starts no other. The host's splay still
+//! spreads a fleet inside the window: a deferred run starts at the opening plus the host's
+//! offset, wrapped into the window's length, so every host starts while the window is open
+//! however short it is.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Local, TimeZone, Utc};
+
+use crate::policy::schedule::Schedule;
+
+/// Overlapping or back-to-back openings merge into one stretch. One that goes on for more than
+/// this many openings (`* * * * *` for an hour) never closes: the config refuses such a window,
+/// and the arithmetic stops counting there.
+const MAX_MERGED: usize = 1_000;
+
+/// The zone a window's schedule is read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Zone {
+    /// The host's own (`/etc/localtime`, or `TZ`).
+    Host,
+    /// An IANA zone by name.
+    Named(chrono_tz::Tz),
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Zone::Host => f.write_str("host"),
+            Zone::Named(tz) => f.write_str(tz.name()),
+        }
+    }
+}
+
+/// When a window is open: from the opening, for the length.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Window {
+    /// When it opens.
+    pub(crate) start: Schedule,
+    /// How long it stays open, in real time (a DST change does not stretch or shrink it).
+    pub(crate) length: Duration,
+    /// The zone `start` is read in.
+    pub(crate) zone: Zone,
+}
+
+/// One stretch of time a window is open: `[opens, closes)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Opening {
+    /// When it opens.
+    pub(crate) opens: DateTime<Utc>,
+    /// When it closes.
+    pub(crate) closes: DateTime<Utc>,
+}
+
+impl Opening {
+    /// Whether `t` falls inside.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.opens <= t && t < self.closes
+    }
+}
+
+impl Window {
+    /// The first opening strictly after `t`, read in the window's zone.
+    fn opening_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        fn next_in<Tz: TimeZone>(s: &Schedule, t: DateTime<Utc>, tz: &Tz) -> Option<DateTime<Utc>> {
+            s.next_after(&t.with_timezone(tz), Duration::ZERO)
+                .map(|d| d.with_timezone(&Utc))
+        }
+        match self.zone {
+            Zone::Host => next_in(&self.start, t, &Local),
+            Zone::Named(tz) => next_in(&self.start, t, &tz),
+        }
+    }
+
+    fn length(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.length).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// The stretch that opens at `opens`: to its length's end, merged with every opening that
+    /// comes before the stretch has closed.
+    fn stretch_from(&self, opens: DateTime<Utc>) -> Opening {
+        self.merged_from(opens).0
+    }
+
+    /// [`Self::stretch_from`], and whether it went on past counting.
+    fn merged_from(&self, opens: DateTime<Utc>) -> (Opening, bool) {
+        let mut closes = opens + self.length();
+        let mut last = opens;
+        for _ in 0..MAX_MERGED {
+            match self.opening_after(last) {
+                Some(next) if next <= closes => {
+                    closes = closes.max(next + self.length());
+                    last = next;
+                }
+                _ => return (Opening { opens, closes }, false),
+            }
+        }
+        (Opening { opens, closes }, true)
+    }
+
+    /// Whether the window, seen from `now`, ever closes: false when each opening comes before
+    /// the previous one has closed, so it would stay open for good.
+    pub(crate) fn closes(&self, now: DateTime<Utc>) -> bool {
+        match self.opening_after(now) {
+            Some(opens) => !self.merged_from(opens).1,
+            None => true,
+        }
+    }
+
+    /// The stretch open at `now`, if the window is open then. Its `opens` is the first
+    /// opening whose own length covers `now` (openings before it may have merged into the same
+    /// stretch); its `closes` is the stretch's end.
+    pub(crate) fn open_at(&self, now: DateTime<Utc>) -> Option<Opening> {
+        // Open exactly when some opening falls in (now - length, now].
+        let first = self.opening_after(now - self.length())?;
+        (first <= now).then(|| self.stretch_from(first))
+    }
+
+    /// The stretch open at `now`, or else the next one to open. `None` when the window never
+    /// opens again.
+    pub(crate) fn current_or_next(&self, now: DateTime<Utc>) -> Option<Opening> {
+        self.open_at(now)
+            .or_else(|| self.opening_after(now).map(|o| self.stretch_from(o)))
+    }
+
+    /// When work that falls due at `due` may start: at `due` inside a window, else at the
+    /// next opening plus `offset` (the host's splay) wrapped into the window's length. `None`
+    /// when the window never opens again.
+    pub(crate) fn start_for(&self, due: DateTime<Utc>, offset: Duration) -> Option<DateTime<Utc>> {
+        if self.open_at(due).is_some() {
+            return Some(due);
+        }
+        let opens = self.opening_after(due)?;
+        let length = self.length.as_nanos().max(1);
+        let within = u64::try_from(offset.as_nanos() % length).unwrap_or(0);
+        Some(opens + chrono::Duration::nanoseconds(i64::try_from(within).unwrap_or(0)))
+    }
+
+    /// A description for logs and plans: "At 02:00 AM, for 4h (Europe/Berlin)".
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "{}, for {} ({})",
+            self.start.describe(),
+            humantime::format_duration(self.length),
+            self.zone
+        )
+    }
+}
+
+/// When scheduled work runs next: the schedule's first time after `now` shifted by the host's
+/// `offset`, moved to inside `window` when it falls outside. `None` when either never comes.
+pub(crate) fn next_run(
+    schedule: &Schedule,
+    window: Option<&Window>,
+    now: DateTime<Local>,
+    offset: Duration,
+) -> Option<DateTime<Local>> {
+    let due = schedule.next_after(&now, offset)?;
+    match window {
+        None => Some(due),
+        Some(w) => w
+            .start_for(due.with_timezone(&Utc), offset)
+            .map(|t| t.with_timezone(&Local)),
+    }
+}
+
+#[cfg(test)]
+mod tests;
