@@ -7,6 +7,7 @@ mod check;
 mod daemon;
 mod engine;
 mod layers;
+mod limits;
 mod metrics;
 mod packaging;
 mod pin;

@@ -266,10 +266,7 @@ pub(super) fn pull_text(outcomes: &[Outcome]) -> String {
             }
             PullResult::Failed { message, .. } => format!("FAILED      {name}: {message}"),
             PullResult::Skipped => format!("skipped     {name} (stopping)"),
-            PullResult::Deferred { opens } => format!(
-                "deferred    {name} (outside the pull window; it opens {})",
-                opens.as_deref().unwrap_or("never again")
-            ),
+            PullResult::Deferred { why } => format!("deferred    {name} ({why})"),
         };
         out.push_str(line.trim_end());
         out.push('\n');

@@ -1,6 +1,7 @@
 //! The decisions, as pure functions over plain data: no I/O, no clock, no randomness (each is
 //! passed in), so each is unit- and property-tested on its own.
 
+pub(crate) mod budget;
 pub(crate) mod outcome;
 pub(crate) mod pin;
 pub(crate) mod prune_plan;

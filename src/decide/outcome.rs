@@ -38,12 +38,53 @@ pub enum PullResult {
     },
     /// Not attempted because stowage was stopping.
     Skipped,
-    /// Present, but the refresh waits for the pull window (the daemon only): it was closed
-    /// when the image's turn came.
+    /// Present, and the refresh waits (the daemon only).
     Deferred {
-        /// When the window opens next (RFC 3339), if it ever does.
+        /// What it waits for.
+        #[serde(flatten)]
+        why: Deferral,
+    },
+}
+
+/// What a deferred refresh waits for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "deferred_for", rename_all = "kebab-case")]
+pub enum Deferral {
+    /// The pull window, closed when the image's turn came.
+    Window {
+        /// When it opens next (RFC 3339), if it ever does.
         opens: Option<String>,
     },
+    /// Budget: the registry's remaining requests would not cover this refresh on every host
+    /// that shares its rate limit.
+    RateLimit {
+        /// The registry.
+        registry: String,
+        /// Requests it said were left.
+        remaining: u64,
+        /// Hosts sharing them (`limit_shared_by`).
+        shared_by: u64,
+    },
+}
+
+impl std::fmt::Display for Deferral {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deferral::Window { opens } => write!(
+                f,
+                "outside the pull window; it opens {}",
+                opens.as_deref().unwrap_or("never again")
+            ),
+            Deferral::RateLimit {
+                registry,
+                remaining,
+                shared_by,
+            } => write!(
+                f,
+                "held back: {registry} has {remaining} requests left for {shared_by} hosts"
+            ),
+        }
+    }
 }
 
 /// One image's outcome.

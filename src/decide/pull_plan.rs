@@ -427,6 +427,7 @@ mod tests {
             host: "r:1".into(),
             mirrors: vec![mirror("m:2", None), mirror("h:3", Some("proxy/hub"))],
             insecure: false,
+            limit_shared_by: 1,
         }];
         for name in ["m:2/a", "h:3/proxy/hub/a"] {
             let store = [local("i1", &["r:1/a:1"], &[&format!("{name}@{D1}")])];

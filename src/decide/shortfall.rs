@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::decide::outcome::{Outcome, PullResult};
+use crate::decide::outcome::{Deferral, Outcome, PullResult};
 use crate::decide::pin::Pinned;
 use crate::model::failure::FailureClass;
 
@@ -59,9 +59,24 @@ pub(crate) fn waiting_status(missing: &[Missing], total: usize) -> String {
     )
 }
 
-/// The status line once everything is present.
-pub(crate) fn ready_status(total: usize) -> String {
-    format!("ready: all {total} required images present")
+/// The status line once everything is present, saying which refreshes wait and why.
+pub(crate) fn ready_status(total: usize, outcomes: &[Outcome]) -> String {
+    let mut line = format!("ready: all {total} required images present");
+    let waits: Vec<&Deferral> = outcomes
+        .iter()
+        .filter_map(|o| match &o.result {
+            PullResult::Deferred { why } => Some(why),
+            _ => None,
+        })
+        .collect();
+    if let Some(first) = waits.first() {
+        line.push_str(&format!("; {} refreshes wait ({first}", waits.len()));
+        if waits.len() > 1 && waits.iter().any(|w| w != first) {
+            line.push_str(", and more");
+        }
+        line.push(')');
+    }
+    line
 }
 
 /// The required images that are not there, by name, and how many retries they have had.
@@ -229,5 +244,51 @@ mod tests {
             s.attempt, 0,
             "the backoff starts over once nothing is missing"
         );
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+    use crate::decide::pin::{PinMode, Pinned};
+    use crate::decide::pull_plan::{Action, Decision, Presence};
+
+    fn outcome(result: PullResult) -> Outcome {
+        Outcome {
+            decision: Decision {
+                pinned: Pinned::for_tests("r.example/a:1", PinMode::Follow),
+                digest: None,
+                state: Presence::Present,
+                local_digest: None,
+                drift: false,
+                action: Action::Pull,
+                reason: String::new(),
+                failure: None,
+                holder: None,
+                resolve_attempts: 0,
+            },
+            result,
+            attempts: 0,
+            elapsed_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_ready_line_says_which_refreshes_wait() {
+        assert_eq!(ready_status(2, &[]), "ready: all 2 required images present");
+        let held = PullResult::Deferred {
+            why: Deferral::RateLimit {
+                registry: "docker.io".into(),
+                remaining: 3,
+                shared_by: 50,
+            },
+        };
+        let line = ready_status(2, &[outcome(PullResult::Kept), outcome(held)]);
+        assert_eq!(
+            line,
+            "ready: all 2 required images present; 1 refreshes wait (held back: docker.io has 3 \
+             requests left for 50 hosts)"
+        );
+        assert!(missing(&[outcome(PullResult::Kept)]).is_empty());
     }
 }

@@ -14,6 +14,7 @@ use crate::io::registry::{Registry, Resolved};
 use crate::model::failure::{Failure, FailureClass};
 use crate::model::image::{ImageStore, LocalImage, StoreImage};
 use crate::model::platform::IndexCache;
+use crate::model::rate_limit::Budget;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 
@@ -292,6 +293,8 @@ struct RegistryState {
     failures: VecDeque<Failure>,
     /// How many resolutions were asked for.
     asked: usize,
+    /// What each registry says of its budget.
+    budgets: BTreeMap<String, Budget>,
 }
 
 impl FakeRegistry {
@@ -311,6 +314,11 @@ impl FakeRegistry {
     /// How many resolutions were asked for.
     pub(crate) fn asked(&self) -> usize {
         self.0.locked().asked
+    }
+
+    /// `host` states `budget` from now on.
+    pub(crate) fn set_budget(&self, host: &str, budget: Budget) {
+        self.0.locked().budgets.insert(host.to_owned(), budget);
     }
 }
 
@@ -351,5 +359,9 @@ impl Registry for FakeRegistry {
 
     fn cache_snapshot(&self) -> IndexCache {
         IndexCache::new()
+    }
+
+    fn budgets(&self) -> BTreeMap<String, Budget> {
+        self.0.locked().budgets.clone()
     }
 }

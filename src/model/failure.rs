@@ -23,15 +23,19 @@ pub enum FailureClass {
     Network,
     /// The Docker engine is down, unreachable, or failed on its side.
     Engine,
+    /// The registry refused because of its rate limit (HTTP 429, `toomanyrequests`): another
+    /// attempt before it says so would only spend more of it.
+    RateLimited,
 }
 
 impl FailureClass {
     /// Every class, for series that start at zero.
-    pub const ALL: [FailureClass; 4] = [
+    pub const ALL: [FailureClass; 5] = [
         FailureClass::Auth,
         FailureClass::NotFound,
         FailureClass::Network,
         FailureClass::Engine,
+        FailureClass::RateLimited,
     ];
 
     /// Whether another attempt may succeed. Auth and not-found failures will not fix themselves,
@@ -47,6 +51,7 @@ impl FailureClass {
             FailureClass::NotFound => "not-found",
             FailureClass::Network => "network",
             FailureClass::Engine => "engine",
+            FailureClass::RateLimited => "rate-limited",
         }
     }
 }
@@ -67,8 +72,8 @@ pub struct Failure {
     /// Docker Hub answers a missing login with "not found ... may require 'docker login'"; when
     /// the engine said so we mention both possibilities.
     pub maybe_auth: bool,
-    /// The registry refused because of its rate limit: retrying would only spend more of it.
-    pub rate_limited: bool,
+    /// How long the registry asked to be left alone (`Retry-After`), when it said.
+    pub retry_after_secs: Option<u64>,
     /// The image exists, but not for the requested platform.
     pub no_platform: bool,
     /// A TLS or HTTP/HTTPS mismatch: a setup problem that retries do not fix.
@@ -93,7 +98,7 @@ impl Failure {
             class,
             maybe_auth: class == FailureClass::NotFound
                 && (m.contains("docker login") || m.contains("pull access denied")),
-            rate_limited: m.contains("toomanyrequests") || m.contains("too many requests"),
+            retry_after_secs: None,
             no_platform: class == FailureClass::NotFound && m.contains("no matching manifest"),
             setup: m.contains("x509:")
                 || m.contains("certificate")
@@ -104,7 +109,13 @@ impl Failure {
 
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
-        self.class.is_retryable() && !self.rate_limited && !self.setup
+        self.class.is_retryable() && !self.setup
+    }
+
+    /// This failure, saying how long the registry asked to be left alone.
+    pub fn retry_after(mut self, secs: Option<u64>) -> Self {
+        self.retry_after_secs = secs;
+        self
     }
 }
 
@@ -133,6 +144,10 @@ pub(crate) fn classify(status: Option<u16>, message: &str) -> FailureClass {
     let m = message.to_ascii_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
 
+    // First: Docker Hub's message also speaks of "authenticating" to raise the limit.
+    if status == Some(429) || has(&["toomanyrequests", "too many requests"]) {
+        return FailureClass::RateLimited;
+    }
     if has(&[
         "no basic auth credentials",
         "unauthorized",
@@ -179,8 +194,6 @@ pub(crate) fn classify(status: Option<u16>, message: &str) -> FailureClass {
         "server misbehaving",
         "service unavailable",
         "bad gateway",
-        "toomanyrequests",
-        "too many requests",
     ]) {
         return FailureClass::Network;
     }
@@ -211,9 +224,16 @@ pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
             }
             s
         }
-        FailureClass::Network if failure.rate_limited => format!(
-            "network: registry {registry} refused {image} because of its rate limit; log in \
-             (logged-in pulls have higher limits) or wait; not retried"
+        FailureClass::RateLimited => format!(
+            "rate-limited: registry {registry} refused {image} because of its rate limit; {}; \
+             logged-in pulls have higher limits",
+            match failure.retry_after_secs {
+                Some(secs) => format!(
+                    "nothing is sent to it for {} (its Retry-After)",
+                    humantime::format_duration(std::time::Duration::from_secs(secs))
+                ),
+                None => "not retried in this run".to_owned(),
+            }
         ),
         FailureClass::Network if failure.setup => format!(
             "network: cannot talk to registry {registry} for {image}: TLS or HTTP/HTTPS setup \
@@ -325,10 +345,33 @@ mod tests {
 
     #[test]
     fn setup_and_rate_limits_are_not_retried() {
+        let image: ImageRef = "docker.io/library/nginx:1".parse().unwrap();
+        for (status, msg) in [
+            (
+                Some(500),
+                "toomanyrequests: You have reached your pull rate limit. You may increase the \
+                 limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit",
+            ),
+            (
+                Some(429),
+                "Server error: url http://r/v2/a/manifests/1, code: 429, message: ",
+            ),
+        ] {
+            let class = classify_about(&image, status, msg);
+            assert_eq!(class, FailureClass::RateLimited, "{msg}");
+            let f = Failure::new(class, msg);
+            assert!(!f.is_retryable(), "{msg}");
+            assert!(explain(&image, &f).contains("not retried in this run"));
+            let f = f.retry_after(Some(90));
+            assert!(
+                explain(&image, &f).contains("nothing is sent to it for 1m 30s"),
+                "{}",
+                explain(&image, &f)
+            );
+        }
         for msg in [
             "Get \"https://r:5000/v2/\": x509: certificate signed by unknown authority",
             "Get \"https://r:5000/v2/\": http: server gave HTTP response to HTTPS client",
-            "toomanyrequests: You have reached your pull rate limit.",
         ] {
             let class = classify(Some(500), msg);
             assert_eq!(class, FailureClass::Network, "{msg}");

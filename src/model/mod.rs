@@ -4,5 +4,6 @@ pub(crate) mod failure;
 pub(crate) mod image;
 pub(crate) mod platform;
 pub(crate) mod problem;
+pub(crate) mod rate_limit;
 pub(crate) mod reference;
 pub(crate) mod sync;

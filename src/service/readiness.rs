@@ -195,7 +195,7 @@ mod tests {
         );
         // Ready already: a later hold returns at once, and ready again keeps it ready.
         n.hold_start(Instant::now(), Duration::ZERO, &done).await;
-        n.ready(&ready_status(2));
+        n.ready(&ready_status(2, &[]));
         assert!(n.is_ready());
         assert_eq!(
             *n.status.lock().unwrap(),

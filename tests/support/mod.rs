@@ -5,12 +5,14 @@
 
 mod env;
 mod images;
+mod limits;
 mod net;
 mod poll;
 mod scratch;
 mod stowage;
 
 pub(crate) use env::{EngineKind, Env, engine_lock, engine_name, env};
+pub(crate) use limits::LimitProxy;
 pub(crate) use net::{Registry, Throttle, free_port, fresh_repo, http_get, try_http_get};
 pub(crate) use poll::poll;
 pub(crate) use scratch::Scratch;

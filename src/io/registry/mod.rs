@@ -22,12 +22,13 @@ use oci_client::secrets::RegistryAuth as OciAuth;
 
 use futures_util::future::BoxFuture;
 
-mod open;
-use open::{Head, OpenRegistries};
+mod direct;
+use direct::{Answer, DEFAULT_RETRY_AFTER, Direct, Head};
 
 use crate::io::credentials::{CredentialSource, RegistryAuth};
 use crate::model::failure::{Failure, FailureClass, classify_about};
 use crate::model::platform::{IndexCache, index_platforms};
+use crate::model::rate_limit::Budget;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::policy::config::Config;
@@ -70,6 +71,9 @@ pub trait Registry: Send + Sync {
 
     /// What is known about indexes now, for the state file.
     fn cache_snapshot(&self) -> IndexCache;
+
+    /// Each registry's request budget, as its last answer stated it.
+    fn budgets(&self) -> BTreeMap<String, Budget>;
 }
 
 impl Registry for Resolver {
@@ -92,6 +96,10 @@ impl Registry for Resolver {
     fn cache_snapshot(&self) -> IndexCache {
         Resolver::cache_snapshot(self)
     }
+
+    fn budgets(&self) -> BTreeMap<String, Budget> {
+        Resolver::budgets(self)
+    }
 }
 
 /// A registry client for resolution.
@@ -107,8 +115,8 @@ pub struct Resolver {
     host_platform: String,
     /// Shared with the state file.
     cache: Arc<Mutex<IndexCache>>,
-    /// The direct path to registries that need no credentials (`None`: no HTTP client).
-    open: Option<OpenRegistries>,
+    /// Stowage's own manifest requests (`None`: no HTTP client; oci-client does it all).
+    direct: Option<Direct>,
 }
 
 impl Resolver {
@@ -139,7 +147,7 @@ impl Resolver {
             }
         }
         Resolver {
-            open: OpenRegistries::new(plain.clone()),
+            direct: Direct::new(plain.clone()),
             protocol: ClientProtocol::HttpsExcept(plain),
             clients: Mutex::new(BTreeMap::new()),
             credentials,
@@ -232,19 +240,21 @@ impl Resolver {
         })
     }
 
-    /// HEAD of the manifest `image` names: directly when the registry needs no credentials,
-    /// else through oci-client (whose HEAD does not say the media type).
+    /// HEAD of the manifest `image` names: sent by stowage itself, else (an answer it did not
+    /// expect) through oci-client, whose HEAD does not say the media type.
     async fn head(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
-        if let Some(open) = self.open_path(auth)
-            && let Some(head) = open.head(image).await
-        {
-            return Ok(head);
-        }
         let (client, reference) = self.request_with(image, auth)?;
+        if let Some(direct) = &self.direct {
+            match direct.head(image, auth, (&client, &reference)).await {
+                Answer::Done(head) => return Ok(head),
+                Answer::Refused(f) => return Err(f),
+                Answer::Fallback => {}
+            }
+        }
         let digest = client
             .fetch_manifest_digest(&reference, auth)
             .await
-            .map_err(|e| failure_from(image, e))?;
+            .map_err(|e| self.failure(image, e))?;
         Ok(Head {
             digest,
             media_type: None,
@@ -261,21 +271,20 @@ impl Resolver {
         let by_digest: ImageRef = format!("{}@{digest}", image.name())
             .parse()
             .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
-        let direct = match self.open_path(auth) {
-            Some(open) => open.get(&by_digest).await,
-            None => None,
+        let (client, reference) = self.request_with(&by_digest, auth)?;
+        let direct = match &self.direct {
+            Some(direct) => direct.get(&by_digest, auth, (&client, &reference)).await,
+            None => Answer::Fallback,
         };
         let body = match direct {
-            Some(body) => body,
-            None => {
-                let (client, reference) = self.request_with(&by_digest, auth)?;
-                client
-                    .pull_manifest_raw(&reference, auth, MANIFEST_TYPES)
-                    .await
-                    .map_err(|e| failure_from(image, e))?
-                    .0
-                    .to_vec()
-            }
+            Answer::Done(body) => body,
+            Answer::Refused(f) => return Err(f),
+            Answer::Fallback => client
+                .pull_manifest_raw(&reference, auth, MANIFEST_TYPES)
+                .await
+                .map_err(|e| self.failure(image, e))?
+                .0
+                .to_vec(),
         };
         index_platforms(&body).map_err(|e| {
             Failure::new(
@@ -285,12 +294,25 @@ impl Resolver {
         })
     }
 
-    /// The direct path, when stowage has no credentials (`auth`) for the registry.
-    fn open_path(&self, auth: &OciAuth) -> Option<&OpenRegistries> {
-        match auth {
-            OciAuth::Anonymous => self.open.as_ref(),
-            _ => None,
+    /// oci-client's error about `image`, classified; a rate limit blocks the registry for a
+    /// while (oci-client does not pass on its `Retry-After`).
+    fn failure(&self, image: &ImageRef, error: OciDistributionError) -> Failure {
+        let failure = failure_from(image, error);
+        if failure.class == FailureClass::RateLimited
+            && let Some(direct) = &self.direct
+        {
+            direct.block(image.registry(), DEFAULT_RETRY_AFTER);
+            return failure.retry_after(Some(DEFAULT_RETRY_AFTER.as_secs()));
         }
+        failure
+    }
+
+    /// Each registry's budget, as its last answer stated it.
+    pub fn budgets(&self) -> BTreeMap<String, Budget> {
+        self.direct
+            .as_ref()
+            .map(Direct::budgets)
+            .unwrap_or_default()
     }
 
     /// Whether the registry serves this reference (`name@digest`), with one HEAD request: an

@@ -168,6 +168,9 @@ pub struct RegistrySettings {
     /// Plain HTTP instead of HTTPS. Loopback registries are plain HTTP without saying so, as
     /// the engine treats them.
     pub insecure: bool,
+    /// Hosts that share this registry's rate limit (one account, or one NAT address): each
+    /// takes that fraction of the budget left for its refreshes.
+    pub limit_shared_by: u64,
 }
 
 /// A mirror of a registry: a host, and the path its copy of the registry is served under,
@@ -245,6 +248,16 @@ impl Config {
     /// Validates `text`, reporting problems against `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         validate::Validator::new(path, text).run()
+    }
+
+    /// The hosts sharing `host`'s rate limit, or `None` when its refreshes are never held
+    /// back for it: they go through a mirror, which asks the origin once for the fleet.
+    pub(crate) fn limit_shared_by(&self, host: &str) -> Option<u64> {
+        match self.registry(host) {
+            Some(r) if !r.mirrors.is_empty() => None,
+            Some(r) => Some(r.limit_shared_by),
+            None => Some(1),
+        }
     }
 
     /// The settings of `host`, if it has a `[[registry]]` entry.

@@ -82,6 +82,7 @@ pub(super) struct RawRegistry {
     pub(super) mirrors: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) insecure: bool,
+    pub(super) limit_shared_by: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -386,10 +386,17 @@ impl<'a> Validator<'a> {
                 );
                 continue;
             }
+            let limit_shared_by = self.integer(
+                "registry.limit_shared_by",
+                r.limit_shared_by,
+                1..1_000_001,
+                1,
+            );
             out.push(RegistrySettings {
                 host,
                 mirrors,
                 insecure: r.insecure,
+                limit_shared_by: u64::try_from(limit_shared_by).unwrap_or(1),
             });
         }
         out

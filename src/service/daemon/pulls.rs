@@ -206,13 +206,17 @@ impl<'a, E: Engine> Pulls<'a, E> {
             Some(outcomes) => self.metrics.pass(trigger, outcomes),
             None => self.metrics.engine_up(false),
         }
+        self.metrics.budgets(&self.session.registry.budgets());
         self.shortfall.record(images, outcomes.as_deref());
         let missing = self.shortfall.list();
         let total = self.session.pinned.len();
         self.metrics
             .presence(self.required.iter().map(String::as_str), &missing);
         if missing.is_empty() {
-            self.notifier.ready(&ready_status(total));
+            self.notifier.ready(&ready_status(
+                total,
+                outcomes.as_deref().unwrap_or_default(),
+            ));
             self.metrics.ready();
             self.retry_at = None;
             return;

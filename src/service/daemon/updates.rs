@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
+use crate::decide::budget::check_held_back;
 use crate::decide::pin::Pinned;
 use crate::decide::updates::{checked, spread, update_available};
 use crate::model::sync::Locked;
@@ -64,6 +65,16 @@ async fn check(session: &Session, metrics: &Metrics, p: &Pinned, limit: Duration
         return;
     };
     let reference = &p.image.reference;
+    let registry = reference.registry();
+    let budgets = session.registry.budgets();
+    if check_held_back(
+        budgets.get(registry),
+        session.config.limit_shared_by(registry),
+    ) {
+        debug!(image = %reference, registry, "update check held back: the registry's rate limit is spent for this host's share");
+        return;
+    }
+    metrics.budgets(&budgets);
     let asked = session
         .registry
         .resolve(reference, p.image.platform.as_deref());

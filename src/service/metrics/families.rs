@@ -330,3 +330,31 @@ impl ImageFamilies {
         }
     }
 }
+
+/// What registries say of their request budgets.
+#[derive(Debug, Clone)]
+pub(super) struct RegistryFamilies {
+    pub(super) limit: IntGaugeVec,
+    pub(super) remaining: IntGaugeVec,
+}
+
+impl RegistryFamilies {
+    pub(super) fn new(r: &Registry) -> Self {
+        RegistryFamilies {
+            limit: gauges(
+                r,
+                "registry_rate_limit",
+                "Requests the registry allows per window, as its last answer to stowage said \
+                 (ratelimit-limit; Docker Hub)",
+                "registry",
+            ),
+            remaining: gauges(
+                r,
+                "registry_rate_limit_remaining",
+                "Requests left in the registry's current window, as its last answer to stowage \
+                 said (ratelimit-remaining); the engine's own pulls spend it too",
+                "registry",
+            ),
+        }
+    }
+}

@@ -14,12 +14,14 @@ use std::sync::Arc;
 use prometheus::{IntGaugeVec, Registry, TextEncoder};
 
 use families::{
-    DaemonFamilies, ImageFamilies, PresenceFamilies, PruneFamilies, PullFamilies, register,
+    DaemonFamilies, ImageFamilies, PresenceFamilies, PruneFamilies, PullFamilies, RegistryFamilies,
+    register,
 };
 
 use crate::decide::outcome::{Outcome, PullResult};
 use crate::decide::shortfall::Missing;
 use crate::model::failure::FailureClass;
+use crate::model::rate_limit::Budget;
 use crate::model::sync::Locked;
 use crate::service::health::Health;
 use crate::service::pruner::{Cycle, RemovalResult};
@@ -57,6 +59,7 @@ pub(crate) struct Metrics {
     prunes: PruneFamilies,
     daemon: DaemonFamilies,
     images: ImageFamilies,
+    registries: RegistryFamilies,
     /// The image names `present` has series for.
     present_names: Arc<std::sync::Mutex<Vec<String>>>,
     /// The label values each image's `image_info` series has now.
@@ -93,6 +96,7 @@ impl Metrics {
             prunes: PruneFamilies::new(&r),
             daemon: DaemonFamilies::new(&r),
             images: ImageFamilies::new(&r),
+            registries: RegistryFamilies::new(&r),
             present_names: Arc::default(),
             info_labels: Arc::default(),
             registry: r,
@@ -182,6 +186,18 @@ impl Metrics {
             .update_available
             .with_label_values(&[image])
             .set(i64::from(moved));
+    }
+
+    /// What registries said of their budgets.
+    pub(crate) fn budgets(&self, budgets: &BTreeMap<String, Budget>) {
+        for (registry, b) in budgets {
+            let set = |g: &IntGaugeVec, v: u64| {
+                g.with_label_values(&[registry.as_str()])
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            };
+            set(&self.registries.limit, b.limit);
+            set(&self.registries.remaining, b.remaining);
+        }
     }
 
     /// A finished pull run.

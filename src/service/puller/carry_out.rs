@@ -10,7 +10,7 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::Puller;
-use crate::decide::outcome::{Outcome, PullResult};
+use crate::decide::outcome::{Deferral, Outcome, PullResult};
 use crate::decide::pull_plan::{Action, Decision, Presence, content_names};
 use crate::io::credentials::RegistryAuth;
 use crate::io::engine::{Engine, PullRequest, Pulled};
@@ -23,14 +23,23 @@ use crate::service::shutdown::{Attempt, Retried};
 
 impl<E: Engine> Puller<'_, E> {
     /// Carries out one decision.
-    pub(super) async fn carry_out(&self, decision: Decision, shared: &RunShared) -> Outcome {
+    /// `held`: why its refresh waits for the registry's budget, when it does.
+    pub(super) async fn carry_out(
+        &self,
+        decision: Decision,
+        held: Option<Deferral>,
+        shared: &RunShared,
+    ) -> Outcome {
         let started = Instant::now();
         let (result, attempts) = match decision.action {
             Action::Keep => Self::keep(&decision),
             Action::Fail => Self::fail(&decision),
             Action::Tag | Action::Pull if self.stop.is_triggered() => (PullResult::Skipped, 0),
-            Action::Tag | Action::Pull if let Some(opens) = self.deferred(&decision) => {
-                (PullResult::Deferred { opens }, 0)
+            Action::Tag | Action::Pull
+                if let Some(why) = self.outside_window(&decision).or_else(|| held.clone()) =>
+            {
+                info!(image = %decision.reference(), "{why}: the refresh waits");
+                (PullResult::Deferred { why }, 0)
             }
             Action::Tag | Action::Pull => {
                 let digest = decision.digest.as_deref().unwrap_or_default();
@@ -50,11 +59,10 @@ impl<E: Engine> Puller<'_, E> {
         }
     }
 
-    /// When a present image's refresh must wait for the pull window, which is closed now:
-    /// `Some` with when it opens next (`None` inside: never again). Checked as each image's
-    /// turn comes, so a window that closes mid-run lets the images under way finish and
-    /// starts no other. A missing image never waits.
-    fn deferred(&self, decision: &Decision) -> Option<Option<String>> {
+    /// When a present image's refresh must wait for the pull window, which is closed now.
+    /// Checked as each image's turn comes, so a window that closes mid-run lets the images
+    /// under way finish and starts no other. A missing image never waits.
+    fn outside_window(&self, decision: &Decision) -> Option<Deferral> {
         let window = self.window?;
         if decision.state == Presence::Missing {
             return None;
@@ -64,12 +72,7 @@ impl<E: Engine> Puller<'_, E> {
             return None;
         }
         let opens = window.current_or_next(now).map(|o| o.opens.to_rfc3339());
-        info!(
-            image = %decision.reference(),
-            opens = opens.as_deref().unwrap_or("never"),
-            "outside the pull window: the refresh waits for it"
-        );
-        Some(opens)
+        Some(Deferral::Window { opens })
     }
 
     /// Nothing to do; a failure to learn a newer digest is only worth a warning.

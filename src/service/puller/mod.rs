@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use futures_util::StreamExt;
 use tracing::warn;
 
-use crate::decide::outcome::Outcome;
+use crate::decide::budget::held_back;
+use crate::decide::outcome::{Deferral, Outcome};
 use crate::decide::pin::{PinMode, Pinned};
 use crate::decide::pull_plan::{Action, Decision, Want, plan_pulls};
 use crate::io::credentials::CredentialSource;
@@ -219,6 +220,7 @@ impl<E: Engine> Puller<'_, E> {
     pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
         let shared = RunShared::default();
         self.progress.step(Step::Planned(plan.len()));
+        let held = self.held_back(&plan);
         // Every pull and re-tag is in flight from now, queued ones included, until its name
         // points at the content: until then the content may carry no name the pruner would
         // know it by, or only another registry's, and the pruner must leave it alone.
@@ -234,14 +236,14 @@ impl<E: Engine> Puller<'_, E> {
         // Unordered: an ordered buffer keeps finished results in their slots until the first
         // image is done, so one slow pull would hold the whole run to one pull at a time.
         let mut outcomes: Vec<(usize, Outcome)> =
-            futures_util::stream::iter(plan.into_iter().zip(guards).enumerate())
-                .map(|(index, (decision, guard))| {
+            futures_util::stream::iter(plan.into_iter().zip(guards).zip(held).enumerate())
+                .map(|(index, ((decision, guard), held))| {
                     let shared = &shared;
                     async move {
                         if let Some(g) = &guard {
                             g.start();
                         }
-                        let outcome = self.carry_out(decision, shared).await;
+                        let outcome = self.carry_out(decision, held, shared).await;
                         self.progress.step(Step::Settled);
                         // Saved as each image settles: a kill later in the run must not lose
                         // this pin, or the next run would resolve the tag again.
@@ -255,6 +257,18 @@ impl<E: Engine> Puller<'_, E> {
                 .await;
         outcomes.sort_by_key(|(index, _)| *index);
         outcomes.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// The daemon's refreshes that the registries' rate limits would not cover (see
+    /// [`held_back`]), from the budgets the plan's own requests were told. A run by hand
+    /// holds nothing back.
+    fn held_back(&self, plan: &[Decision]) -> Vec<Option<Deferral>> {
+        if self.pins != PinUpkeep::Daemon {
+            return vec![None; plan.len()];
+        }
+        held_back(plan, &self.registry.budgets(), |r| {
+            self.config.limit_shared_by(r)
+        })
     }
 
     /// Records first-pull pins for images that now have their content, and the index cache,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::decide::outcome::PullResult;
+use crate::decide::outcome::{Deferral, PullResult};
 use crate::io::fake::{FakeEngine, FakeRegistry};
 use crate::service::session::Session;
 
@@ -288,7 +288,9 @@ async fn outside_the_pull_window_the_daemon_pulls_only_what_is_missing() {
     );
     let outcomes = daemon.converge(&s.session.pinned).await.unwrap();
     match &outcomes[0].result {
-        PullResult::Deferred { opens: Some(opens) } => {
+        PullResult::Deferred {
+            why: Deferral::Window { opens: Some(opens) },
+        } => {
             let opens = chrono::DateTime::parse_from_rfc3339(opens).unwrap();
             let wait = opens.with_timezone(&chrono::Utc)
                 - crate::service::clock::now().with_timezone(&chrono::Utc);
@@ -351,4 +353,62 @@ async fn a_window_that_closes_mid_run_lets_the_pull_under_way_finish_and_starts_
         outcomes[1]
     );
     assert_eq!(s.engine.pulls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_daemon_holds_back_refreshes_past_its_share_of_a_rate_limit() {
+    let s = setup(&format!(
+        "[[registry]]\nhost = \"r.example\"\nlimit_shared_by = 4\n{FOLLOW_A}{FOLLOW_B}"
+    ));
+    s.publish();
+    for name in ["a", "b"] {
+        let tag = format!("r.example/{name}:1");
+        s.engine.add(
+            &format!("old-{name}"),
+            &[&tag],
+            &[&format!("r.example/{name}@{}", digest('x'))],
+        );
+    }
+    // 7 left for 4 hosts: one refresh for this one.
+    s.registry.set_budget(
+        "r.example",
+        crate::model::rate_limit::Budget {
+            limit: 100,
+            remaining: 7,
+            window_secs: Some(21600),
+        },
+    );
+    let daemon = s.session.puller(
+        &s.engine,
+        Shutdown::new(),
+        InFlight::default(),
+        PinUpkeep::Daemon,
+    );
+    let outcomes = daemon.converge(&s.session.pinned).await.unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{:?}",
+        outcomes[0]
+    );
+    assert_eq!(
+        outcomes[1].result,
+        PullResult::Deferred {
+            why: Deferral::RateLimit {
+                registry: "r.example".into(),
+                remaining: 7,
+                shared_by: 4
+            }
+        }
+    );
+    // A run by hand spends what it needs.
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[1].result, PullResult::Pulled { .. }),
+        "{:?}",
+        outcomes[1]
+    );
 }
