@@ -7,7 +7,7 @@ use tracing::{error, info, warn};
 
 use super::beats::PruneBeat;
 use crate::io::engine::Store;
-use crate::io::host::disk_of;
+use crate::io::host::{disk_of, give_back_memory};
 use crate::model::image::Disk;
 use crate::policy::window::{Window, next_run};
 use crate::service::clock;
@@ -91,6 +91,7 @@ pub(super) async fn serve_prunes<S: Store>(
         if let Some(disk) = data_root.as_deref().and_then(disk_of) {
             metrics.disk(disk.used, disk.total);
         }
+        give_back_memory();
         if pruner.stop.is_triggered() {
             return;
         }

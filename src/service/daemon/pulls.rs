@@ -12,6 +12,7 @@ use crate::decide::outcome::{Outcome, Summary};
 use crate::decide::pin::Pinned;
 use crate::decide::shortfall::{Shortfall, ready_status, waiting_status};
 use crate::io::engine::Engine;
+use crate::io::host::give_back_memory;
 use crate::policy::retry::RetryPolicy;
 use crate::policy::schedule::Schedule;
 use crate::policy::window::{Window, next_run};
@@ -207,6 +208,7 @@ impl<'a, E: Engine> Pulls<'a, E> {
             None => self.metrics.engine_up(false),
         }
         self.metrics.budgets(&self.session.registry.budgets());
+        give_back_memory();
         self.shortfall.record(images, outcomes.as_deref());
         let missing = self.shortfall.list();
         let total = self.session.pinned.len();
