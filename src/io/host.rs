@@ -30,6 +30,20 @@ pub(crate) fn own_container() -> Option<String> {
     own_container_id(&mountinfo)
 }
 
+/// Hands the heap's free pages back to the kernel (glibc's `malloc_trim`). glibc keeps what is
+/// freed for reuse: a prune cycle over a 10,000-image store left some 25 MiB behind an idle
+/// daemon, growing over cycles. Called after each pull run and prune cycle, so the idle
+/// footprint does not follow the store's size (docs/benchmarks.md).
+#[allow(unsafe_code)]
+pub(crate) fn give_back_memory() {
+    // SAFETY: malloc_trim takes a padding size and has no preconditions; it only releases free
+    // pages of glibc's own arenas, under their locks.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,19 +60,5 @@ mod tests {
             own_container_id("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"),
             None
         );
-    }
-}
-
-/// Hands the heap's free pages back to the kernel (glibc's `malloc_trim`). glibc keeps what is
-/// freed for reuse: a prune cycle over a 10,000-image store left some 25 MiB behind an idle
-/// daemon, growing over cycles. Called after each pull run and prune cycle, so the idle
-/// footprint does not follow the store's size (docs/benchmarks.md).
-#[allow(unsafe_code)]
-pub(crate) fn give_back_memory() {
-    // SAFETY: malloc_trim takes a padding size and has no preconditions; it only releases free
-    // pages of glibc's own arenas, under their locks.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
