@@ -10,7 +10,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Local, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Local, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 
 use crate::policy::schedule::Schedule;
 
@@ -19,21 +19,77 @@ use crate::policy::schedule::Schedule;
 /// and the arithmetic stops counting there.
 const MAX_MERGED: usize = 1_000;
 
-/// The zone a window's schedule is read in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Zone {
-    /// The host's own (`/etc/localtime`, or `TZ`).
-    Host,
-    /// An IANA zone by name.
-    Named(chrono_tz::Tz),
+/// The zone a window's schedule is read in, from the system's time zone database
+/// (`/usr/share/zoneinfo`, kept current by the tzdata package) through jiff. chrono-tz would
+/// compile the whole database into the binary, and its tables need 1.7 MB of relocations that
+/// every start touches: 1.9 MiB more resident for an idle daemon (docs/benchmarks.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Zone {
+    /// The IANA name, `None` for the host's own zone.
+    name: Option<String>,
+    tz: jiff::tz::TimeZone,
+}
+
+impl Zone {
+    /// The host's own zone (`TZ`, else `/etc/localtime`).
+    pub(crate) fn host() -> Zone {
+        Zone {
+            name: None,
+            tz: jiff::tz::TimeZone::system(),
+        }
+    }
+
+    /// The zone `name` (`Europe/Berlin`), when the system's database has it.
+    pub(crate) fn named(name: &str) -> Result<Zone, String> {
+        jiff::tz::TimeZone::get(name)
+            .map(|tz| Zone {
+                name: Some(name.to_owned()),
+                tz,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// The wall-clock time in this zone at `t`.
+    fn wall(&self, t: DateTime<Utc>) -> Option<NaiveDateTime> {
+        let ts = jiff::Timestamp::new(t.timestamp(), i32::try_from(t.timestamp_subsec_nanos()).ok()?)
+            .ok()?;
+        let dt = self.tz.to_datetime(ts);
+        NaiveDate::from_ymd_opt(
+            i32::from(dt.year()),
+            u32::try_from(dt.month()).ok()?,
+            u32::try_from(dt.day()).ok()?,
+        )?
+        .and_hms_nano_opt(
+            u32::try_from(dt.hour()).ok()?,
+            u32::try_from(dt.minute()).ok()?,
+            u32::try_from(dt.second()).ok()?,
+            u32::try_from(dt.subsec_nanosecond()).ok()?,
+        )
+    }
+
+    /// The instant the wall-clock time `wall` names in this zone. A time a DST change skips
+    /// is moved on by the gap, and one it repeats is the first: jiff's "compatible" choice,
+    /// which is also what cron daemons do.
+    fn instant(&self, wall: NaiveDateTime) -> Option<DateTime<Utc>> {
+        let dt = jiff::civil::DateTime::new(
+            i16::try_from(wall.year()).ok()?,
+            i8::try_from(wall.month()).ok()?,
+            i8::try_from(wall.day()).ok()?,
+            i8::try_from(wall.hour()).ok()?,
+            i8::try_from(wall.minute()).ok()?,
+            i8::try_from(wall.second()).ok()?,
+            i32::try_from(wall.nanosecond()).ok()?,
+        )
+        .ok()?;
+        let ts = self.tz.to_ambiguous_timestamp(dt).compatible().ok()?;
+        Utc.timestamp_opt(ts.as_second(), u32::try_from(ts.subsec_nanosecond()).ok()?)
+            .single()
+    }
 }
 
 impl fmt::Display for Zone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Zone::Host => f.write_str("host"),
-            Zone::Named(tz) => f.write_str(tz.name()),
-        }
+        f.write_str(self.name.as_deref().unwrap_or("host"))
     }
 }
 
@@ -66,16 +122,24 @@ impl Opening {
 }
 
 impl Window {
-    /// The first opening strictly after `t`, read in the window's zone.
+    /// The first opening strictly after `t`. The schedule is matched against the zone's wall
+    /// clock (as if it were UTC, which has no DST), and each match turned into an instant.
     fn opening_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        fn next_in<Tz: TimeZone>(s: &Schedule, t: DateTime<Utc>, tz: &Tz) -> Option<DateTime<Utc>> {
-            s.next_after(&t.with_timezone(tz), Duration::ZERO)
-                .map(|d| d.with_timezone(&Utc))
+        let mut wall = self.zone.wall(t)?;
+        // After a DST change repeats an hour, the next match on the wall clock can name an
+        // instant before `t`: look further.
+        for _ in 0..4 {
+            let next = self
+                .start
+                .next_after(&Utc.from_utc_datetime(&wall), Duration::ZERO)?
+                .naive_utc();
+            let at = self.zone.instant(next)?;
+            if at > t {
+                return Some(at);
+            }
+            wall = next;
         }
-        match self.zone {
-            Zone::Host => next_in(&self.start, t, &Local),
-            Zone::Named(tz) => next_in(&self.start, t, &tz),
-        }
+        None
     }
 
     fn length(&self) -> chrono::Duration {

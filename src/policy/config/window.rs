@@ -22,15 +22,16 @@ impl Validator<'_> {
             );
         }
         let zone = match &raw.time_zone {
-            None => Some(Zone::Host),
-            Some(z) => match z.get_ref().parse::<chrono_tz::Tz>() {
-                Ok(tz) => Some(Zone::Named(tz)),
-                Err(_) => {
+            None => Some(Zone::host()),
+            Some(z) => match Zone::named(z.get_ref()) {
+                Ok(zone) => Some(zone),
+                Err(e) => {
                     self.problem(
                         z.span(),
                         format!(
-                            "{key}.time_zone: unknown time zone \"{}\" (write an IANA name, e.g. \
-                             \"Europe/Berlin\" or \"UTC\"; leave it out for the host's own)",
+                            "{key}.time_zone: unknown time zone \"{}\" (write an IANA name from \
+                             the system's database, /usr/share/zoneinfo, e.g. \"Europe/Berlin\" \
+                             or \"UTC\"; leave it out for the host's own): {e}",
                             z.get_ref()
                         ),
                     );
