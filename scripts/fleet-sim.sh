@@ -6,6 +6,10 @@
 #
 #   scripts/fleet-sim.sh [N] [M]     N hosts (default 8), M required images (default 10)
 #
+# FLEET_SIM_DIR (default /tmp/stowage-fleet) holds everything and is removed at exit unless
+# FLEET_KEEP is set; FLEET_KEEP_SUMMARY copies summary.json beside it; STOWAGE_BIN skips the
+# release build.
+#
 # Phases: boot (every host converges); rollout 2 (a new lock while the pull window is closed:
 # hosts wait, then start at the opening plus their splay); rollout 3 with the mirror killed in
 # the middle (hosts fall back to the origin); rollout 4 with the mirror back; the origin down
@@ -23,8 +27,13 @@ FMIRROR=127.0.0.1:5189
 
 scripts/test-env.sh up >/dev/null
 scripts/seed-bench.sh $((4 * M)) >/dev/null
-cargo build --release --locked --quiet
-STOWAGE=$PWD/target/release/stowage
+# STOWAGE_BIN: a stowage already built (the integration test passes its own).
+if [[ -n ${STOWAGE_BIN:-} ]]; then
+  STOWAGE=$STOWAGE_BIN
+else
+  cargo build --release --locked --quiet
+  STOWAGE=$PWD/target/release/stowage
+fi
 
 cleanup() {
   local i
@@ -38,6 +47,8 @@ cleanup() {
   findmnt -rn -o TARGET | { grep -E "^$SIM/" || true; } | sort -r | while read -r m; do
     umount -R "$m" 2>/dev/null || umount -l "$m"
   done
+  # FLEET_KEEP_SUMMARY: the summary is kept beside the simulation's directory.
+  [[ -z ${FLEET_KEEP_SUMMARY:-} || ! -f $SIM/summary.json ]] || cp "$SIM/summary.json" "$SIM/../summary.json"
   [[ -n ${FLEET_KEEP:-} ]] || rm -rf "$SIM"
 }
 # sim_stop PIDFILE: stops that process (test-env's stop_pid only knows its own root).
@@ -134,8 +145,11 @@ write_config
 ship
 t_boot=$(now)
 for ((i = 1; i <= N; i++)); do
-  (cd "$SIM/host-$i" && DOCKER_HOST=unix://$SIM/host-$i/engine.sock setsid "$STOWAGE" --config config.toml \
-    --log-format json --log-level info run </dev/null >>stowage.log 2>&1 & echo $! >stowage.pid)
+  (cd "$SIM/host-$i" && {
+    DOCKER_HOST=unix://$SIM/host-$i/engine.sock setsid "$STOWAGE" --config config.toml \
+      --log-format json --log-level info run </dev/null >>stowage.log 2>&1 &
+    echo $! >stowage.pid
+  })
 done
 
 # count LOG PATTERN: lines of LOG matching PATTERN (extended regex).
@@ -202,7 +216,7 @@ reload_all
 wait_logs '"deferred":'"$M" 1 60
 held=$(for ((i = 1; i <= N; i++)); do count "$SIM/host-$i/stowage.log" '"deferred":'"$M"; done | awk '{ s += ($1 > 0) } END { print s }')
 t_r2=$(now)
-want2=$(digests | head -1)
+want2=$(digests | sed -n 1p)
 # Converged when every host's local digests are the new lock's.
 wait_converged() {
   local deadline=$((SECONDS + $1)) d
@@ -220,7 +234,7 @@ read -r r2_hosts r2_spread < <(spread schedule)
 
 # --- rollout 3: the mirror dies in the middle --------------------------------------------------
 origin_mark=$(lines origin)
-before3=$(digests | head -1)
+before3=$(digests | sed -n 1p)
 move_tags 3
 write_config
 ship
@@ -236,7 +250,7 @@ read -r r3_objects r3_max r3_gets < <(served origin "$origin_mark")
 registry mirror "$FMIRROR" "proxy: {remoteurl: http://$ORIGIN}"
 origin_mark=$(lines origin)
 mirror_mark=$(lines mirror)
-before4=$(digests | head -1)
+before4=$(digests | sed -n 1p)
 move_tags 4
 write_config
 ship

@@ -252,8 +252,11 @@ fn a_pull_window_holds_refreshes_until_it_opens_but_never_a_missing_image() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["windows"]["pull"]["open"], false, "{status:#}");
 
+    // Pulled, or only tagged where the engine under test seeded the registry itself and so
+    // holds gamma's content already (Docker 20.10).
     let refreshed = daemon.wait_for("a scheduled run in the window", LIVENESS, |v| {
-        is_event(v, "run finished", Some(("trigger", "schedule"))) && v["pulled"] == 1
+        is_event(v, "run finished", Some(("trigger", "schedule")))
+            && (v["pulled"] == 1 || v["tagged"] == 1)
     });
     assert!(
         chrono::Utc::now() >= opens,

@@ -6,6 +6,7 @@ mod support;
 mod check;
 mod daemon;
 mod engine;
+mod fleet;
 mod layers;
 mod limits;
 mod metrics;

@@ -51,8 +51,11 @@ impl Zone {
 
     /// The wall-clock time in this zone at `t`.
     fn wall(&self, t: DateTime<Utc>) -> Option<NaiveDateTime> {
-        let ts = jiff::Timestamp::new(t.timestamp(), i32::try_from(t.timestamp_subsec_nanos()).ok()?)
-            .ok()?;
+        let ts = jiff::Timestamp::new(
+            t.timestamp(),
+            i32::try_from(t.timestamp_subsec_nanos()).ok()?,
+        )
+        .ok()?;
         let dt = self.tz.to_datetime(ts);
         NaiveDate::from_ymd_opt(
             i32::from(dt.year()),

@@ -507,6 +507,14 @@ mod tests {
         );
         m.presence(["reg.example/a:1"].into_iter(), &[]);
         m.update_available("reg.example/a:1", true);
+        m.budgets(&BTreeMap::from([(
+            "docker.io".to_owned(),
+            Budget {
+                limit: 100,
+                remaining: 5,
+                window_secs: Some(21600),
+            },
+        )]));
         let plan = PrunePlan {
             keep: vec![Kept {
                 id: "k".into(),
