@@ -295,6 +295,8 @@ struct RegistryState {
     asked: usize,
     /// What each registry says of its budget.
     budgets: BTreeMap<String, Budget>,
+    /// Registries left alone after a rate limit.
+    blocked: HashSet<String>,
 }
 
 impl FakeRegistry {
@@ -363,5 +365,17 @@ impl Registry for FakeRegistry {
 
     fn budgets(&self) -> BTreeMap<String, Budget> {
         self.0.locked().budgets.clone()
+    }
+
+    fn refusal(&self, host: &str) -> Option<Failure> {
+        self.0
+            .locked()
+            .blocked
+            .contains(host)
+            .then(|| Failure::new(FailureClass::RateLimited, format!("{host} is left alone")))
+    }
+
+    fn rate_limited(&self, host: &str) {
+        self.0.locked().blocked.insert(host.to_owned());
     }
 }

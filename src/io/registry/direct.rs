@@ -191,7 +191,7 @@ impl Direct {
         tokens: TokenSource<'_>,
     ) -> Answer<reqwest::Response> {
         let host = image.registry();
-        if let Some(f) = self.refusal(image) {
+        if let Some(f) = self.refusal(host) {
             return Answer::Refused(f);
         }
         let key = (host.to_owned(), image.repository().to_owned());
@@ -299,8 +299,7 @@ impl Direct {
     }
 
     /// The failure to report instead of asking `image`'s registry, while it is blocked.
-    pub(super) fn refusal(&self, image: &ImageRef) -> Option<Failure> {
-        let host = image.registry();
+    pub(super) fn refusal(&self, host: &str) -> Option<Failure> {
         let until = *self.blocked.locked().get(host)?;
         let left = until.duration_since(SystemTime::now()).ok()?;
         let detail = format!(

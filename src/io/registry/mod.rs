@@ -74,6 +74,14 @@ pub trait Registry: Send + Sync {
 
     /// Each registry's request budget, as its last answer stated it.
     fn budgets(&self) -> BTreeMap<String, Budget>;
+
+    /// The failure to report instead of sending anything to `host` (the engine's pulls
+    /// included), while it is left alone after a 429.
+    fn refusal(&self, host: &str) -> Option<Failure>;
+
+    /// `host` refused a pull for its rate limit (the engine said so, without `Retry-After`):
+    /// leave it alone for a while.
+    fn rate_limited(&self, host: &str);
 }
 
 impl Registry for Resolver {
@@ -99,6 +107,16 @@ impl Registry for Resolver {
 
     fn budgets(&self) -> BTreeMap<String, Budget> {
         Resolver::budgets(self)
+    }
+
+    fn refusal(&self, host: &str) -> Option<Failure> {
+        self.direct.as_ref().and_then(|d| d.refusal(host))
+    }
+
+    fn rate_limited(&self, host: &str) {
+        if let Some(direct) = &self.direct {
+            direct.block(host, DEFAULT_RETRY_AFTER);
+        }
     }
 }
 

@@ -177,6 +177,12 @@ impl<E: Engine> Puller<'_, E> {
             let source: ImageRef = format!("{name}@{digest}")
                 .parse()
                 .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
+            // A registry that answered 429 is left alone until its Retry-After, by the
+            // engine's pulls too: the next source, or this failure.
+            if let Some(f) = self.registry.refusal(source.registry()) {
+                last = Some(f);
+                continue;
+            }
             let request = PullRequest {
                 platform: decision.pinned.image.platform.clone(),
                 auth: self.auth_for(source.registry(), auth_cache).await,
@@ -196,6 +202,9 @@ impl<E: Engine> Puller<'_, E> {
                     return Ok((pulled, from));
                 }
                 Err(f) => {
+                    if f.class == FailureClass::RateLimited {
+                        self.registry.rate_limited(source.registry());
+                    }
                     if source.registry() != reference.registry() {
                         warn!(
                             image = %reference,

@@ -412,3 +412,37 @@ async fn the_daemon_holds_back_refreshes_past_its_share_of_a_rate_limit() {
         outcomes[1]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pull_refused_for_the_rate_limit_spends_no_retry_and_the_registry_is_left_alone() {
+    let s = setup(FOLLOW_A);
+    s.publish();
+    s.engine.fail_next([Failure::new(
+        FailureClass::RateLimited,
+        "toomanyrequests: You have reached your pull rate limit",
+    )]);
+    let rate_limited = |o: &Outcome| {
+        matches!(
+            o.result,
+            PullResult::Failed {
+                class: FailureClass::RateLimited,
+                ..
+            }
+        )
+    };
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(rate_limited(&outcomes[0]), "{:?}", outcomes[0]);
+    assert_eq!(s.engine.pulls().len(), 1, "not retried");
+    // The next run asks the engine for nothing from that registry.
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(rate_limited(&outcomes[0]), "{:?}", outcomes[0]);
+    assert_eq!(s.engine.pulls().len(), 1, "the registry is left alone");
+}
