@@ -61,19 +61,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn decision(name: &str, state: Presence, action: Action) -> Decision {
-        let pinned = Pinned::for_tests(name, PinMode::Follow);
-        Decision {
-            pinned,
-            digest: None,
-            state,
-            local_digest: None,
-            drift: false,
-            action,
-            reason: String::new(),
-            failure: None,
-            holder: None,
-            resolve_attempts: 0,
-        }
+        Decision::for_tests(Pinned::for_tests(name, PinMode::Follow), state, action)
     }
 
     fn budget(remaining: u64) -> Budget {

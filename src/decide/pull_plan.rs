@@ -89,6 +89,25 @@ impl Decision {
     }
 }
 
+#[cfg(test)]
+impl Decision {
+    /// `action` for `pinned` in `state`, with no digest, reason, failure or holder.
+    pub(crate) fn for_tests(pinned: Pinned, state: Presence, action: Action) -> Decision {
+        Decision {
+            pinned,
+            digest: None,
+            state,
+            local_digest: None,
+            drift: false,
+            action,
+            reason: String::new(),
+            failure: None,
+            holder: None,
+            resolve_attempts: 0,
+        }
+    }
+}
+
 impl Serialize for Decision {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;

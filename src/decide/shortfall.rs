@@ -176,18 +176,7 @@ mod tests {
 
     fn outcome(p: &Pinned, result: PullResult) -> Outcome {
         Outcome {
-            decision: Decision {
-                pinned: p.clone(),
-                digest: None,
-                state: Presence::Missing,
-                local_digest: None,
-                drift: false,
-                action: Action::Pull,
-                reason: String::new(),
-                failure: None,
-                holder: None,
-                resolve_attempts: 0,
-            },
+            decision: Decision::for_tests(p.clone(), Presence::Missing, Action::Pull),
             result,
             attempts: 1,
             elapsed_ms: 0,
@@ -245,28 +234,12 @@ mod tests {
             "the backoff starts over once nothing is missing"
         );
     }
-}
 
-#[cfg(test)]
-mod status_tests {
-    use super::*;
-    use crate::decide::pin::{PinMode, Pinned};
-    use crate::decide::pull_plan::{Action, Decision, Presence};
-
-    fn outcome(result: PullResult) -> Outcome {
+    /// A present image's outcome.
+    fn present(result: PullResult) -> Outcome {
+        let p = Pinned::for_tests("r.example/a:1", PinMode::Follow);
         Outcome {
-            decision: Decision {
-                pinned: Pinned::for_tests("r.example/a:1", PinMode::Follow),
-                digest: None,
-                state: Presence::Present,
-                local_digest: None,
-                drift: false,
-                action: Action::Pull,
-                reason: String::new(),
-                failure: None,
-                holder: None,
-                resolve_attempts: 0,
-            },
+            decision: Decision::for_tests(p, Presence::Present, Action::Pull),
             result,
             attempts: 0,
             elapsed_ms: 0,
@@ -283,12 +256,12 @@ mod status_tests {
                 shared_by: 50,
             },
         };
-        let line = ready_status(2, &[outcome(PullResult::Kept), outcome(held)]);
+        let line = ready_status(2, &[present(PullResult::Kept), present(held)]);
         assert_eq!(
             line,
             "ready: all 2 required images present; 1 refreshes wait (held back: docker.io has 3 \
              requests left for 50 hosts)"
         );
-        assert!(missing(&[outcome(PullResult::Kept)]).is_empty());
+        assert!(missing(&[present(PullResult::Kept)]).is_empty());
     }
 }

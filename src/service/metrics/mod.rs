@@ -391,18 +391,12 @@ mod tests {
     fn outcome(name: &str, digest: &str, drift: bool, result: PullResult) -> Outcome {
         use crate::decide::pin::{PinMode, Pinned};
         use crate::decide::pull_plan::{Action, Decision, Presence};
+        let pinned = Pinned::for_tests(name, PinMode::Lock);
         Outcome {
             decision: Decision {
-                pinned: Pinned::for_tests(name, PinMode::Lock),
                 digest: Some(digest.into()),
-                state: Presence::Present,
-                local_digest: None,
                 drift,
-                action: Action::Tag,
-                reason: String::new(),
-                failure: None,
-                holder: None,
-                resolve_attempts: 0,
+                ..Decision::for_tests(pinned, Presence::Present, Action::Tag)
             },
             result,
             attempts: 0,

@@ -64,6 +64,27 @@ impl Setup {
         self.session
             .puller(&self.engine, stop, InFlight::default(), PinUpkeep::Command)
     }
+
+    /// The daemon's puller: windows and rate-limit shares apply.
+    fn daemon(&self) -> Puller<'_, FakeEngine> {
+        self.session.puller(
+            &self.engine,
+            Shutdown::new(),
+            InFlight::default(),
+            PinUpkeep::Daemon,
+        )
+    }
+
+    /// `r.example/NAME:1` is present for each name, with older content than published.
+    fn outdated(&self, names: &[&str]) {
+        for name in names {
+            self.engine.add(
+                &format!("old-{name}"),
+                &[&format!("r.example/{name}:1")],
+                &[&format!("r.example/{name}@{}", digest('x'))],
+            );
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -275,18 +296,8 @@ async fn outside_the_pull_window_the_daemon_pulls_only_what_is_missing() {
     let s = setup(&format!("{window}{FOLLOW_A}{FOLLOW_B}"));
     s.publish();
     // a is present with older content; b is missing.
-    s.engine.add(
-        "old",
-        &["r.example/a:1"],
-        &[&format!("r.example/a@{}", digest('x'))],
-    );
-    let daemon = s.session.puller(
-        &s.engine,
-        Shutdown::new(),
-        InFlight::default(),
-        PinUpkeep::Daemon,
-    );
-    let outcomes = daemon.converge(&s.session.pinned).await.unwrap();
+    s.outdated(&["a"]);
+    let outcomes = s.daemon().converge(&s.session.pinned).await.unwrap();
     match &outcomes[0].result {
         PullResult::Deferred {
             why: Deferral::Window { opens: Some(opens) },
@@ -327,21 +338,8 @@ async fn a_window_that_closes_mid_run_lets_the_pull_under_way_finish_and_starts_
     let s = setup(&format!("{window}{FOLLOW_A}{FOLLOW_B}"));
     s.publish();
     s.engine.set_pull_time(Duration::from_secs(90));
-    for name in ["a", "b"] {
-        let tag = format!("r.example/{name}:1");
-        s.engine.add(
-            &format!("old-{name}"),
-            &[&tag],
-            &[&format!("r.example/{name}@{}", digest('x'))],
-        );
-    }
-    let daemon = s.session.puller(
-        &s.engine,
-        Shutdown::new(),
-        InFlight::default(),
-        PinUpkeep::Daemon,
-    );
-    let outcomes = daemon.converge(&s.session.pinned).await.unwrap();
+    s.outdated(&["a", "b"]);
+    let outcomes = s.daemon().converge(&s.session.pinned).await.unwrap();
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
         "{:?}",
@@ -361,14 +359,7 @@ async fn the_daemon_holds_back_refreshes_past_its_share_of_a_rate_limit() {
         "[[registry]]\nhost = \"r.example\"\nlimit_shared_by = 4\n{FOLLOW_A}{FOLLOW_B}"
     ));
     s.publish();
-    for name in ["a", "b"] {
-        let tag = format!("r.example/{name}:1");
-        s.engine.add(
-            &format!("old-{name}"),
-            &[&tag],
-            &[&format!("r.example/{name}@{}", digest('x'))],
-        );
-    }
+    s.outdated(&["a", "b"]);
     // 7 left for 4 hosts: one refresh for this one.
     s.registry.set_budget(
         "r.example",
@@ -378,13 +369,7 @@ async fn the_daemon_holds_back_refreshes_past_its_share_of_a_rate_limit() {
             window_secs: Some(21600),
         },
     );
-    let daemon = s.session.puller(
-        &s.engine,
-        Shutdown::new(),
-        InFlight::default(),
-        PinUpkeep::Daemon,
-    );
-    let outcomes = daemon.converge(&s.session.pinned).await.unwrap();
+    let outcomes = s.daemon().converge(&s.session.pinned).await.unwrap();
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
         "{:?}",
