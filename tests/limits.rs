@@ -7,19 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    Daemon, LimitProxy, Scratch, engine_lock, env, free_port, http_get, is_event, poll,
+    Daemon, LimitProxy, Scratch, engine_lock, entry, env, free_port, http_get, is_event, poll,
 };
 
 const LIVENESS: Duration = Duration::from_secs(90);
-
-fn entry<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["image"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
-}
 
 /// `name` on the plain registry, seen through `proxy`.
 fn through(proxy: &LimitProxy, repo_tag: &str) -> String {

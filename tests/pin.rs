@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Env, Registry, Scratch, engine_lock, env, free_port};
+use crate::support::{Env, Registry, Scratch, engine_lock, entry, env, free_port};
 
 fn run_json(env: &Env, config: &std::path::Path, args: &[&str]) -> (i32, Value) {
     let out = env.stowage(config).args(args).output().unwrap();
@@ -17,15 +17,6 @@ fn run_json(env: &Env, config: &std::path::Path, args: &[&str]) -> (i32, Value) 
         )
     });
     (out.status.code().unwrap_or(-1), value)
-}
-
-fn entry<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["image"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
 }
 
 /// The manifest digest of a plain-registry image, as the registry serves it.

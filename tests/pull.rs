@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::entry as by_image;
 use crate::support::{Daemon, Registry, Scratch, engine_lock, env, free_port};
 
 fn json(out: &std::process::Output) -> Value {
@@ -15,15 +16,6 @@ fn json(out: &std::process::Output) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-fn by_image<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["image"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
 }
 
 #[test]

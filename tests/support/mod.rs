@@ -16,4 +16,4 @@ pub(crate) use limits::LimitProxy;
 pub(crate) use net::{Registry, Throttle, free_port, fresh_repo, http_get, try_http_get};
 pub(crate) use poll::poll;
 pub(crate) use scratch::Scratch;
-pub(crate) use stowage::{Daemon, is_event};
+pub(crate) use stowage::{Daemon, entry, is_event};

@@ -182,3 +182,13 @@ pub(crate) fn is_event(v: &Value, message: &str, field: Option<(&str, &str)>) ->
     v["message"].as_str() == Some(message)
         && field.is_none_or(|(k, want)| v[k].as_str() == Some(want))
 }
+
+/// The entry for image `name` in a JSON report's `images` (`plan`, `pull`, `status`).
+pub(crate) fn entry<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {doc:#}"))
+}
