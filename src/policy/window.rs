@@ -19,6 +19,10 @@ use crate::policy::schedule::Schedule;
 /// and the arithmetic stops counting there.
 const MAX_MERGED: usize = 1_000;
 
+/// How many schedule matches [`Window::opening_after`] walks past that name instants before
+/// the one asked about: a repeated hour of a schedule that fires every second, and more.
+const MAX_STEPS: usize = 10_000;
+
 /// The zone a window's schedule is read in, from the system's time zone database
 /// (`/usr/share/zoneinfo`, kept current by the tzdata package) through jiff. chrono-tz would
 /// compile the whole database into the binary, and its tables need 1.7 MB of relocations that
@@ -128,10 +132,10 @@ impl Window {
     /// The first opening strictly after `t`. The schedule is matched against the zone's wall
     /// clock (as if it were UTC, which has no DST), and each match turned into an instant.
     fn opening_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut wall = self.zone.wall(t)?;
-        // After a DST change repeats an hour, the next match on the wall clock can name an
-        // instant before `t`: look further.
-        for _ in 0..4 {
+        let mut wall = self.search_from(t)?;
+        // Matches can name instants at or before `t`: those a repeated hour maps back in time,
+        // and those `search_from` starts early for. Walk past them; each step is one match.
+        for _ in 0..MAX_STEPS {
             let next = self
                 .start
                 .next_after(&Utc.from_utc_datetime(&wall), Duration::ZERO)?
@@ -143,6 +147,18 @@ impl Window {
             wall = next;
         }
         None
+    }
+
+    /// The wall-clock time to look for matches from, so that none naming an instant after `t`
+    /// is missed. That is the wall clock at `t`, except just after a DST change skipped an hour:
+    /// a match inside the skipped hour (02:30) moves on by the gap (to 03:30), which can be
+    /// after `t` though the wall clock at `t` (03:00) is past 02:30. Reading `t` at the offset
+    /// of a day before starts the search before any such gap.
+    fn search_from(&self, t: DateTime<Utc>) -> Option<NaiveDateTime> {
+        let day = chrono::Duration::days(1);
+        let now = self.zone.wall(t)?;
+        let before = self.zone.wall(t - day)? + day;
+        Some(now.min(before))
     }
 
     fn length(&self) -> chrono::Duration {

@@ -203,3 +203,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_opening_moved_past_a_skipped_hour_is_found_from_inside_the_gap() {
+    // New York, 2026-03-08: 02:00 EST -> 03:00 EDT (07:00Z). 02:30 does not exist that day
+    // and opens at 03:30 EDT (07:30Z); at 03:00 EDT the wall clock is past 02:30 already.
+    let w = window("30 2 * * *", "1h", "America/New_York");
+    let now = utc("2026-03-08T07:00:00Z");
+    assert_eq!(w.open_at(now), None);
+    let next = w.current_or_next(now).unwrap();
+    assert_eq!(next.opens, utc("2026-03-08T07:30:00Z"));
+    assert_eq!(w.open_at(utc("2026-03-08T07:45:00Z")), Some(next));
+}
+
+#[test]
+fn a_minutely_window_is_found_inside_a_repeated_hour() {
+    // Berlin, 2027-10-31: 03:00 CEST -> 02:00 CET (01:00Z); 02:00-02:59 happen twice. In the
+    // second pass every wall-clock match names an instant in the first ("compatible").
+    let w = window("* 2 * * *", "30s", "Europe/Berlin");
+    let now = utc("2027-10-31T01:10:10Z");
+    let next = w.current_or_next(now).unwrap();
+    assert!(next.opens > now, "{next:?}");
+    assert_eq!(next.opens, utc("2027-11-01T01:00:00Z"));
+}
