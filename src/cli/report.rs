@@ -555,6 +555,7 @@ mod tests {
             failure: None,
             holder: None,
             resolve_attempts: 0,
+            signature: None,
         }
     }
 
@@ -670,6 +671,7 @@ mod name_tests {
             failure: None,
             holder: None,
             resolve_attempts: 0,
+            signature: None,
         };
         let text = plan_text(std::slice::from_ref(&decision));
         let row = text.lines().nth(1).unwrap();

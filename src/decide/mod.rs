@@ -7,5 +7,6 @@ pub(crate) mod pin;
 pub(crate) mod prune_plan;
 pub(crate) mod pull_plan;
 pub(crate) mod shortfall;
+pub(crate) mod signature;
 pub(crate) mod updates;
 pub(crate) mod usage;

@@ -56,6 +56,9 @@ pub struct Pinned {
     pub key: LockKey,
     /// The digest the config or the lock file names (fixed and lock modes).
     pub digest: Option<String>,
+    /// The digest the lock entry names when it differs from `digest`: the multi-platform
+    /// index, which is what `cosign sign` signs by default.
+    pub subject: Option<String>,
 }
 
 impl Pinned {
@@ -99,14 +102,19 @@ pub(crate) fn pin_images(
         let key = LockKey::new(&image.reference, image.platform.as_deref());
         match pin_mode(config, image, &key, lock, host_platform) {
             Ok((mode, digest)) => {
-                if mode == PinMode::Lock {
-                    used.insert(key.clone());
-                }
+                let subject = match lock.and_then(|l| l.entries.get(&key)) {
+                    Some(entry) if mode == PinMode::Lock => {
+                        used.insert(key.clone());
+                        Some(entry.digest.clone()).filter(|d| Some(d) != digest.as_ref())
+                    }
+                    _ => None,
+                };
                 pinned.push(Pinned {
                     image: image.clone(),
                     mode,
                     key,
                     digest,
+                    subject,
                 });
             }
             Err(p) => problems.push(p),
@@ -198,11 +206,13 @@ impl Pinned {
             key: LockKey::new(&reference, None),
             mode,
             digest: None,
+            subject: None,
             image: RequiredImage {
                 reference,
                 platform: None,
                 schedule: None,
                 pin: None,
+                verify: None,
                 line: 1,
             },
         }

@@ -9,6 +9,7 @@ use crate::decide::pin::{PinMode, Pinned};
 use crate::model::failure::{Failure, explain};
 use crate::model::image::LocalImage;
 use crate::model::reference::ImageRef;
+use crate::model::signature::Check;
 use crate::policy::config::RegistrySettings;
 
 /// The digest an image must have this run.
@@ -80,6 +81,9 @@ pub struct Decision {
     pub holder: Option<String>,
     /// Attempts made to resolve the digest that failed (0 when nothing failed).
     pub resolve_attempts: u32,
+    /// What the signature check of the digest came to, when the image has a policy and it
+    /// was checked (or known) this run.
+    pub signature: Option<Check>,
 }
 
 impl Decision {
@@ -104,6 +108,7 @@ impl Decision {
             failure: None,
             holder: None,
             resolve_attempts: 0,
+            signature: None,
         }
     }
 }
@@ -132,6 +137,9 @@ impl Serialize for Decision {
         if let Some(f) = &self.failure {
             // The registry client's own words, which the one-line reason leaves out.
             map.serialize_entry("detail", &f.detail)?;
+        }
+        if let Some(check) = &self.signature {
+            map.serialize_entry("signature", check)?;
         }
         map.end()
     }
@@ -285,6 +293,8 @@ fn decide(
             Want::Unknown(_, attempts) => *attempts,
             Want::Digest(_) => 0,
         },
+        // The puller checks signatures; the plan only says what to do.
+        signature: None,
     }
 }
 

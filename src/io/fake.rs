@@ -16,6 +16,7 @@ use crate::model::image::{ImageStore, LocalImage, StoreImage};
 use crate::model::platform::IndexCache;
 use crate::model::rate_limit::Budget;
 use crate::model::reference::ImageRef;
+use crate::model::signature::SignatureLayer;
 use crate::model::sync::Locked;
 
 /// An engine whose store is a map, whose registry is a set of digests, and whose pulls take
@@ -297,6 +298,10 @@ struct RegistryState {
     budgets: BTreeMap<String, Budget>,
     /// Registries left alone after a rate limit.
     blocked: HashSet<String>,
+    /// Signature layers by `name@digest`.
+    signatures: HashMap<String, Vec<SignatureLayer>>,
+    /// How many signature fetches were asked for.
+    signatures_asked: usize,
 }
 
 impl FakeRegistry {
@@ -321,6 +326,16 @@ impl FakeRegistry {
     /// `host` states `budget` from now on.
     pub(crate) fn set_budget(&self, host: &str, budget: Budget) {
         self.0.locked().budgets.insert(host.to_owned(), budget);
+    }
+
+    /// `signed` (`name@digest`) carries these signature layers.
+    pub(crate) fn sign(&self, signed: &str, layers: Vec<SignatureLayer>) {
+        self.0.locked().signatures.insert(signed.to_owned(), layers);
+    }
+
+    /// How many signature fetches were asked for.
+    pub(crate) fn signatures_asked(&self) -> usize {
+        self.0.locked().signatures_asked
     }
 }
 
@@ -377,5 +392,19 @@ impl Registry for FakeRegistry {
 
     fn rate_limited(&self, host: &str) {
         self.0.locked().blocked.insert(host.to_owned());
+    }
+
+    fn signatures<'a>(
+        &'a self,
+        signed: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<Vec<SignatureLayer>, Failure>> {
+        Box::pin(async move {
+            let mut s = self.0.locked();
+            s.signatures_asked += 1;
+            Ok(s.signatures
+                .get(&signed.to_string())
+                .cloned()
+                .unwrap_or_default())
+        })
     }
 }

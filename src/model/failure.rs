@@ -26,16 +26,20 @@ pub enum FailureClass {
     /// The registry refused because of its rate limit (HTTP 429, `toomanyrequests`): another
     /// attempt before it says so would only spend more of it.
     RateLimited,
+    /// The digest does not carry a valid signature by a key its verification policy names: it
+    /// is never pinned or pulled, and nothing but a new signature (or policy) changes that.
+    Signature,
 }
 
 impl FailureClass {
     /// Every class, for series that start at zero.
-    pub const ALL: [FailureClass; 5] = [
+    pub const ALL: [FailureClass; 6] = [
         FailureClass::Auth,
         FailureClass::NotFound,
         FailureClass::Network,
         FailureClass::Engine,
         FailureClass::RateLimited,
+        FailureClass::Signature,
     ];
 
     /// Whether another attempt may succeed. Auth and not-found failures will not fix themselves,
@@ -52,6 +56,7 @@ impl FailureClass {
             FailureClass::Network => "network",
             FailureClass::Engine => "engine",
             FailureClass::RateLimited => "rate-limited",
+            FailureClass::Signature => "signature",
         }
     }
 }
@@ -245,6 +250,8 @@ pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
              unreachable or too slow)"
         ),
         FailureClass::Engine => format!("engine: the Docker engine failed while pulling {image}"),
+        // The verifier writes the whole sentence: the digest, the keys tried, what it found.
+        FailureClass::Signature => format!("signature: {}", failure.detail),
     };
     if image.is_docker_hub()
         && matches!(

@@ -6,4 +6,5 @@ pub(crate) mod platform;
 pub(crate) mod problem;
 pub(crate) mod rate_limit;
 pub(crate) mod reference;
+pub(crate) mod signature;
 pub(crate) mod sync;

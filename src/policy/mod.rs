@@ -8,5 +8,6 @@ pub(crate) mod keep;
 pub(crate) mod lockfile;
 pub(crate) mod retry;
 pub(crate) mod schedule;
+pub(crate) mod signature;
 pub(crate) mod state;
 pub(crate) mod window;

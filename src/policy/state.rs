@@ -33,6 +33,10 @@ pub struct State {
     /// When a container last used each image (seconds), by image ID. The engine records no
     /// such thing; stowage notes it at each cycle and on container events.
     pub last_used: BTreeMap<String, i64>,
+    /// Digests whose signature was verified, with the fingerprint of the key that signed them:
+    /// a present, verified image costs no registry request, and a key that left the policy
+    /// no longer counts. Digests are immutable, so an entry never goes stale.
+    pub verified: BTreeMap<String, String>,
     /// Since when stowage has been watching this host: a max-age rule applies only after it
     /// has watched that long, so a lost state file cannot cause a mass deletion.
     pub watching_since: Option<i64>,

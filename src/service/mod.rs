@@ -13,3 +13,4 @@ pub(crate) mod readiness;
 pub(crate) mod session;
 pub(crate) mod shutdown;
 pub(crate) mod uses;
+pub(crate) mod verify;

@@ -65,6 +65,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Whether `bytes` hash to `digest` (`sha256:<hex>`).
+pub(super) fn matches_digest(bytes: &[u8], digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|w| sha256_hex(bytes) == w)
+}
+
 /// `application/x; charset=...` without its parameters.
 fn media_type_essence(t: &str) -> &str {
     t.split(';').next().unwrap_or(t).trim()
@@ -128,8 +135,9 @@ impl Direct {
         auth: &OciAuth,
         tokens: TokenSource<'_>,
     ) -> Answer<Head> {
+        let url = self.url(image);
         let response = match self
-            .request(reqwest::Method::HEAD, image, auth, tokens)
+            .request(reqwest::Method::HEAD, image, url, auth, tokens)
             .await
         {
             Answer::Done(r) => r,
@@ -163,8 +171,9 @@ impl Direct {
         auth: &OciAuth,
         tokens: TokenSource<'_>,
     ) -> Answer<Vec<u8>> {
+        let url = self.url(image);
         let response = match self
-            .request(reqwest::Method::GET, image, auth, tokens)
+            .request(reqwest::Method::GET, image, url, auth, tokens)
             .await
         {
             Answer::Done(r) => r,
@@ -174,19 +183,54 @@ impl Direct {
         let Ok(body) = response.bytes().await else {
             return Answer::Fallback;
         };
-        let wanted = image.digest().and_then(|d| d.strip_prefix("sha256:"));
-        match wanted {
-            Some(w) if sha256_hex(&body) == w => Answer::Done(body.to_vec()),
-            _ => Answer::Fallback,
+        // By tag (a signature manifest), the body is whatever the tag names now: the layers
+        // it lists are checked against their own digests.
+        match image.digest().map(|d| d.strip_prefix("sha256:")) {
+            None => Answer::Done(body.to_vec()),
+            Some(Some(w)) if sha256_hex(&body) == w => Answer::Done(body.to_vec()),
+            Some(_) => Answer::Fallback,
         }
     }
 
-    /// One request about `image`'s manifest, with a token when the registry wants one (a
-    /// 401 with a bearer challenge fetches one and tries once more).
+    /// The blob `digest` of `image`'s repository, at most `limit` bytes, checked against its
+    /// digest. A redirect (to a storage backend) or anything else unexpected: ask oci-client.
+    pub(super) async fn blob(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        limit: u64,
+        auth: &OciAuth,
+        tokens: TokenSource<'_>,
+    ) -> Answer<Vec<u8>> {
+        let url = self.blob_url(image, digest);
+        let response = match self
+            .request(reqwest::Method::GET, image, url, auth, tokens)
+            .await
+        {
+            Answer::Done(r) => r,
+            Answer::Refused(f) => return Answer::Refused(f),
+            Answer::Fallback => return Answer::Fallback,
+        };
+        if response.content_length().is_some_and(|n| n > limit) {
+            return Answer::Fallback;
+        }
+        let Ok(body) = response.bytes().await else {
+            return Answer::Fallback;
+        };
+        if body.len() as u64 <= limit && matches_digest(&body, digest) {
+            Answer::Done(body.to_vec())
+        } else {
+            Answer::Fallback
+        }
+    }
+
+    /// One request to `url` about `image`'s repository, with a token when the registry wants
+    /// one (a 401 with a bearer challenge fetches one and tries once more).
     async fn request(
         &self,
         method: reqwest::Method,
         image: &ImageRef,
+        url: String,
         auth: &OciAuth,
         tokens: TokenSource<'_>,
     ) -> Answer<reqwest::Response> {
@@ -202,7 +246,7 @@ impl Direct {
             };
             let mut request = self
                 .http
-                .request(method.clone(), self.url(image))
+                .request(method.clone(), &url)
                 .header(ACCEPT, MANIFEST_TYPES.join(", "));
             request = match (&token, auth) {
                 (Some(t), _) => request.bearer_auth(t),
@@ -270,17 +314,23 @@ impl Direct {
     }
 
     fn url(&self, image: &ImageRef) -> String {
+        let reference = image.digest().or(image.tag()).unwrap_or("latest");
+        format!("{}/manifests/{reference}", self.repository_url(image))
+    }
+
+    fn blob_url(&self, image: &ImageRef, digest: &str) -> String {
+        format!("{}/blobs/{digest}", self.repository_url(image))
+    }
+
+    /// `scheme://host/v2/repository`.
+    fn repository_url(&self, image: &ImageRef) -> String {
         let host = image.registry();
         let scheme = if is_loopback(host) || self.plain.iter().any(|h| h == host) {
             "http"
         } else {
             "https"
         };
-        let reference = image.digest().or(image.tag()).unwrap_or("latest");
-        format!(
-            "{scheme}://{host}/v2/{}/manifests/{reference}",
-            image.repository()
-        )
+        format!("{scheme}://{host}/v2/{}", image.repository())
     }
 
     /// Keeps the budget an answer states, if it states one.

@@ -23,6 +23,7 @@ use oci_client::secrets::RegistryAuth as OciAuth;
 use futures_util::future::BoxFuture;
 
 mod direct;
+mod signature;
 use direct::{Answer, DEFAULT_RETRY_AFTER, Direct, Head};
 
 use crate::io::credentials::{CredentialSource, RegistryAuth};
@@ -30,6 +31,7 @@ use crate::model::failure::{Failure, FailureClass, classify_about};
 use crate::model::platform::{IndexCache, index_platforms};
 use crate::model::rate_limit::Budget;
 use crate::model::reference::ImageRef;
+use crate::model::signature::SignatureLayer;
 use crate::model::sync::Locked;
 use crate::policy::config::Config;
 use crate::policy::lockfile::{LockEntry, LockFile};
@@ -82,6 +84,12 @@ pub trait Registry: Send + Sync {
     /// `host` refused a pull for its rate limit (the engine said so, without `Retry-After`):
     /// leave it alone for a while.
     fn rate_limited(&self, host: &str);
+
+    /// The cosign signature layers stored for `signed` (`name@digest`); empty when none.
+    fn signatures<'a>(
+        &'a self,
+        signed: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<Vec<SignatureLayer>, Failure>>;
 }
 
 impl Registry for Resolver {
@@ -117,6 +125,13 @@ impl Registry for Resolver {
         if let Some(direct) = &self.direct {
             direct.block(host, DEFAULT_RETRY_AFTER);
         }
+    }
+
+    fn signatures<'a>(
+        &'a self,
+        signed: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<Vec<SignatureLayer>, Failure>> {
+        Box::pin(Resolver::signatures(self, signed))
     }
 }
 

@@ -9,6 +9,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod verify;
 mod window;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use crate::model::reference::ImageRef;
 use crate::policy::keep::{KeepRules, Limits};
 use crate::policy::retry::RetryPolicy;
 use crate::policy::schedule::Schedule;
+use crate::policy::signature::SignaturePolicy;
 use crate::policy::window::Window;
 
 /// Where the daemon looks for its configuration unless told otherwise.
@@ -210,6 +212,9 @@ pub struct RequiredImage {
     pub schedule: Option<Schedule>,
     /// The pin mode written in the config, if any (see [`crate::decide::pin`] for the default).
     pub pin: Option<PinChoice>,
+    /// Whose signature its digests must carry (its own `verify`, else the first `[[verify]]`
+    /// entry that matches); `None`: not verified.
+    pub verify: Option<SignaturePolicy>,
     /// Line of the entry's `name`, for messages about it.
     pub line: usize,
 }

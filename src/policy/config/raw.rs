@@ -17,7 +17,28 @@ pub(super) struct RawConfig {
     pub(super) prune: Option<RawPrune>,
     pub(super) metrics: Option<RawMetrics>,
     #[serde(default)]
+    pub(super) verify: Vec<RawVerify>,
+    #[serde(default)]
     pub(super) image: Vec<RawImage>,
+}
+
+/// A `[[verify]]` entry: the signature policy of the images whose name matches.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerify {
+    #[serde(rename = "match")]
+    pub(super) pattern: Spanned<String>,
+    #[serde(default)]
+    pub(super) keys: Vec<Spanned<String>>,
+    pub(super) mode: Option<Spanned<String>>,
+}
+
+/// An image's own `verify = { ... }`, over what a `[[verify]]` entry says.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImageVerify {
+    pub(super) keys: Option<Vec<Spanned<String>>>,
+    pub(super) mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -109,4 +130,5 @@ pub(super) struct RawImage {
     pub(super) platform: Option<Spanned<String>>,
     pub(super) schedule: Option<Spanned<String>>,
     pub(super) pin: Option<Spanned<String>>,
+    pub(super) verify: Option<Spanned<RawImageVerify>>,
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{RawConfig, RawImage, RawMetrics, RawPull, RawRegistry};
+use super::verify::{KeyCache, VerifyRule};
 use super::{
     Config, ConfigError, DEFAULT_LOCK_FILE, DEFAULT_METRICS_LISTEN, DEFAULT_SCHEDULE, Mirror,
     PinChoice, PullSettings, RegistrySettings, RequiredImage,
@@ -23,6 +24,8 @@ pub(super) struct Validator<'a> {
     path: &'a Path,
     text: &'a str,
     problems: Vec<Problem>,
+    /// Signature keys read so far.
+    keys: KeyCache,
 }
 
 impl<'a> Validator<'a> {
@@ -31,7 +34,23 @@ impl<'a> Validator<'a> {
             path,
             text,
             problems: Vec::new(),
+            keys: KeyCache::new(),
         }
+    }
+
+    /// The text being validated, for locating values.
+    pub(super) fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// The directory relative paths in the config are read from.
+    pub(super) fn config_dir(&self) -> &'a Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Signature keys read so far, by path.
+    pub(super) fn keys_read(&mut self) -> &mut KeyCache {
+        &mut self.keys
     }
 
     /// Parses and validates the whole text: a config, or every problem found.
@@ -130,7 +149,8 @@ impl<'a> Validator<'a> {
 
     fn validate(&mut self, raw: RawConfig) -> Option<Config> {
         let pull = self.pull(raw.pull);
-        let images = self.images(raw.image);
+        let rules = self.verify_rules(raw.verify);
+        let images = self.images(raw.image, &rules);
         let registries = self.registries(raw.registry);
         let prune = raw.prune.and_then(|p| self.prune(p));
         let metrics = raw.metrics.and_then(|m| self.metrics(m));
@@ -180,13 +200,13 @@ impl<'a> Validator<'a> {
     }
 
     /// The `[[image]]` entries, in the order written.
-    fn images(&mut self, raw: Vec<RawImage>) -> Vec<RequiredImage> {
+    fn images(&mut self, raw: Vec<RawImage>, rules: &[VerifyRule]) -> Vec<RequiredImage> {
         // Where each (reference, platform) was first declared, to report duplicates.
         // A local tag points at one image, so one name cannot be required twice, not even for
         // two platforms: the second pull would take the tag from the first.
         let mut seen: HashMap<String, usize> = HashMap::new();
         raw.into_iter()
-            .filter_map(|entry| self.image(entry, &mut seen))
+            .filter_map(|entry| self.image(entry, &mut seen, rules))
             .collect()
     }
 
@@ -195,6 +215,7 @@ impl<'a> Validator<'a> {
         &mut self,
         entry: RawImage,
         seen: &mut HashMap<String, usize>,
+        rules: &[VerifyRule],
     ) -> Option<RequiredImage> {
         let name_span = entry.name.span();
         let reference = match entry.name.get_ref().parse::<ImageRef>() {
@@ -233,6 +254,7 @@ impl<'a> Validator<'a> {
             .pin
             .and_then(|p| Some((self.pin_choice(&p)?, p.span())));
         let reference = reference?;
+        let verify = self.image_policy(&reference, entry.verify, rules);
         // By name and tag, digest aside: `app:1` and `app:1@sha256:..` both claim the tag.
         let key = match reference.tag() {
             Some(tag) => format!("{}:{tag}", reference.name()),
@@ -265,6 +287,7 @@ impl<'a> Validator<'a> {
             platform,
             schedule,
             pin: pin.map(|(choice, _)| choice),
+            verify,
             line,
         })
     }

@@ -16,10 +16,12 @@ use crate::io::credentials::RegistryAuth;
 use crate::io::engine::{Engine, PullRequest, Pulled};
 use crate::model::failure::{Failure, FailureClass, explain};
 use crate::model::reference::ImageRef;
+use crate::model::signature::Check;
 use crate::model::sync::Locked;
 use crate::service::clock;
 use crate::service::progress::Step;
 use crate::service::shutdown::{Attempt, Retried};
+use crate::service::verify::Verifier;
 
 impl<E: Engine> Puller<'_, E> {
     /// Carries out one decision.
@@ -31,8 +33,15 @@ impl<E: Engine> Puller<'_, E> {
         shared: &RunShared,
     ) -> Outcome {
         let started = Instant::now();
+        let mut decision = decision;
         let (result, attempts) = match decision.action {
-            Action::Keep => Self::keep(&decision),
+            Action::Keep => {
+                decision.signature = decision
+                    .signature
+                    .take()
+                    .or_else(|| self.known_check(&decision));
+                Self::keep(&decision)
+            }
             Action::Fail => Self::fail(&decision),
             Action::Tag | Action::Pull if self.stop.is_triggered() => (PullResult::Skipped, 0),
             Action::Tag | Action::Pull
@@ -42,12 +51,12 @@ impl<E: Engine> Puller<'_, E> {
                 (PullResult::Deferred { why }, 0)
             }
             Action::Tag | Action::Pull => {
-                let digest = decision.digest.as_deref().unwrap_or_default();
-                let _one_at_a_time = shared.hold(digest).await;
-                if decision.action == Action::Tag {
-                    self.retag(&decision).await
-                } else {
-                    self.pull(&decision, &shared.auths).await
+                let digest = decision.digest.clone().unwrap_or_default();
+                let _one_at_a_time = shared.hold(&digest).await;
+                match self.signed(&mut decision).await {
+                    Err(refused) => refused,
+                    Ok(()) if decision.action == Action::Tag => self.retag(&decision).await,
+                    Ok(()) => self.pull(&decision, &shared.auths).await,
                 }
             }
         };
@@ -73,6 +82,66 @@ impl<E: Engine> Puller<'_, E> {
         }
         let opens = window.current_or_next(now).map(|o| o.opens.to_rfc3339());
         Some(Deferral::Window { opens })
+    }
+
+    /// Checks the signature of the digest about to be pulled or named, unless this run did
+    /// already; `Err` is the result of an image it refuses (or whose registry could not say).
+    async fn signed(&self, decision: &mut Decision) -> Result<(), (PullResult, u32)> {
+        if matches!(
+            decision.signature,
+            Some(Check::Verified { .. } | Check::Warned { .. })
+        ) {
+            return Ok(());
+        }
+        let image = &decision.pinned.image;
+        let digest = decision.digest.clone().unwrap_or_default();
+        let subject = decision.pinned.subject.as_deref();
+        let checked = self
+            .bounded(self.verifier().verify(image, &digest, subject))
+            .await;
+        let failure = match checked {
+            Ok(check) => {
+                let refused = check
+                    .as_ref()
+                    .and_then(|c| Verifier::refusal(image, &digest, c));
+                decision.signature = check;
+                match refused {
+                    None => return Ok(()),
+                    Some(f) => f,
+                }
+            }
+            Err(f) => f,
+        };
+        let reference = decision.reference();
+        let message = explain(reference, &failure);
+        warn!(image = %reference, class = failure.class.as_str(), "{message}");
+        Err((
+            PullResult::Failed {
+                class: failure.class,
+                message,
+                detail: failure.detail,
+            },
+            1,
+        ))
+    }
+
+    /// A verification the state file remembers for a present image's digest: reported, and
+    /// exported, without asking the registry.
+    fn known_check(&self, decision: &Decision) -> Option<Check> {
+        let policy = decision.pinned.image.verify.as_ref()?;
+        let state = self.state.locked();
+        let key = [
+            decision.digest.as_deref(),
+            decision.pinned.subject.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| state.verified.get(d))
+        .find(|k| policy.trusts(k))?;
+        Some(Check::Verified {
+            key: key.clone(),
+            cached: true,
+        })
     }
 
     /// Nothing to do; a failure to learn a newer digest is only worth a warning.

@@ -21,10 +21,11 @@ use crate::decide::pin::{PinMode, Pinned};
 use crate::decide::pull_plan::{Action, Decision, Want, plan_pulls};
 use crate::io::credentials::CredentialSource;
 use crate::io::engine::Engine;
-use crate::io::registry::Registry;
+use crate::io::registry::{Registry, Resolved};
 use crate::model::failure::{Failure, FailureClass};
 use crate::model::image::LocalImage;
 use crate::model::platform::choose_platform;
+use crate::model::signature::Check;
 use crate::model::sync::Locked;
 use crate::policy::config::Config;
 use crate::policy::state::State;
@@ -32,6 +33,7 @@ use crate::policy::window::Window;
 use crate::service::in_flight::{InFlight, InFlightGuard};
 use crate::service::progress::{Progress, Step};
 use crate::service::shutdown::{Retried, Shutdown};
+use crate::service::verify::Verifier;
 
 pub(crate) use carry_out::within;
 use carry_out::{Op, RunShared};
@@ -111,9 +113,13 @@ impl<E: Engine> Puller<'_, E> {
         local: Vec<LocalImage>,
         ask_registries: bool,
     ) -> (Vec<Decision>, Vec<LocalImage>) {
-        let wants = self.wants(images, ask_registries).await;
+        let (wants, checks): (Vec<Want>, Vec<Option<Check>>) =
+            self.wants(images, ask_registries).await.into_iter().unzip();
         let aliases = self.aliases(images, &wants);
-        let plan = plan_pulls(images, &wants, &aliases, &local, &self.config.registries);
+        let mut plan = plan_pulls(images, &wants, &aliases, &local, &self.config.registries);
+        for (decision, check) in plan.iter_mut().zip(checks) {
+            decision.signature = check;
+        }
         (plan, local)
     }
 
@@ -127,13 +133,14 @@ impl<E: Engine> Puller<'_, E> {
     }
 
     /// The digest each image must have: pinned (config, lock, first pull), or resolved from
-    /// the registry when `ask_registries`; otherwise unknown.
-    async fn wants(&self, images: &[Pinned], ask_registries: bool) -> Vec<Want> {
+    /// the registry when `ask_registries` (and, with a signature policy, verified before it
+    /// counts); otherwise unknown.
+    async fn wants(&self, images: &[Pinned], ask_registries: bool) -> Vec<(Want, Option<Check>)> {
         let known: Vec<Option<String>> = {
             let state = self.state.locked();
             images.iter().map(|p| p.known_digest(&state)).collect()
         };
-        let mut wants: Vec<(usize, Want)> =
+        let mut wants: Vec<(usize, (Want, Option<Check>))> =
             futures_util::stream::iter(images.iter().zip(known).enumerate())
                 .map(|(index, (p, known))| async move {
                     (index, self.want(p, known, ask_registries).await)
@@ -145,8 +152,75 @@ impl<E: Engine> Puller<'_, E> {
         wants.into_iter().map(|(_, w)| w).collect()
     }
 
-    /// One image's digest: `known` (pinned), else resolved when `ask_registries`.
-    async fn want(&self, p: &Pinned, known: Option<String>, ask_registries: bool) -> Want {
+    /// One image's digest: `known` (pinned), else resolved when `ask_registries` and verified.
+    async fn want(
+        &self,
+        p: &Pinned,
+        known: Option<String>,
+        ask_registries: bool,
+    ) -> (Want, Option<Check>) {
+        if known.is_some() || !ask_registries || p.mode == PinMode::Lock {
+            return (self.known_want(p, known), None);
+        }
+        let reference = &p.image.reference;
+        let platform = p.image.platform.as_deref();
+        let (result, attempts) = self
+            .with_retries(reference, Op::Resolve, || {
+                self.bounded(self.registry.resolve(reference, platform))
+            })
+            .await;
+        match result {
+            Retried::Done(Ok(r)) => self.verified_want(p, r, attempts).await,
+            Retried::Done(Err(f)) | Retried::Stopped(Some(f)) => (Want::Unknown(f, attempts), None),
+            Retried::Stopped(None) => (
+                Want::Unknown(
+                    Failure::new(FailureClass::Engine, "stopped before the attempt"),
+                    attempts,
+                ),
+                None,
+            ),
+        }
+    }
+
+    /// A resolved digest, once its signature is checked: it becomes the wanted digest (and a
+    /// first-pull pin) only when the policy is met, or only warns.
+    async fn verified_want(
+        &self,
+        p: &Pinned,
+        resolved: Resolved,
+        attempts: u32,
+    ) -> (Want, Option<Check>) {
+        let digest = resolved.digest;
+        let verifier = self.verifier();
+        let checked = self
+            .bounded(verifier.verify(&p.image, &digest, resolved.index.as_deref()))
+            .await;
+        match checked {
+            Ok(check) => match check
+                .as_ref()
+                .and_then(|c| Verifier::refusal(&p.image, &digest, c))
+            {
+                Some(refused) => {
+                    warn!(image = %p.image.reference, class = "signature", "{}", refused.detail);
+                    (Want::Unknown(refused, attempts), check)
+                }
+                None => (Want::Digest(digest), check),
+            },
+            Err(f) => (Want::Unknown(f, attempts), None),
+        }
+    }
+
+    /// The signature checks of this puller's images.
+    pub(crate) fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            registry: self.registry,
+            config: self.config,
+            state: self.state,
+        }
+    }
+
+    /// The digest known without asking a registry, or why there is none.
+    fn known_want(&self, p: &Pinned, known: Option<String>) -> Want {
         match known {
             Some(d) => Want::Digest(d),
             // The lock has this image, but nothing for this host's platform: fail this image
@@ -163,27 +237,10 @@ impl<E: Engine> Puller<'_, E> {
                 ),
                 0,
             ),
-            None if !ask_registries => Want::Unknown(
+            None => Want::Unknown(
                 Failure::new(FailureClass::Network, "not asked (offline)"),
                 0,
             ),
-            None => {
-                let reference = &p.image.reference;
-                let platform = p.image.platform.as_deref();
-                let (result, attempts) = self
-                    .with_retries(reference, Op::Resolve, || {
-                        self.bounded(self.registry.resolve(reference, platform))
-                    })
-                    .await;
-                match result {
-                    Retried::Done(Ok(r)) => Want::Digest(r.digest),
-                    Retried::Done(Err(f)) | Retried::Stopped(Some(f)) => Want::Unknown(f, attempts),
-                    Retried::Stopped(None) => Want::Unknown(
-                        Failure::new(FailureClass::Engine, "stopped before the attempt"),
-                        attempts,
-                    ),
-                }
-            }
         }
     }
 

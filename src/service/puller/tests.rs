@@ -431,3 +431,157 @@ async fn a_pull_refused_for_the_rate_limit_spends_no_retry_and_the_registry_is_l
     assert!(rate_limited(&outcomes[0]), "{:?}", outcomes[0]);
     assert_eq!(s.engine.pulls().len(), 1, "the registry is left alone");
 }
+
+mod signatures {
+    //! Signature policy in the puller: verified before a pin or a pull, remembered, refused
+    //! without touching what is in place.
+
+    use super::*;
+    use crate::model::signature::{Check, Finding, SignatureLayer};
+    use crate::policy::signature::test_keys::{payload, pem_pair, sign};
+    use aws_lc_rs::signature::EcdsaKeyPair;
+
+    /// A setup whose images must be signed with the key in `cosign.pub` (`mode` as given).
+    fn signed_setup(mode: &str, images: &str) -> (Setup, EcdsaKeyPair) {
+        let dir = tempfile::tempdir().unwrap();
+        let (pair, pem) = pem_pair();
+        std::fs::write(dir.path().join("cosign.pub"), pem).unwrap();
+        let text = format!(
+            "[state]\nfile = \"state.json\"\n[pull]\nretries = 0\n\
+             [[verify]]\nmatch = \"r.example/**\"\nkeys = [\"cosign.pub\"]\nmode = \"{mode}\"\n\
+             {images}"
+        );
+        let config = Config::parse(&dir.path().join("config.toml"), &text).unwrap();
+        let registry = FakeRegistry::default();
+        let session =
+            Session::with_registry(config, None, State::default(), Box::new(registry.clone()))
+                .unwrap();
+        let s = Setup {
+            _dir: dir,
+            session,
+            engine: FakeEngine::default(),
+            registry,
+        };
+        (s, pair)
+    }
+
+    impl Setup {
+        /// `name:1` names `digest`, which the registry serves, signed by `pair` if given.
+        fn publish_one(&self, name: &str, c: char, pair: Option<&EcdsaKeyPair>) {
+            self.registry.set(&format!("{name}:1"), &digest(c));
+            self.engine.serve(&digest(c));
+            if let Some(pair) = pair {
+                let p = payload(&digest(c));
+                let layer = SignatureLayer {
+                    signature: Some(sign(pair, &p)),
+                    payload: p,
+                };
+                self.registry
+                    .sign(&format!("{name}@{}", digest(c)), vec![layer]);
+            }
+        }
+
+        async fn run(&self) -> Vec<Outcome> {
+            self.puller(Shutdown::new())
+                .converge(&self.session.pinned)
+                .await
+                .unwrap()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_signed_digest_is_pulled_and_remembered_and_then_costs_nothing() {
+        let (s, pair) = signed_setup("enforce", FOLLOW_A);
+        s.publish_one("r.example/a", 'a', Some(&pair));
+        let outcomes = s.run().await;
+        assert!(
+            matches!(outcomes[0].result, PullResult::Pulled { .. }),
+            "{outcomes:?}"
+        );
+        assert!(matches!(
+            outcomes[0].decision.signature,
+            Some(Check::Verified { cached: false, .. })
+        ));
+        assert_eq!(s.registry.signatures_asked(), 1);
+        let saved = State::load(&s.session.config.state_file);
+        assert!(saved.verified.contains_key(&digest('a')), "{saved:?}");
+        // The next run: the tag has not moved, the image is present, the check is known.
+        let outcomes = s.run().await;
+        assert!(
+            matches!(outcomes[0].result, PullResult::Kept),
+            "{outcomes:?}"
+        );
+        assert!(matches!(
+            outcomes[0].decision.signature,
+            Some(Check::Verified { cached: true, .. })
+        ));
+        assert_eq!(s.registry.signatures_asked(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unsigned_digest_is_never_pulled_or_pinned() {
+        let first_pull = "[[image]]\nname = \"r.example/a:1\"\npin = \"first-pull\"\n";
+        let (s, _) = signed_setup("enforce", first_pull);
+        s.publish_one("r.example/a", 'a', None);
+        let outcomes = s.run().await;
+        match &outcomes[0].result {
+            PullResult::Failed { class, message, .. } => {
+                assert_eq!(*class, FailureClass::Signature);
+                assert!(message.contains("r.example/a@sha256:aaaa"), "{message}");
+                assert!(message.contains("cosign.pub"), "{message}");
+                assert!(message.contains("no signature"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(s.engine.pulls().is_empty());
+        assert!(
+            State::load(&s.session.config.state_file)
+                .first_pull
+                .is_empty()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tag_moved_to_an_unsigned_digest_keeps_the_verified_image() {
+        let (s, pair) = signed_setup("enforce", FOLLOW_A);
+        s.publish_one("r.example/a", 'a', Some(&pair));
+        s.run().await;
+        let verified = s.engine.tagged("r.example/a:1");
+        let (stranger, _) = pem_pair();
+        s.publish_one("r.example/a", 'b', Some(&stranger));
+        let outcomes = s.run().await;
+        assert!(
+            matches!(outcomes[0].result, PullResult::Kept),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes[0].decision.signature,
+            Some(Check::Refused {
+                finding: Finding::WrongKey { signatures: 1 }
+            })
+        );
+        assert_eq!(
+            s.engine.pulls().len(),
+            1,
+            "only the signed digest was pulled"
+        );
+        assert_eq!(s.engine.tagged("r.example/a:1"), verified);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn warn_mode_pulls_an_unsigned_digest_and_says_so() {
+        let (s, _) = signed_setup("warn", FOLLOW_A);
+        s.publish_one("r.example/a", 'a', None);
+        let outcomes = s.run().await;
+        assert!(
+            matches!(outcomes[0].result, PullResult::Pulled { .. }),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            outcomes[0].decision.signature,
+            Some(Check::Warned {
+                finding: Finding::NoSignature
+            })
+        );
+    }
+}

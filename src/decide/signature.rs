@@ -1,0 +1,98 @@
+//! Whether a digest carries a valid cosign signature by one of a policy's keys: a pure
+//! function over the signature layers the registry holds.
+//!
+//! A layer vouches for `digest` when its signature verifies over the payload's exact bytes with
+//! one of the keys (ECDSA P-256, SHA-256, DER), and the payload is a cosign image signature
+//! whose `critical.image.docker-manifest-digest` is `digest`. The second check matters: a valid
+//! signature copied from another digest's `.sig` must not vouch for this one.
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::model::signature::{Finding, PAYLOAD_TYPE, SignatureLayer};
+use crate::policy::signature::PublicKey;
+
+/// The fingerprint of the key that signed `digest`, or what was found instead.
+pub(crate) fn check(
+    digest: &str,
+    layers: &[SignatureLayer],
+    keys: &[impl AsRef<PublicKey>],
+) -> Result<String, Finding> {
+    if layers.is_empty() {
+        return Err(Finding::NoSignature);
+    }
+    let mut bad_payload = None;
+    for layer in layers {
+        let Some(key) = signer(layer, keys) else {
+            continue;
+        };
+        match vouches_for(&layer.payload, digest) {
+            Ok(()) => return Ok(key.fingerprint.clone()),
+            Err(why) => bad_payload = Some(why),
+        }
+    }
+    Err(match bad_payload {
+        Some(why) => Finding::BadPayload { why },
+        None => Finding::WrongKey {
+            signatures: layers.len(),
+        },
+    })
+}
+
+/// The key whose signature `layer` carries, if any.
+fn signer<'k, K: AsRef<PublicKey>>(layer: &SignatureLayer, keys: &'k [K]) -> Option<&'k PublicKey> {
+    // cosign writes one line of base64; some tools wrap it (sigstore-rs #550): ignore
+    // whitespace rather than refuse a good signature.
+    let text: String = layer
+        .signature
+        .as_deref()?
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    keys.iter()
+        .map(AsRef::as_ref)
+        .find(|k| k.key.verify_sig(&layer.payload, &signature).is_ok())
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    critical: Critical,
+}
+
+#[derive(Deserialize)]
+struct Critical {
+    #[serde(rename = "type")]
+    kind: String,
+    image: PayloadImage,
+}
+
+#[derive(Deserialize)]
+struct PayloadImage {
+    #[serde(rename = "docker-manifest-digest")]
+    digest: String,
+}
+
+/// Whether a signed payload is a cosign image signature of `digest`.
+fn vouches_for(payload: &[u8], digest: &str) -> Result<(), String> {
+    let payload: Payload = serde_json::from_slice(payload)
+        .map_err(|e| format!("not a cosign simple-signing payload ({e})"))?;
+    if payload.critical.kind != PAYLOAD_TYPE {
+        return Err(format!(
+            "its type is \"{}\", not \"{PAYLOAD_TYPE}\"",
+            payload.critical.kind
+        ));
+    }
+    if payload.critical.image.digest != digest {
+        return Err(format!(
+            "it signs {}, not this digest",
+            payload.critical.image.digest
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! Validation of signature policies: `[[verify]]` defaults by name pattern, and an image's own
+//! `verify = { ... }` over them. Key files are read here, once each, so a missing or wrong key
+//! is a config problem at its line, before anything runs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::raw::{RawImageVerify, RawVerify};
+use super::validate::Validator;
+use crate::model::problem::line_col;
+use crate::model::reference::ImageRef;
+use crate::policy::keep::{NameMatcher, compile_keep};
+use crate::policy::signature::{PublicKey, SignaturePolicy, VerifyMode};
+
+/// A `[[verify]]` entry, validated. The first whose pattern matches an image applies.
+#[derive(Debug, Clone)]
+pub(super) struct VerifyRule {
+    matcher: NameMatcher,
+    /// `None`: `mode = "off"`, these images are not verified.
+    mode: Option<VerifyMode>,
+    keys: Vec<Arc<PublicKey>>,
+    line: usize,
+}
+
+/// Key files read so far, by path: one read and one parse each.
+pub(super) type KeyCache = HashMap<PathBuf, Option<Arc<PublicKey>>>;
+
+impl Validator<'_> {
+    /// The `[[verify]]` entries, in the order written.
+    pub(super) fn verify_rules(&mut self, raw: Vec<RawVerify>) -> Vec<VerifyRule> {
+        raw.into_iter()
+            .filter_map(|r| self.verify_rule(r))
+            .collect()
+    }
+
+    fn verify_rule(&mut self, raw: RawVerify) -> Option<VerifyRule> {
+        let matcher = match compile_keep(raw.pattern.get_ref()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.problem(
+                    raw.pattern.span(),
+                    format!(
+                        "verify.match: invalid pattern \"{}\": {e}",
+                        raw.pattern.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        let mode = match &raw.mode {
+            Some(m) => self.verify_mode("verify.mode", m)?,
+            None => Some(VerifyMode::Enforce),
+        };
+        let keys = self.verify_keys("verify.keys", &raw.keys)?;
+        let line = line_col(self.text(), raw.pattern.span().start).0;
+        if mode.is_some() && keys.is_empty() {
+            self.problem(
+                raw.pattern.span(),
+                "verify: no keys: name the public keys (`keys = [\"/etc/stowage/cosign.pub\"]`) \
+                 a signature must be made with, or set mode = \"off\""
+                    .to_owned(),
+            );
+            return None;
+        }
+        Some(VerifyRule {
+            matcher: matcher?,
+            mode,
+            keys,
+            line,
+        })
+    }
+
+    /// The signature policy of the image `reference`: its own `verify`, over the first
+    /// `[[verify]]` entry whose pattern matches its name. `None`: not verified.
+    pub(super) fn image_policy(
+        &mut self,
+        reference: &ImageRef,
+        own: Option<Spanned<RawImageVerify>>,
+        rules: &[VerifyRule],
+    ) -> Option<SignaturePolicy> {
+        let name = reference.name();
+        let rule = rules.iter().find(|r| r.matcher.regex.is_match(&name));
+        let Some(own) = own else {
+            return rule.and_then(|r| {
+                Some(SignaturePolicy {
+                    keys: r.keys.clone(),
+                    mode: r.mode?,
+                    line: r.line,
+                })
+            });
+        };
+        let span = own.span();
+        let own = own.into_inner();
+        let mode = match &own.mode {
+            Some(m) => self.verify_mode("image.verify.mode", m)?,
+            None => rule.map_or(Some(VerifyMode::Enforce), |r| r.mode),
+        };
+        let keys = match &own.keys {
+            Some(keys) => self.verify_keys("image.verify.keys", keys)?,
+            None => rule.map(|r| r.keys.clone()).unwrap_or_default(),
+        };
+        let mode = mode?;
+        if keys.is_empty() {
+            self.problem(
+                span,
+                format!(
+                    "image.verify: no keys for {reference}: name them here (`keys = [...]`) or \
+                     in a [[verify]] entry whose match covers {name}"
+                ),
+            );
+            return None;
+        }
+        Some(SignaturePolicy {
+            keys,
+            mode,
+            line: line_col(self.text(), span.start).0,
+        })
+    }
+
+    /// `Some(None)` for "off".
+    fn verify_mode(&mut self, key: &str, raw: &Spanned<String>) -> Option<Option<VerifyMode>> {
+        match raw.get_ref().as_str() {
+            "enforce" => Some(Some(VerifyMode::Enforce)),
+            "warn" => Some(Some(VerifyMode::Warn)),
+            "off" => Some(None),
+            other => {
+                self.problem(
+                    raw.span(),
+                    format!(
+                        "{key}: unknown mode \"{other}\" (expected \"enforce\", \"warn\" or \"off\")"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The keys named by `raw` (paths relative to the config's directory), each read once.
+    fn verify_keys(&mut self, key: &str, raw: &[Spanned<String>]) -> Option<Vec<Arc<PublicKey>>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for value in raw {
+            let path = self.config_dir().join(value.get_ref());
+            match self.public_key(&path) {
+                Ok(k) => out.push(k),
+                Err(e) => {
+                    ok = false;
+                    self.problem(value.span(), format!("{key}: \"{}\": {e}", path.display()));
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn public_key(&mut self, path: &Path) -> Result<Arc<PublicKey>, String> {
+        if let Some(known) = self.keys_read().get(path) {
+            return known
+                .clone()
+                .ok_or_else(|| "unusable (see above)".to_owned());
+        }
+        let loaded = PublicKey::load(path).map(Arc::new);
+        self.keys_read()
+            .insert(path.to_owned(), loaded.as_ref().ok().cloned());
+        loaded
+    }
+}

@@ -1,0 +1,175 @@
+//! Signature checks of the digests the puller is about to pin or pull, remembered in the state
+//! file so that each digest is checked once per host.
+//!
+//! A digest counts as signed when the policy's key signed it, or signed the multi-platform
+//! index the tag or lock names and the digest is that index's entry for this platform (the
+//! index is content-addressed, so it vouches for what it lists): `cosign sign` signs the
+//! index alone unless told `--recursive`. Signatures are fetched from the mirrors first, as
+//! content is: a mirror can withhold a signature but not forge one.
+
+use std::sync::Mutex;
+
+use tracing::{info, warn};
+
+use crate::decide::pull_plan::content_names;
+use crate::decide::signature::check;
+use crate::io::registry::Registry;
+use crate::model::failure::{Failure, FailureClass};
+use crate::model::reference::ImageRef;
+use crate::model::signature::{Check, Finding};
+use crate::model::sync::Locked;
+use crate::policy::config::{Config, RequiredImage};
+use crate::policy::signature::{SignaturePolicy, VerifyMode};
+use crate::policy::state::State;
+
+/// What signature checks need: where signatures are, and where verifications are kept.
+pub(crate) struct Verifier<'a> {
+    pub(crate) registry: &'a dyn Registry,
+    pub(crate) config: &'a Config,
+    pub(crate) state: &'a Mutex<State>,
+}
+
+impl Verifier<'_> {
+    /// Checks `digest` of `image` against its policy; `subject` is the digest its tag or lock
+    /// names when that differs (an index). `Ok(None)`: the image has no policy. A refusal is
+    /// `Ok(Some(Check::Refused))` ([`Verifier::refusal`] makes it a failure); `Err` is a
+    /// registry that could not be asked.
+    pub(crate) async fn verify(
+        &self,
+        image: &RequiredImage,
+        digest: &str,
+        subject: Option<&str>,
+    ) -> Result<Option<Check>, Failure> {
+        let Some(policy) = &image.verify else {
+            return Ok(None);
+        };
+        let subjects: Vec<&str> = subject
+            .into_iter()
+            .filter(|s| *s != digest)
+            .chain([digest])
+            .collect();
+        if let Some(key) = self.remembered(policy, &subjects) {
+            return Ok(Some(Check::Verified { key, cached: true }));
+        }
+        let mut found = Finding::NoSignature;
+        for signed in &subjects {
+            match check(
+                signed,
+                &self.fetch(&image.reference, signed).await?,
+                &policy.keys,
+            ) {
+                Ok(key) => {
+                    info!(image = %image.reference, digest, key, "signature verified");
+                    self.remember(&subjects, &key);
+                    return Ok(Some(Check::Verified { key, cached: false }));
+                }
+                // The most telling finding: a bad payload, then a wrong key, then nothing.
+                Err(f) => found = most_telling(found, f),
+            }
+        }
+        Ok(Some(match policy.mode {
+            VerifyMode::Enforce => Check::Refused { finding: found },
+            VerifyMode::Warn => {
+                warn!(
+                    image = %image.reference,
+                    digest,
+                    "signature: {}; pulled anyway (mode = \"warn\")",
+                    message(image, policy, digest, &found)
+                );
+                Check::Warned { finding: found }
+            }
+        }))
+    }
+
+    /// The failure that refuses `digest` of `image`, when `check` refused it.
+    pub(crate) fn refusal(image: &RequiredImage, digest: &str, check: &Check) -> Option<Failure> {
+        let (Check::Refused { finding }, Some(policy)) = (check, &image.verify) else {
+            return None;
+        };
+        Some(Failure::new(
+            FailureClass::Signature,
+            format!(
+                "{}; it is not pinned or pulled, and the image in place stays",
+                message(image, policy, digest, finding)
+            ),
+        ))
+    }
+
+    /// The key that verified one of `subjects` before, if the policy still trusts it.
+    fn remembered(&self, policy: &SignaturePolicy, subjects: &[&str]) -> Option<String> {
+        let state = self.state.locked();
+        subjects
+            .iter()
+            .filter_map(|s| state.verified.get(*s))
+            .find(|key| policy.trusts(key))
+            .cloned()
+    }
+
+    /// Keeps the verification in the state file (and in memory, should the file not save).
+    fn remember(&self, subjects: &[&str], key: &str) {
+        let record = |state: &mut State| {
+            for s in subjects {
+                state.verified.insert((*s).to_owned(), key.to_owned());
+            }
+        };
+        record(&mut self.state.locked());
+        match State::update(&self.config.state_file, record) {
+            Ok(saved) => *self.state.locked() = saved,
+            Err(e) => warn!(
+                path = %self.config.state_file.display(),
+                "cannot save the state file ({e}); the signature will be checked again"
+            ),
+        }
+    }
+
+    /// The signature layers of `reference`'s repository for `digest`: from the first mirror
+    /// that answers, else the origin.
+    async fn fetch(
+        &self,
+        reference: &ImageRef,
+        digest: &str,
+    ) -> Result<Vec<crate::model::signature::SignatureLayer>, Failure> {
+        let mut names = content_names(reference, &self.config.registries);
+        names.rotate_left(1);
+        let mut last = None;
+        for name in names {
+            let signed: ImageRef = format!("{name}@{digest}")
+                .parse()
+                .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
+            match self.registry.signatures(&signed).await {
+                // A mirror that has none may not have synced it: the origin decides.
+                Ok(layers) if layers.is_empty() && signed.registry() != reference.registry() => {}
+                Ok(layers) => return Ok(layers),
+                Err(f) => last = Some(f),
+            }
+        }
+        match last {
+            Some(f) => Err(f),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// The finding to report of two: a bad payload says most, then a wrong key.
+fn most_telling(a: Finding, b: Finding) -> Finding {
+    let rank = |f: &Finding| match f {
+        Finding::NoSignature => 0,
+        Finding::WrongKey { .. } => 1,
+        Finding::BadPayload { .. } => 2,
+    };
+    if rank(&b) > rank(&a) { b } else { a }
+}
+
+/// "name@digest is not signed by KEYS: found FINDING".
+fn message(
+    image: &RequiredImage,
+    policy: &SignaturePolicy,
+    digest: &str,
+    found: &Finding,
+) -> String {
+    format!(
+        "{}@{digest} is not signed by {}: found {found}",
+        image.reference.name(),
+        policy.describe_keys()
+    )
+}
