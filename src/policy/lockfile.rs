@@ -55,6 +55,10 @@ pub struct LockEntry {
     /// For an index: each platform's manifest digest, so every host pulls its own platform's
     /// content by digest without asking the registry. Empty for a single manifest.
     pub platforms: BTreeMap<String, String>,
+    /// The fingerprint (`sha256:` of the public key) whose cosign signature of `digest` was
+    /// verified when the lock was written; `None` when the image has no signature policy (or
+    /// one that only warns, and the digest was not signed).
+    pub signed_by: Option<String>,
 }
 
 impl LockEntry {
@@ -63,6 +67,7 @@ impl LockEntry {
         LockEntry {
             digest: digest.into(),
             platforms: BTreeMap::new(),
+            signed_by: None,
         }
     }
 
@@ -95,6 +100,9 @@ pub enum LockChange {
     Removed(LockKey, String),
     /// The digest (or an index's platforms) changed: old, new.
     Changed(LockKey, String, String),
+    /// The same digest, verified with another key or no longer at all: the fingerprints the
+    /// old and the new lock record.
+    Signature(LockKey, Option<String>, Option<String>),
 }
 
 impl std::fmt::Display for LockChange {
@@ -106,6 +114,18 @@ impl std::fmt::Display for LockChange {
             }
             LockChange::Changed(k, old, new) => {
                 write!(f, "moved: {k} is locked at {old}, the registry has {new}")
+            }
+            LockChange::Signature(k, old, new) => {
+                let by = |f: &Option<String>| match f {
+                    Some(fp) => format!("signed by {fp}"),
+                    None => "not verified".to_owned(),
+                };
+                write!(
+                    f,
+                    "signature: {k} is locked as {}, and is now {}",
+                    by(old),
+                    by(new)
+                )
             }
         }
     }
@@ -127,6 +147,7 @@ struct RawEntry {
     digest: Spanned<String>,
     #[serde(default)]
     platforms: BTreeMap<String, Spanned<String>>,
+    signed_by: Option<Spanned<String>>,
 }
 
 /// A lock file's text, for locating problems in it.
@@ -171,14 +192,16 @@ impl Located<'_> {
                 return Err(vec![self.problem(name.span(), message)]);
             }
         };
-        let bad: Vec<Problem> = std::iter::once(&entry.digest)
-            .chain(entry.platforms.values())
-            .filter(|d| !valid_digest(d.get_ref()))
-            .map(|d| {
+        // A key fingerprint is written like a digest: sha256: and 64 hex digits.
+        let bad: Vec<Problem> = std::iter::once(("image.digest", &entry.digest))
+            .chain(entry.platforms.values().map(|d| ("image.digest", d)))
+            .chain(entry.signed_by.iter().map(|f| ("image.signed_by", f)))
+            .filter(|(_, d)| !valid_digest(d.get_ref()))
+            .map(|(field, d)| {
                 self.problem(
                     d.span(),
                     format!(
-                        "image.digest: invalid digest \"{}\" (expected sha256: and 64 lower-case hex digits)",
+                        "{field}: invalid digest \"{}\" (expected sha256: and 64 lower-case hex digits)",
                         d.get_ref()
                     ),
                 )
@@ -199,6 +222,7 @@ impl Located<'_> {
                 .into_iter()
                 .map(|(p, d)| (p, d.into_inner()))
                 .collect(),
+            signed_by: entry.signed_by.map(Spanned::into_inner),
         };
         Ok((key, line, locked))
     }
@@ -268,6 +292,9 @@ impl LockFile {
                 let _ = writeln!(out, "platform = {}", toml_string(p));
             }
             let _ = writeln!(out, "digest = {}", toml_string(&entry.digest));
+            if let Some(by) = &entry.signed_by {
+                let _ = writeln!(out, "signed_by = {}", toml_string(by));
+            }
             if !entry.platforms.is_empty() {
                 // A sub-table, one platform per line: diffs show which platform moved.
                 let _ = writeln!(out, "[image.platforms]");
@@ -290,11 +317,20 @@ impl LockFile {
         for (key, entry) in &new.entries {
             match self.entries.get(key) {
                 None => changes.push(LockChange::Added(key.clone(), entry.digest.clone())),
-                Some(old) if old != entry => changes.push(LockChange::Changed(
-                    key.clone(),
-                    old.digest.clone(),
-                    entry.digest.clone(),
-                )),
+                Some(old) if (&old.digest, &old.platforms) != (&entry.digest, &entry.platforms) => {
+                    changes.push(LockChange::Changed(
+                        key.clone(),
+                        old.digest.clone(),
+                        entry.digest.clone(),
+                    ))
+                }
+                Some(old) if old.signed_by != entry.signed_by => {
+                    changes.push(LockChange::Signature(
+                        key.clone(),
+                        old.signed_by.clone(),
+                        entry.signed_by.clone(),
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -310,7 +346,10 @@ impl LockFile {
 
 fn change_key(c: &LockChange) -> &LockKey {
     match c {
-        LockChange::Added(k, _) | LockChange::Removed(k, _) | LockChange::Changed(k, _, _) => k,
+        LockChange::Added(k, _)
+        | LockChange::Removed(k, _)
+        | LockChange::Changed(k, _, _)
+        | LockChange::Signature(k, _, _) => k,
     }
 }
 
@@ -462,5 +501,32 @@ mod tests {
             prop_assert_eq!(&back.entries, &l.entries);
             prop_assert!(back.changes_to(&l).is_empty());
         }
+    }
+
+    #[test]
+    fn the_signing_key_is_recorded_and_a_change_of_it_is_a_change() {
+        let mut lock = LockFile::default();
+        let k = key("r:1/a:1", None);
+        let mut entry = LockEntry::single(A);
+        entry.signed_by = Some(B.to_owned());
+        lock.entries.insert(k.clone(), entry);
+        let text = lock.render();
+        assert!(text.contains(&format!("signed_by = \"{B}\"")), "{text}");
+        let back = LockFile::parse(Path::new("x.lock"), &text).unwrap();
+        assert_eq!(back.entries, lock.entries);
+        let mut unsigned = back.clone();
+        unsigned.entries.get_mut(&k).unwrap().signed_by = None;
+        assert_eq!(
+            back.changes_to(&unsigned),
+            [LockChange::Signature(k, Some(B.to_owned()), None)]
+        );
+        let bad = text.replace(B, "sha256:nope");
+        let problems = LockFile::parse(Path::new("x.lock"), &bad).unwrap_err();
+        assert!(
+            problems[0]
+                .to_string()
+                .contains("image.signed_by: invalid digest \"sha256:nope\""),
+            "{problems:?}"
+        );
     }
 }

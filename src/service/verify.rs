@@ -27,6 +27,9 @@ pub(crate) struct Verifier<'a> {
     pub(crate) registry: &'a dyn Registry,
     pub(crate) config: &'a Config,
     pub(crate) state: &'a Mutex<State>,
+    /// Whether verifications are saved to the state file (the puller), or kept in memory
+    /// (`stowage pin`, which may run where no state file is, in CI).
+    pub(crate) persist: bool,
 }
 
 impl Verifier<'_> {
@@ -113,6 +116,9 @@ impl Verifier<'_> {
             }
         };
         record(&mut self.state.locked());
+        if !self.persist {
+            return;
+        }
         match State::update(&self.config.state_file, record) {
             Ok(saved) => *self.state.locked() = saved,
             Err(e) => warn!(

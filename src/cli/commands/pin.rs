@@ -1,6 +1,7 @@
 //! `stowage pin`: resolve every lockable tag to its digest and write the lock file.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use super::print;
 use crate::cli::error::Error;
@@ -8,10 +9,12 @@ use crate::cli::report;
 use crate::decide::pin::is_lockable;
 use crate::io::credentials::CredentialSource;
 use crate::io::registry::Resolver;
-use crate::model::failure::explain;
-use crate::policy::config::{Config, ConfigError};
-use crate::policy::lockfile::{LockFile, LockKey};
+use crate::model::failure::{Failure, explain};
+use crate::model::signature::Check;
+use crate::policy::config::{Config, ConfigError, RequiredImage};
+use crate::policy::lockfile::{LockEntry, LockFile, LockKey};
 use crate::policy::state::State;
+use crate::service::verify::Verifier;
 
 /// `stowage pin`: resolve every lockable image and write (or check) the lock. Needs no engine:
 /// a lock entry holds every platform of an index, so it can be made anywhere, CI included.
@@ -24,10 +27,17 @@ pub(crate) async fn pin(path: &Path, check: bool) -> Result<(), Error> {
     // platform only matters for `resolve`, which pin does not use.
     let known = State::load(&config.state_file).index_platforms;
     let resolver = Resolver::knowing(&config, credentials, String::new(), known, old.as_ref());
+    let state = Mutex::new(State::default());
+    let verifier = Verifier {
+        registry: &resolver,
+        config: &config,
+        state: &state,
+        persist: false,
+    };
     let mut new = LockFile::default();
     let mut failed = false;
     for image in config.images.iter().filter(|i| is_lockable(i)) {
-        match resolver.resolve_entry(&image.reference).await {
+        match lock_entry(&resolver, &verifier, image).await {
             Ok(entry) => {
                 new.entries.insert(
                     LockKey::new(&image.reference, image.platform.as_deref()),
@@ -41,10 +51,16 @@ pub(crate) async fn pin(path: &Path, check: bool) -> Result<(), Error> {
         }
     }
     if failed {
-        // Nothing changes on error: a half-resolved lock would unpin the images that failed.
+        // Nothing changes on error: a half-resolved lock would unpin the images that failed,
+        // and an unverified one would pin what the policy refuses.
         return Err(Error::Failed(format!(
-            "{} not written: some images could not be resolved",
-            config.lock_file.display()
+            "{} {}: some images could not be resolved or verified",
+            config.lock_file.display(),
+            if check {
+                "does not hold"
+            } else {
+                "not written"
+            }
         )));
     }
     let changes = old.clone().unwrap_or_default().changes_to(&new);
@@ -70,4 +86,32 @@ pub(crate) async fn pin(path: &Path, check: bool) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// What the lock records for `image`: the digest its tag names now and, under a signature
+/// policy, the key that signed it. A digest the policy refuses is an error: it is never locked.
+async fn lock_entry(
+    resolver: &Resolver,
+    verifier: &Verifier<'_>,
+    image: &RequiredImage,
+) -> Result<LockEntry, Failure> {
+    let mut entry = resolver.resolve_entry(&image.reference).await?;
+    let check = verifier.verify(image, &entry.digest, None).await?;
+    if let Some(refused) = check
+        .as_ref()
+        .and_then(|c| Verifier::refusal(image, &entry.digest, c))
+    {
+        return Err(refused);
+    }
+    match check {
+        Some(Check::Verified { key, .. }) => entry.signed_by = Some(key),
+        Some(Check::Warned { finding }) => eprintln!(
+            "stowage: warning: {}@{} is not signed as its policy asks ({finding}); locked \
+             anyway (mode = \"warn\")",
+            image.reference.name(),
+            entry.digest
+        ),
+        Some(Check::Refused { .. }) | None => {}
+    }
+    Ok(entry)
 }

@@ -270,6 +270,7 @@ impl Resolver {
         Ok(LockEntry {
             digest: head.digest,
             platforms,
+            signed_by: None,
         })
     }
 

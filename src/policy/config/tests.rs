@@ -464,3 +464,126 @@ fn windows_are_read_with_their_zone_and_refused_with_their_line() {
         .unwrap_err();
     assert!(errs[0].contains("unknown field `zone`"), "{}", errs[0]);
 }
+
+mod verify {
+    use super::*;
+    use crate::policy::signature::VerifyMode;
+    use crate::policy::signature::test_keys::pem_pair;
+
+    /// `text` as `config.toml` in a directory holding the keys `release.pub` and `team.pub`.
+    fn parse_with_keys(text: &str) -> (Result<Config, Vec<String>>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["release.pub", "team.pub"] {
+            std::fs::write(dir.path().join(name), pem_pair().1).unwrap();
+        }
+        std::fs::write(dir.path().join("not-a-key.pub"), "hello").unwrap();
+        let result = Config::parse(&dir.path().join("config.toml"), text).map_err(|e| match e {
+            ConfigError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
+            ConfigError::Read { .. } => unreachable!("parse never reads"),
+        });
+        (result, dir)
+    }
+
+    fn keys(c: &Config, i: usize) -> Vec<String> {
+        c.images[i].verify.as_ref().map_or_else(Vec::new, |p| {
+            p.keys
+                .iter()
+                .map(|k| k.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn the_first_matching_pattern_applies_and_an_image_overrides_it() {
+        let (c, _dir) = parse_with_keys(
+            r#"
+[[verify]]
+match = "r.example/team/**"
+keys = ["team.pub"]
+mode = "warn"
+
+[[verify]]
+match = "r.example/**"
+keys = ["release.pub"]
+
+[[image]]
+name = "r.example/team/app:1"
+
+[[image]]
+name = "r.example/base:1"
+
+[[image]]
+name = "r.example/base:2"
+verify = { keys = ["release.pub", "team.pub"] }
+
+[[image]]
+name = "r.example/team/tool:1"
+verify = { mode = "off" }
+
+[[image]]
+name = "other.example/x:1"
+"#,
+        );
+        let c = c.unwrap();
+        assert_eq!(keys(&c, 0), ["team.pub"]);
+        assert_eq!(c.images[0].verify.as_ref().unwrap().mode, VerifyMode::Warn);
+        assert_eq!(keys(&c, 1), ["release.pub"]);
+        assert_eq!(
+            c.images[1].verify.as_ref().unwrap().mode,
+            VerifyMode::Enforce
+        );
+        assert_eq!(keys(&c, 2), ["release.pub", "team.pub"]);
+        assert!(c.images[3].verify.is_none(), "off");
+        assert!(c.images[4].verify.is_none(), "no pattern matches");
+        // One key file, one read: both policies hold the same key.
+        let a = &c.images[1].verify.as_ref().unwrap().keys[0];
+        let b = &c.images[2].verify.as_ref().unwrap().keys[0];
+        assert!(std::sync::Arc::ptr_eq(a, b));
+    }
+
+    #[test]
+    fn bad_keys_and_modes_are_refused_at_their_line_with_the_value() {
+        let (c, dir) = parse_with_keys(
+            r#"[[verify]]
+match = "r.example/**"
+keys = ["missing.pub", "not-a-key.pub"]
+
+[[verify]]
+match = "s.example/**"
+keys = ["release.pub"]
+mode = "strict"
+
+[[image]]
+name = "t.example/a:1"
+verify = { mode = "warn" }
+"#,
+        );
+        let problems = c.unwrap_err();
+        let dir = dir.path().display();
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(
+            problems[0].starts_with(&format!(
+                "{dir}/config.toml:3:9: verify.keys: \"{dir}/missing.pub\": cannot read it"
+            )),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].starts_with(&format!(
+                "{dir}/config.toml:3:24: verify.keys: \"{dir}/not-a-key.pub\": no PEM"
+            )),
+            "{}",
+            problems[1]
+        );
+        assert!(
+            problems[2].contains(":8:8: verify.mode: unknown mode \"strict\""),
+            "{}",
+            problems[2]
+        );
+        assert!(
+            problems[3].contains(":12:10: image.verify: no keys for t.example/a:1"),
+            "{}",
+            problems[3]
+        );
+    }
+}

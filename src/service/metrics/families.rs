@@ -289,6 +289,8 @@ pub(super) struct ImageFamilies {
     pub(super) drifted: IntGaugeVec,
     pub(super) drift_repairs: IntCounterVec,
     pub(super) update_available: IntGaugeVec,
+    pub(super) signature_verified: IntGaugeVec,
+    pub(super) signature_checks: IntCounterVec,
 }
 
 impl ImageFamilies {
@@ -326,6 +328,21 @@ impl ImageFamilies {
                 "Whether the registry's tag has moved away from the pinned digest (1), as last \
                  checked (pin.check_updates; lock and first-pull pins)",
                 "image",
+            ),
+            signature_verified: gauges(
+                r,
+                "image_signature_verified",
+                "Whether the digest the image was last checked at carries a valid signature by \
+                 a key of its policy (1), or not (0: refused, or pulled anyway under mode = \
+                 \"warn\"); images without a signature policy have no series",
+                "image",
+            ),
+            signature_checks: counters(
+                r,
+                "signature_checks_total",
+                "Signature checks of digests against the registry (state-file hits are not \
+                 counted), by result: verified, refused, warned",
+                "result",
             ),
         }
     }

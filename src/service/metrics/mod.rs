@@ -22,6 +22,7 @@ use crate::decide::outcome::{Outcome, PullResult};
 use crate::decide::shortfall::Missing;
 use crate::model::failure::FailureClass;
 use crate::model::rate_limit::Budget;
+use crate::model::signature::Check;
 use crate::model::sync::Locked;
 use crate::service::health::Health;
 use crate::service::pruner::{Cycle, RemovalResult};
@@ -109,6 +110,9 @@ impl Metrics {
         for result in ["ok", "failed"] {
             metrics.presence.reloads.with_label_values(&[result]);
         }
+        for result in ["verified", "refused", "warned"] {
+            metrics.images.signature_checks.with_label_values(&[result]);
+        }
         metrics.presence.last_reload_ok.set(1);
         metrics
     }
@@ -177,6 +181,25 @@ impl Metrics {
                 .drifted
                 .with_label_values(&[&image])
                 .set(i64::from(d.drift && !repaired));
+            self.signature(&image, d.signature.as_ref());
+        }
+    }
+
+    /// What the signature check of an image came to this run, if it was checked.
+    fn signature(&self, image: &str, check: Option<&Check>) {
+        let Some(check) = check else {
+            return;
+        };
+        let verified = matches!(check, Check::Verified { .. });
+        self.images
+            .signature_verified
+            .with_label_values(&[image])
+            .set(i64::from(verified));
+        if !matches!(check, Check::Verified { cached: true, .. }) {
+            self.images
+                .signature_checks
+                .with_label_values(&[check.as_str()])
+                .inc();
         }
     }
 

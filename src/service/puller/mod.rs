@@ -216,6 +216,7 @@ impl<E: Engine> Puller<'_, E> {
             registry: self.registry,
             config: self.config,
             state: self.state,
+            persist: true,
         }
     }
 
