@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Hermetic test environment for stowage: a private container engine plus three loopback
-# registries (plain, basic-auth, pull-through mirror) seeded with small "remote only" images.
+# registries (plain, basic-auth, pull-through mirror) seeded with small "remote only" images,
+# two of them signed with cosign (Debian 13's, fetched like Docker 26) and a test key pair.
 #
 #   scripts/test-env.sh up             start whatever is not running, seed once, write $ROOT/env.ENGINE
 #   scripts/test-env.sh tools          install what the tests check with (promtool, lintian, rpm,
@@ -152,9 +153,23 @@ start_dockerd() {
 # Docker 26.1 and containerd 1.7 from Debian 13, unpacked (not installed) under $CACHE/trixie.
 DOCKER26_PKGS=(docker.io containerd)
 ensure_docker26() {
-  local t=$CACHE/trixie
-  [[ -x $t/root/usr/sbin/dockerd && -x $t/root/usr/bin/containerd ]] && return 0
-  log "fetching ${DOCKER26_PKGS[*]} from Debian 13 into $t"
+  [[ -x $CACHE/trixie/root/usr/sbin/dockerd && -x $CACHE/trixie/root/usr/bin/containerd ]] && return 0
+  fetch_trixie "$CACHE/trixie" "${DOCKER26_PKGS[@]}"
+}
+
+# cosign 2.5 from Debian 13 (one static binary), which signs images in the test registries.
+COSIGN=$CACHE/trixie-cosign/root/usr/bin/cosign
+ensure_cosign() {
+  [[ -x $COSIGN ]] && return 0
+  fetch_trixie "$CACHE/trixie-cosign" cosign
+}
+
+# fetch_trixie DIR PKG...: Debian 13's PKGs, fetched with apt-get download and unpacked (never
+# installed) under DIR/root. They run on Debian 12 as they are.
+fetch_trixie() {
+  local t=$1
+  shift
+  log "fetching $* from Debian 13 into $t"
   command -v dpkg-deb >/dev/null || die "dpkg-deb is missing"
   # The mirror is the one this machine's own Debian sources name: the script names no host.
   local uri
@@ -168,12 +183,41 @@ ensure_docker26() {
   local apt_opts=(-o "Dir::Etc::sourcelist=$t.tmp/sources.list" -o Dir::Etc::sourceparts=/dev/null
     -o "Dir::State::Lists=$t.tmp/lists" -o "Dir::Cache=$t.tmp/cache")
   apt-get -qq "${apt_opts[@]}" update >"$t.tmp/apt.log" 2>&1 || { cat "$t.tmp/apt.log" >&2; die "apt-get update (trixie) failed"; }
-  (cd "$t.tmp/debs" && apt-get -qq "${apt_opts[@]}" download "${DOCKER26_PKGS[@]}") >>"$t.tmp/apt.log" 2>&1 ||
+  (cd "$t.tmp/debs" && apt-get -qq "${apt_opts[@]}" download "$@") >>"$t.tmp/apt.log" 2>&1 ||
     { cat "$t.tmp/apt.log" >&2; die "apt-get download (trixie) failed"; }
   local deb
   for deb in "$t.tmp"/debs/*.deb; do dpkg-deb -x "$deb" "$t.tmp/root"; done
   rm -rf "$t.tmp/lists" "$t.tmp/cache" "$t"
   mv "$t.tmp" "$t"
+}
+
+# cosign_cmd ARGS...: cosign with no password on its keys, no transparency log, and its own
+# config and cache (nothing under ~ is read or written).
+cosign_cmd() {
+  mkdir -p "$ROOT/cosign/home"
+  HOME=$ROOT/cosign/home DOCKER_CONFIG=$ROOT/cosign/home COSIGN_PASSWORD= "$COSIGN" "$@"
+}
+
+# The test key pair ($ROOT/cosign/cosign.key and .pub), and signatures by it of gamma:1 and of
+# the multi-platform index multi:1 (the index only, as `cosign sign` does by default). The
+# other seeded images stay unsigned.
+SIGNED_IMAGES=(gamma:1 multi:1)
+sign_seeded() {
+  [[ -e $ROOT/signed-v1 && -s $ROOT/cosign/cosign.pub ]] && return 0
+  ensure_cosign
+  if [[ ! -s $ROOT/cosign/cosign.pub ]]; then
+    rm -f "$ROOT/cosign/cosign.key" "$ROOT/cosign/cosign.pub"
+    mkdir -p "$ROOT/cosign"
+    cosign_cmd generate-key-pair --output-key-prefix "$ROOT/cosign/cosign" >/dev/null 2>&1 ||
+      die "cosign generate-key-pair failed"
+  fi
+  local ref out
+  for ref in "${SIGNED_IMAGES[@]}"; do
+    out=$(cosign_cmd sign --key "$ROOT/cosign/cosign.key" --tlog-upload=false --yes \
+      "$PLAIN/stowage-test/$ref" 2>&1) || die "cosign sign $ref: $out"
+  done
+  touch "$ROOT/signed-v1"
+  log "signed ${SIGNED_IMAGES[*]} with $ROOT/cosign/cosign.pub"
 }
 
 start_docker26() {
@@ -265,6 +309,7 @@ seeded() { [[ -e $ROOT/$SEED_MARKER ]] && base_seeded && multi_seeded; }
 
 seed() {
   seeded && return 0
+  rm -f "$ROOT/signed-v1" # new digests: sign them again
   # Only what is missing: re-pushing set v1 would change its digests under running tests.
   base_seeded || seed_base
   multi_seeded || seed_multi
@@ -347,6 +392,9 @@ STOWAGE_TEST_PLAIN_LOG=$ROOT/registry-plain.log
 STOWAGE_TEST_MIRROR_LOG=$ROOT/registry-mirror.log
 DOCKER_CLI=$DOCKER_CLI
 STOWAGE_TEST_DEBIAN_ROOT=$ROOT/debian
+STOWAGE_TEST_COSIGN=$COSIGN
+STOWAGE_TEST_COSIGN_HOME=$ROOT/cosign/home
+STOWAGE_TEST_COSIGN_KEY=$ROOT/cosign/cosign
 EOF
 }
 
@@ -373,6 +421,7 @@ cmd_up() {
   # The seed engine pushes the seeded images, and the tests' own (moving tags): it is always up.
   start_engine "$SEED_ENGINE"
   seed
+  sign_seeded
   start_engine "$ENGINE"
   write_env
   log "up: $ENGINE ($ROOT/env.$ENGINE)"

@@ -16,3 +16,4 @@ mod prune;
 mod pull;
 mod reliability;
 mod service;
+mod signatures;

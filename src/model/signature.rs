@@ -90,7 +90,7 @@ impl fmt::Display for Finding {
 
 /// What the signature check of an image's digest came to this run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "signature", rename_all = "kebab-case")]
+#[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Check {
     /// Signed with the key of this fingerprint.
     Verified {

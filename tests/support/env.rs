@@ -50,6 +50,11 @@ pub(crate) struct Env {
     pub docker_cli: String,
     /// A minimal Debian root for installing the .deb into.
     pub debian_root: PathBuf,
+    /// Debian 13's cosign binary, its home (config and cache), and the key pair (`.key`,
+    /// `.pub`) that signed the seeded gamma:1 and multi:1.
+    pub cosign: PathBuf,
+    pub cosign_home: PathBuf,
+    pub cosign_key: PathBuf,
 }
 
 pub(crate) fn env() -> Env {
@@ -87,6 +92,9 @@ pub(crate) fn env() -> Env {
         plain_log: PathBuf::from(get("STOWAGE_TEST_PLAIN_LOG")),
         docker_cli: get("DOCKER_CLI"),
         debian_root: PathBuf::from(get("STOWAGE_TEST_DEBIAN_ROOT")),
+        cosign: PathBuf::from(get("STOWAGE_TEST_COSIGN")),
+        cosign_home: PathBuf::from(get("STOWAGE_TEST_COSIGN_HOME")),
+        cosign_key: PathBuf::from(get("STOWAGE_TEST_COSIGN_KEY")),
     }
 }
 

@@ -77,7 +77,13 @@ impl Env {
         let name = format!("{}/{repo}:1", self.plain);
         let dir = tempfile::tempdir().expect("a temp dir");
         let mut bytes = vec![0u8; mib * 1024 * 1024];
-        let mut state = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        // Each call its own bytes (and so its own digest): seeded by the clock too, not only
+        // by the process, or two fresh images of one test would be one.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_nanos() as u64;
+        let mut state = (std::process::id() as u64 ^ nanos ^ 0x9e37_79b9_7f4a_7c15) | 1;
         for b in &mut bytes {
             // xorshift: incompressible enough that the throttle sees every byte.
             state ^= state << 13;

@@ -1,8 +1,9 @@
 //! Shared helpers for the integration tests, one concern per file: the test environment
 //! ([`env`]), the engine's image store ([`images`]), per-test scratch state ([`scratch`]),
 //! running stowage and reading its JSON ([`stowage`]), loopback networking ([`net`]), and
-//! waiting for what comes a moment later ([`poll`]).
+//! waiting for what comes a moment later ([`poll`]), and signing with cosign ([`cosign`]).
 
+mod cosign;
 mod env;
 mod images;
 mod limits;

@@ -1,0 +1,246 @@
+//! Signature verification against the real thing: images signed by cosign itself in the test
+//! registry, verified by stowage before they are pinned or pulled, on the engine under test.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{Env, Scratch, engine_lock, entry, env};
+
+/// Runs stowage with `args` and reads its JSON report.
+fn run_json(env: &Env, config: &Path, args: &[&str]) -> (i32, Value, String) {
+    let out = env.stowage(config).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (out.status.code().unwrap_or(-1), value, stderr)
+}
+
+/// A config requiring `images` (with `extra` lines after each name), whose plain-registry
+/// images must be signed with `key` (a `.pub` file).
+fn signed_config(
+    scratch: &Scratch,
+    env: &Env,
+    key: &Path,
+    images: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let names: Vec<String> = images.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let path = scratch.config("", &names);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (name, extra) in images {
+        text = text.replace(
+            &format!("name = \"{name}\"\n"),
+            &format!("name = \"{name}\"\n{extra}"),
+        );
+    }
+    text.push_str(&format!(
+        "[[verify]]\nmatch = \"{}/**\"\nkeys = [\"{}\"]\n",
+        env.plain,
+        key.display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A fresh image of the plain registry, named by tag (`host/stowage-test/fresh-..:1`), with
+/// its repository and digest.
+fn fresh(env: &Env) -> (String, String, String) {
+    let repo = env.fresh_image(1);
+    let name = format!("{}/{repo}:1", env.plain);
+    let digest = env
+        .plain_digest_name(&name)
+        .and_then(|n| n.split_once('@').map(|(_, d)| d.to_owned()))
+        .unwrap_or_else(|| panic!("no digest for {name}"));
+    (name, repo, digest)
+}
+
+#[test]
+fn signed_images_are_pinned_and_pulled_and_then_cost_no_request() {
+    let _lock = engine_lock();
+    let env = env();
+    // gamma:1 and the index multi:1 were signed by the environment; multi is pulled for this
+    // host's platform, whose digest only the signed index vouches for.
+    let single = env.plain_image("gamma:1");
+    let index = env.plain_image("multi:1");
+    assert!(
+        env.cosign_verifies(&env.cosign_key, &single),
+        "cosign itself verifies it"
+    );
+    env.remove_images(&[single.clone(), index.clone()]);
+    let scratch = Scratch::new();
+    let config = signed_config(
+        &scratch,
+        &env,
+        &env.cosign_pub(),
+        &[(&single, ""), (&index, "")],
+    );
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lock = std::fs::read_to_string(scratch.dir.path().join("stowage.lock")).unwrap();
+    assert_eq!(lock.matches("signed_by = \"sha256:").count(), 2, "{lock}");
+
+    let (code, report, stderr) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    for name in [&single, &index] {
+        let e = entry(&report, name);
+        assert_eq!(e["result"], "pulled", "{e:#}");
+        assert_eq!(e["signature"]["result"], "verified", "{e:#}");
+        assert!(env.has_image(name), "{name}");
+    }
+
+    // Present, pinned and verified: neither stowage nor the engine asks the registry.
+    let mark = env.plain_log_mark();
+    let (code, report, _) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    for name in [&single, &index] {
+        let e = entry(&report, name);
+        assert_eq!(e["result"], "kept", "{e:#}");
+        assert_eq!(e["signature"]["cached"], true, "{e:#}");
+    }
+    assert_eq!(env.plain_requests(mark), Vec::<String>::new());
+}
+
+#[test]
+fn unsigned_images_and_images_signed_with_another_key_are_refused() {
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    let (unsigned, _, unsigned_digest) = fresh(&env);
+    let (stranger, _, _) = fresh(&env);
+    let other_key = env.cosign_key_pair(scratch.dir.path(), "other");
+    env.cosign_sign(&other_key, &stranger);
+    let first_pull = "pin = \"first-pull\"\n";
+    let config = signed_config(
+        &scratch,
+        &env,
+        &env.cosign_pub(),
+        &[(&unsigned, first_pull), (&stranger, first_pull)],
+    );
+    let (code, report, _) = run_json(&env, &config, &["pull", "--json"]);
+    assert_ne!(code, 0, "{report:#}");
+    let e = entry(&report, &unsigned);
+    assert_eq!(
+        (e["result"].as_str(), e["class"].as_str()),
+        (Some("failed"), Some("signature")),
+        "{e:#}"
+    );
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains(&unsigned_digest),
+        "names the digest: {message}"
+    );
+    assert!(
+        message.contains("cosign.pub"),
+        "names the keys tried: {message}"
+    );
+    assert!(
+        message.contains("no signature"),
+        "says what was found: {message}"
+    );
+    let e = entry(&report, &stranger);
+    assert_eq!(e["class"], "signature", "{e:#}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("not made with any of these keys"),
+        "{e:#}"
+    );
+    assert!(!env.has_image(&unsigned) && !env.has_image(&stranger));
+    // Nothing was pinned, and `pin` refuses to lock them.
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(scratch.dir.path().join("state.json")).unwrap_or("{}".into()),
+    )
+    .unwrap();
+    for kept in ["first_pull", "verified"] {
+        assert!(
+            state[kept]
+                .as_object()
+                .is_none_or(serde_json::Map::is_empty),
+            "{kept}: {state:#}"
+        );
+    }
+    let lockable = Scratch::new();
+    let config = signed_config(
+        &lockable,
+        &env,
+        &env.cosign_pub(),
+        &[(&unsigned, ""), (&stranger, "")],
+    );
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("stowage: signature: ").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(!lockable.dir.path().join("stowage.lock").exists());
+}
+
+#[test]
+fn a_tag_moved_to_an_unsigned_digest_keeps_the_verified_image_under_follow() {
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    let (name, _, _) = fresh(&env);
+    env.cosign_sign(&env.cosign_key, &name);
+    let config = signed_config(
+        &scratch,
+        &env,
+        &env.cosign_pub(),
+        &[(&name, "pin = \"follow\"\n")],
+    );
+    let (code, report, _) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        entry(&report, &name)["signature"]["result"],
+        "verified",
+        "{report:#}"
+    );
+    let verified = env.image_id(&name).expect("pulled");
+
+    // The tag moves to new, unsigned content.
+    let (other, _, _) = fresh(&env);
+    env.publish(&other, &name);
+    let (_, report, _) = run_json(&env, &config, &["pull", "--json"]);
+    let e = entry(&report, &name);
+    assert_eq!(e["result"], "kept", "{e:#}");
+    assert_eq!(e["signature"]["result"], "refused", "{e:#}");
+    assert_eq!(e["signature"]["found"], "no-signature", "{e:#}");
+    assert_eq!(env.image_id(&name).as_deref(), Some(verified.as_str()));
+}
+
+#[test]
+fn a_lock_whose_digest_lost_its_signature_fails_pin_check() {
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    let (name, repo, digest) = fresh(&env);
+    env.cosign_sign(&env.cosign_key, &name);
+    let config = signed_config(&scratch, &env, &env.cosign_pub(), &[(&name, "")]);
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let check = || {
+        env.stowage(&config)
+            .args(["pin", "--check"])
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    env.drop_signature(&repo, &digest);
+    let out = check();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("signature:") && stderr.contains("no signature"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not hold"), "{stderr}");
+}
