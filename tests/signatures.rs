@@ -102,6 +102,7 @@ fn signed_images_are_pinned_and_pulled_and_then_cost_no_request() {
         assert_eq!(e["signature"]["cached"], true, "{e:#}");
     }
     assert_eq!(env.plain_requests(mark), Vec::<String>::new());
+    env.remove_images(&[single, index]);
 }
 
 #[test]
@@ -213,6 +214,9 @@ fn a_tag_moved_to_an_unsigned_digest_keeps_the_verified_image_under_follow() {
     assert_eq!(e["signature"]["result"], "refused", "{e:#}");
     assert_eq!(e["signature"]["found"], "no-signature", "{e:#}");
     assert_eq!(env.image_id(&name).as_deref(), Some(verified.as_str()));
+    // The verified image, and the moved tag's content that publishing left behind.
+    env.remove_images(std::slice::from_ref(&name));
+    env.purge_images(&[verified]);
 }
 
 #[test]

@@ -76,7 +76,7 @@ impl Verifier<'_> {
                 warn!(
                     image = %image.reference,
                     digest,
-                    "signature: {}; pulled anyway (mode = \"warn\")",
+                    "signature: {}; used anyway (mode = \"warn\")",
                     message(image, policy, digest, &found)
                 );
                 Check::Warned { finding: found }

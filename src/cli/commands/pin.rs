@@ -103,15 +103,9 @@ async fn lock_entry(
     {
         return Err(refused);
     }
-    match check {
-        Some(Check::Verified { key, .. }) => entry.signed_by = Some(key),
-        Some(Check::Warned { finding }) => eprintln!(
-            "stowage: warning: {}@{} is not signed as its policy asks ({finding}); locked \
-             anyway (mode = \"warn\")",
-            image.reference.name(),
-            entry.digest
-        ),
-        Some(Check::Refused { .. }) | None => {}
+    // A warning (mode = "warn") was logged by the check: locked without `signed_by`.
+    if let Some(Check::Verified { key, .. }) = check {
+        entry.signed_by = Some(key);
     }
     Ok(entry)
 }

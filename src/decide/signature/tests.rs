@@ -99,3 +99,79 @@ proptest! {
         prop_assert_eq!(result, Err(Finding::WrongKey { signatures: 1 }));
     }
 }
+
+/// The order of P-256, big-endian.
+const N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// The two INTEGERs of a DER ECDSA signature, as 32-byte big-endian numbers.
+fn der_integers(der: &[u8]) -> ([u8; 32], [u8; 32]) {
+    let mut at = 2;
+    let mut read = || {
+        assert_eq!(der[at], 0x02, "an INTEGER");
+        let len = usize::from(der[at + 1]);
+        let bytes = &der[at + 2..at + 2 + len];
+        at += 2 + len;
+        let bytes = &bytes[bytes.len().saturating_sub(32)..];
+        let mut out = [0u8; 32];
+        out[32 - bytes.len()..].copy_from_slice(bytes);
+        out
+    };
+    (read(), read())
+}
+
+/// A DER ECDSA signature of `r` and `s`.
+fn der_signature(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
+    let integer = |v: &[u8; 32]| {
+        let start = v.iter().position(|b| *b != 0).unwrap_or(31);
+        let mut out = vec![0x02];
+        let body = &v[start..];
+        let pad = body[0] & 0x80 != 0;
+        out.push(u8::try_from(body.len() + usize::from(pad)).unwrap());
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(body);
+        out
+    };
+    let (r, s) = (integer(r), integer(s));
+    let mut out = vec![0x30, u8::try_from(r.len() + s.len()).unwrap()];
+    out.extend(r);
+    out.extend(s);
+    out
+}
+
+/// `N - s`.
+fn negate(s: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(N[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = u8::try_from(d).unwrap();
+    }
+    out
+}
+
+#[test]
+fn a_high_s_signature_verifies_as_cosign_writes_them() {
+    // Go's crypto/ecdsa, which cosign uses, does not normalise S: (r, s) and (r, n - s) are
+    // both valid, and about half of cosign's signatures have the "high" one.
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (signer, key) = pair("k.pub");
+    let p = payload(D);
+    let der = b64.decode(sign(&signer, &p)).unwrap();
+    let (r, s) = der_integers(&der);
+    assert_eq!(der_signature(&r, &s), der, "the DER round-trips");
+    let flipped = b64.encode(der_signature(&r, &negate(&s)));
+    assert_eq!(
+        check(D, &[layer(p, Some(flipped))], &[&key]),
+        Ok(key.fingerprint.clone())
+    );
+}

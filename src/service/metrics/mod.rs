@@ -549,6 +549,14 @@ mod tests {
                 build_cache_freed: None,
             },
         );
+        // An image with a signature policy, checked.
+        m.signature(
+            "r.example/a:1",
+            Some(&Check::Verified {
+                key: "sha256:k".into(),
+                cached: false,
+            }),
+        );
         let text = m.encode();
         let rules = include_str!("../../../prometheus/alerts.yml");
         let mut used: Vec<&str> = rules
