@@ -102,6 +102,13 @@ fn signed_images_are_pinned_and_pulled_and_then_cost_no_request() {
         assert_eq!(e["signature"]["cached"], true, "{e:#}");
     }
     assert_eq!(env.plain_requests(mark), Vec::<String>::new());
+    // `status` shows the verification the state file remembers.
+    let (_, status, _) = run_json(&env, &config, &["status", "--json"]);
+    assert_eq!(
+        entry(&status, &single)["signature"]["result"],
+        "verified",
+        "{status:#}"
+    );
     env.remove_images(&[single, index]);
 }
 

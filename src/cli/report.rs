@@ -9,6 +9,7 @@ use crate::decide::outcome::{Outcome, PullResult, Summary};
 use crate::decide::pin::PinMode;
 use crate::decide::prune_plan::{Protection, PrunePlan};
 use crate::decide::pull_plan::{Action, Decision, Presence};
+use crate::model::signature::Check;
 use crate::policy::config::Config;
 use crate::policy::lockfile::LockChange;
 use crate::policy::window::Window;
@@ -350,6 +351,8 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
             };
             let note = if d.drift {
                 "DRIFT: the name points at other content; the next run repairs it".to_owned()
+            } else if let Some(Check::Refused { finding }) = &d.signature {
+                format!("REFUSED: the tag's digest is not signed as required ({finding})")
             } else if d.state == Presence::Missing {
                 "missing; the next run pulls it".to_owned()
             } else if let (Some(g), Some(l)) = (&r.registry_digest, &d.local_digest)
@@ -360,7 +363,11 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
                     _ => "the tag moved in the registry; the pin holds".to_owned(),
                 }
             } else {
-                "ok".to_owned()
+                match &d.signature {
+                    Some(Check::Verified { .. }) => "ok, signed".to_owned(),
+                    Some(Check::Warned { finding }) => format!("ok, not signed ({finding})"),
+                    _ => "ok".to_owned(),
+                }
             };
             vec![
                 display_name(d),
@@ -627,6 +634,47 @@ mod tests {
         assert_eq!(json["images"][0]["image"], "r:1/a:1");
         assert_eq!(json["images"][0]["pin"], "lock");
         assert_eq!(json["summary"]["failed"], 1);
+    }
+
+    #[test]
+    fn status_says_what_the_signature_check_came_to() {
+        use crate::model::signature::Finding;
+        let row = |check: Check| {
+            let mut d = decision("r:1/a:1", Action::Keep);
+            d.state = Presence::Present;
+            d.signature = Some(check);
+            StatusRow {
+                decision: d,
+                registry_digest: None,
+                registry_error: None,
+                registry_error_class: None,
+            }
+        };
+        let refused = row(Check::Refused {
+            finding: Finding::NoSignature,
+        });
+        let verified = row(Check::Verified {
+            key: "sha256:k".into(),
+            cached: true,
+        });
+        let text = status_text(&[refused, verified]);
+        assert!(
+            text.contains("REFUSED: the tag's digest is not signed as required (no signature)"),
+            "{text}"
+        );
+        assert!(text.contains("ok, signed"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&status_json(
+            Path::new("/c"),
+            &[row(Check::Refused {
+                finding: Finding::WrongKey { signatures: 2 },
+            })],
+            &Windows::default(),
+        ))
+        .unwrap();
+        let signature = &json["images"][0]["signature"];
+        assert_eq!(signature["result"], "refused");
+        assert_eq!(signature["found"], "wrong-key");
+        assert_eq!(signature["signatures"], 2);
     }
 
     #[test]

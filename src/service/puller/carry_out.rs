@@ -35,13 +35,7 @@ impl<E: Engine> Puller<'_, E> {
         let started = Instant::now();
         let mut decision = decision;
         let (result, attempts) = match decision.action {
-            Action::Keep => {
-                decision.signature = decision
-                    .signature
-                    .take()
-                    .or_else(|| self.known_check(&decision));
-                Self::keep(&decision)
-            }
+            Action::Keep => Self::keep(&decision),
             Action::Fail => Self::fail(&decision),
             Action::Tag | Action::Pull if self.stop.is_triggered() => (PullResult::Skipped, 0),
             Action::Tag | Action::Pull
@@ -127,7 +121,7 @@ impl<E: Engine> Puller<'_, E> {
 
     /// A verification the state file remembers for a present image's digest: reported, and
     /// exported, without asking the registry.
-    fn known_check(&self, decision: &Decision) -> Option<Check> {
+    pub(super) fn known_check(&self, decision: &Decision) -> Option<Check> {
         let policy = decision.pinned.image.verify.as_ref()?;
         let state = self.state.locked();
         let key = [

@@ -118,7 +118,9 @@ impl<E: Engine> Puller<'_, E> {
         let aliases = self.aliases(images, &wants);
         let mut plan = plan_pulls(images, &wants, &aliases, &local, &self.config.registries);
         for (decision, check) in plan.iter_mut().zip(checks) {
-            decision.signature = check;
+            // Checked now (a resolved tag), else what the state file remembers: `status` and
+            // `plan` show it without asking the registry.
+            decision.signature = check.or_else(|| self.known_check(decision));
         }
         (plan, local)
     }
