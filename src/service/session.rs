@@ -145,6 +145,7 @@ impl Session {
                 PinUpkeep::Command => None,
             },
             progress: &Unfollowed,
+            verified: Mutex::default(),
         }
     }
 

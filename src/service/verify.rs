@@ -1,5 +1,7 @@
-//! Signature checks of the digests the puller is about to pin or pull, remembered in the state
-//! file so that each digest is checked once per host.
+//! Signature checks of the digests the puller is about to pin or pull. What a check verified is
+//! known at once to later checks (in the shared state) and handed to the caller to keep: the
+//! puller saves it in the state file with its pins, so each digest is checked once per host;
+//! `plan` and `status` save nothing.
 //!
 //! A digest counts as signed when the policy's key signed it, or signed the multi-platform
 //! index the tag or lock names and the digest is that index's entry for this platform (the
@@ -7,6 +9,7 @@
 //! index alone unless told `--recursive`. Signatures are fetched from the mirrors first, as
 //! content is: a mirror can withhold a signature but not forge one.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use tracing::{info, warn};
@@ -26,10 +29,10 @@ use crate::policy::state::State;
 pub(crate) struct Verifier<'a> {
     pub(crate) registry: &'a dyn Registry,
     pub(crate) config: &'a Config,
+    /// What is known: earlier verifications are looked up here, new ones added.
     pub(crate) state: &'a Mutex<State>,
-    /// Whether verifications are saved to the state file (the puller), or kept in memory
-    /// (`stowage pin`, which may run where no state file is, in CI).
-    pub(crate) persist: bool,
+    /// New verifications (digest to key fingerprint), for the caller to save.
+    pub(crate) found: &'a Mutex<BTreeMap<String, String>>,
 }
 
 impl Verifier<'_> {
@@ -108,23 +111,13 @@ impl Verifier<'_> {
             .cloned()
     }
 
-    /// Keeps the verification in the state file (and in memory, should the file not save).
+    /// Makes the verification known to later checks, and to the caller to save.
     fn remember(&self, subjects: &[&str], key: &str) {
-        let record = |state: &mut State| {
-            for s in subjects {
-                state.verified.insert((*s).to_owned(), key.to_owned());
-            }
-        };
-        record(&mut self.state.locked());
-        if !self.persist {
-            return;
-        }
-        match State::update(&self.config.state_file, record) {
-            Ok(saved) => *self.state.locked() = saved,
-            Err(e) => warn!(
-                path = %self.config.state_file.display(),
-                "cannot save the state file ({e}); the signature will be checked again"
-            ),
+        let mut state = self.state.locked();
+        let mut found = self.found.locked();
+        for s in subjects {
+            state.verified.insert((*s).to_owned(), key.to_owned());
+            found.insert((*s).to_owned(), key.to_owned());
         }
     }
 

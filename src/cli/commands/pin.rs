@@ -27,12 +27,14 @@ pub(crate) async fn pin(path: &Path, check: bool) -> Result<(), Error> {
     // platform only matters for `resolve`, which pin does not use.
     let known = State::load(&config.state_file).index_platforms;
     let resolver = Resolver::knowing(&config, credentials, String::new(), known, old.as_ref());
+    // Checks are kept in memory: `pin` may run where no state file is (CI).
     let state = Mutex::new(State::default());
+    let found = Mutex::default();
     let verifier = Verifier {
         registry: &resolver,
         config: &config,
         state: &state,
-        persist: false,
+        found: &found,
     };
     let mut new = LockFile::default();
     let mut failed = false;

@@ -9,7 +9,7 @@ mod carry_out;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use futures_util::StreamExt;
@@ -75,6 +75,9 @@ pub struct Puller<'a, E> {
     pub(crate) window: Option<&'a Window>,
     /// Told of each step as the run goes.
     pub(crate) progress: &'a dyn Progress,
+    /// Signatures verified and not saved yet: saved with the pins once a run settles an
+    /// image, never by `plan` or `status`.
+    pub(crate) verified: Mutex<BTreeMap<String, String>>,
 }
 
 impl<'a, E> Puller<'a, E> {
@@ -218,7 +221,7 @@ impl<E: Engine> Puller<'_, E> {
             registry: self.registry,
             config: self.config,
             state: self.state,
-            persist: true,
+            found: &self.verified,
         }
     }
 
@@ -348,6 +351,7 @@ impl<E: Engine> Puller<'_, E> {
             }
         }
         let cache = self.registry.cache_snapshot();
+        let verified = std::mem::take(&mut *self.verified.locked());
         let prune = prune_pins.then(|| {
             self.all_pinned
                 .iter()
@@ -361,6 +365,7 @@ impl<E: Engine> Puller<'_, E> {
                 .iter()
                 .all(|(k, _)| state.first_pull.contains_key(k))
                 && cache.keys().all(|k| state.index_platforms.contains_key(k))
+                && verified.is_empty()
                 && prune.is_none()
         };
         if unchanged {
@@ -371,6 +376,7 @@ impl<E: Engine> Puller<'_, E> {
                 state.first_pull.entry(k).or_insert(d);
             }
             state.index_platforms.extend(cache);
+            state.verified.extend(verified);
             if let Some(keys) = &prune {
                 state.retain_first_pulls(keys);
             }

@@ -519,6 +519,25 @@ mod signatures {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_plan_checks_signatures_but_saves_nothing() {
+        let (s, pair) = signed_setup("enforce", FOLLOW_A);
+        s.publish_one("r.example/a", 'a', Some(&pair));
+        let (plan, _) = s
+            .puller(Shutdown::new())
+            .plan(&s.session.pinned)
+            .await
+            .unwrap();
+        assert!(matches!(
+            plan[0].signature,
+            Some(Check::Verified { cached: false, .. })
+        ));
+        assert!(
+            !s.session.config.state_file.exists(),
+            "a plan writes no state file"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn an_unsigned_digest_is_never_pulled_or_pinned() {
         let first_pull = "[[image]]\nname = \"r.example/a:1\"\npin = \"first-pull\"\n";
         let (s, _) = signed_setup("enforce", first_pull);

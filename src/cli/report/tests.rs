@@ -1,0 +1,228 @@
+
+use super::*;
+use crate::decide::pin::Pinned;
+use crate::model::failure::FailureClass;
+
+const D: &str = "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+
+fn decision(name: &str, action: Action) -> Decision {
+    Decision {
+        pinned: Pinned {
+            digest: Some(D.into()),
+            ..Pinned::for_tests(name, PinMode::Lock)
+        },
+        digest: Some(D.into()),
+        state: if action == Action::Pull {
+            Presence::Missing
+        } else {
+            Presence::Present
+        },
+        local_digest: None,
+        drift: false,
+        action,
+        reason: "because".into(),
+        failure: None,
+        holder: None,
+        resolve_attempts: 0,
+        signature: None,
+    }
+}
+
+#[test]
+fn plan_table_is_aligned_and_qualified() {
+    let text = plan_text(&[
+        decision("nginx", Action::Pull),
+        decision("r:1/a:1", Action::Keep),
+    ]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("IMAGE                           PIN   DIGEST"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "docker.io/library/nginx:latest  lock  sha256:abcdef012345  missing  pull"
+        ),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("r:1/a:1                         lock"),
+        "{text}"
+    );
+    assert_eq!(lines[4], "1 to pull, 0 to tag, 1 present, 0 failing");
+}
+
+#[test]
+fn pull_report_lists_failures_and_counts() {
+    let outcomes = vec![
+        Outcome {
+            decision: decision("r:1/a:1", Action::Pull),
+            result: PullResult::Pulled {
+                digest: Some(D.into()),
+                updated: true,
+                from: "r:1".into(),
+            },
+            attempts: 1,
+            elapsed_ms: 1500,
+        },
+        Outcome {
+            decision: decision("r:1/b:1", Action::Pull),
+            result: PullResult::Failed {
+                class: FailureClass::NotFound,
+                message: "not found: r:1/b:1 does not exist".into(),
+                detail: String::new(),
+            },
+            attempts: 1,
+            elapsed_ms: 10,
+        },
+    ];
+    let text = pull_text(&outcomes);
+    assert!(
+        text.contains(&format!("pulled      r:1/a:1  {D} from r:1 (1.5s)")),
+        "{text}"
+    );
+    assert!(
+        text.contains("FAILED      r:1/b:1: not found: r:1/b:1 does not exist\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("2 images: 1 pulled, 0 up to date, 0 tagged, 0 present, 1 failed\n"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&pull_json(Path::new("/c.toml"), &outcomes)).unwrap();
+    assert_eq!(json["images"][1]["result"], "failed");
+    assert_eq!(json["images"][1]["class"], "not-found");
+    assert_eq!(json["images"][0]["image"], "r:1/a:1");
+    assert_eq!(json["images"][0]["pin"], "lock");
+    assert_eq!(json["summary"]["failed"], 1);
+}
+
+#[test]
+fn status_says_what_the_signature_check_came_to() {
+    use crate::model::signature::Finding;
+    let row = |check: Check| {
+        let mut d = decision("r:1/a:1", Action::Keep);
+        d.state = Presence::Present;
+        d.signature = Some(check);
+        StatusRow {
+            decision: d,
+            registry_digest: None,
+            registry_error: None,
+            registry_error_class: None,
+        }
+    };
+    let refused = row(Check::Refused {
+        finding: Finding::NoSignature,
+    });
+    let verified = row(Check::Verified {
+        key: "sha256:k".into(),
+        cached: true,
+    });
+    let text = status_text(&[refused, verified]);
+    assert!(
+        text.contains("REFUSED: the tag's digest is not signed as required (no signature)"),
+        "{text}"
+    );
+    assert!(text.contains("ok, signed"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&status_json(
+        Path::new("/c"),
+        &[row(Check::Refused {
+            finding: Finding::WrongKey { signatures: 2 },
+        })],
+        &Windows::default(),
+    ))
+    .unwrap();
+    let signature = &json["images"][0]["signature"];
+    assert_eq!(signature["result"], "refused");
+    assert_eq!(signature["found"], "wrong-key");
+    assert_eq!(signature["signatures"], 2);
+}
+
+#[test]
+fn status_flags_drift() {
+    let mut d = decision("r:1/a:1", Action::Tag);
+    d.drift = true;
+    d.local_digest = Some("sha256:999".into());
+    let rows = [StatusRow {
+        decision: d,
+        registry_digest: Some(D.into()),
+        registry_error: None,
+        registry_error_class: None,
+    }];
+    let text = status_text(&rows);
+    assert!(text.contains("DRIFT"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&status_json(Path::new("/c"), &rows, &Windows::default())).unwrap();
+    assert_eq!(json["images"][0]["drift"], true);
+    assert_eq!(json["images"][0]["pinned_digest"], D);
+    assert_eq!(json["images"][0]["registry_digest"], D);
+}
+
+#[test]
+fn a_digest_in_a_name_is_shortened_in_tables_and_whole_in_json() {
+    let digest = "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+    let name = format!("r.example/app:1@{digest}");
+    let decision = Decision {
+        pinned: Pinned::for_tests(&name, PinMode::Fixed),
+        digest: Some(digest.into()),
+        state: Presence::Present,
+        local_digest: None,
+        drift: false,
+        action: Action::Keep,
+        reason: "present".into(),
+        failure: None,
+        holder: None,
+        resolve_attempts: 0,
+        signature: None,
+    };
+    let text = plan_text(std::slice::from_ref(&decision));
+    let row = text.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("r.example/app:1@sha256:abcdef012345  "),
+        "{text}"
+    );
+    assert!(!text.contains(digest), "{text}");
+    let json = plan_json(Path::new("c.toml"), &[decision], None, &Windows::default());
+    assert!(json.contains(&name), "{json}");
+}
+
+#[test]
+fn windows_say_whether_they_are_open_and_when_they_open_next() {
+    let config = Config::parse(
+        Path::new("/c.toml"),
+        "[pull.window]\nstart = \"0 22 * * *\"\nduration = \"4h\"\ntime_zone = \"UTC\"\n\
+             [prune]\n[prune.window]\nstart = \"0 3 * * 6\"\nduration = \"1h\"\n\
+             time_zone = \"Europe/Berlin\"\n",
+    )
+    .unwrap();
+    // Saturday 2027-01-02, 23:00 UTC.
+    let now = chrono::DateTime::parse_from_rfc3339("2027-01-02T23:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let windows = Windows::of(&config, now);
+    let json = serde_json::to_value(&windows).unwrap();
+    assert_eq!(json["pull"]["open"], true, "{json:#}");
+    assert_eq!(
+        json["pull"]["closes"], "2027-01-03T02:00:00+00:00",
+        "{json:#}"
+    );
+    assert_eq!(json["prune"]["open"], false, "{json:#}");
+    // The next Saturday, 03:00 in Berlin (02:00 UTC in winter).
+    assert_eq!(
+        json["prune"]["opens"], "2027-01-09T02:00:00+00:00",
+        "{json:#}"
+    );
+    let text = windows.text();
+    assert!(
+        text.contains("open now, until 2027-01-03T02:00:00+00:00"),
+        "{text}"
+    );
+    assert!(
+        text.contains("closed; opens 2027-01-09T02:00:00+00:00"),
+        "{text}"
+    );
+    assert!(Windows::default().text().is_empty());
+    let plan = plan_json(Path::new("c.toml"), &[], None, &Windows::default());
+    assert!(!plan.contains("windows"), "{plan}");
+}

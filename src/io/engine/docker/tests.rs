@@ -1,0 +1,82 @@
+
+#[test]
+fn layer_bytes_sum_what_the_engine_reports() {
+    let mut l = LayerBytes::default();
+    assert_eq!(l.update("a", "Pulling fs layer", None, None), None);
+    assert_eq!(
+        l.update("a", "Downloading", Some(10), Some(100)),
+        Some((10, 100))
+    );
+    assert_eq!(
+        l.update("b", "Downloading", Some(5), Some(50)),
+        Some((15, 150))
+    );
+    // Unchanged, and lines without a size, say nothing.
+    assert_eq!(l.update("b", "Downloading", Some(5), Some(50)), None);
+    assert_eq!(l.update("c", "Downloading", Some(5), None), None);
+    assert_eq!(
+        l.update("a", "Download complete", None, None),
+        Some((105, 150))
+    );
+    assert_eq!(l.update("a", "Pull complete", None, None), None);
+    // A layer never seen downloading (already present) adds nothing it cannot size.
+    assert_eq!(l.update("d", "Already exists", None, None), None);
+}
+
+use super::*;
+
+#[test]
+fn bare_hex_parents_are_qualified_as_sha256() {
+    assert_eq!(qualified_id("abc"), "sha256:abc");
+    assert_eq!(qualified_id("sha256:abc"), "sha256:abc");
+}
+
+#[test]
+fn credentials_go_to_the_engine_with_their_server() {
+    let auth = RegistryAuth {
+        server: "r.example:5000".into(),
+        username: Some("u".into()),
+        password: Some("p".into()),
+        identity_token: None,
+    };
+    let c = to_docker_credentials(&auth);
+    assert_eq!(c.serveraddress.as_deref(), Some("r.example:5000"));
+    assert_eq!(
+        (c.username.as_deref(), c.password.as_deref()),
+        (Some("u"), Some("p"))
+    );
+}
+
+#[test]
+fn engine_answers_are_classified_and_transport_errors_name_the_engine() {
+    let image: ImageRef = "r.example/app:1".parse().unwrap();
+    let denied = BollardError::DockerResponseServerError {
+        status_code: 401,
+        message: "unauthorized: authentication required".into(),
+    };
+    let f = failure_from("unix:///x.sock", Some(&image), denied);
+    assert_eq!(f.class, FailureClass::Auth);
+    let f = failure_from("unix:///x.sock", None, BollardError::RequestTimeoutError);
+    assert_eq!(f.class, FailureClass::Engine);
+    assert_eq!(
+        f.to_string(),
+        "the Docker engine at unix:///x.sock did not answer in time"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_address_is_a_usage_error_and_a_missing_socket_is_worth_waiting_for() {
+    let bad = DockerEngine::connect(Some("ftp://nowhere"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(bad, ConnectError::BadAddress(_)), "{bad:?}");
+    let missing = DockerEngine::connect(Some("unix:///nonexistent/docker.sock"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(missing, ConnectError::Unreachable(_)),
+        "{missing:?}"
+    );
+}
