@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::decide::pin::Pinned;
 use crate::model::failure::FailureClass;

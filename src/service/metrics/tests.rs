@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::decide::prune_plan::{Candidate, Kept, Protection, PrunePlan, Rule};
 use crate::service::pruner::Removal;

@@ -1,4 +1,3 @@
-
 #[test]
 fn layer_bytes_sum_what_the_engine_reports() {
     let mut l = LayerBytes::default();
