@@ -195,6 +195,15 @@ pub(crate) fn content_names(reference: &ImageRef, registries: &[RegistrySettings
     names
 }
 
+/// The names to fetch `reference`'s content from by digest, in order: its mirrors first, then
+/// the origin. Content-addressed, so whatever a mirror serves under a digest is what was
+/// pinned (and a signature it serves cannot be forged).
+pub(crate) fn mirrors_first(reference: &ImageRef, registries: &[RegistrySettings]) -> Vec<String> {
+    let mut names = content_names(reference, registries);
+    names.rotate_left(1);
+    names
+}
+
 /// The digest a local image is known by under `names`, preferring `prefer`.
 pub(crate) fn local_digest(
     image: &LocalImage,

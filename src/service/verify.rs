@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use tracing::{info, warn};
 
-use crate::decide::pull_plan::content_names;
+use crate::decide::pull_plan::mirrors_first;
 use crate::decide::signature::check;
 use crate::io::registry::Registry;
 use crate::model::failure::{Failure, FailureClass};
@@ -128,10 +128,8 @@ impl Verifier<'_> {
         reference: &ImageRef,
         digest: &str,
     ) -> Result<Vec<crate::model::signature::SignatureLayer>, Failure> {
-        let mut names = content_names(reference, &self.config.registries);
-        names.rotate_left(1);
         let mut last = None;
-        for name in names {
+        for name in mirrors_first(reference, &self.config.registries) {
             let signed: ImageRef = format!("{name}@{digest}")
                 .parse()
                 .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;

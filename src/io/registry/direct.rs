@@ -77,11 +77,12 @@ fn media_type_essence(t: &str) -> &str {
     t.split(';').next().unwrap_or(t).trim()
 }
 
-/// What the direct path made of a request.
-pub(super) enum Answer<T> {
-    /// The registry answered as hoped.
-    Done(T),
-    /// It refused for its rate limit (or is still blocked since it did).
+/// What the direct path made of a request: the answer hoped for, or why there is none.
+pub(super) type Answer<T> = Result<T, NotDone>;
+
+/// Why the direct path has no answer.
+pub(super) enum NotDone {
+    /// The registry refused for its rate limit (or is still blocked since it did).
     Refused(Failure),
     /// Anything else: ask oci-client, whose errors users know.
     Fallback,
@@ -136,31 +137,26 @@ impl Direct {
         tokens: TokenSource<'_>,
     ) -> Answer<Head> {
         let url = self.url(image);
-        let response = match self
+        let response = self
             .request(reqwest::Method::HEAD, image, url, auth, tokens)
-            .await
-        {
-            Answer::Done(r) => r,
-            Answer::Refused(f) => return Answer::Refused(f),
-            Answer::Fallback => return Answer::Fallback,
-        };
+            .await?;
         let headers = response.headers();
         let Some(digest) = headers
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
         else {
-            return Answer::Fallback;
+            return Err(NotDone::Fallback);
         };
         // A registry that serves other content than the digest asked for: oci-client says so.
         if image.digest().is_some_and(|d| d != digest) {
-            return Answer::Fallback;
+            return Err(NotDone::Fallback);
         }
         let media_type = headers
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        Answer::Done(Head { digest, media_type })
+        Ok(Head { digest, media_type })
     }
 
     /// The manifest of `image` (`name@digest`). The body must hash to the digest asked for,
@@ -172,23 +168,18 @@ impl Direct {
         tokens: TokenSource<'_>,
     ) -> Answer<Vec<u8>> {
         let url = self.url(image);
-        let response = match self
+        let response = self
             .request(reqwest::Method::GET, image, url, auth, tokens)
-            .await
-        {
-            Answer::Done(r) => r,
-            Answer::Refused(f) => return Answer::Refused(f),
-            Answer::Fallback => return Answer::Fallback,
-        };
+            .await?;
         let Ok(body) = response.bytes().await else {
-            return Answer::Fallback;
+            return Err(NotDone::Fallback);
         };
         // By tag (a signature manifest), the body is whatever the tag names now: the layers
         // it lists are checked against their own digests.
         match image.digest().map(|d| d.strip_prefix("sha256:")) {
-            None => Answer::Done(body.to_vec()),
-            Some(Some(w)) if sha256_hex(&body) == w => Answer::Done(body.to_vec()),
-            Some(_) => Answer::Fallback,
+            None => Ok(body.to_vec()),
+            Some(Some(w)) if sha256_hex(&body) == w => Ok(body.to_vec()),
+            Some(_) => Err(NotDone::Fallback),
         }
     }
 
@@ -203,24 +194,19 @@ impl Direct {
         tokens: TokenSource<'_>,
     ) -> Answer<Vec<u8>> {
         let url = self.blob_url(image, digest);
-        let response = match self
+        let response = self
             .request(reqwest::Method::GET, image, url, auth, tokens)
-            .await
-        {
-            Answer::Done(r) => r,
-            Answer::Refused(f) => return Answer::Refused(f),
-            Answer::Fallback => return Answer::Fallback,
-        };
+            .await?;
         if response.content_length().is_some_and(|n| n > limit) {
-            return Answer::Fallback;
+            return Err(NotDone::Fallback);
         }
         let Ok(body) = response.bytes().await else {
-            return Answer::Fallback;
+            return Err(NotDone::Fallback);
         };
         if body.len() as u64 <= limit && matches_digest(&body, digest) {
-            Answer::Done(body.to_vec())
+            Ok(body.to_vec())
         } else {
-            Answer::Fallback
+            Err(NotDone::Fallback)
         }
     }
 
@@ -236,13 +222,13 @@ impl Direct {
     ) -> Answer<reqwest::Response> {
         let host = image.registry();
         if let Some(f) = self.refusal(host) {
-            return Answer::Refused(f);
+            return Err(NotDone::Refused(f));
         }
         let key = (host.to_owned(), image.repository().to_owned());
         for _ in 0..2 {
             let token = match self.token(&key, auth, tokens).await {
                 Some(t) => t,
-                None => return Answer::Fallback,
+                None => return Err(NotDone::Fallback),
             };
             let mut request = self
                 .http
@@ -255,11 +241,11 @@ impl Direct {
                 (None, OciAuth::Anonymous) => request,
             };
             let Ok(response) = request.send().await else {
-                return Answer::Fallback;
+                return Err(NotDone::Fallback);
             };
             self.note_budget(host, response.headers());
             match response.status() {
-                StatusCode::OK => return Answer::Done(response),
+                StatusCode::OK => return Ok(response),
                 StatusCode::TOO_MANY_REQUESTS => {
                     let wait = response
                         .headers()
@@ -272,22 +258,22 @@ impl Direct {
                         response.status(),
                         response.url()
                     );
-                    return Answer::Refused(
+                    return Err(NotDone::Refused(
                         Failure::new(FailureClass::RateLimited, detail)
                             .retry_after(Some(wait.unwrap_or(DEFAULT_RETRY_AFTER).as_secs())),
-                    );
+                    ));
                 }
                 StatusCode::UNAUTHORIZED if is_bearer_challenge(response.headers()) => {
                     self.bearer.locked().insert(host.to_owned());
                     // A token we held has expired: the next round fetches another.
                     if self.tokens.locked().remove(&key).is_none() && token.is_some() {
-                        return Answer::Fallback;
+                        return Err(NotDone::Fallback);
                     }
                 }
-                _ => return Answer::Fallback,
+                _ => return Err(NotDone::Fallback),
             }
         }
-        Answer::Fallback
+        Err(NotDone::Fallback)
     }
 
     /// The token to send for `key`: `Some(None)` for none (the registry takes no tokens, or

@@ -24,7 +24,7 @@ use futures_util::future::BoxFuture;
 
 mod direct;
 mod signature;
-use direct::{Answer, DEFAULT_RETRY_AFTER, Direct, Head};
+use direct::{DEFAULT_RETRY_AFTER, Direct, Head, NotDone};
 
 use crate::io::credentials::{CredentialSource, RegistryAuth};
 use crate::model::failure::{Failure, FailureClass, classify_about};
@@ -280,9 +280,9 @@ impl Resolver {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
             match direct.head(image, auth, (&client, &reference)).await {
-                Answer::Done(head) => return Ok(head),
-                Answer::Refused(f) => return Err(f),
-                Answer::Fallback => {}
+                Ok(head) => return Ok(head),
+                Err(NotDone::Refused(f)) => return Err(f),
+                Err(NotDone::Fallback) => {}
             }
         }
         let digest = client
@@ -308,12 +308,12 @@ impl Resolver {
         let (client, reference) = self.request_with(&by_digest, auth)?;
         let direct = match &self.direct {
             Some(direct) => direct.get(&by_digest, auth, (&client, &reference)).await,
-            None => Answer::Fallback,
+            None => Err(NotDone::Fallback),
         };
         let body = match direct {
-            Answer::Done(body) => body,
-            Answer::Refused(f) => return Err(f),
-            Answer::Fallback => client
+            Ok(body) => body,
+            Err(NotDone::Refused(f)) => return Err(f),
+            Err(NotDone::Fallback) => client
                 .pull_manifest_raw(&reference, auth, MANIFEST_TYPES)
                 .await
                 .map_err(|e| self.failure(image, e))?

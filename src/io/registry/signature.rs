@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::Resolver;
-use super::direct::Answer;
+use super::direct::NotDone;
 use crate::model::failure::{Failure, FailureClass};
 use crate::model::reference::ImageRef;
 use crate::model::signature::{
@@ -78,9 +78,9 @@ impl Resolver {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
             match direct.get(image, auth, (&client, &reference)).await {
-                Answer::Done(body) => return Ok(body),
-                Answer::Refused(f) => return Err(f),
-                Answer::Fallback => {}
+                Ok(body) => return Ok(body),
+                Err(NotDone::Refused(f)) => return Err(f),
+                Err(NotDone::Fallback) => {}
             }
         }
         client
@@ -101,9 +101,9 @@ impl Resolver {
         if let Some(direct) = &self.direct {
             let tokens = (&client, &reference);
             match direct.blob(image, digest, MAX_PAYLOAD, auth, tokens).await {
-                Answer::Done(body) => return Ok(body),
-                Answer::Refused(f) => return Err(f),
-                Answer::Fallback => {}
+                Ok(body) => return Ok(body),
+                Err(NotDone::Refused(f)) => return Err(f),
+                Err(NotDone::Fallback) => {}
             }
         }
         let mut body = Vec::new();

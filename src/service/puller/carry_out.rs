@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::Puller;
 use crate::decide::outcome::{Deferral, Outcome, PullResult};
-use crate::decide::pull_plan::{Action, Decision, Presence, content_names};
+use crate::decide::pull_plan::{Action, Decision, Presence, mirrors_first};
 use crate::io::credentials::RegistryAuth;
 use crate::io::engine::{Engine, PullRequest, Pulled};
 use crate::model::failure::{Failure, FailureClass, explain};
@@ -232,11 +232,8 @@ impl<E: Engine> Puller<'_, E> {
         auth_cache: &AuthCache,
     ) -> Result<(Pulled, String), Failure> {
         let reference = decision.reference();
-        let mut names = content_names(reference, &self.config.registries);
-        // Mirrors first: content-addressed, so whatever they serve is what was pinned.
-        names.rotate_left(1);
         let mut last = None;
-        for name in names {
+        for name in mirrors_first(reference, &self.config.registries) {
             let source: ImageRef = format!("{name}@{digest}")
                 .parse()
                 .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
