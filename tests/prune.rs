@@ -362,14 +362,22 @@ impl stowage::Store for RacingStore {
         self.inner.container_images().await
     }
 
-    async fn remove(&self, id: &str, references: &[String]) -> Result<(), stowage::Failure> {
-        if id != self.victim {
-            return self.inner.remove(id, references).await;
+    async fn image_named(
+        &self,
+        name: &str,
+    ) -> Result<Option<stowage::LocalImage>, stowage::Failure> {
+        self.inner.image_named(name).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<stowage::Deleted, stowage::Failure> {
+        let named = self.inner.image_named(name).await?;
+        if named.is_none_or(|i| i.id != self.victim) {
+            return self.inner.delete(name).await;
         }
         match self.race {
             Race::CreateFirst => {
                 self.create_from_victim("stowage-race").await;
-                self.inner.remove(id, references).await
+                self.inner.delete(name).await
             }
             Race::DeletedUnderIt => {
                 self.create_from_victim("stowage-staged-race").await;
@@ -378,12 +386,19 @@ impl stowage::Store for RacingStore {
                     .build();
                 self.inner
                     .client()
-                    .remove_image(id, Some(force), None)
+                    .remove_image(&self.victim, Some(force), None)
                     .await
                     .expect("the image goes, as in the race");
-                Ok(())
+                Ok(stowage::Deleted {
+                    untagged: Vec::new(),
+                    images: vec![self.victim.clone()],
+                })
             }
         }
+    }
+
+    async fn retag(&self, id: &str, name: &str) -> Result<(), stowage::Failure> {
+        self.inner.retag(id, name).await
     }
 
     async fn has_image(&self, id: &str) -> Result<bool, stowage::Failure> {
@@ -415,11 +430,12 @@ impl stowage::Store for RacingStore {
         self.inner.container_image(container).await
     }
 
-    fn image_uses(
+    fn store_events(
         &self,
         since: i64,
-    ) -> impl futures_util::Stream<Item = Result<(String, i64), stowage::Failure>> + Send {
-        self.inner.image_uses(since)
+    ) -> impl futures_util::Stream<Item = Result<stowage::StoreEvent, stowage::Failure>> + Send
+    {
+        self.inner.store_events(since)
     }
 }
 

@@ -91,6 +91,7 @@ impl From<StartError> for Error {
             StartError::Config(e) => Error::Config(e),
             StartError::Connect(e) => Error::Usage(e.to_string()),
             StartError::Metrics(message) => Error::Failed(message),
+            StartError::OwnImage(message) => Error::Usage(message),
         }
     }
 }

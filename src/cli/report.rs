@@ -496,6 +496,38 @@ pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> St
             String::new()
         }
     );
+    out.push_str(&removal_notes(removals));
+    out
+}
+
+/// What happened to names beyond the table: tags left alone because they had moved, and,
+/// loudly, anything the engine removed that the plan did not name.
+fn removal_notes(removals: &[Removal]) -> String {
+    let mut out = String::new();
+    for r in removals {
+        let id = short(&r.candidate.id);
+        for tag in &r.moved {
+            let _ = writeln!(
+                out,
+                "{id}: {tag} left alone: it no longer named this image when its turn came"
+            );
+        }
+        for a in &r.against_plan {
+            let what = match &a.taken.image {
+                Some(image) => format!("image {}", short(image)),
+                None => format!("names of {id}"),
+            };
+            let names = a.taken.names.join(", ");
+            let outcome = match &a.outcome {
+                Race::Healed => "put back".to_owned(),
+                Race::Lost { error } => format!("LOST, it could not be put back: {error}"),
+            };
+            let _ = writeln!(
+                out,
+                "{id}: the engine removed {what} ({names}), which the plan did not name: {outcome}"
+            );
+        }
+    }
     out
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod outcome;
 pub(crate) mod pin;
 pub(crate) mod prune_plan;
 pub(crate) mod pull_plan;
+pub(crate) mod removal;
 pub(crate) mod shortfall;
 pub(crate) mod signature;
 pub(crate) mod updates;

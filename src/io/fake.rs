@@ -12,7 +12,7 @@ use crate::io::credentials::RegistryAuth;
 use crate::io::engine::{Engine, OnBytes, PullRequest, Pulled, Store, unfollowed_bytes};
 use crate::io::registry::{Registry, Resolved};
 use crate::model::failure::{Failure, FailureClass};
-use crate::model::image::{ImageStore, LocalImage, StoreImage};
+use crate::model::image::{Deleted, ImageStore, LocalImage, StoreEvent, StoreImage};
 use crate::model::platform::IndexCache;
 use crate::model::rate_limit::Budget;
 use crate::model::reference::ImageRef;
@@ -38,8 +38,8 @@ struct EngineState {
     pulls: Vec<String>,
     /// Images containers use.
     in_use: HashSet<String>,
-    /// Who follows container events (`image_uses`).
-    followers: Vec<tokio::sync::mpsc::UnboundedSender<(String, i64)>>,
+    /// Who follows the store's events (`store_events`).
+    followers: Vec<tokio::sync::mpsc::UnboundedSender<StoreEvent>>,
     /// How many times containers were listed.
     listings: usize,
     /// When the first image is removed, a container starts using the second.
@@ -47,6 +47,26 @@ struct EngineState {
     /// Pulls under way now, and the most there ever were at once.
     pulling: usize,
     most_pulling: usize,
+    /// Image ID to its parent's (a local build's base).
+    parents: HashMap<String, String>,
+    /// Calls to the store's name lookups and DELETEs so far.
+    calls: usize,
+    /// Changes to make to the store just before a numbered call (see [`FakeEngine::churn_at`]).
+    churn: VecDeque<(usize, Churn)>,
+    /// Every image the engine deleted, in order.
+    deleted: Vec<String>,
+}
+
+/// A change someone else makes to the store while a prune works: a pull or build moving a tag,
+/// a name added, a name removed, a container created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Churn {
+    /// `tag` now names image `to` (and no other).
+    Tag { tag: String, to: String },
+    /// The name is removed from whatever image has it (a tag only: the image stays).
+    Untag { name: String },
+    /// A container is created from image `id`.
+    Use { id: String },
 }
 
 impl FakeEngine {
@@ -98,12 +118,47 @@ impl FakeEngine {
     pub(crate) fn use_image(&self, id: &str) {
         let mut s = self.0.locked();
         s.in_use.insert(id.to_owned());
-        s.followers.retain(|f| f.send((id.to_owned(), 0)).is_ok());
+        s.tell(StoreEvent::Used {
+            id: id.to_owned(),
+            time: 0,
+        });
     }
 
     /// When `removed` is removed, a container starts using `used` (a race with the pruner).
     pub(crate) fn on_removal_use(&self, removed: &str, used: &str) {
         self.0.locked().on_removal_use = Some((removed.to_owned(), used.to_owned()));
+    }
+
+    /// Image `child` is built on `parent`.
+    pub(crate) fn set_parent(&self, child: &str, parent: &str) {
+        let mut s = self.0.locked();
+        s.parents.insert(child.to_owned(), parent.to_owned());
+    }
+
+    /// Makes `churn` happen just before the store's `n`th name lookup or DELETE (from 0): the
+    /// instant between a look and the removal it decides.
+    pub(crate) fn churn_at(&self, n: usize, churn: Churn) {
+        self.0.locked().churn.push_back((n, churn));
+    }
+
+    /// Every image the engine deleted, in order.
+    pub(crate) fn deleted(&self) -> Vec<String> {
+        self.0.locked().deleted.clone()
+    }
+
+    /// The image with this ID and its names, if any.
+    pub(crate) fn image(&self, id: &str) -> Option<LocalImage> {
+        self.0.locked().images.get(id).cloned()
+    }
+
+    /// Every image ID in the store.
+    pub(crate) fn ids(&self) -> Vec<String> {
+        self.0.locked().images.keys().cloned().collect()
+    }
+
+    /// Whether a container uses image `id`.
+    pub(crate) fn used(&self, id: &str) -> bool {
+        self.0.locked().in_use.contains(id)
     }
 
     /// How many times containers were listed.
@@ -198,7 +253,7 @@ impl Store for FakeEngine {
             .values()
             .map(|i| StoreImage {
                 id: i.id.clone(),
-                parent: None,
+                parent: s.parents.get(&i.id).cloned(),
                 tags: i.tags.clone(),
                 digests: i.digests.clone(),
                 labels: BTreeMap::new(),
@@ -214,21 +269,29 @@ impl Store for FakeEngine {
         Ok(s.in_use.clone())
     }
 
-    async fn remove(&self, id: &str, _references: &[String]) -> Result<(), Failure> {
+    async fn image_named(&self, name: &str) -> Result<Option<LocalImage>, Failure> {
         let mut s = self.0.locked();
-        if s.in_use.contains(id) {
-            return Err(Failure::new(
-                FailureClass::Engine,
-                format!("conflict: image {id} is being used by a container"),
-            ));
-        }
-        s.images.remove(id);
-        let hook = s.on_removal_use.take_if(|(removed, _)| removed == id);
+        s.tick();
+        Ok(s.named(name).and_then(|id| s.images.get(&id).cloned()))
+    }
+
+    async fn delete(&self, name: &str) -> Result<Deleted, Failure> {
+        let mut s = self.0.locked();
+        s.tick();
+        let answer = s.delete(name)?;
+        let hook = s
+            .on_removal_use
+            .take_if(|(removed, _)| answer.images.contains(removed));
         drop(s);
         if let Some((_, used)) = hook {
             self.use_image(&used);
         }
-        Ok(())
+        Ok(answer)
+    }
+
+    async fn retag(&self, id: &str, name: &str) -> Result<(), Failure> {
+        let (repo, tag) = name.rsplit_once(':').unwrap_or((name, "latest"));
+        self.tag(id, repo, tag).await
     }
 
     async fn has_image(&self, id: &str) -> Result<bool, Failure> {
@@ -270,15 +333,147 @@ impl Store for FakeEngine {
         Ok(None)
     }
 
-    fn image_uses(
+    fn store_events(
         &self,
         _since: i64,
-    ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send {
+    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.0.locked().followers.push(tx);
         futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|event| (Ok(event), rx))
         })
+    }
+}
+
+impl EngineState {
+    /// One more lookup or DELETE: whatever churn was due happens first.
+    fn tick(&mut self) {
+        while self.churn.front().is_some_and(|(n, _)| *n <= self.calls) {
+            if let Some((_, churn)) = self.churn.pop_front() {
+                self.apply(churn);
+            }
+        }
+        self.calls += 1;
+    }
+
+    fn apply(&mut self, churn: Churn) {
+        match churn {
+            Churn::Tag { tag, to } => {
+                if !self.images.contains_key(&to) {
+                    return;
+                }
+                for image in self.images.values_mut() {
+                    image.tags.retain(|t| *t != tag);
+                }
+                if let Some(image) = self.images.get_mut(&to) {
+                    image.tags.push(tag);
+                }
+            }
+            Churn::Untag { name } => {
+                for image in self.images.values_mut().filter(|i| i.tags.len() > 1) {
+                    image.tags.retain(|t| *t != name);
+                }
+            }
+            Churn::Use { id } => {
+                if self.images.contains_key(&id) {
+                    self.in_use.insert(id.clone());
+                    self.tell(StoreEvent::Used { id, time: 0 });
+                }
+            }
+        }
+    }
+
+    /// Tells those following events.
+    fn tell(&mut self, event: StoreEvent) {
+        self.followers.retain(|f| f.send(event.clone()).is_ok());
+    }
+
+    /// The ID of the image a name or an ID names.
+    fn named(&self, name: &str) -> Option<String> {
+        if self.images.contains_key(name) {
+            return Some(name.to_owned());
+        }
+        self.images
+            .values()
+            .find(|i| i.tags.iter().chain(&i.digests).any(|n| n == name))
+            .map(|i| i.id.clone())
+    }
+
+    /// A DELETE as Docker's classic store does it, never forced, parents never pruned: a name
+    /// goes (a tag takes its repository's digests along when it was their last tag), and the
+    /// image with its last name unless a child holds it; an ID takes its names when it has at
+    /// most one tag and all are of one repository, else it is refused.
+    fn delete(&mut self, name: &str) -> Result<Deleted, Failure> {
+        let refused = |why: String| Err(Failure::new(FailureClass::Engine, why));
+        let Some(id) = self.named(name) else {
+            return Ok(Deleted::default());
+        };
+        let has_child = self.parents.values().any(|p| *p == id);
+        let Some(image) = self.images.get_mut(&id) else {
+            return Ok(Deleted::default());
+        };
+        let by_id = name == id;
+        let names = image.tags.len() + image.digests.len();
+        let used = self.in_use.contains(&id);
+        let mut answer = Deleted::default();
+        if by_id {
+            let repos: HashSet<&str> = image
+                .tags
+                .iter()
+                .chain(&image.digests)
+                .map(|n| repository(n))
+                .collect();
+            if image.tags.len() > 1 || repos.len() > 1 {
+                return refused(format!(
+                    "conflict: unable to delete {id} (must be forced) - image is referenced in multiple repositories"
+                ));
+            }
+            if used || has_child {
+                return refused(format!(
+                    "conflict: unable to delete {id} - image is being used"
+                ));
+            }
+            answer.untagged.extend(image.tags.drain(..));
+            answer.untagged.extend(image.digests.drain(..));
+        } else {
+            if names == 1 && used {
+                return refused(format!(
+                    "conflict: unable to remove repository reference \"{name}\" (must force) - container is using its referenced image"
+                ));
+            }
+            let repo = repository(name).to_owned();
+            image.tags.retain(|t| t != name);
+            image.digests.retain(|d| d != name);
+            answer.untagged.push(name.to_owned());
+            if !name.contains('@') && !image.tags.iter().any(|t| repository(t) == repo) {
+                let (same, other): (Vec<String>, Vec<String>) =
+                    image.digests.drain(..).partition(|d| repository(d) == repo);
+                image.digests = other;
+                answer.untagged.extend(same);
+            }
+            if !image.tags.is_empty() || !image.digests.is_empty() || has_child || used {
+                return Ok(answer);
+            }
+        }
+        self.images.remove(&id);
+        self.deleted.push(id.clone());
+        self.tell(StoreEvent::Gone {
+            id: id.clone(),
+            time: 0,
+        });
+        answer.images.push(id);
+        Ok(answer)
+    }
+}
+
+/// The repository of `name:tag` or `name@digest`.
+fn repository(name: &str) -> &str {
+    if let Some((repo, _)) = name.split_once('@') {
+        return repo;
+    }
+    match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
     }
 }
 

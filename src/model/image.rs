@@ -83,3 +83,67 @@ impl From<&StoreImage> for LocalImage {
         }
     }
 }
+
+/// What the engine said one DELETE of a name or an ID did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deleted {
+    /// The names it removed (tags and `name@digest` references), fully qualified.
+    pub untagged: Vec<String>,
+    /// The images it deleted (`sha256:` IDs), never layers.
+    pub images: Vec<String>,
+}
+
+/// An image ID with its algorithm: Podman writes IDs (its parents', its answers') as bare hex.
+pub(crate) fn qualified_id(id: &str) -> String {
+    if id.contains(':') {
+        id.to_owned()
+    } else {
+        format!("sha256:{id}")
+    }
+}
+
+/// Something the engine's event stream says happened to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEvent {
+    /// A container was created or started from image `id` at `time` (seconds).
+    Used { id: String, time: i64 },
+    /// Image `id` was deleted at `time`: whatever comes back under that ID later is new.
+    Gone { id: String, time: i64 },
+}
+
+impl StoreEvent {
+    /// When it happened (seconds).
+    pub fn time(&self) -> i64 {
+        match self {
+            StoreEvent::Used { time, .. } | StoreEvent::Gone { time, .. } => *time,
+        }
+    }
+}
+
+/// The environment variable that names the image stowage itself runs from, when it runs in a
+/// container the engine cannot tell it about (its mountinfo names no container).
+pub(crate) const OWN_IMAGE_VAR: &str = "STOWAGE_OWN_IMAGE_ID";
+
+/// What to ask the engine for, for an image ID as `docker` accepts one: a short or full hex ID,
+/// with or without `sha256:`. Anything else is refused with why: a value that protects nothing
+/// must never pass silently.
+pub(crate) fn own_image_query(value: &str) -> Result<String, String> {
+    let hex = value.strip_prefix("sha256:").unwrap_or(value);
+    let valid = (4..=64).contains(&hex.len())
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !valid {
+        return Err(format!(
+            "{OWN_IMAGE_VAR}=\"{value}\" is not an image ID (expected 4 to 64 lowercase hex \
+             digits, with or without sha256:, as `docker images -q` or `docker inspect -f \
+             {{{{.Id}}}}` print)"
+        ));
+    }
+    // A full ID is asked for as one, so that it cannot be read as a repository name.
+    Ok(if hex.len() == 64 {
+        format!("sha256:{hex}")
+    } else {
+        hex.to_owned()
+    })
+}

@@ -1,12 +1,13 @@
 //! Following container events, so each image's last use is known without polling.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
 use crate::io::engine::Store;
+use crate::model::image::StoreEvent;
 use crate::model::sync::Locked;
 use crate::policy::state::State;
 use crate::service::shutdown::Shutdown;
@@ -33,11 +34,12 @@ pub async fn watch_uses<S: Store>(
         state,
         state_file,
         pending: BTreeMap::new(),
+        gone: BTreeSet::new(),
         flushed: Instant::now(),
     };
     let mut since = chrono::Utc::now().timestamp();
     loop {
-        let stream = store.image_uses(since);
+        let stream = store.store_events(since);
         tokio::pin!(stream);
         loop {
             let Some(next) = stop
@@ -48,9 +50,12 @@ pub async fn watch_uses<S: Store>(
                 return;
             };
             match next {
-                Ok(Some(Ok((id, time)))) => {
-                    since = since.max(time);
-                    uses.seen(id, time);
+                Ok(Some(Ok(event))) => {
+                    since = since.max(event.time());
+                    match event {
+                        StoreEvent::Used { id, time } => uses.seen(id, time),
+                        StoreEvent::Gone { id, .. } => uses.gone(id),
+                    }
                 }
                 Ok(Some(Err(f))) => {
                     warn!("container events: {f}; reconnecting");
@@ -73,6 +78,8 @@ struct Uses<'a> {
     state_file: &'a std::path::Path,
     /// Uses not saved to the state file yet.
     pending: BTreeMap<String, i64>,
+    /// Images deleted whose history is not yet forgotten in the state file.
+    gone: BTreeSet<String>,
     /// When they were last saved.
     flushed: Instant,
 }
@@ -92,14 +99,33 @@ impl Uses<'_> {
         }
     }
 
-    /// Saves the pending uses, merged with the state file on disk.
+    /// Forgets a deleted image's history: if the same ID comes back (pulled again), it is new
+    /// to the store, and `min_age` counts from then. Saved at once: a prune may read it soon.
+    fn gone(&mut self, id: String) {
+        debug!(image = %id, "image deleted; its history is forgotten");
+        {
+            let mut s = self.state.locked();
+            s.first_seen.remove(&id);
+            s.last_used.remove(&id);
+        }
+        self.pending.remove(&id);
+        self.gone.insert(id);
+        self.flush();
+    }
+
+    /// Saves the pending uses and deletions, merged with the state file on disk.
     fn flush(&mut self) {
         self.flushed = Instant::now();
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.gone.is_empty() {
             return;
         }
         let uses = std::mem::take(&mut self.pending);
+        let gone = std::mem::take(&mut self.gone);
         let result = State::update(self.state_file, |s| {
+            for id in &gone {
+                s.first_seen.remove(id);
+                s.last_used.remove(id);
+            }
             for (id, t) in &uses {
                 let e = s.last_used.entry(id.clone()).or_insert(*t);
                 *e = (*e).max(*t);

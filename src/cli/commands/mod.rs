@@ -15,6 +15,7 @@ use std::path::Path;
 
 use super::error::Error;
 use crate::io::engine::docker::DockerEngine;
+use crate::service::pruner::{OwnImageError, own_image};
 use crate::service::session::{Loaded, Session, load};
 use crate::service::shutdown::Shutdown;
 
@@ -31,7 +32,12 @@ async fn connect(
         .await
         .ok_or_else(|| Error::Failed("stopped before the engine answered".into()))??;
     let session = Session::new(config, lock, &engine).await?;
-    Ok((engine, session))
+    // A STOWAGE_OWN_IMAGE_ID that protects nothing stops every command, not only a prune.
+    match own_image(&engine).await {
+        Ok(_) => Ok((engine, session)),
+        Err(OwnImageError::Invalid(why)) => Err(Error::Usage(why)),
+        Err(OwnImageError::Engine(f)) => Err(Error::Engine(f)),
+    }
 }
 
 /// Writes command output; a closed pipe (`stowage plan | head`) is not an error worth a panic.

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use super::{Engine, OnBytes, PullRequest, Pulled, unfollowed_bytes};
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::{Failure, FailureClass, classify_about};
-use crate::model::image::{ImageStore, LocalImage, StoreImage};
+use crate::model::image::{Deleted, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id};
 use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
 
@@ -271,35 +271,6 @@ async fn image_store_of(docker: &Docker) -> Result<ImageStore, BollardError> {
     })
 }
 
-impl DockerEngine {
-    /// Removes one name (or the ID) of image `id`, never forced. `Ok(true)` when the engine
-    /// reports that the image itself was deleted with it; a name already gone is fine.
-    async fn remove_name(&self, name: &str, id: &str) -> Result<bool, Failure> {
-        let options = RemoveImageOptionsBuilder::new().force(false).build();
-        match self.docker.remove_image(name, Some(options), None).await {
-            Ok(items) => Ok(items.iter().any(|item| {
-                // The image's own ID among the deleted layers: the image is gone. Podman writes
-                // IDs without the `sha256:` prefix.
-                let bare = |s: &str| s.trim_start_matches("sha256:").to_owned();
-                item.deleted.as_deref().is_some_and(|d| bare(d) == bare(id))
-            })),
-            // Gone already (the last name took the image with it): fine.
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            // "conflict: unable to delete ... image is being used by ..."
-            Err(BollardError::DockerResponseServerError {
-                status_code: 409,
-                message,
-            }) => Err(Failure::new(
-                FailureClass::Engine,
-                format!("the engine refused: {message}"),
-            )),
-            Err(other) => Err(failure_from(&self.host, None, other)),
-        }
-    }
-}
-
 impl super::Store for DockerEngine {
     fn image_store(&self) -> ImageStore {
         self.image_store
@@ -375,31 +346,42 @@ impl super::Store for DockerEngine {
         Ok(containers.into_iter().filter_map(|c| c.image_id).collect())
     }
 
-    async fn remove(&self, id: &str, references: &[String]) -> Result<(), Failure> {
-        if references.is_empty() {
-            return self.remove_name(id, id).await.map(drop);
-        }
-        // By name only, never by ID: the last name takes the image with it, and a name added
-        // meanwhile (a pull or a re-tag racing the cycle) keeps it, as it should.
-        let mut deleted = false;
-        for reference in references {
-            deleted = self.remove_name(reference, id).await?;
-        }
-        // The engine says when the last name took the image with it; only when it does not
-        // say so is one more call needed to learn whether the image is gone.
-        if deleted {
-            return Ok(());
-        }
-        match self.docker.inspect_image(id).await {
+    async fn image_named(&self, name: &str) -> Result<Option<LocalImage>, Failure> {
+        Ok(self.inspect(name).await?.map(|image| {
+            let (tags, digests) = sort_engine_names(
+                &image.repo_tags.unwrap_or_default(),
+                &image.repo_digests.unwrap_or_default(),
+            );
+            LocalImage {
+                id: qualified_id(&image.id.unwrap_or_default()),
+                tags,
+                digests,
+            }
+        }))
+    }
+
+    async fn delete(&self, name: &str) -> Result<Deleted, Failure> {
+        // noprune: the engine would otherwise delete every untagged parent the image leaves
+        // childless, whatever policy says of it (a parent kept by a label, the daemon's own).
+        // A parent that is itself a candidate goes in its own turn. Podman 4 ignores it.
+        let options = RemoveImageOptionsBuilder::new()
+            .force(false)
+            .noprune(true)
+            .build();
+        match self.docker.remove_image(name, Some(options), None).await {
+            Ok(items) => Ok(self.deleted_from(items)),
+            // Gone already: nothing removed.
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => Ok(()),
-            Ok(image) => Err(Failure::new(
+            }) => Ok(Deleted::default()),
+            // "conflict: unable to delete ... image is being used by ...", "... must be forced
+            // - image is referenced in multiple repositories"
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Err(Failure::new(
                 FailureClass::Engine,
-                format!(
-                    "it gained a name while being removed ({}); kept",
-                    image.repo_tags.unwrap_or_default().join(", ")
-                ),
+                format!("the engine refused: {message}"),
             )),
             Err(other) => Err(failure_from(&self.host, None, other)),
         }
@@ -423,14 +405,19 @@ impl super::Store for DockerEngine {
         self.pull(&request, &unfollowed_bytes).await?;
         let source = by_digest.pull_ref();
         for tag in tags {
-            let name: ImageRef = tag
-                .parse()
-                .map_err(|e| Failure::new(FailureClass::Engine, format!("{tag}: {e}")))?;
-            if let Some(t) = name.tag() {
-                self.tag_impl(&source, &name.name(), t).await?;
-            }
+            self.retag(&source, tag).await?;
         }
         Ok(())
+    }
+
+    async fn retag(&self, id: &str, name: &str) -> Result<(), Failure> {
+        let reference: ImageRef = name
+            .parse()
+            .map_err(|e| Failure::new(FailureClass::Engine, format!("{name}: {e}")))?;
+        match reference.tag() {
+            Some(tag) => self.tag_impl(id, &reference.name(), tag).await,
+            None => Ok(()),
+        }
     }
 
     async fn container_image(&self, container: &str) -> Result<Option<String>, Failure> {
@@ -450,42 +437,41 @@ impl super::Store for DockerEngine {
         }
     }
 
-    fn image_uses(
+    fn store_events(
         &self,
         since: i64,
-    ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send {
-        let mut filters = std::collections::HashMap::new();
-        filters.insert("type".to_owned(), vec!["container".to_owned()]);
-        filters.insert(
-            "event".to_owned(),
-            vec!["create".to_owned(), "start".to_owned()],
-        );
+    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send {
+        // Keys are ANDed, values ORed: containers' create and start, images' delete (Docker)
+        // or remove (Podman). Other pairs the filter lets through are dropped below.
+        let filters = std::collections::HashMap::from([
+            (
+                "type".to_owned(),
+                vec!["container".to_owned(), "image".to_owned()],
+            ),
+            (
+                "event".to_owned(),
+                ["create", "start", "delete", "remove"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ),
+        ]);
         let options = EventsOptionsBuilder::new()
             .since(&since.to_string())
             .filters(&filters)
             .build();
         let docker = self.docker.clone();
         let host = self.host.clone();
-        self.docker.events(Some(options)).then(move |event| {
-            let docker = docker.clone();
-            let host = host.clone();
-            async move {
-                let event = event.map_err(|e| failure_from(&host, None, e))?;
-                let time = event.time.unwrap_or_else(|| chrono::Utc::now().timestamp());
-                let image = event
-                    .actor
-                    .and_then(|a| a.attributes)
-                    .and_then(|mut attrs| attrs.remove("image"))
-                    .unwrap_or_default();
-                // The event names the image as the container was created with it (a name or
-                // an ID); the usage history is by ID.
-                let id = match docker.inspect_image(&image).await {
-                    Ok(i) => i.id.unwrap_or(image),
-                    Err(_) => image,
-                };
-                Ok((id, time))
-            }
-        })
+        self.docker
+            .events(Some(options))
+            .then(move |event| {
+                let docker = docker.clone();
+                let host = host.clone();
+                async move {
+                    let event = event.map_err(|e| failure_from(&host, None, e))?;
+                    Ok(store_event(&docker, event).await)
+                }
+            })
+            .filter_map(|e: Result<Option<StoreEvent>, Failure>| async move { e.transpose() })
     }
 
     async fn prune_build_cache(
@@ -525,6 +511,51 @@ impl super::Store for DockerEngine {
     }
 }
 
+impl DockerEngine {
+    /// A DELETE's answer as plain data. Docker's classic store lists the image it deleted and
+    /// then the layers that went with it (chain IDs, not images): with parents never pruned,
+    /// only the first is an image. The containerd store and Podman list images only.
+    fn deleted_from(&self, items: Vec<bollard::models::ImageDeleteResponseItem>) -> Deleted {
+        let mut deleted = Deleted::default();
+        for item in items {
+            if let Some(name) = item.untagged {
+                deleted.untagged.push(name);
+            }
+            if let Some(id) = item.deleted
+                && (self.image_store != ImageStore::Classic || deleted.images.is_empty())
+            {
+                deleted.images.push(qualified_id(&id));
+            }
+        }
+        deleted
+    }
+}
+
+/// A container's use of an image, or an image's deletion; `None` for anything else.
+async fn store_event(docker: &Docker, event: bollard::models::EventMessage) -> Option<StoreEvent> {
+    use bollard::models::EventMessageTypeEnum as Type;
+    let time = event.time.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let action = event.action.unwrap_or_default();
+    let actor = event.actor.unwrap_or_default();
+    match (event.typ?, action.as_str()) {
+        (Type::IMAGE, "delete" | "remove") => Some(StoreEvent::Gone {
+            id: qualified_id(&actor.id?),
+            time,
+        }),
+        (Type::CONTAINER, "create" | "start") => {
+            let image = actor.attributes?.remove("image")?;
+            // The event names the image as the container was created with it (a name or an
+            // ID); the usage history is by ID.
+            let id = match docker.inspect_image(&image).await {
+                Ok(i) => i.id.unwrap_or(image),
+                Err(_) => image,
+            };
+            Some(StoreEvent::Used { id, time })
+        }
+        _ => None,
+    }
+}
+
 /// A pull's bytes per layer, from the engine's progress lines: `Downloading` carries the
 /// layer's bytes so far and its size; a layer done or already present counts whole.
 #[derive(Debug, Default)]
@@ -559,15 +590,6 @@ impl LayerBytes {
                 .values()
                 .fold((0, 0), |(d, a), (ld, la)| (d + ld, a + la))
         })
-    }
-}
-
-/// An image ID with its algorithm: Podman lists parent IDs as bare hex.
-fn qualified_id(id: &str) -> String {
-    if id.contains(':') {
-        id.to_owned()
-    } else {
-        format!("sha256:{id}")
     }
 }
 

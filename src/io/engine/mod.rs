@@ -12,7 +12,7 @@ use std::future::Future;
 
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::Failure;
-use crate::model::image::{ImageStore, LocalImage, StoreImage};
+use crate::model::image::{Deleted, ImageStore, LocalImage, StoreEvent, StoreImage};
 use crate::model::reference::ImageRef;
 
 /// One pull to perform.
@@ -81,14 +81,20 @@ pub trait Store: Send + Sync {
         &self,
     ) -> impl Future<Output = Result<std::collections::HashSet<String>, Failure>> + Send;
 
-    /// Removes one image: each of its `references` (tags, digests) by name, then the ID, never
-    /// forced. The engine refuses to remove the last name of an image a container uses, and
-    /// says so.
-    fn remove(
+    /// The image a name or an ID names now, with its names; `None` when it names none.
+    fn image_named(
         &self,
-        id: &str,
-        references: &[String],
-    ) -> impl Future<Output = Result<(), Failure>> + Send;
+        name: &str,
+    ) -> impl Future<Output = Result<Option<LocalImage>, Failure>> + Send;
+
+    /// One DELETE of a name or an ID, never forced, and never taking the image's parents with
+    /// it: what the engine says it removed. A name or ID already gone removed nothing. The
+    /// engine refuses to remove the last name of an image a container uses, and an ID that has
+    /// more than one tag, and says so.
+    fn delete(&self, name: &str) -> impl Future<Output = Result<Deleted, Failure>> + Send;
+
+    /// Points the tag `name` (`host/repo:tag`) at the image `id`.
+    fn retag(&self, id: &str, name: &str) -> impl Future<Output = Result<(), Failure>> + Send;
 
     /// Whether the engine has the image with this ID.
     fn has_image(&self, id: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
@@ -120,11 +126,11 @@ pub trait Store: Send + Sync {
         container: &str,
     ) -> impl Future<Output = Result<Option<String>, Failure>> + Send;
 
-    /// Container create and start events from `since` (seconds) on, as (image ID, time). The
+    /// Container create and start events, and image deletions, from `since` (seconds) on. The
     /// stream ends when the engine's stream does; it may also go silent without ending, which
     /// the caller watches for.
-    fn image_uses(
+    fn store_events(
         &self,
         since: i64,
-    ) -> impl futures_util::Stream<Item = Result<(String, i64), Failure>> + Send;
+    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send;
 }

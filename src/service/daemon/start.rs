@@ -10,6 +10,7 @@ use crate::io::engine::docker::{ConnectError, DockerEngine};
 use crate::policy::config::ConfigError;
 use crate::policy::retry::RetryPolicy;
 use crate::service::metrics::{self, Metrics, Probes};
+use crate::service::pruner::{OwnImageError, own_image};
 use crate::service::readiness::Notifier;
 use crate::service::session::{Loaded, Session, SessionError};
 use crate::service::shutdown::{Attempt, Retried, Shutdown};
@@ -34,6 +35,9 @@ pub(crate) enum StartError {
     /// The metrics endpoint cannot listen.
     #[error("{0}")]
     Metrics(String),
+    /// `STOWAGE_OWN_IMAGE_ID` names no image.
+    #[error("{0}")]
+    OwnImage(String),
 }
 
 /// `stowage run`: the daemon, from start to stop. Returns once `shutdown` was triggered and
@@ -138,7 +142,13 @@ pub(super) async fn prepare(
                 Err(bad) => return Attempt::Done(Err(StartError::Connect(bad))),
             };
             match Session::new(config, lock, &engine).await {
-                Ok(session) => Attempt::Done(Ok((engine, session))),
+                Ok(session) => match own_image(&engine).await {
+                    Ok(_) => Attempt::Done(Ok((engine, session))),
+                    Err(OwnImageError::Invalid(why)) => {
+                        Attempt::Done(Err(StartError::OwnImage(why)))
+                    }
+                    Err(OwnImageError::Engine(f)) => Attempt::Again(f),
+                },
                 Err(SessionError::Config(e)) => Attempt::Done(Err(StartError::Config(e))),
                 Err(SessionError::Engine(f)) => Attempt::Again(f),
             }

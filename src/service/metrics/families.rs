@@ -159,6 +159,7 @@ pub(super) struct PruneFamilies {
     pub(super) removed_bytes: IntCounterVec,
     pub(super) removal_failures: IntCounter,
     pub(super) races: IntCounterVec,
+    pub(super) against_plan: IntCounterVec,
     pub(super) kept: IntGaugeVec,
     pub(super) deferred: IntGauge,
     pub(super) store_images: IntGauge,
@@ -198,6 +199,14 @@ impl PruneFamilies {
                 "prune_races_total",
                 "Removals that raced a container's creation, by outcome: healed (pulled back \
                  by digest) or lost",
+                "outcome",
+            ),
+            against_plan: counters(
+                r,
+                "prune_against_plan_total",
+                "Images or names the engine removed that the prune's plan did not name (a store \
+                 that changed between a look and a DELETE), by outcome: healed (put back) or \
+                 lost. Never expected: alert on any",
                 "outcome",
             ),
             kept: gauges(

@@ -351,6 +351,13 @@ impl Metrics {
                 }
                 None => {}
             }
+            for taken in &r.against_plan {
+                let outcome = match taken.outcome {
+                    crate::service::pruner::Race::Healed => "healed",
+                    crate::service::pruner::Race::Lost { .. } => "lost",
+                };
+                self.prunes.against_plan.with_label_values(&[outcome]).inc();
+            }
         }
         // Only the last cycle's picture: protections that no longer keep anything go away.
         self.prunes.kept.reset();

@@ -211,12 +211,24 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
             result: RemovalResult::Removed,
             error: None,
             race: Some(crate::service::pruner::Race::Healed),
+            moved: vec![],
+            against_plan: vec![crate::service::pruner::AgainstPlan {
+                taken: crate::decide::removal::Taken {
+                    image: Some("sha256:other".into()),
+                    names: vec!["r/b:1".into()],
+                },
+                outcome: crate::service::pruner::Race::Lost {
+                    error: "a local build".into(),
+                },
+            }],
         },
         Removal {
             candidate: plan.remove[1].clone(),
             result: RemovalResult::Failed,
             error: Some("conflict".into()),
             race: None,
+            moved: vec![],
+            against_plan: vec![],
         },
     ];
     m.prune(
@@ -254,6 +266,10 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
     );
     assert_eq!(
         line(&text, "stowage_prune_removal_failures_total"),
+        Some("1")
+    );
+    assert_eq!(
+        line(&text, "stowage_prune_against_plan_total{outcome=\"lost\"}"),
         Some("1")
     );
     assert_eq!(

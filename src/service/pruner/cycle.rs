@@ -12,11 +12,13 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::remove::remove_exactly;
 use super::watch::ContainerWatch;
-use super::{Cycle, Pruner, Race, Removal, RemovalResult};
+use super::{AgainstPlan, Cycle, Pruner, Race, Removal, RemovalResult};
 use crate::decide::prune_plan::{Candidate, Protection, PrunePlan, being_pulled};
+use crate::decide::removal::{Taken, taken_against_plan};
 use crate::decide::usage::Usage;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
@@ -98,6 +100,7 @@ impl<S: Store> Pruner<'_, S> {
         }
         self.record(&usage);
         let removals = self.remove_all(&plan, closes).await;
+        self.forget(&removals);
         let build_cache_freed = if closed(closes) {
             None
         } else {
@@ -181,16 +184,71 @@ impl<S: Store> Pruner<'_, S> {
             let why = "a pull of it started";
             return Removal::new(c, RemovalResult::Skipped, Some(why.into()));
         }
-        match self.store.remove(&c.id, &c.references).await {
-            Ok(()) => {
+        let exact = remove_exactly(self.store, c).await;
+        let mut removal = match (&exact.error, exact.gone) {
+            (_, true) => {
                 info!(image = %c.id, names = ?c.names, bytes = c.size, rule = ?c.rule, "removed");
                 Removal::new(c, RemovalResult::Removed, None)
             }
-            Err(f) => {
+            (Some(f), false) => {
                 warn!(image = %c.id, names = ?c.names, "removal failed: {f}");
-                Removal::new(c, RemovalResult::Failed, Some(f.detail))
+                Removal::new(c, RemovalResult::Failed, Some(f.detail.clone()))
             }
+            (None, false) => {
+                let why = "the engine kept it (a child image still holds it)";
+                warn!(image = %c.id, names = ?c.names, "removal failed: {why}");
+                Removal::new(c, RemovalResult::Failed, Some(why.into()))
+            }
+        };
+        for tag in &exact.moved {
+            info!(image = %c.id, name = %tag, "left alone: the name no longer names the image");
         }
+        removal.moved = exact.moved;
+        let taken = taken_against_plan(&c.id, &c.references, &exact.answers);
+        for t in taken {
+            removal
+                .against_plan
+                .push(self.put_back(c, exact.gone, t).await);
+        }
+        removal
+    }
+
+    /// Puts back what a removal took against its plan: pulls it by a digest it had and points
+    /// its tags at it again (names taken from the planned image, while it is still there, are
+    /// only pointed at it again). Logged as an error either way: it should never happen.
+    async fn put_back(&self, c: &Candidate, planned_gone: bool, taken: Taken) -> AgainstPlan {
+        let tags: Vec<String> = taken.tags().cloned().collect();
+        let outcome = if taken.image.is_none() && !planned_gone {
+            self.retag(&c.id, &tags).await
+        } else {
+            let mut digests: Vec<String> = taken.digests().cloned().collect();
+            if taken.image.is_none() {
+                digests.extend(c.references.iter().filter(|r| r.contains('@')).cloned());
+            }
+            self.pull_back(&digests, &tags).await
+        };
+        let outcome = match outcome {
+            Ok(()) => {
+                error!(planned = %c.id, image = ?taken.image, names = ?taken.names, "the engine removed what the plan did not name; put back");
+                Race::Healed
+            }
+            Err(error) => {
+                error!(planned = %c.id, image = ?taken.image, names = ?taken.names, "the engine removed what the plan did not name, and it cannot be put back: {error}");
+                Race::Lost { error }
+            }
+        };
+        AgainstPlan { taken, outcome }
+    }
+
+    /// Points each of `tags` at image `id`.
+    async fn retag(&self, id: &str, tags: &[String]) -> Result<(), String> {
+        for tag in tags {
+            self.store
+                .retag(id, tag)
+                .await
+                .map_err(|f| format!("{tag}: {f}"))?;
+        }
+        Ok(())
     }
 
     /// The build cache (CI hosts), after the images: the bytes freed, when it ran.
@@ -251,6 +309,11 @@ impl<S: Store> Pruner<'_, S> {
     async fn restore(&self, c: &Candidate) -> Result<(), String> {
         let (digests, tags): (Vec<String>, Vec<String>) =
             c.references.iter().cloned().partition(|r| r.contains('@'));
+        self.pull_back(&digests, &tags).await
+    }
+
+    /// Pulls an image back by the first of `digests` that serves, and points `tags` at it.
+    async fn pull_back(&self, digests: &[String], tags: &[String]) -> Result<(), String> {
         let mut error = String::from("it has no digest to pull it back by (a local build)");
         for name in digests {
             let by_digest: ImageRef = match name.parse() {
@@ -264,12 +327,44 @@ impl<S: Store> Pruner<'_, S> {
                 .credentials
                 .lookup_timed(by_digest.registry(), "pulling it back anonymously")
                 .await;
-            match self.store.restore(&by_digest, &tags, auth).await {
+            match self.store.restore(&by_digest, tags, auth).await {
                 Ok(()) => return Ok(()),
                 Err(f) => error = format!("{name}: {f}"),
             }
         }
         Err(error)
+    }
+
+    /// Forgets the history of every image the removals deleted: an image pulled again is new
+    /// to the store, and `min_age` counts from its return, not from its first arrival.
+    fn forget(&self, removals: &[Removal]) {
+        let gone: Vec<&String> = removals
+            .iter()
+            .filter(|r| r.result == RemovalResult::Removed)
+            .map(|r| &r.candidate.id)
+            .chain(
+                removals
+                    .iter()
+                    .flat_map(|r| r.against_plan.iter())
+                    .filter_map(|a| a.taken.image.as_ref()),
+            )
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let result = State::update(&self.config.state_file, |s| {
+            for id in &gone {
+                s.first_seen.remove(*id);
+                s.last_used.remove(*id);
+            }
+        });
+        match result {
+            Ok(saved) => *self.state.locked() = saved,
+            Err(e) => warn!(
+                path = %self.config.state_file.display(),
+                "cannot save the state file ({e}); an image pulled again keeps its first age"
+            ),
+        }
     }
 
     /// Saves the usage history (merged with the state file on disk).

@@ -3,6 +3,7 @@
 //! between removals. One failure does not stop the cycle; every result is reported.
 
 mod cycle;
+mod remove;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -15,13 +16,14 @@ use tracing::debug;
 
 use crate::decide::pin::Pinned;
 use crate::decide::prune_plan::{Candidate, PruneInput, PrunePlan, plan_prune};
+use crate::decide::removal::Taken;
 use crate::decide::usage::{Usage, observe, required_ids};
 use crate::io::credentials::CredentialSource;
 use crate::io::engine::Store;
 use crate::io::host::{disk_of, own_container};
 use crate::io::registry::Registry;
 use crate::model::failure::Failure;
-use crate::model::image::StoreImage;
+use crate::model::image::{OWN_IMAGE_VAR, StoreImage, own_image_query};
 use crate::model::sync::Locked;
 use crate::policy::config::{Config, PruneSettings};
 use crate::policy::state::State;
@@ -42,6 +44,24 @@ pub struct Removal {
     /// A container created from the image while it was being removed, and what was done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub race: Option<Race>,
+    /// Its tags that named another image (or none) by the time they were to be removed: left
+    /// alone, with what they name now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<String>,
+    /// What the engine took that the plan did not name (never expected; a store that changed
+    /// in the instant between a look and a DELETE), and whether it was put back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub against_plan: Vec<AgainstPlan>,
+}
+
+/// An image or names a removal took against its plan, and what was done about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgainstPlan {
+    /// What was taken.
+    #[serde(flatten)]
+    pub taken: Taken,
+    /// Whether it was put back (pulled by digest, its tags pointed at it again).
+    pub outcome: Race,
 }
 
 /// How one removal went.
@@ -75,6 +95,8 @@ impl Removal {
             result,
             error,
             race: None,
+            moved: Vec::new(),
+            against_plan: Vec::new(),
         }
     }
 }
@@ -169,10 +191,9 @@ impl<S: Store> Pruner<'_, S> {
             in_use,
             required,
             in_flight: self.in_flight.names_and_digests(),
-            own_image: match std::env::var("STOWAGE_OWN_IMAGE_ID") {
-                Ok(id) => Some(id),
-                Err(_) => self.own_image().await,
-            },
+            own_image: own_image(self.store)
+                .await
+                .map_err(OwnImageError::into_failure)?,
             usage: usage.clone(),
             disk,
             now,
@@ -240,10 +261,47 @@ impl<S: Store> Pruner<'_, S> {
     fn copies(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.registry_copies.locked()
     }
+}
 
-    /// The image of the container stowage runs in, if it runs in one: never removed.
-    async fn own_image(&self) -> Option<String> {
-        let container = own_container()?;
-        self.store.container_image(&container).await.ok().flatten()
+/// Why the image stowage runs from cannot be known.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OwnImageError {
+    /// `STOWAGE_OWN_IMAGE_ID` is not an ID, or names no image: a usage error.
+    #[error("{0}")]
+    Invalid(String),
+    /// The engine could not be asked.
+    #[error("{0}")]
+    Engine(Failure),
+}
+
+impl OwnImageError {
+    fn into_failure(self) -> Failure {
+        match self {
+            OwnImageError::Invalid(why) => {
+                Failure::new(crate::model::failure::FailureClass::Engine, why)
+            }
+            OwnImageError::Engine(f) => f,
+        }
+    }
+}
+
+/// The ID of the image stowage runs from, never removed: `STOWAGE_OWN_IMAGE_ID` as the engine
+/// resolves it (a short ID too), else the image of the container it runs in, if it runs in
+/// one. A value that names no image is an error, never ignored: ignored, it protects nothing.
+pub(crate) async fn own_image<S: Store>(store: &S) -> Result<Option<String>, OwnImageError> {
+    let Ok(value) = std::env::var(OWN_IMAGE_VAR) else {
+        let Some(container) = own_container() else {
+            return Ok(None);
+        };
+        return Ok(store.container_image(&container).await.ok().flatten());
+    };
+    let query = own_image_query(&value).map_err(OwnImageError::Invalid)?;
+    match store.image_named(&query).await {
+        Ok(Some(image)) => Ok(Some(image.id)),
+        Ok(None) => Err(OwnImageError::Invalid(format!(
+            "{OWN_IMAGE_VAR}=\"{value}\" names no image in the engine (or more than one): \
+             nothing is pruned while stowage cannot tell which image is its own"
+        ))),
+        Err(f) => Err(OwnImageError::Engine(f)),
     }
 }

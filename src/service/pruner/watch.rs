@@ -14,8 +14,9 @@ use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
+use crate::model::image::StoreEvent;
 
-type Events<'a> = Pin<Box<dyn Stream<Item = Result<(String, i64), Failure>> + Send + 'a>>;
+type Events<'a> = Pin<Box<dyn Stream<Item = Result<StoreEvent, Failure>> + Send + 'a>>;
 
 /// The images containers use, as of the last listing plus every event since.
 pub(super) struct ContainerWatch<'a, S: Store> {
@@ -33,7 +34,7 @@ impl<'a, S: Store> ContainerWatch<'a, S> {
         let since = chrono::Utc::now().timestamp() - 1;
         ContainerWatch {
             store,
-            events: Some(Box::pin(store.image_uses(since))),
+            events: Some(Box::pin(store.store_events(since))),
             used: None,
             stale: true,
         }
@@ -58,11 +59,16 @@ impl<'a, S: Store> ContainerWatch<'a, S> {
             return;
         };
         while let Some(next) = events.next().now_or_never() {
-            self.stale = true;
-            if !matches!(next, Some(Ok(_))) {
+            match next {
+                Some(Ok(StoreEvent::Used { .. })) => self.stale = true,
+                // An image's deletion (this batch's own, mostly) changes no container.
+                Some(Ok(StoreEvent::Gone { .. })) => {}
                 // Ended or failed: from here on, list before every removal.
-                self.events = None;
-                return;
+                _ => {
+                    self.stale = true;
+                    self.events = None;
+                    return;
+                }
             }
         }
     }

@@ -1,0 +1,191 @@
+//! Removing exactly the planned image, and nothing else: which names may be removed by name,
+//! and what the engine's answers show it took that the plan did not name. Pure.
+//!
+//! Between a plan and its DELETE the store moves: a tag is pulled or rebuilt onto another
+//! image, a name is added, a parent loses its tag. The engine's DELETE of a tag removes
+//! whatever the tag names at that instant (and, on Docker, the image with it when that was its
+//! last name), so a removal by name is a compare-and-delete only as good as the look right
+//! before it. A DELETE of an ID is exact: the engine removes the names that image has under its
+//! own lock, and refuses when it has more than one tag. So a removal goes:
+//! 1. its `name@digest` references, which are content-addressed and cannot name another image;
+//! 2. every tag but one, each by name after a look that it still names the image;
+//! 3. the image by its ID, which takes the last tag, or refuses because a name was added.
+//!
+//! Whatever happened in the instants between, every answer is read: an image deleted that is
+//! not the planned one, or a name removed that the plan did not list, was taken against the
+//! plan, and is reported and put back where it can be ([`taken_against_plan`]).
+
+use crate::model::image::{Deleted, qualified_id};
+use crate::model::reference::ImageRef;
+
+/// What a removal took that its plan did not name: an image, or names, or both.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Taken {
+    /// The image deleted against the plan, when one was (`None`: only names were removed, from
+    /// the planned image).
+    pub image: Option<String>,
+    /// The names removed with it (or from the planned image) against the plan.
+    pub names: Vec<String>,
+}
+
+impl Taken {
+    /// Its `name@digest` references: what it can be pulled back by.
+    pub(crate) fn digests(&self) -> impl Iterator<Item = &String> {
+        self.names.iter().filter(|n| n.contains('@'))
+    }
+
+    /// Its tags: what is pointed at it again once it is back.
+    pub(crate) fn tags(&self) -> impl Iterator<Item = &String> {
+        self.names.iter().filter(|n| !n.contains('@'))
+    }
+}
+
+/// A planned image's names, in the order they are removed: `name@digest` references first
+/// (content-addressed), then its tags. The last tag is not removed by name: the DELETE of the
+/// image's ID takes it.
+pub(crate) fn removal_order(references: &[String]) -> (Vec<&String>, Vec<&String>) {
+    references.iter().partition(|r| r.contains('@'))
+}
+
+/// A name as the planner writes it: fully qualified (`docker.io/library/alpine:latest`), as the
+/// engine's answers may not be (Docker answers `alpine:latest`).
+pub(crate) fn qualified(name: &str) -> String {
+    name.parse::<ImageRef>()
+        .map_or_else(|_| name.to_owned(), |r| r.to_string())
+}
+
+/// What the answers to the DELETEs of one planned removal (of image `planned`, whose names were
+/// `planned_names`) show was taken against the plan.
+///
+/// With parents never pruned, one DELETE acts on one image: the one its name named then. So an
+/// answer that deleted another image took that image and every name it removed; an engine that
+/// prunes parents anyway (Podman 4 ignores `noprune`) lists them after it, and they are taken
+/// too. An answer that deleted nothing else took from the planned image only names the plan did
+/// not list (added while it was being removed).
+pub(crate) fn taken_against_plan(
+    planned: &str,
+    planned_names: &[String],
+    answers: &[Deleted],
+) -> Vec<Taken> {
+    let planned = qualified_id(planned);
+    let planned_names: Vec<String> = planned_names.iter().map(|n| qualified(n)).collect();
+    let mut taken = Vec::new();
+    for answer in answers {
+        let names: Vec<String> = answer.untagged.iter().map(|n| qualified(n)).collect();
+        let deleted: Vec<String> = answer.images.iter().map(|i| qualified_id(i)).collect();
+        let others: Vec<&String> = deleted.iter().filter(|i| **i != planned).collect();
+        let deleted_planned = deleted.contains(&planned);
+        match others.split_first() {
+            // The name named another image: all it removed was that image's.
+            Some((first, rest)) if !deleted_planned => {
+                taken.push(Taken {
+                    image: Some((*first).clone()),
+                    names,
+                });
+                taken.extend(rest.iter().map(|i| Taken {
+                    image: Some((*i).clone()),
+                    names: Vec::new(),
+                }));
+            }
+            // The planned image went, and parents with it.
+            Some(_) => {
+                taken.extend(others.iter().map(|i| Taken {
+                    image: Some((*i).clone()),
+                    names: Vec::new(),
+                }));
+                push_unplanned_names(&mut taken, &names, &planned_names);
+            }
+            None => push_unplanned_names(&mut taken, &names, &planned_names),
+        }
+    }
+    taken
+}
+
+/// Names removed from the planned image that its plan did not list.
+fn push_unplanned_names(taken: &mut Vec<Taken>, names: &[String], planned_names: &[String]) {
+    let unplanned: Vec<String> = names
+        .iter()
+        .filter(|n| !planned_names.contains(n))
+        .cloned()
+        .collect();
+    if !unplanned.is_empty() {
+        taken.push(Taken {
+            image: None,
+            names: unplanned,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(untagged: &[&str], images: &[&str]) -> Deleted {
+        Deleted {
+            untagged: untagged.iter().map(|s| s.to_string()).collect(),
+            images: images.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_planned_image_and_its_names_are_not_taken() {
+        let planned = names(&["r:1/app:1", "r:1/app@sha256:aa"]);
+        let answers = [
+            answer(&["r:1/app@sha256:aa"], &[]),
+            answer(&["r:1/app:1"], &["sha256:x"]),
+        ];
+        assert!(taken_against_plan("sha256:x", &planned, &answers).is_empty());
+    }
+
+    #[test]
+    fn a_tag_that_moved_takes_the_other_image_and_all_its_names() {
+        let planned = names(&["r:1/app:1"]);
+        let answers = [answer(&["r:1/app:1", "r:1/app@sha256:yy"], &["sha256:y"])];
+        assert_eq!(
+            taken_against_plan("sha256:x", &planned, &answers),
+            [Taken {
+                image: Some("sha256:y".into()),
+                names: names(&["r:1/app:1", "r:1/app@sha256:yy"]),
+            }]
+        );
+    }
+
+    #[test]
+    fn parents_an_engine_prunes_anyway_are_taken() {
+        // Podman 4 ignores noprune, and writes IDs without their algorithm.
+        let answers = [answer(&["r:1/c:1"], &["cc", "pp"])];
+        assert_eq!(
+            taken_against_plan("sha256:cc", &names(&["r:1/c:1"]), &answers),
+            [Taken {
+                image: Some("sha256:pp".into()),
+                names: vec![],
+            }]
+        );
+    }
+
+    #[test]
+    fn a_name_added_during_the_removal_is_taken_from_the_planned_image() {
+        // Docker answers Docker Hub names in their familiar form.
+        let planned = names(&["docker.io/library/app:1"]);
+        let answers = [answer(&["app:1", "app:new"], &["sha256:x"])];
+        assert_eq!(
+            taken_against_plan("sha256:x", &planned, &answers),
+            [Taken {
+                image: None,
+                names: names(&["docker.io/library/app:new"]),
+            }]
+        );
+    }
+
+    #[test]
+    fn names_are_removed_content_addressed_first() {
+        let refs = names(&["r:1/a:1", "r:1/a@sha256:aa", "r:1/a:2"]);
+        let (digests, tags) = removal_order(&refs);
+        assert_eq!(digests, [&refs[1]]);
+        assert_eq!(tags, [&refs[0], &refs[2]]);
+    }
+}

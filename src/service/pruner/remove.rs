@@ -1,0 +1,137 @@
+//! One planned image removed exactly, in the order [`crate::decide::removal`] argues for: its
+//! content-addressed names, then every tag but one (each looked at right before), then its ID.
+
+use crate::decide::prune_plan::Candidate;
+use crate::decide::removal::{qualified, removal_order};
+use crate::io::engine::Store;
+use crate::model::failure::{Failure, FailureClass};
+use crate::model::image::{Deleted, qualified_id};
+
+/// What the engine did for one planned removal.
+#[derive(Debug, Default)]
+pub(super) struct Exact {
+    /// Every DELETE's answer, in order.
+    pub answers: Vec<Deleted>,
+    /// Tags that named another image, or none, by the time they were looked at: left alone.
+    pub moved: Vec<String>,
+    /// Whether the planned image is gone.
+    pub gone: bool,
+    /// Why it stopped short, when it did.
+    pub error: Option<Failure>,
+}
+
+impl Exact {
+    /// Whether an answer so far deleted image `id`.
+    fn deleted(&self, id: &str) -> bool {
+        let id = qualified_id(id);
+        self.answers
+            .iter()
+            .any(|a| a.images.iter().any(|i| qualified_id(i) == id))
+    }
+}
+
+/// Removes image `c.id` and only it: never forced, parents never pruned, a tag only while it
+/// still names the image, and the image itself by ID.
+pub(super) async fn remove_exactly<S: Store>(store: &S, c: &Candidate) -> Exact {
+    let mut exact = Exact::default();
+    if let Err(f) = remove_names(store, c, &mut exact).await {
+        exact.error = Some(f);
+        return exact;
+    }
+    if !exact.deleted(&c.id) {
+        match remove_by_id(store, c, &mut exact).await {
+            Ok(()) => {}
+            Err(f) => exact.error = Some(f),
+        }
+    }
+    exact.gone = exact.gone || exact.deleted(&c.id);
+    exact
+}
+
+/// Steps 1 and 2: the `name@digest` references, then every tag but the last that still names
+/// the image.
+async fn remove_names<S: Store>(
+    store: &S,
+    c: &Candidate,
+    exact: &mut Exact,
+) -> Result<(), Failure> {
+    let (digests, tags) = removal_order(&c.references);
+    for name in digests {
+        exact.answers.push(store.delete(name).await?);
+        if exact.deleted(&c.id) {
+            return Ok(());
+        }
+    }
+    let mut still = Vec::new();
+    for tag in tags {
+        if names_it(store, tag, &c.id).await? {
+            still.push(tag);
+        } else {
+            exact.moved.push(tag.clone());
+        }
+    }
+    // The last tag is the ID's to take (step 3).
+    still.pop();
+    for tag in still {
+        // Looked at again right before: the first look may be a while ago.
+        if !names_it(store, tag, &c.id).await? {
+            exact.moved.push(tag.clone());
+            continue;
+        }
+        exact.answers.push(store.delete(tag).await?);
+        if exact.deleted(&c.id) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` names image `id` now.
+async fn names_it<S: Store>(store: &S, name: &str, id: &str) -> Result<bool, Failure> {
+    Ok(store
+        .image_named(name)
+        .await?
+        .is_some_and(|i| qualified_id(&i.id) == qualified_id(id)))
+}
+
+/// Step 3: the image by its ID, which takes the names it has at that instant (its last tag), or
+/// is refused: a name added meanwhile, a container, a child. A refusal names what it now has.
+async fn remove_by_id<S: Store>(
+    store: &S,
+    c: &Candidate,
+    exact: &mut Exact,
+) -> Result<(), Failure> {
+    match store.delete(&c.id).await {
+        Ok(answer) => {
+            exact.answers.push(answer);
+            if !exact.deleted(&c.id) && store.image_named(&c.id).await?.is_none() {
+                // Gone already, by someone else's hand.
+                exact.gone = true;
+            }
+            Ok(())
+        }
+        Err(refused) => {
+            let Some(now) = store.image_named(&c.id).await? else {
+                return Ok(());
+            };
+            let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
+            let gained: Vec<String> = now
+                .tags
+                .iter()
+                .chain(&now.digests)
+                .filter(|n| !planned.contains(&qualified(n)))
+                .cloned()
+                .collect();
+            if gained.is_empty() {
+                return Err(refused);
+            }
+            Err(Failure::new(
+                FailureClass::Engine,
+                format!(
+                    "it gained a name while being removed ({}); kept",
+                    gained.join(", ")
+                ),
+            ))
+        }
+    }
+}
