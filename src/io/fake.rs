@@ -53,8 +53,25 @@ struct EngineState {
     calls: usize,
     /// Changes to make to the store just before a numbered call (see [`FakeEngine::churn_at`]).
     churn: VecDeque<(usize, Churn)>,
-    /// Every image the engine deleted, in order.
-    deleted: Vec<String>,
+    /// Every image the engine deleted, in order, with the names it had and whether a container
+    /// used it right before.
+    deleted: Vec<(String, Vec<String>, bool)>,
+    /// Every name a DELETE removed, in order.
+    untagged: Vec<Untagged>,
+    /// The names the churn of the latest call moved.
+    churned_now: HashSet<String>,
+}
+
+/// A name a DELETE removed, and from which image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Untagged {
+    /// The name.
+    pub name: String,
+    /// The image it named.
+    pub image: String,
+    /// Whether churn had moved it onto that image in the instant just before this DELETE
+    /// (after any look the pruner could take).
+    pub moved_just_before: bool,
 }
 
 /// A change someone else makes to the store while a prune works: a pull or build moving a tag,
@@ -141,24 +158,20 @@ impl FakeEngine {
         self.0.locked().churn.push_back((n, churn));
     }
 
-    /// Every image the engine deleted, in order.
-    pub(crate) fn deleted(&self) -> Vec<String> {
+    /// Every image the engine deleted, in order, with the names it had and whether a container
+    /// used it right before the DELETE.
+    pub(crate) fn deleted(&self) -> Vec<(String, Vec<String>, bool)> {
         self.0.locked().deleted.clone()
+    }
+
+    /// Every name a DELETE removed, in order.
+    pub(crate) fn untagged(&self) -> Vec<Untagged> {
+        self.0.locked().untagged.clone()
     }
 
     /// The image with this ID and its names, if any.
     pub(crate) fn image(&self, id: &str) -> Option<LocalImage> {
         self.0.locked().images.get(id).cloned()
-    }
-
-    /// Every image ID in the store.
-    pub(crate) fn ids(&self) -> Vec<String> {
-        self.0.locked().images.keys().cloned().collect()
-    }
-
-    /// Whether a container uses image `id`.
-    pub(crate) fn used(&self, id: &str) -> bool {
-        self.0.locked().in_use.contains(id)
     }
 
     /// How many times containers were listed.
@@ -348,6 +361,7 @@ impl Store for FakeEngine {
 impl EngineState {
     /// One more lookup or DELETE: whatever churn was due happens first.
     fn tick(&mut self) {
+        self.churned_now.clear();
         while self.churn.front().is_some_and(|(n, _)| *n <= self.calls) {
             if let Some((_, churn)) = self.churn.pop_front() {
                 self.apply(churn);
@@ -362,6 +376,7 @@ impl EngineState {
                 if !self.images.contains_key(&to) {
                     return;
                 }
+                self.churned_now.insert(tag.clone());
                 for image in self.images.values_mut() {
                     image.tags.retain(|t| *t != tag);
                 }
@@ -380,6 +395,17 @@ impl EngineState {
                     self.tell(StoreEvent::Used { id, time: 0 });
                 }
             }
+        }
+    }
+
+    fn log_untagged(&mut self, answer: &Deleted, id: &str) {
+        for name in &answer.untagged {
+            let moved_just_before = self.churned_now.contains(name);
+            self.untagged.push(Untagged {
+                name: name.clone(),
+                image: id.to_owned(),
+                moved_just_before,
+            });
         }
     }
 
@@ -413,7 +439,8 @@ impl EngineState {
             return Ok(Deleted::default());
         };
         let by_id = name == id;
-        let names = image.tags.len() + image.digests.len();
+        let names_before: Vec<String> = image.tags.iter().chain(&image.digests).cloned().collect();
+        let names = names_before.len();
         let used = self.in_use.contains(&id);
         let mut answer = Deleted::default();
         if by_id {
@@ -452,11 +479,13 @@ impl EngineState {
                 answer.untagged.extend(same);
             }
             if !image.tags.is_empty() || !image.digests.is_empty() || has_child || used {
+                self.log_untagged(&answer, &id);
                 return Ok(answer);
             }
         }
+        self.log_untagged(&answer, &id);
         self.images.remove(&id);
-        self.deleted.push(id.clone());
+        self.deleted.push((id.clone(), names_before, used));
         self.tell(StoreEvent::Gone {
             id: id.clone(),
             time: 0,

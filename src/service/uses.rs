@@ -54,7 +54,13 @@ pub async fn watch_uses<S: Store>(
                     since = since.max(event.time());
                     match event {
                         StoreEvent::Used { id, time } => uses.seen(id, time),
-                        StoreEvent::Gone { id, .. } => uses.gone(id),
+                        // Podman says "delete" of every removal it was asked for, an
+                        // untag or a refusal too: only an image really gone is forgotten.
+                        StoreEvent::Gone { id, .. } => {
+                            if let Ok(false) = store.has_image(&id).await {
+                                uses.gone(id);
+                            }
+                        }
                     }
                 }
                 Ok(Some(Err(f))) => {

@@ -45,6 +45,8 @@ pub struct DockerEngine {
     host: String,
     /// How it keeps images.
     image_store: ImageStore,
+    /// Podman's own API on the same socket, for removals (see [`super::libpod`]).
+    libpod: Option<super::libpod::Libpod>,
 }
 
 impl DockerEngine {
@@ -86,10 +88,16 @@ impl DockerEngine {
             image_store = image_store.name(),
             "connected to the engine"
         );
+        let libpod = if image_store == ImageStore::Podman {
+            super::libpod::Libpod::at(&host)
+        } else {
+            None
+        };
         Ok(DockerEngine {
             docker,
             host,
             image_store,
+            libpod,
         })
     }
 
@@ -361,6 +369,13 @@ impl super::Store for DockerEngine {
     }
 
     async fn delete(&self, name: &str) -> Result<Deleted, Failure> {
+        if let Some(libpod) = &self.libpod {
+            let mut deleted = libpod.remove(name).await?;
+            for id in &mut deleted.images {
+                *id = qualified_id(id);
+            }
+            return Ok(deleted);
+        }
         // noprune: the engine would otherwise delete every untagged parent the image leaves
         // childless, whatever policy says of it (a parent kept by a label, the daemon's own).
         // A parent that is itself a candidate goes in its own turn. Podman 4 ignores it.
@@ -383,6 +398,14 @@ impl super::Store for DockerEngine {
                 FailureClass::Engine,
                 format!("the engine refused: {message}"),
             )),
+            // Podman (over TCP, without its libpod API here) keeps a `name@digest` as a name
+            // only for an image pulled by digest; any other is "tag not known": not a name.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 500,
+                message,
+            }) if self.image_store == ImageStore::Podman && message.contains("not known") => {
+                Ok(Deleted::default())
+            }
             Err(other) => Err(failure_from(&self.host, None, other)),
         }
     }

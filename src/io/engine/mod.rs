@@ -6,6 +6,7 @@
 //! observe what the core asks of the engine.
 
 pub(crate) mod docker;
+mod libpod;
 mod transport;
 
 use std::future::Future;

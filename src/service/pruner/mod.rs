@@ -2,6 +2,8 @@
 //! decide, then remove, never forced: a few images at a time, or one at a time with a pause
 //! between removals. One failure does not stop the cycle; every result is reported.
 
+#[cfg(test)]
+mod churn_tests;
 mod cycle;
 mod remove;
 #[cfg(test)]
