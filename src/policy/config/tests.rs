@@ -344,6 +344,36 @@ fn prune_settings() {
 }
 
 #[test]
+fn keep_patterns_are_read_like_image_names() {
+    let c = parse("[prune]\nkeep = [\"alpine\", \"busybox:*\"]\n").unwrap();
+    let keep = c.prune.unwrap().keep;
+    let kept = |name: &str| keep.names.iter().find(|m| m.regex.is_match(name));
+    let written = |name: &str| kept(name).map(|m| m.written.as_str());
+    assert_eq!(written("docker.io/library/alpine:latest"), Some("alpine"));
+    assert_eq!(written("docker.io/library/busybox:1.36"), Some("busybox:*"));
+    assert_eq!(written("docker.io/library/nginx:latest"), None);
+}
+
+#[test]
+fn keep_patterns_that_can_never_match_are_problems_at_their_line() {
+    let errs = parse(
+        "[prune]\nkeep = [\n  \"Alpine\",\n  \"someorg/**\",\n  \"nginx:\",\n  \"\",\n  \
+         \"nginx@md5:00\", \"*\",\n]\n",
+    )
+    .unwrap_err();
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    for (err, at) in errs.iter().zip([
+        ":3:3: prune.keep: invalid pattern \"Alpine\": repository names are lowercase",
+        ":5:3: prune.keep: invalid pattern \"nginx:\": the tag \"\" can never match",
+        ":6:3: prune.keep: invalid pattern \"\": an empty pattern matches no image",
+        ":7:3: prune.keep: invalid pattern \"nginx@md5:00\": the digest",
+        ":7:19: prune.keep: invalid pattern \"*\": \"*\" matches within one path segment",
+    ]) {
+        assert!(err.contains(at), "{err}\nexpected {at}");
+    }
+}
+
+#[test]
 fn relative_credentials_are_beside_the_config() {
     let c = parse("[pull]\ncredentials = \"docker/config.json\"\n").unwrap();
     assert_eq!(
