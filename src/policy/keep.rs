@@ -96,5 +96,15 @@ pub(crate) fn compile_keep(pattern: &str) -> Result<NameMatcher, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The name of a glob written with a tag or a digest, without them (`None` for a glob without
+/// either, and for a regex): `[[verify]] match` covers `registry/repository`, where a tag never
+/// matches.
+pub(crate) fn glob_without_tag_or_digest(pattern: &str) -> Option<&str> {
+    if pattern.starts_with("regex:") {
+        return None;
+    }
+    glob::without_tag_or_digest(pattern)
+}
+
 #[cfg(test)]
 mod tests;

@@ -572,6 +572,40 @@ name = "other.example/x:1"
     }
 
     #[test]
+    fn patterns_are_read_as_image_names_and_a_tag_is_refused() {
+        let (c, _dir) = parse_with_keys(
+            "[[verify]]\nmatch = \"someorg/**\"\nkeys = [\"team.pub\"]\n\n\
+             [[verify]]\nmatch = \"alpine\"\nkeys = [\"release.pub\"]\n\n\
+             [[image]]\nname = \"someorg/app:1\"\n\n[[image]]\nname = \"alpine:3.20\"\n",
+        );
+        let c = c.unwrap();
+        assert_eq!(keys(&c, 0), ["team.pub"]);
+        assert_eq!(keys(&c, 1), ["release.pub"]);
+        let (c, _dir) = parse_with_keys(
+            "[[verify]]\nmatch = \"r.example/app:1.*\"\nkeys = [\"team.pub\"]\n\n\
+             [[verify]]\nmatch = \"Someorg/**\"\nkeys = [\"team.pub\"]\n",
+        );
+        let problems = c.unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains(
+                ":2:9: verify.match: invalid pattern \"r.example/app:1.*\": it is matched \
+                 against registry/repository, where a tag or digest never appears: write \
+                 \"r.example/app\""
+            ),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].contains(
+                ":6:9: verify.match: invalid pattern \"Someorg/**\": repository names are lowercase"
+            ),
+            "{}",
+            problems[1]
+        );
+    }
+
+    #[test]
     fn bad_keys_and_modes_are_refused_at_their_line_with_the_value() {
         let (c, dir) = parse_with_keys(
             r#"[[verify]]

@@ -71,6 +71,12 @@ pub(super) fn glob_regex(glob: &str) -> Result<String, String> {
     Ok(re)
 }
 
+/// A glob's name without its tag and digest, when it has either: `nginx:1` is `Some("nginx")`.
+pub(super) fn without_tag_or_digest(glob: &str) -> Option<&str> {
+    let parts = Parts::split(glob);
+    (parts.tag.is_some() || parts.digest.is_some()).then_some(parts.name)
+}
+
 /// Appends `glob` as a regular expression: `**` anything, `*` a run of `one`, `?` one `one`.
 fn push_glob(re: &mut String, glob: &str, one: &str) {
     let mut chars = glob.chars().peekable();
