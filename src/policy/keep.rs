@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+mod glob;
+
 /// The keep rules an operator wrote.
 #[derive(Debug, Clone, Default)]
 pub struct KeepRules {
@@ -68,29 +70,23 @@ impl Default for Limits {
     }
 }
 
-/// Compiles a keep pattern: `regex:...` is a regular expression, anything else a glob where
-/// `*` matches within a path segment, `**` across segments, `?` one character. Both match the
-/// whole fully qualified name.
+/// Compiles a keep pattern: `regex:...` is a regular expression over fully qualified names,
+/// anything else a glob read like an image name (see [`glob`]): `alpine` keeps
+/// `docker.io/library/alpine` with any tag or digest, `busybox:1.*` those tags only. In a glob
+/// `*` matches within a path segment (or a tag), `**` across segments, `?` one character. Both
+/// match the whole fully qualified name. The error says why a pattern can never match, and
+/// what to write instead.
 pub(crate) fn compile_keep(pattern: &str) -> Result<NameMatcher, String> {
     let source = match pattern.strip_prefix("regex:") {
-        Some(re) => format!("^(?:{re})$"),
-        None => {
-            let mut re = String::from("^");
-            let mut chars = pattern.chars().peekable();
-            while let Some(c) = chars.next() {
-                match c {
-                    '*' if chars.peek() == Some(&'*') => {
-                        chars.next();
-                        re.push_str(".*");
-                    }
-                    '*' => re.push_str("[^/]*"),
-                    '?' => re.push_str("[^/]"),
-                    c => re.push_str(&regex::escape(&c.to_string())),
-                }
-            }
-            re.push('$');
-            re
+        Some("") => {
+            return Err(
+                "an empty regex matches no image: write one over fully qualified \
+                        names, such as \"regex:docker\\.io/library/.*:stable\""
+                    .into(),
+            );
         }
+        Some(re) => format!("^(?:{re})$"),
+        None => glob::glob_regex(pattern)?,
     };
     regex::Regex::new(&source)
         .map(|regex| NameMatcher {
@@ -100,19 +96,15 @@ pub(crate) fn compile_keep(pattern: &str) -> Result<NameMatcher, String> {
         .map_err(|e| e.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs_and_regexes() {
-        let g = compile_keep("docker.io/library/*").unwrap();
-        assert!(g.regex.is_match("docker.io/library/nginx:latest"));
-        assert!(!g.regex.is_match("docker.io/library/a/b:1"));
-        let gg = compile_keep("registry.example.com/**").unwrap();
-        assert!(gg.regex.is_match("registry.example.com/a/b/c:1"));
-        let r = compile_keep("regex:.*:stable").unwrap();
-        assert!(r.regex.is_match("r/x:stable") && !r.regex.is_match("r/x:stable2"));
-        assert!(compile_keep("regex:(").is_err());
+/// The name of a glob written with a tag or a digest, without them (`None` for a glob without
+/// either, and for a regex): `[[verify]] match` covers `registry/repository`, where a tag never
+/// matches.
+pub(crate) fn glob_without_tag_or_digest(pattern: &str) -> Option<&str> {
+    if pattern.starts_with("regex:") {
+        return None;
     }
+    glob::without_tag_or_digest(pattern)
 }
+
+#[cfg(test)]
+mod tests;

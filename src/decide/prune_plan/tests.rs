@@ -182,7 +182,8 @@ fn keep_rules() {
         ..image("local", &["r/local:1"], 10, NOW - 99 * DAY)
     };
     let inp = input(vec![
-        image("globbed", &["r/infra/x:1"], 10, NOW - 99 * DAY),
+        // Listed fully qualified, as the engine's names are; `r/infra/*` reads as docker.io/r/infra/*.
+        image("globbed", &["docker.io/r/infra/x:1"], 10, NOW - 99 * DAY),
         image("pinned", &["r/p:1"], 10, NOW - 99 * DAY),
         labelled,
         local,

@@ -344,6 +344,36 @@ fn prune_settings() {
 }
 
 #[test]
+fn keep_patterns_are_read_like_image_names() {
+    let c = parse("[prune]\nkeep = [\"alpine\", \"busybox:*\"]\n").unwrap();
+    let keep = c.prune.unwrap().keep;
+    let kept = |name: &str| keep.names.iter().find(|m| m.regex.is_match(name));
+    let written = |name: &str| kept(name).map(|m| m.written.as_str());
+    assert_eq!(written("docker.io/library/alpine:latest"), Some("alpine"));
+    assert_eq!(written("docker.io/library/busybox:1.36"), Some("busybox:*"));
+    assert_eq!(written("docker.io/library/nginx:latest"), None);
+}
+
+#[test]
+fn keep_patterns_that_can_never_match_are_problems_at_their_line() {
+    let errs = parse(
+        "[prune]\nkeep = [\n  \"Alpine\",\n  \"someorg/**\",\n  \"nginx:\",\n  \"\",\n  \
+         \"nginx@md5:00\", \"*\",\n]\n",
+    )
+    .unwrap_err();
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    for (err, at) in errs.iter().zip([
+        ":3:3: prune.keep: invalid pattern \"Alpine\": repository names are lowercase",
+        ":5:3: prune.keep: invalid pattern \"nginx:\": the tag \"\" can never match",
+        ":6:3: prune.keep: invalid pattern \"\": an empty pattern matches no image",
+        ":7:3: prune.keep: invalid pattern \"nginx@md5:00\": the digest",
+        ":7:19: prune.keep: invalid pattern \"*\": \"*\" matches within one path segment",
+    ]) {
+        assert!(err.contains(at), "{err}\nexpected {at}");
+    }
+}
+
+#[test]
 fn relative_credentials_are_beside_the_config() {
     let c = parse("[pull]\ncredentials = \"docker/config.json\"\n").unwrap();
     assert_eq!(
@@ -539,6 +569,40 @@ name = "other.example/x:1"
         let a = &c.images[1].verify.as_ref().unwrap().keys[0];
         let b = &c.images[2].verify.as_ref().unwrap().keys[0];
         assert!(std::sync::Arc::ptr_eq(a, b));
+    }
+
+    #[test]
+    fn patterns_are_read_as_image_names_and_a_tag_is_refused() {
+        let (c, _dir) = parse_with_keys(
+            "[[verify]]\nmatch = \"someorg/**\"\nkeys = [\"team.pub\"]\n\n\
+             [[verify]]\nmatch = \"alpine\"\nkeys = [\"release.pub\"]\n\n\
+             [[image]]\nname = \"someorg/app:1\"\n\n[[image]]\nname = \"alpine:3.20\"\n",
+        );
+        let c = c.unwrap();
+        assert_eq!(keys(&c, 0), ["team.pub"]);
+        assert_eq!(keys(&c, 1), ["release.pub"]);
+        let (c, _dir) = parse_with_keys(
+            "[[verify]]\nmatch = \"r.example/app:1.*\"\nkeys = [\"team.pub\"]\n\n\
+             [[verify]]\nmatch = \"Someorg/**\"\nkeys = [\"team.pub\"]\n",
+        );
+        let problems = c.unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].contains(
+                ":2:9: verify.match: invalid pattern \"r.example/app:1.*\": it is matched \
+                 against registry/repository, where a tag or digest never appears: write \
+                 \"r.example/app\""
+            ),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[1].contains(
+                ":6:9: verify.match: invalid pattern \"Someorg/**\": repository names are lowercase"
+            ),
+            "{}",
+            problems[1]
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::raw::{RawImageVerify, RawVerify};
 use super::validate::Validator;
 use crate::model::problem::line_col;
 use crate::model::reference::ImageRef;
-use crate::policy::keep::{NameMatcher, compile_keep};
+use crate::policy::keep::{NameMatcher, compile_keep, glob_without_tag_or_digest};
 use crate::policy::signature::{PublicKey, SignaturePolicy, VerifyMode};
 
 /// A `[[verify]]` entry, validated. The first whose pattern matches an image applies.
@@ -37,15 +37,24 @@ impl Validator<'_> {
     }
 
     fn verify_rule(&mut self, raw: RawVerify) -> Option<VerifyRule> {
-        let matcher = match compile_keep(raw.pattern.get_ref()) {
-            Ok(m) => Some(m),
-            Err(e) => {
+        let pattern = raw.pattern.get_ref();
+        let matcher = match (compile_keep(pattern), glob_without_tag_or_digest(pattern)) {
+            (Ok(_), Some(name)) => {
                 self.problem(
                     raw.pattern.span(),
                     format!(
-                        "verify.match: invalid pattern \"{}\": {e}",
-                        raw.pattern.get_ref()
+                        "verify.match: invalid pattern \"{pattern}\": it is matched against \
+                         registry/repository, where a tag or digest never appears: write \
+                         \"{name}\" (a signature vouches for a digest, whatever its tag)"
                     ),
+                );
+                None
+            }
+            (Ok(m), None) => Some(m),
+            (Err(e), _) => {
+                self.problem(
+                    raw.pattern.span(),
+                    format!("verify.match: invalid pattern \"{pattern}\": {e}"),
                 );
                 None
             }
