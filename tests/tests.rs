@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod packaging;
 mod pin;
+mod promises;
 mod prune;
 mod pull;
 mod reliability;

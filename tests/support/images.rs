@@ -293,4 +293,36 @@ impl Env {
         let tags: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
         tags.into_iter().filter(|t| !t.contains('@')).collect()
     }
+
+    /// Builds `tag` on the engine under test with the classic builder (which records parents):
+    /// `FROM from`, one file of `content`, and `label` (`key=value`) if given. Returns its ID.
+    pub(crate) fn build_image(
+        &self,
+        tag: &str,
+        from: &str,
+        content: &str,
+        label: Option<&str>,
+    ) -> String {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("f.txt"), content).expect("a temp file");
+        let file = tag.replace([':', '/'], "_");
+        let mut dockerfile = format!("FROM {from}\nCOPY f.txt /{file}.txt\n");
+        if let Some(label) = label {
+            dockerfile.push_str(&format!("LABEL {label}\n"));
+        }
+        std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("a temp file");
+        let out = Command::new(&self.docker_cli)
+            .args(["build", "-q", "-t", tag])
+            .arg(dir.path())
+            .env("DOCKER_HOST", &self.docker_host)
+            .env("DOCKER_BUILDKIT", "0")
+            .env(
+                "DOCKER_CONFIG",
+                std::env::temp_dir().join("stowage-tests-cli"),
+            )
+            .output()
+            .expect("the docker CLI runs");
+        assert!(out.status.success(), "docker build {tag}: {out:?}");
+        self.image_id(tag).expect("the image just built")
+    }
 }

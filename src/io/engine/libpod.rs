@@ -5,7 +5,7 @@
 //! says of them. Its libpod endpoint `DELETE /libpod/images/remove` honours `noprune`, so
 //! removals go there. Measured on Podman 4.3: it answers 200 whatever happened, with an exit
 //! code: 0 done, 1 no such image or name, 2 used by a container, 125 anything else (such as an
-//! ID with more than one tag).
+//! ID with more than one tag, or a `name@digest` that is not one of its names: "tag not known").
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -98,9 +98,11 @@ impl Report {
                 untagged: self.untagged.unwrap_or_default(),
                 images: self.deleted.unwrap_or_default(),
             }),
-            // No such image or name (a `name@digest` Podman does not keep as a name): nothing
-            // was removed.
+            // No such image or name: nothing was removed. A `name@digest` Podman does not
+            // keep as a name (only an image pulled by digest has one) is "tag not known",
+            // with exit code 125.
             1 => Ok(Deleted::default()),
+            _ if errors.ends_with("tag not known") => Ok(Deleted::default()),
             _ => Err(Failure::new(
                 FailureClass::Engine,
                 format!("the engine refused: {errors}"),
@@ -145,6 +147,9 @@ mod tests {
             used.detail.contains("refused: image used by 36bf"),
             "{used}"
         );
+        let digest =
+            report(r#"{"ExitCode":125,"Errors":["r/x@sha256:ca47: tag not known"]}"#).unwrap();
+        assert_eq!(digest, Deleted::default());
         let tags = report(r#"{"ExitCode":125,"Errors":["unable to delete image \"31\" by digest with more than one tag"]}"#)
             .unwrap_err();
         assert!(tags.detail.contains("more than one tag"), "{tags}");

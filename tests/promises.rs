@@ -1,0 +1,274 @@
+//! Issue 19: the five ways a prune removed what it promised to keep, on the real engine, each
+//! with the store changing under the prune as it did when they were found. Every engine
+//! profile runs them; docs/reliability.md says what each engine does with parents, with a name
+//! that moved, and with a digest reference.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::prune::seasoned_state;
+use crate::support::{Env, ScopedStore, Scratch, engine_lock, env, fresh_repo};
+
+/// A repository of the plain registry no other test uses.
+fn own_repo(env: &Env) -> String {
+    format!("{}/stowage-test/{}", env.plain, fresh_repo("promise"))
+}
+
+/// Prune settings as aggressive as the keys allow: every image no protection keeps goes.
+const AGGRESSIVE: &str = "min_age = \"0s\"\ndangling_min_age = \"0s\"\nunused_max_age = \"0s\"\n\
+                          prune_local_only = true\npause = \"0s\"\nmax_removals = 100\n";
+
+fn push(env: &Env, name: &str) {
+    let out = env.docker(&["push", name]);
+    assert!(out.status.success(), "push {name}: {out:?}");
+}
+
+/// Removes what a test made, whatever is left of it.
+fn clean(env: &Env, ids: &[&str]) {
+    for id in ids {
+        let _ = env.docker(&["image", "rm", "-f", id]);
+    }
+}
+
+/// Hole 1: the engine, told nothing, deletes the untagged parents a removal leaves childless.
+/// A parent kept by a label rule (listed or not: an untagged parent with a child is not in the
+/// engine's list) stays when its child goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_removal_never_takes_an_untagged_parent_with_it() {
+    let _lock = engine_lock();
+    let env = env();
+    for pushed in [false, true] {
+        let repo = own_repo(&env);
+        let (p, c) = (format!("{repo}/p:1"), format!("{repo}/c:1"));
+        let old_p = env.build_image(&p, "scratch", "parent", Some("tier=gold"));
+        if pushed {
+            push(&env, &p);
+        }
+        // Its own label: a child inherits its parent's, which would keep it too.
+        let child = env.build_image(&c, &p, "child", Some("tier=bronze"));
+        // The parent's tag is rebuilt: the old parent is untagged, its child still on it.
+        let new_p = env.build_image(&p, "scratch", "parent, rebuilt", Some("tier=gold"));
+        assert_ne!(old_p, new_p);
+        let scratch = Scratch::new();
+        seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+        let (config, settings) =
+            scratch.prune_config(&[], &format!("{AGGRESSIVE}keep_labels = [\"tier=gold\"]\n"));
+        let store =
+            ScopedStore::connect(&env, &[child.clone(), old_p.clone(), new_p.clone()]).await;
+        let session = stowage::Session::new(config, None, &store.inner)
+            .await
+            .unwrap();
+        let cycle = store
+            .pruner(&session, &settings)
+            .cycle(false)
+            .await
+            .unwrap();
+        let removed: Vec<&str> = cycle
+            .removals
+            .iter()
+            .filter(|r| r.result == stowage::RemovalResult::Removed)
+            .map(|r| r.candidate.id.as_str())
+            .collect();
+        assert_eq!(
+            removed,
+            [child.as_str()],
+            "pushed {pushed}: {:#?}",
+            cycle.removals
+        );
+        assert!(
+            env.has_image(&old_p),
+            "pushed {pushed}: the parent kept by its label went with its child: {:#?}",
+            cycle.removals
+        );
+        assert!(env.has_image(&new_p));
+        assert!(
+            cycle.removals.iter().all(|r| r.against_plan.is_empty()),
+            "{:#?}",
+            cycle.removals
+        );
+        clean(&env, &[&child, &old_p, &new_p]);
+    }
+}
+
+/// Hole 2: a tag that moves between the plan and the removal (a pull, a CI build) names an
+/// image the plan never saw; the removal leaves it, and its tag, alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_tag_that_moves_during_the_prune_keeps_its_new_image() {
+    let _lock = engine_lock();
+    let env = env();
+    // One tag; then two, where the moved one is removed by name after a look.
+    for second_tag in [false, true] {
+        let repo = own_repo(&env);
+        let (v1, v2) = (format!("{repo}/app:v1"), format!("{repo}/app:v2"));
+        let x = env.build_image(&v1, "scratch", "x", None);
+        push(&env, &v1);
+        if second_tag {
+            assert!(env.docker(&["tag", &v1, &v2]).status.success());
+        }
+        let scratch = Scratch::new();
+        seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+        let (config, settings) =
+            scratch.prune_config(&[], &format!("{AGGRESSIVE}keep_labels = [\"tier=gold\"]\n"));
+        let store = ScopedStore::connect(&env, std::slice::from_ref(&x)).await;
+        let moved = v1.clone();
+        store.before_delete(Box::new(move || {
+            // Rebuilt with a label a rule keeps, seconds old.
+            crate::support::env().build_image(&moved, "scratch", "y", Some("tier=gold"));
+        }));
+        let session = stowage::Session::new(config, None, &store.inner)
+            .await
+            .unwrap();
+        let cycle = store
+            .pruner(&session, &settings)
+            .cycle(false)
+            .await
+            .unwrap();
+        let y = env.image_id(&v1).unwrap_or_else(|| {
+            panic!(
+                "the moved tag's new image was removed: {:#?}",
+                cycle.removals
+            )
+        });
+        assert_ne!(y, x);
+        let removal = cycle.removals.iter().find(|r| r.candidate.id == x).unwrap();
+        assert_eq!(
+            removal.result,
+            stowage::RemovalResult::Removed,
+            "{removal:#?}"
+        );
+        assert!(removal.against_plan.is_empty(), "{removal:#?}");
+        assert!(!env.has_image(&x), "{removal:#?}");
+        assert!(!env.has_image(&v2));
+        clean(&env, &[&y]);
+    }
+}
+
+/// Hole 3: an image removed and pulled again is new to the store: `min_age` counts from its
+/// return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn an_image_pulled_again_after_its_removal_is_young_again() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("beta:1");
+    env.purge_images(std::slice::from_ref(&name));
+    assert!(env.docker(&["pull", "-q", &name]).status.success());
+    let x = env.image_id(&name).unwrap();
+    let scratch = Scratch::new();
+    seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+    let (config, settings) = scratch.prune_config(
+        &[],
+        "min_age = \"20s\"\nunused_max_age = \"0s\"\nprune_local_only = true\npause = \"0s\"\n",
+    );
+    let store = ScopedStore::connect(&env, std::slice::from_ref(&x)).await;
+    let session = stowage::Session::new(config, None, &store.inner)
+        .await
+        .unwrap();
+    let pruner = store.pruner(&session, &settings);
+    let first = pruner.cycle(false).await.unwrap();
+    assert!(
+        first
+            .removals
+            .iter()
+            .any(|r| r.candidate.id == x && r.result == stowage::RemovalResult::Removed),
+        "{:#?}",
+        first.removals
+    );
+    assert!(env.docker(&["pull", "-q", &name]).status.success());
+    assert_eq!(env.image_id(&name).as_deref(), Some(x.as_str()));
+    let (plan, _) = pruner.plan().await.unwrap();
+    assert!(plan.remove.is_empty(), "{plan:#?}");
+    let kept = plan.keep.iter().find(|k| k.id == x).unwrap();
+    assert_eq!(kept.protection.name(), "too-young", "{kept:#?}");
+    env.purge_images(&[name]);
+}
+
+fn prune_dry_run(env: &Env, config: &Path, own: &str) -> (i32, Value, String) {
+    let out = env
+        .stowage(config)
+        .args(["prune", "--dry-run", "--json"])
+        .env("STOWAGE_OWN_IMAGE_ID", own)
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.code().unwrap_or(-1),
+        doc,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Hole 4: `STOWAGE_OWN_IMAGE_ID` in any form `docker` accepts protects the image; one that
+/// names none stops stowage with exit 2, never ignored.
+#[test]
+fn the_own_image_id_is_read_as_docker_reads_it_or_refused() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("beta:1");
+    assert!(env.docker(&["pull", "-q", &name]).status.success());
+    let id = env.image_id(&name).unwrap();
+    let hex = id.trim_start_matches("sha256:").to_owned();
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config).unwrap() + "[prune]\n" + AGGRESSIVE;
+    std::fs::write(&config, text).unwrap();
+    for own in [hex[..12].to_owned(), hex.clone(), id.clone()] {
+        let (code, doc, stderr) = prune_dry_run(&env, &config, &own);
+        assert_eq!(code, 0, "{own}: {stderr}");
+        let kept = doc["prune"]["keep"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{own}: not kept: {doc:#}"));
+        assert_eq!(kept["protection"], "own-image", "{own}: {kept:#}");
+    }
+    for bad in ["not-an-id", "0123456789ab0123456789ab"] {
+        let (code, _, stderr) = prune_dry_run(&env, &config, bad);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(
+            stderr.contains("STOWAGE_OWN_IMAGE_ID") && stderr.contains(bad),
+            "{stderr}"
+        );
+    }
+}
+
+/// Hole 5: keep patterns are read as image names: `alpine` keeps Docker Hub's alpine under any
+/// tag, `busybox:*` any tag of busybox.
+#[test]
+fn short_keep_patterns_keep_what_they_name() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("beta:1");
+    assert!(env.docker(&["pull", "-q", &name]).status.success());
+    for short in ["alpine:3.20", "busybox:1.36"] {
+        assert!(env.docker(&["tag", &name, short]).status.success());
+    }
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "[prune]\n"
+        + AGGRESSIVE
+        + "keep = [\"alpine\", \"busybox:*\"]\n";
+    std::fs::write(&config, text).unwrap();
+    let out = env
+        .stowage(&config)
+        .args(["prune", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = env.image_id(&name).unwrap();
+    let kept = doc["prune"]["keep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("not kept: {doc:#}"));
+    assert_eq!(kept["protection"], "keep-rule", "{kept:#}");
+    for short in ["alpine:3.20", "busybox:1.36"] {
+        let _ = env.docker(&["image", "rm", short]);
+    }
+}

@@ -1,0 +1,123 @@
+//! The real engine behind the store trait, with the pruner's view narrowed to a test's own
+//! images (a test may not prune what other tests left), and a hook that changes the store in
+//! the instant before the cycle's first DELETE: the moment a rebuild, a pull or a new name
+//! lands between a plan and its removal.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// A change to the store, made once, right before the first DELETE.
+pub(crate) type Churn = Box<dyn FnOnce() + Send>;
+
+/// The real engine, listing only the images in `scope`.
+pub(crate) struct ScopedStore {
+    pub inner: stowage::DockerEngine,
+    /// The image IDs the pruner may see.
+    scope: Mutex<HashSet<String>>,
+    /// Run before the first DELETE, if set.
+    churn: Mutex<Option<Churn>>,
+}
+
+impl ScopedStore {
+    pub(crate) async fn connect(env: &super::Env, scope: &[String]) -> ScopedStore {
+        ScopedStore {
+            inner: stowage::DockerEngine::connect(Some(&env.docker_host))
+                .await
+                .expect("the engine under test"),
+            scope: Mutex::new(scope.iter().cloned().collect()),
+            churn: Mutex::new(None),
+        }
+    }
+
+    /// Makes `churn` happen right before the next DELETE.
+    pub(crate) fn before_delete(&self, churn: Churn) {
+        *self.churn.lock().unwrap() = Some(churn);
+    }
+
+    /// A pruner of `session` over this store, with nothing in flight and no stop.
+    pub(crate) fn pruner<'a>(
+        &'a self,
+        session: &'a stowage::Session,
+        settings: &'a stowage::PruneSettings,
+    ) -> stowage::Pruner<'a, ScopedStore> {
+        session.pruner(
+            self,
+            settings,
+            stowage::InFlight::default(),
+            stowage::Shutdown::new(),
+        )
+    }
+}
+
+impl stowage::Store for ScopedStore {
+    fn image_store(&self) -> stowage::ImageStore {
+        self.inner.image_store()
+    }
+
+    async fn store(&self) -> Result<Vec<stowage::StoreImage>, stowage::Failure> {
+        let all = self.inner.store().await?;
+        let scope = self.scope.lock().unwrap().clone();
+        Ok(all.into_iter().filter(|i| scope.contains(&i.id)).collect())
+    }
+
+    async fn container_images(&self) -> Result<HashSet<String>, stowage::Failure> {
+        self.inner.container_images().await
+    }
+
+    async fn image_named(
+        &self,
+        name: &str,
+    ) -> Result<Option<stowage::LocalImage>, stowage::Failure> {
+        self.inner.image_named(name).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<stowage::Deleted, stowage::Failure> {
+        let churn = self.churn.lock().unwrap().take();
+        if let Some(churn) = churn {
+            // The docker CLI blocks; the test runtime has a thread to spare.
+            tokio::task::block_in_place(churn);
+        }
+        self.inner.delete(name).await
+    }
+
+    async fn retag(&self, id: &str, name: &str) -> Result<(), stowage::Failure> {
+        self.inner.retag(id, name).await
+    }
+
+    async fn has_image(&self, id: &str) -> Result<bool, stowage::Failure> {
+        self.inner.has_image(id).await
+    }
+
+    async fn restore(
+        &self,
+        by_digest: &stowage::ImageRef,
+        tags: &[String],
+        auth: Option<stowage::RegistryAuth>,
+    ) -> Result<(), stowage::Failure> {
+        self.inner.restore(by_digest, tags, auth).await
+    }
+
+    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::Failure> {
+        self.inner.data_root().await
+    }
+
+    async fn prune_build_cache(
+        &self,
+        max_age: Option<std::time::Duration>,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, stowage::Failure> {
+        self.inner.prune_build_cache(max_age, max_bytes).await
+    }
+
+    async fn container_image(&self, container: &str) -> Result<Option<String>, stowage::Failure> {
+        self.inner.container_image(container).await
+    }
+
+    fn store_events(
+        &self,
+        since: i64,
+    ) -> impl futures_util::Stream<Item = Result<stowage::StoreEvent, stowage::Failure>> + Send
+    {
+        self.inner.store_events(since)
+    }
+}
