@@ -52,14 +52,13 @@ fn module_of(src: &Path, file: &Path) -> String {
     }
 }
 
-/// The code a file contributes outside its unit tests: a `tests.rs` file is all tests, and a
-/// file's `#[cfg(test)] mod tests` block ends it. Test code may reach across (a test sets up a
+/// The code a file contributes outside its unit tests: a `tests.rs` (or `*_tests.rs`) file is
+/// all tests, and a file's `#[cfg(test)] mod tests` block ends it. Test code may reach across (a test sets up a
 /// session to drive a pruner); the architecture is the code that ships.
 fn shipped(file: &Path, text: &str) -> String {
-    if file
-        .file_name()
-        .is_some_and(|n| n == "tests.rs" || n == "fake.rs" || n == "fuzz.rs")
-    {
+    if file.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+        n == "tests.rs" || n.ends_with("_tests.rs") || n == "fake.rs" || n == "fuzz.rs"
+    }) {
         return String::new();
     }
     let end = text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len());

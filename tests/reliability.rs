@@ -222,6 +222,37 @@ fn churn(env: &Env, images: &[String], stop: &std::sync::atomic::AtomicBool) -> 
     ops
 }
 
+/// Until `stop`: rebuilds and re-tags `repo:v0` and `repo:v1` as CI and `docker pull` do, half
+/// the builds with a label the prune's keep rule keeps. Returns its operations and the IDs of
+/// the kept images it built: none of them may ever go, tagged or not.
+fn rebuild_churn(
+    env: &Env,
+    repo: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (usize, Vec<String>) {
+    use std::sync::atomic::Ordering;
+    let mut rng = rand::rng();
+    let (mut ops, mut gold, mut built) = (0, Vec::new(), Vec::<String>::new());
+    while !stop.load(Ordering::Relaxed) {
+        ops += 1;
+        let tag = format!("{repo}:v{}", rng.random_range(0..2));
+        let roll = rng.random_range(0..10);
+        if roll < 6 || built.is_empty() {
+            let kept = roll < 3;
+            let label = kept.then_some("tier=gold");
+            let id = env.build_image(&tag, "scratch", &format!("build {ops}"), label);
+            if kept {
+                gold.push(id.clone());
+            }
+            built.push(id);
+        } else {
+            // A tag moves back to an earlier build (gone already, if the prune took it).
+            let _ = env.docker(&["tag", &built[rng.random_range(0..built.len())], &tag]);
+        }
+    }
+    (ops, gold)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "reliability suite: scripts/reliability.sh"]
 #[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
@@ -247,7 +278,8 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         &env,
         &scratch,
         &required,
-        "min_age = \"0s\"\nmax_store_size = \"1B\"\nmax_removals = 100\npause = \"0s\"\n",
+        "min_age = \"0s\"\nmax_store_size = \"1B\"\nmax_removals = 100\npause = \"0s\"\n\
+         prune_local_only = true\nkeep_labels = [\"tier=gold\"]\n",
     )
     .await;
     // Pin the required images (first pull) so the pruner knows their digests.
@@ -260,7 +292,17 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         let (stop, busy) = (stop.clone(), busy.clone());
         tokio::task::spawn_blocking(move || churn(&crate::support::env(), &busy, &stop))
     };
-    let (mut removed, mut healed, mut lost_races) = (0, 0, 0);
+    // Tags moved and rebuilt under the cycles, onto images a keep rule keeps and others.
+    let builder = {
+        let stop = stop.clone();
+        let repo = format!(
+            "{}/stowage-test/{}",
+            env.plain,
+            crate::support::fresh_repo("rebuilt")
+        );
+        tokio::task::spawn_blocking(move || rebuild_churn(&crate::support::env(), &repo, &stop))
+    };
+    let (mut removed, mut healed, mut lost_races, mut against_plan) = (0, 0, 0, 0);
     let (mut lost_in_use, mut lost_required) = (Vec::new(), Vec::new());
     for cycle in 0..p.churn_cycles {
         let before = containers(&engine).await;
@@ -278,6 +320,7 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
                 Some(stowage::Race::Lost { .. }) => lost_races += 1,
                 None => {}
             }
+            against_plan += r.against_plan.len();
         }
         for n in required.iter().filter(|n| !env.has_image(n)) {
             lost_required.push(format!("cycle {cycle}: {n}"));
@@ -291,15 +334,31 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
     }
     stop.store(true, Ordering::Relaxed);
     let churn_ops = worker.await.unwrap();
+    let (rebuild_ops, gold) = builder.await.unwrap();
+    let mut lost_kept = Vec::new();
+    for id in &gold {
+        if !image_exists(&engine, id).await {
+            lost_kept.push(id.clone());
+        }
+    }
     figures(
         "churn",
         &env,
         json!({"cycles": p.churn_cycles, "churn_operations": churn_ops, "removed": removed,
-               "races_healed": healed, "races_lost": lost_races,
-               "required_lost": lost_required.len(), "in_use_lost": lost_in_use.len()}),
+               "rebuilds_and_tag_moves": rebuild_ops, "kept_builds": gold.len(),
+               "races_healed": healed, "races_lost": lost_races, "against_plan": against_plan,
+               "required_lost": lost_required.len(), "in_use_lost": lost_in_use.len(),
+               "kept_lost": lost_kept.len()}),
     );
     assert!(lost_required.is_empty(), "{lost_required:#?}");
     assert!(lost_in_use.is_empty(), "{lost_in_use:#?}");
+    assert!(
+        lost_kept.is_empty(),
+        "images a keep rule kept were removed: {lost_kept:#?}"
+    );
+    for id in &gold {
+        let _ = env.docker(&["image", "rm", "-f", id]);
+    }
     env.remove_images(&required);
     env.remove_images(&busy);
 }

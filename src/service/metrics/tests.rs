@@ -211,6 +211,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
             result: RemovalResult::Removed,
             error: None,
             race: Some(crate::service::pruner::Race::Healed),
+            untagged: vec![],
             moved: vec![],
             against_plan: vec![crate::service::pruner::AgainstPlan {
                 taken: crate::decide::removal::Taken {
@@ -227,6 +228,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
             result: RemovalResult::Failed,
             error: Some("conflict".into()),
             race: None,
+            untagged: vec![],
             moved: vec![],
             against_plan: vec![],
         },

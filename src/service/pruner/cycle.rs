@@ -18,7 +18,7 @@ use super::remove::remove_exactly;
 use super::watch::ContainerWatch;
 use super::{AgainstPlan, Cycle, Pruner, Race, Removal, RemovalResult};
 use crate::decide::prune_plan::{Candidate, Protection, PrunePlan, being_pulled};
-use crate::decide::removal::{Taken, taken_against_plan};
+use crate::decide::removal::{Taken, qualified, taken_against_plan};
 use crate::decide::usage::Usage;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
@@ -204,6 +204,11 @@ impl<S: Store> Pruner<'_, S> {
             info!(image = %c.id, name = %tag, "left alone: the name no longer names the image");
         }
         removal.moved = exact.moved;
+        removal.untagged = exact
+            .answers
+            .iter()
+            .flat_map(|a| a.untagged.iter().map(|n| qualified(n)))
+            .collect();
         let taken = taken_against_plan(&c.id, &c.references, &exact.answers);
         for t in taken {
             removal

@@ -46,8 +46,11 @@ pub struct Removal {
     /// A container created from the image while it was being removed, and what was done.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub race: Option<Race>,
+    /// The names the engine removed, as it said (tags and `name@digest` references).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untagged: Vec<String>,
     /// Its tags that named another image (or none) by the time they were to be removed: left
-    /// alone, with what they name now.
+    /// alone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub moved: Vec<String>,
     /// What the engine took that the plan did not name (never expected; a store that changed
@@ -97,6 +100,7 @@ impl Removal {
             result,
             error,
             race: None,
+            untagged: Vec::new(),
             moved: Vec::new(),
             against_plan: Vec::new(),
         }
