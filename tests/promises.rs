@@ -215,6 +215,12 @@ fn the_own_image_id_is_read_as_docker_reads_it_or_refused() {
     let config = scratch.config("", &[]);
     let text = std::fs::read_to_string(&config).unwrap() + "[prune]\n" + AGGRESSIVE;
     std::fs::write(&config, text).unwrap();
+    // Another image under a repository named like the short ID: the engine reads a name
+    // first, so a short ID asked for by name would protect that image instead.
+    let decoy = format!("{}:latest", &hex[..12]);
+    let other = env.plain_image("alpha:1");
+    assert!(env.docker(&["pull", "-q", &other]).status.success());
+    assert!(env.docker(&["tag", &other, &decoy]).status.success());
     for own in [hex[..12].to_owned(), hex.clone(), id.clone()] {
         let (code, doc, stderr) = prune_dry_run(&env, &config, &own);
         assert_eq!(code, 0, "{own}: {stderr}");
@@ -226,6 +232,7 @@ fn the_own_image_id_is_read_as_docker_reads_it_or_refused() {
             .unwrap_or_else(|| panic!("{own}: not kept: {doc:#}"));
         assert_eq!(kept["protection"], "own-image", "{own}: {kept:#}");
     }
+    let _ = env.docker(&["image", "rm", &decoy]);
     for bad in ["not-an-id", "0123456789ab0123456789ab"] {
         let (code, _, stderr) = prune_dry_run(&env, &config, bad);
         assert_eq!(code, 2, "{bad}: {stderr}");

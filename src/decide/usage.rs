@@ -105,6 +105,7 @@ mod tests {
             labels: BTreeMap::new(),
             size: 1,
             created: 0,
+            steps: Vec::new(),
         }
     }
 

@@ -272,6 +272,7 @@ impl Store for FakeEngine {
                 labels: BTreeMap::new(),
                 size: 1,
                 created: 0,
+                steps: Vec::new(),
             })
             .collect())
     }

@@ -31,6 +31,20 @@ pub struct StoreImage {
     pub size: u64,
     /// Creation time (seconds since the epoch), from the image config.
     pub created: i64,
+    /// The build steps between it and `parent`, child-most first: untagged intermediate images
+    /// of the classic builder, which no listing of top-level images shows.
+    pub steps: Vec<BuildStep>,
+}
+
+/// An intermediate image a classic build left between an image and the one it was built on.
+/// The engine's DELETE, told `noprune`, leaves it; it goes with its image, unless policy keeps
+/// it (its labels, a container) or it has another child.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildStep {
+    /// Image ID.
+    pub id: String,
+    /// Labels (a step carries its base image's, inherited).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The filesystem holding the engine's data root.
@@ -124,10 +138,31 @@ impl StoreEvent {
 /// container the engine cannot tell it about (its mountinfo names no container).
 pub(crate) const OWN_IMAGE_VAR: &str = "STOWAGE_OWN_IMAGE_ID";
 
-/// What to ask the engine for, for an image ID as `docker` accepts one: a short or full hex ID,
-/// with or without `sha256:`. Anything else is refused with why: a value that protects nothing
-/// must never pass silently.
-pub(crate) fn own_image_query(value: &str) -> Result<String, String> {
+/// An image ID as `docker` accepts one: the full 64 hex digits, or a prefix of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdQuery {
+    /// `sha256:` and 64 hex digits.
+    Full(String),
+    /// `sha256:` and fewer: the one image whose ID starts so.
+    Prefix(String),
+}
+
+impl IdQuery {
+    /// Whether image `id` is the one meant.
+    pub(crate) fn matches(&self, id: &str) -> bool {
+        let id = qualified_id(id);
+        match self {
+            IdQuery::Full(full) => id == *full,
+            IdQuery::Prefix(prefix) => id.starts_with(prefix.as_str()),
+        }
+    }
+}
+
+/// Reads an image ID as `docker` takes one: short or full hex, with or without `sha256:`.
+/// Anything else is refused with why: a value that protects nothing must never pass silently.
+/// A short ID is matched against the IDs the engine lists, never asked for by name: the engine
+/// reads `61076d94d37e` as the repository `docker.io/library/61076d94d37e` first.
+pub(crate) fn own_image_query(value: &str) -> Result<IdQuery, String> {
     let hex = value.strip_prefix("sha256:").unwrap_or(value);
     let valid = (4..=64).contains(&hex.len())
         && hex
@@ -140,10 +175,42 @@ pub(crate) fn own_image_query(value: &str) -> Result<String, String> {
              {{{{.Id}}}}` print)"
         ));
     }
-    // A full ID is asked for as one, so that it cannot be read as a repository name.
+    let id = format!("sha256:{hex}");
     Ok(if hex.len() == 64 {
-        format!("sha256:{hex}")
+        IdQuery::Full(id)
     } else {
-        hex.to_owned()
+        IdQuery::Prefix(id)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_image_ids_are_read_as_docker_reads_them() {
+        let full = "a".repeat(64);
+        for v in [full.clone(), format!("sha256:{full}")] {
+            assert_eq!(
+                own_image_query(&v),
+                Ok(IdQuery::Full(format!("sha256:{full}")))
+            );
+        }
+        let short = own_image_query("61076d94d37e").unwrap();
+        assert_eq!(short, IdQuery::Prefix("sha256:61076d94d37e".into()));
+        assert!(short.matches(&format!("sha256:61076d94d37e{}", "0".repeat(52))));
+        assert!(short.matches(&format!("61076d94d37e{}", "0".repeat(52))));
+        assert!(!short.matches(&format!("sha256:{full}")));
+        for bad in [
+            "",
+            "abc",
+            "not-an-id",
+            "ABCDEF123456",
+            &"a".repeat(65),
+            "sha256:xyz1",
+        ] {
+            let e = own_image_query(bad).unwrap_err();
+            assert!(e.contains(OWN_IMAGE_VAR) && e.contains(bad), "{e}");
+        }
+    }
 }

@@ -124,6 +124,9 @@ pub struct Candidate {
     /// The nearest parent image in the store: it may go only after this one is gone.
     #[serde(skip)]
     pub parent: Option<String>,
+    /// Its build steps that go with it, child-most first (see [`protect::private_steps`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
     /// Size in bytes.
     pub size: u64,
     /// When last used (or first seen, or created), seconds.
@@ -167,7 +170,12 @@ pub(crate) fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) 
     let by_id: ById = input.images.iter().map(|i| (i.id.as_str(), i)).collect();
     let protection = protect::protect(input, keep, limits, &by_id);
     let selected = select::select(input, limits, &protection, &by_id);
-    let remove = order::order(input, &selected, &by_id);
+    let mut remove = order::order(input, &selected, &by_id);
+    for c in &mut remove {
+        if let Some(image) = by_id.get(c.id.as_str()) {
+            c.steps = protect::private_steps(input, keep, image);
+        }
+    }
     let (remove, deferred) = limit::limit(input, remove, limits.max_removals);
     let removing: HashSet<&str> = remove.iter().map(|c| c.id.as_str()).collect();
     let keep_list: Vec<Kept> = input

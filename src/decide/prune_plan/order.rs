@@ -22,6 +22,7 @@ pub(super) fn order(
             // image a container created meanwhile uses without its tag, the removal refused.
             references: i.digests.iter().chain(i.tags.iter()).cloned().collect(),
             parent: i.parent.clone(),
+            steps: Vec::new(),
             size: i.size,
             last_used: last_use(i, &input.usage),
             rule,

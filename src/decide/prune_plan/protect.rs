@@ -1,7 +1,7 @@
 //! Phase one: why each image must stay, if it must. The first protection that holds is the one
 //! reported, the most specific first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{ById, Protection, PruneInput, being_pulled, first_seen, repository};
 use crate::model::image::StoreImage;
@@ -84,6 +84,30 @@ fn own_protection(
     }
 }
 
+/// The build steps that go with `image`: its unlisted intermediate images, child-most first, up
+/// to the first one policy keeps (a keep label, which steps inherit from their base; a
+/// container; the daemon's own; required; being pulled). The engine, told `noprune`, would
+/// leave them all; told nothing, it would take them all, kept or not.
+pub(super) fn private_steps(
+    input: &PruneInput,
+    keep: &KeepRules,
+    image: &StoreImage,
+) -> Vec<String> {
+    image
+        .steps
+        .iter()
+        .take_while(|step| {
+            let id = step.id.as_str();
+            !(input.required.contains(id)
+                || input.own_image.as_deref() == Some(id)
+                || input.in_use.contains(id)
+                || input.in_flight.contains(id)
+                || label_rule(keep, &step.labels).is_some())
+        })
+        .map(|step| step.id.clone())
+        .collect()
+}
+
 /// The keep rule (as written) that keeps the image: a name pattern, a digest or a label.
 fn keep_rule(keep: &KeepRules, image: &StoreImage) -> Option<String> {
     let all_names = || image.tags.iter().chain(image.digests.iter());
@@ -100,9 +124,13 @@ fn keep_rule(keep: &KeepRules, image: &StoreImage) -> Option<String> {
     }) {
         return Some(d.to_owned());
     }
+    label_rule(keep, &image.labels)
+}
+
+/// The label rule (as written) that keeps an image with these labels.
+fn label_rule(keep: &KeepRules, labels: &BTreeMap<String, String>) -> Option<String> {
     let (k, v) = keep.labels.iter().find(|(k, v)| {
-        image
-            .labels
+        labels
             .get(k)
             .is_some_and(|actual| v.as_ref().is_none_or(|v| v == actual))
     })?;

@@ -18,6 +18,7 @@ fn image(id: &str, tags: &[&str], size: u64, created: i64) -> StoreImage {
         labels: BTreeMap::new(),
         size,
         created,
+        steps: Vec::new(),
     }
 }
 
@@ -388,6 +389,7 @@ fn arb_store() -> impl Strategy<Value = (PruneInput, Limits)> {
                             labels: BTreeMap::new(),
                             size,
                             created: NOW - age * DAY,
+                            steps: Vec::new(),
                         },
                     )
                     .collect();

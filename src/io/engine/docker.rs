@@ -18,7 +18,9 @@ use futures_util::StreamExt;
 use super::{Engine, OnBytes, PullRequest, Pulled, unfollowed_bytes};
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::{Failure, FailureClass, classify_about};
-use crate::model::image::{Deleted, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id};
+use crate::model::image::{
+    BuildStep, Deleted, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
+};
 use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
 
@@ -306,30 +308,46 @@ impl super::Store for DockerEngine {
         let parent_of: std::collections::HashMap<String, String> = everything
             .iter()
             .filter(|s| !s.parent_id.is_empty())
-            .map(|s| (s.id.clone(), qualified_id(&s.parent_id)))
+            .map(|s| (qualified_id(&s.id), qualified_id(&s.parent_id)))
             .collect();
-        let top: std::collections::HashSet<&str> =
-            summaries.iter().map(|s| s.id.as_str()).collect();
-        let nearest_top = |id: &str| {
-            let mut cur = parent_of.get(id);
-            let mut steps = 0;
+        let labels_of: std::collections::HashMap<
+            String,
+            &std::collections::HashMap<String, String>,
+        > = everything
+            .iter()
+            .map(|s| (qualified_id(&s.id), &s.labels))
+            .collect();
+        let top: std::collections::HashSet<String> =
+            summaries.iter().map(|s| qualified_id(&s.id)).collect();
+        // The nearest top-level ancestor, and the unlisted build steps on the way to it.
+        let lineage = |id: &str| {
+            let mut steps = Vec::new();
+            let mut cur = parent_of.get(&qualified_id(id));
             while let Some(p) = cur {
-                if top.contains(p.as_str()) {
-                    return Some(p.clone());
+                if top.contains(p) {
+                    return (Some(p.clone()), steps);
                 }
-                steps += 1;
-                if steps > parent_of.len() {
-                    return None;
+                if steps.len() > parent_of.len() {
+                    break; // a cycle in parent links: never loop forever
                 }
+                steps.push(BuildStep {
+                    id: p.clone(),
+                    labels: labels_of
+                        .get(p)
+                        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                        .unwrap_or_default(),
+                });
                 cur = parent_of.get(p);
             }
-            None
+            // No listed ancestor: the steps lead to images that are not top-level either (an
+            // untagged parent with a child is not listed); they are steps all the same.
+            (None, steps)
         };
-        let parents: Vec<Option<String>> = summaries.iter().map(|s| nearest_top(&s.id)).collect();
+        let lineages: Vec<_> = summaries.iter().map(|s| lineage(&s.id)).collect();
         Ok(summaries
             .into_iter()
-            .zip(parents)
-            .map(|(s, parent)| {
+            .zip(lineages)
+            .map(|(s, (parent, steps))| {
                 let (tags, digests) = sort_engine_names(&s.repo_tags, &s.repo_digests);
                 StoreImage {
                     parent,
@@ -339,6 +357,7 @@ impl super::Store for DockerEngine {
                     size: u64::try_from(s.size).unwrap_or(0),
                     created: s.created,
                     id: s.id,
+                    steps,
                 }
             })
             .collect())

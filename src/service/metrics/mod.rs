@@ -135,6 +135,10 @@ impl Metrics {
         let _ = self
             .registry
             .register(Box::new(self.daemon.prune_last_success.clone()));
+        // At 0 from the start, so the first one is an increase an alert sees.
+        for outcome in ["healed", "lost"] {
+            self.prunes.against_plan.with_label_values(&[outcome]);
+        }
         match high_watermark {
             Some(high) => {
                 self.daemon.high_watermark.set(high / 100.0);

@@ -187,6 +187,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         names: vec![],
         references: vec![],
         parent: None,
+        steps: vec![],
         size,
         last_used: 0,
         rule,
@@ -212,6 +213,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
             error: None,
             race: Some(crate::service::pruner::Race::Healed),
             untagged: vec![],
+            steps_removed: vec![],
             moved: vec![],
             against_plan: vec![crate::service::pruner::AgainstPlan {
                 taken: crate::decide::removal::Taken {
@@ -229,6 +231,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
             error: Some("conflict".into()),
             race: None,
             untagged: vec![],
+            steps_removed: vec![],
             moved: vec![],
             against_plan: vec![],
         },

@@ -22,6 +22,7 @@ use crate::decide::removal::{Taken, qualified, taken_against_plan};
 use crate::decide::usage::Usage;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
+use crate::model::image::qualified_id;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::policy::state::State;
@@ -209,7 +210,26 @@ impl<S: Store> Pruner<'_, S> {
             .iter()
             .flat_map(|a| a.untagged.iter().map(|n| qualified(n)))
             .collect();
-        let taken = taken_against_plan(&c.id, &c.references, &exact.answers);
+        let mut taken = taken_against_plan(&c.id, &c.references, &exact.answers);
+        for (step, answer) in &exact.steps {
+            // Whatever a step's DELETE took, it took from the step (or another image), never
+            // from the planned image.
+            taken.extend(
+                taken_against_plan(step, &[], std::slice::from_ref(answer))
+                    .into_iter()
+                    .map(|mut t| {
+                        t.image.get_or_insert_with(|| step.clone());
+                        t
+                    }),
+            );
+            if answer
+                .images
+                .iter()
+                .any(|i| qualified_id(i) == qualified_id(step))
+            {
+                removal.steps_removed.push(step.clone());
+            }
+        }
         for t in taken {
             removal
                 .against_plan

@@ -49,6 +49,9 @@ pub struct Removal {
     /// The names the engine removed, as it said (tags and `name@digest` references).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub untagged: Vec<String>,
+    /// Its build steps removed with it (untagged intermediate images of a classic build).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps_removed: Vec<String>,
     /// Its tags that named another image (or none) by the time they were to be removed: left
     /// alone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -101,6 +104,7 @@ impl Removal {
             error,
             race: None,
             untagged: Vec::new(),
+            steps_removed: Vec::new(),
             moved: Vec::new(),
             against_plan: Vec::new(),
         }
@@ -192,14 +196,15 @@ impl<S: Store> Pruner<'_, S> {
                 required_ids(self.pinned, &state, &images, self.config),
             )
         };
+        let own_image = own_image_among(self.store, Some(&images))
+            .await
+            .map_err(OwnImageError::into_failure)?;
         let input = PruneInput {
             images,
             in_use,
             required,
             in_flight: self.in_flight.names_and_digests(),
-            own_image: own_image(self.store)
-                .await
-                .map_err(OwnImageError::into_failure)?,
+            own_image,
             usage: usage.clone(),
             disk,
             now,
@@ -295,6 +300,14 @@ impl OwnImageError {
 /// resolves it (a short ID too), else the image of the container it runs in, if it runs in
 /// one. A value that names no image is an error, never ignored: ignored, it protects nothing.
 pub(crate) async fn own_image<S: Store>(store: &S) -> Result<Option<String>, OwnImageError> {
+    own_image_among(store, None).await
+}
+
+/// [`own_image`], among the images of a listing already made, if there is one.
+async fn own_image_among<S: Store>(
+    store: &S,
+    listed: Option<&[StoreImage]>,
+) -> Result<Option<String>, OwnImageError> {
     let Ok(value) = std::env::var(OWN_IMAGE_VAR) else {
         let Some(container) = own_container() else {
             return Ok(None);
@@ -302,12 +315,24 @@ pub(crate) async fn own_image<S: Store>(store: &S) -> Result<Option<String>, Own
         return Ok(store.container_image(&container).await.ok().flatten());
     };
     let query = own_image_query(&value).map_err(OwnImageError::Invalid)?;
-    match store.image_named(&query).await {
-        Ok(Some(image)) => Ok(Some(image.id)),
-        Ok(None) => Err(OwnImageError::Invalid(format!(
-            "{OWN_IMAGE_VAR}=\"{value}\" names no image in the engine (or more than one): \
-             nothing is pruned while stowage cannot tell which image is its own"
+    let listing;
+    let images = match listed {
+        Some(images) => images,
+        None => {
+            listing = store.store().await.map_err(OwnImageError::Engine)?;
+            &listing
+        }
+    };
+    let mut matching = images.iter().filter(|i| query.matches(&i.id));
+    match (matching.next(), matching.next()) {
+        (Some(image), None) => Ok(Some(image.id.clone())),
+        (None, _) => Err(OwnImageError::Invalid(format!(
+            "{OWN_IMAGE_VAR}=\"{value}\" names no image in the engine: nothing is pruned \
+             while stowage cannot tell which image is its own"
         ))),
-        Err(f) => Err(OwnImageError::Engine(f)),
+        (Some(_), Some(_)) => Err(OwnImageError::Invalid(format!(
+            "{OWN_IMAGE_VAR}=\"{value}\" is the start of more than one image ID: give more \
+             of it (`docker inspect -f '{{{{.Id}}}}' IMAGE` prints it whole)"
+        ))),
     }
 }

@@ -16,6 +16,8 @@ pub(super) struct Exact {
     pub moved: Vec<String>,
     /// Whether the planned image is gone.
     pub gone: bool,
+    /// The answers to the DELETEs of its build steps, by step.
+    pub steps: Vec<(String, Deleted)>,
     /// Why it stopped short, when it did.
     pub error: Option<Failure>,
 }
@@ -45,7 +47,34 @@ pub(super) async fn remove_exactly<S: Store>(store: &S, c: &Candidate) -> Exact 
         }
     }
     exact.gone = exact.gone || exact.deleted(&c.id);
+    if exact.gone {
+        remove_steps(store, c, &mut exact).await;
+    }
     exact
+}
+
+/// Step 4: the image's build steps, once it is gone, each by ID while it is still nameless.
+/// The first that gained a name, or that the engine keeps (another image is built on it), ends
+/// it: the steps above it are its base's too.
+async fn remove_steps<S: Store>(store: &S, c: &Candidate, exact: &mut Exact) {
+    for step in &c.steps {
+        match store.image_named(step).await {
+            Ok(Some(now)) if now.tags.is_empty() && now.digests.is_empty() => {}
+            Ok(None) => continue,
+            _ => return,
+        }
+        let Ok(answer) = store.delete(step).await else {
+            return;
+        };
+        let gone = answer
+            .images
+            .iter()
+            .any(|i| qualified_id(i) == qualified_id(step));
+        exact.steps.push((step.clone(), answer));
+        if !gone {
+            return;
+        }
+    }
 }
 
 /// Steps 1 and 2: the `name@digest` references, then every tag but the last that still names
