@@ -378,6 +378,10 @@ impl EngineState {
                     return;
                 }
                 self.churned_now.insert(tag.clone());
+                self.tell(StoreEvent::Named {
+                    id: to.clone(),
+                    time: 0,
+                });
                 for image in self.images.values_mut() {
                     image.tags.retain(|t| *t != tag);
                 }
@@ -386,8 +390,15 @@ impl EngineState {
                 }
             }
             Churn::Untag { name } => {
+                let mut untagged = Vec::new();
                 for image in self.images.values_mut().filter(|i| i.tags.len() > 1) {
-                    image.tags.retain(|t| *t != name);
+                    if image.tags.contains(&name) {
+                        image.tags.retain(|t| *t != name);
+                        untagged.push(image.id.clone());
+                    }
+                }
+                for id in untagged {
+                    self.tell(StoreEvent::Unnamed { id, time: 0 });
                 }
             }
             Churn::Use { id } => {
@@ -400,6 +411,12 @@ impl EngineState {
     }
 
     fn log_untagged(&mut self, answer: &Deleted, id: &str) {
+        if !answer.untagged.is_empty() {
+            self.tell(StoreEvent::Unnamed {
+                id: id.to_owned(),
+                time: 0,
+            });
+        }
         for name in &answer.untagged {
             let moved_just_before = self.churned_now.contains(name);
             self.untagged.push(Untagged {

@@ -123,13 +123,21 @@ pub enum StoreEvent {
     Used { id: String, time: i64 },
     /// Image `id` was deleted at `time`: whatever comes back under that ID later is new.
     Gone { id: String, time: i64 },
+    /// An image gained a name or arrived (a tag, a pull, a load): `id` is the image's ID, or
+    /// the name pulled.
+    Named { id: String, time: i64 },
+    /// Image `id` lost a name.
+    Unnamed { id: String, time: i64 },
 }
 
 impl StoreEvent {
     /// When it happened (seconds).
     pub fn time(&self) -> i64 {
         match self {
-            StoreEvent::Used { time, .. } | StoreEvent::Gone { time, .. } => *time,
+            StoreEvent::Used { time, .. }
+            | StoreEvent::Gone { time, .. }
+            | StoreEvent::Named { time, .. }
+            | StoreEvent::Unnamed { time, .. } => *time,
         }
     }
 }

@@ -61,6 +61,7 @@ pub async fn watch_uses<S: Store>(
                                 uses.gone(id);
                             }
                         }
+                        StoreEvent::Named { .. } | StoreEvent::Unnamed { .. } => {}
                     }
                 }
                 Ok(Some(Err(f))) => {

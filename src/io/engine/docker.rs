@@ -483,8 +483,9 @@ impl super::Store for DockerEngine {
         &self,
         since: i64,
     ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send {
-        // Keys are ANDed, values ORed: containers' create and start, images' delete (Docker)
-        // or remove (Podman). Other pairs the filter lets through are dropped below.
+        // Keys are ANDed, values ORed: containers' create and start; images' delete (Docker)
+        // or remove (Podman), and what names them or takes a name away. Other pairs the
+        // filter lets through are dropped below.
         let filters = std::collections::HashMap::from([
             (
                 "type".to_owned(),
@@ -492,9 +493,11 @@ impl super::Store for DockerEngine {
             ),
             (
                 "event".to_owned(),
-                ["create", "start", "delete", "remove"]
-                    .map(str::to_owned)
-                    .to_vec(),
+                [
+                    "create", "start", "delete", "remove", "tag", "untag", "pull", "load", "import",
+                ]
+                .map(str::to_owned)
+                .to_vec(),
             ),
         ]);
         let options = EventsOptionsBuilder::new()
@@ -582,6 +585,15 @@ async fn store_event(docker: &Docker, event: bollard::models::EventMessage) -> O
     match (event.typ?, action.as_str()) {
         (Type::IMAGE, "delete" | "remove") => Some(StoreEvent::Gone {
             id: qualified_id(&actor.id?),
+            time,
+        }),
+        (Type::IMAGE, "untag") => Some(StoreEvent::Unnamed {
+            id: qualified_id(&actor.id?),
+            time,
+        }),
+        // A pull names the reference pulled, not an ID.
+        (Type::IMAGE, "tag" | "pull" | "load" | "import") => Some(StoreEvent::Named {
+            id: actor.id.unwrap_or_default(),
             time,
         }),
         (Type::CONTAINER, "create" | "start") => {

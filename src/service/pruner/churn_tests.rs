@@ -284,3 +284,71 @@ fn a_tag_moved_between_plan_and_removal_takes_nothing_of_the_new_image() {
     let y = engine.image(&id(1)).expect("Y stays");
     assert!(y.tags.contains(&"r.example/a:1".to_owned()), "{y:?}");
 }
+
+/// A cycle over `world` with `extra` lines in `[prune]` (one removal at a time, a pause
+/// between), and the engine after it.
+fn cycle_with(world: &World, extra: &str) -> (Cycle, FakeEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
+         dangling_min_age = \"0s\"\nunused_max_age = \"0s\"\npause = \"1s\"\n\
+         max_removals = 100\nkeep = [\"r.example/keep:*\"]\n{extra}"
+    );
+    let config = Config::parse(&dir.path().join("config.toml"), &text).unwrap();
+    let session = Session::with_registry(
+        config,
+        None,
+        State::default(),
+        Box::new(FakeRegistry::default()),
+    )
+    .unwrap();
+    let engine = engine_of(world);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let cycle = runtime.block_on(pruner.cycle(false)).unwrap();
+    (cycle, engine)
+}
+
+fn pulled(n: usize) -> Vec<Spec> {
+    (0..n)
+        .map(|_| Spec {
+            digest_repo: Some(1),
+            parent: None,
+            used: false,
+        })
+        .collect()
+}
+
+/// A name a keep rule matches, put on a planned image while the cycle removes another, keeps
+/// it: the plan is made again before its removal.
+#[test]
+fn a_kept_name_added_during_the_cycle_keeps_the_image() {
+    let world = World {
+        images: pulled(2),
+        tags: vec![Some(0), None, Some(1), None, None, None],
+        // During the first removal, keep:1 is put on the second image.
+        churn: vec![(0, ChurnSpec::Tag(4, 1))],
+    };
+    let (cycle, engine) = cycle_with(&world, "");
+    let second = cycle
+        .removals
+        .iter()
+        .find(|r| r.candidate.id == id(1))
+        .unwrap();
+    assert_eq!(second.result, RemovalResult::Skipped, "{second:#?}");
+    assert!(
+        second
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("keep rule r.example/keep:*"),
+        "{second:#?}"
+    );
+    assert!(engine.image(&id(1)).is_some());
+    assert!(engine.image(&id(0)).is_none());
+}

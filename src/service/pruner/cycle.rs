@@ -15,9 +15,9 @@ use futures_util::stream::FuturesUnordered;
 use tracing::{debug, error, info, warn};
 
 use super::remove::remove_exactly;
-use super::watch::ContainerWatch;
-use super::{AgainstPlan, Cycle, Pruner, Race, Removal, RemovalResult};
-use crate::decide::prune_plan::{Candidate, Protection, PrunePlan, being_pulled};
+use super::watch::StoreWatch;
+use super::{AgainstPlan, Cycle, Planned, Pruner, Race, Removal, RemovalResult, Replan};
+use crate::decide::prune_plan::{Candidate, Protection, PruneInput, PrunePlan, being_pulled};
 use crate::decide::removal::{Taken, qualified, taken_against_plan};
 use crate::decide::usage::Usage;
 use crate::io::engine::Store;
@@ -86,7 +86,12 @@ impl<S: Store> Pruner<'_, S> {
         closes: Option<DateTime<Utc>>,
     ) -> Result<Cycle, Failure> {
         let started = Instant::now();
-        let (plan, usage) = self.plan().await?;
+        let Planned {
+            plan,
+            usage,
+            input,
+            listed_at,
+        } = self.planned().await?;
         if dry_run {
             return Ok(Cycle {
                 plan,
@@ -100,7 +105,7 @@ impl<S: Store> Pruner<'_, S> {
             }
         }
         self.record(&usage);
-        let removals = self.remove_all(&plan, closes).await;
+        let removals = self.remove_all(&plan, &input, listed_at, closes).await;
         self.forget(&removals);
         let build_cache_freed = if closed(closes) {
             None
@@ -118,8 +123,15 @@ impl<S: Store> Pruner<'_, S> {
     /// Removes the planned images in order, then heals what raced. With no pause, up to
     /// [`REMOVALS_AT_ONCE`] at a time (never an image while one of its children is still being
     /// removed); with a pause, one at a time, pausing between them.
-    async fn remove_all(&self, plan: &PrunePlan, closes: Option<DateTime<Utc>>) -> Vec<Removal> {
-        let watch = tokio::sync::Mutex::new(ContainerWatch::start(self.store));
+    async fn remove_all(
+        &self,
+        plan: &PrunePlan,
+        input: &PruneInput,
+        listed_at: i64,
+        closes: Option<DateTime<Utc>>,
+    ) -> Vec<Removal> {
+        let watch = tokio::sync::Mutex::new(StoreWatch::start(self.store, listed_at - 1));
+        let replans = tokio::sync::Mutex::new(None);
         let width = if self.settings.pause.is_zero() {
             REMOVALS_AT_ONCE
         } else {
@@ -153,7 +165,11 @@ impl<S: Store> Pruner<'_, S> {
                 results[n] = Some(Removal::new(c, RemovalResult::Skipped, Some(why.into())));
                 continue;
             }
-            running.push(Running::new(n, c, self.remove_one(c, &watch)));
+            running.push(Running::new(
+                n,
+                c,
+                self.remove_one(c, input, &watch, &replans),
+            ));
         }
         while let Some((i, removal)) = running.next().await {
             results[i] = Some(removal);
@@ -172,11 +188,34 @@ impl<S: Store> Pruner<'_, S> {
     async fn remove_one(
         &self,
         c: &Candidate,
-        watch: &tokio::sync::Mutex<ContainerWatch<'_, S>>,
+        input: &PruneInput,
+        watch: &tokio::sync::Mutex<StoreWatch<'_, S>>,
+        replans: &tokio::sync::Mutex<Option<(u64, Replan)>>,
     ) -> Removal {
-        if watch.lock().await.uses(&c.id).await {
-            let why = "a container started using it since the plan";
-            return Removal::new(c, RemovalResult::Failed, Some(why.into()));
+        let (generation, in_use) = {
+            let mut w = watch.lock().await;
+            if w.uses(&c.id).await {
+                let why = "a container started using it since the plan";
+                return Removal::new(c, RemovalResult::Failed, Some(why.into()));
+            }
+            w.claim(c);
+            (w.generation(), w.used())
+        };
+        // Someone else changed the store since the plan (a tag moved onto it or away, a name
+        // added, an image of its repository gone): the plan is made again, once per change,
+        // and this removal goes ahead only if that plan still removes it.
+        if generation > 0 {
+            let mut replanned = replans.lock().await;
+            if replanned.as_ref().is_none_or(|(g, _)| *g != generation) {
+                *replanned = Some((generation, self.replan(input, in_use).await));
+            }
+            if let Some((_, replan)) = replanned.as_ref()
+                && let Some(why) = replan.kept(&c.id)
+            {
+                info!(image = %c.id, names = ?c.names, "kept: the store changed since the plan ({why})");
+                let why = format!("kept: the store changed since the plan ({why})");
+                return Removal::new(c, RemovalResult::Skipped, Some(why));
+            }
         }
         // A pull may have started since the plan: leave its image alone. Checked last, with
         // no await between it and the removal.

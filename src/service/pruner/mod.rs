@@ -10,14 +10,14 @@ mod remove;
 mod tests;
 mod watch;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
 use tracing::debug;
 
 use crate::decide::pin::Pinned;
-use crate::decide::prune_plan::{Candidate, PruneInput, PrunePlan, plan_prune};
+use crate::decide::prune_plan::{Candidate, Protection, PruneInput, PrunePlan, plan_prune};
 use crate::decide::removal::Taken;
 use crate::decide::usage::{Usage, observe, required_ids};
 use crate::io::credentials::CredentialSource;
@@ -126,6 +126,38 @@ pub enum Race {
     },
 }
 
+/// A plan made again during a cycle, when the store changed under it.
+pub(crate) struct Replan {
+    /// What it removes.
+    remove: HashSet<String>,
+    /// Why it keeps each image it keeps.
+    why: HashMap<String, String>,
+    /// Why it keeps an image it does not know.
+    otherwise: String,
+}
+
+impl Replan {
+    /// Why image `id` must now stay, if it must.
+    pub(crate) fn kept(&self, id: &str) -> Option<&str> {
+        if self.remove.contains(id) {
+            return None;
+        }
+        Some(self.why.get(id).unwrap_or(&self.otherwise))
+    }
+}
+
+/// A plan, and what it was made from.
+pub(crate) struct Planned {
+    /// The plan.
+    pub plan: PrunePlan,
+    /// The usage history it saw.
+    pub usage: Usage,
+    /// Its input.
+    pub input: PruneInput,
+    /// When the store was listed for it (seconds).
+    pub listed_at: i64,
+}
+
 /// What one cycle did.
 #[derive(Debug, Clone)]
 pub struct Cycle {
@@ -173,8 +205,21 @@ impl<'a, S> Pruner<'a, S> {
 impl<S: Store> Pruner<'_, S> {
     /// Gathers the facts and plans a cycle; changes nothing.
     pub async fn plan(&self) -> Result<(PrunePlan, Usage), Failure> {
+        let planned = self.planned().await?;
+        Ok((planned.plan, planned.usage))
+    }
+
+    /// [`Self::plan`], with what it was made from.
+    pub(crate) async fn planned(&self) -> Result<Planned, Failure> {
+        let listed_at = chrono::Utc::now().timestamp();
         let images = self.store.store().await?;
-        self.plan_over(images).await
+        let (plan, usage, input) = self.plan_input(images).await?;
+        Ok(Planned {
+            plan,
+            usage,
+            input,
+            listed_at,
+        })
     }
 
     /// [`Self::plan`] over a listing of the store already made (`stowage plan` lists it once
@@ -183,7 +228,32 @@ impl<S: Store> Pruner<'_, S> {
         &self,
         images: Vec<StoreImage>,
     ) -> Result<(PrunePlan, Usage), Failure> {
+        let (plan, usage, _) = self.plan_input(images).await?;
+        Ok((plan, usage))
+    }
+
+    async fn plan_input(
+        &self,
+        images: Vec<StoreImage>,
+    ) -> Result<(PrunePlan, Usage, PruneInput), Failure> {
         let in_use = self.store.container_images().await?;
+        let own_image = own_image_among(self.store, Some(&images))
+            .await
+            .map_err(OwnImageError::into_failure)?;
+        let mut input = self.input_over(images, in_use).await?;
+        input.own_image = own_image;
+        let usage = input.usage.clone();
+        Ok((self.plan_checked(&mut input).await, usage, input))
+    }
+
+    /// The planner's input over a listing of the store and of what containers use: the
+    /// history, what is required or being pulled, the disk, now. No own image, no registry
+    /// copies checked yet.
+    async fn input_over(
+        &self,
+        images: Vec<StoreImage>,
+        in_use: HashSet<String>,
+    ) -> Result<PruneInput, Failure> {
         let disk = match self.store.data_root().await? {
             Some(root) => disk_of(&root),
             None => None,
@@ -196,21 +266,17 @@ impl<S: Store> Pruner<'_, S> {
                 required_ids(self.pinned, &state, &images, self.config),
             )
         };
-        let own_image = own_image_among(self.store, Some(&images))
-            .await
-            .map_err(OwnImageError::into_failure)?;
-        let input = PruneInput {
+        Ok(PruneInput {
             images,
             in_use,
             required,
             in_flight: self.in_flight.names_and_digests(),
-            own_image,
-            usage: usage.clone(),
+            own_image: None,
+            usage,
             disk,
             now,
             no_registry_copy: HashSet::new(),
-        };
-        Ok((self.plan_checked(input).await, usage))
+        })
     }
 
     /// The plan, where the store cannot show which images a registry has, with each tagged
@@ -218,9 +284,9 @@ impl<S: Store> Pruner<'_, S> {
     /// no registry serves is local only: kept unless `prune_local_only`, and the plan is made
     /// again without it. An unreachable registry counts as not serving: never a removal that
     /// cannot be undone on a guess.
-    async fn plan_checked(&self, mut input: PruneInput) -> PrunePlan {
+    async fn plan_checked(&self, input: &mut PruneInput) -> PrunePlan {
         let (keep, limits) = (&self.settings.keep, &self.settings.limits);
-        let mut plan = plan_prune(&input, keep, limits);
+        let mut plan = plan_prune(input, keep, limits);
         if self.store.image_store().digests_show_a_registry_copy() || keep.prune_local_only {
             return plan;
         }
@@ -242,7 +308,47 @@ impl<S: Store> Pruner<'_, S> {
             if !demoted {
                 return plan;
             }
-            plan = plan_prune(&input, keep, limits);
+            plan = plan_prune(input, keep, limits);
+        }
+    }
+
+    /// The plan made again over the store as it is now (its names, images, the containers
+    /// `in_use`, the disk, pulls under way), with what could not have changed since `planned`
+    /// (the daemon's own image, registry copies) carried over.
+    pub(crate) async fn replan(&self, planned: &PruneInput, in_use: HashSet<String>) -> Replan {
+        let fresh = match self.store.store().await {
+            Ok(images) => self.input_over(images, in_use).await,
+            Err(f) => Err(f),
+        };
+        let mut input = match fresh {
+            Ok(input) => input,
+            Err(f) => {
+                return Replan {
+                    remove: HashSet::new(),
+                    why: HashMap::new(),
+                    otherwise: format!("the store could not be looked at again: {f}"),
+                };
+            }
+        };
+        input.own_image.clone_from(&planned.own_image);
+        input.no_registry_copy.clone_from(&planned.no_registry_copy);
+        let plan = plan_prune(&input, &self.settings.keep, &self.settings.limits);
+        let why = plan
+            .keep
+            .iter()
+            .map(|k| {
+                let why = match &k.protection {
+                    Protection::NotSelected => "no rule selects it any more".to_owned(),
+                    Protection::KeepRule(rule) => format!("keep rule {rule}"),
+                    p => p.name(),
+                };
+                (k.id.clone(), why)
+            })
+            .collect();
+        Replan {
+            remove: plan.remove.into_iter().map(|c| c.id).collect(),
+            why,
+            otherwise: "it is gone already".to_owned(),
         }
     }
 

@@ -5,7 +5,7 @@ use crate::decide::prune_plan::Candidate;
 use crate::decide::removal::{qualified, removal_order};
 use crate::io::engine::Store;
 use crate::model::failure::{Failure, FailureClass};
-use crate::model::image::{Deleted, qualified_id};
+use crate::model::image::{Deleted, ImageStore, LocalImage, qualified_id};
 
 /// What the engine did for one planned removal.
 #[derive(Debug, Default)]
@@ -84,7 +84,12 @@ async fn remove_names<S: Store>(
     c: &Candidate,
     exact: &mut Exact,
 ) -> Result<(), Failure> {
-    let (digests, tags) = removal_order(&c.references);
+    let (mut digests, tags) = removal_order(&c.references);
+    if store.image_store() == ImageStore::Containerd {
+        // There a `name@digest` DELETE takes every tag of that repository naming the image, a
+        // tag added a moment ago too: the tags go by name and ID like anything else.
+        digests.clear();
+    }
     for name in digests {
         exact.answers.push(store.delete(name).await?);
         if exact.deleted(&c.id) {
@@ -130,6 +135,15 @@ async fn remove_by_id<S: Store>(
     c: &Candidate,
     exact: &mut Exact,
 ) -> Result<(), Failure> {
+    // The DELETE of the ID takes the one tag the image has, whichever: looked at right before,
+    // so that a name it gained since the plan keeps it.
+    let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
+    if let Some(now) = store.image_named(&c.id).await? {
+        let gained = gained_names(&now, &planned);
+        if !gained.is_empty() {
+            return Err(gained_a_name(&gained));
+        }
+    }
     match store.delete(&c.id).await {
         Ok(answer) => {
             exact.answers.push(answer);
@@ -143,24 +157,32 @@ async fn remove_by_id<S: Store>(
             let Some(now) = store.image_named(&c.id).await? else {
                 return Ok(());
             };
-            let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
-            let gained: Vec<String> = now
-                .tags
-                .iter()
-                .chain(&now.digests)
-                .filter(|n| !planned.contains(&qualified(n)))
-                .cloned()
-                .collect();
+            let gained = gained_names(&now, &planned);
             if gained.is_empty() {
                 return Err(refused);
             }
-            Err(Failure::new(
-                FailureClass::Engine,
-                format!(
-                    "it gained a name while being removed ({}); kept",
-                    gained.join(", ")
-                ),
-            ))
+            Err(gained_a_name(&gained))
         }
     }
+}
+
+/// The names `image` has now that are not among the `planned` ones.
+fn gained_names(image: &LocalImage, planned: &[String]) -> Vec<String> {
+    image
+        .tags
+        .iter()
+        .chain(&image.digests)
+        .filter(|n| !planned.contains(&qualified(n)))
+        .cloned()
+        .collect()
+}
+
+fn gained_a_name(gained: &[String]) -> Failure {
+    Failure::new(
+        FailureClass::Engine,
+        format!(
+            "it gained a name while being removed ({}); kept",
+            gained.join(", ")
+        ),
+    )
 }

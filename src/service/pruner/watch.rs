@@ -1,42 +1,54 @@
-//! What containers use, kept current through a batch of removals at the cost of one listing.
+//! What containers use, and whether the store changed since the plan, kept current through a
+//! batch of removals at the cost of one listing.
 //!
 //! Re-listing every container before each removal (what the pruner did) cost a full listing
 //! per removed image: on a store with many containers, most of a prune's engine time. Instead
-//! the batch lists once and follows the engine's container events from a second before that
-//! listing on, so no creation falls between the two. Any event, or a lost event stream, means
-//! "list again before the next removal". Quiet batches cost one listing; busy ones cost what
-//! they did before, never less safe.
+//! the batch lists once and follows the engine's events from just before the plan's listing
+//! on, so nothing falls between the two. A container event, or a lost event stream, means
+//! "list the containers again before the next removal". An image event that is not the
+//! cycle's own doing (a tag moved, a name added, a pull, an image deleted by someone else)
+//! means "look at the plan again before the next removal". Quiet batches cost one listing;
+//! busy ones cost a listing per removal, never less safe.
 
 use std::collections::HashSet;
 use std::pin::Pin;
 
 use futures_util::{FutureExt, Stream, StreamExt};
 
+use crate::decide::prune_plan::Candidate;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
-use crate::model::image::StoreEvent;
+use crate::model::image::{StoreEvent, qualified_id};
 
 type Events<'a> = Pin<Box<dyn Stream<Item = Result<StoreEvent, Failure>> + Send + 'a>>;
 
-/// The images containers use, as of the last listing plus every event since.
-pub(super) struct ContainerWatch<'a, S: Store> {
+/// The images containers use, as of the last listing plus every event since, and whether the
+/// store changed since the plan was last checked.
+pub(super) struct StoreWatch<'a, S: Store> {
     store: &'a S,
     events: Option<Events<'a>>,
     used: Option<HashSet<String>>,
-    /// An event arrived since the last listing.
+    /// A container event arrived since the last container listing.
     stale: bool,
+    /// How many times the store changed by someone else's hand since the plan: an image event
+    /// other than the cycle's own.
+    generation: u64,
+    /// The images this cycle removes, and their build steps: their untag and delete events are
+    /// its own doing (a tag event never is).
+    ours: HashSet<String>,
 }
 
-impl<'a, S: Store> ContainerWatch<'a, S> {
-    /// Starts following the engine's container events (from a second ago, so that nothing
-    /// between now and the first listing is missed).
-    pub(super) fn start(store: &'a S) -> ContainerWatch<'a, S> {
-        let since = chrono::Utc::now().timestamp() - 1;
-        ContainerWatch {
+impl<'a, S: Store> StoreWatch<'a, S> {
+    /// Starts following the engine's events from `since` (seconds): a second before the plan
+    /// listed the store, so that nothing between that listing and now is missed.
+    pub(super) fn start(store: &'a S, since: i64) -> StoreWatch<'a, S> {
+        StoreWatch {
             store,
             events: Some(Box::pin(store.store_events(since))),
             used: None,
             stale: true,
+            generation: 0,
+            ours: HashSet::new(),
         }
     }
 
@@ -53,6 +65,27 @@ impl<'a, S: Store> ContainerWatch<'a, S> {
         self.used.as_ref().is_some_and(|used| used.contains(id))
     }
 
+    /// The images containers use, as last listed.
+    pub(super) fn used(&self) -> HashSet<String> {
+        self.used.clone().unwrap_or_default()
+    }
+
+    /// Marks `c` and its build steps as this cycle's to remove, before any of its DELETEs.
+    pub(super) fn claim(&mut self, c: &Candidate) {
+        self.ours.insert(qualified_id(&c.id));
+        self.ours.extend(c.steps.iter().map(|s| qualified_id(s)));
+    }
+
+    /// How many times the store changed by someone else's hand since the plan: 0 when it did
+    /// not. Without the event stream, a new number each time: it may have.
+    pub(super) fn generation(&mut self) -> u64 {
+        self.drain_events();
+        if self.events.is_none() {
+            self.generation += 1;
+        }
+        self.generation
+    }
+
     /// Takes every event that has arrived, without waiting for more.
     fn drain_events(&mut self) {
         let Some(events) = self.events.as_mut() else {
@@ -61,9 +94,13 @@ impl<'a, S: Store> ContainerWatch<'a, S> {
         while let Some(next) = events.next().now_or_never() {
             match next {
                 Some(Ok(StoreEvent::Used { .. })) => self.stale = true,
-                // An image's deletion (this batch's own, mostly) changes no container.
-                Some(Ok(StoreEvent::Gone { .. })) => {}
-                // Ended or failed: from here on, list before every removal.
+                Some(Ok(StoreEvent::Named { .. })) => self.generation += 1,
+                Some(Ok(StoreEvent::Gone { id, .. } | StoreEvent::Unnamed { id, .. })) => {
+                    if !self.ours.contains(&qualified_id(&id)) {
+                        self.generation += 1;
+                    }
+                }
+                // Ended or failed: from here on, list and check before every removal.
                 _ => {
                     self.stale = true;
                     self.events = None;
