@@ -99,7 +99,7 @@ async fn a_removal_never_takes_an_untagged_parent_with_it() {
 async fn a_tag_that_moves_during_the_prune_keeps_its_new_image() {
     let _lock = engine_lock();
     let env = env();
-    // One tag; then two, where the moved one is removed by name after a look.
+    // One tag; then two, where the other is removed by name after a look.
     for second_tag in [false, true] {
         let repo = own_repo(&env);
         let (v1, v2) = (format!("{repo}/app:v1"), format!("{repo}/app:v2"));
@@ -108,24 +108,17 @@ async fn a_tag_that_moves_during_the_prune_keeps_its_new_image() {
         if second_tag {
             assert!(env.docker(&["tag", &v1, &v2]).status.success());
         }
-        let scratch = Scratch::new();
-        seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
-        let (config, settings) =
-            scratch.prune_config(&[], &format!("{AGGRESSIVE}keep_labels = [\"tier=gold\"]\n"));
-        let store = ScopedStore::connect(&env, std::slice::from_ref(&x)).await;
         let moved = v1.clone();
-        store.before_delete(Box::new(move || {
-            // Rebuilt with a label a rule keeps, seconds old.
-            crate::support::env().build_image(&moved, "scratch", "y", Some("tier=gold"));
-        }));
-        let session = stowage::Session::new(config, None, &store.inner)
-            .await
-            .unwrap();
-        let cycle = store
-            .pruner(&session, &settings)
-            .cycle(false)
-            .await
-            .unwrap();
+        let cycle = cycle_after(
+            &env,
+            std::slice::from_ref(&x),
+            "keep_labels = [\"tier=gold\"]\n",
+            Box::new(move || {
+                // Rebuilt with a label a rule keeps, seconds old.
+                crate::support::env().build_image(&moved, "scratch", "y", Some("tier=gold"));
+            }),
+        )
+        .await;
         let y = env.image_id(&v1).unwrap_or_else(|| {
             panic!(
                 "the moved tag's new image was removed: {:#?}",
@@ -133,7 +126,7 @@ async fn a_tag_that_moves_during_the_prune_keeps_its_new_image() {
             )
         });
         assert_ne!(y, x);
-        let removal = cycle.removals.iter().find(|r| r.candidate.id == x).unwrap();
+        let removal = outcome(&cycle, &x);
         assert_eq!(
             removal.result,
             stowage::RemovalResult::Removed,
@@ -144,6 +137,59 @@ async fn a_tag_that_moves_during_the_prune_keeps_its_new_image() {
         assert!(!env.has_image(&v2));
         clean(&env, &[&y]);
     }
+}
+
+/// The one instant no look covers: an extra tag moved onto another image between its look
+/// and its DELETE. The other image keeps its content (it has another name here), whatever the
+/// engine; the tag itself is the documented loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_tag_moved_in_the_instant_before_its_delete_takes_no_content() {
+    let _lock = engine_lock();
+    let env = env();
+    let repo = own_repo(&env);
+    let (v1, v2, other) = (
+        format!("{repo}/app:v1"),
+        format!("{repo}/app:v2"),
+        format!("{repo}/other:1"),
+    );
+    let x = env.build_image(&v1, "scratch", "x", None);
+    push(&env, &v1);
+    assert!(env.docker(&["tag", &v1, &v2]).status.success());
+    let y = env.build_image(&other, "scratch", "y", Some("tier=gold"));
+    push(&env, &other);
+    let scratch = Scratch::new();
+    seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+    let (config, settings) =
+        scratch.prune_config(&[], &format!("{AGGRESSIVE}keep_labels = [\"tier=gold\"]\n"));
+    let store = ScopedStore::connect(&env, std::slice::from_ref(&x)).await;
+    let (from, to) = (other.clone(), v1.clone());
+    store.before_delete(Box::new(move || {
+        assert!(
+            crate::support::env()
+                .docker(&["tag", &from, &to])
+                .status
+                .success()
+        );
+    }));
+    let session = stowage::Session::new(config, None, &store.inner)
+        .await
+        .unwrap();
+    let cycle = store
+        .pruner(&session, &settings)
+        .cycle(false)
+        .await
+        .unwrap();
+    let removal = outcome(&cycle, &x);
+    assert!(env.has_image(&y), "{removal:#?}");
+    assert!(
+        removal
+            .against_plan
+            .iter()
+            .all(|a| a.outcome == stowage::Race::Healed),
+        "{removal:#?}"
+    );
+    clean(&env, &[&x, &y]);
 }
 
 /// Hole 3: an image removed and pulled again is new to the store: `min_age` counts from its
@@ -278,4 +324,148 @@ fn short_keep_patterns_keep_what_they_name() {
     for short in ["alpine:3.20", "busybox:1.36"] {
         let _ = env.docker(&["image", "rm", short]);
     }
+}
+
+/// One aggressive cycle over `scope`, with `extra` `[prune]` lines and `churn` made once the
+/// plan is made: the store changing during a prune's pause.
+async fn cycle_after(
+    env: &Env,
+    scope: &[String],
+    extra: &str,
+    churn: crate::support::Churn,
+) -> stowage::Cycle {
+    let scratch = Scratch::new();
+    seasoned_state(env, &scratch.dir.path().join("state.json"), 60);
+    let (config, settings) = scratch.prune_config(&[], &format!("{AGGRESSIVE}{extra}"));
+    let store = ScopedStore::connect(env, scope).await;
+    store.after_plan(churn);
+    let session = stowage::Session::new(config, None, &store.inner)
+        .await
+        .unwrap();
+    store
+        .pruner(&session, &settings)
+        .cycle(false)
+        .await
+        .unwrap()
+}
+
+fn outcome<'a>(cycle: &'a stowage::Cycle, id: &str) -> &'a stowage::Removal {
+    cycle
+        .removals
+        .iter()
+        .find(|r| r.candidate.id == id)
+        .unwrap_or_else(|| panic!("{id} not planned: {:#?}", cycle.plan))
+}
+
+/// A name a keep rule matches, put on a planned image after the plan (a release promoted to
+/// `:prod` during the pause), keeps it, whether a registry has it or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_kept_name_added_after_the_plan_keeps_the_image() {
+    let _lock = engine_lock();
+    let env = env();
+    for pushed in [true, false] {
+        let repo = own_repo(&env);
+        let (v1, prod) = (format!("{repo}/app:1"), format!("{repo}/app:prod"));
+        let x = env.build_image(&v1, "scratch", "app", None);
+        if pushed {
+            push(&env, &v1);
+        }
+        let (from, to) = (v1.clone(), prod.clone());
+        let cycle = cycle_after(
+            &env,
+            std::slice::from_ref(&x),
+            &format!("keep = [\"{repo}/app:prod\"]\n"),
+            Box::new(move || {
+                assert!(
+                    crate::support::env()
+                        .docker(&["tag", &from, &to])
+                        .status
+                        .success()
+                );
+            }),
+        )
+        .await;
+        let removal = outcome(&cycle, &x);
+        assert_eq!(
+            removal.result,
+            stowage::RemovalResult::Skipped,
+            "pushed {pushed}: {removal:#?}"
+        );
+        assert!(
+            removal.error.as_deref().unwrap_or("").contains("keep rule"),
+            "{removal:#?}"
+        );
+        assert_eq!(env.image_id(&prod).as_deref(), Some(x.as_str()));
+        assert_eq!(env.image_id(&v1).as_deref(), Some(x.as_str()));
+        clean(&env, &[&x]);
+    }
+}
+
+/// `keep_newest`: the newest image of a repository removed by someone else after the plan
+/// makes the planned one the newest, which then stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn the_next_newest_stays_when_the_newest_goes_during_the_prune() {
+    let _lock = engine_lock();
+    let env = env();
+    let repo = own_repo(&env);
+    let (old, new) = (format!("{repo}/nw:1"), format!("{repo}/nw:2"));
+    let older = env.build_image(&old, "scratch", "older", None);
+    // Created a second apart: "newest" is by creation time.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let newer = env.build_image(&new, "scratch", "newer", None);
+    let gone = new.clone();
+    let cycle = cycle_after(
+        &env,
+        &[older.clone(), newer.clone()],
+        "keep_newest = 1\n",
+        Box::new(move || {
+            assert!(
+                crate::support::env()
+                    .docker(&["image", "rm", &gone])
+                    .status
+                    .success()
+            );
+        }),
+    )
+    .await;
+    let removal = outcome(&cycle, &older);
+    assert_eq!(
+        removal.result,
+        stowage::RemovalResult::Skipped,
+        "{removal:#?}"
+    );
+    assert!(env.has_image(&old), "{removal:#?}");
+    clean(&env, &[&older, &newer]);
+}
+
+/// A child built on a planned image after the plan, and kept, keeps its parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_kept_child_built_after_the_plan_keeps_its_parent() {
+    let _lock = engine_lock();
+    let env = env();
+    let repo = own_repo(&env);
+    let (p, c) = (format!("{repo}/p:2"), format!("{repo}/c:prod"));
+    let parent = env.build_image(&p, "scratch", "parent", None);
+    let (base, child) = (p.clone(), c.clone());
+    let cycle = cycle_after(
+        &env,
+        std::slice::from_ref(&parent),
+        &format!("keep = [\"{repo}/c:prod\"]\n"),
+        Box::new(move || {
+            crate::support::env().build_image(&child, &base, "child", None);
+        }),
+    )
+    .await;
+    let removal = outcome(&cycle, &parent);
+    assert_ne!(
+        removal.result,
+        stowage::RemovalResult::Removed,
+        "{removal:#?}"
+    );
+    assert!(env.has_image(&p), "{removal:#?}");
+    let child_id = env.image_id(&c).unwrap();
+    clean(&env, &[&child_id, &parent]);
 }

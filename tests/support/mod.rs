@@ -17,6 +17,6 @@ pub(crate) use env::{EngineKind, Env, engine_lock, engine_name, env};
 pub(crate) use limits::LimitProxy;
 pub(crate) use net::{Registry, Throttle, free_port, fresh_repo, http_get, try_http_get};
 pub(crate) use poll::poll;
-pub(crate) use scoped::ScopedStore;
+pub(crate) use scoped::{Churn, ScopedStore};
 pub(crate) use scratch::Scratch;
 pub(crate) use stowage::{Daemon, entry, is_event};

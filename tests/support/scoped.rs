@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A change to the store, made once, right before the first DELETE.
 pub(crate) type Churn = Box<dyn FnOnce() + Send>;
@@ -12,10 +13,17 @@ pub(crate) type Churn = Box<dyn FnOnce() + Send>;
 /// The real engine, listing only the images in `scope`.
 pub(crate) struct ScopedStore {
     pub inner: stowage::DockerEngine,
-    /// The image IDs the pruner may see.
+    /// The image IDs the pruner may see, besides those built after it connected (by the
+    /// test's churn).
     scope: Mutex<HashSet<String>>,
+    /// When it connected (seconds).
+    since: i64,
     /// Run before the first DELETE, if set.
     churn: Mutex<Option<Churn>>,
+    /// Run once the plan is made, as the removals start, if set.
+    after_plan: Mutex<Option<Churn>>,
+    /// How many times the containers were listed.
+    container_listings: AtomicUsize,
 }
 
 impl ScopedStore {
@@ -25,13 +33,22 @@ impl ScopedStore {
                 .await
                 .expect("the engine under test"),
             scope: Mutex::new(scope.iter().cloned().collect()),
+            since: chrono::Utc::now().timestamp(),
             churn: Mutex::new(None),
+            after_plan: Mutex::new(None),
+            container_listings: AtomicUsize::new(0),
         }
     }
 
     /// Makes `churn` happen right before the next DELETE.
     pub(crate) fn before_delete(&self, churn: Churn) {
         *self.churn.lock().unwrap() = Some(churn);
+    }
+
+    /// Makes `churn` happen once the plan is made, before any removal: the store changes
+    /// during a prune's pause.
+    pub(crate) fn after_plan(&self, churn: Churn) {
+        *self.after_plan.lock().unwrap() = Some(churn);
     }
 
     /// A pruner of `session` over this store, with nothing in flight and no stop.
@@ -57,10 +74,27 @@ impl stowage::Store for ScopedStore {
     async fn store(&self) -> Result<Vec<stowage::StoreImage>, stowage::Failure> {
         let all = self.inner.store().await?;
         let scope = self.scope.lock().unwrap().clone();
-        Ok(all.into_iter().filter(|i| scope.contains(&i.id)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|i| scope.contains(&i.id) || i.created >= self.since)
+            .collect())
     }
 
     async fn container_images(&self) -> Result<HashSet<String>, stowage::Failure> {
+        // The plan lists the containers once; the removals' first look is the second.
+        let second = self.container_listings.fetch_add(1, Ordering::SeqCst) == 1;
+        let churn = if second {
+            self.after_plan.lock().unwrap().take()
+        } else {
+            None
+        };
+        if let Some(churn) = churn {
+            tokio::task::block_in_place(|| {
+                churn();
+                // The engine's events of it arrive a moment after the CLI returns.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            });
+        }
         self.inner.container_images().await
     }
 

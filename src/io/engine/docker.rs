@@ -494,7 +494,8 @@ impl super::Store for DockerEngine {
             (
                 "event".to_owned(),
                 [
-                    "create", "start", "delete", "remove", "tag", "untag", "pull", "load", "import",
+                    "create", "start", "delete", "remove", "tag", "untag", "pull", "load",
+                    "import", "build",
                 ]
                 .map(str::to_owned)
                 .to_vec(),
@@ -591,8 +592,9 @@ async fn store_event(docker: &Docker, event: bollard::models::EventMessage) -> O
             id: qualified_id(&actor.id?),
             time,
         }),
-        // A pull names the reference pulled, not an ID.
-        (Type::IMAGE, "tag" | "pull" | "load" | "import") => Some(StoreEvent::Named {
+        // A pull names the reference pulled, not an ID. Podman's build says "build" of the new
+        // image, and no "tag".
+        (Type::IMAGE, "tag" | "pull" | "load" | "import" | "build") => Some(StoreEvent::Named {
             id: actor.id.unwrap_or_default(),
             time,
         }),

@@ -86,26 +86,27 @@ impl<S: Store> Pruner<'_, S> {
         closes: Option<DateTime<Utc>>,
     ) -> Result<Cycle, Failure> {
         let started = Instant::now();
+        // Following the store's events from before its listing: whatever changes between the
+        // plan and a removal is seen by then (see [`StoreWatch`]).
+        let watch =
+            (!dry_run).then(|| StoreWatch::start(self.store, chrono::Utc::now().timestamp() - 1));
         let Planned {
-            plan,
-            usage,
-            input,
-            listed_at,
+            plan, usage, input, ..
         } = self.planned().await?;
-        if dry_run {
+        let Some(watch) = watch else {
             return Ok(Cycle {
                 plan,
                 removals: Vec::new(),
                 build_cache_freed: None,
             });
-        }
+        };
         for k in &plan.keep {
             if k.protection != Protection::NotSelected {
                 debug!(image = %k.id, names = ?k.names, protection = %k.protection.name(), "kept");
             }
         }
         self.record(&usage);
-        let removals = self.remove_all(&plan, &input, listed_at, closes).await;
+        let removals = self.remove_all(&plan, &input, watch, closes).await;
         self.forget(&removals);
         let build_cache_freed = if closed(closes) {
             None
@@ -127,10 +128,10 @@ impl<S: Store> Pruner<'_, S> {
         &self,
         plan: &PrunePlan,
         input: &PruneInput,
-        listed_at: i64,
+        watch: StoreWatch<'_, S>,
         closes: Option<DateTime<Utc>>,
     ) -> Vec<Removal> {
-        let watch = tokio::sync::Mutex::new(StoreWatch::start(self.store, listed_at - 1));
+        let watch = tokio::sync::Mutex::new(watch);
         let replans = tokio::sync::Mutex::new(None);
         let width = if self.settings.pause.is_zero() {
             REMOVALS_AT_ONCE

@@ -154,8 +154,6 @@ pub(crate) struct Planned {
     pub usage: Usage,
     /// Its input.
     pub input: PruneInput,
-    /// When the store was listed for it (seconds).
-    pub listed_at: i64,
 }
 
 /// What one cycle did.
@@ -211,15 +209,9 @@ impl<S: Store> Pruner<'_, S> {
 
     /// [`Self::plan`], with what it was made from.
     pub(crate) async fn planned(&self) -> Result<Planned, Failure> {
-        let listed_at = chrono::Utc::now().timestamp();
         let images = self.store.store().await?;
         let (plan, usage, input) = self.plan_input(images).await?;
-        Ok(Planned {
-            plan,
-            usage,
-            input,
-            listed_at,
-        })
+        Ok(Planned { plan, usage, input })
     }
 
     /// [`Self::plan`] over a listing of the store already made (`stowage plan` lists it once

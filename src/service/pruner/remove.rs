@@ -36,6 +36,12 @@ impl Exact {
 /// still names the image, and the image itself by ID.
 pub(super) async fn remove_exactly<S: Store>(store: &S, c: &Candidate) -> Exact {
     let mut exact = Exact::default();
+    // A name it gained since the plan keeps it: someone wants it (a keep rule may match it,
+    // and on some engines any first DELETE takes every name the image has then).
+    if let Err(f) = no_name_gained(store, c).await {
+        exact.error = Some(f);
+        return exact;
+    }
     if let Err(f) = remove_names(store, c, &mut exact).await {
         exact.error = Some(f);
         return exact;
@@ -135,15 +141,9 @@ async fn remove_by_id<S: Store>(
     c: &Candidate,
     exact: &mut Exact,
 ) -> Result<(), Failure> {
-    // The DELETE of the ID takes the one tag the image has, whichever: looked at right before,
-    // so that a name it gained since the plan keeps it.
+    // The DELETE of the ID takes the one tag the image has, whichever: looked at right before.
+    no_name_gained(store, c).await?;
     let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
-    if let Some(now) = store.image_named(&c.id).await? {
-        let gained = gained_names(&now, &planned);
-        if !gained.is_empty() {
-            return Err(gained_a_name(&gained));
-        }
-    }
     match store.delete(&c.id).await {
         Ok(answer) => {
             exact.answers.push(answer);
@@ -163,6 +163,20 @@ async fn remove_by_id<S: Store>(
             }
             Err(gained_a_name(&gained))
         }
+    }
+}
+
+/// Fails when image `c` has a name now that its plan did not list.
+async fn no_name_gained<S: Store>(store: &S, c: &Candidate) -> Result<(), Failure> {
+    let Some(now) = store.image_named(&c.id).await? else {
+        return Ok(());
+    };
+    let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
+    let gained = gained_names(&now, &planned);
+    if gained.is_empty() {
+        Ok(())
+    } else {
+        Err(gained_a_name(&gained))
     }
 }
 

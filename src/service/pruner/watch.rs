@@ -39,17 +39,20 @@ pub(super) struct StoreWatch<'a, S: Store> {
 }
 
 impl<'a, S: Store> StoreWatch<'a, S> {
-    /// Starts following the engine's events from `since` (seconds): a second before the plan
-    /// listed the store, so that nothing between that listing and now is missed.
+    /// Starts following the engine's events from `since` (seconds): from before the plan lists
+    /// the store, so that nothing between that listing and the removals is missed.
     pub(super) fn start(store: &'a S, since: i64) -> StoreWatch<'a, S> {
-        StoreWatch {
+        let mut watch = StoreWatch {
             store,
             events: Some(Box::pin(store.store_events(since))),
             used: None,
             stale: true,
             generation: 0,
             ours: HashSet::new(),
-        }
+        };
+        // The first poll sends the subscription, so it is live while the plan is made.
+        watch.drain_events();
+        watch
     }
 
     /// Whether a container uses image `id`: by the last listing when no event came since,
