@@ -18,6 +18,8 @@ pub struct Usage {
     pub last_used: HashMap<String, i64>,
     /// Since when stowage has been watching this host (seconds).
     pub watching_since: i64,
+    /// When this was observed (nanoseconds; the caller may say more precisely than `now`).
+    pub observed_at_ns: i64,
 }
 
 /// The IDs of the images the config requires or pins: the image each required tag points at,
@@ -57,14 +59,20 @@ pub(crate) fn required_ids(
 }
 
 /// Brings the usage history up to date with what is seen now: images never seen before are
-/// first seen now, images containers use are used now, images gone are forgotten.
+/// first seen now, images containers use are used now, images gone are forgotten, and so are
+/// images the engine deleted since the last look (`deleted`) that are back: they are new.
 pub(crate) fn observe(
     state: &State,
     images: &[StoreImage],
     in_use: &HashSet<String>,
+    deleted: &HashSet<String>,
     now: i64,
 ) -> Usage {
-    let present: HashSet<&str> = images.iter().map(|i| i.id.as_str()).collect();
+    let present: HashSet<&str> = images
+        .iter()
+        .map(|i| i.id.as_str())
+        .filter(|id| !deleted.contains(*id))
+        .collect();
     let mut first_seen: BTreeMap<String, i64> = state
         .first_seen
         .iter()
@@ -89,6 +97,7 @@ pub(crate) fn observe(
         first_seen: first_seen.into_iter().collect(),
         last_used: last_used.into_iter().collect(),
         watching_since: state.watching_since.unwrap_or(now),
+        observed_at_ns: now.saturating_mul(1_000_000_000),
     }
 }
 
@@ -116,14 +125,32 @@ mod tests {
         state.first_seen.insert("gone".into(), 5);
         state.watching_since = Some(1);
         let images = [image("a", &[], &[]), image("b", &[], &[])];
-        let usage = observe(&state, &images, &HashSet::from(["b".to_owned()]), 100);
+        let none = HashSet::new();
+        let usage = observe(
+            &state,
+            &images,
+            &HashSet::from(["b".to_owned()]),
+            &none,
+            100,
+        );
         assert_eq!(usage.first_seen.get("a"), Some(&10));
         assert_eq!(usage.first_seen.get("b"), Some(&100));
         assert!(!usage.first_seen.contains_key("gone"));
         assert_eq!(usage.last_used.get("b"), Some(&100));
         assert_eq!(usage.watching_since, 1);
-        let fresh = observe(&State::default(), &images, &HashSet::new(), 100);
+        let fresh = observe(&State::default(), &images, &none, &none, 100);
         assert_eq!(fresh.watching_since, 100);
+        // Deleted since the last look and back: first seen now, its use forgotten.
+        state.last_used.insert("a".into(), 50);
+        let back = observe(
+            &state,
+            &images,
+            &none,
+            &HashSet::from(["a".to_owned()]),
+            200,
+        );
+        assert_eq!(back.first_seen.get("a"), Some(&200));
+        assert!(!back.last_used.contains_key("a"));
     }
 
     #[test]

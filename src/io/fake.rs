@@ -347,6 +347,16 @@ impl Store for FakeEngine {
         Ok(None)
     }
 
+    async fn deleted_since(&self, _since: i64) -> Result<Vec<String>, Failure> {
+        Ok(self
+            .0
+            .locked()
+            .deleted
+            .iter()
+            .map(|(id, _, _)| id.clone())
+            .collect())
+    }
+
     fn store_events(
         &self,
         _since: i64,

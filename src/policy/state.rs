@@ -40,6 +40,10 @@ pub struct State {
     /// Since when stowage has been watching this host: a max-age rule applies only after it
     /// has watched that long, so a lost state file cannot cause a mass deletion.
     pub watching_since: Option<i64>,
+    /// When a prune cycle last looked at the store (nanoseconds: the engine's events are that
+    /// fine): the engine's image deletions since then are read at the next one, so an image
+    /// removed and pulled again meanwhile is new.
+    pub observed_at_ns: Option<i64>,
 }
 
 impl State {

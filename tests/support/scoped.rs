@@ -147,6 +147,10 @@ impl stowage::Store for ScopedStore {
         self.inner.container_image(container).await
     }
 
+    async fn deleted_since(&self, since: i64) -> Result<Vec<String>, stowage::Failure> {
+        self.inner.deleted_since(since).await
+    }
+
     fn store_events(
         &self,
         since: i64,

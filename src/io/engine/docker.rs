@@ -479,6 +479,56 @@ impl super::Store for DockerEngine {
         }
     }
 
+    async fn deleted_since(&self, since_ns: i64) -> Result<Vec<String>, Failure> {
+        // Podman's compatible API streams nothing when given an end (Podman 4.3, checked);
+        // without one it follows forever.
+        if self.image_store == ImageStore::Podman {
+            return Ok(Vec::new());
+        }
+        let filters = std::collections::HashMap::from([
+            ("type".to_owned(), vec!["image".to_owned()]),
+            ("event".to_owned(), vec!["delete".to_owned()]),
+        ]);
+        // To the nanosecond: an end in whole seconds would leave out this second's events, and
+        // one in the future would hold the answer open until then.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let until = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        let options = EventsOptionsBuilder::new()
+            .since(&(since_ns / 1_000_000_000).to_string())
+            .until(&until)
+            .filters(&filters)
+            .build();
+        let events = self.docker.events(Some(options));
+        let collected = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            events.collect::<Vec<_>>(),
+        )
+        .await
+        .map_err(|_| {
+            Failure::new(
+                FailureClass::Engine,
+                format!(
+                    "the Docker engine at {} did not list its past events in time",
+                    self.host
+                ),
+            )
+        })?;
+        let mut ids = Vec::new();
+        for event in collected {
+            let event = event.map_err(|e| failure_from(&self.host, None, e))?;
+            // The query is by the second; the last look may have been in the same one.
+            if event.time_nano.is_some_and(|t| t <= since_ns) {
+                continue;
+            }
+            if let Some(id) = event.actor.and_then(|a| a.id) {
+                ids.push(qualified_id(&id));
+            }
+        }
+        Ok(ids)
+    }
+
     fn store_events(
         &self,
         since: i64,

@@ -127,6 +127,14 @@ pub trait Store: Send + Sync {
         container: &str,
     ) -> impl Future<Output = Result<Option<String>, Failure>> + Send;
 
+    /// The images the engine says it deleted after `since_ns` (nanoseconds) until now, as far
+    /// as it remembers (Docker keeps its last 256 events; Podman's compatible API answers
+    /// nothing bounded, so nothing).
+    fn deleted_since(
+        &self,
+        since_ns: i64,
+    ) -> impl Future<Output = Result<Vec<String>, Failure>> + Send;
+
     /// Container create and start events, and image deletions, from `since` (seconds) on. The
     /// stream ends when the engine's stream does; it may also go silent without ending, which
     /// the caller watches for.

@@ -453,6 +453,7 @@ impl<S: Store> Pruner<'_, S> {
             }
             s.last_used = last_used;
             s.watching_since.get_or_insert(usage.watching_since);
+            s.observed_at_ns = Some(usage.observed_at_ns);
         });
         match result {
             Ok(saved) => *self.state.locked() = saved,

@@ -209,8 +209,12 @@ impl<S: Store> Pruner<'_, S> {
 
     /// [`Self::plan`], with what it was made from.
     pub(crate) async fn planned(&self) -> Result<Planned, Failure> {
+        // Before the listing: a deletion after this is read at the next cycle, even one that
+        // the listing still missed.
+        let listed_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let images = self.store.store().await?;
-        let (plan, usage, input) = self.plan_input(images).await?;
+        let (plan, mut usage, input) = self.plan_input(images).await?;
+        usage.observed_at_ns = listed_ns;
         Ok(Planned { plan, usage, input })
     }
 
@@ -250,11 +254,20 @@ impl<S: Store> Pruner<'_, S> {
             Some(root) => disk_of(&root),
             None => None,
         };
+        // Deleted since the last look (by anyone) and back now: new to the store. A failure to
+        // ask only keeps the old ages, as before this was asked.
+        let observed_at = self.state.locked().observed_at_ns;
+        let deleted: HashSet<String> = match observed_at {
+            Some(since) => self.store.deleted_since(since).await.unwrap_or_default(),
+            None => Vec::new(),
+        }
+        .into_iter()
+        .collect();
         let now = chrono::Utc::now().timestamp();
         let (usage, required) = {
             let state = self.state.locked();
             (
-                observe(&state, &images, &in_use, now),
+                observe(&state, &images, &in_use, &deleted, now),
                 required_ids(self.pinned, &state, &images, self.config),
             )
         };
