@@ -51,20 +51,8 @@ async fn a_removal_never_takes_an_untagged_parent_with_it() {
         // The parent's tag is rebuilt: the old parent is untagged, its child still on it.
         let new_p = env.build_image(&p, "scratch", "parent, rebuilt", Some("tier=gold"));
         assert_ne!(old_p, new_p);
-        let scratch = Scratch::new();
-        seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
-        let (config, settings) =
-            scratch.prune_config(&[], &format!("{AGGRESSIVE}keep_labels = [\"tier=gold\"]\n"));
-        let store =
-            ScopedStore::connect(&env, &[child.clone(), old_p.clone(), new_p.clone()]).await;
-        let session = stowage::Session::new(config, None, &store.inner)
-            .await
-            .unwrap();
-        let cycle = store
-            .pruner(&session, &settings)
-            .cycle(false)
-            .await
-            .unwrap();
+        let scope = [child.clone(), old_p.clone(), new_p.clone()];
+        let cycle = prune_once(&env, &scope, "keep_labels = [\"tier=gold\"]\n", |_| {}).await;
         let removed: Vec<&str> = cycle
             .removals
             .iter()
@@ -158,28 +146,18 @@ async fn a_tag_moved_in_the_instant_before_its_delete_takes_no_content() {
     assert!(env.docker(&["tag", &v1, &v2]).status.success());
     let y = env.build_image(&other, "scratch", "y", Some("tier=gold"));
     push(&env, &other);
-    let scratch = Scratch::new();
-    seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
-    let (config, settings) =
-        scratch.prune_config(&[], &format!("{AGGRESSIVE}keep_labels = [\"tier=gold\"]\n"));
-    let store = ScopedStore::connect(&env, std::slice::from_ref(&x)).await;
     let (from, to) = (other.clone(), v1.clone());
-    store.before_delete(Box::new(move || {
-        assert!(
-            crate::support::env()
-                .docker(&["tag", &from, &to])
-                .status
-                .success()
-        );
-    }));
-    let session = stowage::Session::new(config, None, &store.inner)
-        .await
-        .unwrap();
-    let cycle = store
-        .pruner(&session, &settings)
-        .cycle(false)
-        .await
-        .unwrap();
+    let tag = Box::new(move || {
+        let out = crate::support::env().docker(&["tag", &from, &to]);
+        assert!(out.status.success(), "{out:?}");
+    });
+    let cycle = prune_once(
+        &env,
+        std::slice::from_ref(&x),
+        "keep_labels = [\"tier=gold\"]\n",
+        |store| store.before_delete(tag),
+    )
+    .await;
     let removal = outcome(&cycle, &x);
     assert!(env.has_image(&y), "{removal:#?}");
     assert!(
@@ -362,19 +340,19 @@ fn short_keep_patterns_keep_what_they_name() {
     }
 }
 
-/// One aggressive cycle over `scope`, with `extra` `[prune]` lines and `churn` made once the
-/// plan is made: the store changing during a prune's pause.
-async fn cycle_after(
+/// One aggressive cycle over `scope` (and what is built meanwhile), with `extra` `[prune]`
+/// lines, the store `arrange`d first (a change it makes at some moment of the cycle).
+async fn prune_once(
     env: &Env,
     scope: &[String],
     extra: &str,
-    churn: crate::support::Churn,
+    arrange: impl FnOnce(&ScopedStore),
 ) -> stowage::Cycle {
     let scratch = Scratch::new();
     seasoned_state(env, &scratch.dir.path().join("state.json"), 60);
     let (config, settings) = scratch.prune_config(&[], &format!("{AGGRESSIVE}{extra}"));
     let store = ScopedStore::connect(env, scope).await;
-    store.after_plan(churn);
+    arrange(&store);
     let session = stowage::Session::new(config, None, &store.inner)
         .await
         .unwrap();
@@ -383,6 +361,17 @@ async fn cycle_after(
         .cycle(false)
         .await
         .unwrap()
+}
+
+/// [`prune_once`] with `churn` made once the plan is made: the store changing during a
+/// prune's pause.
+async fn cycle_after(
+    env: &Env,
+    scope: &[String],
+    extra: &str,
+    churn: crate::support::Churn,
+) -> stowage::Cycle {
+    prune_once(env, scope, extra, |store| store.after_plan(churn)).await
 }
 
 fn outcome<'a>(cycle: &'a stowage::Cycle, id: &str) -> &'a stowage::Removal {

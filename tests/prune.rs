@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Env, Scratch, engine_lock, env};
+use crate::support::{Env, ScopedStore, Scratch, engine_lock, env};
 
 const DAY: i64 = 86_400;
 
@@ -279,168 +279,14 @@ fn children_go_before_parents() {
     assert!(!env.has_image("stowage-local/parent:1"));
 }
 
-/// How a [`RacingStore`] removes its victim.
-#[derive(Clone, Copy, PartialEq)]
-enum Race {
-    /// A container is created from it just before the (unforced) removal, as when one appears
-    /// between the plan and the removal: the engine refuses.
-    CreateFirst,
-    /// A container is created from it and the image is deleted all the same (a forced
-    /// removal): how the race of `docker create` with an engine's removal ends.
-    DeletedUnderIt,
-}
-
-/// The real store, except for what happens when the pruner removes `victim`, and, with
-/// `only_victim`, that the pruner sees no other image.
-struct RacingStore {
-    inner: stowage::DockerEngine,
-    victim: String,
-    race: Race,
-    only_victim: bool,
-}
-
-impl RacingStore {
-    async fn connect(env: &Env, victim: &str, race: Race, only_victim: bool) -> RacingStore {
-        RacingStore {
-            inner: stowage::DockerEngine::connect(Some(&env.docker_host))
-                .await
-                .unwrap(),
-            victim: victim.to_owned(),
-            race,
-            only_victim,
-        }
-    }
-
-    /// A pruner of `session` over this store, with nothing in flight and no stop.
-    fn pruner<'a>(
-        &'a self,
-        session: &'a stowage::Session,
-        settings: &'a stowage::PruneSettings,
-    ) -> stowage::Pruner<'a, RacingStore> {
-        session.pruner(
-            self,
-            settings,
-            stowage::InFlight::default(),
-            stowage::Shutdown::new(),
-        )
-    }
-
-    async fn create_from_victim(&self, name: &str) {
-        use bollard::query_parameters::CreateContainerOptionsBuilder;
-        let body = bollard::models::ContainerCreateBody {
-            image: Some(self.victim.clone()),
-            cmd: Some(vec!["/bin/busybox".into(), "true".into()]),
-            ..Default::default()
-        };
-        self.inner
-            .client()
-            .create_container(
-                Some(CreateContainerOptionsBuilder::new().name(name).build()),
-                body,
-            )
-            .await
-            .expect("a container from the victim");
-    }
-}
-
-impl stowage::Store for RacingStore {
-    fn image_store(&self) -> stowage::ImageStore {
-        self.inner.image_store()
-    }
-
-    async fn store(&self) -> Result<Vec<stowage::StoreImage>, stowage::Failure> {
-        let all = self.inner.store().await?;
-        Ok(all
-            .into_iter()
-            .filter(|i| !self.only_victim || i.id == self.victim)
-            .collect())
-    }
-
-    async fn container_images(
-        &self,
-    ) -> Result<std::collections::HashSet<String>, stowage::Failure> {
-        self.inner.container_images().await
-    }
-
-    async fn image_named(
-        &self,
-        name: &str,
-    ) -> Result<Option<stowage::LocalImage>, stowage::Failure> {
-        self.inner.image_named(name).await
-    }
-
-    async fn delete(&self, name: &str) -> Result<stowage::Deleted, stowage::Failure> {
-        let named = self.inner.image_named(name).await?;
-        if named.is_none_or(|i| i.id != self.victim) {
-            return self.inner.delete(name).await;
-        }
-        match self.race {
-            Race::CreateFirst => {
-                self.create_from_victim("stowage-race").await;
-                self.inner.delete(name).await
-            }
-            Race::DeletedUnderIt => {
-                self.create_from_victim("stowage-staged-race").await;
-                let force = bollard::query_parameters::RemoveImageOptionsBuilder::new()
-                    .force(true)
-                    .build();
-                self.inner
-                    .client()
-                    .remove_image(&self.victim, Some(force), None)
-                    .await
-                    .expect("the image goes, as in the race");
-                Ok(stowage::Deleted {
-                    untagged: Vec::new(),
-                    images: vec![self.victim.clone()],
-                })
-            }
-        }
-    }
-
-    async fn retag(&self, id: &str, name: &str) -> Result<(), stowage::Failure> {
-        self.inner.retag(id, name).await
-    }
-
-    async fn has_image(&self, id: &str) -> Result<bool, stowage::Failure> {
-        self.inner.has_image(id).await
-    }
-
-    async fn restore(
-        &self,
-        by_digest: &stowage::ImageRef,
-        tags: &[String],
-        auth: Option<stowage::RegistryAuth>,
-    ) -> Result<(), stowage::Failure> {
-        self.inner.restore(by_digest, tags, auth).await
-    }
-
-    async fn data_root(&self) -> Result<Option<std::path::PathBuf>, stowage::Failure> {
-        self.inner.data_root().await
-    }
-
-    async fn prune_build_cache(
-        &self,
-        max_age: Option<std::time::Duration>,
-        max_bytes: Option<u64>,
-    ) -> Result<u64, stowage::Failure> {
-        self.inner.prune_build_cache(max_age, max_bytes).await
-    }
-
-    async fn container_image(&self, container: &str) -> Result<Option<String>, stowage::Failure> {
-        self.inner.container_image(container).await
-    }
-
-    async fn deleted_since(&self, since: i64) -> Result<Vec<String>, stowage::Failure> {
-        self.inner.deleted_since(since).await
-    }
-
-    fn store_events(
-        &self,
-        since: i64,
-    ) -> impl futures_util::Stream<Item = Result<stowage::StoreEvent, stowage::Failure>> + Send
-    {
-        self.inner.store_events(since)
-    }
+/// A container created from `victim`, named `name`, as `docker create` makes it.
+fn create_from(victim: &str, name: &str) -> crate::support::Churn {
+    let (victim, name) = (victim.to_owned(), name.to_owned());
+    Box::new(move || {
+        let env = crate::support::env();
+        let out = env.docker(&["create", "--name", &name, &victim, "/bin/busybox", "true"]);
+        assert!(out.status.success(), "a container from the victim: {out:?}");
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,7 +308,11 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
         &[],
         "unused_max_age = \"30d\"\nkeep = [\"stowage-local/**\"]\npause = \"0s\"\n",
     );
-    let store = RacingStore::connect(&env, &victim, Race::CreateFirst, false).await;
+    let other = env.image_id(&other_name).unwrap();
+    let store = ScopedStore::connect(&env, &[victim.clone(), other]).await;
+    // A container is created from it just before the (unforced) removal, as when one appears
+    // between the plan and the removal: the engine refuses.
+    store.before_deleting(&victim, create_from(&victim, "stowage-race"));
     let session = stowage::Session::new(config, None, &store.inner)
         .await
         .unwrap();
@@ -510,7 +360,21 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
         &[],
         "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n",
     );
-    let store = RacingStore::connect(&env, &victim, Race::DeletedUnderIt, true).await;
+    let store = ScopedStore::connect(&env, std::slice::from_ref(&victim)).await;
+    // A container is created from it and the image deleted all the same (a forced removal):
+    // how the race of `docker create` with an engine's removal ends.
+    let (created, gone) = (create_from(&victim, "stowage-staged-race"), victim.clone());
+    store.before_deleting(
+        &victim,
+        Box::new(move || {
+            created();
+            let out = crate::support::env().docker(&["image", "rm", "-f", &gone]);
+            assert!(
+                out.status.success(),
+                "the image goes, as in the race: {out:?}"
+            );
+        }),
+    );
     let session = stowage::Session::new(config, None, &store.inner)
         .await
         .unwrap();

@@ -15,7 +15,7 @@ use crate::model::failure::{Failure, FailureClass};
 use crate::model::image::{Deleted, ImageStore, LocalImage, StoreEvent, StoreImage};
 use crate::model::platform::IndexCache;
 use crate::model::rate_limit::Budget;
-use crate::model::reference::ImageRef;
+use crate::model::reference::{ImageRef, repository};
 use crate::model::signature::SignatureLayer;
 use crate::model::sync::Locked;
 
@@ -488,8 +488,8 @@ impl EngineState {
                     "conflict: unable to delete {id} - image is being used"
                 ));
             }
-            answer.untagged.extend(image.tags.drain(..));
-            answer.untagged.extend(image.digests.drain(..));
+            answer.untagged.append(&mut image.tags);
+            answer.untagged.append(&mut image.digests);
         } else {
             if names == 1 && used {
                 return refused(format!(
@@ -520,17 +520,6 @@ impl EngineState {
         });
         answer.images.push(id);
         Ok(answer)
-    }
-}
-
-/// The repository of `name:tag` or `name@digest`.
-fn repository(name: &str) -> &str {
-    if let Some((repo, _)) = name.split_once('@') {
-        return repo;
-    }
-    match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
     }
 }
 

@@ -23,6 +23,8 @@ impl Env {
         Command::new(&self.docker_cli)
             .args(args)
             .env("DOCKER_HOST", host)
+            // The classic builder: no buildx plugin, and parents recorded as stowage sees them.
+            .env("DOCKER_BUILDKIT", "0")
             // Never the user's ~/.docker: logins made by tests stay in the test environment.
             .env(
                 "DOCKER_CONFIG",
@@ -103,16 +105,7 @@ impl Env {
             vec!["push", "-q", name.as_str()],
             vec!["image", "rm", name.as_str()],
         ] {
-            let out = Command::new(&self.docker_cli)
-                .args(&args)
-                .env("DOCKER_HOST", &self.seed_docker_host)
-                .env("DOCKER_BUILDKIT", "0")
-                .env(
-                    "DOCKER_CONFIG",
-                    std::env::temp_dir().join("stowage-tests-cli"),
-                )
-                .output()
-                .expect("the docker CLI runs");
+            let out = self.seed_docker(&args);
             assert!(out.status.success(), "docker {args:?}: {out:?}");
         }
         repo
@@ -311,17 +304,8 @@ impl Env {
             dockerfile.push_str(&format!("LABEL {label}\n"));
         }
         std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("a temp file");
-        let out = Command::new(&self.docker_cli)
-            .args(["build", "-q", "-t", tag])
-            .arg(dir.path())
-            .env("DOCKER_HOST", &self.docker_host)
-            .env("DOCKER_BUILDKIT", "0")
-            .env(
-                "DOCKER_CONFIG",
-                std::env::temp_dir().join("stowage-tests-cli"),
-            )
-            .output()
-            .expect("the docker CLI runs");
+        let path = dir.path().display().to_string();
+        let out = self.docker(&["build", "-q", "-t", tag, &path]);
         assert!(out.status.success(), "docker build {tag}: {out:?}");
         self.image_id(tag).expect("the image just built")
     }

@@ -18,8 +18,8 @@ pub(crate) struct ScopedStore {
     scope: Mutex<HashSet<String>>,
     /// When it connected (seconds).
     since: i64,
-    /// Run before the first DELETE, if set.
-    churn: Mutex<Option<Churn>>,
+    /// Run before the first DELETE (of a name of the image with this ID, if one is given).
+    churn: Mutex<Option<(Option<String>, Churn)>>,
     /// Run once the plan is made, as the removals start, if set.
     after_plan: Mutex<Option<Churn>>,
     /// How many times the containers were listed.
@@ -42,7 +42,12 @@ impl ScopedStore {
 
     /// Makes `churn` happen right before the next DELETE.
     pub(crate) fn before_delete(&self, churn: Churn) {
-        *self.churn.lock().unwrap() = Some(churn);
+        *self.churn.lock().unwrap() = Some((None, churn));
+    }
+
+    /// Makes `churn` happen right before the first DELETE of a name (or the ID) of image `id`.
+    pub(crate) fn before_deleting(&self, id: &str, churn: Churn) {
+        *self.churn.lock().unwrap() = Some((Some(id.to_owned()), churn));
     }
 
     /// Makes `churn` happen once the plan is made, before any removal: the store changes
@@ -106,7 +111,26 @@ impl stowage::Store for ScopedStore {
     }
 
     async fn delete(&self, name: &str) -> Result<stowage::Deleted, stowage::Failure> {
-        let churn = self.churn.lock().unwrap().take();
+        let wanted = self
+            .churn
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(id, _)| id.clone());
+        let due = match wanted {
+            None => false,
+            Some(None) => true,
+            Some(Some(id)) => self
+                .inner
+                .image_named(name)
+                .await?
+                .is_some_and(|i| i.id == id),
+        };
+        let churn = if due {
+            self.churn.lock().unwrap().take().map(|(_, churn)| churn)
+        } else {
+            None
+        };
         if let Some(churn) = churn {
             // The docker CLI blocks; the test runtime has a thread to spare.
             tokio::task::block_in_place(churn);

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::decide::usage::Usage;
 use crate::model::image::{Disk, StoreImage};
+use crate::model::reference::repository;
 use crate::policy::keep::{KeepRules, Limits};
 
 /// Everything the planner looks at.
@@ -225,17 +226,6 @@ pub(crate) fn being_pulled<'a>(
                     || n.split_once('@')
                         .is_some_and(|(_, digest)| in_flight.contains(digest))
             }))
-}
-
-/// Repository of a fully qualified `name:tag` or `name@digest`.
-fn repository(name: &str) -> &str {
-    if let Some((repo, _)) = name.split_once('@') {
-        return repo;
-    }
-    match name.rfind(':') {
-        Some(i) if !name[i..].contains('/') => &name[..i],
-        _ => name,
-    }
 }
 
 /// When stowage first saw an image (now, if never before).

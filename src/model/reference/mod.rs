@@ -159,6 +159,17 @@ pub(crate) fn sort_engine_names(
     (tags, digests)
 }
 
+/// The repository of a fully qualified `name:tag` or `name@digest`, as the engine lists them.
+pub(crate) fn repository(name: &str) -> &str {
+    if let Some((repo, _)) = name.split_once('@') {
+        return repo;
+    }
+    match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    }
+}
+
 /// Whether `d` is a sha256 digest as registries write them.
 pub(crate) fn valid_digest(d: &str) -> bool {
     d.strip_prefix("sha256:").is_some_and(|hex| {

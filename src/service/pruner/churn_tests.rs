@@ -137,12 +137,19 @@ fn engine_of(world: &World) -> FakeEngine {
 }
 
 fn session(dir: &std::path::Path) -> Session {
-    // As aggressive as the keys allow: everything unprotected is a candidate.
-    let text = "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
-                dangling_min_age = \"0s\"\nunused_max_age = \"0s\"\npause = \"0s\"\n\
-                max_removals = 100\nkeep = [\"r.example/keep:*\"]\n\
-                [[image]]\nname = \"r.example/req:1\"\npin = \"follow\"\n";
-    let config = Config::parse(&dir.join("config.toml"), text).unwrap();
+    session_with(dir, "0s", "")
+}
+
+/// A session whose prune settings are as aggressive as the keys allow (everything
+/// unprotected is a candidate), with `pause` between removals and `extra` lines.
+fn session_with(dir: &std::path::Path, pause: &str, extra: &str) -> Session {
+    let text = format!(
+        "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
+         dangling_min_age = \"0s\"\nunused_max_age = \"0s\"\npause = \"{pause}\"\n\
+         max_removals = 100\nkeep = [\"r.example/keep:*\"]\n{extra}\
+         [[image]]\nname = \"r.example/req:1\"\npin = \"follow\"\n"
+    );
+    let config = Config::parse(&dir.join("config.toml"), &text).unwrap();
     Session::with_registry(
         config,
         None,
@@ -150,6 +157,17 @@ fn session(dir: &std::path::Path) -> Session {
         Box::new(FakeRegistry::default()),
     )
     .unwrap()
+}
+
+/// Runs one cycle of `pruner` under paused time.
+fn run_cycle(pruner: &Pruner<'_, FakeEngine>) -> Cycle {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(pruner.cycle(false))
+        .unwrap()
 }
 
 /// Whether the cycle reported `name` (or any name, when `None`) of image `image` as taken
@@ -175,12 +193,7 @@ fn check(world: &World) -> Result<(), TestCaseError> {
     let engine = engine_of(world);
     let settings = session.config.prune.clone().unwrap();
     let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let cycle = runtime.block_on(pruner.cycle(false)).unwrap();
+    let cycle = run_cycle(&pruner);
     let plan_of = |id: &str| cycle.plan.remove.iter().find(|c| c.id == id);
     for (deleted, names_then, used_then) in engine.deleted() {
         let planned_names: Vec<String> = plan_of(&deleted)
@@ -267,12 +280,7 @@ fn a_tag_moved_between_plan_and_removal_takes_nothing_of_the_new_image() {
     let session = session(dir.path());
     let settings = session.config.prune.clone().unwrap();
     let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let cycle = runtime.block_on(pruner.cycle(false)).unwrap();
+    let cycle = run_cycle(&pruner);
     let x = cycle
         .removals
         .iter()
@@ -289,29 +297,11 @@ fn a_tag_moved_between_plan_and_removal_takes_nothing_of_the_new_image() {
 /// between), and the engine after it.
 fn cycle_with(world: &World, extra: &str) -> (Cycle, FakeEngine) {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
-         dangling_min_age = \"0s\"\nunused_max_age = \"0s\"\npause = \"1s\"\n\
-         max_removals = 100\nkeep = [\"r.example/keep:*\"]\n{extra}"
-    );
-    let config = Config::parse(&dir.path().join("config.toml"), &text).unwrap();
-    let session = Session::with_registry(
-        config,
-        None,
-        State::default(),
-        Box::new(FakeRegistry::default()),
-    )
-    .unwrap();
+    let session = session_with(dir.path(), "1s", extra);
     let engine = engine_of(world);
     let settings = session.config.prune.clone().unwrap();
     let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let cycle = runtime.block_on(pruner.cycle(false)).unwrap();
-    (cycle, engine)
+    (run_cycle(&pruner), engine)
 }
 
 fn pulled(n: usize) -> Vec<Spec> {
