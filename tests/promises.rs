@@ -417,8 +417,11 @@ async fn a_kept_name_added_after_the_plan_keeps_the_image() {
             stowage::RemovalResult::Skipped,
             "pushed {pushed}: {removal:#?}"
         );
+        // Kept by the plan made again on the tag's event, or, if the event is late (Podman's
+        // go through a file), by the look at its names before its first DELETE.
+        let why = removal.error.as_deref().unwrap_or("");
         assert!(
-            removal.error.as_deref().unwrap_or("").contains("keep rule"),
+            why.contains("keep rule") || why.contains("gained a name"),
             "{removal:#?}"
         );
         assert_eq!(env.image_id(&prod).as_deref(), Some(x.as_str()));

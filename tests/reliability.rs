@@ -240,7 +240,11 @@ fn rebuild_churn(
         if roll < 6 || built.is_empty() {
             let kept = roll < 3;
             let label = kept.then_some("tier=gold");
-            let id = env.build_image(&tag, "scratch", &format!("build {ops}"), label);
+            // The cycles (min_age 0s) may take a build's intermediate image from under it.
+            let Ok(id) = env.try_build_image(&tag, "scratch", &format!("build {ops}"), label)
+            else {
+                continue;
+            };
             if kept {
                 gold.push(id.clone());
             }

@@ -296,6 +296,20 @@ impl Env {
         content: &str,
         label: Option<&str>,
     ) -> String {
+        self.try_build_image(tag, from, content, label)
+            .unwrap_or_else(|out| panic!("docker build {tag}: {out:?}"))
+    }
+
+    /// [`Env::build_image`], or the CLI's output when the build fails (a prune with
+    /// `min_age = "0s"` may remove a build's intermediate image under it, as `docker image
+    /// prune` may).
+    pub(crate) fn try_build_image(
+        &self,
+        tag: &str,
+        from: &str,
+        content: &str,
+        label: Option<&str>,
+    ) -> Result<String, Output> {
         let dir = tempfile::tempdir().expect("a temp dir");
         std::fs::write(dir.path().join("f.txt"), content).expect("a temp file");
         let file = tag.replace([':', '/'], "_");
@@ -306,7 +320,21 @@ impl Env {
         std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("a temp file");
         let path = dir.path().display().to_string();
         let out = self.docker(&["build", "-q", "-t", tag, &path]);
-        assert!(out.status.success(), "docker build {tag}: {out:?}");
-        self.image_id(tag).expect("the image just built")
+        if !out.status.success() {
+            return Err(out);
+        }
+        // The ID the build printed (Podman's without `sha256:`): a prune running meanwhile may
+        // already have removed the tag.
+        let id = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .expect("docker build -q prints the ID")
+            .trim()
+            .to_owned();
+        Ok(if id.starts_with("sha256:") {
+            id
+        } else {
+            format!("sha256:{id}")
+        })
     }
 }

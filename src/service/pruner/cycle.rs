@@ -14,7 +14,7 @@ use futures_util::stream::FuturesUnordered;
 
 use tracing::{debug, error, info, warn};
 
-use super::remove::remove_exactly;
+use super::remove::{Stop, remove_exactly};
 use super::watch::StoreWatch;
 use super::{AgainstPlan, Cycle, Planned, Pruner, Race, Removal, RemovalResult, Replan};
 use crate::decide::prune_plan::{Candidate, Protection, PruneInput, PrunePlan, being_pulled};
@@ -191,7 +191,7 @@ impl<S: Store> Pruner<'_, S> {
         c: &Candidate,
         input: &PruneInput,
         watch: &tokio::sync::Mutex<StoreWatch<'_, S>>,
-        replans: &tokio::sync::Mutex<Option<(u64, Replan)>>,
+        replans: &tokio::sync::Mutex<Option<(u64, Result<Replan, Failure>)>>,
     ) -> Removal {
         let (generation, in_use) = {
             let mut w = watch.lock().await;
@@ -210,12 +210,22 @@ impl<S: Store> Pruner<'_, S> {
             if replanned.as_ref().is_none_or(|(g, _)| *g != generation) {
                 *replanned = Some((generation, self.replan(input, in_use).await));
             }
-            if let Some((_, replan)) = replanned.as_ref()
-                && let Some(why) = replan.kept(&c.id)
-            {
-                info!(image = %c.id, names = ?c.names, "kept: the store changed since the plan ({why})");
-                let why = format!("kept: the store changed since the plan ({why})");
-                return Removal::new(c, RemovalResult::Skipped, Some(why));
+            match replanned.as_ref().map(|(_, r)| r) {
+                Some(Err(f)) => {
+                    let why = format!(
+                        "the store changed since the plan, and cannot be looked at again: {f}"
+                    );
+                    warn!(image = %c.id, names = ?c.names, "removal failed: {why}");
+                    return Removal::new(c, RemovalResult::Failed, Some(why));
+                }
+                Some(Ok(replan)) => {
+                    if let Some(why) = replan.kept(&c.id) {
+                        info!(image = %c.id, names = ?c.names, "kept: the store changed since the plan ({why})");
+                        let why = format!("kept: the store changed since the plan ({why})");
+                        return Removal::new(c, RemovalResult::Skipped, Some(why));
+                    }
+                }
+                None => {}
             }
         }
         // A pull may have started since the plan: leave its image alone. Checked last, with
@@ -226,12 +236,16 @@ impl<S: Store> Pruner<'_, S> {
             return Removal::new(c, RemovalResult::Skipped, Some(why.into()));
         }
         let exact = remove_exactly(self.store, c).await;
-        let mut removal = match (&exact.error, exact.gone) {
+        let mut removal = match (&exact.stop, exact.gone) {
             (_, true) => {
                 info!(image = %c.id, names = ?c.names, bytes = c.size, rule = ?c.rule, "removed");
                 Removal::new(c, RemovalResult::Removed, None)
             }
-            (Some(f), false) => {
+            (Some(stop @ Stop::GainedNames(_)), false) => {
+                info!(image = %c.id, names = ?c.names, "{stop}");
+                Removal::new(c, RemovalResult::Skipped, Some(stop.to_string()))
+            }
+            (Some(Stop::Failed(f)), false) => {
                 warn!(image = %c.id, names = ?c.names, "removal failed: {f}");
                 Removal::new(c, RemovalResult::Failed, Some(f.detail.clone()))
             }

@@ -132,8 +132,6 @@ pub(crate) struct Replan {
     remove: HashSet<String>,
     /// Why it keeps each image it keeps.
     why: HashMap<String, String>,
-    /// Why it keeps an image it does not know.
-    otherwise: String,
 }
 
 impl Replan {
@@ -142,7 +140,11 @@ impl Replan {
         if self.remove.contains(id) {
             return None;
         }
-        Some(self.why.get(id).unwrap_or(&self.otherwise))
+        Some(
+            self.why
+                .get(id)
+                .map_or("it is gone already", String::as_str),
+        )
     }
 }
 
@@ -320,21 +322,13 @@ impl<S: Store> Pruner<'_, S> {
     /// The plan made again over the store as it is now (its names, images, the containers
     /// `in_use`, the disk, pulls under way), with what could not have changed since `planned`
     /// (the daemon's own image, registry copies) carried over.
-    pub(crate) async fn replan(&self, planned: &PruneInput, in_use: HashSet<String>) -> Replan {
-        let fresh = match self.store.store().await {
-            Ok(images) => self.input_over(images, in_use).await,
-            Err(f) => Err(f),
-        };
-        let mut input = match fresh {
-            Ok(input) => input,
-            Err(f) => {
-                return Replan {
-                    remove: HashSet::new(),
-                    why: HashMap::new(),
-                    otherwise: format!("the store could not be looked at again: {f}"),
-                };
-            }
-        };
+    pub(crate) async fn replan(
+        &self,
+        planned: &PruneInput,
+        in_use: HashSet<String>,
+    ) -> Result<Replan, Failure> {
+        let images = self.store.store().await?;
+        let mut input = self.input_over(images, in_use).await?;
         input.own_image.clone_from(&planned.own_image);
         input.no_registry_copy.clone_from(&planned.no_registry_copy);
         let plan = plan_prune(&input, &self.settings.keep, &self.settings.limits);
@@ -350,11 +344,10 @@ impl<S: Store> Pruner<'_, S> {
                 (k.id.clone(), why)
             })
             .collect();
-        Replan {
+        Ok(Replan {
             remove: plan.remove.into_iter().map(|c| c.id).collect(),
             why,
-            otherwise: "it is gone already".to_owned(),
-        }
+        })
     }
 
     /// Whether any registry serves one of the image's repository digests.

@@ -4,7 +4,7 @@
 use crate::decide::prune_plan::Candidate;
 use crate::decide::removal::{qualified, removal_order};
 use crate::io::engine::Store;
-use crate::model::failure::{Failure, FailureClass};
+use crate::model::failure::Failure;
 use crate::model::image::{Deleted, ImageStore, LocalImage, qualified_id};
 
 /// What the engine did for one planned removal.
@@ -19,7 +19,35 @@ pub(super) struct Exact {
     /// The answers to the DELETEs of its build steps, by step.
     pub steps: Vec<(String, Deleted)>,
     /// Why it stopped short, when it did.
-    pub error: Option<Failure>,
+    pub stop: Option<Stop>,
+}
+
+/// Why a removal stopped short.
+#[derive(Debug)]
+pub(super) enum Stop {
+    /// The image gained a name since the plan (these): someone wants it, so it stays.
+    GainedNames(Vec<String>),
+    /// The engine refused, or could not be asked.
+    Failed(Failure),
+}
+
+impl From<Failure> for Stop {
+    fn from(f: Failure) -> Self {
+        Stop::Failed(f)
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::GainedNames(names) => write!(
+                f,
+                "kept: it gained a name while being removed ({})",
+                names.join(", ")
+            ),
+            Stop::Failed(failure) => write!(f, "{}", failure.detail),
+        }
+    }
 }
 
 impl Exact {
@@ -38,19 +66,18 @@ pub(super) async fn remove_exactly<S: Store>(store: &S, c: &Candidate) -> Exact 
     let mut exact = Exact::default();
     // A name it gained since the plan keeps it: someone wants it (a keep rule may match it,
     // and on some engines any first DELETE takes every name the image has then).
-    if let Err(f) = no_name_gained(store, c).await {
-        exact.error = Some(f);
+    if let Err(stop) = no_name_gained(store, c).await {
+        exact.stop = Some(stop);
         return exact;
     }
     if let Err(f) = remove_names(store, c, &mut exact).await {
-        exact.error = Some(f);
+        exact.stop = Some(Stop::Failed(f));
         return exact;
     }
-    if !exact.deleted(&c.id) {
-        match remove_by_id(store, c, &mut exact).await {
-            Ok(()) => {}
-            Err(f) => exact.error = Some(f),
-        }
+    if !exact.deleted(&c.id)
+        && let Err(stop) = remove_by_id(store, c, &mut exact).await
+    {
+        exact.stop = Some(stop);
     }
     exact.gone = exact.gone || exact.deleted(&c.id);
     if exact.gone {
@@ -136,11 +163,7 @@ async fn names_it<S: Store>(store: &S, name: &str, id: &str) -> Result<bool, Fai
 
 /// Step 3: the image by its ID, which takes the names it has at that instant (its last tag), or
 /// is refused: a name added meanwhile, a container, a child. A refusal names what it now has.
-async fn remove_by_id<S: Store>(
-    store: &S,
-    c: &Candidate,
-    exact: &mut Exact,
-) -> Result<(), Failure> {
+async fn remove_by_id<S: Store>(store: &S, c: &Candidate, exact: &mut Exact) -> Result<(), Stop> {
     // The DELETE of the ID takes the one tag the image has, whichever: looked at right before.
     no_name_gained(store, c).await?;
     let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
@@ -159,15 +182,15 @@ async fn remove_by_id<S: Store>(
             };
             let gained = gained_names(&now, &planned);
             if gained.is_empty() {
-                return Err(refused);
+                return Err(Stop::Failed(refused));
             }
-            Err(gained_a_name(&gained))
+            Err(Stop::GainedNames(gained))
         }
     }
 }
 
 /// Fails when image `c` has a name now that its plan did not list.
-async fn no_name_gained<S: Store>(store: &S, c: &Candidate) -> Result<(), Failure> {
+async fn no_name_gained<S: Store>(store: &S, c: &Candidate) -> Result<(), Stop> {
     let Some(now) = store.image_named(&c.id).await? else {
         return Ok(());
     };
@@ -176,7 +199,7 @@ async fn no_name_gained<S: Store>(store: &S, c: &Candidate) -> Result<(), Failur
     if gained.is_empty() {
         Ok(())
     } else {
-        Err(gained_a_name(&gained))
+        Err(Stop::GainedNames(gained))
     }
 }
 
@@ -189,14 +212,4 @@ fn gained_names(image: &LocalImage, planned: &[String]) -> Vec<String> {
         .filter(|n| !planned.contains(&qualified(n)))
         .cloned()
         .collect()
-}
-
-fn gained_a_name(gained: &[String]) -> Failure {
-    Failure::new(
-        FailureClass::Engine,
-        format!(
-            "it gained a name while being removed ({}); kept",
-            gained.join(", ")
-        ),
-    )
 }
