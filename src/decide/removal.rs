@@ -54,6 +54,19 @@ pub(crate) fn qualified(name: &str) -> String {
         .map_or_else(|_| name.to_owned(), |r| r.to_string())
 }
 
+/// Whether the (fully qualified) `name` is one of `planned`: a tag by its name, a `name@digest`
+/// by its digest. The content's digest is the content's, under whichever repository: the
+/// containerd store shows one `repository@digest` per repository when asked about one image
+/// and one in all when listing them.
+pub(crate) fn is_planned(name: &str, planned: &[String]) -> bool {
+    match name.split_once('@') {
+        None => planned.iter().any(|p| p == name),
+        Some((_, digest)) => planned
+            .iter()
+            .any(|p| p.split_once('@').is_some_and(|(_, d)| d == digest)),
+    }
+}
+
 /// What the answers to the DELETEs of one planned removal (of image `planned`, whose names were
 /// `planned_names`) show was taken against the plan.
 ///
@@ -105,7 +118,7 @@ pub(crate) fn taken_against_plan(
 fn push_unplanned_names(taken: &mut Vec<Taken>, names: &[String], planned_names: &[String]) {
     let unplanned: Vec<String> = names
         .iter()
-        .filter(|n| !planned_names.contains(n))
+        .filter(|n| !is_planned(n, planned_names))
         .cloned()
         .collect();
     if !unplanned.is_empty() {
@@ -179,6 +192,15 @@ mod tests {
                 names: names(&["docker.io/library/app:new"]),
             }]
         );
+    }
+
+    #[test]
+    fn a_digest_is_planned_under_any_repository() {
+        let planned = names(&["r:1/a:1", "r:1/a@sha256:aa"]);
+        assert!(is_planned("r:1/a:1", &planned));
+        assert!(is_planned("r:1/b@sha256:aa", &planned));
+        assert!(!is_planned("r:1/b:1", &planned));
+        assert!(!is_planned("r:1/a@sha256:bb", &planned));
     }
 
     #[test]

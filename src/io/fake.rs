@@ -136,7 +136,7 @@ impl FakeEngine {
         let mut s = self.0.locked();
         s.in_use.insert(id.to_owned());
         s.tell(StoreEvent::Used {
-            id: id.to_owned(),
+            image: id.to_owned(),
             time: 0,
         });
     }
@@ -414,7 +414,7 @@ impl EngineState {
             Churn::Use { id } => {
                 if self.images.contains_key(&id) {
                     self.in_use.insert(id.clone());
-                    self.tell(StoreEvent::Used { id, time: 0 });
+                    self.tell(StoreEvent::Used { image: id, time: 0 });
                 }
             }
         }

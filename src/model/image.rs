@@ -119,8 +119,9 @@ pub(crate) fn qualified_id(id: &str) -> String {
 /// Something the engine's event stream says happened to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {
-    /// A container was created or started from image `id` at `time` (seconds).
-    Used { id: String, time: i64 },
+    /// A container was created or started from `image` (a name or an ID, as the container was
+    /// created with it) at `time` (seconds).
+    Used { image: String, time: i64 },
     /// Image `id` was deleted at `time`: whatever comes back under that ID later is new.
     Gone { id: String, time: i64 },
     /// An image gained a name or arrived (a tag, a pull, a load): `id` is the image's ID, or

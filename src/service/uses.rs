@@ -53,7 +53,15 @@ pub async fn watch_uses<S: Store>(
                 Ok(Some(Ok(event))) => {
                     since = since.max(event.time());
                     match event {
-                        StoreEvent::Used { id, time } => uses.seen(id, time),
+                        StoreEvent::Used { image, time } => {
+                            // The history is by ID; the event names the image as the
+                            // container was created with it.
+                            let id = match store.image_named(&image).await {
+                                Ok(Some(found)) => found.id,
+                                _ => image,
+                            };
+                            uses.seen(id, time);
+                        }
                         // Podman says "delete" of every removal it was asked for, an
                         // untag or a refusal too: only an image really gone is forgotten.
                         StoreEvent::Gone { id, .. } => {

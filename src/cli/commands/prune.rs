@@ -7,7 +7,7 @@ use crate::cli::error::Error;
 use crate::cli::report;
 use crate::policy::config::PruneSettings;
 use crate::service::in_flight::InFlight;
-use crate::service::pruner::RemovalResult;
+use crate::service::pruner::{Race, RemovalResult};
 use crate::service::shutdown::Shutdown;
 
 /// Runs one cycle (or, with `dry_run`, only plans it) and reports what goes, what stays and
@@ -37,7 +37,18 @@ pub(crate) async fn prune(
         let now = chrono::Utc::now().timestamp();
         print(&report::prune_text(&plan, &removals, now));
     }
-    if removals.iter().any(|r| r.result == RemovalResult::Failed) {
+    // A removal that failed, or anything lost on the way (taken against the plan, or by a
+    // container's race, and not put back), is a failed prune.
+    let lost = |r: &&crate::service::pruner::Removal| {
+        matches!(r.race, Some(Race::Lost { .. }))
+            || r.against_plan
+                .iter()
+                .any(|a| matches!(a.outcome, Race::Lost { .. }))
+    };
+    if removals
+        .iter()
+        .any(|r| r.result == RemovalResult::Failed || lost(&r))
+    {
         Err(Error::Reported)
     } else {
         Ok(())

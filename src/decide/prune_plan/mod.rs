@@ -172,9 +172,10 @@ pub(crate) fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) 
     let protection = protect::protect(input, keep, limits, &by_id);
     let selected = select::select(input, limits, &protection, &by_id);
     let mut remove = order::order(input, &selected, &by_id);
+    let shared = protect::shared_steps(&input.images);
     for c in &mut remove {
         if let Some(image) = by_id.get(c.id.as_str()) {
-            c.steps = protect::private_steps(input, keep, image);
+            c.steps = protect::private_steps(input, keep, &shared, image);
         }
     }
     let (remove, deferred) = limit::limit(input, remove, limits.max_removals);

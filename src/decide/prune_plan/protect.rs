@@ -26,7 +26,8 @@ pub(super) fn protect<'a>(
     protection
 }
 
-/// The IDs of the `n` newest images (by creation time) of each repository.
+/// The IDs of the `n` newest images (by creation time) of each repository, and those made in
+/// the same second as the n-th.
 fn newest_per_repository(images: &[StoreImage], n: usize) -> HashSet<&str> {
     let mut newest: HashSet<&str> = HashSet::new();
     if n == 0 {
@@ -44,7 +45,17 @@ fn newest_per_repository(images: &[StoreImage], n: usize) -> HashSet<&str> {
     }
     for list in repos.values_mut() {
         list.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
-        newest.extend(list.iter().take(n).map(|i| i.id.as_str()));
+        // Creation times are whole seconds: images made in the same second as the n-th newest
+        // cannot be told apart, so all of them are kept, never one picked by its ID.
+        let Some(nth) = list.get(n - 1).map(|i| i.created) else {
+            newest.extend(list.iter().map(|i| i.id.as_str()));
+            continue;
+        };
+        newest.extend(
+            list.iter()
+                .take_while(|i| i.created >= nth)
+                .map(|i| i.id.as_str()),
+        );
     }
     newest
 }
@@ -85,12 +96,14 @@ fn own_protection(
 }
 
 /// The build steps that go with `image`: its unlisted intermediate images, child-most first, up
-/// to the first one policy keeps (a keep label, which steps inherit from their base; a
-/// container; the daemon's own; required; being pulled). The engine, told `noprune`, would
+/// to the first one another image is built on too (`shared`: some engines delete it all the
+/// same) or policy keeps (a keep label, which steps inherit from their base; a container; the
+/// daemon's own; required; being pulled). The engine, told `noprune`, would
 /// leave them all; told nothing, it would take them all, kept or not.
 pub(super) fn private_steps(
     input: &PruneInput,
     keep: &KeepRules,
+    shared: &HashSet<&str>,
     image: &StoreImage,
 ) -> Vec<String> {
     image
@@ -98,7 +111,8 @@ pub(super) fn private_steps(
         .iter()
         .take_while(|step| {
             let id = step.id.as_str();
-            !(input.required.contains(id)
+            !(shared.contains(id)
+                || input.required.contains(id)
                 || input.own_image.as_deref() == Some(id)
                 || input.in_use.contains(id)
                 || input.in_flight.contains(id)
@@ -154,4 +168,16 @@ fn protect_ancestors<'a>(protection: &mut HashMap<&'a str, Protection>, by_id: &
             cur = by_id.get(parent).and_then(|i| i.parent.as_deref());
         }
     }
+}
+
+/// The build steps more than one image is built on.
+pub(super) fn shared_steps(images: &[StoreImage]) -> HashSet<&str> {
+    let mut seen = HashSet::new();
+    let mut shared = HashSet::new();
+    for step in images.iter().flat_map(|i| &i.steps) {
+        if !seen.insert(step.id.as_str()) {
+            shared.insert(step.id.as_str());
+        }
+    }
+    shared
 }

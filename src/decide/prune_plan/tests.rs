@@ -255,6 +255,55 @@ fn keep_the_newest_per_repository() {
     assert_eq!(removed(&plan_prune(&inp, &keep, &limits())), ["v1"]);
 }
 
+/// Creation times are whole seconds: two images made in the same second as the newest are
+/// both newest, whatever their IDs.
+#[test]
+fn images_made_in_the_same_second_are_all_the_newest() {
+    let inp = input(vec![
+        image("a-newer", &["r/app:new"], 10, NOW - 70 * DAY),
+        image("b-older", &["r/app:old"], 10, NOW - 70 * DAY),
+        image("c-oldest", &["r/app:1"], 10, NOW - 90 * DAY),
+    ]);
+    let keep = KeepRules {
+        newest_per_repository: 1,
+        ..KeepRules::default()
+    };
+    assert_eq!(removed(&plan_prune(&inp, &keep, &limits())), ["c-oldest"]);
+}
+
+/// A build step goes with its image, up to the first one policy keeps (by a label it
+/// inherited) or another image is built on too.
+#[test]
+fn build_steps_go_with_their_image_up_to_a_kept_or_shared_one() {
+    let step = |id: &str, label: Option<&str>| crate::model::image::BuildStep {
+        id: id.into(),
+        labels: label
+            .map(|l| BTreeMap::from([(l.to_owned(), "x".to_owned())]))
+            .unwrap_or_default(),
+    };
+    let mut a = image("a", &[], 10, NOW - 90 * DAY);
+    a.steps = vec![step("a1", None), step("a2", Some("gold")), step("a3", None)];
+    let mut b = image("b", &[], 10, NOW - 90 * DAY);
+    b.steps = vec![step("b1", None), step("shared", None), step("b3", None)];
+    let mut c = image("c", &[], 10, NOW - 90 * DAY);
+    c.steps = vec![step("shared", None)];
+    let keep = KeepRules {
+        labels: vec![("gold".into(), None)],
+        ..KeepRules::default()
+    };
+    let plan = plan_prune(&input(vec![a, b, c]), &keep, &limits());
+    let steps = |id: &str| {
+        plan.remove
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.steps.clone())
+            .unwrap()
+    };
+    assert_eq!(steps("a"), ["a1"]);
+    assert_eq!(steps("b"), ["b1"]);
+    assert!(steps("c").is_empty());
+}
+
 #[test]
 fn children_go_before_parents_and_parents_of_kept_images_stay() {
     let mut child = image("child", &[], 10, NOW - 50 * DAY);

@@ -555,19 +555,14 @@ impl super::Store for DockerEngine {
             .since(&since.to_string())
             .filters(&filters)
             .build();
-        let docker = self.docker.clone();
         let host = self.host.clone();
-        self.docker
-            .events(Some(options))
-            .then(move |event| {
-                let docker = docker.clone();
-                let host = host.clone();
-                async move {
-                    let event = event.map_err(|e| failure_from(&host, None, e))?;
-                    Ok(store_event(&docker, event).await)
-                }
-            })
-            .filter_map(|e: Result<Option<StoreEvent>, Failure>| async move { e.transpose() })
+        self.docker.events(Some(options)).filter_map(move |event| {
+            let event = event
+                .map_err(|e| failure_from(&host, None, e))
+                .map(store_event)
+                .transpose();
+            std::future::ready(event)
+        })
     }
 
     async fn prune_build_cache(
@@ -628,7 +623,7 @@ impl DockerEngine {
 }
 
 /// A container's use of an image, or an image's deletion; `None` for anything else.
-async fn store_event(docker: &Docker, event: bollard::models::EventMessage) -> Option<StoreEvent> {
+fn store_event(event: bollard::models::EventMessage) -> Option<StoreEvent> {
     use bollard::models::EventMessageTypeEnum as Type;
     let time = event.time.unwrap_or_else(|| chrono::Utc::now().timestamp());
     let action = event.action.unwrap_or_default();
@@ -648,16 +643,12 @@ async fn store_event(docker: &Docker, event: bollard::models::EventMessage) -> O
             id: actor.id.unwrap_or_default(),
             time,
         }),
-        (Type::CONTAINER, "create" | "start") => {
-            let image = actor.attributes?.remove("image")?;
-            // The event names the image as the container was created with it (a name or an
-            // ID); the usage history is by ID.
-            let id = match docker.inspect_image(&image).await {
-                Ok(i) => i.id.unwrap_or(image),
-                Err(_) => image,
-            };
-            Some(StoreEvent::Used { id, time })
-        }
+        // Named as the container was created with it: resolving it here would hold back the
+        // events behind it while the engine answers (the pruner reads what has arrived).
+        (Type::CONTAINER, "create" | "start") => Some(StoreEvent::Used {
+            image: actor.attributes?.remove("image")?,
+            time,
+        }),
         _ => None,
     }
 }

@@ -68,6 +68,10 @@ fn closed(closes: Option<DateTime<Utc>>) -> bool {
     closes.is_some_and(|c| clock::now() >= c)
 }
 
+/// How many times in a row a removal makes the plan again while the store keeps changing,
+/// before it leaves the image for the next cycle.
+const REPLANS_AT_MOST: usize = 5;
+
 /// How long after a cycle's last removal to look once more for a container created in the
 /// same instant: its record can land in the engine's list a moment after the delete returned.
 const RACE_SETTLE: Duration = Duration::from_millis(250);
@@ -193,41 +197,27 @@ impl<S: Store> Pruner<'_, S> {
         watch: &tokio::sync::Mutex<StoreWatch<'_, S>>,
         replans: &tokio::sync::Mutex<Option<(u64, Result<Replan, Failure>)>>,
     ) -> Removal {
-        let (generation, in_use) = {
+        {
             let mut w = watch.lock().await;
             if w.uses(&c.id).await {
                 let why = "a container started using it since the plan";
                 return Removal::new(c, RemovalResult::Failed, Some(why.into()));
             }
             w.claim(c);
-            (w.generation(), w.used())
-        };
-        // Someone else changed the store since the plan (a tag moved onto it or away, a name
-        // added, an image of its repository gone): the plan is made again, once per change,
-        // and this removal goes ahead only if that plan still removes it.
-        if generation > 0 {
-            let mut replanned = replans.lock().await;
-            if replanned.as_ref().is_none_or(|(g, _)| *g != generation) {
-                *replanned = Some((generation, self.replan(input, in_use).await));
-            }
-            match replanned.as_ref().map(|(_, r)| r) {
-                Some(Err(f)) => {
-                    let why = format!(
-                        "the store changed since the plan, and cannot be looked at again: {f}"
-                    );
-                    warn!(image = %c.id, names = ?c.names, "removal failed: {why}");
-                    return Removal::new(c, RemovalResult::Failed, Some(why));
-                }
-                Some(Ok(replan)) => {
-                    if let Some(why) = replan.kept(&c.id) {
-                        info!(image = %c.id, names = ?c.names, "kept: the store changed since the plan ({why})");
-                        let why = format!("kept: the store changed since the plan ({why})");
-                        return Removal::new(c, RemovalResult::Skipped, Some(why));
-                    }
-                }
-                None => {}
-            }
         }
+        let replanned_steps = match self.still_planned(c, input, watch, replans).await {
+            Ok(steps) => steps,
+            Err(stopped) => return stopped,
+        };
+        // The steps as the store is now: one may have become another image's base.
+        let replanned;
+        let c = match replanned_steps {
+            Some(steps) => {
+                replanned = Candidate { steps, ..c.clone() };
+                &replanned
+            }
+            None => c,
+        };
         // A pull may have started since the plan: leave its image alone. Checked last, with
         // no await between it and the removal.
         let pulling = self.in_flight.names_and_digests();
@@ -328,6 +318,63 @@ impl<S: Store> Pruner<'_, S> {
                 .map_err(|f| format!("{tag}: {f}"))?;
         }
         Ok(())
+    }
+
+    /// Whether `c` is still to be removed. Someone else changed the store since the plan (a
+    /// tag moved onto it or away, a name added, a child built, an image of its repository
+    /// removed): the plan is made again, once per change and shared by the removals under way,
+    /// and again while changes arrive during that, so that no removal acts on a plan older
+    /// than the last change it could know of. `Err`: the removal as it ends here.
+    async fn still_planned(
+        &self,
+        c: &Candidate,
+        input: &PruneInput,
+        watch: &tokio::sync::Mutex<StoreWatch<'_, S>>,
+        replans: &tokio::sync::Mutex<Option<(u64, Result<Replan, Failure>)>>,
+    ) -> Result<Option<Vec<String>>, Removal> {
+        for _ in 0..REPLANS_AT_MOST {
+            let (generation, in_use) = {
+                let mut w = watch.lock().await;
+                (w.generation(), w.used())
+            };
+            if generation == 0 {
+                return Ok(None);
+            }
+            let mut replanned = replans.lock().await;
+            if replanned.as_ref().is_none_or(|(g, _)| *g != generation) {
+                *replanned = Some((generation, self.replan(input, in_use).await));
+            }
+            match replanned.as_ref().map(|(_, r)| r) {
+                Some(Err(f)) => {
+                    let why = format!(
+                        "the store changed since the plan, and cannot be looked at again: {f}"
+                    );
+                    warn!(image = %c.id, names = ?c.names, "removal failed: {why}");
+                    return Err(Removal::new(c, RemovalResult::Failed, Some(why)));
+                }
+                Some(Ok(replan)) => {
+                    if let Some(why) = replan.kept(&c.id) {
+                        info!(image = %c.id, names = ?c.names, "kept: the store changed since the plan ({why})");
+                        let why = format!("kept: the store changed since the plan ({why})");
+                        return Err(Removal::new(c, RemovalResult::Skipped, Some(why)));
+                    }
+                }
+                None => {}
+            }
+            let steps = replanned
+                .as_ref()
+                .and_then(|(_, r)| r.as_ref().ok())
+                .and_then(|r| r.steps(&c.id))
+                .map(<[String]>::to_vec);
+            drop(replanned);
+            // Nothing new arrived while the plan was made again: it stands.
+            if !watch.lock().await.changed_since(generation) {
+                return Ok(steps);
+            }
+        }
+        let why = "kept: the store kept changing while the plan was made again".to_owned();
+        info!(image = %c.id, names = ?c.names, "{why}");
+        Err(Removal::new(c, RemovalResult::Skipped, Some(why)))
     }
 
     /// The build cache (CI hosts), after the images: the bytes freed, when it ran.

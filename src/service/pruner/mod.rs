@@ -128,8 +128,8 @@ pub enum Race {
 
 /// A plan made again during a cycle, when the store changed under it.
 pub(crate) struct Replan {
-    /// What it removes.
-    remove: HashSet<String>,
+    /// What it removes, with the build steps that go with each.
+    remove: HashMap<String, Vec<String>>,
     /// Why it keeps each image it keeps.
     why: HashMap<String, String>,
 }
@@ -137,7 +137,7 @@ pub(crate) struct Replan {
 impl Replan {
     /// Why image `id` must now stay, if it must.
     pub(crate) fn kept(&self, id: &str) -> Option<&str> {
-        if self.remove.contains(id) {
+        if self.remove.contains_key(id) {
             return None;
         }
         Some(
@@ -145,6 +145,11 @@ impl Replan {
                 .get(id)
                 .map_or("it is gone already", String::as_str),
         )
+    }
+
+    /// The build steps that go with image `id` now.
+    pub(crate) fn steps(&self, id: &str) -> Option<&[String]> {
+        self.remove.get(id).map(Vec::as_slice)
     }
 }
 
@@ -345,7 +350,7 @@ impl<S: Store> Pruner<'_, S> {
             })
             .collect();
         Ok(Replan {
-            remove: plan.remove.into_iter().map(|c| c.id).collect(),
+            remove: plan.remove.into_iter().map(|c| (c.id, c.steps)).collect(),
             why,
         })
     }

@@ -2,7 +2,7 @@
 //! content-addressed names, then every tag but one (each looked at right before), then its ID.
 
 use crate::decide::prune_plan::Candidate;
-use crate::decide::removal::{qualified, removal_order};
+use crate::decide::removal::{is_planned, qualified, removal_order};
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
 use crate::model::image::{Deleted, ImageStore, LocalImage, qualified_id};
@@ -209,7 +209,7 @@ fn gained_names(image: &LocalImage, planned: &[String]) -> Vec<String> {
         .tags
         .iter()
         .chain(&image.digests)
-        .filter(|n| !planned.contains(&qualified(n)))
+        .filter(|n| !is_planned(&qualified(n), planned))
         .cloned()
         .collect()
 }

@@ -89,6 +89,13 @@ impl<'a, S: Store> StoreWatch<'a, S> {
         self.generation
     }
 
+    /// Whether the store changed again since `generation` was read. Without the event stream,
+    /// no: the plan just made again over a new listing is as good as a look gets then.
+    pub(super) fn changed_since(&mut self, generation: u64) -> bool {
+        self.drain_events();
+        self.events.is_some() && self.generation != generation
+    }
+
     /// Takes every event that has arrived, without waiting for more.
     fn drain_events(&mut self) {
         let Some(events) = self.events.as_mut() else {
