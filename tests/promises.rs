@@ -449,12 +449,13 @@ async fn the_next_newest_stays_when_the_newest_goes_during_the_prune() {
         &[older.clone(), newer.clone()],
         "keep_newest = 1\n",
         Box::new(move || {
-            assert!(
-                crate::support::env()
-                    .docker(&["image", "rm", &gone])
-                    .status
-                    .success()
-            );
+            let env = crate::support::env();
+            // A container event first: the image events behind it must not be held back.
+            let created = env.docker(&["create", &gone, "/x"]);
+            assert!(created.status.success(), "{created:?}");
+            let container = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+            assert!(env.docker(&["rm", "-f", &container]).status.success());
+            assert!(env.docker(&["image", "rm", &gone]).status.success());
         }),
     )
     .await;

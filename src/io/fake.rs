@@ -12,7 +12,7 @@ use crate::io::credentials::RegistryAuth;
 use crate::io::engine::{Engine, OnBytes, PullRequest, Pulled, Store, unfollowed_bytes};
 use crate::io::registry::{Registry, Resolved};
 use crate::model::failure::{Failure, FailureClass};
-use crate::model::image::{Deleted, ImageStore, LocalImage, StoreEvent, StoreImage};
+use crate::model::image::{Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage};
 use crate::model::platform::IndexCache;
 use crate::model::rate_limit::Budget;
 use crate::model::reference::{ImageRef, repository};
@@ -347,14 +347,18 @@ impl Store for FakeEngine {
         Ok(None)
     }
 
-    async fn deleted_since(&self, _since: i64) -> Result<Vec<String>, Failure> {
-        Ok(self
+    async fn deleted_since(&self, _since: i64) -> Result<Deletions, Failure> {
+        let ids = self
             .0
             .locked()
             .deleted
             .iter()
             .map(|(id, _, _)| id.clone())
-            .collect())
+            .collect();
+        Ok(Deletions {
+            ids,
+            complete: true,
+        })
     }
 
     fn store_events(

@@ -116,6 +116,16 @@ pub(crate) fn qualified_id(id: &str) -> String {
     }
 }
 
+/// The images the engine says it deleted over a span of time, as far as it remembers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deletions {
+    /// Their IDs.
+    pub ids: Vec<String>,
+    /// Whether the engine's record covers the whole span (Docker keeps its last 256 events;
+    /// Podman's compatible API answers no bounded query).
+    pub complete: bool,
+}
+
 /// Something the engine's event stream says happened to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreEvent {

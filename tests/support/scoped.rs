@@ -171,7 +171,7 @@ impl stowage::Store for ScopedStore {
         self.inner.container_image(container).await
     }
 
-    async fn deleted_since(&self, since: i64) -> Result<Vec<String>, stowage::Failure> {
+    async fn deleted_since(&self, since: i64) -> Result<stowage::Deletions, stowage::Failure> {
         self.inner.deleted_since(since).await
     }
 

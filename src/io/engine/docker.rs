@@ -19,10 +19,13 @@ use super::{Engine, OnBytes, PullRequest, Pulled, unfollowed_bytes};
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::{Failure, FailureClass, classify_about};
 use crate::model::image::{
-    BuildStep, Deleted, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
+    BuildStep, Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
 };
 use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
+
+/// How many events dockerd keeps for `since` queries (moby's `eventsLimit`).
+const DOCKER_EVENTS_KEPT: usize = 256;
 
 /// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
 pub(crate) const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -479,18 +482,15 @@ impl super::Store for DockerEngine {
         }
     }
 
-    async fn deleted_since(&self, since_ns: i64) -> Result<Vec<String>, Failure> {
+    async fn deleted_since(&self, since_ns: i64) -> Result<Deletions, Failure> {
         // Podman's compatible API streams nothing when given an end (Podman 4.3, checked);
         // without one it follows forever.
         if self.image_store == ImageStore::Podman {
-            return Ok(Vec::new());
+            return Ok(Deletions::default());
         }
-        let filters = std::collections::HashMap::from([
-            ("type".to_owned(), vec!["image".to_owned()]),
-            ("event".to_owned(), vec!["delete".to_owned()]),
-        ]);
         // To the nanosecond: an end in whole seconds would leave out this second's events, and
-        // one in the future would hold the answer open until then.
+        // one in the future would hold the answer open until then. Every kind of event, so
+        // that a full buffer shows.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -498,7 +498,6 @@ impl super::Store for DockerEngine {
         let options = EventsOptionsBuilder::new()
             .since(&(since_ns / 1_000_000_000).to_string())
             .until(&until)
-            .filters(&filters)
             .build();
         let events = self.docker.events(Some(options));
         let collected = tokio::time::timeout(
@@ -515,18 +514,20 @@ impl super::Store for DockerEngine {
                 ),
             )
         })?;
+        // dockerd keeps its last 256 events: as many as that, and older ones may be gone.
+        let complete = collected.len() < DOCKER_EVENTS_KEPT;
         let mut ids = Vec::new();
         for event in collected {
             let event = event.map_err(|e| failure_from(&self.host, None, e))?;
             // The query is by the second; the last look may have been in the same one.
-            if event.time_nano.is_some_and(|t| t <= since_ns) {
-                continue;
-            }
-            if let Some(id) = event.actor.and_then(|a| a.id) {
+            let after = event.time_nano.is_none_or(|t| t > since_ns);
+            let deletion = event.typ == Some(bollard::models::EventMessageTypeEnum::IMAGE)
+                && event.action.as_deref() == Some("delete");
+            if let (true, true, Some(id)) = (after, deletion, event.actor.and_then(|a| a.id)) {
                 ids.push(qualified_id(&id));
             }
         }
-        Ok(ids)
+        Ok(Deletions { ids, complete })
     }
 
     fn store_events(

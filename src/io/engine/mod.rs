@@ -13,7 +13,7 @@ use std::future::Future;
 
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::Failure;
-use crate::model::image::{Deleted, ImageStore, LocalImage, StoreEvent, StoreImage};
+use crate::model::image::{Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage};
 use crate::model::reference::ImageRef;
 
 /// One pull to perform.
@@ -133,7 +133,7 @@ pub trait Store: Send + Sync {
     fn deleted_since(
         &self,
         since_ns: i64,
-    ) -> impl Future<Output = Result<Vec<String>, Failure>> + Send;
+    ) -> impl Future<Output = Result<Deletions, Failure>> + Send;
 
     /// Container create and start events, and image deletions, from `since` (seconds) on. The
     /// stream ends when the engine's stream does; it may also go silent without ending, which

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::decide::pin::Pinned;
 use crate::decide::prune_plan::{Candidate, Protection, PruneInput, PrunePlan, plan_prune};
@@ -25,7 +25,7 @@ use crate::io::engine::Store;
 use crate::io::host::{disk_of, own_container};
 use crate::io::registry::Registry;
 use crate::model::failure::Failure;
-use crate::model::image::{OWN_IMAGE_VAR, StoreImage, own_image_query};
+use crate::model::image::{ImageStore, OWN_IMAGE_VAR, StoreImage, own_image_query};
 use crate::model::sync::Locked;
 use crate::policy::config::{Config, PruneSettings};
 use crate::policy::state::State;
@@ -263,13 +263,7 @@ impl<S: Store> Pruner<'_, S> {
         };
         // Deleted since the last look (by anyone) and back now: new to the store. A failure to
         // ask only keeps the old ages, as before this was asked.
-        let observed_at = self.state.locked().observed_at_ns;
-        let deleted: HashSet<String> = match observed_at {
-            Some(since) => self.store.deleted_since(since).await.unwrap_or_default(),
-            None => Vec::new(),
-        }
-        .into_iter()
-        .collect();
+        let deleted = self.deleted_since_last_look().await;
         let now = chrono::Utc::now().timestamp();
         let (usage, required) = {
             let state = self.state.locked();
@@ -289,6 +283,30 @@ impl<S: Store> Pruner<'_, S> {
             now,
             no_registry_copy: HashSet::new(),
         })
+    }
+
+    /// The images the engine deleted since the last cycle's look: if one is back, it is new.
+    /// A record that may be cut short (Docker keeps 256 events) is said once per cycle.
+    async fn deleted_since_last_look(&self) -> HashSet<String> {
+        let Some(since) = self.state.locked().observed_at_ns else {
+            return HashSet::new();
+        };
+        match self.store.deleted_since(since).await {
+            Ok(deletions) => {
+                if !deletions.complete && self.store.image_store() != ImageStore::Podman {
+                    warn!(
+                        "the engine's record of events since the last prune cycle is cut short \
+                         (dockerd keeps its last 256): an image removed and pulled again \
+                         meanwhile keeps its first age; the daemon follows events live"
+                    );
+                }
+                deletions.ids.into_iter().collect()
+            }
+            Err(f) => {
+                debug!("past deletions unknown ({f}); ages as recorded");
+                HashSet::new()
+            }
+        }
     }
 
     /// The plan, where the store cannot show which images a registry has, with each tagged
