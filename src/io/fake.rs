@@ -394,7 +394,7 @@ impl EngineState {
                 self.churned_now.insert(tag.clone());
                 self.tell(StoreEvent::Named {
                     id: to.clone(),
-                    time: 0,
+                    time_ns: now_ns(),
                 });
                 for image in self.images.values_mut() {
                     image.tags.retain(|t| *t != tag);
@@ -412,7 +412,10 @@ impl EngineState {
                     }
                 }
                 for id in untagged {
-                    self.tell(StoreEvent::Unnamed { id, time: 0 });
+                    self.tell(StoreEvent::Unnamed {
+                        id,
+                        time_ns: now_ns(),
+                    });
                 }
             }
             Churn::Use { id } => {
@@ -428,7 +431,7 @@ impl EngineState {
         if !answer.untagged.is_empty() {
             self.tell(StoreEvent::Unnamed {
                 id: id.to_owned(),
-                time: 0,
+                time_ns: now_ns(),
             });
         }
         for name in &answer.untagged {
@@ -520,11 +523,16 @@ impl EngineState {
         self.deleted.push((id.clone(), names_before, used));
         self.tell(StoreEvent::Gone {
             id: id.clone(),
-            time: 0,
+            time_ns: now_ns(),
         });
         answer.images.push(id);
         Ok(answer)
     }
+}
+
+/// Now, in nanoseconds: the time of an image event, as the engine's.
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 /// A registry that knows each tag's digest, and can be told to fail.

@@ -132,23 +132,23 @@ pub enum StoreEvent {
     /// A container was created or started from `image` (a name or an ID, as the container was
     /// created with it) at `time` (seconds).
     Used { image: String, time: i64 },
-    /// Image `id` was deleted at `time`: whatever comes back under that ID later is new.
-    Gone { id: String, time: i64 },
-    /// An image gained a name or arrived (a tag, a pull, a load): `id` is the image's ID, or
-    /// the name pulled.
-    Named { id: String, time: i64 },
-    /// Image `id` lost a name.
-    Unnamed { id: String, time: i64 },
+    /// Image `id` was deleted at `time_ns`: whatever comes back under that ID later is new.
+    Gone { id: String, time_ns: i64 },
+    /// An image gained a name or arrived (a tag, a pull, a load) at `time_ns`: `id` is the
+    /// image's ID, or the name pulled.
+    Named { id: String, time_ns: i64 },
+    /// Image `id` lost a name at `time_ns`.
+    Unnamed { id: String, time_ns: i64 },
 }
 
 impl StoreEvent {
     /// When it happened (seconds).
     pub fn time(&self) -> i64 {
         match self {
-            StoreEvent::Used { time, .. }
-            | StoreEvent::Gone { time, .. }
-            | StoreEvent::Named { time, .. }
-            | StoreEvent::Unnamed { time, .. } => *time,
+            StoreEvent::Used { time, .. } => *time,
+            StoreEvent::Gone { time_ns, .. }
+            | StoreEvent::Named { time_ns, .. }
+            | StoreEvent::Unnamed { time_ns, .. } => time_ns / 1_000_000_000,
         }
     }
 }

@@ -627,22 +627,25 @@ impl DockerEngine {
 fn store_event(event: bollard::models::EventMessage) -> Option<StoreEvent> {
     use bollard::models::EventMessageTypeEnum as Type;
     let time = event.time.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let time_ns = event
+        .time_nano
+        .unwrap_or_else(|| time.saturating_mul(1_000_000_000));
     let action = event.action.unwrap_or_default();
     let actor = event.actor.unwrap_or_default();
     match (event.typ?, action.as_str()) {
         (Type::IMAGE, "delete" | "remove") => Some(StoreEvent::Gone {
             id: qualified_id(&actor.id?),
-            time,
+            time_ns,
         }),
         (Type::IMAGE, "untag") => Some(StoreEvent::Unnamed {
             id: qualified_id(&actor.id?),
-            time,
+            time_ns,
         }),
         // A pull names the reference pulled, not an ID. Podman's build says "build" of the new
         // image, and no "tag".
         (Type::IMAGE, "tag" | "pull" | "load" | "import" | "build") => Some(StoreEvent::Named {
             id: actor.id.unwrap_or_default(),
-            time,
+            time_ns,
         }),
         // Named as the container was created with it: resolving it here would hold back the
         // events behind it while the engine answers (the pruner reads what has arrived).

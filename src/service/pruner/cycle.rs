@@ -94,10 +94,8 @@ impl<S: Store> Pruner<'_, S> {
         // plan and a removal is seen by then (see [`StoreWatch`]).
         let watch =
             (!dry_run).then(|| StoreWatch::start(self.store, chrono::Utc::now().timestamp() - 1));
-        let Planned {
-            plan, usage, input, ..
-        } = self.planned().await?;
-        let Some(watch) = watch else {
+        let Planned { plan, usage, input } = self.planned().await?;
+        let Some(mut watch) = watch else {
             return Ok(Cycle {
                 plan,
                 removals: Vec::new(),
@@ -109,6 +107,7 @@ impl<S: Store> Pruner<'_, S> {
                 debug!(image = %k.id, names = ?k.names, protection = %k.protection.name(), "kept");
             }
         }
+        watch.planned_at(usage.observed_at_ns);
         self.record(&usage);
         let removals = self.remove_all(&plan, &input, watch, closes).await;
         self.forget(&removals);

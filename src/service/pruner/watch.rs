@@ -36,6 +36,8 @@ pub(super) struct StoreWatch<'a, S: Store> {
     /// The images this cycle removes, and their build steps: their untag and delete events are
     /// its own doing (a tag event never is).
     ours: HashSet<String>,
+    /// Image events up to this time (nanoseconds) are in the plan's listing already.
+    listed_ns: i64,
 }
 
 impl<'a, S: Store> StoreWatch<'a, S> {
@@ -49,6 +51,7 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             stale: true,
             generation: 0,
             ours: HashSet::new(),
+            listed_ns: i64::MIN,
         };
         // The first poll sends the subscription, so it is live while the plan is made.
         watch.drain_events();
@@ -66,6 +69,13 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             self.stale = self.events.is_none();
         }
         self.used.as_ref().is_some_and(|used| used.contains(id))
+    }
+
+    /// The plan listed the store at `listed_ns`: what happened before is in it. The events of
+    /// the second before the subscription, replayed by the engine, are no change.
+    pub(super) fn planned_at(&mut self, listed_ns: i64) {
+        self.listed_ns = listed_ns;
+        self.generation = 0;
     }
 
     /// The images containers use, as last listed.
@@ -104,9 +114,15 @@ impl<'a, S: Store> StoreWatch<'a, S> {
         while let Some(next) = events.next().now_or_never() {
             match next {
                 Some(Ok(StoreEvent::Used { .. })) => self.stale = true,
-                Some(Ok(StoreEvent::Named { .. })) => self.generation += 1,
-                Some(Ok(StoreEvent::Gone { id, .. } | StoreEvent::Unnamed { id, .. })) => {
-                    if !self.ours.contains(&qualified_id(&id)) {
+                Some(Ok(StoreEvent::Named { time_ns, .. })) => {
+                    if time_ns > self.listed_ns {
+                        self.generation += 1;
+                    }
+                }
+                Some(Ok(
+                    StoreEvent::Gone { id, time_ns } | StoreEvent::Unnamed { id, time_ns },
+                )) => {
+                    if time_ns > self.listed_ns && !self.ours.contains(&qualified_id(&id)) {
                         self.generation += 1;
                     }
                 }
