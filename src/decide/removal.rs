@@ -114,6 +114,56 @@ pub(crate) fn taken_against_plan(
     taken
 }
 
+/// What one planned removal did, read from all its answers: the names removed, the build
+/// steps deleted, and what was taken against the plan.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Audit {
+    /// Every name the engine said it removed, fully qualified.
+    pub untagged: Vec<String>,
+    /// The build steps deleted.
+    pub steps_removed: Vec<String>,
+    /// What was taken against the plan.
+    pub taken: Vec<Taken>,
+}
+
+/// Reads the answers to the DELETEs of planned image `planned` (its names `planned_names`)
+/// and to those of its build `steps` (each step with its answer).
+pub(crate) fn audit(
+    planned: &str,
+    planned_names: &[String],
+    answers: &[Deleted],
+    steps: &[(String, Deleted)],
+) -> Audit {
+    let mut audit = Audit {
+        untagged: answers
+            .iter()
+            .flat_map(|a| a.untagged.iter().map(|n| qualified(n)))
+            .collect(),
+        steps_removed: Vec::new(),
+        taken: taken_against_plan(planned, planned_names, answers),
+    };
+    for (step, answer) in steps {
+        // Whatever a step's DELETE took, it took from the step (or another image), never from
+        // the planned image.
+        audit.taken.extend(
+            taken_against_plan(step, &[], std::slice::from_ref(answer))
+                .into_iter()
+                .map(|mut t| {
+                    t.image.get_or_insert_with(|| step.clone());
+                    t
+                }),
+        );
+        if answer
+            .images
+            .iter()
+            .any(|i| qualified_id(i) == qualified_id(step))
+        {
+            audit.steps_removed.push(step.clone());
+        }
+    }
+    audit
+}
+
 /// Names removed from the planned image that its plan did not list.
 fn push_unplanned_names(taken: &mut Vec<Taken>, names: &[String], planned_names: &[String]) {
     let unplanned: Vec<String> = names
@@ -190,6 +240,27 @@ mod tests {
             [Taken {
                 image: None,
                 names: names(&["docker.io/library/app:new"]),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_step_s_answers_are_its_own() {
+        let steps = [
+            ("sha256:s1".to_owned(), answer(&[], &["s1"])),
+            // A name it gained in the instant before its DELETE went with it.
+            (
+                "sha256:s2".to_owned(),
+                answer(&["r:1/k:prod"], &["sha256:s2"]),
+            ),
+        ];
+        let audit = audit("sha256:x", &[], &[answer(&[], &["sha256:x"])], &steps);
+        assert_eq!(audit.steps_removed, ["sha256:s1", "sha256:s2"]);
+        assert_eq!(
+            audit.taken,
+            [Taken {
+                image: Some("sha256:s2".into()),
+                names: names(&["r:1/k:prod"]),
             }]
         );
     }

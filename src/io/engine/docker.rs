@@ -9,9 +9,8 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, PruneBuildOptionsBuilder, RemoveImageOptionsBuilder,
-    TagImageOptionsBuilder,
+    CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    PruneBuildOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 
@@ -19,13 +18,10 @@ use super::{Engine, OnBytes, PullRequest, Pulled, unfollowed_bytes};
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::{Failure, FailureClass, classify_about};
 use crate::model::image::{
-    BuildStep, Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
+    Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
 };
 use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
-
-/// How many events dockerd keeps for `since` queries (moby's `eventsLimit`).
-const DOCKER_EVENTS_KEPT: usize = 256;
 
 /// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
 pub(crate) const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -297,10 +293,9 @@ impl super::Store for DockerEngine {
         let summaries = list(false)
             .await
             .map_err(|e| failure_from(&self.host, None, e))?;
-        // Builds leave intermediate images between a child and the image it was built FROM;
-        // walk through them so each image's parent is the nearest top-level one, which the
-        // engine refuses to remove while the child exists. Only images of the classic builder
-        // have parents: without any, the second (and larger) listing is not needed.
+        // Builds leave intermediate images between a child and the image it was built FROM
+        // (see [`lineage`]). Only images of the classic builder have parents: without any, the
+        // second (and larger) listing is not needed.
         let everything = if summaries.iter().any(|s| !s.parent_id.is_empty()) {
             list(true)
                 .await
@@ -308,45 +303,7 @@ impl super::Store for DockerEngine {
         } else {
             Vec::new()
         };
-        let parent_of: std::collections::HashMap<String, String> = everything
-            .iter()
-            .filter(|s| !s.parent_id.is_empty())
-            .map(|s| (qualified_id(&s.id), qualified_id(&s.parent_id)))
-            .collect();
-        let labels_of: std::collections::HashMap<
-            String,
-            &std::collections::HashMap<String, String>,
-        > = everything
-            .iter()
-            .map(|s| (qualified_id(&s.id), &s.labels))
-            .collect();
-        let top: std::collections::HashSet<String> =
-            summaries.iter().map(|s| qualified_id(&s.id)).collect();
-        // The nearest top-level ancestor, and the unlisted build steps on the way to it.
-        let lineage = |id: &str| {
-            let mut steps = Vec::new();
-            let mut cur = parent_of.get(&qualified_id(id));
-            while let Some(p) = cur {
-                if top.contains(p) {
-                    return (Some(p.clone()), steps);
-                }
-                if steps.len() > parent_of.len() {
-                    break; // a cycle in parent links: never loop forever
-                }
-                steps.push(BuildStep {
-                    id: p.clone(),
-                    labels: labels_of
-                        .get(p)
-                        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                        .unwrap_or_default(),
-                });
-                cur = parent_of.get(p);
-            }
-            // No listed ancestor: the steps lead to images that are not top-level either (an
-            // untagged parent with a child is not listed); they are steps all the same.
-            (None, steps)
-        };
-        let lineages: Vec<_> = summaries.iter().map(|s| lineage(&s.id)).collect();
+        let lineages = lineage::lineages(&summaries, &everything);
         Ok(summaries
             .into_iter()
             .zip(lineages)
@@ -483,87 +440,14 @@ impl super::Store for DockerEngine {
     }
 
     async fn deleted_since(&self, since_ns: i64) -> Result<Deletions, Failure> {
-        // Podman's compatible API streams nothing when given an end (Podman 4.3, checked);
-        // without one it follows forever.
-        if self.image_store == ImageStore::Podman {
-            return Ok(Deletions::default());
-        }
-        // To the nanosecond: an end in whole seconds would leave out this second's events, and
-        // one in the future would hold the answer open until then. Every kind of event, so
-        // that a full buffer shows.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let until = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
-        let options = EventsOptionsBuilder::new()
-            .since(&(since_ns / 1_000_000_000).to_string())
-            .until(&until)
-            .build();
-        let events = self.docker.events(Some(options));
-        let collected = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            events.collect::<Vec<_>>(),
-        )
-        .await
-        .map_err(|_| {
-            Failure::new(
-                FailureClass::Engine,
-                format!(
-                    "the Docker engine at {} did not list its past events in time",
-                    self.host
-                ),
-            )
-        })?;
-        // dockerd keeps its last 256 events: as many as that, and older ones may be gone.
-        let complete = collected.len() < DOCKER_EVENTS_KEPT;
-        let mut ids = Vec::new();
-        for event in collected {
-            let event = event.map_err(|e| failure_from(&self.host, None, e))?;
-            // The query is by the second; the last look may have been in the same one.
-            let after = event.time_nano.is_none_or(|t| t > since_ns);
-            let deletion = event.typ == Some(bollard::models::EventMessageTypeEnum::IMAGE)
-                && event.action.as_deref() == Some("delete");
-            if let (true, true, Some(id)) = (after, deletion, event.actor.and_then(|a| a.id)) {
-                ids.push(qualified_id(&id));
-            }
-        }
-        Ok(Deletions { ids, complete })
+        self.deletions_since(since_ns).await
     }
 
     fn store_events(
         &self,
         since: i64,
     ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send {
-        // Keys are ANDed, values ORed: containers' create and start; images' delete (Docker)
-        // or remove (Podman), and what names them or takes a name away. Other pairs the
-        // filter lets through are dropped below.
-        let filters = std::collections::HashMap::from([
-            (
-                "type".to_owned(),
-                vec!["container".to_owned(), "image".to_owned()],
-            ),
-            (
-                "event".to_owned(),
-                [
-                    "create", "start", "delete", "remove", "tag", "untag", "pull", "load",
-                    "import", "build",
-                ]
-                .map(str::to_owned)
-                .to_vec(),
-            ),
-        ]);
-        let options = EventsOptionsBuilder::new()
-            .since(&since.to_string())
-            .filters(&filters)
-            .build();
-        let host = self.host.clone();
-        self.docker.events(Some(options)).filter_map(move |event| {
-            let event = event
-                .map_err(|e| failure_from(&host, None, e))
-                .map(store_event)
-                .transpose();
-            std::future::ready(event)
-        })
+        self.events_since(since)
     }
 
     async fn prune_build_cache(
@@ -620,40 +504,6 @@ impl DockerEngine {
             }
         }
         deleted
-    }
-}
-
-/// A container's use of an image, or an image's deletion; `None` for anything else.
-fn store_event(event: bollard::models::EventMessage) -> Option<StoreEvent> {
-    use bollard::models::EventMessageTypeEnum as Type;
-    let time = event.time.unwrap_or_else(|| chrono::Utc::now().timestamp());
-    let time_ns = event
-        .time_nano
-        .unwrap_or_else(|| time.saturating_mul(1_000_000_000));
-    let action = event.action.unwrap_or_default();
-    let actor = event.actor.unwrap_or_default();
-    match (event.typ?, action.as_str()) {
-        (Type::IMAGE, "delete" | "remove") => Some(StoreEvent::Gone {
-            id: qualified_id(&actor.id?),
-            time_ns,
-        }),
-        (Type::IMAGE, "untag") => Some(StoreEvent::Unnamed {
-            id: qualified_id(&actor.id?),
-            time_ns,
-        }),
-        // A pull names the reference pulled, not an ID. Podman's build says "build" of the new
-        // image, and no "tag".
-        (Type::IMAGE, "tag" | "pull" | "load" | "import" | "build") => Some(StoreEvent::Named {
-            id: actor.id.unwrap_or_default(),
-            time_ns,
-        }),
-        // Named as the container was created with it: resolving it here would hold back the
-        // events behind it while the engine answers (the pruner reads what has arrived).
-        (Type::CONTAINER, "create" | "start") => Some(StoreEvent::Used {
-            image: actor.attributes?.remove("image")?,
-            time,
-        }),
-        _ => None,
     }
 }
 
@@ -728,5 +578,7 @@ fn failure_from(host: &str, image: Option<&ImageRef>, error: BollardError) -> Fa
     }
 }
 
+mod events;
+mod lineage;
 #[cfg(test)]
 mod tests;

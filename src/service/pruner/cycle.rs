@@ -14,15 +14,14 @@ use futures_util::stream::FuturesUnordered;
 
 use tracing::{debug, error, info, warn};
 
-use super::remove::{Stop, remove_exactly};
+use super::remove::{Exact, Stop, remove_exactly};
 use super::watch::StoreWatch;
 use super::{AgainstPlan, Cycle, Planned, Pruner, Race, Removal, RemovalResult, Replan};
 use crate::decide::prune_plan::{Candidate, Protection, PruneInput, PrunePlan, being_pulled};
-use crate::decide::removal::{Taken, qualified, taken_against_plan};
+use crate::decide::removal::{Taken, audit};
 use crate::decide::usage::Usage;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
-use crate::model::image::qualified_id;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::policy::state::State;
@@ -225,55 +224,15 @@ impl<S: Store> Pruner<'_, S> {
             return Removal::new(c, RemovalResult::Skipped, Some(why.into()));
         }
         let exact = remove_exactly(self.store, c).await;
-        let mut removal = match (&exact.stop, exact.gone) {
-            (_, true) => {
-                info!(image = %c.id, names = ?c.names, bytes = c.size, rule = ?c.rule, "removed");
-                Removal::new(c, RemovalResult::Removed, None)
-            }
-            (Some(stop @ Stop::GainedNames(_)), false) => {
-                info!(image = %c.id, names = ?c.names, "{stop}");
-                Removal::new(c, RemovalResult::Skipped, Some(stop.to_string()))
-            }
-            (Some(Stop::Failed(f)), false) => {
-                warn!(image = %c.id, names = ?c.names, "removal failed: {f}");
-                Removal::new(c, RemovalResult::Failed, Some(f.detail.clone()))
-            }
-            (None, false) => {
-                let why = "the engine kept it (a child image still holds it)";
-                warn!(image = %c.id, names = ?c.names, "removal failed: {why}");
-                Removal::new(c, RemovalResult::Failed, Some(why.into()))
-            }
-        };
+        let mut removal = outcome_of(c, &exact);
         for tag in &exact.moved {
             info!(image = %c.id, name = %tag, "left alone: the name no longer names the image");
         }
+        let audit = audit(&c.id, &c.references, &exact.answers, &exact.steps);
         removal.moved = exact.moved;
-        removal.untagged = exact
-            .answers
-            .iter()
-            .flat_map(|a| a.untagged.iter().map(|n| qualified(n)))
-            .collect();
-        let mut taken = taken_against_plan(&c.id, &c.references, &exact.answers);
-        for (step, answer) in &exact.steps {
-            // Whatever a step's DELETE took, it took from the step (or another image), never
-            // from the planned image.
-            taken.extend(
-                taken_against_plan(step, &[], std::slice::from_ref(answer))
-                    .into_iter()
-                    .map(|mut t| {
-                        t.image.get_or_insert_with(|| step.clone());
-                        t
-                    }),
-            );
-            if answer
-                .images
-                .iter()
-                .any(|i| qualified_id(i) == qualified_id(step))
-            {
-                removal.steps_removed.push(step.clone());
-            }
-        }
-        for t in taken {
+        removal.untagged = audit.untagged;
+        removal.steps_removed = audit.steps_removed;
+        for t in audit.taken {
             removal
                 .against_plan
                 .push(self.put_back(c, exact.gone, t).await);
@@ -521,6 +480,29 @@ impl<S: Store> Pruner<'_, S> {
                 path = %self.config.state_file.display(),
                 "cannot save the state file ({e}); image ages restart from now"
             ),
+        }
+    }
+}
+
+/// How a removal ended, by what the engine did, logged.
+fn outcome_of(c: &Candidate, exact: &Exact) -> Removal {
+    match (&exact.stop, exact.gone) {
+        (_, true) => {
+            info!(image = %c.id, names = ?c.names, bytes = c.size, rule = ?c.rule, "removed");
+            Removal::new(c, RemovalResult::Removed, None)
+        }
+        (Some(stop @ Stop::GainedNames(_)), false) => {
+            info!(image = %c.id, names = ?c.names, "{stop}");
+            Removal::new(c, RemovalResult::Skipped, Some(stop.to_string()))
+        }
+        (Some(Stop::Failed(f)), false) => {
+            warn!(image = %c.id, names = ?c.names, "removal failed: {f}");
+            Removal::new(c, RemovalResult::Failed, Some(f.detail.clone()))
+        }
+        (None, false) => {
+            let why = "the engine kept it (a child image still holds it)";
+            warn!(image = %c.id, names = ?c.names, "removal failed: {why}");
+            Removal::new(c, RemovalResult::Failed, Some(why.into()))
         }
     }
 }
