@@ -498,3 +498,44 @@ async fn a_kept_child_built_after_the_plan_keeps_its_parent() {
     let child_id = env.image_id(&c).unwrap();
     clean(&env, &[&child_id, &parent]);
 }
+
+/// The same content pulled under a kept repository, by digest, in the instant before the
+/// removal's first DELETE: a name the image gained, so it stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn the_same_content_pulled_under_a_kept_name_keeps_the_image() {
+    let _lock = engine_lock();
+    let env = env();
+    let repo = own_repo(&env);
+    let (a, keeper) = (format!("{repo}/a:1"), format!("{repo}/keeper:1"));
+    // One content under two repositories, published by the seed engine (Podman's push would
+    // compress it again, under another digest).
+    let source = env.plain_image("gamma:1");
+    env.publish(&source, &a);
+    env.publish(&source, &keeper);
+    let by_digest = env.plain_digest_name(&a).unwrap();
+    let digest = by_digest.rsplit_once('@').unwrap().1.to_owned();
+    env.purge_images(&[source]);
+    assert!(env.docker(&["pull", "-q", &by_digest]).status.success());
+    let x = env.image_id(&by_digest).unwrap();
+    let kept_name = format!("{repo}/keeper@{digest}");
+    let pull = Box::new(move || {
+        let out = crate::support::env().docker(&["pull", "-q", &kept_name]);
+        assert!(out.status.success(), "{out:?}");
+    });
+    let cycle = prune_once(
+        &env,
+        std::slice::from_ref(&x),
+        &format!("keep = [\"{repo}/keeper\"]\n"),
+        |store| store.before_delete(pull),
+    )
+    .await;
+    let removal = outcome(&cycle, &x);
+    assert!(env.has_image(&x), "{removal:#?}");
+    assert_eq!(
+        removal.result,
+        stowage::RemovalResult::Skipped,
+        "{removal:#?}"
+    );
+    clean(&env, &[&x]);
+}

@@ -17,6 +17,7 @@
 
 use crate::model::image::{Deleted, qualified_id};
 use crate::model::reference::ImageRef;
+use crate::model::reference::repository;
 
 /// What a removal took that its plan did not name: an image, or names, or both.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -54,17 +55,22 @@ pub(crate) fn qualified(name: &str) -> String {
         .map_or_else(|_| name.to_owned(), |r| r.to_string())
 }
 
-/// Whether the (fully qualified) `name` is one of `planned`: a tag by its name, a `name@digest`
-/// by its digest. The content's digest is the content's, under whichever repository: the
-/// containerd store shows one `repository@digest` per repository when asked about one image
-/// and one in all when listing them.
+/// Whether the (fully qualified) `name` is one of `planned`. A tag by its name. A
+/// `repository@digest` by its name, or as the content's digest in a repository the plan names
+/// the image in: the containerd store lists one `repository@digest` in all but shows one per
+/// repository of its tags when asked about the image. The same content under a repository the
+/// plan does not name (pulled by digest as `keeper@...`) is a name it gained.
 pub(crate) fn is_planned(name: &str, planned: &[String]) -> bool {
-    match name.split_once('@') {
-        None => planned.iter().any(|p| p == name),
-        Some((_, digest)) => planned
-            .iter()
-            .any(|p| p.split_once('@').is_some_and(|(_, d)| d == digest)),
+    if planned.iter().any(|p| p == name) {
+        return true;
     }
+    let Some((repo, digest)) = name.split_once('@') else {
+        return false;
+    };
+    let has_content = planned
+        .iter()
+        .any(|p| p.split_once('@').is_some_and(|(_, d)| d == digest));
+    has_content && planned.iter().any(|p| repository(p) == repo)
 }
 
 /// What the answers to the DELETEs of one planned removal (of image `planned`, whose names were
@@ -266,11 +272,14 @@ mod tests {
     }
 
     #[test]
-    fn a_digest_is_planned_under_any_repository() {
-        let planned = names(&["r:1/a:1", "r:1/a@sha256:aa"]);
+    fn a_digest_is_planned_in_the_repositories_the_plan_names() {
+        // Listed with a tag in two repositories and one digest name (the containerd store).
+        let planned = names(&["r:1/a:1", "r:1/b:1", "r:1/b@sha256:aa"]);
         assert!(is_planned("r:1/a:1", &planned));
-        assert!(is_planned("r:1/b@sha256:aa", &planned));
-        assert!(!is_planned("r:1/b:1", &planned));
+        assert!(is_planned("r:1/a@sha256:aa", &planned));
+        assert!(!is_planned("r:1/c:1", &planned));
+        // The same content pulled under another repository: a name it gained.
+        assert!(!is_planned("r:1/keeper@sha256:aa", &planned));
         assert!(!is_planned("r:1/a@sha256:bb", &planned));
     }
 

@@ -96,8 +96,9 @@ impl stowage::Store for ScopedStore {
         if let Some(churn) = churn {
             tokio::task::block_in_place(|| {
                 churn();
-                // The engine's events of it arrive a moment after the CLI returns.
-                std::thread::sleep(std::time::Duration::from_millis(500));
+                // The engine's events of it reach stowage a moment after the CLI returns: here
+                // up to about a second (docs/reliability.md), as in a prune's pause.
+                std::thread::sleep(std::time::Duration::from_millis(2000));
             });
         }
         self.inner.container_images().await
