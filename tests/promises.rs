@@ -450,11 +450,15 @@ async fn the_next_newest_stays_when_the_newest_goes_during_the_prune() {
         "keep_newest = 1\n",
         Box::new(move || {
             let env = crate::support::env();
-            // A container event first: the image events behind it must not be held back.
-            let created = env.docker(&["create", &gone, "/x"]);
-            assert!(created.status.success(), "{created:?}");
-            let container = String::from_utf8_lossy(&created.stdout).trim().to_owned();
-            assert!(env.docker(&["rm", "-f", &container]).status.success());
+            // A container event first: the image events behind it must not be held back. Not
+            // on Podman, whose events, read back from its events file, come later than the
+            // removal here after a container's (docs/reliability.md, "What is left").
+            if env.engine != crate::support::EngineKind::Podman {
+                let created = env.docker(&["create", &gone, "/x"]);
+                assert!(created.status.success(), "{created:?}");
+                let container = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+                assert!(env.docker(&["rm", "-f", &container]).status.success());
+            }
             assert!(env.docker(&["image", "rm", &gone]).status.success());
         }),
     )
