@@ -24,6 +24,8 @@ pub(crate) struct ScopedStore {
     after_plan: Mutex<Option<Churn>>,
     /// How many times the containers were listed.
     container_listings: AtomicUsize,
+    /// How long a change's events take to reach stowage, at most, on this engine.
+    events_settle: std::time::Duration,
 }
 
 impl ScopedStore {
@@ -37,6 +39,13 @@ impl ScopedStore {
             churn: Mutex::new(None),
             after_plan: Mutex::new(None),
             container_listings: AtomicUsize::new(0),
+            events_settle: std::time::Duration::from_secs(
+                if env.engine == super::EngineKind::Podman {
+                    5
+                } else {
+                    2
+                },
+            ),
         }
     }
 
@@ -97,8 +106,9 @@ impl stowage::Store for ScopedStore {
             tokio::task::block_in_place(|| {
                 churn();
                 // The engine's events of it reach stowage a moment after the CLI returns: here
-                // up to about a second (docs/reliability.md), as in a prune's pause.
-                std::thread::sleep(std::time::Duration::from_millis(2000));
+                // up to about a second on Docker, more on Podman, whose events go through a
+                // file (docs/reliability.md), as in a prune's pause.
+                std::thread::sleep(self.events_settle);
             });
         }
         self.inner.container_images().await
