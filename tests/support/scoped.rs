@@ -40,10 +40,10 @@ impl ScopedStore {
             after_plan: Mutex::new(None),
             container_listings: AtomicUsize::new(0),
             events_settle: std::time::Duration::from_secs(
-                if env.engine == super::EngineKind::Podman {
-                    5
-                } else {
+                if env.engine == super::EngineKind::Docker20 {
                     2
+                } else {
+                    5
                 },
             ),
         }
@@ -105,9 +105,9 @@ impl stowage::Store for ScopedStore {
         if let Some(churn) = churn {
             tokio::task::block_in_place(|| {
                 churn();
-                // The engine's events of it reach stowage a moment after the CLI returns: here
-                // up to about a second on Docker, more on Podman, whose events go through a
-                // file (docs/reliability.md), as in a prune's pause.
+                // The engine's events of it reach stowage a while after the CLI returns: here
+                // up to about a second on Docker 20.10, more than two on Docker 26 and Podman
+                // (docs/reliability.md), as in a prune's pause.
                 std::thread::sleep(self.events_settle);
             });
         }
