@@ -7,7 +7,6 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::decide::removal::qualified;
-use crate::io::fake::FakeRegistry;
 use crate::io::fake::{Churn, FakeEngine};
 use crate::service::session::Session;
 
@@ -149,14 +148,7 @@ fn session_with(dir: &std::path::Path, pause: &str, extra: &str) -> Session {
          max_removals = 100\nkeep = [\"r.example/keep:*\"]\n{extra}\
          [[image]]\nname = \"r.example/req:1\"\npin = \"follow\"\n"
     );
-    let config = Config::parse(&dir.join("config.toml"), &text).unwrap();
-    Session::with_registry(
-        config,
-        None,
-        State::default(),
-        Box::new(FakeRegistry::default()),
-    )
-    .unwrap()
+    super::tests::session_of(dir, &text)
 }
 
 /// Runs one cycle of `pruner` under paused time.

@@ -193,7 +193,7 @@ impl<S: Store> Pruner<'_, S> {
         c: &Candidate,
         input: &PruneInput,
         watch: &tokio::sync::Mutex<StoreWatch<'_, S>>,
-        replans: &tokio::sync::Mutex<Option<(u64, Result<Replan, Failure>)>>,
+        replans: &Replans,
     ) -> Removal {
         {
             let mut w = watch.lock().await;
@@ -288,7 +288,7 @@ impl<S: Store> Pruner<'_, S> {
         c: &Candidate,
         input: &PruneInput,
         watch: &tokio::sync::Mutex<StoreWatch<'_, S>>,
-        replans: &tokio::sync::Mutex<Option<(u64, Result<Replan, Failure>)>>,
+        replans: &Replans,
     ) -> Result<Option<Vec<String>>, Removal> {
         for _ in 0..REPLANS_AT_MOST {
             let (generation, in_use) = {
@@ -319,11 +319,7 @@ impl<S: Store> Pruner<'_, S> {
                 }
                 None => {}
             }
-            let steps = replanned
-                .as_ref()
-                .and_then(|(_, r)| r.as_ref().ok())
-                .and_then(|r| r.steps(&c.id))
-                .map(<[String]>::to_vec);
+            let steps = steps_now(&replanned, &c.id);
             drop(replanned);
             // Nothing new arrived while the plan was made again: it stands.
             if !watch.lock().await.changed_since(generation) {
@@ -334,12 +330,7 @@ impl<S: Store> Pruner<'_, S> {
         // from being kept under its watermark: the last plan, a moment old, stands. The looks
         // at the image's own names, and the engine's refusals, still hold.
         debug!(image = %c.id, "the store kept changing while the plan was made again; going on");
-        let replanned = replans.lock().await;
-        Ok(replanned
-            .as_ref()
-            .and_then(|(_, r)| r.as_ref().ok())
-            .and_then(|r| r.steps(&c.id))
-            .map(<[String]>::to_vec))
+        Ok(steps_now(&*replans.lock().await, &c.id))
     }
 
     /// The build cache (CI hosts), after the images: the bytes freed, when it ran.
@@ -489,6 +480,19 @@ impl<S: Store> Pruner<'_, S> {
             ),
         }
     }
+}
+
+/// The plan made again during a cycle, with the store change it was made for; shared by the
+/// removals under way.
+type Replans = tokio::sync::Mutex<Option<(u64, Result<Replan, Failure>)>>;
+
+/// The build steps that go with image `id` by the plan made again, if there is one.
+fn steps_now(replanned: &Option<(u64, Result<Replan, Failure>)>, id: &str) -> Option<Vec<String>> {
+    replanned
+        .as_ref()
+        .and_then(|(_, r)| r.as_ref().ok())
+        .and_then(|r| r.steps(id))
+        .map(<[String]>::to_vec)
 }
 
 /// How a removal ended, by what the engine did, logged.

@@ -8,6 +8,11 @@ fn setup(dir: &std::path::Path) -> Session {
     let text = "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
                 dangling_min_age = \"0s\"\npause = \"0s\"\n\
                 [[image]]\nname = \"r.example/app:1\"\npin = \"follow\"\n";
+    session_of(dir, text)
+}
+
+/// A session over the fake registry, its config `text` (as `dir`'s config.toml).
+pub(super) fn session_of(dir: &std::path::Path, text: &str) -> Session {
     let config = Config::parse(&dir.join("config.toml"), text).unwrap();
     Session::with_registry(
         config,
