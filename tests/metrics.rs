@@ -92,7 +92,9 @@ fn the_daemon_exports_what_it_did_and_prometheus_scrapes_it() {
     let present = env.plain_image("alpha:1");
     let missing = env.plain_image(&format!("{}:1", fresh_repo("never")));
     env.remove_images(std::slice::from_ref(&present));
-    // A dangling image for the prune cycle to remove.
+    // A dangling image for the prune cycle to remove, and no other: one left by a test that
+    // failed before this one would be removed too.
+    assert!(env.docker(&["image", "prune", "-f"]).status.success());
     env.dangling_image("gamma:1");
 
     let scratch = Scratch::new();

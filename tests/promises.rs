@@ -450,16 +450,11 @@ async fn the_next_newest_stays_when_the_newest_goes_during_the_prune() {
         "keep_newest = 1\n",
         Box::new(move || {
             let env = crate::support::env();
-            // A container event first: the image events behind it must not be held back. On
-            // Docker 20.10 only: on Docker 26 and Podman the image events after a container's
-            // reached stowage after the removal in some runs here, whatever the wait (an open
-            // item of docs/reliability.md; the attacks found the fix holding there).
-            if env.engine == crate::support::EngineKind::Docker20 {
-                let created = env.docker(&["create", &gone, "/x"]);
-                assert!(created.status.success(), "{created:?}");
-                let container = String::from_utf8_lossy(&created.stdout).trim().to_owned();
-                assert!(env.docker(&["rm", "-f", &container]).status.success());
-            }
+            // A container event first: the image events behind it must not be held back.
+            let created = env.docker(&["create", &gone, "/x"]);
+            assert!(created.status.success(), "{created:?}");
+            let container = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+            assert!(env.docker(&["rm", "-f", &container]).status.success());
             assert!(env.docker(&["image", "rm", &gone]).status.success());
         }),
     )

@@ -364,7 +364,7 @@ impl Store for FakeEngine {
     fn store_events(
         &self,
         _since: i64,
-    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send {
+    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send + 'static {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.0.locked().followers.push(tx);
         futures_util::stream::unfold(rx, |mut rx| async move {

@@ -446,7 +446,7 @@ impl super::Store for DockerEngine {
     fn store_events(
         &self,
         since: i64,
-    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send {
+    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send + 'static {
         self.events_since(since)
     }
 

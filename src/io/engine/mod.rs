@@ -137,9 +137,9 @@ pub trait Store: Send + Sync {
 
     /// Container create and start events, and image deletions, from `since` (seconds) on. The
     /// stream ends when the engine's stream does; it may also go silent without ending, which
-    /// the caller watches for.
+    /// the caller watches for. It borrows nothing, so a task of its own can read it.
     fn store_events(
         &self,
         since: i64,
-    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send;
+    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send + 'static;
 }

@@ -293,7 +293,7 @@ impl<S: Store> Pruner<'_, S> {
         for _ in 0..REPLANS_AT_MOST {
             let (generation, in_use) = {
                 let mut w = watch.lock().await;
-                (w.generation(), w.used())
+                (w.generation().await, w.used())
             };
             if generation == 0 {
                 return Ok(None);
@@ -322,7 +322,7 @@ impl<S: Store> Pruner<'_, S> {
             let steps = steps_now(&replanned, &c.id);
             drop(replanned);
             // Nothing new arrived while the plan was made again: it stands.
-            if !watch.lock().await.changed_since(generation) {
+            if !watch.lock().await.changed_since(generation).await {
                 return Ok(steps);
             }
         }

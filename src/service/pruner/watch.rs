@@ -11,22 +11,54 @@
 //! busy ones cost a listing per removal, never less safe.
 
 use std::collections::HashSet;
-use std::pin::Pin;
 
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::decide::prune_plan::Candidate;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
 use crate::model::image::{StoreEvent, qualified_id};
 
-type Events<'a> = Pin<Box<dyn Stream<Item = Result<StoreEvent, Failure>> + Send + 'a>>;
+/// The engine's events as they arrive, read by a task of their own.
+///
+/// Why a task: the pruner looks at its events between DELETEs, without waiting. Polled only
+/// then (with `now_or_never`, as it was), the stream's HTTP body moved one chunk per look, and
+/// dockerd sends each event as a chunk of its own: a burst of events reached the pruner
+/// seconds late, after removals the events should have stopped. Read by a task, every event
+/// is in the channel as soon as the engine has sent it.
+struct Events {
+    received: UnboundedReceiver<Result<StoreEvent, Failure>>,
+    /// Stops reading when the watch is dropped.
+    _reader: AbortOnDropHandle<()>,
+}
+
+impl Events {
+    fn follow<S: Store>(store: &S, since: i64) -> Events {
+        let stream = store.store_events(since);
+        let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let failed = event.is_err();
+                if sender.send(event).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Events {
+            received,
+            _reader: AbortOnDropHandle::new(reader),
+        }
+    }
+}
 
 /// The images containers use, as of the last listing plus every event since, and whether the
 /// store changed since the plan was last checked.
 pub(super) struct StoreWatch<'a, S: Store> {
     store: &'a S,
-    events: Option<Events<'a>>,
+    events: Option<Events>,
     used: Option<HashSet<String>>,
     /// A container event arrived since the last container listing.
     stale: bool,
@@ -44,25 +76,22 @@ impl<'a, S: Store> StoreWatch<'a, S> {
     /// Starts following the engine's events from `since` (seconds): from before the plan lists
     /// the store, so that nothing between that listing and the removals is missed.
     pub(super) fn start(store: &'a S, since: i64) -> StoreWatch<'a, S> {
-        let mut watch = StoreWatch {
+        StoreWatch {
             store,
-            events: Some(Box::pin(store.store_events(since))),
+            events: Some(Events::follow(store, since)),
             used: None,
             stale: true,
             generation: 0,
             ours: HashSet::new(),
             listed_ns: i64::MIN,
-        };
-        // The first poll sends the subscription, so it is live while the plan is made.
-        watch.drain_events();
-        watch
+        }
     }
 
     /// Whether a container uses image `id`: by the last listing when no event came since,
     /// else by a new one. `false` when the engine cannot list its containers: the engine's own
     /// refusal to remove a used image is then the guard, as it always is the last.
     pub(super) async fn uses(&mut self, id: &str) -> bool {
-        self.drain_events();
+        self.drain_events().await;
         if self.stale || self.used.is_none() {
             self.used = self.store.container_images().await.ok();
             // Without the stream, every removal lists again.
@@ -91,8 +120,8 @@ impl<'a, S: Store> StoreWatch<'a, S> {
 
     /// How many times the store changed by someone else's hand since the plan: 0 when it did
     /// not. Without the event stream, a new number each time: it may have.
-    pub(super) fn generation(&mut self) -> u64 {
-        self.drain_events();
+    pub(super) async fn generation(&mut self) -> u64 {
+        self.drain_events().await;
         if self.events.is_none() {
             self.generation += 1;
         }
@@ -101,27 +130,28 @@ impl<'a, S: Store> StoreWatch<'a, S> {
 
     /// Whether the store changed again since `generation` was read. Without the event stream,
     /// no: the plan just made again over a new listing is as good as a look gets then.
-    pub(super) fn changed_since(&mut self, generation: u64) -> bool {
-        self.drain_events();
+    pub(super) async fn changed_since(&mut self, generation: u64) -> bool {
+        self.drain_events().await;
         self.events.is_some() && self.generation != generation
     }
 
-    /// Takes every event that has arrived, without waiting for more.
-    fn drain_events(&mut self) {
+    /// Takes every event that has arrived, without waiting for more. It yields first, so that
+    /// the reader has taken what the engine sent even where the runtime has one thread.
+    async fn drain_events(&mut self) {
+        tokio::task::yield_now().await;
         let Some(events) = self.events.as_mut() else {
             return;
         };
-        while let Some(next) = events.next().now_or_never() {
-            match next {
-                Some(Ok(StoreEvent::Used { .. })) => self.stale = true,
-                Some(Ok(StoreEvent::Named { time_ns, .. })) => {
+        loop {
+            match events.received.try_recv() {
+                Err(TryRecvError::Empty) => return,
+                Ok(Ok(StoreEvent::Used { .. })) => self.stale = true,
+                Ok(Ok(StoreEvent::Named { time_ns, .. })) => {
                     if time_ns > self.listed_ns {
                         self.generation += 1;
                     }
                 }
-                Some(Ok(
-                    StoreEvent::Gone { id, time_ns } | StoreEvent::Unnamed { id, time_ns },
-                )) => {
+                Ok(Ok(StoreEvent::Gone { id, time_ns } | StoreEvent::Unnamed { id, time_ns })) => {
                     if time_ns > self.listed_ns && !self.ours.contains(&qualified_id(&id)) {
                         self.generation += 1;
                     }

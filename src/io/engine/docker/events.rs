@@ -65,7 +65,7 @@ impl DockerEngine {
     pub(super) fn events_since(
         &self,
         since: i64,
-    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send {
+    ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send + 'static {
         // Keys are ANDed, values ORed: containers' create and start; images' delete (Docker)
         // or remove (Podman), and what names them or takes a name away. Other pairs the
         // filter lets through are dropped below.
