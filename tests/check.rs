@@ -102,6 +102,34 @@ fn a_missing_config_is_a_config_error() {
     }
 }
 
+/// A log level is read as a level in any usual spelling, and an unknown one is refused with
+/// exit 2: never a silent log (`EnvFilter` alone reads `warning` as a target's name).
+#[test]
+fn log_levels_are_read_or_refused_never_silenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[[image]]\nname = \"x:1\"\n").unwrap();
+    let out = stowage()
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-level", "verbose", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("invalid log level \"verbose\""), "{stderr}");
+    for level in ["warning", "WARN", "notice", "err"] {
+        let out = stowage()
+            .arg("--config")
+            .arg(&path)
+            .env("STOWAGE_LOG", level)
+            .arg("check")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{level}: {out:?}");
+    }
+}
+
 #[test]
 fn usage_errors_follow_clap() {
     let out = stowage().arg("frobnicate").output().unwrap();

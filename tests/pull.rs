@@ -373,6 +373,75 @@ fn an_engine_that_is_down_is_a_clear_error() {
     }
 }
 
+/// The OS's reason an engine cannot be reached is kept, with what to do about it: nothing
+/// listening (a socket left by a stopped engine, a closed port), or a socket this user may not
+/// use (the `docker` group).
+#[test]
+fn an_unreachable_engine_says_why_and_what_to_do() {
+    let env = env();
+    let scratch = Scratch::new();
+    let config = scratch.config("", &[env.plain_image("alpha:1")]);
+    let stale = scratch.dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    for host in [
+        format!("unix://{}", stale.display()),
+        format!("tcp://127.0.0.1:{closed}"),
+    ] {
+        let out = env
+            .stowage(&config)
+            .args(["--docker-host", &host, "status"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains("Connection refused") && stderr.contains("nothing listens there"),
+            "{host}: {stderr}"
+        );
+    }
+
+    // As a user outside the socket's group (root passes any permission check).
+    let runuser = std::path::Path::new("/usr/sbin/runuser");
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if !is_root || !runuser.exists() {
+        eprintln!("skipped the permission case: needs root and runuser");
+        return;
+    }
+    let private = scratch.dir.path().join("private.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&private).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o660)).unwrap();
+    for dir in [scratch.dir.path(), config.as_path()] {
+        let mode = if dir.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let out = std::process::Command::new(runuser)
+        .args(["-u", "nobody", "--"])
+        .arg(assert_cmd::cargo::cargo_bin!("stowage"))
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--docker-host",
+            &format!("unix://{}", private.display()),
+            "status",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Permission denied") && stderr.contains("usermod -aG docker"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn unqualified_names_are_shown_fully_qualified_with_a_hint() {
     let _lock = engine_lock();

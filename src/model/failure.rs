@@ -124,6 +124,36 @@ impl Failure {
     }
 }
 
+/// An error's words followed by each of its causes', down to the OS's own ("error sending
+/// request for url (...): client error (Connect): tcp connect error: Connection refused (os
+/// error 111)"). Libraries' outer messages leave the cause out, and it is what tells a
+/// permission from a stopped daemon. A cause an outer message already quotes is not repeated.
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let words = next.to_string();
+        if !words.is_empty() && !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+        cause = next.source();
+    }
+    text
+}
+
+/// The kind of the OS error at the root of `error`, if there is one.
+pub(crate) fn io_cause(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cause = Some(error);
+    while let Some(next) = cause {
+        if let Some(io) = next.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = next.source();
+    }
+    None
+}
+
 /// Classifies a failure of an operation on `image`: the image's own name is removed from the
 /// message first, so a repository called `team/unauthorized-page` or `tls-proxy` cannot make a
 /// not-found look like an auth or network failure.
@@ -277,6 +307,37 @@ pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// An error with a cause, as libraries nest them.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_os_reason_is_kept_once() {
+        let refused = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(
+            with_causes(&refused),
+            format!("client error (Connect): {}", refused.0)
+        );
+        assert_eq!(
+            io_cause(&refused),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        // An outer message that quotes its cause does not say it twice.
+        let quoted = std::io::Error::other("connect: denied");
+        assert_eq!(with_causes(&quoted), "connect: denied");
+        assert_eq!(io_cause(&Failure::new(FailureClass::Engine, "x")), None);
+    }
     use super::*;
 
     // Messages below are what Docker 20.10 and distribution 2.8 send on this project's machines.

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 
 use super::{Engine, OnBytes, PullRequest, Pulled, unfollowed_bytes};
 use crate::io::credentials::RegistryAuth;
-use crate::model::failure::{Failure, FailureClass, classify_about};
+use crate::model::failure::{Failure, FailureClass, classify_about, io_cause, with_causes};
 use crate::model::image::{
     Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
 };
@@ -59,8 +59,9 @@ impl DockerEngine {
             ConnectError::Unreachable(Failure::new(
                 FailureClass::Engine,
                 format!(
-                    "cannot reach the Docker engine at {host}: {e} (is dockerd running, and is \
-                     --docker-host / DOCKER_HOST right?)"
+                    "cannot reach the Docker engine at {host}: {} ({})",
+                    with_causes(e),
+                    unreachable_advice(e)
                 ),
             ))
         };
@@ -556,6 +557,25 @@ fn to_docker_credentials(auth: &RegistryAuth) -> DockerCredentials {
 
 /// Turns a bollard error into a classified failure. Server answers carry the registry's words;
 /// everything that never reached the engine is an engine failure naming its address.
+/// What to do when the engine cannot be reached, from the OS's reason.
+fn unreachable_advice(error: &BollardError) -> &'static str {
+    match io_cause(error) {
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            "this user may not use the engine's socket: run as root, or as a member of the \
+             group that owns it, usually `docker` (`sudo usermod -aG docker USER`, then log in \
+             again); the packages put the stowage user in it"
+        }
+        Some(std::io::ErrorKind::ConnectionRefused) => {
+            "nothing listens there: is the engine running (`systemctl status docker` or \
+             `podman.socket`)?"
+        }
+        Some(std::io::ErrorKind::NotFound) => {
+            "no socket there: is the engine running, and is --docker-host / DOCKER_HOST right?"
+        }
+        _ => "is the engine running, and is --docker-host / DOCKER_HOST right?",
+    }
+}
+
 fn failure_from(host: &str, image: Option<&ImageRef>, error: BollardError) -> Failure {
     let class = |status, message: &str| match image {
         Some(image) => classify_about(image, status, message),
@@ -573,7 +593,10 @@ fn failure_from(host: &str, image: Option<&ImageRef>, error: BollardError) -> Fa
         ),
         other => Failure::new(
             FailureClass::Engine,
-            format!("cannot talk to the Docker engine at {host}: {other}"),
+            format!(
+                "cannot talk to the Docker engine at {host}: {}",
+                with_causes(&other)
+            ),
         ),
     }
 }

@@ -27,7 +27,7 @@ mod signature;
 use direct::{DEFAULT_RETRY_AFTER, Direct, Head, NotDone};
 
 use crate::io::credentials::{CredentialSource, RegistryAuth};
-use crate::model::failure::{Failure, FailureClass, classify_about};
+use crate::model::failure::{Failure, FailureClass, classify_about, with_causes};
 use crate::model::platform::{IndexCache, index_platforms};
 use crate::model::rate_limit::Budget;
 use crate::model::reference::ImageRef;
@@ -486,7 +486,7 @@ fn failure_from(image: &ImageRef, error: OciDistributionError) -> Failure {
             Failure::new(FailureClass::NotFound, error.to_string())
         }
         OciDistributionError::RequestError(_) => {
-            Failure::new(FailureClass::Network, error.to_string())
+            Failure::new(FailureClass::Network, with_causes(&error))
         }
         OciDistributionError::ServerError { code, .. } => {
             let message = error.to_string();
