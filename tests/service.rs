@@ -198,6 +198,9 @@ fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
         1,
         "an invalid config must not restart anything"
     );
+    // A reload is said as one, never as a new start.
+    assert_eq!(daemon.count(|v| is_event(v, "stowage started", None)), 1);
+    assert_eq!(daemon.count(|v| is_event(v, "config reloaded", None)), 1);
     let (code, _) = daemon.terminate(LIVENESS);
     assert_eq!(code, 0);
     env.remove_images(&[first, added]);

@@ -12,6 +12,11 @@ use tracing::warn;
 
 use crate::policy::lockfile::LockKey;
 
+/// The format this version reads and writes. A file of a later format was written by a newer
+/// stowage (a downgrade): it is read for nothing and never rewritten, so an upgrade back finds
+/// it whole.
+pub(crate) const STATE_VERSION: u32 = 1;
+
 /// Default location of the state file.
 pub(crate) const DEFAULT_STATE_FILE: &str = "/var/lib/stowage/state.json";
 
@@ -46,6 +51,15 @@ pub struct State {
     pub observed_at_ns: Option<i64>,
 }
 
+/// Why a state file of a later format is left alone.
+fn newer_format(version: u32) -> String {
+    format!(
+        "the state file is of format {version}, written by a newer stowage (this one reads \
+         format {STATE_VERSION}): it is left as it is, and this version keeps its state in \
+         memory only; upgrade stowage again, or move the file aside to start afresh"
+    )
+}
+
 impl State {
     /// Reads the state file; a missing or damaged file gives an empty state (with a warning for
     /// the damaged one).
@@ -53,6 +67,14 @@ impl State {
         crate::policy::atomic_file::remove_orphans(path);
         match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(state) if state.version > STATE_VERSION => {
+                    warn!(
+                        path = %path.display(),
+                        "{}; starting from an empty state",
+                        newer_format(state.version)
+                    );
+                    State::default()
+                }
                 Ok(state) => state,
                 Err(e) => {
                     warn!(
@@ -90,6 +112,9 @@ impl State {
         lock.lock()?;
         let mut state = match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                Ok(s) if s.version > STATE_VERSION => {
+                    return Err(std::io::Error::other(newer_format(s.version)));
+                }
                 Ok(s) => s,
                 Err(e) => {
                     let mut aside = path.as_os_str().to_owned();
@@ -117,7 +142,7 @@ impl State {
     /// Writes the state file atomically.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let mut state = self.clone();
-        state.version = 1;
+        state.version = STATE_VERSION;
         let mut bytes = serde_json::to_vec_pretty(&state).expect("plain data always serialises");
         bytes.push(b'\n');
         crate::policy::atomic_file::write(path, &bytes)
@@ -139,6 +164,21 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_state_file_of_a_newer_format_is_never_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let newer = "{\"version\": 9, \"first_pull\": {\"a\": \"sha256:1\"}, \"future\": 1}\n";
+        std::fs::write(&path, newer).unwrap();
+        assert_eq!(State::load(&path), State::default());
+        let error = State::update(&path, |s| {
+            s.first_pull.insert("b".into(), "sha256:2".into());
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("format 9"), "{error}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
+    }
     use super::*;
 
     #[test]

@@ -157,11 +157,17 @@ impl<E: Engine + Store> Daemon<'_, E> {
     ) {
         let config = &session.config;
         let offset = splay_offset(config.pull.splay, rand::random::<f64>());
+        // A reload serves a new config in the same process: "started" would read as a restart.
+        let what = if first == Some("reload") {
+            "config reloaded"
+        } else {
+            "stowage started"
+        };
         info!(
             config = %config.source.display(),
             images = config.images.len(),
             splay_offset = %humantime::format_duration(std::time::Duration::from_secs(offset.as_secs())),
-            "stowage started"
+            "{what}"
         );
         // Image uses are followed only when the config prunes: nothing else needs them.
         let watch = async {
