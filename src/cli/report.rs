@@ -9,6 +9,7 @@ use crate::decide::outcome::{Outcome, PullResult, Summary};
 use crate::decide::pin::PinMode;
 use crate::decide::prune_plan::{Protection, PrunePlan};
 use crate::decide::pull_plan::{Action, Decision, Presence};
+use crate::model::failure::FailureClass;
 use crate::model::signature::Check;
 use crate::policy::config::Config;
 use crate::policy::lockfile::LockChange;
@@ -332,6 +333,32 @@ impl StatusRow {
     }
 }
 
+/// What a missing image needs before the next run can pull it, by what the registry said.
+fn missing_note(registry: Option<FailureClass>) -> &'static str {
+    match registry {
+        None => "missing; the next run pulls it",
+        Some(FailureClass::Auth) => {
+            "missing; the registry refuses this login: the next run needs credentials (docker \
+             login as the user stowage runs as, or pull.credentials)"
+        }
+        Some(FailureClass::NotFound) => {
+            "missing; the registry has no such image: check its name and tag"
+        }
+        Some(FailureClass::Network) => {
+            "missing; the registry does not answer: the next run pulls it once it does"
+        }
+        Some(FailureClass::RateLimited) => {
+            "missing; the registry's rate limit is spent: the next run pulls it when it resets"
+        }
+        Some(FailureClass::Engine) => {
+            "missing; the engine failed: the next run pulls it once the engine answers"
+        }
+        Some(FailureClass::Signature) => {
+            "missing; its digest is not signed as required: it is never pulled"
+        }
+    }
+}
+
 /// The `status` table.
 pub(super) fn status_text(rows: &[StatusRow]) -> String {
     if rows.is_empty() {
@@ -354,7 +381,7 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
             } else if let Some(Check::Refused { finding }) = &d.signature {
                 format!("REFUSED: the tag's digest is not signed as required ({finding})")
             } else if d.state == Presence::Missing {
-                "missing; the next run pulls it".to_owned()
+                missing_note(r.registry_error_class).to_owned()
             } else if let (Some(g), Some(l)) = (&r.registry_digest, &d.local_digest)
                 && g != l
             {

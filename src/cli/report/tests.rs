@@ -225,3 +225,31 @@ fn windows_say_whether_they_are_open_and_when_they_open_next() {
     let plan = plan_json(Path::new("c.toml"), &[], None, &Windows::default());
     assert!(!plan.contains("windows"), "{plan}");
 }
+
+/// A missing image's note says what the next run needs, by what the registry answered: never
+/// "the next run pulls it" when a login is missing.
+#[test]
+fn status_says_what_a_missing_image_needs() {
+    use crate::model::failure::FailureClass;
+    let row = |class: Option<FailureClass>| {
+        let mut d = decision("r:1/a:1", Action::Pull);
+        d.state = Presence::Missing;
+        StatusRow {
+            decision: d,
+            registry_digest: None,
+            registry_error: class.map(|_| "refused".to_owned()),
+            registry_error_class: class,
+        }
+    };
+    for (class, says) in [
+        (None, "the next run pulls it"),
+        (Some(FailureClass::Auth), "needs credentials"),
+        (Some(FailureClass::NotFound), "has no such image"),
+        (Some(FailureClass::Network), "does not answer"),
+    ] {
+        let text = status_text(&[row(class)]);
+        assert!(text.contains(says), "{class:?}: {text}");
+    }
+    let text = status_text(&[row(Some(FailureClass::Auth))]);
+    assert!(!text.contains("the next run pulls it"), "{text}");
+}

@@ -18,6 +18,33 @@ pub(super) fn register<M: prometheus::core::Collector + Clone + 'static>(
     metric
 }
 
+/// A gauge exported from its first measurement on. Before it, a `0` would read as one: an empty
+/// store, an empty disk, on a host whose config does not prune and so never measures them.
+#[derive(Debug, Clone)]
+pub(super) struct Measured<G> {
+    gauge: G,
+    registry: Registry,
+    exported: std::sync::Arc<std::sync::Once>,
+}
+
+impl<G: prometheus::core::Collector + Clone + 'static> Measured<G> {
+    fn new(registry: &Registry, gauge: G) -> Self {
+        Measured {
+            gauge,
+            registry: registry.clone(),
+            exported: std::sync::Arc::new(std::sync::Once::new()),
+        }
+    }
+
+    /// The gauge, to set: exported from now on.
+    pub(super) fn measured(&self) -> &G {
+        self.exported.call_once(|| {
+            register(&self.registry, self.gauge.clone());
+        });
+        &self.gauge
+    }
+}
+
 fn counters(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
     register(
         registry,
@@ -162,9 +189,9 @@ pub(super) struct PruneFamilies {
     pub(super) against_plan: IntCounterVec,
     pub(super) kept: IntGaugeVec,
     pub(super) deferred: IntGauge,
-    pub(super) store_images: IntGauge,
-    pub(super) store_bytes: IntGauge,
-    pub(super) disk_used: Gauge,
+    pub(super) store_images: Measured<IntGauge>,
+    pub(super) store_bytes: Measured<IntGauge>,
+    pub(super) disk_used: Measured<Gauge>,
     pub(super) build_cache_freed: IntCounter,
 }
 
@@ -220,17 +247,23 @@ impl PruneFamilies {
                 "prune_deferred_images",
                 "Candidates the last prune cycle left for later (max_removals)",
             ),
-            store_images: gauge(
+            store_images: Measured::new(
                 r,
-                "store_images",
-                "Images in the engine's store after the last prune cycle",
+                IntGauge::new(
+                    "store_images",
+                    "Images in the engine's store after the last prune cycle",
+                )
+                .expect("a valid metric"),
             ),
-            store_bytes: gauge(
+            store_bytes: Measured::new(
                 r,
-                "store_bytes",
-                "Size of the engine's image store after the last prune cycle",
+                IntGauge::new(
+                    "store_bytes",
+                    "Size of the engine's image store after the last prune cycle",
+                )
+                .expect("a valid metric"),
             ),
-            disk_used: register(
+            disk_used: Measured::new(
                 r,
                 Gauge::new(
                     "data_root_used_ratio",

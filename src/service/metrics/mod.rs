@@ -387,9 +387,11 @@ impl Metrics {
             .count();
         self.prunes
             .store_images
+            .measured()
             .set(i64::try_from(images - removed).unwrap_or(i64::MAX));
         self.prunes
             .store_bytes
+            .measured()
             .set(i64::try_from(bytes.saturating_sub(freed)).unwrap_or(i64::MAX));
     }
 
@@ -405,7 +407,10 @@ impl Metrics {
     /// Disk use of the data root's filesystem, as last measured.
     pub(crate) fn disk(&self, used: u64, total: u64) {
         if total > 0 {
-            self.prunes.disk_used.set(used as f64 / total as f64);
+            self.prunes
+                .disk_used
+                .measured()
+                .set(used as f64 / total as f64);
         }
     }
 }

@@ -154,6 +154,8 @@ fn every_metric_the_alert_rules_use_is_exported() {
             cached: false,
         }),
     );
+    // Exported once measured, as a pruning daemon does at each cycle.
+    m.disk(50, 100);
     let text = m.encode();
     let rules = include_str!("../../../prometheus/alerts.yml");
     let mut used: Vec<&str> = rules
@@ -312,4 +314,23 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         line(&text, "stowage_prune_cycles_total{trigger=\"schedule\"}"),
         Some("2")
     );
+}
+
+/// What is never measured is never exported: a host that does not prune has no store size or
+/// disk use to show, and a 0 would read as an empty store and an empty disk.
+#[test]
+fn the_store_and_the_disk_are_exported_only_once_measured() {
+    let m = Metrics::new();
+    let text = m.encode();
+    for name in [
+        "stowage_store_images",
+        "stowage_store_bytes",
+        "stowage_data_root_used_ratio",
+    ] {
+        assert!(!text.contains(name), "{name} before any measure: {text}");
+    }
+    m.disk(25, 100);
+    let text = m.encode();
+    assert_eq!(line(&text, "stowage_data_root_used_ratio"), Some("0.25"));
+    assert!(!text.contains("stowage_store_images"), "{text}");
 }
