@@ -235,9 +235,10 @@ fn rebuild_churn(
     use std::sync::atomic::Ordering;
     let mut rng = rand::rng();
     let (mut ops, mut built) = (0, Vec::<String>::new());
-    // At most `most`: every kept build stays in the store, and the containerd store's listing
-    // slows with each (4-6 s at 400 images), which slows the cycles, which let more builds in:
-    // unbounded, the short profile took 7 to 18 minutes on Docker 26 from run to run.
+    // At most `most` (one per cycle): every kept build stays in the store, and the containerd
+    // store's listing slows with each (4-6 s at 400 images), which slows the cycles, which let
+    // more builds in: unbounded, the short profile took 7 to 18 minutes on Docker 26 from run
+    // to run, and over 20 on Podman.
     while !stop.load(Ordering::Relaxed) && ops < most {
         ops += 1;
         // About as often as a busy CI host: each change makes the next removal list the store
@@ -316,7 +317,7 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         );
         let (gold, cycles) = (gold.clone(), p.churn_cycles);
         tokio::task::spawn_blocking(move || {
-            rebuild_churn(&crate::support::env(), &repo, &stop, &gold, 3 * cycles)
+            rebuild_churn(&crate::support::env(), &repo, &stop, &gold, cycles)
         })
     };
     let (mut removed, mut healed, mut lost_races, mut against_plan) = (0, 0, 0, 0);
