@@ -307,6 +307,7 @@ pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// An error with a cause, as libraries nest them.
     #[derive(Debug)]
@@ -338,7 +339,6 @@ mod tests {
         assert_eq!(with_causes(&quoted), "connect: denied");
         assert_eq!(io_cause(&Failure::new(FailureClass::Engine, "x")), None);
     }
-    use super::*;
 
     // Messages below are what Docker 20.10 and distribution 2.8 send on this project's machines.
     #[test]

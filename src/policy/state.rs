@@ -164,6 +164,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn a_state_file_of_a_newer_format_is_never_rewritten() {
@@ -179,7 +180,6 @@ mod tests {
         assert!(error.to_string().contains("format 9"), "{error}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
     }
-    use super::*;
 
     #[test]
     fn round_trips_and_tolerates_damage() {

@@ -555,8 +555,6 @@ fn to_docker_credentials(auth: &RegistryAuth) -> DockerCredentials {
     }
 }
 
-/// Turns a bollard error into a classified failure. Server answers carry the registry's words;
-/// everything that never reached the engine is an engine failure naming its address.
 /// What to do when the engine cannot be reached, from the OS's reason.
 fn unreachable_advice(error: &BollardError) -> &'static str {
     match io_cause(error) {
@@ -576,6 +574,8 @@ fn unreachable_advice(error: &BollardError) -> &'static str {
     }
 }
 
+/// Turns a bollard error into a classified failure. Server answers carry the registry's words;
+/// everything that never reached the engine is an engine failure naming its address.
 fn failure_from(host: &str, image: Option<&ImageRef>, error: BollardError) -> Failure {
     let class = |status, message: &str| match image {
         Some(image) => classify_about(image, status, message),
