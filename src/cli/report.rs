@@ -542,6 +542,9 @@ fn removal_notes(removals: &[Removal]) -> String {
         for a in &r.against_plan {
             let what = match &a.taken.image {
                 Some(image) => format!("image {}", short(image)),
+                None if a.taken.another => {
+                    "names of another image (a tag moved onto it just before its removal)".into()
+                }
                 None => format!("names of {id}"),
             };
             let names = a.taken.names.join(", ");

@@ -27,9 +27,24 @@ pub struct Taken {
     pub image: Option<String>,
     /// The names removed with it (or from the planned image) against the plan.
     pub names: Vec<String>,
+    /// The names were another image's, which the engine left in place (`image` is `None`): a
+    /// tag moved onto it in the instant between its last look and its DELETE, and Docker's
+    /// DELETE of a repository's last tag takes that repository's `name@digest` references
+    /// with it. Known by those references: their content is not the planned image's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub another: bool,
 }
 
 impl Taken {
+    /// Image `id`, deleted against the plan, with `names`.
+    fn deleted(id: &str, names: Vec<String>) -> Self {
+        Taken {
+            image: Some(id.to_owned()),
+            names,
+            another: false,
+        }
+    }
+
     /// Its `name@digest` references: what it can be pulled back by.
     pub(crate) fn digests(&self) -> impl Iterator<Item = &String> {
         self.names.iter().filter(|n| n.contains('@'))
@@ -97,23 +112,21 @@ pub(crate) fn taken_against_plan(
         match others.split_first() {
             // The name named another image: all it removed was that image's.
             Some((first, rest)) if !deleted_planned => {
-                taken.push(Taken {
-                    image: Some((*first).clone()),
-                    names,
-                });
-                taken.extend(rest.iter().map(|i| Taken {
-                    image: Some((*i).clone()),
-                    names: Vec::new(),
-                }));
+                taken.push(Taken::deleted(first, names));
+                taken.extend(rest.iter().map(|i| Taken::deleted(i, Vec::new())));
             }
             // The planned image went, and parents with it.
             Some(_) => {
-                taken.extend(others.iter().map(|i| Taken {
-                    image: Some((*i).clone()),
-                    names: Vec::new(),
-                }));
+                taken.extend(others.iter().map(|i| Taken::deleted(i, Vec::new())));
                 push_unplanned_names(&mut taken, &names, &planned_names);
             }
+            // Its tag had moved onto another image, which lost it and that repository's
+            // digest references: all the answer removed was that image's.
+            None if names_another(&names, &planned_names) => taken.push(Taken {
+                image: None,
+                names,
+                another: true,
+            }),
             None => push_unplanned_names(&mut taken, &names, &planned_names),
         }
     }
@@ -154,9 +167,10 @@ pub(crate) fn audit(
         audit.taken.extend(
             taken_against_plan(step, &[], std::slice::from_ref(answer))
                 .into_iter()
-                .map(|mut t| {
-                    t.image.get_or_insert_with(|| step.clone());
-                    t
+                .map(|t| match t.image {
+                    Some(_) => t,
+                    // A step goes by its ID: whatever the answer took, it took from the step.
+                    None => Taken::deleted(step, t.names),
                 }),
         );
         if answer
@@ -170,6 +184,20 @@ pub(crate) fn audit(
     audit
 }
 
+/// Whether an answer that deleted no image removed a `name@digest` reference to content the
+/// planned image does not have: then its DELETE acted on another image. The planned image's
+/// content is known by the digest references its plan lists; one that has none (a local
+/// build) has no content another image's reference could be mistaken for, bar a push in that
+/// very instant, and then putting the reference back is the safe mistake.
+fn names_another(names: &[String], planned_names: &[String]) -> bool {
+    let content = |n: &String| n.split_once('@').map(|(_, d)| d.to_owned());
+    let planned: Vec<String> = planned_names.iter().filter_map(content).collect();
+    names
+        .iter()
+        .filter_map(content)
+        .any(|d| !planned.contains(&d))
+}
+
 /// Names removed from the planned image that its plan did not list.
 fn push_unplanned_names(taken: &mut Vec<Taken>, names: &[String], planned_names: &[String]) {
     let unplanned: Vec<String> = names
@@ -181,6 +209,7 @@ fn push_unplanned_names(taken: &mut Vec<Taken>, names: &[String], planned_names:
         taken.push(Taken {
             image: None,
             names: unplanned,
+            another: false,
         });
     }
 }
@@ -216,11 +245,33 @@ mod tests {
         let answers = [answer(&["r:1/app:1", "r:1/app@sha256:yy"], &["sha256:y"])];
         assert_eq!(
             taken_against_plan("sha256:x", &planned, &answers),
+            [Taken::deleted(
+                "sha256:y",
+                names(&["r:1/app:1", "r:1/app@sha256:yy"])
+            )]
+        );
+    }
+
+    #[test]
+    fn a_tag_that_moved_onto_a_named_image_takes_its_names_not_the_planned_ones() {
+        // app:1 moved onto Y (which has another tag) just before its DELETE: Docker removed it
+        // from Y with Y's digest in that repository, and deleted no image.
+        let planned = names(&["r:1/app:1", "r:1/app:2", "r:1/app@sha256:xx"]);
+        let answers = [answer(&["r:1/app:1", "r:1/app@sha256:yy"], &[])];
+        assert_eq!(
+            taken_against_plan("sha256:x", &planned, &answers),
             [Taken {
-                image: Some("sha256:y".into()),
+                image: None,
                 names: names(&["r:1/app:1", "r:1/app@sha256:yy"]),
+                another: true,
             }]
         );
+        // The planned image's own digest, in a repository it lost its last tag of: its own.
+        let answers = [answer(&["r:1/app:1", "r:1/app@sha256:xx"], &[])];
+        assert!(taken_against_plan("sha256:x", &planned, &answers).is_empty());
+        // A local build has no content to tell by: a digest in the answer is put back.
+        let answers = [answer(&["r:1/app:1", "r:1/app@sha256:yy"], &[])];
+        assert!(taken_against_plan("sha256:x", &names(&["r:1/app:1"]), &answers)[0].another);
     }
 
     #[test]
@@ -229,10 +280,7 @@ mod tests {
         let answers = [answer(&["r:1/c:1"], &["cc", "pp"])];
         assert_eq!(
             taken_against_plan("sha256:cc", &names(&["r:1/c:1"]), &answers),
-            [Taken {
-                image: Some("sha256:pp".into()),
-                names: vec![],
-            }]
+            [Taken::deleted("sha256:pp", vec![])]
         );
     }
 
@@ -246,6 +294,7 @@ mod tests {
             [Taken {
                 image: None,
                 names: names(&["docker.io/library/app:new"]),
+                another: false,
             }]
         );
     }
@@ -264,10 +313,7 @@ mod tests {
         assert_eq!(audit.steps_removed, ["sha256:s1", "sha256:s2"]);
         assert_eq!(
             audit.taken,
-            [Taken {
-                image: Some("sha256:s2".into()),
-                names: names(&["r:1/k:prod"]),
-            }]
+            [Taken::deleted("sha256:s2", names(&["r:1/k:prod"]))]
         );
     }
 

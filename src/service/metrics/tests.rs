@@ -221,6 +221,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
                 taken: crate::decide::removal::Taken {
                     image: Some("sha256:other".into()),
                     names: vec!["r/b:1".into()],
+                    another: false,
                 },
                 outcome: crate::service::pruner::Race::Lost {
                     error: "a local build".into(),

@@ -171,6 +171,8 @@ fn reported(removals: &[Removal], image: &str, name: Option<&str>) -> Option<Rac
             .find(|a| {
                 let same = match &a.taken.image {
                     Some(i) => i == image,
+                    // Known by its names: a digest reference names its content.
+                    None if a.taken.another => true,
                     None => r.candidate.id == image,
                 };
                 same && name.is_none_or(|n| a.taken.names.contains(&qualified(n)))
@@ -222,14 +224,26 @@ fn check(world: &World) -> Result<(), TestCaseError> {
         });
         // The one instant no look can cover: a tag moved onto another image between its last
         // look and its DELETE (that image keeps its content; docs/reliability.md).
-        let reported = reported(&cycle.removals, &u.image, Some(&u.name)).is_some();
+        let outcome = reported(&cycle.removals, &u.image, Some(&u.name));
         prop_assert!(
-            planned || reported || u.moved_just_before,
+            planned || outcome.is_some() || u.moved_just_before,
             "{} taken from {} outside the plan, unreported: {:#?}",
             u.name,
             u.image,
             cycle.removals
         );
+        // A digest reference taken from an image that stays is put back on it.
+        let stays = engine.deleted().iter().all(|(d, _, _)| *d != u.image);
+        if !planned && stays && u.name.contains('@') {
+            prop_assert_eq!(outcome, Some(Race::Healed), "{} not put back", u.name);
+            let now = engine.image(&u.image);
+            prop_assert!(
+                now.is_some_and(|i| i.digests.contains(&u.name)),
+                "{} not back on {}",
+                u.name,
+                u.image
+            );
+        }
     }
     Ok(())
 }

@@ -242,14 +242,17 @@ impl<S: Store> Pruner<'_, S> {
 
     /// Puts back what a removal took against its plan: pulls it by a digest it had and points
     /// its tags at it again (names taken from the planned image, while it is still there, are
-    /// only pointed at it again). Logged as an error either way: it should never happen.
+    /// only pointed at it again; another image's, by the digest it lost, which is local, so
+    /// the pull re-creates the reference). Logged as an error either way: it should never
+    /// happen.
     async fn put_back(&self, c: &Candidate, planned_gone: bool, taken: Taken) -> AgainstPlan {
         let tags: Vec<String> = taken.tags().cloned().collect();
-        let outcome = if taken.image.is_none() && !planned_gone {
+        let planned_names = taken.image.is_none() && !taken.another;
+        let outcome = if planned_names && !planned_gone {
             self.retag(&c.id, &tags).await
         } else {
             let mut digests: Vec<String> = taken.digests().cloned().collect();
-            if taken.image.is_none() {
+            if planned_names {
                 digests.extend(c.references.iter().filter(|r| r.contains('@')).cloned());
             }
             self.pull_back(&digests, &tags).await
