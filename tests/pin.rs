@@ -30,7 +30,7 @@ fn registry_digest(env: &Env, repo_tag: &str) -> String {
     );
     std::fs::write(&config, text).unwrap();
     let (_, status) = run_json(env, &config, &["status", "--json"]);
-    entry(&status, &name)["registry_digest"]
+    entry(&status, &name)["registry"]["digest"]
         .as_str()
         .unwrap_or_else(|| panic!("no registry digest: {status:#}"))
         .to_owned()
@@ -184,9 +184,9 @@ fn pin_writes_a_lock_that_pulls_follow_and_check_catches_staleness() {
     );
     let (_, status) = run_json(&env, &config, &["status", "--json"]);
     let s = entry(&status, &name);
-    assert_eq!(s["pinned_digest"], d1.as_str());
+    assert_eq!(s["digest"], d1.as_str());
     assert_eq!(s["local_digest"], d1.as_str());
-    assert_eq!(s["registry_digest"], d2.as_str());
+    assert_eq!(s["registry"]["digest"], d2.as_str());
     assert_eq!(s["drift"], false);
 
     // A config that requires an image the lock lacks is refused, with its line.
@@ -520,7 +520,7 @@ fn a_multi_platform_image_is_pulled_for_the_platform_asked() {
         (Some(false), Some("keep")),
         "{s:#}"
     );
-    assert_eq!(s["registry_digest"], arm64.as_str());
+    assert_eq!(s["registry"]["digest"], arm64.as_str());
     env.purge_images(&[name]);
 }
 

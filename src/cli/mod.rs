@@ -59,6 +59,11 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
+/// The exit codes of `plan` and `status`, under their `--help`.
+const EXIT_CODE_HELP: &str = "Exit status: 0 shown (with --exit-code: and every image is as \
+declared); 1 the engine could not be asked (with --exit-code: or an image is missing, drifted \
+or failing); 2 the configuration or the command line is wrong.";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -67,10 +72,15 @@ pub(crate) enum Command {
     /// Validate the configuration and exit: 0 valid, 2 invalid (every problem listed).
     Check,
     /// Show what `pull` would do now, changing nothing.
+    #[command(after_help = EXIT_CODE_HELP)]
     Plan {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Exit 1 when anything is to be pulled or tagged, or cannot be (as `git diff
+        /// --exit-code`); 0 when every image is as declared.
+        #[arg(long)]
+        exit_code: bool,
     },
     /// Pull what is required once and exit: 0 all present, 1 any failed, 2 config error.
     Pull {
@@ -94,10 +104,15 @@ pub(crate) enum Command {
         check: bool,
     },
     /// Show each required image: pin, presence, pinned, local and registry digests, drift.
+    #[command(after_help = EXIT_CODE_HELP)]
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Exit 1 when any image is missing, drifted or failing (as `git diff --exit-code`); 0
+        /// when every image is as declared.
+        #[arg(long)]
+        exit_code: bool,
         /// Do not ask registries for their current digests.
         #[arg(long)]
         offline: bool,
@@ -166,7 +181,9 @@ pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
     let result = match cli.command {
         Command::Run => commands::run::run(config, host, shutdown).await,
         Command::Check => commands::check::check(config),
-        Command::Plan { json } => commands::plan::plan(config, host, json, shutdown).await,
+        Command::Plan { json, exit_code } => {
+            commands::plan::plan(config, host, json, exit_code, shutdown).await
+        }
         Command::Pull { json } => {
             let bar = logging::interactive(cli.log_format);
             commands::pull::pull(config, host, json, bar, shutdown).await
@@ -175,9 +192,11 @@ pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
             commands::prune::prune(config, host, dry_run, json, shutdown).await
         }
         Command::Pin { check } => commands::pin::pin(config, check).await,
-        Command::Status { json, offline } => {
-            commands::status::status(config, host, json, offline, shutdown).await
-        }
+        Command::Status {
+            json,
+            exit_code,
+            offline,
+        } => commands::status::status(config, host, json, exit_code, offline, shutdown).await,
         Command::Generate { dir } => commands::generate::generate(&dir),
     };
     match result {

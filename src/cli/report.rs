@@ -94,17 +94,50 @@ pub(super) fn plan_text(plan: &[Decision]) -> String {
         })
         .collect();
     let mut out = table(&["IMAGE", "PIN", "DIGEST", "STATE", "ACTION", "WHY"], &rows);
-    let count = |a: Action| plan.iter().filter(|d| d.action == a).count();
+    let n = PlanSummary::of(plan);
     let _ = writeln!(
         out,
         "\n{} to pull, {} to tag, {} present, {} failing",
-        count(Action::Pull),
-        count(Action::Tag),
-        count(Action::Keep),
-        count(Action::Fail)
+        n.pull, n.tag, n.keep, n.fail
     );
     out
 }
+
+/// How many required images a plan does what to: the counts under its table, and its JSON's
+/// `summary`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(super) struct PlanSummary {
+    /// Images to pull.
+    pub pull: usize,
+    /// Images whose name is to be pointed at content already present.
+    pub tag: usize,
+    /// Images present as required: nothing to do.
+    pub keep: usize,
+    /// Images nothing can be done for (their digest is unknown and they are not present).
+    pub fail: usize,
+}
+
+impl PlanSummary {
+    pub(super) fn of(plan: &[Decision]) -> PlanSummary {
+        let count = |a: Action| plan.iter().filter(|d| d.action == a).count();
+        PlanSummary {
+            pull: count(Action::Pull),
+            tag: count(Action::Tag),
+            keep: count(Action::Keep),
+            fail: count(Action::Fail),
+        }
+    }
+
+    /// Whether everything is as declared: nothing to pull, tag or fail.
+    pub(super) fn settled(self) -> bool {
+        self.pull + self.tag + self.fail == 0
+    }
+}
+
+/// The version of the shape of every `--json` document (`version`, their first key). Raised
+/// when a key is renamed or removed or changes meaning; a new key does not raise it. The
+/// schemas are in `docs/json/`.
+pub(crate) const JSON_VERSION: u32 = 1;
 
 /// Where one maintenance window stands at a moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -203,8 +236,10 @@ pub(super) fn plan_json(
 ) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
+        version: u32,
         config: &'a Path,
         images: &'a [Decision],
+        summary: PlanSummary,
         /// What a prune cycle would do now, when the config has `[prune]` rules.
         #[serde(skip_serializing_if = "Option::is_none")]
         prune: Option<serde_json::Value>,
@@ -213,8 +248,10 @@ pub(super) fn plan_json(
         windows: &'a Windows,
     }
     let doc = Doc {
+        version: JSON_VERSION,
         config,
         images: plan,
+        summary: PlanSummary::of(plan),
         prune: prune.map(|p| prune_json(p, &[])),
         windows,
     };
@@ -296,11 +333,13 @@ pub(super) fn pull_text(outcomes: &[Outcome]) -> String {
 pub(super) fn pull_json(config: &Path, outcomes: &[Outcome]) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
+        version: u32,
         config: &'a Path,
         images: &'a [Outcome],
         summary: Summary,
     }
     let doc = Doc {
+        version: JSON_VERSION,
         config,
         images: outcomes,
         summary: Summary::of(outcomes),
@@ -309,10 +348,9 @@ pub(super) fn pull_json(config: &Path, outcomes: &[Outcome]) -> String {
 }
 
 /// One `status` row: the plan's view plus what the registry says now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub(super) struct StatusRow {
     /// The plan's decision for the image (pin, presence, local digest, drift).
-    #[serde(flatten)]
     pub decision: Decision,
     /// The digest the tag has in the registry now, when it was asked and answered.
     pub registry_digest: Option<String>,
@@ -320,6 +358,44 @@ pub(super) struct StatusRow {
     pub registry_error: Option<String>,
     /// The class of that failure (auth, not-found, network, engine).
     pub registry_error_class: Option<crate::model::failure::FailureClass>,
+}
+
+/// A status entry: the plan's, and `registry` when it was asked (its digest for the tag now,
+/// or why it did not answer).
+impl Serialize for StatusRow {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Failed<'a> {
+            class: Option<FailureClass>,
+            message: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Registry<'a> {
+            digest: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            failure: Option<Failed<'a>>,
+        }
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            #[serde(flatten)]
+            decision: &'a Decision,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            registry: Option<Registry<'a>>,
+        }
+        let failure = self.registry_error.as_deref().map(|message| Failed {
+            class: self.registry_error_class,
+            message,
+        });
+        let registry = (self.registry_digest.is_some() || failure.is_some()).then_some(Registry {
+            digest: self.registry_digest.as_deref(),
+            failure,
+        });
+        Entry {
+            decision: &self.decision,
+            registry,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl StatusRow {
@@ -421,28 +497,18 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
 /// The `status --json` document.
 pub(super) fn status_json(config: &Path, rows: &[StatusRow], windows: &Windows) -> String {
     #[derive(Serialize)]
-    struct Row<'a> {
-        #[serde(flatten)]
-        row: &'a StatusRow,
-        pinned_digest: Option<&'a str>,
-    }
-    #[derive(Serialize)]
     struct Doc<'a> {
+        version: u32,
         config: &'a Path,
-        images: Vec<Row<'a>>,
+        images: &'a [StatusRow],
         #[serde(skip_serializing_if = "Windows::is_empty")]
         windows: &'a Windows,
     }
     let doc = Doc {
+        version: JSON_VERSION,
         config,
         windows,
-        images: rows
-            .iter()
-            .map(|row| Row {
-                row,
-                pinned_digest: row.pinned(),
-            })
-            .collect(),
+        images: rows,
     };
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
 }

@@ -14,7 +14,8 @@ pub enum PullResult {
     Kept,
     /// Pulled by digest, and named.
     Pulled {
-        /// The digest pulled.
+        /// The digest pulled: the decision's, which the entry carries.
+        #[serde(skip)]
         digest: Option<String>,
         /// Whether new content arrived (false: the engine had it already).
         updated: bool,
@@ -23,7 +24,8 @@ pub enum PullResult {
     },
     /// The wanted content was present; only the name was pointed at it.
     Tagged {
-        /// The digest the name now points at.
+        /// The digest the name now points at: the decision's, which the entry carries.
+        #[serde(skip)]
         digest: String,
     },
     /// Every attempt failed, or the failure was not worth retrying.
@@ -88,19 +90,55 @@ impl std::fmt::Display for Deferral {
 }
 
 /// One image's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     /// The decision that was carried out.
-    #[serde(flatten)]
     pub decision: Decision,
     /// How it ended.
-    #[serde(flatten)]
     pub result: PullResult,
     /// Registry attempts made for the image: failed resolutions and pulls (0 when none was
     /// needed).
     pub attempts: u32,
     /// Time spent on it, retries included, in milliseconds.
     pub elapsed_ms: u64,
+}
+
+/// A run's entry: the decision's head, the store as it was found (`before`: a pulled image
+/// was missing then, not now), what was decided, and how it ended.
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use crate::decide::pull_plan::{Action, Found, Head, ResolveFailure};
+        use crate::model::signature::Check;
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            #[serde(flatten)]
+            head: Head<'a>,
+            before: Found<'a>,
+            action: Action,
+            reason: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            resolve_failure: Option<ResolveFailure<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            signature: &'a Option<Check>,
+            #[serde(flatten)]
+            result: &'a PullResult,
+            attempts: u32,
+            elapsed_ms: u64,
+        }
+        let d = &self.decision;
+        Entry {
+            head: d.head(),
+            before: d.found(),
+            action: d.action,
+            reason: &d.reason,
+            resolve_failure: d.resolve_failure(),
+            signature: &d.signature,
+            result: &self.result,
+            attempts: self.attempts,
+            elapsed_ms: self.elapsed_ms,
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Outcome {

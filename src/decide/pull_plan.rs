@@ -113,35 +113,90 @@ impl Decision {
     }
 }
 
-impl Serialize for Decision {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
+/// What names an image and the content it must have: the head of both a plan's entry and a
+/// run's.
+#[derive(Serialize)]
+pub(crate) struct Head<'a> {
+    image: &'a ImageRef,
+    platform: &'a Option<String>,
+    pin: &'a PinMode,
+    schedule: Option<&'a str>,
+    /// The digest it must have, when known.
+    digest: &'a Option<String>,
+}
+
+/// The name's state in the store when the decision was made.
+#[derive(Serialize)]
+pub(crate) struct Found<'a> {
+    state: Presence,
+    local_digest: &'a Option<String>,
+    drift: bool,
+}
+
+/// Why a digest could not be resolved: its class, and the registry client's own words that
+/// the one-line reason leaves out.
+#[derive(Serialize)]
+pub(crate) struct ResolveFailure<'a> {
+    class: crate::model::failure::FailureClass,
+    detail: &'a str,
+}
+
+impl Decision {
+    pub(crate) fn head(&self) -> Head<'_> {
         let image = &self.pinned.image;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("image", &image.reference)?;
-        map.serialize_entry("platform", &image.platform)?;
-        map.serialize_entry("pin", &self.pinned.mode)?;
-        map.serialize_entry(
-            "schedule",
-            &image
+        Head {
+            image: &image.reference,
+            platform: &image.platform,
+            pin: &self.pinned.mode,
+            schedule: image
                 .schedule
                 .as_ref()
                 .map(crate::policy::schedule::Schedule::expr),
-        )?;
-        map.serialize_entry("digest", &self.digest)?;
-        map.serialize_entry("state", &self.state)?;
-        map.serialize_entry("local_digest", &self.local_digest)?;
-        map.serialize_entry("drift", &self.drift)?;
-        map.serialize_entry("action", &self.action)?;
-        map.serialize_entry("reason", &self.reason)?;
-        if let Some(f) = &self.failure {
-            // The registry client's own words, which the one-line reason leaves out.
-            map.serialize_entry("detail", &f.detail)?;
+            digest: &self.digest,
         }
-        if let Some(check) = &self.signature {
-            map.serialize_entry("signature", check)?;
+    }
+
+    pub(crate) fn found(&self) -> Found<'_> {
+        Found {
+            state: self.state,
+            local_digest: &self.local_digest,
+            drift: self.drift,
         }
-        map.end()
+    }
+
+    pub(crate) fn resolve_failure(&self) -> Option<ResolveFailure<'_>> {
+        self.failure.as_ref().map(|f| ResolveFailure {
+            class: f.class,
+            detail: &f.detail,
+        })
+    }
+}
+
+/// A plan's entry: the head, the store as found, and what is to be done and why.
+impl Serialize for Decision {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            #[serde(flatten)]
+            head: Head<'a>,
+            #[serde(flatten)]
+            found: Found<'a>,
+            action: Action,
+            reason: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            resolve_failure: Option<ResolveFailure<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            signature: &'a Option<Check>,
+        }
+        Entry {
+            head: self.head(),
+            found: self.found(),
+            action: self.action,
+            reason: &self.reason,
+            resolve_failure: self.resolve_failure(),
+            signature: &self.signature,
+        }
+        .serialize(serializer)
     }
 }
 

@@ -12,11 +12,13 @@ use crate::service::in_flight::InFlight;
 use crate::service::puller::PinUpkeep;
 use crate::service::shutdown::Shutdown;
 
-/// Prints the plan, as a table or (`json`) a document.
+/// Prints the plan, as a table or (`json`) a document; with `exit_code`, fails (1) unless
+/// every image is as declared.
 pub(crate) async fn plan(
     config: &Path,
     host: Option<&str>,
     json: bool,
+    exit_code: bool,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
     let (engine, session) = connect(config, host, shutdown).await?;
@@ -63,6 +65,9 @@ pub(crate) async fn plan(
             text.push_str(&windows);
         }
         print(&text);
+    }
+    if exit_code && !report::PlanSummary::of(&plan).settled() {
+        return Err(Error::Reported);
     }
     Ok(())
 }

@@ -28,6 +28,7 @@ pub(crate) async fn prune(
     let (plan, removals) = (cycle.plan, cycle.removals);
     if json {
         let doc = serde_json::json!({
+            "version": report::JSON_VERSION,
             "config": session.config.source,
             "dry_run": dry_run,
             "prune": report::prune_json(&plan, &removals),

@@ -15,10 +15,12 @@ use crate::service::puller::PinUpkeep;
 use crate::service::shutdown::Shutdown;
 
 /// Prints one row per required image; without `offline`, with what its registry says now.
+/// With `exit_code`, fails (1) unless every image is as declared.
 pub(crate) async fn status(
     config: &Path,
     host: Option<&str>,
     json: bool,
+    exit_code: bool,
     offline: bool,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
@@ -53,6 +55,10 @@ pub(crate) async fn status(
     } else {
         report::status_text(&rows) + &windows.text()
     });
+    let decisions: Vec<Decision> = rows.into_iter().map(|r| r.decision).collect();
+    if exit_code && !report::PlanSummary::of(&decisions).settled() {
+        return Err(Error::Reported);
+    }
     Ok(())
 }
 

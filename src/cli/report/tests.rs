@@ -51,6 +51,116 @@ fn plan_table_is_aligned_and_qualified() {
     assert_eq!(lines[4], "1 to pull, 0 to tag, 1 present, 0 failing");
 }
 
+/// Parses `text` as a strict parser would, failing on a key an object has twice (serde_json,
+/// like most, keeps the last one silently).
+fn strict(text: &str) {
+    use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    struct Strict;
+    impl<'de> Deserialize<'de> for Strict {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Strict)
+        }
+    }
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Strict;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_unit<E>(self) -> Result<Strict, E> {
+            Ok(Strict)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
+            while a.next_element::<Strict>()?.is_some() {}
+            Ok(Strict)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = a.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(A::Error::custom(format!("the key {key:?} twice")));
+                }
+                a.next_value::<Strict>()?;
+            }
+            Ok(Strict)
+        }
+    }
+    if let Err(e) = serde_json::from_str::<Strict>(text) {
+        panic!("not valid to a strict parser: {e}\n{text}");
+    }
+}
+
+#[test]
+fn pull_json_has_each_key_once_and_the_state_before_the_run_apart() {
+    let mut failed = decision("r:1/b:1", Action::Fail);
+    failed.failure = Some(crate::model::failure::Failure::new(
+        FailureClass::Network,
+        "connection refused",
+    ));
+    let outcomes = vec![
+        Outcome {
+            decision: decision("r:1/a:1", Action::Pull),
+            result: PullResult::Pulled {
+                digest: Some(D.into()),
+                updated: true,
+                from: "r:1".into(),
+            },
+            attempts: 1,
+            elapsed_ms: 1500,
+        },
+        Outcome {
+            decision: failed,
+            result: PullResult::Failed {
+                class: FailureClass::Network,
+                message: "network: r:1 cannot be reached".into(),
+                detail: "connection refused".into(),
+            },
+            attempts: 2,
+            elapsed_ms: 10,
+        },
+        Outcome {
+            decision: decision("r:1/c:1", Action::Tag),
+            result: PullResult::Tagged { digest: D.into() },
+            attempts: 0,
+            elapsed_ms: 1,
+        },
+    ];
+    let text = pull_json(Path::new("/c.toml"), &outcomes);
+    strict(&text);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pulled = &json["images"][0];
+    assert_eq!(pulled["result"], "pulled");
+    assert_eq!(pulled["digest"], D);
+    assert_eq!(pulled["before"]["state"], "missing", "{pulled:#}");
+    assert!(pulled.get("state").is_none(), "{pulled:#}");
+    let failed = &json["images"][1];
+    assert_eq!(failed["detail"], "connection refused");
+    assert_eq!(failed["resolve_failure"]["class"], "network", "{failed:#}");
+    // A plan's entries are the store as it is: flat.
+    let plan: serde_json::Value = serde_json::from_str(&plan_json(
+        Path::new("/c.toml"),
+        &[outcomes[1].decision.clone()],
+        None,
+        &Windows::default(),
+    ))
+    .unwrap();
+    assert_eq!(plan["images"][0]["state"], "present", "{plan:#}");
+}
+
 #[test]
 fn pull_report_lists_failures_and_counts() {
     let outcomes = vec![
@@ -88,8 +198,9 @@ fn pull_report_lists_failures_and_counts() {
         text.ends_with("2 images: 1 pulled, 0 up to date, 0 tagged, 0 present, 1 failed\n"),
         "{text}"
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&pull_json(Path::new("/c.toml"), &outcomes)).unwrap();
+    let text = pull_json(Path::new("/c.toml"), &outcomes);
+    strict(&text);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["images"][1]["result"], "failed");
     assert_eq!(json["images"][1]["class"], "not-found");
     assert_eq!(json["images"][0]["image"], "r:1/a:1");
@@ -151,11 +262,13 @@ fn status_flags_drift() {
     }];
     let text = status_text(&rows);
     assert!(text.contains("DRIFT"), "{text}");
-    let json: serde_json::Value =
-        serde_json::from_str(&status_json(Path::new("/c"), &rows, &Windows::default())).unwrap();
+    let text = status_json(Path::new("/c"), &rows, &Windows::default());
+    strict(&text);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["version"], JSON_VERSION);
     assert_eq!(json["images"][0]["drift"], true);
-    assert_eq!(json["images"][0]["pinned_digest"], D);
-    assert_eq!(json["images"][0]["registry_digest"], D);
+    assert_eq!(json["images"][0]["digest"], D);
+    assert_eq!(json["images"][0]["registry"]["digest"], D);
 }
 
 #[test]
