@@ -6,6 +6,7 @@
 
 mod prune;
 mod raw;
+mod shape;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -139,19 +139,63 @@ pin = "sometimes"
 }
 
 #[test]
-fn unknown_keys_are_errors_with_a_location() {
+fn unknown_keys_are_errors_with_a_location_and_the_key_meant() {
     let errs = parse("[pull]\nconcurency = 3\n").unwrap_err();
     assert_eq!(errs.len(), 1);
+    assert_eq!(
+        errs[0],
+        "/etc/stowage/config.toml:2:1: unknown key \"concurency\" in [pull]: did you mean \
+         \"concurrency\"?"
+    );
+    let errs = parse("[[image]]\nname = \"a\"\ntag = \"1\"\n").unwrap_err();
     assert!(
-        errs[0].starts_with("/etc/stowage/config.toml:2:1: unknown field `concurency`"),
+        errs[0].contains(":3:1: unknown key \"tag\" in [image] (known keys: name,"),
         "{}",
         errs[0]
     );
-    let errs = parse("[[image]]\nname = \"a\"\ntag = \"1\"\n").unwrap_err();
-    assert!(errs[0].contains(":3:1: unknown field `tag`"), "{}", errs[0]);
     let errs = parse("[puller]\n").unwrap_err();
     assert!(
-        errs[0].contains(":1:2: unknown field `puller`"),
+        errs[0].contains(":1:2: unknown key \"puller\" at the top level: did you mean \"pull\"?"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn every_shape_problem_and_every_value_problem_is_listed_in_one_run() {
+    // The issue's file: an unknown key, a quoted number, then a bad value, each on its line.
+    let errs = parse(
+        "[pull]\nschedual = \"1h\"\nconcurrency = \"4\"\nretries = 99999\n\
+         [[image]]\nname = 5\n[[image]]\nname = \"r.example/a:1\"\nplatform = [\"linux\"]\n\
+         [prune]\nmax_removals = true\n",
+    )
+    .unwrap_err();
+    let expected = [
+        ":2:1: unknown key \"schedual\" in [pull]: did you mean \"schedule\"?",
+        ":3:15: pull.concurrency: expected an integer (no quotes), found the string \"4\"",
+        ":4:11: pull.retries: 99999 is out of range",
+        ":6:8: image.name: expected a string (in quotes), found the integer 5",
+        ":9:12: image.platform: expected a string (in quotes), found an array",
+        ":11:16: prune.max_removals: expected an integer (no quotes), found true",
+    ];
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    for (err, at) in errs.iter().zip(expected) {
+        assert!(err.contains(at), "{err}\nexpected {at}");
+    }
+}
+
+#[test]
+fn a_wrong_type_in_a_later_image_is_found_too() {
+    let errs = parse("[[image]]\nname = \"r.example/a:1\"\nplatform = [\"linux\"]\n").unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+}
+
+#[test]
+fn a_syntax_error_is_located_and_stops_the_reading() {
+    let errs = parse("[pull]\nschedule = \"1h\n").unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("/etc/stowage/config.toml:2:"),
         "{}",
         errs[0]
     );
@@ -374,12 +418,55 @@ fn keep_patterns_that_can_never_match_are_problems_at_their_line() {
 }
 
 #[test]
-fn relative_credentials_are_beside_the_config() {
-    let c = parse("[pull]\ncredentials = \"docker/config.json\"\n").unwrap();
+fn relative_credentials_are_beside_the_config_and_must_be_there() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("docker")).unwrap();
+    let config = dir.path().join("config.toml");
+    let text = "[pull]\ncredentials = \"docker/config.json\"\n";
+    let errs = Config::parse(&config, text).unwrap_err().to_string();
+    assert!(
+        errs.contains(":2:15: pull.credentials: ") && errs.contains("config.json does not exist"),
+        "{errs}"
+    );
+    let errs = Config::parse(&config, "[pull]\ncredentials = \"docker\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(errs.contains("is a directory"), "{errs}");
+    std::fs::write(dir.path().join("docker/config.json"), "{}").unwrap();
+    let c = Config::parse(&config, text).unwrap();
     assert_eq!(
         c.pull.credentials.unwrap(),
-        PathBuf::from("/etc/stowage/docker/config.json")
+        dir.path().join("docker/config.json")
     );
+}
+
+#[test]
+fn a_platform_no_index_names_is_refused_with_the_one_meant() {
+    let image = |p: &str| format!("[[image]]\nname = \"r.example/a:1\"\nplatform = \"{p}\"\n");
+    let errs = parse(&image("linux/amd")).unwrap_err();
+    assert!(
+        errs[0].contains(
+            ":3:12: image.platform: invalid platform \"linux/amd\": unknown architecture \"amd\": \
+             did you mean amd64 or amd64p32?"
+        ),
+        "{}",
+        errs[0]
+    );
+    let errs = parse(&image("linx/arm64")).unwrap_err();
+    assert!(
+        errs[0].contains("unknown operating system \"linx\": did you mean linux?"),
+        "{}",
+        errs[0]
+    );
+    for ok in [
+        "linux/amd64",
+        "linux/arm64/v8",
+        "linux/arm/v7",
+        "windows/amd64",
+        "linux/s390x",
+    ] {
+        assert!(parse(&image(ok)).is_ok(), "{ok}");
+    }
 }
 
 #[test]
@@ -489,10 +576,19 @@ fn windows_are_read_with_their_zone_and_refused_with_their_line() {
         errs[0]
     );
     let errs = parse("[pull.window]\nstart = \"0 2 * * *\"\n").unwrap_err();
-    assert!(errs[0].contains("missing field `duration`"), "{}", errs[0]);
+    assert!(
+        errs[0].contains(":1:1: pull.window: the key \"duration\" is missing"),
+        "{}",
+        errs[0]
+    );
     let errs = parse("[pull.window]\nstart = \"0 2 * * *\"\nduration = \"1h\"\nzone = \"UTC\"\n")
         .unwrap_err();
-    assert!(errs[0].contains("unknown field `zone`"), "{}", errs[0]);
+    assert!(
+        errs[0]
+            .contains(":4:1: unknown key \"zone\" in [pull.window]: did you mean \"time_zone\"?"),
+        "{}",
+        errs[0]
+    );
 }
 
 mod verify {

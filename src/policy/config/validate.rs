@@ -55,13 +55,13 @@ impl<'a> Validator<'a> {
 
     /// Parses and validates the whole text: a config, or every problem found.
     pub(super) fn run(mut self) -> Result<Config, ConfigError> {
-        let raw: RawConfig = match toml::from_str(self.text) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let span = e.span().unwrap_or(0..0);
-                self.problem(span, e.message().trim_end().to_owned());
-                return Err(self.into_error());
-            }
+        let (raw, misfits) = super::shape::read(self.text);
+        for m in misfits {
+            self.problem(m.span, m.message);
+        }
+        // What could be read past them is validated too: one run lists every problem.
+        let Some(raw) = raw else {
+            return Err(self.into_error());
         };
         match self.validate(raw) {
             Some(config) if self.problems.is_empty() => Ok(config),
@@ -231,21 +231,21 @@ impl<'a> Validator<'a> {
                 None
             }
         };
-        let platform = entry.platform.and_then(|p| {
-            if valid_platform(p.get_ref()) {
-                Some(p.into_inner())
-            } else {
-                self.problem(
-                    p.span(),
-                    format!(
-                        "image.platform: invalid platform \"{}\": expected os/arch or \
-                         os/arch/variant in lower case, e.g. \"linux/amd64\"",
-                        p.get_ref()
-                    ),
-                );
-                None
-            }
-        });
+        let platform = entry
+            .platform
+            .and_then(|p| match platform_problem(p.get_ref()) {
+                None => Some(p.into_inner()),
+                Some(why) => {
+                    self.problem(
+                        p.span(),
+                        format!(
+                            "image.platform: invalid platform \"{}\": {why}",
+                            p.get_ref()
+                        ),
+                    );
+                    None
+                }
+            });
         let schedule = entry
             .schedule
             .as_ref()
@@ -481,13 +481,16 @@ impl<'a> Validator<'a> {
             Duration::from_secs(300),
         );
         let credentials = raw.credentials.map(|c| {
+            let span = c.span();
             let p = PathBuf::from(c.into_inner());
-            if p.is_relative() {
+            let p = if p.is_relative() {
                 // Relative to the config file, so config management can ship both side by side.
                 self.path.parent().unwrap_or(Path::new(".")).join(p)
             } else {
                 p
-            }
+            };
+            self.credentials_problem(span, &p);
+            p
         });
         let window = match raw.window {
             Some(w) => Some(self.window("pull.window", w)?),
@@ -513,15 +516,87 @@ impl<'a> Validator<'a> {
 }
 
 /// `os/arch` or `os/arch/variant`, lower case: what the engine's `platform` parameter takes.
-fn valid_platform(p: &str) -> bool {
+impl Validator<'_> {
+    /// A `pull.credentials` file that is not there: every pull would go anonymous, and the
+    /// private images fail as "auth" on every host. One that cannot be read by whoever runs
+    /// `check` may still be readable by the daemon's user, so only its absence is a problem.
+    fn credentials_problem(&mut self, span: Range<usize>, path: &Path) {
+        let why = match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => "is a directory; name the config.json in it",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+            _ => return,
+        };
+        self.problem(
+            span,
+            format!(
+                "pull.credentials: {} {why} (a Docker config.json with the registries' logins)",
+                path.display()
+            ),
+        );
+    }
+}
+
+/// Operating systems an image index names (the OCI image spec's values: Go's `GOOS`).
+const KNOWN_OS: [&str; 16] = [
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+    "zos",
+];
+
+/// Architectures an image index names (Go's `GOARCH`).
+const KNOWN_ARCH: [&str; 16] = [
+    "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
+    "ppc64le", "riscv64", "s390x", "sparc64", "wasm", "amd64p32",
+];
+
+/// What is wrong with platform `p`, if anything: `os/arch[/variant]`, with an os and an
+/// architecture an index can name (a typo matches no manifest, and the pull fails on every
+/// host with "no match for platform").
+fn platform_problem(p: &str) -> Option<String> {
+    const FORM: &str = "expected os/arch or os/arch/variant in lower case, e.g. \"linux/amd64\"";
     let parts: Vec<&str> = p.split('/').collect();
-    (2..=3).contains(&parts.len())
-        && parts.iter().all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        })
+    let lower = |part: &&str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    if !(2..=3).contains(&parts.len()) || !parts.iter().all(lower) {
+        return Some(FORM.into());
+    }
+    let unknown = |what: &str, value: &str, known: &[&str]| {
+        let near = known
+            .iter()
+            .filter(|k| k.starts_with(value) || strsim::levenshtein(value, k) <= 1)
+            .copied()
+            .collect::<Vec<_>>();
+        let hint = if near.is_empty() {
+            format!("one of {}", known.join(", "))
+        } else {
+            format!("did you mean {}?", near.join(" or "))
+        };
+        Some(format!("unknown {what} \"{value}\": {hint}"))
+    };
+    if !KNOWN_OS.contains(&parts[0]) {
+        return unknown("operating system", parts[0], &KNOWN_OS);
+    }
+    if !KNOWN_ARCH.contains(&parts[1]) {
+        return unknown("architecture", parts[1], &KNOWN_ARCH);
+    }
+    None
 }
 
 /// A mirror written as `host[:port][/path]`: the host normalised as [`registry_host`] does,
