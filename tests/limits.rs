@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::support::{
     Daemon, LimitProxy, Scratch, engine_lock, entry, env, free_port, http_get, is_event, poll,
 };
@@ -39,7 +37,7 @@ fn a_429_is_rate_limited_spends_no_retry_and_holds_off_the_registry() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = crate::support::report(&out);
     let e = entry(&report, &name);
     assert_eq!(e["result"], "failed", "{e:#}");
     assert_eq!(e["class"], "rate-limited", "{e:#}");

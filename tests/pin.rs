@@ -9,13 +9,7 @@ use crate::support::{Env, Registry, Scratch, engine_lock, entry, env, free_port}
 
 fn run_json(env: &Env, config: &std::path::Path, args: &[&str]) -> (i32, Value) {
     let out = env.stowage(config).args(args).output().unwrap();
-    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let value = crate::support::report(&out);
     (out.status.code().unwrap_or(-1), value)
 }
 
@@ -433,7 +427,7 @@ fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = crate::support::report(&out);
     let e = entry(&report, &name);
     assert_eq!(e["from"], env.plain.as_str(), "{e:#}");
     assert_eq!(e["digest"], digest.as_str());

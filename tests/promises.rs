@@ -326,7 +326,7 @@ fn short_keep_patterns_keep_what_they_name() {
         .args(["prune", "--dry-run", "--json"])
         .output()
         .unwrap();
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = crate::support::report(&out);
     let id = env.image_id(&name).unwrap();
     let kept = doc["prune"]["keep"]
         .as_array()

@@ -38,14 +38,10 @@ fn prune(env: &Env, config: &Path, args: &[&str]) -> (i32, Value) {
         .arg("--json")
         .output()
         .unwrap();
-    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), doc)
+    (
+        out.status.code().unwrap_or(-1),
+        crate::support::report(&out),
+    )
 }
 
 fn ids(doc: &Value, key: &str) -> Vec<String> {
@@ -730,13 +726,7 @@ fn its_own_image_is_kept_when_stowage_runs_in_a_container() {
         "--json",
     ]);
     let out = env.docker(&args);
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let doc = crate::support::report(&out);
     assert_eq!(protection(&doc, &id), "own-image", "{doc:#}");
     env.purge_images(&[image]);
 }

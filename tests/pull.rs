@@ -9,13 +9,7 @@ use crate::support::entry as by_image;
 use crate::support::{Daemon, Registry, Scratch, engine_lock, env, free_port};
 
 fn json(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    crate::support::report(out)
 }
 
 #[test]

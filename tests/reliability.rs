@@ -129,7 +129,7 @@ fn kill_9_at_random_points_leaves_loadable_files_and_the_next_run_converges() {
         .args(["pull", "--json"])
         .output()
         .unwrap();
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = crate::support::report(&out);
     let missing: Vec<&String> = names.iter().filter(|n| !env.has_image(n)).collect();
     let left = temp_files(dir);
     figures(

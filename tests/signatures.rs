@@ -11,12 +11,7 @@ use crate::support::{Env, Scratch, engine_lock, entry, env};
 fn run_json(env: &Env, config: &Path, args: &[&str]) -> (i32, Value, String) {
     let out = env.stowage(config).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let value = crate::support::report(&out);
     (out.status.code().unwrap_or(-1), value, stderr)
 }
 

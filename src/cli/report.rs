@@ -628,6 +628,29 @@ fn removal_notes(removals: &[Removal]) -> String {
 }
 
 /// The prune plan and results as JSON.
+/// The `prune --json` document.
+pub(super) fn prune_doc(
+    config: &Path,
+    dry_run: bool,
+    plan: &PrunePlan,
+    removals: &[Removal],
+) -> String {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        version: u32,
+        config: &'a Path,
+        dry_run: bool,
+        prune: serde_json::Value,
+    }
+    let doc = Doc {
+        version: JSON_VERSION,
+        config,
+        dry_run,
+        prune: prune_json(plan, removals),
+    };
+    serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
+}
+
 pub(super) fn prune_json(plan: &PrunePlan, removals: &[Removal]) -> serde_json::Value {
     serde_json::json!({
         "remove": plan.remove,

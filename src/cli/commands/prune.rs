@@ -27,13 +27,12 @@ pub(crate) async fn prune(
     let cycle = pruner.cycle(dry_run).await.map_err(Error::Engine)?;
     let (plan, removals) = (cycle.plan, cycle.removals);
     if json {
-        let doc = serde_json::json!({
-            "version": report::JSON_VERSION,
-            "config": session.config.source,
-            "dry_run": dry_run,
-            "prune": report::prune_json(&plan, &removals),
-        });
-        print(&(serde_json::to_string_pretty(&doc).expect("plain data") + "\n"));
+        print(&report::prune_doc(
+            &session.config.source,
+            dry_run,
+            &plan,
+            &removals,
+        ));
     } else {
         let now = chrono::Utc::now().timestamp();
         print(&report::prune_text(&plan, &removals, now));
