@@ -31,6 +31,18 @@ fn plan_changes_nothing_and_pull_converges() {
     assert_eq!(by_image(&plan, &images[0])["state"], "missing");
     assert_eq!(by_image(&plan, &images[0])["action"], "pull");
     assert!(!env.has_image(&images[0]), "plan must not pull");
+    // As scripts use them: something to do is exit 1 with --exit-code, and only then.
+    let code = |args: &[&str]| {
+        env.stowage(&config)
+            .args(args)
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(code(&["plan", "--exit-code"]), Some(1));
+    assert_eq!(code(&["status", "--offline", "--exit-code"]), Some(1));
+    assert_eq!(code(&["status", "--offline"]), Some(0));
 
     let out = env
         .stowage(&config)
@@ -47,6 +59,8 @@ fn plan_changes_nothing_and_pull_converges() {
         assert!(env.has_image(name));
     }
     assert_eq!(report["summary"]["pulled"], 2);
+    assert_eq!(code(&["plan", "--exit-code"]), Some(0));
+    assert_eq!(code(&["status", "--exit-code"]), Some(0));
 
     // Second time: present at their first-pull pins, so left alone (no registry request).
     let out = env.stowage(&config).arg("pull").output().unwrap();
