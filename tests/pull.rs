@@ -13,6 +13,41 @@ fn json(out: &std::process::Output) -> Value {
 }
 
 #[test]
+fn a_state_file_that_cannot_be_written_fails_the_pull_once_with_its_cause() {
+    let _lock = engine_lock();
+    let env = env();
+    let image = env.plain_image("alpha:1");
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&image));
+    // The state file's directory is a file.
+    let blocker = config.with_file_name("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let state = config.with_file_name("state.json");
+    let text = text.replace(
+        &state.display().to_string(),
+        &blocker.join("state.json").display().to_string(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = env.stowage(&config).arg("pull").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("\n1 image: "), "{stdout}");
+    let cause = format!("{} is a file, not a directory", blocker.display());
+    assert!(
+        stderr.contains(&format!("could not be written: {cause}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("cannot save the state file").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("File exists"), "{stderr}");
+}
+
+#[test]
 fn plan_changes_nothing_and_pull_converges() {
     let _lock = engine_lock();
     let env = env();
@@ -506,7 +541,7 @@ fn a_pull_on_a_terminal_shows_progress_and_json_logs_never_do() {
     env.remove_images(std::slice::from_ref(&image));
     let shown = on_a_terminal(&env, &config, "pull");
     assert!(shown.contains("images ["), "no progress bar: {shown}");
-    assert!(shown.contains("1 images: 1 pulled"), "{shown}");
+    assert!(shown.contains("1 image: 1 pulled"), "{shown}");
     // JSON logs are for machines, even on a terminal.
     env.remove_images(std::slice::from_ref(&image));
     let shown = on_a_terminal(&env, &config, "--log-format json pull");
@@ -514,6 +549,6 @@ fn a_pull_on_a_terminal_shows_progress_and_json_logs_never_do() {
         !shown.contains("images ["),
         "a bar among JSON logs: {shown}"
     );
-    assert!(shown.contains("1 images: 1 pulled"), "{shown}");
+    assert!(shown.contains("1 image: 1 pulled"), "{shown}");
     env.remove_images(&[image]);
 }

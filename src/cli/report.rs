@@ -313,8 +313,9 @@ pub(super) fn pull_text(outcomes: &[Outcome]) -> String {
     let s = Summary::of(outcomes);
     let _ = writeln!(
         out,
-        "{} images: {} pulled, {} up to date, {} tagged, {} present, {} failed{}",
+        "{} image{}: {} pulled, {} up to date, {} tagged, {} present, {} failed{}",
         outcomes.len(),
+        if outcomes.len() == 1 { "" } else { "s" },
         s.pulled,
         s.up_to_date,
         s.tagged,

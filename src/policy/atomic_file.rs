@@ -10,7 +10,7 @@ use std::path::Path;
 /// files hold digests, never secrets.
 pub(crate) fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = dir_of(path);
-    std::fs::create_dir_all(dir)?;
+    create_dir(dir)?;
     remove_orphans(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(&temp_prefix(path, std::process::id()))
@@ -22,6 +22,23 @@ pub(crate) fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates directory `dir` and its parents. Where one of them is a file, says so: the OS says
+/// only "File exists", which reads as if the file being written were in the way.
+pub(crate) fn create_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        let file = dir
+            .ancestors()
+            .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+        match file {
+            Some(file) => std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{} is a file, not a directory", file.display()),
+            ),
+            None => e,
+        }
+    })
 }
 
 /// Temp files end so, after `.NAME.PID.` and a random part.
@@ -70,6 +87,18 @@ pub(crate) fn remove_orphans(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_where_a_directory_should_be_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("afile"), b"").unwrap();
+        let e = write(&dir.path().join("afile/sub/state.json"), b"x").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotADirectory);
+        assert_eq!(
+            e.to_string(),
+            format!("{}/afile is a file, not a directory", dir.path().display())
+        );
+    }
 
     #[test]
     fn replaces_whole_files_and_leaves_no_temp_files() {

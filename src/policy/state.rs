@@ -101,7 +101,7 @@ impl State {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        std::fs::create_dir_all(dir)?;
+        crate::policy::atomic_file::create_dir(dir)?;
         let mut lock_name = path.as_os_str().to_owned();
         lock_name.push(".lock");
         let lock = std::fs::OpenOptions::new()

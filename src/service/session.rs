@@ -146,6 +146,7 @@ impl Session {
             },
             progress: &Unfollowed,
             verified: Mutex::default(),
+            save_failed: Mutex::default(),
         }
     }
 

@@ -37,6 +37,7 @@ pub(crate) async fn pull(
         .puller(&engine, stop.clone(), in_flight.clone(), PinUpkeep::Command)
         .followed_by(progress);
     let result = converge(&session, &puller, &stop, &in_flight, shutdown).await;
+    let save_failure = puller.save_failure();
     if let Some(bar) = bar {
         bar.finish();
     }
@@ -46,11 +47,18 @@ pub(crate) async fn pull(
     } else {
         report::pull_text(&outcomes)
     });
-    if Summary::of(&outcomes).all_ok() {
-        Ok(())
-    } else {
-        Err(Error::Reported)
+    if !Summary::of(&outcomes).all_ok() {
+        return Err(Error::Reported);
     }
+    // The images are there, but what pins them was not saved: the next run resolves the
+    // first-pull tags again, and may pull other content.
+    if let Some(why) = save_failure {
+        return Err(Error::Failed(format!(
+            "the images are present, but the state file {} could not be written: {why}",
+            session.config.state_file.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The run, drained within `pull.shutdown_grace` on a shutdown.

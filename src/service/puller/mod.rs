@@ -78,6 +78,9 @@ pub struct Puller<'a, E> {
     /// Signatures verified and not saved yet: saved with the pins once a run settles an
     /// image, never by `plan` or `status`.
     pub(crate) verified: Mutex<BTreeMap<String, String>>,
+    /// Why the state file could not be saved, once it could not: warned of once, not at every
+    /// image a run settles, and a `pull` by hand ends with it.
+    pub(crate) save_failed: Mutex<Option<String>>,
 }
 
 impl<'a, E> Puller<'a, E> {
@@ -382,11 +385,26 @@ impl<E: Engine> Puller<'_, E> {
             }
         });
         match result {
-            Ok(saved) => *self.state.locked() = saved,
-            Err(e) => warn!(
-                path = %self.config.state_file.display(),
-                "cannot save the state file ({e}); first-pull pins will be resolved again"
-            ),
+            Ok(saved) => {
+                *self.state.locked() = saved;
+                *self.save_failed.locked() = None;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                let mut failed = self.save_failed.locked();
+                if failed.as_deref() != Some(e.as_str()) {
+                    warn!(
+                        path = %self.config.state_file.display(),
+                        "cannot save the state file ({e}); first-pull pins will be resolved again"
+                    );
+                }
+                *failed = Some(e);
+            }
         }
+    }
+
+    /// Why the state file could not be saved the last time a save was tried, if it could not.
+    pub fn save_failure(&self) -> Option<String> {
+        self.save_failed.locked().clone()
     }
 }
