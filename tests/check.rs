@@ -200,6 +200,25 @@ fn generate_writes_a_man_page_and_completions_from_the_cli() {
         !page.contains("generate"),
         "the hidden command is not documented"
     );
+    // One page, with what a reader looks for at its end, and no pages it cannot find.
+    assert!(!page.contains("stowage-run(1)"), "{page}");
+    for section in [
+        "COMMANDS",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "FILES",
+        "EXAMPLES",
+    ] {
+        assert!(
+            page.contains(&format!(".SH \"{section}\""))
+                || page.contains(&format!(".SH {section}")),
+            "no {section}:\n{page}"
+        );
+    }
+    assert!(
+        page.contains("\\-\\-exit\\-code") || page.contains("--exit-code"),
+        "{page}"
+    );
     let bash = dir.path().join("stowage.bash");
     assert!(
         std::fs::read_to_string(&bash)
