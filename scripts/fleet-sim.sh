@@ -266,7 +266,7 @@ kept=0 said=0
 for ((i = 1; i <= N; i++)); do
   out=$(cd "$SIM/host-$i" && DOCKER_HOST=unix://$SIM/host-$i/engine.sock "$STOWAGE" --config config.toml --log-level error status --json || true)
   python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if all(i["state"]=="present" for i in d["images"]) else 1)' <<<"$out" && kept=$((kept + 1))
-  python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if all(i.get("registry_error_class")=="network" for i in d["images"]) else 1)' <<<"$out" && said=$((said + 1))
+  python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if all((i.get("registry") or {}).get("failure", {}).get("class")=="network" for i in d["images"]) else 1)' <<<"$out" && said=$((said + 1))
 done
 
 # Per host and image, what the mirror served at boot (for the arithmetic in docs/fleet.md).
