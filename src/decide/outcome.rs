@@ -107,19 +107,14 @@ pub struct Outcome {
 /// was missing then, not now), what was decided, and how it ended.
 impl Serialize for Outcome {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use crate::decide::pull_plan::{Action, Found, Head, ResolveFailure};
-        use crate::model::signature::Check;
+        use crate::decide::pull_plan::{Found, Head, Verdict};
         #[derive(Serialize)]
         struct Entry<'a> {
             #[serde(flatten)]
             head: Head<'a>,
             before: Found<'a>,
-            action: Action,
-            reason: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            resolve_failure: Option<ResolveFailure<'a>>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            signature: &'a Option<Check>,
+            #[serde(flatten)]
+            verdict: Verdict<'a>,
             #[serde(flatten)]
             result: &'a PullResult,
             attempts: u32,
@@ -129,10 +124,7 @@ impl Serialize for Outcome {
         Entry {
             head: d.head(),
             before: d.found(),
-            action: d.action,
-            reason: &d.reason,
-            resolve_failure: d.resolve_failure(),
-            signature: &d.signature,
+            verdict: d.verdict(),
             result: &self.result,
             attempts: self.attempts,
             elapsed_ms: self.elapsed_ms,

@@ -133,10 +133,22 @@ pub(crate) struct Found<'a> {
     drift: bool,
 }
 
+/// What was decided and why: the tail of both a plan's entry and a run's.
+#[derive(Serialize)]
+pub(crate) struct Verdict<'a> {
+    action: Action,
+    reason: &'a str,
+    /// Why the digest could not be resolved, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolve_failure: Option<ResolveFailure<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: &'a Option<Check>,
+}
+
 /// Why a digest could not be resolved: its class, and the registry client's own words that
 /// the one-line reason leaves out.
 #[derive(Serialize)]
-pub(crate) struct ResolveFailure<'a> {
+struct ResolveFailure<'a> {
     class: crate::model::failure::FailureClass,
     detail: &'a str,
 }
@@ -164,11 +176,16 @@ impl Decision {
         }
     }
 
-    pub(crate) fn resolve_failure(&self) -> Option<ResolveFailure<'_>> {
-        self.failure.as_ref().map(|f| ResolveFailure {
-            class: f.class,
-            detail: &f.detail,
-        })
+    pub(crate) fn verdict(&self) -> Verdict<'_> {
+        Verdict {
+            action: self.action,
+            reason: &self.reason,
+            resolve_failure: self.failure.as_ref().map(|f| ResolveFailure {
+                class: f.class,
+                detail: &f.detail,
+            }),
+            signature: &self.signature,
+        }
     }
 }
 
@@ -181,20 +198,13 @@ impl Serialize for Decision {
             head: Head<'a>,
             #[serde(flatten)]
             found: Found<'a>,
-            action: Action,
-            reason: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            resolve_failure: Option<ResolveFailure<'a>>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            signature: &'a Option<Check>,
+            #[serde(flatten)]
+            verdict: Verdict<'a>,
         }
         Entry {
             head: self.head(),
             found: self.found(),
-            action: self.action,
-            reason: &self.reason,
-            resolve_failure: self.resolve_failure(),
-            signature: &self.signature,
+            verdict: self.verdict(),
         }
         .serialize(serializer)
     }

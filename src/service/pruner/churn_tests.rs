@@ -216,6 +216,7 @@ fn check(world: &World) -> Result<(), TestCaseError> {
             prop_assert!(engine.image(&deleted).is_some(), "{deleted} not put back");
         }
     }
+    let deleted = engine.deleted();
     for u in engine.untagged() {
         let planned = plan_of(&u.image).is_some_and(|c| {
             c.references
@@ -233,7 +234,7 @@ fn check(world: &World) -> Result<(), TestCaseError> {
             cycle.removals
         );
         // A digest reference taken from an image that stays is put back on it.
-        let stays = engine.deleted().iter().all(|(d, _, _)| *d != u.image);
+        let stays = deleted.iter().all(|(d, _, _)| *d != u.image);
         if !planned && stays && u.name.contains('@') {
             prop_assert_eq!(outcome, Some(Race::Healed), "{} not put back", u.name);
             let now = engine.image(&u.image);
