@@ -837,7 +837,10 @@ fn a_full_state_directory_is_reported_and_the_old_state_kept() {
                "old_state_intact": intact_after_pull && intact_after_daemon,
                "temp_files_left": temp_left, "daemon_exit": code}),
     );
-    assert!(out.status.success(), "the pull itself worked: {out:?}");
+    // The image arrived, but a pull whose state could not be saved exits 1: the
+    // pin it made is not remembered, and a script must know.
+    assert!(env.has_image(&second), "the pull itself worked: {out:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(reported, "{stderr}");
     assert!(
         intact_after_pull && intact_after_daemon,
