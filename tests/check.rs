@@ -67,6 +67,119 @@ fn every_problem_is_listed_with_path_line_column_and_exit_2() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
+/// One run lists the config's own problems and the cross-checks with its lock together:
+/// fixing one never reveals the next.
+#[test]
+fn the_lock_cross_checks_are_listed_with_the_config_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        "[pull]\nschedual = \"@daily\"\nconcurrency = \"4\"\n\n[pin]\nrequire_lock = true\n\n\
+         [[image]]\nname = \"r.example/a:1\"\n",
+    )
+    .unwrap();
+    let out = stowage()
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let p = path.display();
+    for expected in [
+        format!("{p}:2:1: unknown key \"schedual\" in [pull]: did you mean \"schedule\"?"),
+        format!("{p}:3:15: pull.concurrency"),
+        format!("{p}:6:1: pin.require_lock: the lock file"),
+    ] {
+        assert!(stderr.contains(&expected), "{expected}\n{stderr}");
+    }
+    assert!(stderr.contains("3 problems"), "{stderr}");
+
+    // With a lock that lacks the image: the image's line says so, beside the config's
+    // problems.
+    std::fs::write(
+        dir.path().join("stowage.lock"),
+        "version = 1\n\n[[image]]\nname = \"r.example/other:1\"\ndigest = \"sha256:\
+         0000000000000000000000000000000000000000000000000000000000000000\"\n",
+    )
+    .unwrap();
+    let out = stowage()
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("did you mean \"schedule\""), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{p}:9:1: r.example/a:1 is not in the lock file")),
+        "{stderr}"
+    );
+}
+
+/// `check --json`: one document whether valid or not, held to its schema, with the exit code
+/// of the text form.
+#[test]
+fn check_json_lists_every_problem_located_and_says_what_a_valid_config_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[pull]\nschedual = \"@daily\"\n").unwrap();
+    let out = stowage()
+        .arg("--config")
+        .arg(&path)
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let doc = crate::support::report(&out);
+    assert_eq!(doc["valid"], false);
+    assert_eq!(doc["problems"][0]["line"], 2);
+    assert_eq!(doc["problems"][0]["column"], 1);
+    assert!(
+        doc["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean \"schedule\""),
+        "{doc:#}"
+    );
+
+    std::fs::write(&path, "[[image]]\nname = \"r.example/a:1\"\n").unwrap();
+    let out = stowage()
+        .arg("--config")
+        .arg(&path)
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc = crate::support::report(&out);
+    assert_eq!(
+        (doc["valid"].as_bool(), doc["images"].as_u64()),
+        (Some(true), Some(1))
+    );
+    assert!(doc["lock"].is_null() && doc["problems"] == serde_json::json!([]));
+
+    let out = stowage()
+        .arg("--config")
+        .arg(dir.path().join("absent.toml"))
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let doc = crate::support::report(&out);
+    assert!(doc["problems"][0]["line"].is_null(), "{doc:#}");
+    assert!(
+        doc["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such file"),
+        "{doc:#}"
+    );
+}
+
 #[test]
 fn the_config_path_comes_from_the_environment_too() {
     let dir = tempfile::tempdir().unwrap();

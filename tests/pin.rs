@@ -206,6 +206,99 @@ fn pin_writes_a_lock_that_pulls_follow_and_check_catches_staleness() {
     env.remove_images(&[name]);
 }
 
+/// A lock naming a digest its registry no longer has (a tag pushed again, the old content
+/// deleted): `status` says so before the run, and the run's failure names the digest, the
+/// lock's line and `stowage pin`, never "does not exist" for a tag that does.
+#[test]
+fn a_locked_digest_the_registry_lost_names_the_digest_the_lock_line_and_pin() {
+    let _lock = engine_lock();
+    let env = env();
+    env.point_tag("lost:1", "beta:1");
+    let name = env.plain_image("lost:1");
+    env.remove_images(std::slice::from_ref(&name));
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&name));
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lock_path = scratch.dir.path().join("stowage.lock");
+    let real = registry_digest(&env, "lost:1");
+    let lost = format!("sha256:{}", "0".repeat(64));
+    let text = std::fs::read_to_string(&lock_path).unwrap();
+    let line = 1 + text
+        .lines()
+        .position(|l| l.starts_with("name = "))
+        .expect("an entry");
+    std::fs::write(&lock_path, text.replace(&real, &lost)).unwrap();
+    let place = format!("{}:{line}", lock_path.display());
+
+    let (code, status) = run_json(&env, &config, &["status", "--json"]);
+    assert_eq!(code, 0, "{status:#}");
+    let s = entry(&status, &name);
+    assert_eq!(s["registry"]["digest"], real.as_str(), "{s:#}");
+    assert_eq!(s["registry"]["has_pinned"], false, "{s:#}");
+    let out = env.stowage(&config).arg("status").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&lost) && table.contains(&place) && table.contains("stowage pin"),
+        "{table}"
+    );
+
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 1, "{report:#}");
+    let e = entry(&report, &name);
+    assert_eq!(e["class"], "not-found", "{e:#}");
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&lost)
+            && message.contains(&place)
+            && message.contains("run `stowage pin`")
+            && !message.contains("does not exist"),
+        "{message}"
+    );
+
+    // What the message says to do mends it; `pin --json` says what it found and did.
+    let (code, doc) = run_json(&env, &config, &["pin", "--check", "--json"]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(doc["result"], "stale");
+    assert_eq!(
+        doc["changes"],
+        serde_json::json!([{"change": "moved", "image": name, "locked": lost, "registry": real}])
+    );
+    let (code, doc) = run_json(&env, &config, &["pin", "--json"]);
+    assert_eq!(
+        (code, doc["result"].as_str()),
+        (0, Some("written")),
+        "{doc:#}"
+    );
+    let (code, doc) = run_json(&env, &config, &["pin", "--json"]);
+    assert_eq!(
+        (code, doc["result"].as_str()),
+        (0, Some("up-to-date")),
+        "{doc:#}"
+    );
+    assert_eq!(doc["changes"], serde_json::json!([]));
+    let (code, report) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(entry(&report, &name)["digest"], real.as_str());
+
+    // An image no registry has: nothing is written, and the failure is in the document.
+    let absent = env.plain_image("never-pushed:1");
+    let text =
+        std::fs::read_to_string(&config).unwrap() + &format!("[[image]]\nname = \"{absent}\"\n");
+    std::fs::write(&config, text).unwrap();
+    let before = std::fs::read_to_string(&lock_path).unwrap();
+    let (code, doc) = run_json(&env, &config, &["pin", "--json"]);
+    assert_eq!(
+        (code, doc["result"].as_str()),
+        (1, Some("failed")),
+        "{doc:#}"
+    );
+    assert_eq!(doc["failures"][0]["image"], absent.as_str());
+    assert_eq!(doc["failures"][0]["class"], "not-found");
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), before);
+    env.remove_images(&[name]);
+}
+
 #[test]
 fn a_digest_pull_is_named_runs_with_pull_never_and_survives_image_prune() {
     let _lock = engine_lock();

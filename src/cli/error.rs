@@ -29,13 +29,15 @@ pub(crate) enum Error {
     Failed(String),
     /// The work failed, and the report already printed says how.
     Reported,
+    /// The configuration is wrong, and the report already printed says how (`check --json`).
+    ConfigReported,
 }
 
 impl Error {
     /// The process exit code.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) | Error::Usage(_) => EXIT_USAGE,
+            Error::Config(_) | Error::Usage(_) | Error::ConfigReported => EXIT_USAGE,
             Error::Engine(_) | Error::Failed(_) | Error::Reported => EXIT_FAILURE,
         }
     }
@@ -56,7 +58,7 @@ impl Error {
             }
             Error::Usage(message) | Error::Failed(message) => eprintln!("stowage: {message}"),
             Error::Engine(f) => eprintln!("stowage: engine: {f}"),
-            Error::Reported => {}
+            Error::Reported | Error::ConfigReported => {}
         }
     }
 }

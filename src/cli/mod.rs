@@ -70,7 +70,11 @@ pub(crate) enum Command {
     /// Run the daemon: pull what is required at boot, then on the schedule, until SIGTERM/SIGINT.
     Run,
     /// Validate the configuration and exit: 0 valid, 2 invalid (every problem listed).
-    Check,
+    Check {
+        /// Print JSON instead of text: valid or not, and every problem, located.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what `pull` would do now, changing nothing.
     #[command(after_help = EXIT_CODE_HELP)]
     Plan {
@@ -102,6 +106,9 @@ pub(crate) enum Command {
         /// Change nothing; exit 1 if the lock file is missing or stale (for CI).
         #[arg(long)]
         check: bool,
+        /// Print JSON instead of text: the changes, and the images that failed.
+        #[arg(long)]
+        json: bool,
     },
     /// Show each required image: pin, presence, pinned, local and registry digests, drift.
     #[command(after_help = EXIT_CODE_HELP)]
@@ -130,7 +137,7 @@ impl Command {
     fn stops_gracefully(&self) -> bool {
         !matches!(
             self,
-            Command::Check | Command::Pin { .. } | Command::Generate { .. }
+            Command::Check { .. } | Command::Pin { .. } | Command::Generate { .. }
         )
     }
 }
@@ -180,7 +187,7 @@ pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
     let host = cli.docker_host.as_deref();
     let result = match cli.command {
         Command::Run => commands::run::run(config, host, shutdown).await,
-        Command::Check => commands::check::check(config),
+        Command::Check { json } => commands::check::check(config, json),
         Command::Plan { json, exit_code } => {
             commands::plan::plan(config, host, json, exit_code, shutdown).await
         }
@@ -191,7 +198,7 @@ pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
         Command::Prune { dry_run, json } => {
             commands::prune::prune(config, host, dry_run, json, shutdown).await
         }
-        Command::Pin { check } => commands::pin::pin(config, check).await,
+        Command::Pin { check, json } => commands::pin::pin(config, check, json).await,
         Command::Status {
             json,
             exit_code,

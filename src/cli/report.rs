@@ -359,6 +359,9 @@ pub(super) struct StatusRow {
     pub registry_error: Option<String>,
     /// The class of that failure (auth, not-found, network, engine).
     pub registry_error_class: Option<crate::model::failure::FailureClass>,
+    /// Whether the registry has the pinned digest, when a pull needs it and the tag's digest
+    /// is another (asked with one HEAD): false means the next run cannot pull it.
+    pub registry_has_pinned: Option<bool>,
 }
 
 /// A status entry: the plan's, and `registry` when it was asked (its digest for the tag now,
@@ -375,6 +378,8 @@ impl Serialize for StatusRow {
             digest: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             failure: Option<Failed<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            has_pinned: Option<bool>,
         }
         #[derive(Serialize)]
         struct Entry<'a> {
@@ -390,6 +395,7 @@ impl Serialize for StatusRow {
         let registry = (self.registry_digest.is_some() || failure.is_some()).then_some(Registry {
             digest: self.registry_digest.as_deref(),
             failure,
+            has_pinned: self.registry_has_pinned,
         });
         Entry {
             decision: &self.decision,
@@ -453,7 +459,14 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
                 },
                 (None, None) => "-".into(),
             };
-            let note = if d.drift {
+            let gone = match (r.registry_has_pinned, &d.digest) {
+                (Some(false), Some(digest)) => d.pinned.digest_gone(digest),
+                _ => None,
+            };
+            let note = if let Some(gone) = gone {
+                let state = if d.drift { "DRIFT" } else { presence(d.state) };
+                format!("{state}; {gone}")
+            } else if d.drift {
                 "DRIFT: the name points at other content; the next run repairs it".to_owned()
             } else if let Some(Check::Refused { finding }) = &d.signature {
                 format!("REFUSED: the tag's digest is not signed as required ({finding})")
@@ -686,6 +699,14 @@ pub(super) fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool
     );
     out
 }
+
+/// `n` with its noun, singular or plural: "1 image", "2 images".
+pub(super) fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+mod files;
+pub(super) use files::{PinFailure, PinResult, check_json, pin_json};
 
 #[cfg(test)]
 mod tests;

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::model::problem::Problem;
+use crate::model::problem::{Place, Problem};
 use crate::policy::config::{Config, PinChoice, RequiredImage};
 use crate::policy::lockfile::{LockFile, LockKey};
 use crate::policy::state::State;
@@ -59,6 +59,8 @@ pub struct Pinned {
     /// The digest the lock entry names when it differs from `digest`: the multi-platform
     /// index, which is what `cosign sign` signs by default.
     pub subject: Option<String>,
+    /// Where `digest` is written: the lock entry's line (lock), or the config's (fixed).
+    pub written_at: Option<Place>,
 }
 
 impl Pinned {
@@ -69,6 +71,31 @@ impl Pinned {
             PinMode::Fixed | PinMode::Lock => self.digest.clone(),
             PinMode::FirstPull => state.first_pull(&self.key).map(str::to_owned),
             PinMode::Follow => None,
+        }
+    }
+
+    /// Why `digest`, this image's pinned digest, cannot be pulled when its registry does not
+    /// have it: where it is written and what makes a new pin. The tag may well exist (pushed
+    /// again, its old content deleted), so "no such image" would send the operator the wrong
+    /// way. None when the digest is not pinned by a file the operator can change.
+    pub fn digest_gone(&self, digest: &str) -> Option<String> {
+        let image = &self.image.reference;
+        let registry = image.registry();
+        let at = self
+            .written_at
+            .as_ref()
+            .map(|p| format!(" at {p}"))
+            .unwrap_or_default();
+        match self.mode {
+            PinMode::Lock => Some(format!(
+                "not found: registry {registry} does not have {digest}, the digest locked for \
+                 {image}{at}; run `stowage pin` to lock the tag's current digest"
+            )),
+            PinMode::Fixed => Some(format!(
+                "not found: registry {registry} does not have {image}, the digest written{at}; \
+                 write a digest it has in the name"
+            )),
+            PinMode::FirstPull | PinMode::Follow => None,
         }
     }
 
@@ -109,12 +136,14 @@ pub(crate) fn pin_images(
                     }
                     _ => None,
                 };
+                let written_at = written_at(config, image, mode, &key, lock);
                 pinned.push(Pinned {
                     image: image.clone(),
                     mode,
                     key,
                     digest,
                     subject,
+                    written_at,
                 });
             }
             Err(p) => problems.push(p),
@@ -128,6 +157,27 @@ pub(crate) fn pin_images(
     } else {
         problems.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
         Err(problems)
+    }
+}
+
+/// The line that names the digest of `image`, pinned in `mode`: in the lock, or in the config.
+fn written_at(
+    config: &Config,
+    image: &RequiredImage,
+    mode: PinMode,
+    key: &LockKey,
+    lock: Option<&LockFile>,
+) -> Option<Place> {
+    match mode {
+        PinMode::Fixed => Some(Place {
+            path: config.source.clone(),
+            line: image.line,
+        }),
+        PinMode::Lock => lock?.lines.get(key).map(|line| Place {
+            path: config.lock_file.clone(),
+            line: *line,
+        }),
+        PinMode::FirstPull | PinMode::Follow => None,
     }
 }
 
@@ -207,6 +257,7 @@ impl Pinned {
             mode,
             digest: None,
             subject: None,
+            written_at: None,
             image: RequiredImage {
                 reference,
                 platform: None,
@@ -280,6 +331,41 @@ mod tests {
         let mut state = State::default();
         state.first_pull.insert(p[1].key.to_string(), B.into());
         assert_eq!(p[1].known_digest(&state).as_deref(), Some(B));
+    }
+
+    #[test]
+    fn a_pinned_digest_knows_the_line_it_is_written_on_and_says_so_when_gone() {
+        let c = config(&format!(
+            "[[image]]\nname = \"r:1/a:1\"\n[[image]]\nname = \"r:1/b@{A}\"\n[[image]]\nname = \"r:1/c:1\"\npin = \"first-pull\"\n"
+        ));
+        let l = lock(&[("r:1/a:1", B, 5)]);
+        let p = pin_images(&c, Some(&l), None).unwrap();
+        let at: Vec<Option<String>> = p
+            .iter()
+            .map(|p| p.written_at.as_ref().map(ToString::to_string))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                Some("/etc/stowage/stowage.lock:5".to_owned()),
+                Some("/etc/stowage/config.toml:4".to_owned()),
+                None
+            ]
+        );
+        let locked = p[0].digest_gone(B).unwrap();
+        assert!(
+            locked.contains(B)
+                && locked.contains("stowage.lock:5")
+                && locked.contains("run `stowage pin`")
+                && locked.contains("registry r:1"),
+            "{locked}"
+        );
+        let fixed = p[1].digest_gone(A).unwrap();
+        assert!(
+            fixed.contains(A) && fixed.contains("config.toml:4") && !fixed.contains("stowage pin"),
+            "{fixed}"
+        );
+        assert_eq!(p[2].digest_gone(B), None);
     }
 
     #[test]

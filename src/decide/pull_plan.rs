@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::decide::pin::{PinMode, Pinned};
-use crate::model::failure::{Failure, explain};
+use crate::model::failure::{Failure, FailureClass, explain};
 use crate::model::image::LocalImage;
 use crate::model::reference::ImageRef;
 use crate::model::signature::Check;
@@ -372,6 +372,18 @@ fn decide(
     }
 }
 
+/// Why pulling the decided digest failed, in words. A pinned digest its registry does not
+/// have is told apart from an image that does not exist: only a new pin helps.
+pub(crate) fn explain_pull(decision: &Decision, failure: &Failure) -> String {
+    let gone = match (&decision.digest, failure.class) {
+        (Some(digest), FailureClass::NotFound) if !failure.no_platform && !failure.maybe_auth => {
+            decision.pinned.digest_gone(digest)
+        }
+        _ => None,
+    };
+    gone.unwrap_or_else(|| explain(decision.reference(), failure))
+}
+
 /// The decision table: what to do, why, and the failure behind it, given the digest wanted,
 /// the image the name points at (`named`) and the image holding the wanted content
 /// (`by_digest`).
@@ -423,7 +435,6 @@ fn action(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::failure::FailureClass;
     use crate::policy::config::Mirror;
     use proptest::prelude::*;
 
@@ -444,6 +455,42 @@ mod tests {
 
     fn one(p: Pinned, want: Want, store: &[LocalImage]) -> Decision {
         plan_pulls(&[p], &[want], &[], store, &[]).remove(0)
+    }
+
+    #[test]
+    fn a_pinned_digest_the_registry_lacks_is_not_called_a_missing_image() {
+        let lock = Pinned {
+            written_at: Some(crate::model::problem::Place {
+                path: "l.lock".into(),
+                line: 4,
+            }),
+            ..pinned("r.example/a:1", PinMode::Lock)
+        };
+        let d = one(lock, Want::Digest(D1.into()), &[]);
+        let gone = Failure::new(FailureClass::NotFound, "manifest unknown");
+        let text = explain_pull(&d, &gone);
+        assert!(
+            text.contains(D1) && text.contains("l.lock:4") && text.contains("stowage pin"),
+            "{text}"
+        );
+        // Other failures, and a not-found that may be a login, keep their own words.
+        let down = Failure::new(FailureClass::Network, "connection refused");
+        assert_eq!(explain_pull(&d, &down), explain(d.reference(), &down));
+        let login = Failure::new(
+            FailureClass::NotFound,
+            "pull access denied, repository does not exist or may require 'docker login'",
+        );
+        assert!(explain_pull(&d, &login).contains("does not exist"));
+        // A followed tag has no pin to renew: a not-found is the image's.
+        let follow = one(
+            pinned("r.example/a:1", PinMode::Follow),
+            Want::Digest(D1.into()),
+            &[],
+        );
+        assert_eq!(
+            explain_pull(&follow, &gone),
+            explain(follow.reference(), &gone)
+        );
     }
 
     #[test]

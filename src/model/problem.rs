@@ -29,6 +29,21 @@ impl fmt::Display for Problem {
     }
 }
 
+/// A line of a file an operator wrote, shown as `path:line` (where a digest is written, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.path.display(), self.line)
+    }
+}
+
 /// Several problems, one per line (how a whole file's problems are shown).
 pub(crate) struct Problems<'a>(pub &'a [Problem]);
 

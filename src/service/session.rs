@@ -31,28 +31,49 @@ pub(crate) struct Loaded {
 }
 
 /// Loads the config, then the lock file it names (if present), and checks that every image's
-/// pin mode can be decided. Every problem of either file is reported, with its location.
+/// pin mode can be decided. Every problem of either file is reported in one list, with its
+/// location: the cross-checks run on the config as far as it could be read.
 pub(crate) fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let config = Config::load(path)?;
-    let lock =
-        LockFile::load(&config.lock_file).map_err(|problems| ConfigError::Invalid { problems })?;
+    let (config, mut problems) = Config::load_all(path)?;
+    let Some(config) = config else {
+        return Err(ConfigError::Invalid { problems });
+    };
+    let config_valid = problems.is_empty();
+    // The cross-checks need a lock that reads.
+    let lock = match LockFile::load(&config.lock_file) {
+        Ok(lock) => lock,
+        Err(lock_problems) => {
+            problems.extend(lock_problems);
+            return Err(ConfigError::Invalid { problems });
+        }
+    };
     if let (None, Some(line)) = (&lock, config.require_lock) {
-        return Err(ConfigError::Invalid {
-            problems: vec![Problem {
-                path: config.source.clone(),
-                line,
-                column: 1,
-                message: format!(
-                    "pin.require_lock: the lock file {} does not exist; run `stowage pin` and \
-                     ship it with the config",
-                    config.lock_file.display()
-                ),
-            }],
+        problems.push(Problem {
+            path: config.source.clone(),
+            line,
+            column: 1,
+            message: format!(
+                "pin.require_lock: the lock file {} does not exist; run `stowage pin` and ship \
+                 it with the config",
+                config.lock_file.display()
+            ),
         });
     }
-    pin_images(&config, lock.as_ref(), None)
-        .map_err(|problems| ConfigError::Invalid { problems })?;
-    Ok(Loaded { config, lock })
+    if let Err(pin_problems) = pin_images(&config, lock.as_ref(), None) {
+        // A lock entry no image claims may be an image whose entry has a problem of its own:
+        // said once the config reads.
+        problems.extend(
+            pin_problems
+                .into_iter()
+                .filter(|p| config_valid || p.path != config.lock_file),
+        );
+    }
+    problems.sort_by_key(|p| (p.path != config.source, p.line, p.column));
+    if problems.is_empty() {
+        Ok(Loaded { config, lock })
+    } else {
+        Err(ConfigError::Invalid { problems })
+    }
 }
 
 /// What the runs of one config share.

@@ -41,7 +41,11 @@ pub(crate) fn conforms(doc: &Value) {
 
 /// Which command wrote `doc`, by the keys only it has.
 fn command_of(doc: &Value) -> &'static str {
-    if doc.get("dry_run").is_some() {
+    if doc.get("valid").is_some() {
+        "check"
+    } else if doc.get("lock_file").is_some() {
+        "pin"
+    } else if doc.get("dry_run").is_some() {
         "prune"
     } else if doc["summary"].get("pull").is_some() {
         "plan"

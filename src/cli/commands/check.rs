@@ -4,25 +4,34 @@ use std::path::Path;
 
 use super::print;
 use crate::cli::error::Error;
+use crate::cli::report;
 use crate::service::session::{Loaded, load};
 
 /// Validates the config at `path` and the lock it names: 0 valid, 2 invalid (every problem
-/// listed, with its location).
-pub(crate) fn check(path: &Path) -> Result<(), Error> {
-    let Loaded { config, lock } = load(path)?;
+/// listed, with its location). With `json`, one document on standard output either way.
+pub(crate) fn check(path: &Path, json: bool) -> Result<(), Error> {
+    let loaded = load(path);
+    if json {
+        print(&report::check_json(path, &loaded));
+        return match loaded {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::ConfigReported),
+        };
+    }
+    let Loaded { config, lock } = loaded?;
     let images = config.images.len();
     let lock = match lock {
         Some(l) => format!(
-            "lock file {} with {} entries",
+            "lock file {} with {}",
             config.lock_file.display(),
-            l.entries.len()
+            report::count(l.entries.len(), "entry", "entries")
         ),
         None => "no lock file".to_owned(),
     };
     print(&format!(
-        "{}: valid ({images} image{}; {lock})\n",
+        "{}: valid ({}; {lock})\n",
         path.display(),
-        if images == 1 { "" } else { "s" },
+        report::count(images, "image", "images"),
     ));
     Ok(())
 }

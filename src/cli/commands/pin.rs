@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use super::print;
 use crate::cli::error::Error;
-use crate::cli::report;
+use crate::cli::report::{self, PinFailure, PinResult};
 use crate::decide::pin::is_lockable;
 use crate::io::credentials::CredentialSource;
 use crate::io::registry::Resolver;
@@ -18,7 +18,8 @@ use crate::service::verify::Verifier;
 
 /// `stowage pin`: resolve every lockable image and write (or check) the lock. Needs no engine:
 /// a lock entry holds every platform of an index, so it can be made anywhere, CI included.
-pub(crate) async fn pin(path: &Path, check: bool) -> Result<(), Error> {
+/// With `json`, one document on standard output says what it came to.
+pub(crate) async fn pin(path: &Path, check: bool, json: bool) -> Result<(), Error> {
     let config = Config::load(path)?;
     let old =
         LockFile::load(&config.lock_file).map_err(|problems| ConfigError::Invalid { problems })?;
@@ -37,57 +38,84 @@ pub(crate) async fn pin(path: &Path, check: bool) -> Result<(), Error> {
         found: &found,
     };
     let mut new = LockFile::default();
-    let mut failed = false;
+    let mut failures = Vec::new();
     for image in config.images.iter().filter(|i| is_lockable(i)) {
+        let key = LockKey::new(&image.reference, image.platform.as_deref());
         match lock_entry(&resolver, &verifier, image).await {
             Ok(entry) => {
-                new.entries.insert(
-                    LockKey::new(&image.reference, image.platform.as_deref()),
-                    entry,
-                );
+                new.entries.insert(key, entry);
             }
             Err(f) => {
-                eprintln!("stowage: {}", explain(&image.reference, &f));
-                failed = true;
+                let message = explain(&image.reference, &f);
+                if !json {
+                    eprintln!("stowage: {message}");
+                }
+                failures.push(PinFailure {
+                    image: key.to_string(),
+                    class: f.class,
+                    message,
+                    detail: f.detail,
+                });
             }
         }
-    }
-    if failed {
-        // Nothing changes on error: a half-resolved lock would unpin the images that failed,
-        // and an unverified one would pin what the policy refuses.
-        return Err(Error::Failed(format!(
-            "{} {}: some images could not be resolved or verified",
-            config.lock_file.display(),
-            if check {
-                "does not hold"
-            } else {
-                "not written"
-            }
-        )));
     }
     let changes = old.clone().unwrap_or_default().changes_to(&new);
-    let stale = old.is_none() || !changes.is_empty();
-    print(&report::lock_changes_text(
-        &config.lock_file,
-        &changes,
-        check,
-    ));
-    if check {
-        if old.is_none() {
-            return Err(Error::Failed(format!(
-                "{}: no lock file",
-                config.lock_file.display()
-            )));
-        }
-        return if stale { Err(Error::Reported) } else { Ok(()) };
-    }
-    if stale && let Err(e) = new.write(&config.lock_file) {
+    let result = if !failures.is_empty() {
+        PinResult::Failed
+    } else if old.is_some() && changes.is_empty() {
+        PinResult::UpToDate
+    } else if check {
+        PinResult::Stale
+    } else {
+        PinResult::Written
+    };
+    if result == PinResult::Written
+        && let Err(e) = new.write(&config.lock_file)
+    {
         return Err(Error::Failed(format!(
             "{}: cannot write the lock file: {e}",
             config.lock_file.display()
         )));
     }
-    Ok(())
+    let lock_file = &config.lock_file;
+    if json {
+        // Nothing changes on a failure: a half-resolved lock would unpin the images that
+        // failed, and an unverified one would pin what the policy refuses.
+        let changes = if result == PinResult::Failed {
+            &[][..]
+        } else {
+            &changes[..]
+        };
+        print(&report::pin_json(
+            lock_file, check, result, changes, &failures,
+        ));
+        return match result {
+            PinResult::UpToDate | PinResult::Written => Ok(()),
+            PinResult::Stale | PinResult::Failed => Err(Error::Reported),
+        };
+    }
+    match result {
+        PinResult::Failed => Err(Error::Failed(format!(
+            "{} {}: some images could not be resolved or verified",
+            lock_file.display(),
+            if check {
+                "does not hold"
+            } else {
+                "not written"
+            }
+        ))),
+        _ => {
+            print(&report::lock_changes_text(lock_file, &changes, check));
+            match result {
+                PinResult::Stale if old.is_none() => Err(Error::Failed(format!(
+                    "{}: no lock file",
+                    lock_file.display()
+                ))),
+                PinResult::Stale => Err(Error::Reported),
+                _ => Ok(()),
+            }
+        }
+    }
 }
 
 /// What the lock records for `image`: the digest its tag names now and, under a signature

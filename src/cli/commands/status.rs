@@ -6,9 +6,10 @@ use super::{connect, print};
 use crate::cli::error::Error;
 use crate::cli::report::{self, StatusRow};
 use crate::decide::pin::PinMode;
-use crate::decide::pull_plan::Decision;
+use crate::decide::pull_plan::{Action, Decision};
 use crate::io::registry::Registry;
 use crate::model::failure::explain;
+use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::service::in_flight::InFlight;
 use crate::service::puller::PinUpkeep;
@@ -79,10 +80,37 @@ async fn row(registry: &dyn Registry, d: Decision, by_plan: bool, offline: bool)
             None => (None, None),
         }
     };
+    let registry_has_pinned = if offline {
+        None
+    } else {
+        has_pinned(registry, &d, registry_digest.as_deref()).await
+    };
     StatusRow {
+        registry_has_pinned,
         registry_error: failure.as_ref().map(|f| explain(&image.reference, f)),
         registry_error_class: failure.map(|f| f.class),
         registry_digest,
         decision: d,
     }
+}
+
+/// Whether the registry still has the digest a pull of `d` needs: asked (one HEAD) only when
+/// the next run must pull a digest the config or the lock names, and the registry answered
+/// that the tag now points elsewhere. A lock whose digest was deleted from the registry fails every run until it is
+/// pinned again; the operator should learn that here, not from the next run.
+async fn has_pinned(
+    registry: &dyn Registry,
+    d: &Decision,
+    tag_digest: Option<&str>,
+) -> Option<bool> {
+    let digest = d.digest.as_deref()?;
+    // A registry that did not answer about the tag says so already.
+    let tag_digest = tag_digest?;
+    let pinned_by_file = matches!(d.pinned.mode, PinMode::Lock | PinMode::Fixed);
+    if d.action != Action::Pull || !pinned_by_file || tag_digest == digest {
+        return None;
+    }
+    let reference = &d.pinned.image.reference;
+    let by_digest: ImageRef = format!("{}@{digest}", reference.name()).parse().ok()?;
+    registry.serves(&by_digest).await.ok()
 }

@@ -220,6 +220,7 @@ fn status_says_what_the_signature_check_came_to() {
             registry_digest: None,
             registry_error: None,
             registry_error_class: None,
+            registry_has_pinned: None,
         }
     };
     let refused = row(Check::Refused {
@@ -259,6 +260,7 @@ fn status_flags_drift() {
         registry_digest: Some(D.into()),
         registry_error: None,
         registry_error_class: None,
+        registry_has_pinned: None,
     }];
     let text = status_text(&rows);
     assert!(text.contains("DRIFT"), "{text}");
@@ -352,6 +354,7 @@ fn status_says_what_a_missing_image_needs() {
             registry_digest: None,
             registry_error: class.map(|_| "refused".to_owned()),
             registry_error_class: class,
+            registry_has_pinned: None,
         }
     };
     for (class, says) in [
@@ -365,4 +368,17 @@ fn status_says_what_a_missing_image_needs() {
     }
     let text = status_text(&[row(Some(FailureClass::Auth))]);
     assert!(!text.contains("the next run pulls it"), "{text}");
+    // The registry no longer has the locked digest: only a new pin helps.
+    let mut gone = row(None);
+    gone.registry_digest = Some("sha256:moved".into());
+    gone.registry_has_pinned = Some(false);
+    let text = status_text(std::slice::from_ref(&gone));
+    assert!(
+        text.contains("does not have") && text.contains("run `stowage pin`"),
+        "{text}"
+    );
+    assert!(!text.contains("the next run pulls it"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&status_json(Path::new("/c"), &[gone], &Windows::default())).unwrap();
+    assert_eq!(json["images"][0]["registry"]["has_pinned"], false);
 }

@@ -251,6 +251,19 @@ impl Config {
         Config::parse(path, &text)
     }
 
+    /// Reads the file at `path`: every problem of it, and the config as far as it could be
+    /// read (`None` when not even its shape could be). For `check`, which goes on to the lock.
+    pub fn load_all(path: &Path) -> Result<(Option<Config>, Vec<Problem>), ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        match utf8_text(path, bytes) {
+            Ok(text) => Ok(validate::Validator::new(path, &text).run_all()),
+            Err(p) => Ok((None, vec![p])),
+        }
+    }
+
     /// Validates `text`, reporting problems against `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         validate::Validator::new(path, text).run()

@@ -54,19 +54,25 @@ impl<'a> Validator<'a> {
     }
 
     /// Parses and validates the whole text: a config, or every problem found.
-    pub(super) fn run(mut self) -> Result<Config, ConfigError> {
+    pub(super) fn run(self) -> Result<Config, ConfigError> {
+        match self.run_all() {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigError::Invalid { problems }),
+        }
+    }
+
+    /// Parses and validates the whole text: every problem found, in file order, and the
+    /// config as far as it could be read (a bad value stands at its default), which the
+    /// cross-checks with the lock file need to list their problems in the same run.
+    pub(super) fn run_all(mut self) -> (Option<Config>, Vec<Problem>) {
         let (raw, misfits) = super::shape::read(self.text);
         for m in misfits {
             self.problem(m.span, m.message);
         }
         // What could be read past them is validated too: one run lists every problem.
-        let Some(raw) = raw else {
-            return Err(self.into_error());
-        };
-        match self.validate(raw) {
-            Some(config) if self.problems.is_empty() => Ok(config),
-            _ => Err(self.into_error()),
-        }
+        let config = raw.and_then(|raw| self.validate(raw));
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        (config, self.problems)
     }
 
     pub(super) fn problem(&mut self, span: Range<usize>, message: String) {
@@ -77,13 +83,6 @@ impl<'a> Validator<'a> {
             column,
             message,
         });
-    }
-
-    fn into_error(mut self) -> ConfigError {
-        self.problems.sort_by_key(|p| (p.line, p.column));
-        ConfigError::Invalid {
-            problems: self.problems,
-        }
     }
 
     pub(super) fn duration(

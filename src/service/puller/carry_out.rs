@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::Puller;
 use crate::decide::outcome::{Deferral, Outcome, PullResult};
-use crate::decide::pull_plan::{Action, Decision, Presence, mirrors_first};
+use crate::decide::pull_plan::{Action, Decision, Presence, explain_pull, mirrors_first};
 use crate::io::credentials::RegistryAuth;
 use crate::io::engine::{Engine, PullRequest, Pulled};
 use crate::model::failure::{Failure, FailureClass, explain};
@@ -141,7 +141,8 @@ impl<E: Engine> Puller<'_, E> {
     /// Nothing to do; a failure to learn a newer digest is only worth a warning.
     fn keep(decision: &Decision) -> (PullResult, u32) {
         if let Some(f) = &decision.failure {
-            warn!(image = %decision.reference(), class = f.class.as_str(), "{}", decision.reason);
+            let attempts = decision.resolve_attempts;
+            warn!(image = %decision.reference(), class = f.class.as_str(), attempts, "{}", decision.reason);
         }
         (PullResult::Kept, 0)
     }
@@ -152,7 +153,8 @@ impl<E: Engine> Puller<'_, E> {
             .failure
             .as_ref()
             .map_or(FailureClass::Engine, |f| f.class);
-        warn!(image = %decision.reference(), class = class.as_str(), "{}", decision.reason);
+        let attempts = decision.resolve_attempts;
+        warn!(image = %decision.reference(), class = class.as_str(), attempts, "{}", decision.reason);
         let result = PullResult::Failed {
             class,
             message: decision.reason.clone(),
@@ -214,11 +216,15 @@ impl<E: Engine> Puller<'_, E> {
                 }
             }
             Retried::Stopped(None) => PullResult::Skipped,
-            Retried::Done(Err(failure)) | Retried::Stopped(Some(failure)) => PullResult::Failed {
-                class: failure.class,
-                message: explain(reference, &failure),
-                detail: failure.detail,
-            },
+            Retried::Done(Err(failure)) | Retried::Stopped(Some(failure)) => {
+                let message = explain_pull(decision, &failure);
+                warn!(image = %reference, class = failure.class.as_str(), attempts, "pull failed: {message}");
+                PullResult::Failed {
+                    class: failure.class,
+                    message,
+                    detail: failure.detail,
+                }
+            }
         };
         (result, attempts)
     }
@@ -344,9 +350,8 @@ impl<E: Engine> Puller<'_, E> {
                 },
             )
             .await;
-        if let Retried::Done(Err(f)) | Retried::Stopped(Some(f)) = &result {
-            warn!(image = %image, class = f.class.as_str(), attempts, "{what} failed: {}", explain(image, f));
-        }
+        // The last failure is the caller's to log: it knows what the failure means for the
+        // image (a pinned digest gone, a kept image), and one event says it once.
         (result, attempts)
     }
 
