@@ -180,6 +180,120 @@ fn check_json_lists_every_problem_located_and_says_what_a_valid_config_holds() {
     );
 }
 
+/// Standard error as systemd hands it to a unit: a stream whose device and inode are in
+/// `JOURNAL_STREAM`. Returns what stowage wrote there.
+fn under_journald(args: &[&str], config: &Path, matching: bool) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let ino = if matching { meta.ino() } else { meta.ino() + 1 };
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-s", "TERM", "3"])
+        .arg(assert_cmd::cargo::cargo_bin!("stowage"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("STOWAGE_LOG")
+        .env("JOURNAL_STREAM", format!("{}:{ino}", meta.dev()))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}/absent.sock", dir.path().display()),
+        )
+        .stderr(file);
+    cmd.status().unwrap();
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// Under journald each line carries its syslog priority, so `journalctl -p warning` finds the
+/// warnings and errors; a failed config is one event per problem. With another stream in
+/// `JOURNAL_STREAM` (a redirected child), lines are plain.
+#[test]
+fn under_journald_every_line_carries_its_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[state]\nfile = \"{}/state.json\"\n[[image]]\nname = \"127.0.0.1:1/a:1\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // The daemon waits for an engine that is not there: warnings, then SIGTERM (info).
+    let log = under_journald(&["run"], &config, true);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<4>engine: cannot reach")),
+        "{log}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("<6>")), "{log}");
+    for line in &lines {
+        let priority = line.strip_prefix('<').and_then(|l| l.split_once('>'));
+        assert!(
+            priority.is_some_and(|(p, _)| p.len() == 1 && p.as_bytes()[0].is_ascii_digit()),
+            "a line without its priority: {line}\n{log}"
+        );
+    }
+    // A config with two problems: two error events and the count, each on its line.
+    std::fs::write(&config, "[pull]\nschedual = 1\nsplay = \"soon\"\n").unwrap();
+    let log = under_journald(&["pull"], &config, true);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(lines.iter().all(|l| l.starts_with("<3>")), "{log}");
+    assert!(lines[0].contains(":2:1: unknown key \"schedual\""), "{log}");
+    // Not the journal's stream: plain lines, as on any redirected standard error.
+    let log = under_journald(&["pull"], &config, false);
+    assert!(!log.contains("<3>") && log.contains("unknown key"), "{log}");
+}
+
+/// With `--log-format json`, every line is a JSON object, a command's final error included.
+#[test]
+fn json_logs_hold_the_final_error_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[pull]\nschedual = 1\n").unwrap();
+    let out = stowage()
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-format", "json", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(events.len(), 2, "{stderr}");
+    assert_eq!(events[0]["level"], "ERROR");
+    assert_eq!(
+        (events[0]["line"].as_u64(), events[0]["column"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(
+        events[1]["message"].as_str().unwrap().contains("1 problem"),
+        "{stderr}"
+    );
+
+    let out = stowage()
+        .arg("--config")
+        .arg(dir.path().join("absent.toml"))
+        .args(["--log-format", "json", "pin", "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let line = String::from_utf8(out.stderr).unwrap();
+    let event: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert!(
+        event["message"].as_str().unwrap().contains("cannot read"),
+        "{event}"
+    );
+}
+
 #[test]
 fn the_config_path_comes_from_the_environment_too() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 //! be reached); 2 the configuration or the command line is wrong (clap's convention for usage
 //! errors, and what Ansible's `validate:` expects from `check`).
 
+use super::logging;
 use crate::io::engine::docker::ConnectError;
 use crate::model::failure::Failure;
 use crate::policy::config::ConfigError;
@@ -42,24 +43,46 @@ impl Error {
         }
     }
 
-    /// Writes the message to standard error: every problem of a config, located, then their
-    /// count; anything else on one line after `stowage: `.
+    /// Writes the message to standard error, as the logs are written (text, journald or
+    /// JSON; see [`logging::final_error`]): every problem of a config, located, one a line,
+    /// then their count; anything else on one line.
     pub(crate) fn print(&self) {
         match self {
-            Error::Config(e) => {
-                eprintln!("{e}");
-                if let ConfigError::Invalid { problems } = e {
-                    eprintln!(
-                        "stowage: the configuration has {} problem{}",
+            Error::Config(ConfigError::Invalid { problems }) => {
+                for p in problems {
+                    let at = [
+                        ("path", p.path.display().to_string().into()),
+                        ("line", p.line.into()),
+                        ("column", p.column.into()),
+                    ];
+                    problem(&p.to_string(), &at);
+                }
+                logging::final_error(
+                    &format!(
+                        "the configuration has {} problem{}",
                         problems.len(),
                         if problems.len() == 1 { "" } else { "s" }
-                    );
-                }
+                    ),
+                    &[],
+                );
             }
-            Error::Usage(message) | Error::Failed(message) => eprintln!("stowage: {message}"),
-            Error::Engine(f) => eprintln!("stowage: engine: {f}"),
+            Error::Config(e @ ConfigError::Read { path, .. }) => {
+                let at = [("path", path.display().to_string().into())];
+                problem(&e.to_string(), &at);
+            }
+            Error::Usage(message) | Error::Failed(message) => logging::final_error(message, &[]),
+            Error::Engine(f) => logging::final_error(&format!("engine: {f}"), &[]),
             Error::Reported | Error::ConfigReported => {}
         }
+    }
+}
+
+/// One located problem of a file: `path:line:column: message` on its own line in text, as
+/// compilers write them (and editors jump to); its own event elsewhere.
+fn problem(text: &str, at: &[(&str, serde_json::Value)]) {
+    match logging::sink() {
+        logging::Sink::Terminal | logging::Sink::Text => eprintln!("{text}"),
+        _ => logging::final_error(text, at),
     }
 }
 

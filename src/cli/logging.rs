@@ -1,9 +1,16 @@
 //! Log output: readable on a terminal, one line per event for journald, JSON for shippers.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::OnceLock;
 
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 /// The `--log-format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,12 +24,128 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// Where log lines, and the error a command ends with, are written: decided once, at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sink {
+    /// A terminal: colours, timestamps, and a progress bar for `pull`.
+    Terminal,
+    /// journald (systemd's `JOURNAL_STREAM` names standard error): one line per event, each
+    /// with its syslog priority (`<3>`, sd-daemon(3)), no timestamp (journald adds its own).
+    Journal,
+    /// One JSON object per line.
+    Json,
+    /// Plain timestamped lines, one per event.
+    Text,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Where this process writes its logs (plain text until [`init`] decides).
+pub(crate) fn sink() -> Sink {
+    SINK.get().copied().unwrap_or(Sink::Text)
+}
+
 /// Whether a person watches standard error: a terminal, text logs, not the journal. Only then
 /// does a command show a progress bar.
-pub(super) fn interactive(format: LogFormat) -> bool {
-    format != LogFormat::Json
-        && std::io::stderr().is_terminal()
-        && std::env::var_os("JOURNAL_STREAM").is_none()
+pub(super) fn interactive() -> bool {
+    sink() == Sink::Terminal
+}
+
+fn sink_for(format: LogFormat) -> Sink {
+    match format {
+        LogFormat::Json => Sink::Json,
+        LogFormat::Text => Sink::Text,
+        LogFormat::Auto if stderr_is_journal() => Sink::Journal,
+        LogFormat::Auto if std::io::stderr().is_terminal() => Sink::Terminal,
+        LogFormat::Auto => Sink::Text,
+    }
+}
+
+/// Whether standard error is journald's stream: systemd sets `JOURNAL_STREAM` to its device
+/// and inode (`dev:ino`, decimal), and a child whose standard error was redirected inherits
+/// the variable with another file, so both are compared (systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// The syslog priority journald files a line of `level` under (`journalctl -p`).
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    }
+}
+
+/// `text` on one line: a line is an event to journald and to log shippers, so a message with
+/// line breaks (a config's problems) would be cut into events of their own.
+pub(crate) fn one_line(text: &str) -> String {
+    text.trim_end_matches('\n').replace('\n', "; ")
+}
+
+/// An event format that writes each event on one line, after its syslog priority for journald.
+struct OneLine<F> {
+    inner: F,
+    priority: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for OneLine<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        if self.priority {
+            write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        }
+        writeln!(writer, "{}", one_line(&line))
+    }
+}
+
+/// The error a command ends with, written as its logs are: `stowage: ` text, with journald's
+/// error priority, or a JSON object, one line each. Written whatever the log filter says: it
+/// is the command's answer. `fields` go into the JSON object (a problem's path and line).
+pub(crate) fn final_error(message: &str, fields: &[(&str, serde_json::Value)]) {
+    let line = match sink() {
+        Sink::Terminal | Sink::Text => format!("stowage: {message}"),
+        Sink::Journal => format!("<{}>stowage: {}", priority(Level::ERROR), one_line(message)),
+        Sink::Json => {
+            let mut object = serde_json::Map::new();
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            object.insert("timestamp".into(), now.into());
+            object.insert("level".into(), "ERROR".into());
+            object.insert("message".into(), message.into());
+            for (key, value) in fields {
+                object.insert((*key).to_owned(), value.clone());
+            }
+            serde_json::Value::Object(object).to_string()
+        }
+    };
+    let _ = writeln!(super::progress::AroundTheBar, "{line}");
 }
 
 /// syslog's level names, which journald and operators use, as tracing's.
@@ -85,31 +208,43 @@ pub(super) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let directives = directives(filter)?;
     let filter = EnvFilter::try_new(&directives)
         .map_err(|e| format!("invalid log filter \"{filter}\": {e}"))?;
+    let sink = sink_for(format);
+    let _ = SINK.set(sink);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Above a progress bar while one shows (see `super::progress`).
-        .with_writer(|| super::progress::AroundTheBar)
-        .with_target(false);
-    let result = match format {
-        LogFormat::Json => builder
+        .with_writer(|| super::progress::AroundTheBar);
+    let text = tracing_subscriber::fmt::format()
+        .with_target(false)
+        .with_ansi(false);
+    let result = match sink {
+        Sink::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .with_target(false)
             .try_init(),
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Auto if std::io::stderr().is_terminal() => builder.try_init(),
-        // systemd sets JOURNAL_STREAM when standard error is the journal.
-        LogFormat::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => {
-            builder.with_ansi(false).without_time().try_init()
-        }
-        LogFormat::Auto => builder.with_ansi(false).try_init(),
+        Sink::Terminal => builder.with_target(false).try_init(),
+        Sink::Journal => builder
+            .event_format(OneLine {
+                // The priority says the level, and journald adds the time.
+                inner: text.without_time().with_level(false),
+                priority: true,
+            })
+            .try_init(),
+        Sink::Text => builder
+            .event_format(OneLine {
+                inner: text,
+                priority: false,
+            })
+            .try_init(),
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::directives;
+    use super::{OneLine, directives};
 
     #[test]
     fn levels_are_read_as_levels_whatever_their_spelling() {
@@ -129,6 +264,57 @@ mod tests {
         ] {
             assert_eq!(directives(given).as_deref(), Ok(read), "{given}");
         }
+    }
+
+    /// What `format` writes for an error with a line break, a warning and an info event.
+    fn written(priority: bool) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || out.clone())
+            .event_format(OneLine {
+                inner: tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_level(!priority)
+                    .with_target(false)
+                    .with_ansi(false),
+                priority,
+            })
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!("reload failed:\nc.toml:1:1: bad\nc.toml:2:1: worse\n");
+            tracing::warn!(image = "r/a:1", "pull failed");
+            tracing::info!("pulled");
+            tracing::debug!("details");
+        });
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn journald_gets_one_line_per_event_with_its_priority() {
+        assert_eq!(
+            written(true),
+            "<3>reload failed:; c.toml:1:1: bad; c.toml:2:1: worse\n\
+             <4>pull failed image=\"r/a:1\"\n\
+             <6>pulled\n\
+             <7>details\n"
+        );
+        let plain = written(false);
+        assert_eq!(plain.lines().count(), 4, "{plain}");
+        assert!(!plain.contains('<'), "{plain}");
     }
 
     #[test]

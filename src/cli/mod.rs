@@ -156,7 +156,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("stowage: cannot start the async runtime: {e}");
+            logging::final_error(&format!("cannot start the async runtime: {e}"), &[]);
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -192,7 +192,7 @@ pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
             commands::plan::plan(config, host, json, exit_code, shutdown).await
         }
         Command::Pull { json } => {
-            let bar = logging::interactive(cli.log_format);
+            let bar = logging::interactive();
             commands::pull::pull(config, host, json, bar, shutdown).await
         }
         Command::Prune { dry_run, json } => {

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use super::print;
 use crate::cli::error::Error;
+use crate::cli::logging;
 use crate::cli::report::{self, PinFailure, PinResult};
 use crate::decide::pin::is_lockable;
 use crate::io::credentials::CredentialSource;
@@ -48,7 +49,11 @@ pub(crate) async fn pin(path: &Path, check: bool, json: bool) -> Result<(), Erro
             Err(f) => {
                 let message = explain(&image.reference, &f);
                 if !json {
-                    eprintln!("stowage: {message}");
+                    let at = [
+                        ("image", key.to_string().into()),
+                        ("class", f.class.as_str().into()),
+                    ];
+                    logging::final_error(&message, &at);
                 }
                 failures.push(PinFailure {
                     image: key.to_string(),

@@ -241,7 +241,15 @@ async fn reload<E: Engine>(
             Some(session)
         }
         Err(problems) => {
-            error!("reload failed; the running config stays in force:\n{problems}");
+            // One event per problem: a log line is an event, in journald and in JSON.
+            let count = problems.lines().count();
+            error!(
+                problems = count,
+                "reload failed; the running config stays in force"
+            );
+            for problem in problems.lines() {
+                error!("reload failed: {problem}");
+            }
             metrics.reload(false);
             let first = problems.lines().next().unwrap_or_default();
             notifier.reloaded(&format!(
