@@ -177,11 +177,17 @@ fn unsigned_images_and_images_signed_with_another_key_are_refused() {
     let out = env.stowage(&config).arg("pin").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        stderr.matches("stowage: signature: ").count(),
-        2,
-        "{stderr}"
-    );
+    // The tests' logs are JSON: each image's refusal is an error event of its own.
+    let refusals = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("signature: "))
+        })
+        .count();
+    assert_eq!(refusals, 2, "{stderr}");
     assert!(!lockable.dir.path().join("stowage.lock").exists());
 }
 

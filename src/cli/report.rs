@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::decide::outcome::{Outcome, PullResult, Summary};
 use crate::decide::pin::PinMode;
-use crate::decide::prune_plan::{Protection, PrunePlan};
+use crate::decide::prune_plan::{Protection, PrunePlan, UseSource};
 use crate::decide::pull_plan::{Action, Decision, Presence};
 use crate::model::failure::FailureClass;
 use crate::model::signature::Check;
@@ -48,22 +48,57 @@ fn presence(p: Presence) -> &'static str {
 
 /// Renders rows as columns separated by two spaces; the last column is not padded.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_within(header, rows, width())
+}
+
+/// How wide output may be: `COLUMNS` when set (shells set it), else the terminal's width, else
+/// 80 (a pipe, a file, a journal).
+pub(super) fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|w| *w >= 40)
+        .or_else(|| terminal_size::terminal_size().map(|(w, _)| usize::from(w.0)))
+        .unwrap_or(80)
+}
+
+/// Wrapping at spaces only: a digest, a path or a name (`stowage-test/app:1`) is never cut,
+/// so it can be copied and searched for whole; one longer than the line stands out past it.
+fn unbroken(width: usize) -> textwrap::Options<'static> {
+    textwrap::Options::new(width)
+        .break_words(false)
+        .word_splitter(textwrap::WordSplitter::NoHyphenation)
+}
+
+/// The narrowest the last column is wrapped to, however wide the others are.
+const LAST_COLUMN_MIN: usize = 30;
+
+/// A table whose last column (the free text: WHY, NOTE) wraps within `width`, its further
+/// lines under its first; the other columns as wide as their widest cell.
+fn table_within(header: &[&str], rows: &[Vec<String>], width: usize) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let last = header.len() - 1;
+    let indent = widths[..last].iter().map(|w| w + 2).sum::<usize>();
+    let room = width.saturating_sub(indent).max(LAST_COLUMN_MIN);
     let mut out = String::new();
     let mut line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
         let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i == last {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+        for (i, c) in cells.iter().enumerate().take(last) {
+            let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+        }
+        let text = cells.get(last).copied().unwrap_or_default();
+        for (n, part) in textwrap::wrap(text, unbroken(room)).iter().enumerate() {
+            if n > 0 {
+                out.push_str(l.trim_end());
+                out.push('\n');
+                l = " ".repeat(indent);
             }
+            l.push_str(part);
         }
         out.push_str(l.trim_end());
         out.push('\n');
@@ -97,7 +132,7 @@ pub(super) fn plan_text(plan: &[Decision]) -> String {
     let n = PlanSummary::of(plan);
     let _ = writeln!(
         out,
-        "\n{} to pull, {} to tag, {} present, {} failing",
+        "\n{} to pull, {} to tag, {} to keep, {} failing",
         n.pull, n.tag, n.keep, n.fail
     );
     out
@@ -258,8 +293,13 @@ pub(super) fn plan_json(
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
 }
 
-/// The `pull` report: one line per image, then a summary.
+/// The `pull` report: one line per image (its detail under it when the line would be wider
+/// than the terminal), then a summary. The words are the JSON's `result`s.
 pub(super) fn pull_text(outcomes: &[Outcome]) -> String {
+    pull_text_within(outcomes, width())
+}
+
+fn pull_text_within(outcomes: &[Outcome], columns: usize) -> String {
     let width = outcomes
         .iter()
         .map(|o| display_name(&o.decision).len())
@@ -269,53 +309,59 @@ pub(super) fn pull_text(outcomes: &[Outcome]) -> String {
     for o in outcomes {
         let name = display_name(&o.decision);
         let secs = o.elapsed_ms as f64 / 1000.0;
-        let line = match &o.result {
-            PullResult::Kept if o.decision.failure.is_some() => {
-                format!("kept        {name:<width$}  {}", o.decision.reason)
-            }
-            PullResult::Kept => format!(
-                "present     {name:<width$}  {}",
-                o.decision.digest.as_deref().unwrap_or("")
-            ),
+        let digest = |d: &Option<String>| d.as_deref().map_or_else(|| "-".into(), short);
+        let (word, detail) = match &o.result {
+            PullResult::Kept if o.decision.failure.is_some() => ("kept", o.decision.reason.clone()),
+            PullResult::Kept => ("kept", digest(&o.decision.digest)),
             PullResult::Pulled {
-                digest,
+                digest: d,
                 updated,
                 from,
-            } => format!(
-                "{}  {name:<width$}  {} from {from} ({secs:.1}s{})",
-                if *updated { "pulled    " } else { "up to date" },
-                digest.as_deref().unwrap_or("digest unknown"),
-                if o.attempts > 1 {
-                    format!(", {} attempts", o.attempts)
-                } else {
-                    String::new()
-                },
+            } => (
+                if *updated { "pulled" } else { "up to date" },
+                format!(
+                    "{} from {from} ({secs:.1}s{})",
+                    digest(d),
+                    if o.attempts > 1 {
+                        format!(", {} attempts", o.attempts)
+                    } else {
+                        String::new()
+                    },
+                ),
             ),
-            PullResult::Tagged { digest } => {
-                format!(
-                    "tagged      {name:<width$}  {digest} (was: {})",
-                    o.decision.reason
-                )
-            }
-            PullResult::Failed { message, .. } if o.attempts > 1 => {
-                format!(
-                    "FAILED      {name}: {message} (after {} attempts)",
-                    o.attempts
-                )
-            }
-            PullResult::Failed { message, .. } => format!("FAILED      {name}: {message}"),
-            PullResult::Skipped => format!("skipped     {name} (stopping)"),
-            PullResult::Deferred { why } => format!("deferred    {name} ({why})"),
+            PullResult::Tagged { digest: d } => (
+                "tagged",
+                format!("{} (was: {})", short(d), o.decision.reason),
+            ),
+            PullResult::Failed { message, .. } if o.attempts > 1 => (
+                "FAILED",
+                format!("{message} (after {} attempts)", o.attempts),
+            ),
+            PullResult::Failed { message, .. } => ("FAILED", message.clone()),
+            PullResult::Skipped => ("skipped", "(stopping)".into()),
+            PullResult::Deferred { why } => ("deferred", format!("({why})")),
         };
-        out.push_str(line.trim_end());
-        out.push('\n');
+        let head = format!("{word:<10}  {name:<width$}  ");
+        if head.len() + detail.len() <= columns {
+            out.push_str(format!("{head}{detail}").trim_end());
+            out.push('\n');
+        } else {
+            // The detail on its own lines, under the name, within the terminal.
+            let _ = writeln!(out, "{word:<10}  {name}");
+            let indent = " ".repeat(12);
+            let options = unbroken(columns.max(40))
+                .initial_indent(&indent)
+                .subsequent_indent(&indent);
+            for line in textwrap::wrap(&detail, options) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
     }
     let s = Summary::of(outcomes);
     let _ = writeln!(
         out,
-        "{} image{}: {} pulled, {} up to date, {} tagged, {} present, {} failed{}",
-        outcomes.len(),
-        if outcomes.len() == 1 { "" } else { "s" },
+        "{}: {} pulled, {} up to date, {} tagged, {} kept, {} failed{}",
+        count(outcomes.len(), "image", "images"),
         s.pulled,
         s.up_to_date,
         s.tagged,
@@ -545,43 +591,34 @@ fn age(now: i64, then: i64) -> String {
 pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     for c in &plan.remove {
-        let result =
-            removals
-                .iter()
-                .find(|r| r.candidate.id == c.id)
-                .map(|r| match (&r.error, &r.race) {
-                    (_, Some(Race::Healed)) => {
-                        "removed; a container was created from it meanwhile: pulled back".to_owned()
-                    }
-                    (_, Some(Race::Lost { error })) => format!(
-                        "removed; a container was created from it meanwhile, and it could not be \
-                     pulled back: {error}"
-                    ),
-                    (Some(e), None) => format!("{}: {e}", r.result.as_str()),
-                    (None, None) => r.result.as_str().to_owned(),
-                });
-        rows.push(vec![
-            result.unwrap_or_else(|| "remove".into()),
+        let result = removals
+            .iter()
+            .find(|r| r.candidate.id == c.id)
+            .map_or_else(|| "remove".to_owned(), removal_result);
+        let first = vec![
+            result,
             short(&c.id),
-            c.names.first().cloned().unwrap_or_else(|| "<none>".into()),
+            String::new(),
             bytes(c.size),
-            age(now, c.last_used),
+            last_used(now, c.last_used, c.last_used_from),
             format!("rule: {}", c.rule.name()),
-        ]);
+        ];
+        push_named(&mut rows, first, &c.names);
     }
     for k in &plan.keep {
         let why = match &k.protection {
             Protection::KeepRule(r) => format!("kept: keep rule {r}"),
             p => format!("kept: {}", p.name()),
         };
-        rows.push(vec![
+        let first = vec![
             "keep".into(),
             short(&k.id),
-            k.names.first().cloned().unwrap_or_else(|| "<none>".into()),
+            String::new(),
             bytes(k.size),
             String::new(),
             why,
-        ]);
+        ];
+        push_named(&mut rows, first, &k.names);
     }
     let mut out = if rows.is_empty() {
         "the image store is empty\n".to_owned()
@@ -603,8 +640,92 @@ pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> St
             String::new()
         }
     );
+    out.push_str(&watching_notes(plan, now));
     out.push_str(&removal_notes(removals));
     out
+}
+
+/// An image's row, its first name in the IMAGE column and each further name on a row of its
+/// own under it: an image with several names is not shown by one of them.
+fn push_named(rows: &mut Vec<Vec<String>>, mut first: Vec<String>, names: &[String]) {
+    const IMAGE: usize = 2;
+    first[IMAGE] = names.first().cloned().unwrap_or_else(|| "<none>".into());
+    let width = first.len();
+    rows.push(first);
+    for name in names.iter().skip(1) {
+        let mut row = vec![String::new(); width];
+        row[IMAGE] = name.clone();
+        rows.push(row);
+    }
+}
+
+/// How a planned removal ended, in the ACTION column: a removal kept because the store changed
+/// says "kept" and why, as the plan's keeps do.
+fn removal_result(r: &Removal) -> String {
+    match (&r.error, &r.race) {
+        (_, Some(Race::Healed)) => {
+            "removed; a container was created from it meanwhile: pulled back".to_owned()
+        }
+        (_, Some(Race::Lost { error })) => format!(
+            "removed; a container was created from it meanwhile, and it could not be pulled \
+             back: {error}"
+        ),
+        (Some(e), None) if e.starts_with("kept") => e.clone(),
+        (Some(e), None) => format!("{}: {e}", r.result.as_str()),
+        (None, None) => r.result.as_str().to_owned(),
+    }
+}
+
+/// LAST USED, saying what the time is when it is not a use.
+fn last_used(now: i64, then: i64, from: UseSource) -> String {
+    match from {
+        UseSource::Use => age(now, then),
+        UseSource::Arrival => format!("arrived {}", age(now, then)),
+        UseSource::Build => format!("built {}", age(now, then)),
+        UseSource::Watching => format!("none since {}", age(now, then)),
+    }
+}
+
+/// What the plan cannot know yet, said under the table: since when stowage has watched the
+/// store, when that is recent enough to keep images as too young or to leave their last use
+/// unknown.
+fn watching_notes(plan: &PrunePlan, now: i64) -> String {
+    let mut notes = Vec::new();
+    let since = chrono::DateTime::from_timestamp(plan.watching_since, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default();
+    let young = plan
+        .keep
+        .iter()
+        .any(|k| k.protection == Protection::TooYoung);
+    if young && now - plan.watching_since < plan.min_age {
+        notes.push(format!(
+            "stowage started watching this store {} ({since}): it keeps every image it has \
+             seen for less than min_age ({}), so nothing is too-young after {}",
+            age(now, plan.watching_since),
+            humantime::format_duration(std::time::Duration::from_secs(
+                u64::try_from(plan.min_age).unwrap_or(0)
+            )),
+            chrono::DateTime::from_timestamp(plan.watching_since + plan.min_age, 0)
+                .map(|t| t.format("%H:%M UTC").to_string())
+                .unwrap_or_default()
+        ));
+    }
+    if plan
+        .remove
+        .iter()
+        .any(|c| c.last_used_from == UseSource::Build)
+    {
+        notes.push(format!(
+            "\"built\": no use seen since stowage started watching ({since}); the build time \
+             stands in for the last use, so the oldest go first"
+        ));
+    }
+    let width = width();
+    notes
+        .iter()
+        .map(|n| textwrap::fill(n, unbroken(width)) + "\n")
+        .collect()
 }
 
 /// What happened to names beyond the table: tags left alone because they had moved, and,
@@ -671,6 +792,8 @@ pub(super) fn prune_json(plan: &PrunePlan, removals: &[Removal]) -> serde_json::
         "keep": plan.keep,
         "bytes_expected": plan.bytes_expected,
         "deferred": plan.deferred,
+        "watching_since": plan.watching_since,
+        "min_age": plan.min_age,
         "results": removals,
     })
 }

@@ -214,6 +214,21 @@ fn push_unplanned_names(taken: &mut Vec<Taken>, names: &[String], planned_names:
     }
 }
 
+/// Whether the engine refused a removal because a container uses the image: the words of
+/// Docker's classic store ("container 3f2a is using its referenced image 1b9c"), its
+/// containerd store ("image is being used by running container") and Podman ("image is in use
+/// by a container"). Such a refusal is the protection working: the image stays, and is kept.
+pub(crate) fn refused_for_a_container(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    [
+        "is using its referenced image",
+        "is being used by",
+        "in use by a container",
+    ]
+    .iter()
+    .any(|words| d.contains(words))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +350,29 @@ mod tests {
         let (digests, tags) = removal_order(&refs);
         assert_eq!(digests, [&refs[1]]);
         assert_eq!(tags, [&refs[0], &refs[2]]);
+    }
+
+    #[test]
+    fn a_refusal_for_a_container_is_told_from_other_refusals() {
+        for words in [
+            "the engine refused: conflict: unable to remove repository reference \"r/a:1\" \
+             (must force) - container 3f2a1b is using its referenced image 1b9c2d",
+            "the engine refused: conflict: unable to delete 1b9c2d (cannot be forced) - image \
+             is being used by running container 3f2a1b",
+            "the engine refused: conflict: unable to delete 1b9c2d (must be forced) - image is \
+             being used by stopped container 3f2a1b",
+            "image used by 36bf: image is in use by a container",
+        ] {
+            assert!(refused_for_a_container(words), "{words}");
+        }
+        for words in [
+            "the engine refused: conflict: unable to delete 1b9c2d (must be forced) - image is \
+             referenced in multiple repositories",
+            "the engine refused: conflict: unable to delete 1b9c2d (cannot be forced) - image \
+             has dependent child images",
+            "",
+        ] {
+            assert!(!refused_for_a_container(words), "{words}");
+        }
     }
 }

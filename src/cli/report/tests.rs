@@ -4,6 +4,43 @@ use crate::model::failure::FailureClass;
 
 const D: &str = "sha256:abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
+/// `text` with its line breaks and runs of spaces made one space: what a wrapped table says.
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A table's last column wraps within the width, under itself; the other columns stay.
+#[test]
+fn a_table_wraps_its_last_column_within_the_width() {
+    let rows = vec![
+        vec![
+            "r/a:1".to_owned(),
+            "a reason long enough to be wrapped twice over".to_owned(),
+        ],
+        vec!["r/b:1".to_owned(), "short".to_owned()],
+    ];
+    let text = table_within(&["IMAGE", "WHY"], &rows, 40);
+    assert_eq!(
+        text,
+        "IMAGE  WHY\n\
+         r/a:1  a reason long enough to be\n       wrapped twice over\n\
+         r/b:1  short\n"
+    );
+    // Never narrower than the last column's minimum, however wide the rest.
+    let wide = vec![vec![
+        "x".repeat(70),
+        "one two three four five six seven".to_owned(),
+    ]];
+    let text = table_within(&["IMAGE", "WHY"], &wide, 80);
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("one two three four five six"),
+        "{text}"
+    );
+}
+
 fn decision(name: &str, action: Action) -> Decision {
     Decision {
         pinned: Pinned {
@@ -48,7 +85,7 @@ fn plan_table_is_aligned_and_qualified() {
         lines[2].starts_with("r:1/a:1                         lock"),
         "{text}"
     );
-    assert_eq!(lines[4], "1 to pull, 0 to tag, 1 present, 0 failing");
+    assert_eq!(lines[4], "1 to pull, 0 to tag, 1 to keep, 0 failing");
 }
 
 /// Parses `text` as a strict parser would, failing on a key an object has twice (serde_json,
@@ -185,18 +222,29 @@ fn pull_report_lists_failures_and_counts() {
             elapsed_ms: 10,
         },
     ];
-    let text = pull_text(&outcomes);
+    let text = pull_text_within(&outcomes, 80);
     assert!(
-        text.contains(&format!("pulled      r:1/a:1  {D} from r:1 (1.5s)")),
+        text.contains(&format!(
+            "pulled      r:1/a:1  {} from r:1 (1.5s)",
+            short(D)
+        )),
         "{text}"
     );
     assert!(
-        text.contains("FAILED      r:1/b:1: not found: r:1/b:1 does not exist\n"),
+        text.contains("FAILED      r:1/b:1  not found: r:1/b:1 does not exist\n"),
         "{text}"
     );
     assert!(
-        text.ends_with("2 images: 1 pulled, 0 up to date, 0 tagged, 0 present, 1 failed\n"),
+        text.ends_with("2 images: 1 pulled, 0 up to date, 0 tagged, 0 kept, 1 failed\n"),
         "{text}"
+    );
+    // Narrower: the sentence goes under the name, wrapped.
+    let narrow = pull_text_within(&outcomes, 40);
+    assert!(
+        narrow.contains(
+            "FAILED      r:1/b:1\n            not found: r:1/b:1 does not\n            exist\n"
+        ),
+        "{narrow}"
     );
     let text = pull_json(Path::new("/c.toml"), &outcomes);
     strict(&text);
@@ -230,7 +278,7 @@ fn status_says_what_the_signature_check_came_to() {
         key: "sha256:k".into(),
         cached: true,
     });
-    let text = status_text(&[refused, verified]);
+    let text = flat(&status_text(&[refused, verified]));
     assert!(
         text.contains("REFUSED: the tag's digest is not signed as required (no signature)"),
         "{text}"
@@ -363,16 +411,16 @@ fn status_says_what_a_missing_image_needs() {
         (Some(FailureClass::NotFound), "has no such image"),
         (Some(FailureClass::Network), "does not answer"),
     ] {
-        let text = status_text(&[row(class)]);
+        let text = flat(&status_text(&[row(class)]));
         assert!(text.contains(says), "{class:?}: {text}");
     }
-    let text = status_text(&[row(Some(FailureClass::Auth))]);
+    let text = flat(&status_text(&[row(Some(FailureClass::Auth))]));
     assert!(!text.contains("the next run pulls it"), "{text}");
     // The registry no longer has the locked digest: only a new pin helps.
     let mut gone = row(None);
     gone.registry_digest = Some("sha256:moved".into());
     gone.registry_has_pinned = Some(false);
-    let text = status_text(std::slice::from_ref(&gone));
+    let text = flat(&status_text(std::slice::from_ref(&gone)));
     assert!(
         text.contains("does not have") && text.contains("run `stowage pin`"),
         "{text}"
@@ -381,4 +429,74 @@ fn status_says_what_a_missing_image_needs() {
     let json: serde_json::Value =
         serde_json::from_str(&status_json(Path::new("/c"), &[gone], &Windows::default())).unwrap();
     assert_eq!(json["images"][0]["registry"]["has_pinned"], false);
+}
+
+/// The prune table names every name of an image, says what its LAST USED time is, shows a
+/// removal the store changed under as kept, and says since when stowage has watched.
+#[test]
+fn the_prune_report_shows_every_name_what_last_used_is_and_since_when_it_watches() {
+    use crate::decide::prune_plan::{Candidate, Kept, Protection, PrunePlan, Rule, UseSource};
+    use crate::service::pruner::{Removal, RemovalResult};
+    const NOW: i64 = 1_800_000_000;
+    let candidate = |id: &str, names: &[&str], from: UseSource| Candidate {
+        id: id.into(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+        references: vec![],
+        parent: None,
+        steps: vec![],
+        size: 1000,
+        last_used: NOW - 3300,
+        last_used_from: from,
+        rule: Rule::UnusedMaxAge,
+    };
+    let plan = PrunePlan {
+        remove: vec![
+            candidate("sha256:aaaa", &["r/a:1", "r/a:latest"], UseSource::Build),
+            candidate("sha256:bbbb", &["r/b:1"], UseSource::Arrival),
+            candidate("sha256:cccc", &["r/c:1"], UseSource::Use),
+        ],
+        keep: vec![Kept {
+            id: "sha256:dddd".into(),
+            names: vec!["r/d:1".into()],
+            size: 1,
+            protection: Protection::TooYoung,
+        }],
+        bytes_expected: 3000,
+        deferred: 0,
+        watching_since: NOW - 120,
+        min_age: 3600,
+    };
+    let kept = Removal {
+        candidate: plan.remove[2].clone(),
+        result: RemovalResult::Skipped,
+        error: Some("kept: a container started using it since the plan".into()),
+        race: None,
+        untagged: vec![],
+        steps_removed: vec![],
+        moved: vec![],
+        against_plan: vec![],
+    };
+    let text = prune_text(&plan, &[kept], NOW);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].contains("r/a:1") && lines[1].contains("built 55m ago"),
+        "{text}"
+    );
+    assert!(lines[2].trim() == "r/a:latest", "{text}");
+    assert!(lines[3].contains("arrived 55m ago"), "{text}");
+    assert!(
+        flat(&text).contains("kept: a container started using it since the plan"),
+        "{text}"
+    );
+    assert!(!text.contains("skipped"), "{text}");
+    let text = flat(&text);
+    assert!(
+        text.contains("stowage started watching this store 2m ago")
+            && text.contains("min_age (1h)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"built\": no use seen since stowage started watching"),
+        "{text}"
+    );
 }

@@ -132,8 +132,26 @@ pub struct Candidate {
     pub size: u64,
     /// When last used (or first seen, or created), seconds.
     pub last_used: i64,
+    /// What `last_used` is: a use, the image's arrival, or its build time.
+    pub last_used_from: UseSource,
     /// The rule that selects it.
     pub rule: Rule,
+}
+
+/// What an image's "last used" time is, as far as stowage knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UseSource {
+    /// A container used it then.
+    Use,
+    /// It arrived then, while stowage watched, and no container has used it since.
+    Arrival,
+    /// It was there before stowage started watching, and no use has been seen since: its
+    /// build time stands in, so the oldest go first.
+    Build,
+    /// It was there when stowage started watching (then), the engine does not say when it
+    /// was built, and no use has been seen since.
+    Watching,
 }
 
 /// An image the cycle keeps, and why.
@@ -161,6 +179,10 @@ pub struct PrunePlan {
     pub bytes_expected: u64,
     /// Candidates left for a later cycle by `max_removals`.
     pub deferred: usize,
+    /// Since when stowage has watched this store (seconds): uses before that are unknown.
+    pub watching_since: i64,
+    /// The `min_age` the plan applied (seconds): images seen for less are kept.
+    pub min_age: i64,
 }
 
 /// The store's images by ID.
@@ -199,6 +221,8 @@ pub(crate) fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) 
         remove,
         keep: keep_list,
         deferred,
+        watching_since: input.usage.watching_since,
+        min_age: limits.min_age,
     }
 }
 
@@ -239,21 +263,21 @@ fn first_seen(image: &StoreImage, input: &PruneInput) -> i64 {
         .unwrap_or(input.now)
 }
 
-/// When an image was last used, as far as stowage knows: a recorded use; else, for an image
-/// that arrived while stowage watched, its arrival; else (it was there before stowage watched,
-/// a new install or a lost state file) its creation time, as docuum does. Without that last
-/// fallback every such image would count as "first seen now", ties broken by ID, and a size
-/// cap would remove a random set instead of the oldest.
-fn last_use(image: &StoreImage, usage: &Usage) -> i64 {
+/// When an image was last used, as far as stowage knows, and what that time is: a recorded
+/// use; else, for an image that arrived while stowage watched, its arrival; else (it was there
+/// before stowage watched, a new install or a lost state file) its creation time, as docuum
+/// does. Without that last fallback every such image would count as "first seen now", ties
+/// broken by ID, and a size cap would remove a random set instead of the oldest.
+fn last_use(image: &StoreImage, usage: &Usage) -> (i64, UseSource) {
     if let Some(used) = usage.last_used.get(&image.id) {
-        return *used;
+        return (*used, UseSource::Use);
     }
     match usage.first_seen.get(&image.id) {
-        Some(&seen) if seen > usage.watching_since => seen,
+        Some(&seen) if seen > usage.watching_since => (seen, UseSource::Arrival),
         // Created before it was first seen, unless the engine does not say (0) or the clock
         // that wrote it was ahead.
-        Some(&seen) if image.created > 0 => image.created.min(seen),
-        Some(&seen) => seen,
-        None => image.created,
+        Some(&seen) if image.created > 0 => (image.created.min(seen), UseSource::Build),
+        Some(&seen) => (seen, UseSource::Watching),
+        None => (image.created, UseSource::Build),
     }
 }

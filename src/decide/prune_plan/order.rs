@@ -14,7 +14,8 @@ pub(super) fn order(
     let mut remove: Vec<Candidate> = selected
         .iter()
         .filter_map(|(id, rule)| by_id.get(id).map(|i| (i, *rule)))
-        .map(|(i, rule)| Candidate {
+        .map(|(i, rule)| (i, rule, last_use(i, &input.usage)))
+        .map(|(i, rule, (last_used, last_used_from))| Candidate {
             id: i.id.clone(),
             names: names(i),
             // Tags last: the engine guards the last name of an image a container uses, and on
@@ -24,7 +25,8 @@ pub(super) fn order(
             parent: i.parent.clone(),
             steps: Vec::new(),
             size: i.size,
-            last_used: last_use(i, &input.usage),
+            last_used,
+            last_used_from,
             rule,
         })
         .collect();

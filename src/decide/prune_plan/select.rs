@@ -42,7 +42,7 @@ fn by_age<'a>(
             // A max age applies only after stowage has watched that long: a lost state file
             // must not turn every image into an old one.
             && watched >= max_age
-            && input.now - last_use(image, &input.usage) >= max_age
+            && input.now - last_use(image, &input.usage).0 >= max_age
         {
             selected.insert(image.id.as_str(), Rule::UnusedMaxAge);
         }
@@ -77,7 +77,8 @@ fn by_space<'a>(
         .collect();
     lru.sort_by(|a, b| {
         last_use(a, &input.usage)
-            .cmp(&last_use(b, &input.usage))
+            .0
+            .cmp(&last_use(b, &input.usage).0)
             .then(a.id.cmp(&b.id))
     });
     for image in lru {

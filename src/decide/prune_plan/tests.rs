@@ -580,6 +580,26 @@ fn arrivals_while_watching_count_from_their_arrival() {
         .first_seen
         .insert("arrived".into(), NOW - 10 * DAY);
     let by_id: ById<'_> = inp.images.iter().map(|i| (i.id.as_str(), i)).collect();
-    assert_eq!(last_use(by_id["before"], &inp.usage), NOW - 150 * DAY);
-    assert_eq!(last_use(by_id["arrived"], &inp.usage), NOW - 10 * DAY);
+    assert_eq!(
+        last_use(by_id["before"], &inp.usage),
+        (NOW - 150 * DAY, UseSource::Build)
+    );
+    assert_eq!(
+        last_use(by_id["arrived"], &inp.usage),
+        (NOW - 10 * DAY, UseSource::Arrival)
+    );
+    inp.usage.last_used.insert("arrived".into(), NOW - DAY);
+    assert_eq!(
+        last_use(by_id["arrived"], &inp.usage),
+        (NOW - DAY, UseSource::Use)
+    );
+    // The engine does not say when it was built: stowage's first look stands in.
+    let unknown = image("unknown", &["r/a:3"], 1, 0);
+    inp.usage
+        .first_seen
+        .insert("unknown".into(), inp.usage.watching_since);
+    assert_eq!(
+        last_use(&unknown, &inp.usage),
+        (inp.usage.watching_since, UseSource::Watching)
+    );
 }

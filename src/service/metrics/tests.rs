@@ -192,6 +192,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         steps: vec![],
         size,
         last_used: 0,
+        last_used_from: crate::decide::prune_plan::UseSource::Use,
         rule,
     };
     let plan = PrunePlan {
@@ -207,6 +208,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         }],
         bytes_expected: 150,
         deferred: 3,
+        ..PrunePlan::default()
     };
     let removals = [
         Removal {

@@ -18,7 +18,7 @@ use super::remove::{Exact, Stop, remove_exactly};
 use super::watch::StoreWatch;
 use super::{AgainstPlan, Cycle, Planned, Pruner, Race, Removal, RemovalResult, Replan};
 use crate::decide::prune_plan::{Candidate, Protection, PruneInput, PrunePlan, being_pulled};
-use crate::decide::removal::{Taken, audit};
+use crate::decide::removal::{Taken, audit, refused_for_a_container};
 use crate::decide::usage::Usage;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
@@ -198,8 +198,10 @@ impl<S: Store> Pruner<'_, S> {
         {
             let mut w = watch.lock().await;
             if w.uses(&c.id).await {
-                let why = "a container started using it since the plan";
-                return Removal::new(c, RemovalResult::Failed, Some(why.into()));
+                // The protection working, not a failure: the image is kept, and says why.
+                let why = "kept: a container started using it since the plan";
+                info!(image = %c.id, names = ?c.names, "{why}");
+                return Removal::new(c, RemovalResult::Skipped, Some(why.into()));
             }
             w.claim(c);
         }
@@ -508,6 +510,12 @@ fn outcome_of(c: &Candidate, exact: &Exact) -> Removal {
         (Some(stop @ Stop::GainedNames(_)), false) => {
             info!(image = %c.id, names = ?c.names, "{stop}");
             Removal::new(c, RemovalResult::Skipped, Some(stop.to_string()))
+        }
+        (Some(Stop::Failed(f)), false) if refused_for_a_container(&f.detail) => {
+            let why = "kept: a container started using it since the plan (the engine refused \
+                       its removal)";
+            info!(image = %c.id, names = ?c.names, detail = %f.detail, "{why}");
+            Removal::new(c, RemovalResult::Skipped, Some(why.into()))
         }
         (Some(Stop::Failed(f)), false) => {
             warn!(image = %c.id, names = ?c.names, "removal failed: {f}");
