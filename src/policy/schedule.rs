@@ -56,6 +56,42 @@ impl Schedule {
     }
 }
 
+/// The fields of a five-field expression, and what each accepts.
+const FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day-of-week", "0-7 or SUN-SAT"),
+];
+
+/// Which field of `expr` croner refuses, in words: croner's own ("Component error: Number out
+/// of bounds.") name neither the field nor its range. Each field is tried alone, the others
+/// `*`, by croner itself. None when no single field is to blame.
+fn field_problem(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let (seconds, rest) = match fields.len() {
+        6 => (Some(fields[0]), &fields[1..]),
+        _ => (None, &fields[..]),
+    };
+    let parser = CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build();
+    if let Some(sec) = seconds
+        && parser.parse(&format!("{sec} * * * * *")).is_err()
+    {
+        return Some(format!("the seconds field \"{sec}\" is not valid (0-59)"));
+    }
+    rest.iter().zip(FIELDS).enumerate().find_map(|(i, (value, (name, range)))| {
+        let mut alone = ["*"; 5];
+        alone[i] = value;
+        parser.parse(&alone.join(" ")).is_err().then(|| {
+            format!("the {name} field \"{value}\" is not valid ({range}, with *, lists, ranges and steps such as */15)")
+        })
+    })
+}
+
 impl FromStr for Schedule {
     type Err = InvalidSchedule;
 
@@ -72,7 +108,7 @@ impl FromStr for Schedule {
             .year(Year::Disallowed)
             .build()
             .parse(s)
-            .map_err(|e| InvalidSchedule(e.to_string()))?;
+            .map_err(|e| InvalidSchedule(field_problem(s).unwrap_or_else(|| e.to_string())))?;
         // A syntactically fine expression can still never fire (`0 0 30 2 *`): refuse it now
         // rather than have a daemon that silently never refreshes.
         let probe = chrono::Utc::now();

@@ -12,9 +12,11 @@ impl Validator<'_> {
     /// The `[prune]` table.
     pub(super) fn prune(&mut self, raw: RawPrune) -> Option<PruneSettings> {
         let defaults = PruneSettings::default();
+        // A bad schedule or window is recorded, and the rest still checked: one run lists
+        // every problem of the table.
         let schedule = match &raw.schedule {
-            Some(s) => self.schedule("prune.schedule", s)?,
-            None => defaults.schedule,
+            Some(s) => self.schedule("prune.schedule", s),
+            None => Some(defaults.schedule),
         };
         let limits = self.limits(&raw, &defaults.limits);
         let keep = self.keep_rules(&raw);
@@ -27,8 +29,13 @@ impl Validator<'_> {
             .map(|v| self.duration("prune.build_cache_max_age", Some(v), Duration::ZERO));
         let pause = self.duration("prune.pause", raw.pause, defaults.pause);
         let window = match raw.window {
-            Some(w) => Some(self.window("prune.window", w)?),
+            Some(w) => Some(self.window("prune.window", w)),
             None => None,
+        };
+        // None when the window was given and is bad; Some(None) when there is none.
+        let window = window.map_or(Some(None), |w| w.map(Some));
+        let (Some(schedule), Some(window)) = (schedule, window) else {
+            return None;
         };
         Some(PruneSettings {
             window,

@@ -219,13 +219,21 @@ fn syntax_and_type_errors_have_locations() {
 
 #[test]
 fn duplicates_name_the_first_declaration() {
+    // As written, and as read when that differs.
+    let errs = parse("[[image]]\nname = \"r.example/a:1\"\n[[image]]\nname = \"nginx\"\n[[image]]\nname = \"r.example/a:1\"\n[[image]]\nname = \"docker.io/library/nginx\"\n")
+        .unwrap_err();
+    assert!(errs[0].ends_with("image.name: \"r.example/a:1\" is required twice: first at line 2"), "{}", errs[0]);
+    assert!(errs[1].ends_with("image.name: \"docker.io/library/nginx\" (docker.io/library/nginx:latest) is required twice: first at line 4"), "{}", errs[1]);
     let errs = parse(
         "[[image]]\nname = \"nginx\"\n[[image]]\nname = \"docker.io/library/nginx:latest\"\n",
     )
     .unwrap_err();
     assert_eq!(errs.len(), 1);
     assert!(
-        errs[0].contains(":4:8:") && errs[0].contains("already required at line 2"),
+        errs[0].contains(":4:8:")
+            && errs[0].contains(
+                "\"docker.io/library/nginx:latest\" is required twice: first at line 2"
+            ),
         "{}",
         errs[0]
     );
@@ -236,14 +244,14 @@ fn duplicates_name_the_first_declaration() {
     ))
     .unwrap_err();
     assert!(
-        errs[0].contains("already required at line 2"),
+        errs[0].contains("required twice: first at line 2"),
         "{}",
         errs[0]
     );
     // Not even for two platforms: one local tag cannot point at both.
     let errs = parse("[[image]]\nname = \"a:1\"\nplatform = \"linux/amd64\"\n[[image]]\nname = \"a:1\"\nplatform = \"linux/arm64\"\n").unwrap_err();
     assert!(
-        errs[0].contains("already required at line 2"),
+        errs[0].contains("required twice: first at line 2"),
         "{}",
         errs[0]
     );
@@ -745,5 +753,31 @@ verify = { mode = "warn" }
             "{}",
             problems[3]
         );
+    }
+}
+
+/// No library's raw words: each message names the key, the value, what is wrong with it in
+/// the operator's terms, and what is accepted.
+#[test]
+fn durations_sizes_and_cron_fields_are_refused_in_words() {
+    let errs = parse(
+        "[pull]\nschedule = \"0 25 * * *\"\nsplay = \"soon\"\ntimeout = \"10 parsecs\"\n\
+         backoff = \"5s later\"\n[prune]\nmax_store_size = \"10 gigs\"\n\
+         schedule = \"0 0 * 13 MON\"\n",
+    )
+    .unwrap_err();
+    let all = errs.join("\n");
+    for expected in [
+        "pull.schedule: invalid cron expression \"0 25 * * *\": the hour field \"25\" is not valid (0-23",
+        "pull.splay: invalid duration \"soon\": it must start with a number; write e.g. \"30s\"",
+        "pull.timeout: invalid duration \"10 parsecs\": unknown unit \"parsecs\"",
+        "pull.backoff: invalid duration \"5s later\": a number is expected before \"later\"",
+        "prune.max_store_size: invalid size \"10 gigs\": write a number and a unit, B, KB",
+        "prune.schedule: invalid cron expression \"0 0 * 13 MON\": the month field \"13\" is not valid (1-12",
+    ] {
+        assert!(all.contains(expected), "{expected}\n{all}");
+    }
+    for raw in ["Component error", "expected number at", "SI unit", "Failed to parse"] {
+        assert!(!all.contains(raw), "{raw}\n{all}");
     }
 }

@@ -98,8 +98,10 @@ impl<'a> Validator<'a> {
                 self.problem(
                     value.span(),
                     format!(
-                        "{key}: invalid duration \"{}\": {e} (write e.g. \"30s\", \"10m\", \"1h 30m\")",
-                        value.get_ref()
+                        "{key}: invalid duration \"{}\": {}; write e.g. \"30s\", \"10m\", \
+                         \"1h 30m\"",
+                        value.get_ref(),
+                        duration_problem(value.get_ref(), &e)
                     ),
                 );
                 Duration::ZERO
@@ -264,8 +266,8 @@ impl<'a> Validator<'a> {
             self.problem(
                 name_span,
                 format!(
-                    "image.name: \"{}\" ({reference}) is already required at line {first}",
-                    entry.name.get_ref()
+                    "image.name: {} is required twice: first at line {first}",
+                    as_written(entry.name.get_ref(), &reference)
                 ),
             );
             return None;
@@ -331,11 +333,15 @@ impl<'a> Validator<'a> {
     pub(super) fn size(&mut self, key: &str, value: &Spanned<String>) -> Option<u64> {
         match value.get_ref().parse::<bytesize::ByteSize>() {
             Ok(b) => Some(b.as_u64()),
-            Err(e) => {
+            Err(_) => {
+                // bytesize's own words ("couldn't parse ... into a known SI unit") name
+                // neither the key nor what is accepted.
                 self.problem(
                     value.span(),
                     format!(
-                        "{key}: invalid size \"{}\": {e} (write e.g. \"50GB\")",
+                        "{key}: invalid size \"{}\": write a number and a unit, B, KB, MB, \
+                         GB or TB (powers of 1000), KiB, MiB, GiB or TiB (powers of 1024), \
+                         e.g. \"50GB\"",
                         value.get_ref()
                     ),
                 );
@@ -631,4 +637,39 @@ pub(super) fn registry_host(s: &str) -> Option<String> {
     let repo = probe.repository();
     (repo == "probe" || (probe.is_docker_hub() && repo == "library/probe"))
         .then(|| probe.registry().to_owned())
+}
+
+/// An image name as written, and as it is read when that differs (`nginx` is
+/// `docker.io/library/nginx:latest`).
+fn as_written(written: &str, reference: &ImageRef) -> String {
+    let read = reference.to_string();
+    if written == read {
+        format!("\"{written}\"")
+    } else {
+        format!("\"{written}\" ({read})")
+    }
+}
+
+/// What is wrong with a duration, in words: humantime's own ("expected number at 0") give a
+/// byte offset and no hint.
+pub(super) fn duration_problem(text: &str, e: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    match e {
+        E::Empty => "it is empty".to_owned(),
+        E::NumberExpected(at) | E::InvalidCharacter(at) if *at == 0 => {
+            "it must start with a number".to_owned()
+        }
+        E::NumberExpected(at) => format!(
+            "a number is expected before \"{}\"",
+            text.get(*at..).unwrap_or_default()
+        ),
+        E::InvalidCharacter(at) => format!(
+            "\"{}\" is not allowed",
+            text.get(*at..).and_then(|t| t.chars().next()).unwrap_or(' ')
+        ),
+        E::UnknownUnit { unit, .. } => format!(
+            "unknown unit \"{unit}\" (units: ms, s, m, h, d, w and their long names)"
+        ),
+        E::NumberOverflow => "the number is too large".to_owned(),
+    }
 }
