@@ -63,7 +63,7 @@ fn protection(doc: &Value, id: &str) -> String {
     format!(
         "{} {}",
         kept["protection"].as_str().unwrap(),
-        kept["detail"].as_str().unwrap_or("")
+        kept["rule"].as_str().unwrap_or("")
     )
     .trim()
     .to_owned()

@@ -272,6 +272,7 @@ pub(super) fn plan_json(
     #[derive(Serialize)]
     struct Doc<'a> {
         version: u32,
+        #[serde(serialize_with = "lossy_path")]
         config: &'a Path,
         images: &'a [Decision],
         summary: PlanSummary,
@@ -287,7 +288,7 @@ pub(super) fn plan_json(
         config,
         images: plan,
         summary: PlanSummary::of(plan),
-        prune: prune.map(|p| prune_json(p, &[])),
+        prune: prune.map(|p| prune_json(p, None)),
         windows,
     };
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
@@ -381,6 +382,7 @@ pub(super) fn pull_json(config: &Path, outcomes: &[Outcome]) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         version: u32,
+        #[serde(serialize_with = "lossy_path")]
         config: &'a Path,
         images: &'a [Outcome],
         summary: Summary,
@@ -559,6 +561,7 @@ pub(super) fn status_json(config: &Path, rows: &[StatusRow], windows: &Windows) 
     #[derive(Serialize)]
     struct Doc<'a> {
         version: u32,
+        #[serde(serialize_with = "lossy_path")]
         config: &'a Path,
         images: &'a [StatusRow],
         #[serde(skip_serializing_if = "Windows::is_empty")]
@@ -773,6 +776,7 @@ pub(super) fn prune_doc(
     #[derive(Serialize)]
     struct Doc<'a> {
         version: u32,
+        #[serde(serialize_with = "lossy_path")]
         config: &'a Path,
         dry_run: bool,
         prune: serde_json::Value,
@@ -781,21 +785,25 @@ pub(super) fn prune_doc(
         version: JSON_VERSION,
         config,
         dry_run,
-        prune: prune_json(plan, removals),
+        prune: prune_json(plan, Some(removals)),
     };
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
 }
 
-pub(super) fn prune_json(plan: &PrunePlan, removals: &[Removal]) -> serde_json::Value {
-    serde_json::json!({
+/// A prune plan as JSON and, after a cycle (a dry one included), how each removal ended.
+pub(super) fn prune_json(plan: &PrunePlan, removals: Option<&[Removal]>) -> serde_json::Value {
+    let mut doc = serde_json::json!({
         "remove": plan.remove,
         "keep": plan.keep,
         "bytes_expected": plan.bytes_expected,
         "deferred": plan.deferred,
         "watching_since": plan.watching_since,
         "min_age": plan.min_age,
-        "results": removals,
-    })
+    });
+    if let Some(removals) = removals {
+        doc["results"] = serde_json::json!(removals);
+    }
+    doc
 }
 
 /// What `pin` says about the changes it made or found.
@@ -821,6 +829,12 @@ pub(super) fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool
         }
     );
     out
+}
+
+/// A path as JSON text. serde's own refuses a path that is not UTF-8, and the whole document
+/// would be lost to one odd byte in a file name: shown as the OS would, lossily.
+fn lossy_path<S: serde::Serializer>(path: &&Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&path.display())
 }
 
 /// `n` with its noun, singular or plural: "1 image", "2 images".

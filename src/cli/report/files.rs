@@ -16,6 +16,7 @@ use crate::service::session::Loaded;
 /// read at all.
 #[derive(Serialize)]
 struct Located<'a> {
+    #[serde(serialize_with = "super::lossy_path")]
     path: &'a Path,
     line: Option<usize>,
     column: Option<usize>,
@@ -37,12 +38,14 @@ impl<'a> From<&'a Problem> for Located<'a> {
 pub(in crate::cli) fn check_json(config: &Path, loaded: &Result<Loaded, ConfigError>) -> String {
     #[derive(Serialize)]
     struct Lock<'a> {
+        #[serde(serialize_with = "super::lossy_path")]
         path: &'a Path,
         entries: usize,
     }
     #[derive(Serialize)]
     struct Doc<'a> {
         version: u32,
+        #[serde(serialize_with = "super::lossy_path")]
         config: &'a Path,
         valid: bool,
         /// The required images; null when the config is not valid.
@@ -168,6 +171,7 @@ pub(in crate::cli) fn pin_json(
     #[derive(Serialize)]
     struct Doc<'a> {
         version: u32,
+        #[serde(serialize_with = "super::lossy_path")]
         lock_file: &'a Path,
         check: bool,
         result: PinResult,

@@ -500,3 +500,48 @@ fn the_prune_report_shows_every_name_what_last_used_is_and_since_when_it_watches
         "{text}"
     );
 }
+
+/// One name per concept, one shape per key: a keep rule is `rule`, a race's outcome is an
+/// object with its `result`, a plan has no `results`, and a config path that is not UTF-8
+/// still gives a document.
+#[test]
+fn json_keys_have_one_shape_and_odd_paths_do_not_lose_the_document() {
+    use crate::decide::prune_plan::{Kept, Protection, PrunePlan};
+    use crate::service::pruner::Race;
+    use std::os::unix::ffi::OsStrExt;
+    let kept = Kept {
+        id: "sha256:k".into(),
+        names: vec![],
+        size: 1,
+        protection: Protection::KeepRule("tier=gold".into()),
+    };
+    let v = serde_json::to_value(&kept).unwrap();
+    assert_eq!(
+        (&v["protection"], &v["rule"]),
+        (&"keep-rule".into(), &"tier=gold".into())
+    );
+    assert_eq!(
+        serde_json::to_value(Race::Healed).unwrap(),
+        serde_json::json!({"result": "healed"})
+    );
+    assert_eq!(
+        serde_json::to_value(Race::Lost {
+            error: "gone".into()
+        })
+        .unwrap(),
+        serde_json::json!({"result": "lost", "error": "gone"})
+    );
+    let plan = PrunePlan::default();
+    let doc: serde_json::Value = serde_json::from_str(&plan_json(
+        Path::new("/c.toml"),
+        &[],
+        Some(&plan),
+        &Windows::default(),
+    ))
+    .unwrap();
+    assert!(doc["prune"].get("results").is_none(), "{doc:#}");
+    let odd = Path::new(std::ffi::OsStr::from_bytes(b"/etc/stowage/\xffconfig.toml"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&status_json(odd, &[], &Windows::default())).unwrap();
+    assert_eq!(doc["config"], "/etc/stowage/\u{fffd}config.toml");
+}

@@ -52,7 +52,7 @@ pub(crate) struct PruneInput {
 
 /// Why an image stays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "protection", content = "detail")]
+#[serde(rename_all = "kebab-case", tag = "protection", content = "rule")]
 pub enum Protection {
     /// The config requires or pins it.
     Required,

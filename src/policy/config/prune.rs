@@ -28,10 +28,7 @@ impl Validator<'_> {
             .build_cache_max_age
             .map(|v| self.duration("prune.build_cache_max_age", Some(v), Duration::ZERO));
         let pause = self.duration("prune.pause", raw.pause, defaults.pause);
-        let window = match raw.window {
-            Some(w) => Some(self.window("prune.window", w)),
-            None => None,
-        };
+        let window = raw.window.map(|w| self.window("prune.window", w));
         // None when the window was given and is bad; Some(None) when there is none.
         let window = window.map_or(Some(None), |w| w.map(Some));
         let (Some(schedule), Some(window)) = (schedule, window) else {

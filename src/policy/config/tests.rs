@@ -222,7 +222,11 @@ fn duplicates_name_the_first_declaration() {
     // As written, and as read when that differs.
     let errs = parse("[[image]]\nname = \"r.example/a:1\"\n[[image]]\nname = \"nginx\"\n[[image]]\nname = \"r.example/a:1\"\n[[image]]\nname = \"docker.io/library/nginx\"\n")
         .unwrap_err();
-    assert!(errs[0].ends_with("image.name: \"r.example/a:1\" is required twice: first at line 2"), "{}", errs[0]);
+    assert!(
+        errs[0].ends_with("image.name: \"r.example/a:1\" is required twice: first at line 2"),
+        "{}",
+        errs[0]
+    );
     assert!(errs[1].ends_with("image.name: \"docker.io/library/nginx\" (docker.io/library/nginx:latest) is required twice: first at line 4"), "{}", errs[1]);
     let errs = parse(
         "[[image]]\nname = \"nginx\"\n[[image]]\nname = \"docker.io/library/nginx:latest\"\n",
@@ -231,9 +235,8 @@ fn duplicates_name_the_first_declaration() {
     assert_eq!(errs.len(), 1);
     assert!(
         errs[0].contains(":4:8:")
-            && errs[0].contains(
-                "\"docker.io/library/nginx:latest\" is required twice: first at line 2"
-            ),
+            && errs[0]
+                .contains("\"docker.io/library/nginx:latest\" is required twice: first at line 2"),
         "{}",
         errs[0]
     );
@@ -777,7 +780,12 @@ fn durations_sizes_and_cron_fields_are_refused_in_words() {
     ] {
         assert!(all.contains(expected), "{expected}\n{all}");
     }
-    for raw in ["Component error", "expected number at", "SI unit", "Failed to parse"] {
+    for raw in [
+        "Component error",
+        "expected number at",
+        "SI unit",
+        "Failed to parse",
+    ] {
         assert!(!all.contains(raw), "{raw}\n{all}");
     }
 }

@@ -665,11 +665,13 @@ pub(super) fn duration_problem(text: &str, e: &humantime::DurationError) -> Stri
         ),
         E::InvalidCharacter(at) => format!(
             "\"{}\" is not allowed",
-            text.get(*at..).and_then(|t| t.chars().next()).unwrap_or(' ')
+            text.get(*at..)
+                .and_then(|t| t.chars().next())
+                .unwrap_or(' ')
         ),
-        E::UnknownUnit { unit, .. } => format!(
-            "unknown unit \"{unit}\" (units: ms, s, m, h, d, w and their long names)"
-        ),
+        E::UnknownUnit { unit, .. } => {
+            format!("unknown unit \"{unit}\" (units: ms, s, m, h, d, w and their long names)")
+        }
         E::NumberOverflow => "the number is too large".to_owned(),
     }
 }

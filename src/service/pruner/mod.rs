@@ -115,7 +115,7 @@ impl Removal {
 /// deletes, with no lock between, so `docker create` at that moment can get a container whose
 /// image is gone (the engine's own prune has the same hole).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", tag = "result")]
 pub enum Race {
     /// The image was pulled back by its digest and its names put back.
     Healed,
