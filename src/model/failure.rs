@@ -83,6 +83,10 @@ pub struct Failure {
     pub no_platform: bool,
     /// A TLS or HTTP/HTTPS mismatch: a setup problem that retries do not fix.
     pub setup: bool,
+    /// The credentials file stowage read for the registry, for an auth failure: the advice
+    /// names it, since the login a user made may be in another user's file.
+    #[serde(skip)]
+    pub credentials: Option<std::path::PathBuf>,
 }
 
 impl fmt::Display for Failure {
@@ -105,6 +109,7 @@ impl Failure {
                 && (m.contains("docker login") || m.contains("pull access denied")),
             retry_after_secs: None,
             no_platform: class == FailureClass::NotFound && m.contains("no matching manifest"),
+            credentials: None,
             setup: m.contains("x509:")
                 || m.contains("certificate")
                 || m.contains("server gave http response to https client"),
@@ -115,6 +120,14 @@ impl Failure {
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         self.class.is_retryable() && !self.setup
+    }
+
+    /// This failure, naming the credentials file read for it when it is an auth failure.
+    pub fn read_credentials_from(mut self, path: &std::path::Path) -> Self {
+        if self.class == FailureClass::Auth {
+            self.credentials = Some(path.to_owned());
+        }
+        self
     }
 
     /// This failure, saying how long the registry asked to be left alone.
@@ -241,9 +254,14 @@ pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
     let registry = image.registry();
     let mut text = match failure.class {
         FailureClass::Auth => format!(
-            "auth: registry {registry} refused access to {image}: a login is missing or wrong; \
+            "auth: registry {registry} refused access to {image}: a login is missing or wrong{}; \
              run `docker login {registry}` as the daemon's user or point `pull.credentials` at a \
-             config.json that has it"
+             config.json that has it",
+            failure
+                .credentials
+                .as_ref()
+                .map(|p| format!(" in {}, the credentials stowage reads", p.display()))
+                .unwrap_or_default()
         ),
         FailureClass::NotFound if failure.no_platform => format!(
             "not found: {image} exists in registry {registry}, but not for the requested \
@@ -516,5 +534,21 @@ mod tests {
             &Failure::new(FailureClass::Engine, "no space left on device"),
         );
         assert!(text.ends_with("(no space left on device)"), "{text}");
+    }
+
+    #[test]
+    fn auth_advice_names_the_credentials_file_read() {
+        let image: ImageRef = "r.example/private/app:1".parse().unwrap();
+        let f = Failure::new(FailureClass::Auth, "unauthorized")
+            .read_credentials_from(std::path::Path::new("/var/lib/stowage/.docker/config.json"));
+        let text = explain(&image, &f);
+        assert!(
+            text.contains("in /var/lib/stowage/.docker/config.json, the credentials stowage reads"),
+            "{text}"
+        );
+        // Only an auth failure names it.
+        let f = Failure::new(FailureClass::Network, "refused")
+            .read_credentials_from(std::path::Path::new("/x/config.json"));
+        assert_eq!(f.credentials, None);
     }
 }

@@ -277,6 +277,13 @@ impl Resolver {
     /// HEAD of the manifest `image` names: sent by stowage itself, else (an answer it did not
     /// expect) through oci-client, whose HEAD does not say the media type.
     async fn head(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
+        self.head_once(image, auth)
+            .await
+            .map_err(|f| f.read_credentials_from(self.credentials.path()))
+    }
+
+    /// [`Self::head`], its failure not yet told where the credentials came from.
+    async fn head_once(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
             match direct.head(image, auth, (&client, &reference)).await {
