@@ -265,6 +265,7 @@ impl Pinned {
                 pin: None,
                 verify: None,
                 line: 1,
+                hub_implied: false,
             },
         }
     }

@@ -10,7 +10,7 @@ use crate::model::failure::{Failure, FailureClass, explain};
 use crate::model::image::LocalImage;
 use crate::model::reference::ImageRef;
 use crate::model::signature::Check;
-use crate::policy::config::RegistrySettings;
+use crate::policy::config::{RegistrySettings, RequiredImage};
 
 /// The digest an image must have this run.
 #[derive(Debug, Clone, PartialEq)]
@@ -381,7 +381,25 @@ pub(crate) fn explain_pull(decision: &Decision, failure: &Failure) -> String {
         }
         _ => None,
     };
-    gone.unwrap_or_else(|| explain(decision.reference(), failure))
+    gone.unwrap_or_else(|| explain_for(&decision.pinned.image, failure))
+}
+
+/// Why an operation on a required image failed, in words; for a name written without a
+/// registry that Docker Hub lacks or cannot be reached for, with what such a name means.
+pub(crate) fn explain_for(image: &RequiredImage, failure: &Failure) -> String {
+    let mut text = explain(&image.reference, failure);
+    if image.hub_implied
+        && matches!(
+            failure.class,
+            FailureClass::NotFound | FailureClass::Network
+        )
+    {
+        text.push_str(
+            "; note that a name without a registry means Docker Hub (docker.io): write the \
+             registry host in the name if the image lives elsewhere",
+        );
+    }
+    text
 }
 
 /// The decision table: what to do, why, and the failure behind it, given the digest wanted,
@@ -393,17 +411,18 @@ fn action(
     named: Option<&LocalImage>,
     by_digest: Option<&LocalImage>,
 ) -> (Action, String, Option<Failure>) {
-    let reference = &p.image.reference;
     match (want, named, by_digest) {
         (Want::Unknown(f, _), Some(_), _) => (
             Action::Keep,
             format!(
                 "the registry could not be asked, keeping the present image ({})",
-                explain(reference, f)
+                explain_for(&p.image, f)
             ),
             Some(f.clone()),
         ),
-        (Want::Unknown(f, _), None, _) => (Action::Fail, explain(reference, f), Some(f.clone())),
+        (Want::Unknown(f, _), None, _) => {
+            (Action::Fail, explain_for(&p.image, f), Some(f.clone()))
+        }
         (Want::Digest(_), Some(n), Some(d)) if n.id == d.id => (
             Action::Keep,
             "present at the pinned digest".to_owned(),
@@ -455,6 +474,17 @@ mod tests {
 
     fn one(p: Pinned, want: Want, store: &[LocalImage]) -> Decision {
         plan_pulls(&[p], &[want], &[], store, &[]).remove(0)
+    }
+
+    #[test]
+    fn docker_hub_is_named_only_for_a_name_written_without_a_registry() {
+        let mut p = pinned("docker.io/library/nginx:1", PinMode::Follow);
+        let down = Failure::new(FailureClass::Network, "timed out");
+        assert!(!explain_for(&p.image, &down).contains("Docker Hub"));
+        p.image.hub_implied = true;
+        assert!(explain_for(&p.image, &down).contains("means Docker Hub"));
+        let login = Failure::new(FailureClass::Auth, "unauthorized");
+        assert!(!explain_for(&p.image, &login).contains("Docker Hub"));
     }
 
     #[test]

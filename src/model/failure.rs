@@ -248,6 +248,21 @@ pub(crate) fn classify(status: Option<u16>, message: &str) -> FailureClass {
     FailureClass::Engine
 }
 
+/// The innermost reason of a network failure, as the OS gave it: what tells a name that does
+/// not resolve from a registry that is down. The outer words (`error sending request for url
+/// (...)`, `client error (Connect)`) are the client's, and stay in `detail`.
+fn network_cause(detail: &str) -> String {
+    let lower = detail.to_ascii_lowercase();
+    let last = detail.rsplit(": ").next().unwrap_or_default().trim();
+    if lower.contains("dns error") || lower.contains("lookup address") {
+        format!("its host name does not resolve: {last}")
+    } else if last.contains("(os error") {
+        last.to_owned()
+    } else {
+        "it is down, unreachable or too slow".to_owned()
+    }
+}
+
 /// One sentence (or two) that tells an operator what failed and what to do, with the fully
 /// qualified name. Never contains credentials: only the engine's message and our own words.
 pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
@@ -294,24 +309,13 @@ pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
              not retried"
         ),
         FailureClass::Network => format!(
-            "network: registry {registry} could not be reached for {image} (it is down, \
-             unreachable or too slow)"
+            "network: registry {registry} could not be reached for {image} ({})",
+            network_cause(&failure.detail)
         ),
         FailureClass::Engine => format!("engine: the Docker engine failed while pulling {image}"),
         // The verifier writes the whole sentence: the digest, the keys tried, what it found.
         FailureClass::Signature => format!("signature: {}", failure.detail),
     };
-    if image.is_docker_hub()
-        && matches!(
-            failure.class,
-            FailureClass::NotFound | FailureClass::Network
-        )
-    {
-        text.push_str(
-            "; note that a name without a registry means Docker Hub (docker.io): write the \
-             registry host in the name if the image lives elsewhere",
-        );
-    }
     // The engine's own words are all there is to say about an engine failure. For the other
     // classes the sentence and its advice are the message; the registry client's raw words
     // (`Not authorized: url ...`, `OCI API errors`) go to the JSON and the debug log instead.
@@ -506,7 +510,6 @@ mod tests {
             &Failure::new(FailureClass::NotFound, "manifest unknown"),
         );
         assert!(text.starts_with("not found: docker.io/library/nginx:latest"));
-        assert!(text.contains("Docker Hub"));
         let private: ImageRef = "127.0.0.1:5102/t/p:1".parse().unwrap();
         let text = explain(
             &private,
@@ -550,5 +553,24 @@ mod tests {
         let f = Failure::new(FailureClass::Network, "refused")
             .read_credentials_from(std::path::Path::new("/x/config.json"));
         assert_eq!(f.credentials, None);
+    }
+
+    #[test]
+    fn a_network_failure_says_its_innermost_cause() {
+        let image: ImageRef = "r.example/a:1".parse().unwrap();
+        let dns = "error sending request for url (https://r.example/v2/): client error \
+                   (Connect): dns error: failed to lookup address information: Name or \
+                   service not known";
+        let text = explain(&image, &Failure::new(FailureClass::Network, dns));
+        assert!(
+            text.ends_with("(its host name does not resolve: Name or service not known)"),
+            "{text}"
+        );
+        let refused = "error sending request for url (http://r.example/v2/): client error \
+                       (Connect): tcp connect error: Connection refused (os error 111)";
+        let text = explain(&image, &Failure::new(FailureClass::Network, refused));
+        assert!(text.ends_with("(Connection refused (os error 111))"), "{text}");
+        let text = explain(&image, &Failure::new(FailureClass::Network, "timed out"));
+        assert!(text.ends_with("(it is down, unreachable or too slow)"), "{text}");
     }
 }

@@ -10,7 +10,8 @@ use crate::cli::report::{self, PinFailure, PinResult};
 use crate::decide::pin::is_lockable;
 use crate::io::credentials::CredentialSource;
 use crate::io::registry::Resolver;
-use crate::model::failure::{Failure, explain};
+use crate::decide::pull_plan::explain_for;
+use crate::model::failure::Failure;
 use crate::model::signature::Check;
 use crate::policy::config::{Config, ConfigError, RequiredImage};
 use crate::policy::lockfile::{LockEntry, LockFile, LockKey};
@@ -47,7 +48,7 @@ pub(crate) async fn pin(path: &Path, check: bool, json: bool) -> Result<(), Erro
                 new.entries.insert(key, entry);
             }
             Err(f) => {
-                let message = explain(&image.reference, &f);
+                let message = explain_for(image, &f);
                 if !json {
                     let at = [
                         ("image", key.to_string().into()),

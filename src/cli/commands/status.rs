@@ -8,7 +8,7 @@ use crate::cli::report::{self, StatusRow};
 use crate::decide::pin::PinMode;
 use crate::decide::pull_plan::{Action, Decision};
 use crate::io::registry::Registry;
-use crate::model::failure::explain;
+use crate::decide::pull_plan::explain_for;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::service::in_flight::InFlight;
@@ -87,7 +87,7 @@ async fn row(registry: &dyn Registry, d: Decision, by_plan: bool, offline: bool)
     };
     StatusRow {
         registry_has_pinned,
-        registry_error: failure.as_ref().map(|f| explain(&image.reference, f)),
+        registry_error: failure.as_ref().map(|f| explain_for(image, f)),
         registry_error_class: failure.map(|f| f.class),
         registry_digest,
         decision: d,

@@ -218,6 +218,9 @@ pub struct RequiredImage {
     pub verify: Option<SignaturePolicy>,
     /// Line of the entry's `name`, for messages about it.
     pub line: usize,
+    /// The name was written without a registry (`nginx`, `org/app`), which means Docker Hub:
+    /// worth saying when Docker Hub does not have it or cannot be reached.
+    pub hub_implied: bool,
 }
 
 /// A configuration that could not be used.

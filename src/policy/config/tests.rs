@@ -789,3 +789,13 @@ fn durations_sizes_and_cron_fields_are_refused_in_words() {
         assert!(!all.contains(raw), "{raw}\n{all}");
     }
 }
+
+#[test]
+fn a_name_without_a_registry_is_known_to_mean_docker_hub() {
+    let c = parse(
+        "[[image]]\nname = \"nginx\"\n[[image]]\nname = \"org/app:1\"\n[[image]]\nname = \"docker.io/library/redis:7\"\n[[image]]\nname = \"localhost/app:1\"\n[[image]]\nname = \"r.example:5000/app:1\"\n",
+    )
+    .unwrap();
+    let implied: Vec<bool> = c.images.iter().map(|i| i.hub_implied).collect();
+    assert_eq!(implied, [true, true, false, false, false]);
+}

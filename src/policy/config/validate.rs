@@ -290,6 +290,7 @@ impl<'a> Validator<'a> {
             pin: pin.map(|(choice, _)| choice),
             verify,
             line,
+            hub_implied: registry_implied(entry.name.get_ref()),
         })
     }
 
@@ -673,5 +674,14 @@ pub(super) fn duration_problem(text: &str, e: &humantime::DurationError) -> Stri
             format!("unknown unit \"{unit}\" (units: ms, s, m, h, d, w and their long names)")
         }
         E::NumberOverflow => "the number is too large".to_owned(),
+    }
+}
+
+/// Whether a name as written leaves its registry out, as the docker CLI reads names: the first
+/// component names a registry only when it has a `.` or a `:`, or is `localhost`.
+fn registry_implied(written: &str) -> bool {
+    match written.split_once('/') {
+        None => true,
+        Some((first, _)) => !(first.contains(['.', ':']) || first == "localhost"),
     }
 }
