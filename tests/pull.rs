@@ -505,12 +505,22 @@ fn unqualified_names_are_shown_fully_qualified_with_a_hint() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let report = json(&out);
     let entry = by_image(&report, "docker.io/library/stowage-no-such-image:latest");
+    let message = entry["message"].as_str().unwrap();
     assert!(
-        entry["message"]
-            .as_str()
-            .unwrap()
-            .contains("docker.io/library/stowage-no-such-image:latest")
+        message.contains("docker.io/library/stowage-no-such-image:latest")
+            && message.contains("a name without a registry means Docker Hub"),
+        "{message}"
     );
+    // Written with its registry, the same image gets no such note.
+    let config = scratch.config(
+        "retries = 0",
+        &["docker.io/library/stowage-no-such-image:1".to_string()],
+    );
+    let out = env.stowage(&config).args(["pull", "--json"]).output().unwrap();
+    let report = json(&out);
+    let entry = by_image(&report, "docker.io/library/stowage-no-such-image:1");
+    let message = entry["message"].as_str().unwrap();
+    assert!(!message.contains("means Docker Hub"), "{message}");
 }
 
 /// `stowage ARGS` on a terminal of its own (`script` from util-linux), with the test engine;
