@@ -102,12 +102,19 @@ fn check_installed_tree(root: &Path, unit: &str) {
     // Every link of the installed README leads somewhere in the installed docs.
     let docs = root.join("usr/share/doc/stowage");
     let readme = std::fs::read_to_string(docs.join("README.md")).unwrap();
-    for link in readme.split("](").skip(1).filter_map(|l| l.split(')').next()) {
+    for link in readme
+        .split("](")
+        .skip(1)
+        .filter_map(|l| l.split(')').next())
+    {
         let path = link.split('#').next().unwrap_or_default();
         if path.is_empty() || link.contains("://") {
             continue;
         }
-        assert!(docs.join(path).exists(), "README links to {link}, not installed");
+        assert!(
+            docs.join(path).exists(),
+            "README links to {link}, not installed"
+        );
     }
 }
 

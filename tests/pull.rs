@@ -516,7 +516,11 @@ fn unqualified_names_are_shown_fully_qualified_with_a_hint() {
         "retries = 0",
         &["docker.io/library/stowage-no-such-image:1".to_string()],
     );
-    let out = env.stowage(&config).args(["pull", "--json"]).output().unwrap();
+    let out = env
+        .stowage(&config)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
     let report = json(&out);
     let entry = by_image(&report, "docker.io/library/stowage-no-such-image:1");
     let message = entry["message"].as_str().unwrap();

@@ -420,9 +420,7 @@ fn action(
             ),
             Some(f.clone()),
         ),
-        (Want::Unknown(f, _), None, _) => {
-            (Action::Fail, explain_for(&p.image, f), Some(f.clone()))
-        }
+        (Want::Unknown(f, _), None, _) => (Action::Fail, explain_for(&p.image, f), Some(f.clone())),
         (Want::Digest(_), Some(n), Some(d)) if n.id == d.id => (
             Action::Keep,
             "present at the pinned digest".to_owned(),

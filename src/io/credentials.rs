@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use docker_credential::{CredentialRetrievalError, DockerCredential};
 
+use crate::model::failure::CredentialsFile;
 use crate::model::reference::DOCKER_HUB;
 
 /// How long a credential helper may take to answer.
@@ -90,6 +91,21 @@ impl CredentialSource {
     /// The file credentials are read from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file, as an auth failure's advice needs it: named by the config or the user's own,
+    /// and why it cannot be read, when it cannot (one `open`, only after a refusal).
+    pub fn describe(&self) -> CredentialsFile {
+        let unread = match std::fs::File::open(&self.path) {
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("it does not exist".into()),
+            Err(e) => Some(e.to_string()),
+        };
+        CredentialsFile {
+            path: self.path.clone(),
+            named: self.explicit,
+            unread,
+        }
     }
 
     /// [`Self::lookup`] off the async threads, within [`CREDENTIAL_TIMEOUT`]. Whatever goes

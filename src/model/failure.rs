@@ -86,7 +86,18 @@ pub struct Failure {
     /// The credentials file stowage read for the registry, for an auth failure: the advice
     /// names it, since the login a user made may be in another user's file.
     #[serde(skip)]
-    pub credentials: Option<std::path::PathBuf>,
+    pub credentials: Option<CredentialsFile>,
+}
+
+/// The credentials file behind an auth failure, as its advice needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialsFile {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Whether the config names it (`pull.credentials`), or it is the running user's own.
+    pub named: bool,
+    /// Why it could not be read, when it could not ("it does not exist").
+    pub unread: Option<String>,
 }
 
 impl fmt::Display for Failure {
@@ -122,10 +133,10 @@ impl Failure {
         self.class.is_retryable() && !self.setup
     }
 
-    /// This failure, naming the credentials file read for it when it is an auth failure.
-    pub fn read_credentials_from(mut self, path: &std::path::Path) -> Self {
+    /// This failure, with the credentials file read for it when it is an auth failure.
+    pub fn read_credentials_from(mut self, file: impl FnOnce() -> CredentialsFile) -> Self {
         if self.class == FailureClass::Auth {
-            self.credentials = Some(path.to_owned());
+            self.credentials = Some(file());
         }
         self
     }
@@ -248,6 +259,43 @@ pub(crate) fn classify(status: Option<u16>, message: &str) -> FailureClass {
     FailureClass::Engine
 }
 
+/// What an auth refusal means and what to do, by the credentials file read: named by the config
+/// (a login goes into that file), or the running user's own (a `docker login` as that user), and
+/// whether it could be read at all.
+fn auth_advice(image: &ImageRef, file: Option<&CredentialsFile>) -> String {
+    let registry = image.registry();
+    let refused = format!("auth: registry {registry} refused access to {image}");
+    let Some(file) = file else {
+        return format!(
+            "{refused}: a login is missing or wrong; run `docker login {registry}` as the user \
+             stowage runs as, or point `pull.credentials` at a config.json that has it"
+        );
+    };
+    let path = file.path.display();
+    match (file.named, &file.unread) {
+        (true, Some(why)) => format!(
+            "{refused}: the credentials file {path} (pull.credentials) was not read: {why}; \
+             make it readable by the user stowage runs as"
+        ),
+        (true, None) => format!(
+            "{refused}: the login for {registry} in {path} (pull.credentials) is missing or \
+             wrong; put a working one there (`docker --config DIR login {registry}` writes \
+             DIR/config.json)"
+        ),
+        (false, unread) => format!(
+            "{refused}: {}; run `docker login {registry}` as the user stowage runs as (on a \
+             packaged host: sudo -u stowage -H docker login {registry}), or point \
+             `pull.credentials` at a config.json that has it",
+            match unread {
+                Some(why) => format!("no login was read from {path}, this user's file: {why}"),
+                None => format!(
+                    "the login for {registry} in {path}, this user's file, is missing or wrong"
+                ),
+            }
+        ),
+    }
+}
+
 /// The innermost reason of a network failure, as the OS gave it: what tells a name that does
 /// not resolve from a registry that is down. The outer words (`error sending request for url
 /// (...)`, `client error (Connect)`) are the client's, and stay in `detail`.
@@ -268,16 +316,7 @@ fn network_cause(detail: &str) -> String {
 pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
     let registry = image.registry();
     let mut text = match failure.class {
-        FailureClass::Auth => format!(
-            "auth: registry {registry} refused access to {image}: a login is missing or wrong{}; \
-             run `docker login {registry}` as the daemon's user or point `pull.credentials` at a \
-             config.json that has it",
-            failure
-                .credentials
-                .as_ref()
-                .map(|p| format!(" in {}, the credentials stowage reads", p.display()))
-                .unwrap_or_default()
-        ),
+        FailureClass::Auth => auth_advice(image, failure.credentials.as_ref()),
         FailureClass::NotFound if failure.no_platform => format!(
             "not found: {image} exists in registry {registry}, but not for the requested \
              platform"
@@ -540,18 +579,43 @@ mod tests {
     }
 
     #[test]
-    fn auth_advice_names_the_credentials_file_read() {
+    fn auth_advice_names_the_credentials_file_read_and_what_to_do_with_it() {
         let image: ImageRef = "r.example/private/app:1".parse().unwrap();
-        let f = Failure::new(FailureClass::Auth, "unauthorized")
-            .read_credentials_from(std::path::Path::new("/var/lib/stowage/.docker/config.json"));
-        let text = explain(&image, &f);
+        let advice = |named, unread: Option<&str>| {
+            let f = Failure::new(FailureClass::Auth, "unauthorized").read_credentials_from(|| {
+                CredentialsFile {
+                    path: "/etc/stowage/docker.json".into(),
+                    named,
+                    unread: unread.map(str::to_owned),
+                }
+            });
+            explain(&image, &f)
+        };
+        let own = advice(false, None);
         assert!(
-            text.contains("in /var/lib/stowage/.docker/config.json, the credentials stowage reads"),
-            "{text}"
+            own.contains("the login for r.example in /etc/stowage/docker.json, this user's file")
+                && own.contains("sudo -u stowage -H docker login r.example"),
+            "{own}"
         );
-        // Only an auth failure names it.
+        let missing = advice(false, Some("it does not exist"));
+        assert!(
+            missing.contains("no login was read from /etc/stowage/docker.json"),
+            "{missing}"
+        );
+        // A file the config names: a `docker login` as some user would not reach it.
+        let named = advice(true, None);
+        assert!(
+            named.contains("(pull.credentials) is missing or wrong") && !named.contains("sudo"),
+            "{named}"
+        );
+        let unreadable = advice(true, Some("Permission denied (os error 13)"));
+        assert!(
+            unreadable.contains("was not read: Permission denied") && !unreadable.contains("wrong"),
+            "{unreadable}"
+        );
+        // Only an auth failure carries it.
         let f = Failure::new(FailureClass::Network, "refused")
-            .read_credentials_from(std::path::Path::new("/x/config.json"));
+            .read_credentials_from(|| unreachable!("not asked for a network failure"));
         assert_eq!(f.credentials, None);
     }
 
@@ -569,8 +633,14 @@ mod tests {
         let refused = "error sending request for url (http://r.example/v2/): client error \
                        (Connect): tcp connect error: Connection refused (os error 111)";
         let text = explain(&image, &Failure::new(FailureClass::Network, refused));
-        assert!(text.ends_with("(Connection refused (os error 111))"), "{text}");
+        assert!(
+            text.ends_with("(Connection refused (os error 111))"),
+            "{text}"
+        );
         let text = explain(&image, &Failure::new(FailureClass::Network, "timed out"));
-        assert!(text.ends_with("(it is down, unreachable or too slow)"), "{text}");
+        assert!(
+            text.ends_with("(it is down, unreachable or too slow)"),
+            "{text}"
+        );
     }
 }

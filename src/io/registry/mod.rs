@@ -279,7 +279,7 @@ impl Resolver {
     async fn head(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
         self.head_once(image, auth)
             .await
-            .map_err(|f| f.read_credentials_from(self.credentials.path()))
+            .map_err(|f| f.read_credentials_from(|| self.credentials.describe()))
     }
 
     /// [`Self::head`], its failure not yet told where the credentials came from.

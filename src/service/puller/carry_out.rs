@@ -268,7 +268,7 @@ impl<E: Engine> Puller<'_, E> {
                     return Ok((pulled, from));
                 }
                 Err(f) => {
-                    let f = f.read_credentials_from(self.credentials.path());
+                    let f = f.read_credentials_from(|| self.credentials.describe());
                     if f.class == FailureClass::RateLimited {
                         self.registry.rate_limited(source.registry());
                     }
