@@ -233,6 +233,12 @@ fn good_images_are_pulled_and_each_bad_one_is_classified() {
     assert!(auth.ends_with("that has it"), "{auth}");
     assert!(sentence(&down).starts_with("network:"), "{text}");
     assert!(text.lines().all(|l| l.len() <= 80), "{text}");
+    // Commands that only show ask once: no retries, no backoff to wait through.
+    for cmd in ["status", "plan"] {
+        let out = env.stowage(&config).arg(cmd).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("will retry"), "{cmd}: {stderr}");
+    }
     env.remove_images(&[good]);
 }
 
@@ -450,7 +456,20 @@ fn an_unreachable_engine_says_why_and_what_to_do() {
             stderr.contains("Connection refused") && stderr.contains("nothing listens there"),
             "{host}: {stderr}"
         );
+        // The OS's reason, without the HTTP client's layers above it.
+        assert!(!stderr.contains("hyper"), "{host}: {stderr}");
     }
+    // `host:port` without a scheme is TCP, as the docker CLI reads it.
+    let out = env
+        .stowage(&config)
+        .args(["--docker-host", &format!("127.0.0.1:{closed}"), "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("tcp://127.0.0.1:{closed}")),
+        "{out:?}"
+    );
 
     // As a user outside the socket's group (root passes any permission check).
     let runuser = std::path::Path::new("/usr/sbin/runuser");

@@ -423,7 +423,11 @@ fn action(
         (Want::Unknown(f, _), None, _) => (Action::Fail, explain_for(&p.image, f), Some(f.clone())),
         (Want::Digest(_), Some(n), Some(d)) if n.id == d.id => (
             Action::Keep,
-            "present at the pinned digest".to_owned(),
+            match p.mode {
+                PinMode::Follow => "present at the tag's current digest",
+                _ => "present at the pinned digest",
+            }
+            .to_owned(),
             None,
         ),
         (Want::Digest(_), None, Some(_)) => (

@@ -21,7 +21,10 @@ pub(crate) async fn plan(
     exit_code: bool,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (engine, session) = connect(config, host, shutdown).await?;
+    let (engine, mut session) = connect(config, host, shutdown).await?;
+    // A command that only shows asks each registry once: a retry with backoff would keep the
+    // operator waiting for an answer the failure already gives.
+    session.config.pull.retry.retries = 0;
     let puller = session.puller(
         &engine,
         Shutdown::new(),

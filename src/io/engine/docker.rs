@@ -54,13 +54,13 @@ impl DockerEngine {
     /// Connects to the engine at `host` (a `unix://`, `tcp://` or `http://` URL) and negotiates
     /// the API version with it.
     pub async fn connect(host: Option<&str>) -> Result<DockerEngine, ConnectError> {
-        let host = host.unwrap_or(DEFAULT_DOCKER_HOST).to_owned();
+        let host = with_scheme(host.unwrap_or(DEFAULT_DOCKER_HOST));
         let unreachable = |e: &BollardError| {
             ConnectError::Unreachable(Failure::new(
                 FailureClass::Engine,
                 format!(
                     "cannot reach the Docker engine at {host}: {} ({})",
-                    with_causes(e),
+                    innermost(e),
                     unreachable_advice(e)
                 ),
             ))
@@ -572,6 +572,31 @@ fn unreachable_advice(error: &BollardError) -> &'static str {
         }
         _ => "is the engine running, and is --docker-host / DOCKER_HOST right?",
     }
+}
+
+/// An engine address as the docker CLI reads it: `host:port` without a scheme is TCP.
+fn with_scheme(host: &str) -> String {
+    if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("tcp://{host}")
+    }
+}
+
+/// What an engine that cannot be reached said, in the words that matter: the OS's reason at
+/// the bottom of the chain (`Permission denied (os error 13)`), not the HTTP client's layers
+/// above it (`Error in the hyper legacy client: client error (Connect)`); one line.
+fn innermost(e: &BollardError) -> String {
+    let mut words = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !text.trim().is_empty() {
+            words = text;
+        }
+        cause = next.source();
+    }
+    words.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Turns a bollard error into a classified failure. Server answers carry the registry's words;
