@@ -190,7 +190,7 @@ seen = None
 for line in open(sys.argv[1]):
     try: v = json.loads(line)
     except ValueError: continue
-    if str(v.get("message", "")).startswith("reloaded"): seen = None
+    if v.get("message") == "config reloaded": seen = None
     if v.get("message") == "run started" and v.get("trigger") == sys.argv[2] and seen is None:
         seen = datetime.datetime.fromisoformat(v["timestamp"].replace("Z", "+00:00")).timestamp()
 print(seen if seen is not None else "")

@@ -414,7 +414,7 @@ fn the_ansible_example_installs_validates_ships_and_reloads() {
     // A good one with a new lock lands; the handler reloads the daemon, which pulls the image.
     ok(&playbook(&vars(&[&first, &added], &lock_two, &hup)));
     daemon.wait_for("the reload", std::time::Duration::from_secs(90), |v| {
-        is_event(v, "reloaded: the new config takes over", None)
+        is_event(v, "config reloaded", None)
     });
     daemon.wait_for("the new image", std::time::Duration::from_secs(90), |v| {
         is_event(v, "run finished", Some(("trigger", "reload")))

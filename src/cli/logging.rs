@@ -174,8 +174,13 @@ fn directives(filter: &str) -> Result<String, String> {
             None => (None, directive),
         };
         let level = read_level(level).ok_or_else(|| {
+            let whole = if filter.trim() == level {
+                String::new()
+            } else {
+                format!(" (in \"{filter}\")")
+            };
             format!(
-                "invalid log level \"{level}\" in --log-level (or STOWAGE_LOG) \"{filter}\": \
+                "invalid log level \"{level}\"{whole} in --log-level or STOWAGE_LOG: \
                  accepted are off, error, warn, info, debug, trace (and syslog's emerg, alert, \
                  crit, err, warning, notice), or directives such as \"info,stowage=debug\""
             )

@@ -15,13 +15,28 @@ pub(crate) fn write(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(&temp_prefix(path, std::process::id()))
         .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)?;
+        .tempfile_in(dir)
+        .map_err(|e| in_dir(e, dir))?;
     tmp.write_all(contents)?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// A failure to create the temp file, said of the directory: tempfile names the random temp
+/// path (`at path "/etc/stowage/.stowage.lock.12599.4SCya1.tmp"`), which the operator never
+/// asked for and which does not exist.
+fn in_dir(e: std::io::Error, dir: &Path) -> std::io::Error {
+    let cause = e
+        .get_ref()
+        .and_then(|inner| inner.source())
+        .map_or_else(|| e.kind().to_string(), ToString::to_string);
+    std::io::Error::new(
+        e.kind(),
+        format!("cannot create a file in {}: {cause}", dir.display()),
+    )
 }
 
 /// Creates directory `dir` and its parents. Where one of them is a file, says so: the OS says
@@ -134,6 +149,35 @@ mod tests {
         assert!(live.exists(), "a live writer's temp file was removed");
         assert!(other.exists(), "another file's temp file was removed");
         assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn a_temp_file_that_cannot_be_made_is_said_of_its_directory() {
+        /// As tempfile wraps the OS's error: its words name the random temp path.
+        #[derive(Debug)]
+        struct AtPath(std::io::Error);
+        impl std::fmt::Display for AtPath {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "{} at path \"/etc/stowage/.stowage.lock.1.x.tmp\"",
+                    self.0
+                )
+            }
+        }
+        impl std::error::Error for AtPath {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let os = std::io::Error::from_raw_os_error(13);
+        let wrapped = std::io::Error::new(os.kind(), AtPath(os));
+        let e = in_dir(wrapped, Path::new("/etc/stowage"));
+        assert_eq!(
+            e.to_string(),
+            "cannot create a file in /etc/stowage: Permission denied (os error 13)"
+        );
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
     }
 
     #[test]

@@ -124,7 +124,16 @@ impl Validator<'_> {
                 Ok(m) => names.push(m),
                 Err(e) => self.problem(
                     k.span(),
-                    format!("prune.keep: invalid pattern \"{}\": {e}", k.get_ref()),
+                    format!(
+                        "prune.keep: invalid pattern \"{}\": {}",
+                        k.get_ref(),
+                        // regex's own error draws a caret under the pattern, over lines; a
+                        // problem is one line, `path:line:column: message`.
+                        e.to_string()
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
                 ),
             }
         }

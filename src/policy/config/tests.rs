@@ -765,8 +765,9 @@ verify = { mode = "warn" }
 fn durations_sizes_and_cron_fields_are_refused_in_words() {
     let errs = parse(
         "[pull]\nschedule = \"0 25 * * *\"\nsplay = \"soon\"\ntimeout = \"10 parsecs\"\n\
-         backoff = \"5s later\"\n[prune]\nmax_store_size = \"10 gigs\"\n\
-         schedule = \"0 0 * 13 MON\"\n",
+         backoff = \"5s later\"\nready_timeout = \"5h30\"\n[prune]\n\
+         max_store_size = \"10 gigs\"\nschedule = \"0 0 * 13 MON\"\n\
+         keep = [\"regex:[unclosed\"]\n",
     )
     .unwrap_err();
     let all = errs.join("\n");
@@ -777,6 +778,8 @@ fn durations_sizes_and_cron_fields_are_refused_in_words() {
         "pull.backoff: invalid duration \"5s later\": a number is expected before \"later\"",
         "prune.max_store_size: invalid size \"10 gigs\": write a number and a unit, B, KB",
         "prune.schedule: invalid cron expression \"0 0 * 13 MON\": the month field \"13\" is not valid (1-12",
+        "pull.ready_timeout: invalid duration \"5h30\": a number needs a unit",
+        "prune.keep: invalid pattern \"regex:[unclosed\": regex parse error:",
     ] {
         assert!(all.contains(expected), "{expected}\n{all}");
     }
@@ -785,9 +788,12 @@ fn durations_sizes_and_cron_fields_are_refused_in_words() {
         "expected number at",
         "SI unit",
         "Failed to parse",
+        "unit \"\"",
     ] {
         assert!(!all.contains(raw), "{raw}\n{all}");
     }
+    // One problem, one line.
+    assert!(errs.iter().all(|e| !e.contains('\n')), "{all}");
 }
 
 #[test]

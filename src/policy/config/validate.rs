@@ -670,6 +670,9 @@ pub(super) fn duration_problem(text: &str, e: &humantime::DurationError) -> Stri
                 .and_then(|t| t.chars().next())
                 .unwrap_or(' ')
         ),
+        E::UnknownUnit { unit, .. } if unit.is_empty() => {
+            "a number needs a unit, as in \"90s\" or \"10m\"".to_owned()
+        }
         E::UnknownUnit { unit, .. } => {
             format!("unknown unit \"{unit}\" (units: ms, s, m, h, d, w and their long names)")
         }

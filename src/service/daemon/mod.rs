@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::io::engine::{Engine, Store};
 use crate::policy::config::Config;
@@ -125,12 +125,22 @@ impl<E: Engine + Store> Daemon<'_, E> {
             self.notifier.stopping();
         }
         let grace = session.config.pull.shutdown_grace;
-        info!(
-            in_flight = in_flight.snapshot().len(),
-            grace = %humantime::format_duration(grace),
-            "{}: no new pulls start; waiting for in-flight pulls",
-            if next.is_some() { "switching to the new config" } else { "stopping" }
-        );
+        let pulling = in_flight.snapshot().len();
+        let what = if next.is_some() {
+            "switching to the new config"
+        } else {
+            "stopping"
+        };
+        // Worth a line only when there is something to wait for.
+        if pulling > 0 {
+            info!(
+                in_flight = pulling,
+                grace = %humantime::format_duration(grace),
+                "{what}: no new pulls start; waiting for in-flight pulls"
+            );
+        } else {
+            debug!("{what}: no pull in flight");
+        }
         if stop.drain(grace, work).await.is_none() {
             warn!(
                 abandoned = ?in_flight.snapshot(),
@@ -226,10 +236,8 @@ async fn reload<E: Engine>(
     };
     match result {
         Ok(session) => {
-            info!(
-                images = session.config.images.len(),
-                "reloaded: the new config takes over"
-            );
+            // "config reloaded" is logged once the new config's work starts, after the drain:
+            // one event for one reload.
             if session.config.metrics != running.metrics {
                 warn!(
                     "[metrics] changed: the metrics endpoint moves at the next restart, not \

@@ -117,9 +117,10 @@ impl<'a, E: Engine> Pulls<'a, E> {
                 Some(at) => info!(
                     schedule = g.schedule.expr(),
                     images = g.images.len(),
-                    next = %at.to_rfc3339(),
+                    next = %at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     window = self.window().map(Window::describe),
-                    "scheduled: {}", g.schedule.describe()
+                    "pulls scheduled ({})",
+                    g.schedule.describe().trim_end_matches('.').to_lowercase()
                 ),
                 None => warn!(schedule = g.schedule.expr(), "schedule never fires again"),
             }
