@@ -108,9 +108,10 @@ pub enum LockChange {
 impl std::fmt::Display for LockChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LockChange::Added(k, d) => write!(f, "missing from the lock: {k} (registry has {d})"),
+            // The words are `pin --json`'s kinds of change: added, removed, moved, signature.
+            LockChange::Added(k, d) => write!(f, "added: {k} at {d}, the registry's digest"),
             LockChange::Removed(k, d) => {
-                write!(f, "in the lock but not required: {k} (locked at {d})")
+                write!(f, "removed: {k} (locked at {d}), no longer required")
             }
             LockChange::Changed(k, old, new) => {
                 write!(f, "moved: {k} is locked at {old}, the registry has {new}")

@@ -77,7 +77,7 @@ fn plan_table_is_aligned_and_qualified() {
     );
     assert!(
         lines[1].starts_with(
-            "docker.io/library/nginx:latest  lock  sha256:abcdef012345  missing  pull"
+            "docker.io/library/nginx:latest  lock  abcdef012345  missing  pull"
         ),
         "{text}"
     );
