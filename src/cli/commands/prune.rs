@@ -35,6 +35,17 @@ pub(crate) async fn prune(
         ));
     } else {
         let now = chrono::Utc::now().timestamp();
+        if session.config.prune.is_none() {
+            // The rules in force are not the operator's: say which they are.
+            let age = defaults.limits.dangling_min_age.unwrap_or(0);
+            print(&format!(
+                "no [prune] table in the config: by the defaults, only dangling (untagged) \
+                 images older than {} go\n\n",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    u64::try_from(age).unwrap_or(0)
+                ))
+            ));
+        }
         print(&report::prune_text(&plan, &removals, now));
     }
     // A removal that failed, or anything lost on the way (taken against the plan, or by a

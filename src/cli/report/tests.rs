@@ -76,9 +76,7 @@ fn plan_table_is_aligned_and_qualified() {
         "{text}"
     );
     assert!(
-        lines[1].starts_with(
-            "docker.io/library/nginx:latest  lock  abcdef012345  missing  pull"
-        ),
+        lines[1].starts_with("docker.io/library/nginx:latest  lock  abcdef012345  missing  pull"),
         "{text}"
     );
     assert!(
