@@ -15,8 +15,8 @@ use tracing_subscriber::registry::LookupSpan;
 /// The `--log-format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum LogFormat {
-    /// Text; colours and timestamps on a terminal, no timestamps under journald (it adds its
-    /// own), plain timestamped lines anywhere else.
+    /// Text; colours and timestamps on a terminal; under journald each line with its syslog
+    /// priority and no timestamp (journald adds its own); plain timestamped lines elsewhere.
     Auto,
     /// Plain timestamped text lines.
     Text,

@@ -23,18 +23,26 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STOWAGE_COM
 /// Keeps this host's container images the way the configuration declares: pre-pulls required
 /// images at boot and on a schedule, pinned to digests.
 #[derive(Debug, Parser)]
-#[command(name = "stowage", version = VERSION, about, long_about = None)]
+#[command(name = "stowage", version = VERSION, about, long_about = None, max_term_width = 80)]
 pub(crate) struct Cli {
     /// Configuration file.
-    #[arg(long, short = 'c', global = true, env = "STOWAGE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    // `hide_env_values`: the variable's name, not `[env: STOWAGE_CONFIG=]` when it is unset.
+    #[arg(long, short = 'c', global = true, env = "STOWAGE_CONFIG", hide_env_values = true,
+          value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
 
-    /// Docker engine address (unix:///path/docker.sock, tcp://host:port).
-    #[arg(long, global = true, env = "DOCKER_HOST", value_name = "URL")]
+    /// Docker engine address (unix:///path/docker.sock, tcp://host:port, or host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "DOCKER_HOST",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     pub docker_host: Option<String>,
 
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
@@ -42,6 +50,7 @@ pub(crate) struct Cli {
         long,
         global = true,
         env = "STOWAGE_LOG",
+        hide_env_values = true,
         default_value = "info",
         value_name = "FILTER"
     )]
@@ -50,7 +59,8 @@ pub(crate) struct Cli {
     /// Worker threads of the async runtime. One is enough for a daemon that mostly sleeps and
     /// waits on the engine and registries (measured: as fast to start as two, and no more
     /// memory); more only help when several pulls' progress streams keep one thread busy.
-    #[arg(long, global = true, env = "STOWAGE_THREADS", default_value_t = 1, value_name = "N",
+    #[arg(long, global = true, env = "STOWAGE_THREADS", hide_env_values = true,
+          default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
 
@@ -59,17 +69,38 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
-/// The exit codes of `plan` and `status`, under their `--help`.
+/// The exit codes of `plan` and `status`, under their `--help` (and in the man page).
 const EXIT_CODE_HELP: &str = "Exit status: 0 shown (with --exit-code: and every image is as \
 declared); 1 the engine could not be asked (with --exit-code: or an image is missing, drifted \
 or failing); 2 the configuration or the command line is wrong.";
+/// The exit codes of `run`.
+const RUN_EXIT_HELP: &str = "Exit status: 0 stopped by SIGTERM or SIGINT; 1 the metrics \
+address cannot be bound; 2 the configuration or the command line is wrong. An engine that is \
+not up is waited for, and a failed reload keeps the running configuration.";
+/// The exit codes of `check`.
+const CHECK_EXIT_HELP: &str = "Exit status: 0 valid; 2 invalid, every problem of the config \
+and its lock listed as PATH:LINE:COLUMN: message (with --json, in the document).";
+/// The exit codes of `pull`.
+const PULL_EXIT_HELP: &str = "Exit status: 0 every image present as declared; 1 an image \
+failed, the engine could not be reached, or the state file could not be saved; 2 the \
+configuration or the command line is wrong.";
+/// The exit codes of `prune`.
+const PRUNE_EXIT_HELP: &str = "Exit status: 0 done (an image kept because the store changed \
+under the cycle included); 1 a removal failed, something was removed that could not be put \
+back, or the engine could not be reached; 2 the configuration or the command line is wrong.";
+/// The exit codes of `pin`.
+const PIN_EXIT_HELP: &str = "Exit status: 0 the lock is written or up to date; 1 it is stale \
+(--check), an image could not be resolved or verified (nothing is written), or it cannot be \
+written; 2 the configuration or the command line is wrong.";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the daemon: pull what is required at boot, then on the schedule, until SIGTERM/SIGINT.
+    #[command(after_help = RUN_EXIT_HELP)]
     Run,
-    /// Validate the configuration and exit: 0 valid, 2 invalid (every problem listed).
+    /// Validate the configuration and its lock file, listing every problem.
+    #[command(after_help = CHECK_EXIT_HELP)]
     Check {
         /// Print JSON instead of text: valid or not, and every problem, located.
         #[arg(long)]
@@ -86,13 +117,15 @@ pub(crate) enum Command {
         #[arg(long)]
         exit_code: bool,
     },
-    /// Pull what is required once and exit: 0 all present, 1 any failed, 2 config error.
+    /// Pull what is required once, report each image, and exit.
+    #[command(after_help = PULL_EXIT_HELP)]
     Pull {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// One prune cycle now, by the `[prune]` rules: what goes, what stays and why.
+    #[command(after_help = PRUNE_EXIT_HELP)]
     Prune {
         /// Change nothing: show what would be removed and why.
         #[arg(long)]
@@ -102,6 +135,7 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Resolve every lockable tag to its digest and write the lock file (atomically).
+    #[command(after_help = PIN_EXIT_HELP)]
     Pin {
         /// Change nothing; exit 1 if the lock file is missing or stale (for CI).
         #[arg(long)]

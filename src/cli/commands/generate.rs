@@ -31,7 +31,12 @@ pub(crate) fn generate(dir: &Path) -> Result<(), Error> {
 /// what a man page reader looks for last.
 pub(crate) fn man_page() -> std::io::Result<Vec<u8>> {
     let cmd = Cli::command();
-    let man = clap_mangen::Man::new(cmd.clone());
+    // NAME as man pages write it (lower case, no full stop); DESCRIPTION the crate's sentence.
+    let described = cmd
+        .clone()
+        .about("keep a host's container images as declared: pre-pull, pin and prune")
+        .long_about(env!("CARGO_PKG_DESCRIPTION"));
+    let man = clap_mangen::Man::new(described);
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
