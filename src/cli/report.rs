@@ -73,8 +73,13 @@ fn unbroken(width: usize) -> textwrap::Options<'static> {
         .word_splitter(textwrap::WordSplitter::NoHyphenation)
 }
 
+/// A sentence for people, wrapped within the terminal, with its line break.
+pub(super) fn paragraph(text: &str) -> String {
+    textwrap::fill(text, unbroken(width())) + "\n"
+}
+
 /// The narrowest the last column is wrapped to, however wide the others are.
-const LAST_COLUMN_MIN: usize = 30;
+const LAST_COLUMN_MIN: usize = 24;
 
 /// A table whose last column (the free text: WHY, NOTE) wraps within `width`, its further
 /// lines under its first; the other columns as wide as their widest cell.
@@ -87,6 +92,9 @@ fn table_within(header: &[&str], rows: &[Vec<String>], width: usize) -> String {
     }
     let last = header.len() - 1;
     let indent = widths[..last].iter().map(|w| w + 2).sum::<usize>();
+    if indent + LAST_COLUMN_MIN > width && last > 1 {
+        return blocks(header, rows, width);
+    }
     let room = width.saturating_sub(indent).max(LAST_COLUMN_MIN);
     let mut out = String::new();
     let mut line = |cells: Vec<&str>| {
@@ -113,8 +121,63 @@ fn table_within(header: &[&str], rows: &[Vec<String>], width: usize) -> String {
     out
 }
 
+/// A table too wide for the terminal (long image names), as one block per row: the first
+/// cell on its own line, the middle cells as `column value` pairs under it, then the last
+/// column's text, both wrapped within `width`. A row whose first cell is empty (an image's
+/// further names in `prune`) adds its cells to the block above.
+fn blocks(header: &[&str], rows: &[Vec<String>], width: usize) -> String {
+    const INDENT: &str = "    ";
+    let room = width.saturating_sub(INDENT.len()).max(LAST_COLUMN_MIN);
+    let last = header.len() - 1;
+    let mut out = String::new();
+    for row in rows {
+        let first = row.first().map(String::as_str).unwrap_or_default();
+        if !first.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            let _ = writeln!(out, "{first}");
+        }
+        let pairs: Vec<String> = header[1..last]
+            .iter()
+            .zip(row.iter().skip(1))
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, value)| format!("{} {value}", name.to_lowercase()))
+            .collect();
+        for line in packed(&pairs, room) {
+            let _ = writeln!(out, "{INDENT}{line}");
+        }
+        let text = row.get(last).map(String::as_str).unwrap_or_default();
+        for line in textwrap::wrap(text, unbroken(room)) {
+            if !line.is_empty() {
+                let _ = writeln!(out, "{INDENT}{line}");
+            }
+        }
+    }
+    out
+}
+
+/// `pairs` on lines of at most `room` characters, two spaces apart; a pair is never split.
+fn packed(pairs: &[String], room: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for pair in pairs {
+        match lines.last_mut() {
+            Some(line) if line.len() + 2 + pair.len() <= room => {
+                line.push_str("  ");
+                line.push_str(pair);
+            }
+            _ => lines.push(pair.clone()),
+        }
+    }
+    lines
+}
+
 /// The `plan` table.
 pub(super) fn plan_text(plan: &[Decision]) -> String {
+    plan_text_within(plan, width())
+}
+
+fn plan_text_within(plan: &[Decision], width: usize) -> String {
     if plan.is_empty() {
         return "no images are required by the configuration\n".into();
     }
@@ -131,7 +194,11 @@ pub(super) fn plan_text(plan: &[Decision]) -> String {
             ]
         })
         .collect();
-    let mut out = table(&["IMAGE", "PIN", "DIGEST", "STATE", "ACTION", "WHY"], &rows);
+    let mut out = table_within(
+        &["IMAGE", "PIN", "DIGEST", "STATE", "ACTION", "WHY"],
+        &rows,
+        width,
+    );
     let n = PlanSummary::of(plan);
     let _ = writeln!(
         out,
@@ -597,17 +664,21 @@ fn age(now: i64, then: i64) -> String {
 pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     for c in &plan.remove {
-        let result = removals
+        let (action, how) = removals
             .iter()
             .find(|r| r.candidate.id == c.id)
-            .map_or_else(|| "remove".to_owned(), removal_result);
+            .map_or(("remove", None), removal_result);
+        let rule = format!("rule: {}", c.rule.name());
         let first = vec![
-            result,
+            action.to_owned(),
             short(&c.id),
             String::new(),
             bytes(c.size),
             last_used(now, c.last_used, c.last_used_from),
-            format!("rule: {}", c.rule.name()),
+            match how {
+                Some(how) => format!("{rule}; {how}"),
+                None => rule,
+            },
         ];
         push_named(&mut rows, first, &c.names);
     }
@@ -665,20 +736,26 @@ fn push_named(rows: &mut Vec<Vec<String>>, mut first: Vec<String>, names: &[Stri
     }
 }
 
-/// How a planned removal ended, in the ACTION column: a removal kept because the store changed
-/// says "kept" and why, as the plan's keeps do.
-fn removal_result(r: &Removal) -> String {
+/// How a planned removal ended: a word for the ACTION column (`kept` for a removal the store
+/// changed under, as the plan's keeps say), and what happened, for WHY.
+fn removal_result(r: &Removal) -> (&'static str, Option<String>) {
     match (&r.error, &r.race) {
-        (_, Some(Race::Healed)) => {
-            "removed; a container was created from it meanwhile: pulled back".to_owned()
-        }
-        (_, Some(Race::Lost { error })) => format!(
-            "removed; a container was created from it meanwhile, and it could not be pulled \
-             back: {error}"
+        (_, Some(Race::Healed)) => (
+            "removed",
+            Some("a container was created from it meanwhile: pulled back".to_owned()),
         ),
-        (Some(e), None) if e.starts_with("kept") => e.clone(),
-        (Some(e), None) => format!("{}: {e}", r.result.as_str()),
-        (None, None) => r.result.as_str().to_owned(),
+        (_, Some(Race::Lost { error })) => (
+            "removed",
+            Some(format!(
+                "a container was created from it meanwhile, and it could not be pulled back: \
+                 {error}"
+            )),
+        ),
+        (Some(e), None) => match e.strip_prefix("kept: ") {
+            Some(why) => ("kept", Some(why.to_owned())),
+            None => (r.result.as_str(), Some(e.clone())),
+        },
+        (None, None) => (r.result.as_str(), None),
     }
 }
 

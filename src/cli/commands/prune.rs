@@ -38,13 +38,14 @@ pub(crate) async fn prune(
         if session.config.prune.is_none() {
             // The rules in force are not the operator's: say which they are.
             let age = defaults.limits.dangling_min_age.unwrap_or(0);
-            print(&format!(
+            print(&report::paragraph(&format!(
                 "no [prune] table in the config: by the defaults, only dangling (untagged) \
-                 images older than {} go\n\n",
+                 images older than {} go",
                 humantime::format_duration(std::time::Duration::from_secs(
                     u64::try_from(age).unwrap_or(0)
                 ))
-            ));
+            )));
+            print("\n");
         }
         print(&report::prune_text(&plan, &removals, now));
     }

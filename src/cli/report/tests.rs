@@ -36,9 +36,46 @@ fn a_table_wraps_its_last_column_within_the_width() {
         text.lines()
             .nth(1)
             .unwrap()
-            .ends_with("one two three four five six"),
+            .ends_with("one two three four five"),
         "{text}"
     );
+}
+
+/// A table whose other columns leave the last one no room becomes one block per row, every
+/// line within the width.
+#[test]
+fn a_table_too_wide_for_the_terminal_becomes_blocks() {
+    let rows = vec![
+        vec![
+            "registry.example.com/platform/team/app:1.4.2".to_owned(),
+            "first-pull".to_owned(),
+            "abcdef012345".to_owned(),
+            "missing".to_owned(),
+            "the registry refuses this login: the next run needs credentials".to_owned(),
+        ],
+        vec![
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ],
+    ];
+    let mut rows = rows;
+    rows[1][0] = "r/b:1".into();
+    rows[1][3] = "present".into();
+    let text = table_within(&["IMAGE", "PIN", "DIGEST", "STATE", "NOTE"], &rows, 60);
+    assert_eq!(
+        text,
+        "registry.example.com/platform/team/app:1.4.2\n\
+         \x20   pin first-pull  digest abcdef012345  state missing\n\
+         \x20   the registry refuses this login: the next run needs\n\
+         \x20   credentials\n\
+         \n\
+         r/b:1\n\
+         \x20   state present\n"
+    );
+    assert!(text.lines().all(|l| l.len() <= 60), "{text}");
 }
 
 fn decision(name: &str, action: Action) -> Decision {
@@ -66,10 +103,13 @@ fn decision(name: &str, action: Action) -> Decision {
 
 #[test]
 fn plan_table_is_aligned_and_qualified() {
-    let text = plan_text(&[
-        decision("nginx", Action::Pull),
-        decision("r:1/a:1", Action::Keep),
-    ]);
+    let text = plan_text_within(
+        &[
+            decision("nginx", Action::Pull),
+            decision("r:1/a:1", Action::Keep),
+        ],
+        120,
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[0].starts_with("IMAGE                           PIN   DIGEST"),
@@ -336,7 +376,7 @@ fn a_digest_in_a_name_is_shortened_in_tables_and_whole_in_json() {
         resolve_attempts: 0,
         signature: None,
     };
-    let text = plan_text(std::slice::from_ref(&decision));
+    let text = plan_text_within(std::slice::from_ref(&decision), 120);
     let row = text.lines().nth(1).unwrap();
     assert!(
         row.starts_with("r.example/app:1@sha256:abcdef012345  "),
@@ -483,7 +523,10 @@ fn the_prune_report_shows_every_name_what_last_used_is_and_since_when_it_watches
     assert!(lines[2].trim() == "r/a:latest", "{text}");
     assert!(lines[3].contains("arrived 55m ago"), "{text}");
     assert!(
-        flat(&text).contains("kept: a container started using it since the plan"),
+        flat(&text).contains(
+            "kept cccc r/c:1 1000 B 55m ago rule: unused-max-age; a container started using \
+             it since the plan"
+        ),
         "{text}"
     );
     assert!(!text.contains("skipped"), "{text}");
