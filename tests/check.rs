@@ -294,6 +294,52 @@ fn json_logs_hold_the_final_error_too() {
     );
 }
 
+/// A `pull.credentials` file the user running `check` cannot read is a problem: the unit runs
+/// `check` as the daemon's user before it starts and reloads.
+#[test]
+fn a_credentials_file_the_user_cannot_read_is_a_problem() {
+    use std::os::unix::fs::PermissionsExt;
+    let runuser = Path::new("/usr/sbin/runuser");
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if !is_root || !runuser.exists() {
+        eprintln!("skipped: needs root and runuser");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = dir.path().join("docker.json");
+    std::fs::write(&secret, "{\"auths\": {}}").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[pull]\ncredentials = \"docker.json\"\n").unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Root reads it.
+    let out = stowage()
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = std::process::Command::new(runuser)
+        .args(["-u", "nobody", "--"])
+        .arg(assert_cmd::cargo::cargo_bin!("stowage"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pull.credentials:") && stderr.contains("cannot be read by this user"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn the_config_path_comes_from_the_environment_too() {
     let dir = tempfile::tempdir().unwrap();

@@ -295,7 +295,7 @@ fn a_wedged_loop_turns_healthz_to_503_and_starves_the_watchdog() {
     drop(held);
     assert_eq!(
         wait_for_http(port, "/readyz", 200),
-        "ready: all 1 required images present\n"
+        "ready: the 1 required image is present\n"
     );
     wait_for_http(port, "/healthz", 200);
     let after = fed(&socket.messages());

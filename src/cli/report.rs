@@ -589,7 +589,14 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
             } else if let Some(Check::Refused { finding }) = &d.signature {
                 format!("REFUSED: the tag's digest is not signed as required ({finding})")
             } else if d.state == Presence::Missing {
-                missing_note(r.registry_error_class).to_owned()
+                match (r.registry_error_class, &r.registry_error) {
+                    // What the registry said is the cause worth knowing (a name that does not
+                    // resolve is not a registry that is down).
+                    (Some(FailureClass::Network), Some(error)) => {
+                        format!("{} ({error})", missing_note(r.registry_error_class))
+                    }
+                    _ => missing_note(r.registry_error_class).to_owned(),
+                }
             } else if let (Some(g), Some(l)) = (&r.registry_digest, &d.local_digest)
                 && g != l
             {
@@ -781,16 +788,25 @@ fn watching_notes(plan: &PrunePlan, now: i64) -> String {
         .keep
         .iter()
         .any(|k| k.protection == Protection::TooYoung);
-    if young && now - plan.watching_since < plan.min_age {
+    let min_age = humantime::format_duration(std::time::Duration::from_secs(
+        u64::try_from(plan.min_age).unwrap_or(0),
+    ));
+    if young && now - plan.watching_since < 60 {
+        // Nothing recorded yet: a dry run saves nothing, and neither does a daemon without
+        // [prune], so "since now" would be said again at the next look.
+        notes.push(format!(
+            "stowage has no record of this store yet: every image counts as first seen now, \
+             and is kept as too-young for min_age ({min_age}). The watch starts when the \
+             daemon runs with [prune], or at the first `stowage prune`; a dry run records \
+             nothing"
+        ));
+    } else if young && now - plan.watching_since < plan.min_age {
         notes.push(format!(
             "stowage started watching this store {} ({since}): it keeps every image it has \
-             seen for less than min_age ({}), so nothing is too-young after {}",
+             seen for less than min_age ({min_age}), so nothing is too-young after {}",
             age(now, plan.watching_since),
-            humantime::format_duration(std::time::Duration::from_secs(
-                u64::try_from(plan.min_age).unwrap_or(0)
-            )),
             chrono::DateTime::from_timestamp(plan.watching_since + plan.min_age, 0)
-                .map(|t| t.format("%H:%M UTC").to_string())
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
                 .unwrap_or_default()
         ));
     }

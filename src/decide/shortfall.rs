@@ -61,7 +61,10 @@ pub(crate) fn waiting_status(missing: &[Missing], total: usize) -> String {
 
 /// The status line once everything is present, saying which refreshes wait and why.
 pub(crate) fn ready_status(total: usize, outcomes: &[Outcome]) -> String {
-    let mut line = format!("ready: all {total} required images present");
+    let mut line = match total {
+        1 => "ready: the 1 required image is present".to_owned(),
+        n => format!("ready: all {n} required images present"),
+    };
     let waits: Vec<&Deferral> = outcomes
         .iter()
         .filter_map(|o| match &o.result {

@@ -101,10 +101,15 @@ impl CredentialSource {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("it does not exist".into()),
             Err(e) => Some(e.to_string()),
         };
+        use std::os::unix::fs::MetadataExt;
         CredentialsFile {
             path: self.path.clone(),
             named: self.explicit,
             unread,
+            // This process's own entry in /proc belongs to its user; systemd sets
+            // INVOCATION_ID for a service (the Podman drop-in runs the daemon as root).
+            as_root: std::env::var_os("INVOCATION_ID").is_none()
+                && std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0),
         }
     }
 

@@ -98,6 +98,9 @@ pub struct CredentialsFile {
     pub named: bool,
     /// Why it could not be read, when it could not ("it does not exist").
     pub unread: Option<String>,
+    /// A command run by hand as root (not a service): it read root's file, while the daemon
+    /// reads its own user's.
+    pub as_root: bool,
 }
 
 impl fmt::Display for Failure {
@@ -281,6 +284,13 @@ fn auth_advice(image: &ImageRef, file: Option<&CredentialsFile>) -> String {
             "{refused}: the login for {registry} in {path} (pull.credentials) is missing or \
              wrong; put a working one there (`docker --config DIR login {registry}` writes \
              DIR/config.json)"
+        ),
+        // Run by hand as root: the daemon's logins are in its own user's file, not root's.
+        (false, _) if file.as_root => format!(
+            "{refused}: this command ran as root and read root's logins ({path}), not the \
+             daemon's; run it as the user stowage runs as (on a packaged host: sudo -u \
+             stowage -H stowage ...), or log in for it there (sudo -u stowage -H docker login \
+             {registry})"
         ),
         (false, unread) => format!(
             "{refused}: {}; run `docker login {registry}` as the user stowage runs as (on a \
@@ -587,6 +597,7 @@ mod tests {
                     path: "/etc/stowage/docker.json".into(),
                     named,
                     unread: unread.map(str::to_owned),
+                    as_root: false,
                 }
             });
             explain(&image, &f)
@@ -612,6 +623,20 @@ mod tests {
         assert!(
             unreadable.contains("was not read: Permission denied") && !unreadable.contains("wrong"),
             "{unreadable}"
+        );
+        // Run as root, the advice is to run as the daemon's user.
+        let f = Failure::new(FailureClass::Auth, "unauthorized").read_credentials_from(|| {
+            CredentialsFile {
+                path: "/root/.docker/config.json".into(),
+                named: false,
+                unread: None,
+                as_root: true,
+            }
+        });
+        let root = explain(&image, &f);
+        assert!(
+            root.contains("ran as root") && root.contains("sudo -u stowage -H stowage"),
+            "{root}"
         );
         // Only an auth failure carries it.
         let f = Failure::new(FailureClass::Network, "refused")

@@ -188,8 +188,8 @@ fn closing_sections() -> String {
                 "Each required image as the daemon sees it; exit 1 unless all are as declared.",
             ),
             (
-                "stowage pin && stowage pin --check",
-                "Write the lock file, then check in CI that it is fresh.",
+                "stowage pin --check || stowage pin",
+                "In CI: exit 1 when the lock is stale; then write it afresh (and commit it).",
             ),
             (
                 "stowage prune --dry-run",

@@ -523,13 +523,21 @@ impl<'a> Validator<'a> {
 
 /// `os/arch` or `os/arch/variant`, lower case: what the engine's `platform` parameter takes.
 impl Validator<'_> {
-    /// A `pull.credentials` file that is not there: every pull would go anonymous, and the
-    /// private images fail as "auth" on every host. One that cannot be read by whoever runs
-    /// `check` may still be readable by the daemon's user, so only its absence is a problem.
+    /// A `pull.credentials` file that is not there, or that the user running `check` cannot
+    /// read: every pull would go anonymous, and the private images fail as "auth". The unit
+    /// runs `check` as the daemon's user before it starts and reloads, so there an unreadable
+    /// file stops the change; run as root, `check` reads anything.
     fn credentials_problem(&mut self, span: Range<usize>, path: &Path) {
         let why = match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => "is a directory; name the config.json in it",
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+            Ok(m) if m.is_dir() => "is a directory; name the config.json in it".to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+            Ok(_) => match std::fs::File::open(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => format!(
+                    "cannot be read by this user ({e}); make it readable by the user stowage \
+                     runs as, say root:stowage with mode 0640"
+                ),
+                _ => return,
+            },
             _ => return,
         };
         self.problem(

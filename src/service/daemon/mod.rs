@@ -250,14 +250,15 @@ async fn reload<E: Engine>(
         }
         Err(problems) => {
             // One event per problem: a log line is an event, in journald and in JSON.
+            // Each problem first, then what came of them, as `check` writes them.
+            for problem in problems.lines() {
+                error!("reload failed: {problem}");
+            }
             let count = problems.lines().count();
             error!(
                 problems = count,
                 "reload failed; the running config stays in force"
             );
-            for problem in problems.lines() {
-                error!("reload failed: {problem}");
-            }
             metrics.reload(false);
             let first = problems.lines().next().unwrap_or_default();
             notifier.reloaded(&format!(
