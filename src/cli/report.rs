@@ -205,6 +205,19 @@ fn plan_text_within(plan: &[Decision], width: usize) -> String {
         "\n{} to pull, {} to tag, {} to keep, {} failing",
         n.pull, n.tag, n.keep, n.fail
     );
+    // A plan asks no registry about a digest a file pins: say so where it matters, since
+    // that digest may be gone from the registry (`status` asks).
+    let unasked = plan.iter().any(|d| {
+        d.action == Action::Pull && matches!(d.pinned.mode, PinMode::Lock | PinMode::Fixed)
+    });
+    if unasked {
+        out.push_str(&textwrap::fill(
+            "the digests the lock or the config pins were not checked with their registries: \
+             `stowage status` asks whether they are still there",
+            unbroken(width),
+        ));
+        out.push('\n');
+    }
     out
 }
 

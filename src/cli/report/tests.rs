@@ -124,6 +124,12 @@ fn plan_table_is_aligned_and_qualified() {
         "{text}"
     );
     assert_eq!(lines[4], "1 to pull, 0 to tag, 1 to keep, 0 failing");
+    // A lock-pinned image to pull: its digest was not checked with the registry, and the
+    // plan says so.
+    assert!(
+        flat(&text).contains("were not checked with their registries: `stowage status` asks"),
+        "{text}"
+    );
 }
 
 /// Parses `text` as a strict parser would, failing on a key an object has twice (serde_json,
