@@ -493,6 +493,9 @@ pub(super) struct StatusRow {
     /// Whether the registry has the pinned digest, when a pull needs it and the tag's digest
     /// is another (asked with one HEAD): false means the next run cannot pull it.
     pub registry_has_pinned: Option<bool>,
+    /// The decision's digest is the registry's answer now, not a pin: a followed tag, or a
+    /// first-pull image not pinned yet (its first pull pins it).
+    pub resolved_now: bool,
 }
 
 /// A status entry: the plan's, and `registry` when it was asked (its digest for the tag now,
@@ -538,10 +541,11 @@ impl Serialize for StatusRow {
 
 impl StatusRow {
     /// The pinned digest: what the config, the lock or the first pull fixed. None when the
-    /// image follows its tag.
+    /// image follows its tag, or is not pinned yet.
     pub(super) fn pinned(&self) -> Option<&str> {
         match self.decision.pinned.mode {
             PinMode::Follow => None,
+            _ if self.resolved_now => None,
             _ => self.decision.digest.as_deref(),
         }
     }

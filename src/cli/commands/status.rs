@@ -89,6 +89,7 @@ async fn row(registry: &dyn Registry, d: Decision, by_plan: bool, offline: bool)
         has_pinned(registry, &d, registry_digest.as_deref()).await
     };
     StatusRow {
+        resolved_now: by_plan,
         registry_has_pinned,
         registry_error: failure.as_ref().map(|f| explain_for(image, f)),
         registry_error_class: failure.map(|f| f.class),

@@ -313,6 +313,7 @@ fn status_says_what_the_signature_check_came_to() {
             registry_error: None,
             registry_error_class: None,
             registry_has_pinned: None,
+            resolved_now: false,
         }
     };
     let refused = row(Check::Refused {
@@ -353,6 +354,7 @@ fn status_flags_drift() {
         registry_error: None,
         registry_error_class: None,
         registry_has_pinned: None,
+        resolved_now: false,
     }];
     let text = status_text(&rows);
     assert!(text.contains("DRIFT"), "{text}");
@@ -447,6 +449,7 @@ fn status_says_what_a_missing_image_needs() {
             registry_error: class.map(|_| "refused".to_owned()),
             registry_error_class: class,
             registry_has_pinned: None,
+            resolved_now: false,
         }
     };
     for (class, says) in [
@@ -591,4 +594,22 @@ fn json_keys_have_one_shape_and_odd_paths_do_not_lose_the_document() {
     let doc: serde_json::Value =
         serde_json::from_str(&status_json(odd, &[], &Windows::default())).unwrap();
     assert_eq!(doc["config"], "/etc/stowage/\u{fffd}config.toml");
+}
+
+/// A first-pull image not pinned yet shows no pinned digest: the one the registry gave now is
+/// not a pin until its first pull.
+#[test]
+fn a_first_pull_image_not_pinned_yet_shows_no_pin() {
+    let mut d = decision("r:1/a:1", Action::Pull);
+    d.pinned.mode = PinMode::FirstPull;
+    let row = |resolved_now| StatusRow {
+        decision: d.clone(),
+        registry_digest: Some(D.into()),
+        registry_error: None,
+        registry_error_class: None,
+        registry_has_pinned: None,
+        resolved_now,
+    };
+    assert_eq!(row(true).pinned(), None);
+    assert_eq!(row(false).pinned(), Some(D));
 }
