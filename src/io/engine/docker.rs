@@ -587,6 +587,10 @@ fn with_scheme(host: &str) -> String {
 /// the bottom of the chain (`Permission denied (os error 13)`), not the HTTP client's layers
 /// above it (`Error in the hyper legacy client: client error (Connect)`); one line.
 fn innermost(e: &BollardError) -> String {
+    if let BollardError::SocketNotFoundError(path) = e {
+        // bollard's own words are "Socket not found: PATH".
+        return format!("no socket at {path}");
+    }
     let mut words = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(next) = cause {

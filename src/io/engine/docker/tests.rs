@@ -79,3 +79,19 @@ async fn a_malformed_address_is_a_usage_error_and_a_missing_socket_is_worth_wait
         "{missing:?}"
     );
 }
+
+#[test]
+fn an_engine_that_cannot_be_reached_is_said_in_the_os_words() {
+    let missing = BollardError::SocketNotFoundError("/run/docker.sock".into());
+    assert_eq!(innermost(&missing), "no socket at /run/docker.sock");
+    let refused = BollardError::DockerResponseServerError {
+        status_code: 404,
+        message: "404 page not found\n".into(),
+    };
+    // One line, whatever the server's body ended with.
+    assert!(
+        !innermost(&refused).contains('\n'),
+        "{}",
+        innermost(&refused)
+    );
+}
