@@ -4,6 +4,16 @@ use std::path::Path;
 
 use assert_cmd::Command;
 
+/// `stowage --config CONFIG ARGS`, run to its end.
+fn run(config: &Path, args: &[&str]) -> std::process::Output {
+    stowage()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn stowage() -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("stowage"));
     cmd.env_remove("STOWAGE_CONFIG").env_remove("DOCKER_HOST");
@@ -13,12 +23,7 @@ fn stowage() -> Command {
 #[test]
 fn a_valid_config_exits_zero() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
-    let out = stowage()
-        .arg("--config")
-        .arg(&example)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = run(&example, &["check"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -37,12 +42,7 @@ fn every_problem_is_listed_with_path_line_column_and_exit_2() {
     )
     .unwrap();
     let before = std::fs::read(&path).unwrap();
-    let out = stowage()
-        .arg("--config")
-        .arg(&path)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = run(&path, &["check"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let p = path.display();
@@ -79,12 +79,7 @@ fn the_lock_cross_checks_are_listed_with_the_config_problems() {
          [[image]]\nname = \"r.example/a:1\"\n",
     )
     .unwrap();
-    let out = stowage()
-        .arg("--config")
-        .arg(&path)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = run(&path, &["check"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     let p = path.display();
@@ -105,12 +100,7 @@ fn the_lock_cross_checks_are_listed_with_the_config_problems() {
          0000000000000000000000000000000000000000000000000000000000000000\"\n",
     )
     .unwrap();
-    let out = stowage()
-        .arg("--config")
-        .arg(&path)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = run(&path, &["check"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("did you mean \"schedule\""), "{stderr}");
@@ -127,12 +117,7 @@ fn check_json_lists_every_problem_located_and_says_what_a_valid_config_holds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, "[pull]\nschedual = \"@daily\"\n").unwrap();
-    let out = stowage()
-        .arg("--config")
-        .arg(&path)
-        .args(["check", "--json"])
-        .output()
-        .unwrap();
+    let out = run(&path, &["check", "--json"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(out.stderr.is_empty(), "{out:?}");
     let doc = crate::support::report(&out);
@@ -148,12 +133,7 @@ fn check_json_lists_every_problem_located_and_says_what_a_valid_config_holds() {
     );
 
     std::fs::write(&path, "[[image]]\nname = \"r.example/a:1\"\n").unwrap();
-    let out = stowage()
-        .arg("--config")
-        .arg(&path)
-        .args(["check", "--json"])
-        .output()
-        .unwrap();
+    let out = run(&path, &["check", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let doc = crate::support::report(&out);
     assert_eq!(
@@ -162,12 +142,7 @@ fn check_json_lists_every_problem_located_and_says_what_a_valid_config_holds() {
     );
     assert!(doc["lock"].is_null() && doc["problems"] == serde_json::json!([]));
 
-    let out = stowage()
-        .arg("--config")
-        .arg(dir.path().join("absent.toml"))
-        .args(["check", "--json"])
-        .output()
-        .unwrap();
+    let out = run(&dir.path().join("absent.toml"), &["check", "--json"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let doc = crate::support::report(&out);
     assert!(doc["problems"][0]["line"].is_null(), "{doc:#}");
@@ -256,12 +231,7 @@ fn json_logs_hold_the_final_error_too() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[pull]\nschedual = 1\n").unwrap();
-    let out = stowage()
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-format", "json", "check"])
-        .output()
-        .unwrap();
+    let out = run(&config, &["--log-format", "json", "check"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     let events: Vec<serde_json::Value> = stderr
@@ -279,12 +249,10 @@ fn json_logs_hold_the_final_error_too() {
         "{stderr}"
     );
 
-    let out = stowage()
-        .arg("--config")
-        .arg(dir.path().join("absent.toml"))
-        .args(["--log-format", "json", "pin", "--check"])
-        .output()
-        .unwrap();
+    let out = run(
+        &dir.path().join("absent.toml"),
+        &["--log-format", "json", "pin", "--check"],
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let line = String::from_utf8(out.stderr).unwrap();
     let event: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
@@ -317,12 +285,7 @@ fn a_credentials_file_the_user_cannot_read_is_a_problem() {
     std::fs::write(&config, "[pull]\ncredentials = \"docker.json\"\n").unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     // Root reads it.
-    let out = stowage()
-        .arg("--config")
-        .arg(&config)
-        .arg("check")
-        .output()
-        .unwrap();
+    let out = run(&config, &["check"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = std::process::Command::new(runuser)
         .args(["-u", "nobody", "--"])
@@ -382,12 +345,7 @@ fn log_levels_are_read_or_refused_never_silenced() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "[[image]]\nname = \"x:1\"\n").unwrap();
-    let out = stowage()
-        .arg("--config")
-        .arg(&path)
-        .args(["--log-level", "verbose", "check"])
-        .output()
-        .unwrap();
+    let out = run(&path, &["--log-level", "verbose", "check"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("invalid log level \"verbose\""), "{stderr}");
@@ -418,12 +376,7 @@ fn usage_errors_follow_clap() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "").unwrap();
     for cmd in ["pull", "plan", "run"] {
-        let out = stowage()
-            .arg("--config")
-            .arg(&path)
-            .args(["--docker-host", "ftp://engine", cmd])
-            .output()
-            .unwrap();
+        let out = run(&path, &["--docker-host", "ftp://engine", cmd]);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert!(

@@ -59,9 +59,8 @@ impl Error {
                 }
                 logging::final_error(
                     &format!(
-                        "the configuration has {} problem{}",
-                        problems.len(),
-                        if problems.len() == 1 { "" } else { "s" }
+                        "the configuration has {}",
+                        super::report::count(problems.len(), "problem", "problems")
                     ),
                     &[],
                 );

@@ -931,10 +931,9 @@ pub(super) fn lock_changes_text(lock: &Path, changes: &[LockChange], check: bool
     }
     let _ = writeln!(
         out,
-        "{}: {} change{}{}",
+        "{}: {}{}",
         lock.display(),
-        changes.len(),
-        if changes.len() == 1 { "" } else { "s" },
+        count(changes.len(), "change", "changes"),
         if check {
             " (stale; run `stowage pin` to update it)"
         } else {

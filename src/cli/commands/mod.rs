@@ -40,6 +40,19 @@ async fn connect(
     }
 }
 
+/// [`connect`] for a command that only shows (`plan`, `status`): it asks each registry once,
+/// since a retry with backoff would keep the operator waiting for an answer the failure
+/// already gives.
+async fn connect_to_show(
+    config: &Path,
+    host: Option<&str>,
+    shutdown: &Shutdown,
+) -> Result<(DockerEngine, Session), Error> {
+    let (engine, mut session) = connect(config, host, shutdown).await?;
+    session.config.pull.retry.retries = 0;
+    Ok((engine, session))
+}
+
 /// Writes command output; a closed pipe (`stowage plan | head`) is not an error worth a panic.
 fn print(text: &str) {
     let mut out = std::io::stdout().lock();

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{connect, print};
+use super::{connect_to_show, print};
 use crate::cli::error::Error;
 use crate::cli::report;
 use crate::io::engine::Store;
@@ -21,10 +21,7 @@ pub(crate) async fn plan(
     exit_code: bool,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (engine, mut session) = connect(config, host, shutdown).await?;
-    // A command that only shows asks each registry once: a retry with backoff would keep the
-    // operator waiting for an answer the failure already gives.
-    session.config.pull.retry.retries = 0;
+    let (engine, session) = connect_to_show(config, host, shutdown).await?;
     let puller = session.puller(
         &engine,
         Shutdown::new(),

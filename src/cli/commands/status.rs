@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{connect, print};
+use super::{connect_to_show, print};
 use crate::cli::error::Error;
 use crate::cli::report::{self, StatusRow};
 use crate::decide::pin::PinMode;
@@ -25,10 +25,7 @@ pub(crate) async fn status(
     offline: bool,
     shutdown: &Shutdown,
 ) -> Result<(), Error> {
-    let (engine, mut session) = connect(config, host, shutdown).await?;
-    // A command that only shows asks each registry once: a retry with backoff would keep the
-    // operator waiting for an answer the failure already gives.
-    session.config.pull.retry.retries = 0;
+    let (engine, session) = connect_to_show(config, host, shutdown).await?;
     let puller = session.puller(
         &engine,
         Shutdown::new(),
