@@ -594,3 +594,51 @@ fn a_pull_on_a_terminal_shows_progress_and_json_logs_never_do() {
     assert!(shown.contains("1 image: 1 pulled"), "{shown}");
     env.remove_images(&[image]);
 }
+
+#[test]
+fn an_unreachable_registry_holds_up_no_other_image() {
+    let _lock = engine_lock();
+    let env = env();
+    let good = env.plain_image("alpha:2");
+    let down = format!("127.0.0.1:{}/stowage-test/alpha:1", free_port());
+    env.remove_images(&[good.clone(), down.clone()]);
+    let scratch = Scratch::new();
+    // Down first: the other image must not wait for its retries (at least 5 s here).
+    let config = scratch.config(
+        "concurrency = 2\nretries = 1\nbackoff = \"10s\"\nbackoff_max = \"10s\"",
+        &[down.clone(), good.clone()],
+    );
+    let pull = Daemon::start(env.stowage(&config), &["pull", "--json"]);
+    let of = |v: &Value, image: &str| v["image"].as_str() == Some(image);
+    let limit = Duration::from_secs(90);
+    pull.wait_for("down's first failure", limit, |v| {
+        of(v, &down)
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("resolve failed, will retry"))
+    });
+    pull.wait_for("the other image pulled", limit, |v| {
+        of(v, &good) && v["message"] == "pulled"
+    });
+    // Down's retry is still waiting: its failure is the end of its turn, not of the plan.
+    let ended = pull.count(|v| {
+        of(v, &down)
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("network:"))
+    });
+    assert_eq!(ended, 0, "{:#?}", pull.logs());
+    let (code, logs, stdout) = pull.wait(limit);
+    assert_eq!(code, 1, "{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(by_image(&report, &good)["result"], "pulled");
+    assert_eq!(by_image(&report, &down)["attempts"], 2, "{report:#}");
+    // Said once per attempt: the first failure, then the last.
+    let failures: Vec<&str> = logs
+        .iter()
+        .filter(|v| of(v, &down))
+        .filter_map(|v| v["message"].as_str())
+        .collect();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    env.remove_images(&[good]);
+}

@@ -547,6 +547,8 @@ struct RegistryState {
     failures: VecDeque<Failure>,
     /// How many resolutions were asked for.
     asked: usize,
+    /// Registry hosts that never answer, and how often each was asked.
+    unreachable: HashMap<String, usize>,
     /// What each registry says of its budget.
     budgets: BTreeMap<String, Budget>,
     /// Registries left alone after a rate limit.
@@ -576,6 +578,16 @@ impl FakeRegistry {
         self.0.locked().asked
     }
 
+    /// Registry `host` never answers from now on: each resolution fails as a network failure.
+    pub(crate) fn unreachable(&self, host: &str) {
+        self.0.locked().unreachable.insert(host.to_owned(), 0);
+    }
+
+    /// How many resolutions unreachable `host` was asked for.
+    pub(crate) fn asked_unreachable(&self, host: &str) -> usize {
+        self.0.locked().unreachable.get(host).copied().unwrap_or(0)
+    }
+
     /// `host` states `budget` from now on.
     pub(crate) fn set_budget(&self, host: &str, budget: Budget) {
         self.0.locked().budgets.insert(host.to_owned(), budget);
@@ -603,6 +615,13 @@ impl Registry for FakeRegistry {
             s.asked += 1;
             if let Some(f) = s.failures.pop_front() {
                 return Err(f);
+            }
+            if let Some(asked) = s.unreachable.get_mut(image.registry()) {
+                *asked += 1;
+                return Err(Failure::new(
+                    FailureClass::Network,
+                    format!("{}: connection refused", image.registry()),
+                ));
             }
             let digest = s.tags.get(&image.to_string()).cloned().ok_or_else(|| {
                 Failure::new(FailureClass::NotFound, format!("{image}: manifest unknown"))

@@ -90,6 +90,23 @@ impl Shutdown {
     pub async fn retry<T, E, F, Fut>(
         &self,
         policy: RetryPolicy,
+        attempt: F,
+        on_retry: impl FnMut(&E, u32, Duration),
+    ) -> (Retried<T, E>, u32)
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Attempt<T, E>>,
+    {
+        self.retry_after(policy, None, attempt, on_retry).await
+    }
+
+    /// [`Self::retry`] for an operation already tried `failed.0` times, the last of which
+    /// failed with `failed.1` (worth trying again): it waits the delay of that retry, then
+    /// goes on from the next attempt number, as if the loop had never been left.
+    pub async fn retry_after<T, E, F, Fut>(
+        &self,
+        policy: RetryPolicy,
+        failed: Option<(u32, E)>,
         mut attempt: F,
         mut on_retry: impl FnMut(&E, u32, Duration),
     ) -> (Retried<T, E>, u32)
@@ -98,8 +115,17 @@ impl Shutdown {
         Fut: Future<Output = Attempt<T, E>>,
     {
         let mut tries = 0;
-        if self.is_triggered() {
-            return (Retried::Stopped(None), tries);
+        match failed {
+            Some((made, e)) => {
+                tries = made;
+                let delay = policy.delay(tries, rand::random::<f64>());
+                on_retry(&e, tries, delay);
+                if !self.sleep(delay).await {
+                    return (Retried::Stopped(Some(e)), tries);
+                }
+            }
+            None if self.is_triggered() => return (Retried::Stopped(None), tries),
+            None => {}
         }
         loop {
             tries += 1;
@@ -185,6 +211,47 @@ mod tests {
         assert_eq!(delays.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2, 3]);
         // Each delay is within the policy's bounds and grows.
         assert!(delays.iter().all(|(_, d)| *d <= POLICY.max));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_loop_taken_up_after_a_failure_waits_its_retry_then_numbers_on() {
+        let s = Shutdown::new();
+        let mut numbers = Vec::new();
+        let mut retries = Vec::new();
+        let result = s
+            .retry_after(
+                POLICY,
+                Some((1, "down")),
+                |n| {
+                    numbers.push(n);
+                    async move {
+                        if n < 3 {
+                            Attempt::Again("down")
+                        } else {
+                            Attempt::Done(Ok::<_, &str>(n))
+                        }
+                    }
+                },
+                |e, tries, _| retries.push((*e, tries)),
+            )
+            .await;
+        assert_eq!(result, (Retried::Done(Ok(3)), 3));
+        // The first attempt was made before: not again.
+        assert_eq!(numbers, [2, 3]);
+        // The failure it was handed is told as the first retry's, like any other.
+        assert_eq!(retries, [("down", 1), ("down", 2)]);
+        // Stopped while waiting for that retry: the failure it was handed is the end.
+        let stopped = Shutdown::new();
+        stopped.trigger();
+        let ended = stopped
+            .retry_after(
+                POLICY,
+                Some((1, "down")),
+                |_| async { Attempt::<(), &str>::Done(()) },
+                |_, _, _| {},
+            )
+            .await;
+        assert_eq!(ended, (Retried::Stopped(Some("down")), 1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -195,7 +195,7 @@ impl<E: Engine> Puller<'_, E> {
         let reference = decision.reference();
         let digest = decision.digest.clone().unwrap_or_default();
         let (result, attempts) = self
-            .with_retries(reference, Op::Pull, || {
+            .with_retries(reference, Op::Pull, None, || {
                 self.pull_by_digest(decision, &digest, auth_cache)
             })
             .await;
@@ -306,10 +306,13 @@ impl<E: Engine> Puller<'_, E> {
 
     /// Runs `op` until it succeeds, fails for good, or the attempts run out; sleeps with
     /// backoff between attempts, and starts none once stopping. Returns the attempts made.
+    /// `failed`: the attempts already made and the last one's failure, when this takes up an
+    /// operation tried before (a resolution that failed while planning).
     pub(super) async fn with_retries<T, F, Fut>(
         &self,
         image: &ImageRef,
         what: Op,
+        failed: Option<(u32, Failure)>,
         mut op: F,
     ) -> (Retried<Result<T, Failure>, Failure>, u32)
     where
@@ -319,8 +322,9 @@ impl<E: Engine> Puller<'_, E> {
         let policy = self.config.pull.retry;
         let (result, attempts) = self
             .stop
-            .retry(
+            .retry_after(
                 policy,
+                failed,
                 |attempt| {
                     if what == Op::Pull {
                         info!(image = %image, attempt, "pulling");

@@ -38,6 +38,17 @@ use crate::service::verify::Verifier;
 pub(crate) use carry_out::within;
 use carry_out::{Op, RunShared};
 
+/// How a plan asks registries for the digests nothing pins yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asking {
+    /// It does not: they are unknown (`status --offline`).
+    Not,
+    /// Once each: a run retries a failure in that image's own turn.
+    Once,
+    /// With the retry policy's retries (`plan`, `status`, whose registries try once anyway).
+    WithRetries,
+}
+
 /// Who keeps the state file's first-pull pins of images a run does not cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinUpkeep {
@@ -119,40 +130,73 @@ impl<E: Engine> Puller<'_, E> {
         local: Vec<LocalImage>,
         ask_registries: bool,
     ) -> (Vec<Decision>, Vec<LocalImage>) {
+        let asking = if ask_registries {
+            Asking::WithRetries
+        } else {
+            Asking::Not
+        };
+        self.plan_asking(images, local, asking).await
+    }
+
+    /// The plan, asking registries as `asking` says.
+    async fn plan_asking(
+        &self,
+        images: &[Pinned],
+        local: Vec<LocalImage>,
+        asking: Asking,
+    ) -> (Vec<Decision>, Vec<LocalImage>) {
         let (wants, checks): (Vec<Want>, Vec<Option<Check>>) =
-            self.wants(images, ask_registries).await.into_iter().unzip();
+            self.wants(images, asking).await.into_iter().unzip();
+        let plan = self.decide(images, wants, checks, &local);
+        (plan, local)
+    }
+
+    /// The decisions for `images`, given the digest each must have and its signature check.
+    fn decide(
+        &self,
+        images: &[Pinned],
+        wants: Vec<Want>,
+        checks: Vec<Option<Check>>,
+        local: &[LocalImage],
+    ) -> Vec<Decision> {
         let aliases = self.aliases(images, &wants);
-        let mut plan = plan_pulls(images, &wants, &aliases, &local, &self.config.registries);
+        let mut plan = plan_pulls(images, &wants, &aliases, local, &self.config.registries);
         for (decision, check) in plan.iter_mut().zip(checks) {
             // Checked now (a resolved tag), else what the state file remembers: `status` and
             // `plan` show it without asking the registry.
             decision.signature = check.or_else(|| self.known_check(decision));
         }
-        (plan, local)
+        plan
     }
 
     /// A whole run: plan, carry out, and remember new first-pull pins. Fails only when the
     /// engine cannot list its images; each image's failure is in its outcome.
+    ///
+    /// Planning asks each registry once: an image whose registry did not answer tries again
+    /// in its own turn (see [`Self::execute`]), so one unreachable registry's retries never
+    /// hold up the other images' pulls.
     pub async fn converge(&self, images: &[Pinned]) -> Result<Vec<Outcome>, Failure> {
-        let (plan, _) = self.plan(images).await?;
+        self.progress.step(Step::Planning);
+        let local = self.engine.list_images().await?;
+        let (plan, _) = self.plan_asking(images, local, Asking::Once).await;
         let outcomes = self.execute(plan).await;
         self.remember(&outcomes, self.pins == PinUpkeep::Daemon);
         Ok(outcomes)
     }
 
     /// The digest each image must have: pinned (config, lock, first pull), or resolved from
-    /// the registry when `ask_registries` (and, with a signature policy, verified before it
+    /// the registry as `asking` says (and, with a signature policy, verified before it
     /// counts); otherwise unknown.
-    async fn wants(&self, images: &[Pinned], ask_registries: bool) -> Vec<(Want, Option<Check>)> {
+    async fn wants(&self, images: &[Pinned], asking: Asking) -> Vec<(Want, Option<Check>)> {
         let known: Vec<Option<String>> = {
             let state = self.state.locked();
             images.iter().map(|p| p.known_digest(&state)).collect()
         };
         let mut wants: Vec<(usize, (Want, Option<Check>))> =
             futures_util::stream::iter(images.iter().zip(known).enumerate())
-                .map(|(index, (p, known))| async move {
-                    (index, self.want(p, known, ask_registries).await)
-                })
+                .map(
+                    |(index, (p, known))| async move { (index, self.want(p, known, asking).await) },
+                )
                 .buffer_unordered(self.config.pull.concurrency.max(1))
                 .collect()
                 .await;
@@ -160,23 +204,54 @@ impl<E: Engine> Puller<'_, E> {
         wants.into_iter().map(|(_, w)| w).collect()
     }
 
-    /// One image's digest: `known` (pinned), else resolved when `ask_registries` and verified.
+    /// One image's digest: `known` (pinned), else resolved as `asking` says and verified.
     async fn want(
         &self,
         p: &Pinned,
         known: Option<String>,
-        ask_registries: bool,
+        asking: Asking,
     ) -> (Want, Option<Check>) {
-        if known.is_some() || !ask_registries || p.mode == PinMode::Lock {
+        if known.is_some() || asking == Asking::Not || p.mode == PinMode::Lock {
             return (self.known_want(p, known), None);
         }
         let reference = &p.image.reference;
         let platform = p.image.platform.as_deref();
+        let resolve = || self.bounded(self.registry.resolve(reference, platform));
+        let (result, attempts) = match asking {
+            Asking::Once => (Retried::Done(resolve().await), 1),
+            _ => {
+                self.with_retries(reference, Op::Resolve, None, resolve)
+                    .await
+            }
+        };
+        self.resolved(p, result, attempts).await
+    }
+
+    /// One image's digest, asked again after `attempts` that failed while planning, the last
+    /// with `failure`: the rest of the retries, then the signature check.
+    async fn want_again(
+        &self,
+        p: &Pinned,
+        failure: Failure,
+        attempts: u32,
+    ) -> (Want, Option<Check>) {
+        let reference = &p.image.reference;
+        let platform = p.image.platform.as_deref();
         let (result, attempts) = self
-            .with_retries(reference, Op::Resolve, || {
+            .with_retries(reference, Op::Resolve, Some((attempts, failure)), || {
                 self.bounded(self.registry.resolve(reference, platform))
             })
             .await;
+        self.resolved(p, result, attempts).await
+    }
+
+    /// What a resolution came to after `attempts`.
+    async fn resolved(
+        &self,
+        p: &Pinned,
+        result: Retried<Result<Resolved, Failure>, Failure>,
+        attempts: u32,
+    ) -> (Want, Option<Check>) {
         match result {
             Retried::Done(Ok(r)) => self.verified_want(p, r, attempts).await,
             Retried::Done(Err(f)) | Retried::Stopped(Some(f)) => (Want::Unknown(f, attempts), None),
@@ -290,15 +365,7 @@ impl<E: Engine> Puller<'_, E> {
         // Every pull and re-tag is in flight from now, queued ones included, until its name
         // points at the content: until then the content may carry no name the pruner would
         // know it by, or only another registry's, and the pruner must leave it alone.
-        let guards: Vec<Option<InFlightGuard>> = plan
-            .iter()
-            .map(|d| {
-                matches!(d.action, Action::Pull | Action::Tag).then(|| {
-                    let content = d.digest.iter().chain(&d.holder).cloned().collect();
-                    self.in_flight.enter(d.reference().to_string(), content)
-                })
-            })
-            .collect();
+        let guards: Vec<Option<InFlightGuard>> = plan.iter().map(|d| self.guard(d)).collect();
         // Unordered: an ordered buffer keeps finished results in their slots until the first
         // image is done, so one slow pull would hold the whole run to one pull at a time.
         let mut outcomes: Vec<(usize, Outcome)> =
@@ -306,6 +373,14 @@ impl<E: Engine> Puller<'_, E> {
                 .map(|(index, ((decision, guard), held))| {
                     let shared = &shared;
                     async move {
+                        let (decision, guard) = match self.resolves_again(&decision) {
+                            Some((failure, attempts)) => {
+                                let decision = self.decide_again(decision, failure, attempts).await;
+                                let guard = self.guard(&decision);
+                                (decision, guard)
+                            }
+                            None => (decision, guard),
+                        };
                         if let Some(g) = &guard {
                             g.start();
                         }
@@ -323,6 +398,40 @@ impl<E: Engine> Puller<'_, E> {
                 .await;
         outcomes.sort_by_key(|(index, _)| *index);
         outcomes.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// A pull or re-tag's entry among the pulls under way; nothing for another action.
+    fn guard(&self, d: &Decision) -> Option<InFlightGuard> {
+        matches!(d.action, Action::Pull | Action::Tag).then(|| {
+            let content = d.digest.iter().chain(&d.holder).cloned().collect();
+            self.in_flight.enter(d.reference().to_string(), content)
+        })
+    }
+
+    /// The failure and attempts of a decision whose registry is worth asking again: planned
+    /// on one attempt that failed in a way that may pass, with attempts left.
+    fn resolves_again(&self, d: &Decision) -> Option<(Failure, u32)> {
+        let failure = d.failure.as_ref()?;
+        let attempts = d.resolve_attempts;
+        let left = attempts > 0 && attempts < self.config.pull.retry.attempts();
+        (left && failure.is_retryable() && !self.stop.is_triggered())
+            .then(|| (failure.clone(), attempts))
+    }
+
+    /// `d` decided again once its registry has been asked with the retries left, over the
+    /// store as it is by then (other images' pulls may have changed it).
+    async fn decide_again(&self, d: Decision, failure: Failure, attempts: u32) -> Decision {
+        let pinned = std::slice::from_ref(&d.pinned);
+        let (want, check) = self.want_again(&d.pinned, failure, attempts).await;
+        let local = match self.engine.list_images().await {
+            Ok(local) => local,
+            Err(f) => {
+                warn!(image = %d.reference(), "cannot list the local images: {f}");
+                return d;
+            }
+        };
+        let mut again = self.decide(pinned, vec![want], vec![check], &local);
+        again.pop().unwrap_or(d)
     }
 
     /// The daemon's refreshes that the registries' rate limits would not cover (see

@@ -172,6 +172,67 @@ async fn a_resolution_that_fails_is_retried_like_a_pull() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_unreachable_registry_retries_in_its_own_turn_and_holds_up_no_other_pull() {
+    let down = "[[image]]\nname = \"down.example/c:1\"\npin = \"follow\"\n";
+    let s = setup_with(2, &format!("{down}{FOLLOW_B}"));
+    s.publish();
+    s.registry.unreachable("down.example");
+    let puller = s.puller(Shutdown::new());
+    let run = puller.converge(&s.session.pinned);
+    tokio::pin!(run);
+    // b is pulled while c's registry is still being asked again: before this, every
+    // resolution's retries came first.
+    let asked_when_b_was_pulled = loop {
+        tokio::select! {
+            outcomes = &mut run => panic!("b was never pulled while c retried: {outcomes:?}"),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        if s.engine.tagged("r.example/b:1").is_some() {
+            break s.registry.asked_unreachable("down.example");
+        }
+    };
+    assert!(asked_when_b_was_pulled < 3, "{asked_when_b_was_pulled}");
+    let outcomes = run.await.unwrap();
+    assert!(
+        matches!(
+            outcomes[0].result,
+            PullResult::Failed {
+                class: FailureClass::Network,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    // Its attempts are the retry policy's, once each: planning's one and two more.
+    assert_eq!(outcomes[0].decision.resolve_attempts, 3);
+    assert_eq!(s.registry.asked_unreachable("down.example"), 3);
+    assert!(matches!(outcomes[1].result, PullResult::Pulled { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolution_that_failed_while_planning_is_decided_again_once_it_answers() {
+    let s = setup(&format!("{FOLLOW_A}{FOLLOW_B}"));
+    s.publish();
+    s.outdated(&["a"]);
+    // a's planning resolution fails; its retry in its turn answers, and a is refreshed
+    // rather than kept as it was.
+    s.registry.fail_next([network()]);
+    let outcomes = s
+        .puller(Shutdown::new())
+        .converge(&s.session.pinned)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[0].decision.resolve_attempts, 0);
+    assert!(outcomes[0].decision.failure.is_none());
+    assert!(matches!(outcomes[1].result, PullResult::Pulled { .. }));
+    assert_eq!(s.registry.asked(), 3, "a twice, b once");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stop_lets_the_pull_under_way_finish_and_starts_no_other() {
     let s = setup(&format!("{FOLLOW_A}{FOLLOW_B}"));
     s.publish();
