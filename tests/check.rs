@@ -365,12 +365,35 @@ fn log_levels_are_read_or_refused_never_silenced() {
 fn usage_errors_follow_clap() {
     let out = stowage().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // Under JSON logs a usage error is one JSON error event, like any other final error.
+    for args in [
+        &["--log-format", "json", "frobnicate"][..],
+        &["pull", "--log-format=json", "--bogus"],
+    ] {
+        let out = stowage().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let line: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap();
+        assert_eq!(line["level"], "ERROR");
+        assert!(
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("see `stowage --help`")),
+            "{line}"
+        );
+    }
     let out = stowage().arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
     for cmd in ["run", "check", "plan", "pull"] {
         assert!(help.contains(cmd), "{help}");
     }
+    // A command's own options come first; the global ones under their own heading.
+    let out = stowage().args(["check", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let own = help.find("--json").unwrap();
+    let global = help.find("Global options:").unwrap();
+    assert!(own < global && global < help.find("--config").unwrap(), "{help}");
     // An address bollard cannot use is a usage error, not something to retry.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");

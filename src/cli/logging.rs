@@ -45,6 +45,36 @@ pub(crate) fn sink() -> Sink {
     SINK.get().copied().unwrap_or(Sink::Text)
 }
 
+/// A command line clap refused (not `--help` or `--version`), written where its logs would
+/// have gone, and the exit code. A terminal and plain text get clap's own words and usage;
+/// journald and JSON logs get its first line as one error event, so a unit started with a
+/// wrong flag says so in the log's own format. The format is read from `args` as well as
+/// it can be: the line did not parse.
+pub(crate) fn usage_error(error: &clap::Error, args: &[std::ffi::OsString]) -> u8 {
+    let format = requested_format(args).unwrap_or(LogFormat::Auto);
+    let sink = *SINK.get_or_init(|| sink_for(format));
+    if matches!(sink, Sink::Terminal | Sink::Text) {
+        let _ = error.print();
+        return super::error::EXIT_USAGE;
+    }
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let what = first.strip_prefix("error: ").unwrap_or(first);
+    final_error(&format!("{what}; see `stowage --help`"), &[]);
+    super::error::EXIT_USAGE
+}
+
+/// The `--log-format` value in `args`, when one is there and valid.
+fn requested_format(args: &[std::ffi::OsString]) -> Option<LogFormat> {
+    use clap::ValueEnum as _;
+    let args: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
+    let value = args.iter().enumerate().find_map(|(i, a)| match *a {
+        "--log-format" => args.get(i + 1).copied(),
+        _ => a.strip_prefix("--log-format="),
+    })?;
+    LogFormat::from_str(value, false).ok()
+}
+
 /// Whether a person watches standard error: a terminal, text logs, not the journal. Only then
 /// does a command show a progress bar.
 pub(super) fn interactive() -> bool {

@@ -20,6 +20,9 @@ use logging::LogFormat;
 /// The version and the commit it was built from (see build.rs).
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STOWAGE_COMMIT"), ")");
 
+/// The heading of the options every command takes: under each command's own in its `--help`.
+const GLOBAL: &str = "Global options";
+
 /// Keeps this host's container images the way the configuration declares: pre-pulls required
 /// images at boot and on a schedule, pinned to digests.
 #[derive(Debug, Parser)]
@@ -28,13 +31,15 @@ pub(crate) struct Cli {
     /// Configuration file.
     // `hide_env_values`: the variable's name, not `[env: STOWAGE_CONFIG=]` when it is unset.
     #[arg(long, short = 'c', global = true, env = "STOWAGE_CONFIG", hide_env_values = true,
-          value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+          value_name = "PATH", default_value = DEFAULT_CONFIG_PATH, help_heading = GLOBAL)]
     pub config: PathBuf,
 
-    /// Docker engine address (unix:///path/docker.sock, tcp://host:port, or host:port).
+    /// Docker engine address (unix:///path/docker.sock, tcp://host:port, or host:port), for
+    /// the commands that ask the engine (not `check` or `pin`).
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "DOCKER_HOST",
         hide_env_values = true,
         value_name = "URL"
@@ -42,13 +47,15 @@ pub(crate) struct Cli {
     pub docker_host: Option<String>,
 
     /// Log format.
-    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Auto)]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Auto,
+          help_heading = GLOBAL)]
     pub log_format: LogFormat,
 
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "STOWAGE_LOG",
         hide_env_values = true,
         default_value = "info",
@@ -59,7 +66,7 @@ pub(crate) struct Cli {
     /// Worker threads of the async runtime. One is enough for a daemon that mostly sleeps and
     /// waits on the engine and registries (measured: as fast to start as two, and no more
     /// memory); more only help when several pulls' progress streams keep one thread busy.
-    #[arg(long, global = true, env = "STOWAGE_THREADS", hide_env_values = true,
+    #[arg(long, global = true, env = "STOWAGE_THREADS", hide_env_values = true, help_heading = GLOBAL,
           default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
@@ -178,7 +185,13 @@ impl Command {
 
 /// Parses the process arguments and runs; the binary's whole `main`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        // `--help` and `--version` are answers, on standard output, exit 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => return ExitCode::from(logging::usage_error(&e, &args)),
+    };
     if let Err(e) = logging::init(cli.log_format, &cli.log_level) {
         eprintln!("stowage: {e}");
         return ExitCode::from(EXIT_USAGE);
