@@ -393,7 +393,10 @@ fn usage_errors_follow_clap() {
     let help = String::from_utf8(out.stdout).unwrap();
     let own = help.find("--json").unwrap();
     let global = help.find("Global options:").unwrap();
-    assert!(own < global && global < help.find("--config").unwrap(), "{help}");
+    assert!(
+        own < global && global < help.find("--config").unwrap(),
+        "{help}"
+    );
     // An address bollard cannot use is a usage error, not something to retry.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");

@@ -625,7 +625,7 @@ fn an_unreachable_registry_holds_up_no_other_image() {
         of(v, &down)
             && v["message"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("network:"))
+                .is_some_and(|m| m.starts_with("resolve failed: network:"))
     });
     assert_eq!(ended, 0, "{:#?}", pull.logs());
     let (code, logs, stdout) = pull.wait(limit);

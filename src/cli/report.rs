@@ -670,18 +670,25 @@ pub(super) fn status_json(config: &Path, rows: &[StatusRow], windows: &Windows) 
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
 }
 
-/// Bytes in a human unit (`12.3 MB`).
+/// Bytes in a human unit (`12.3 MB`): decimal, as `docker images` shows sizes and as the
+/// config's `max_store_size = "10GB"` reads them.
 pub(super) fn bytes(n: u64) -> String {
-    bytesize::ByteSize::b(n).to_string()
+    bytesize::ByteSize::b(n).display().si().to_string()
 }
 
+/// How long ago, in its two largest units (`3d 4h ago`, `55m ago`, `just now`): humantime's
+/// whole form (`3days 4h 12m ago`) does not fit a column.
 fn age(now: i64, then: i64) -> String {
-    let secs = u64::try_from(now - then).unwrap_or(0);
-    format!(
-        "{} ago",
-        humantime::format_duration(std::time::Duration::from_secs(secs - secs % 60))
-    )
-    .replace("0s ago", "just now")
+    let secs = now.saturating_sub(then).max(0);
+    let (days, hours, minutes) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => "just now".to_owned(),
+        (0, 0, m) => format!("{m}m ago"),
+        (0, h, 0) => format!("{h}h ago"),
+        (0, h, m) => format!("{h}h {m}m ago"),
+        (d, 0, _) => format!("{d}d ago"),
+        (d, h, _) => format!("{d}d {h}h ago"),
+    }
 }
 
 /// The prune side of a plan, and the results of the removals when there were any.
@@ -692,7 +699,7 @@ pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> St
             .iter()
             .find(|r| r.candidate.id == c.id)
             .map_or(("remove", None), removal_result);
-        let rule = format!("rule: {}", c.rule.name());
+        let rule = c.rule.words().to_owned();
         let first = vec![
             action.to_owned(),
             short(&c.id),
@@ -707,10 +714,7 @@ pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> St
         push_named(&mut rows, first, &c.names);
     }
     for k in &plan.keep {
-        let why = match &k.protection {
-            Protection::KeepRule(r) => format!("kept: keep rule {r}"),
-            p => format!("kept: {}", p.name()),
-        };
+        let why = format!("kept: {}", k.protection.words());
         let first = vec![
             "keep".into(),
             short(&k.id),
@@ -813,14 +817,14 @@ fn watching_notes(plan: &PrunePlan, now: i64) -> String {
         // [prune], so "since now" would be said again at the next look.
         notes.push(format!(
             "stowage has no record of this store yet: every image counts as first seen now, \
-             and is kept as too-young for min_age ({min_age}). The watch starts when the \
+             and is kept as younger than min_age ({min_age}). The watch starts when the \
              daemon runs with [prune], or at the first `stowage prune`; a dry run records \
              nothing"
         ));
     } else if young && now - plan.watching_since < plan.min_age {
         notes.push(format!(
             "stowage started watching this store {} ({since}): it keeps every image it has \
-             seen for less than min_age ({min_age}), so nothing is too-young after {}",
+             seen for less than min_age ({min_age}); from {} on, min_age keeps only what arrived since",
             age(now, plan.watching_since),
             chrono::DateTime::from_timestamp(plan.watching_since + plan.min_age, 0)
                 .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())

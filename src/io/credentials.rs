@@ -94,8 +94,9 @@ impl CredentialSource {
     }
 
     /// The file, as an auth failure's advice needs it: named by the config or the user's own,
-    /// and why it cannot be read, when it cannot (one `open`, only after a refusal).
-    pub fn describe(&self) -> CredentialsFile {
+    /// why it cannot be read, when it cannot (one `open`, only after a refusal), and whether
+    /// the refused request carried a login (`sent`).
+    pub fn describe(&self, sent: bool) -> CredentialsFile {
         let unread = match std::fs::File::open(&self.path) {
             Ok(_) => None,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("it does not exist".into()),
@@ -110,6 +111,7 @@ impl CredentialSource {
             // INVOCATION_ID for a service (the Podman drop-in runs the daemon as root).
             as_root: std::env::var_os("INVOCATION_ID").is_none()
                 && std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0),
+            sent,
         }
     }
 

@@ -101,6 +101,9 @@ pub struct CredentialsFile {
     /// A command run by hand as root (not a service): it read root's file, while the daemon
     /// reads its own user's.
     pub as_root: bool,
+    /// Whether the refused request carried a login from it: the login is wrong (or expired),
+    /// rather than missing.
+    pub sent: bool,
 }
 
 impl fmt::Display for Failure {
@@ -280,10 +283,14 @@ fn auth_advice(image: &ImageRef, file: Option<&CredentialsFile>) -> String {
             "{refused}: the credentials file {path} (pull.credentials) was not read: {why}; \
              make it readable by the user stowage runs as"
         ),
+        (true, None) if file.sent => format!(
+            "{refused}: it refused the login for {registry} in {path} (pull.credentials): \
+             wrong or expired; put a working one there (`docker --config DIR login {registry}` \
+             writes DIR/config.json)"
+        ),
         (true, None) => format!(
-            "{refused}: the login for {registry} in {path} (pull.credentials) is missing or \
-             wrong; put a working one there (`docker --config DIR login {registry}` writes \
-             DIR/config.json)"
+            "{refused}: {path} (pull.credentials) has no login for {registry}; add one \
+             (`docker --config DIR login {registry}` writes DIR/config.json)"
         ),
         // Run by hand as root: the daemon's logins are in its own user's file, not root's.
         (false, _) if file.as_root => format!(
@@ -298,9 +305,11 @@ fn auth_advice(image: &ImageRef, file: Option<&CredentialsFile>) -> String {
              `pull.credentials` at a config.json that has it",
             match unread {
                 Some(why) => format!("no login was read from {path}, this user's file: {why}"),
-                None => format!(
-                    "the login for {registry} in {path}, this user's file, is missing or wrong"
+                None if file.sent => format!(
+                    "it refused the login for {registry} in {path}, this user's file: wrong or \
+                     expired"
                 ),
+                None => format!("{path}, this user's file, has no login for {registry}"),
             }
         ),
     }
@@ -591,35 +600,53 @@ mod tests {
     #[test]
     fn auth_advice_names_the_credentials_file_read_and_what_to_do_with_it() {
         let image: ImageRef = "r.example/private/app:1".parse().unwrap();
-        let advice = |named, unread: Option<&str>| {
+        let advice = |named, unread: Option<&str>, sent| {
             let f = Failure::new(FailureClass::Auth, "unauthorized").read_credentials_from(|| {
                 CredentialsFile {
                     path: "/etc/stowage/docker.json".into(),
                     named,
                     unread: unread.map(str::to_owned),
                     as_root: false,
+                    sent,
                 }
             });
             explain(&image, &f)
         };
-        let own = advice(false, None);
+        let own = advice(false, None, false);
         assert!(
-            own.contains("the login for r.example in /etc/stowage/docker.json, this user's file")
+            own.contains("/etc/stowage/docker.json, this user's file, has no login for r.example")
                 && own.contains("sudo -u stowage -H docker login r.example"),
             "{own}"
         );
-        let missing = advice(false, Some("it does not exist"));
+        let wrong = advice(false, None, true);
+        assert!(
+            wrong.contains(
+                "refused the login for r.example in /etc/stowage/docker.json, this \
+                            user's file: wrong or expired"
+            ),
+            "{wrong}"
+        );
+        let missing = advice(false, Some("it does not exist"), false);
         assert!(
             missing.contains("no login was read from /etc/stowage/docker.json"),
             "{missing}"
         );
         // A file the config names: a `docker login` as some user would not reach it.
-        let named = advice(true, None);
+        let named = advice(true, None, false);
         assert!(
-            named.contains("(pull.credentials) is missing or wrong") && !named.contains("sudo"),
+            named.contains("(pull.credentials) has no login for r.example")
+                && !named.contains("sudo"),
             "{named}"
         );
-        let unreadable = advice(true, Some("Permission denied (os error 13)"));
+        let named = advice(true, None, true);
+        assert!(
+            named.contains(
+                "refused the login for r.example in /etc/stowage/docker.json \
+                            (pull.credentials): wrong or expired"
+            ),
+            "{named}"
+        );
+        let unreadable = advice(true, Some("Permission denied (os error 13)"), false);
         assert!(
             unreadable.contains("was not read: Permission denied") && !unreadable.contains("wrong"),
             "{unreadable}"
@@ -631,6 +658,7 @@ mod tests {
                 named: false,
                 unread: None,
                 as_root: true,
+                sent: false,
             }
         });
         let root = explain(&image, &f);

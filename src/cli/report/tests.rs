@@ -533,7 +533,7 @@ fn the_prune_report_shows_every_name_what_last_used_is_and_since_when_it_watches
     assert!(lines[3].contains("arrived 55m ago"), "{text}");
     assert!(
         flat(&text).contains(
-            "kept cccc r/c:1 1000 B 55m ago rule: unused-max-age; a container started using \
+            "kept cccc r/c:1 1.0 kB 55m ago rule: unused_max_age; a container started using \
              it since the plan"
         ),
         "{text}"
@@ -612,4 +612,22 @@ fn a_first_pull_image_not_pinned_yet_shows_no_pin() {
     };
     assert_eq!(row(true).pinned(), None);
     assert_eq!(row(false).pinned(), Some(D));
+}
+
+/// Ages in their two largest units, sizes in decimal units as `docker images` shows them.
+#[test]
+fn ages_and_sizes_read_as_the_docker_cli_and_the_config_write_them() {
+    use super::{age, bytes};
+    let now = 1_000_000;
+    assert_eq!(age(now, now), "just now");
+    assert_eq!(age(now, now - 59), "just now");
+    assert_eq!(age(now, now - 55 * 60), "55m ago");
+    assert_eq!(age(now, now - 7200), "2h ago");
+    assert_eq!(age(now, now - 7260), "2h 1m ago");
+    assert_eq!(age(now, now - 3 * 86_400 - 4 * 3600 - 5 * 60), "3d 4h ago");
+    assert_eq!(age(now, now - 86_400 - 60), "1d ago");
+    assert_eq!(age(now, now + 30), "just now", "a clock that stepped back");
+    assert_eq!(bytes(999), "999 B");
+    assert_eq!(bytes(9_280), "9.3 kB");
+    assert_eq!(bytes(10_000_000_000), "10.0 GB");
 }

@@ -84,6 +84,23 @@ impl Protection {
             .and_then(|v| v["protection"].as_str().map(str::to_owned))
             .unwrap_or_default()
     }
+
+    /// Why it keeps an image, in words, naming the config key behind it where there is one
+    /// (the text reports; `--json` has [`Self::name`]).
+    pub fn words(&self) -> String {
+        match self {
+            Protection::Required => "the config requires it".into(),
+            Protection::InUse => "a container uses it".into(),
+            Protection::InFlight => "a pull of it is under way".into(),
+            Protection::OwnImage => "stowage runs from it".into(),
+            Protection::TooYoung => "younger than min_age".into(),
+            Protection::KeepRule(r) => format!("keep rule {r}"),
+            Protection::Newest => "among the keep_newest of its repository".into(),
+            Protection::LocalOnly => "built here, in no registry (prune_local_only)".into(),
+            Protection::ParentOfKept => "a kept image is built on it".into(),
+            Protection::NotSelected => "no rule selects it".into(),
+        }
+    }
 }
 
 /// Which rule selects an image for removal.
@@ -107,6 +124,17 @@ impl Rule {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default()
+    }
+
+    /// Why it selects an image, as the config key that sets it (`rule: unused_max_age`): the
+    /// text reports; `--json` has [`Self::name`].
+    pub fn words(self) -> &'static str {
+        match self {
+            Rule::Dangling => "rule: dangling_min_age",
+            Rule::UnusedMaxAge => "rule: unused_max_age",
+            Rule::DiskWatermark => "rule: high_watermark",
+            Rule::StoreSize => "rule: max_store_size",
+        }
     }
 }
 

@@ -277,9 +277,10 @@ impl Resolver {
     /// HEAD of the manifest `image` names: sent by stowage itself, else (an answer it did not
     /// expect) through oci-client, whose HEAD does not say the media type.
     async fn head(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
-        self.head_once(image, auth)
-            .await
-            .map_err(|f| f.read_credentials_from(|| self.credentials.describe()))
+        self.head_once(image, auth).await.map_err(|f| {
+            let sent = !matches!(auth, OciAuth::Anonymous);
+            f.read_credentials_from(|| self.credentials.describe(sent))
+        })
     }
 
     /// [`Self::head`], its failure not yet told where the credentials came from.

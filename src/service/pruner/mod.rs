@@ -361,8 +361,7 @@ impl<S: Store> Pruner<'_, S> {
             .map(|k| {
                 let why = match &k.protection {
                     Protection::NotSelected => "no rule selects it any more".to_owned(),
-                    Protection::KeepRule(rule) => format!("keep rule {rule}"),
-                    p => p.name(),
+                    p => p.words(),
                 };
                 (k.id.clone(), why)
             })

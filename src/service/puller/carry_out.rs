@@ -154,7 +154,13 @@ impl<E: Engine> Puller<'_, E> {
             .as_ref()
             .map_or(FailureClass::Engine, |f| f.class);
         let attempts = decision.resolve_attempts;
-        warn!(image = %decision.reference(), class = class.as_str(), attempts, "{}", decision.reason);
+        // Worded as a pull's last failure is (`pull failed: …`), and as the retries before it
+        // were (`resolve failed, will retry: …`): one failure, one way of saying it.
+        if attempts > 0 {
+            warn!(image = %decision.reference(), class = class.as_str(), attempts, "resolve failed: {}", decision.reason);
+        } else {
+            warn!(image = %decision.reference(), class = class.as_str(), attempts, "{}", decision.reason);
+        }
         let result = PullResult::Failed {
             class,
             message: decision.reason.clone(),
@@ -268,7 +274,8 @@ impl<E: Engine> Puller<'_, E> {
                     return Ok((pulled, from));
                 }
                 Err(f) => {
-                    let f = f.read_credentials_from(|| self.credentials.describe());
+                    let sent = request.auth.is_some();
+                    let f = f.read_credentials_from(|| self.credentials.describe(sent));
                     if f.class == FailureClass::RateLimited {
                         self.registry.rate_limited(source.registry());
                     }
