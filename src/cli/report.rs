@@ -556,7 +556,7 @@ fn missing_note(registry: Option<FailureClass>) -> &'static str {
     match registry {
         None => "missing; the next run pulls it",
         Some(FailureClass::Auth) => {
-            "missing; the registry refuses this login: the next run needs credentials (docker \
+            "missing; the registry refused access: the next run needs a working login (docker \
              login as the user stowage runs as, or pull.credentials)"
         }
         Some(FailureClass::NotFound) => {
@@ -577,6 +577,40 @@ fn missing_note(registry: Option<FailureClass>) -> &'static str {
     }
 }
 
+/// The REGISTRY column when the registry could not say the tag's digest: what it did.
+fn registry_word(class: Option<FailureClass>) -> &'static str {
+    match class {
+        Some(FailureClass::Auth) => "refused",
+        Some(FailureClass::NotFound) => "no such tag",
+        Some(FailureClass::Network) => "no answer",
+        Some(FailureClass::RateLimited) => "rate limited",
+        Some(FailureClass::Signature) => "unsigned",
+        Some(FailureClass::Engine) | None => "error",
+    }
+}
+
+/// What a present image's registry failure means for it: its refreshes (and, for a follow
+/// image, its updates) fail until it is fixed. `None` for a failure that passes by itself.
+fn present_note(class: Option<FailureClass>) -> Option<&'static str> {
+    match class? {
+        FailureClass::Auth => Some(
+            "present; the registry refused access: refreshes fail until the login works \
+             (docker login as the user stowage runs as, or pull.credentials)",
+        ),
+        FailureClass::NotFound => Some(
+            "present; the registry no longer has this tag: refreshes fail until the name is \
+             fixed",
+        ),
+        _ => None,
+    }
+}
+
+/// Whether a registry failure is one `status --exit-code` fails for: it does not pass by
+/// itself (a wrong login, a name the registry does not have).
+pub(super) fn needs_fixing(class: Option<FailureClass>) -> bool {
+    matches!(class, Some(FailureClass::Auth | FailureClass::NotFound))
+}
+
 /// The `status` table.
 pub(super) fn status_text(rows: &[StatusRow]) -> String {
     if rows.is_empty() {
@@ -588,10 +622,7 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
             let d = &r.decision;
             let registry = match (&r.registry_digest, &r.registry_error) {
                 (Some(g), _) => short(g),
-                (None, Some(_)) => match r.registry_error_class {
-                    Some(class) => format!("{class} error"),
-                    None => "error".into(),
-                },
+                (None, Some(_)) => registry_word(r.registry_error_class).to_owned(),
                 (None, None) => "-".into(),
             };
             let gone = match (r.registry_has_pinned, &d.digest) {
@@ -602,7 +633,9 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
                 let state = if d.drift { "DRIFT" } else { presence(d.state) };
                 format!("{state}; {gone}")
             } else if d.drift {
-                "DRIFT: the name points at other content; the next run repairs it".to_owned()
+                "DRIFT: the name points at other content than the pinned digest (a new pin, or \
+                 re-tagged); the next run pulls the pinned one"
+                    .to_owned()
             } else if let Some(Check::Refused { finding }) = &d.signature {
                 format!("REFUSED: the tag's digest is not signed as required ({finding})")
             } else if d.state == Presence::Missing {
@@ -614,6 +647,8 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
                     }
                     _ => missing_note(r.registry_error_class).to_owned(),
                 }
+            } else if let Some(note) = present_note(r.registry_error_class) {
+                note.to_owned()
             } else if let (Some(g), Some(l)) = (&r.registry_digest, &d.local_digest)
                 && g != l
             {

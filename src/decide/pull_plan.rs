@@ -437,7 +437,9 @@ fn action(
         ),
         (Want::Digest(_), Some(_), Some(_)) => (
             Action::Tag,
-            "the name points at other content (drift); the pinned content is present".to_owned(),
+            "the name points at other content than the pinned digest (a new pin, or drift); the \
+             pinned content is present"
+                .to_owned(),
             None,
         ),
         (Want::Digest(_), None, None) => (Action::Pull, "not in the local store".to_owned(), None),
@@ -446,7 +448,8 @@ fn action(
         }
         (Want::Digest(_), Some(_), None) => (
             Action::Pull,
-            "the name points at other content (drift); the pinned content is not present"
+            "the name points at other content than the pinned digest (a new pin, or drift); the \
+             pinned content is not present"
                 .to_owned(),
             None,
         ),

@@ -94,11 +94,13 @@ impl CredentialSource {
     }
 
     /// The file, as an auth failure's advice needs it: named by the config or the user's own,
-    /// why it cannot be read, when it cannot (one `open`, only after a refusal), and whether
+    /// why it cannot be read, when it cannot (one read, only after a refusal), and whether
     /// the refused request carried a login (`sent`).
     pub fn describe(&self, sent: bool) -> CredentialsFile {
-        let unread = match std::fs::File::open(&self.path) {
-            Ok(_) => None,
+        let unread = match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .err()
+                .map(|e| format!("it is not valid JSON ({e})")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("it does not exist".into()),
             Err(e) => Some(e.to_string()),
         };

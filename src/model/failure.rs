@@ -280,8 +280,12 @@ fn auth_advice(image: &ImageRef, file: Option<&CredentialsFile>) -> String {
     let path = file.path.display();
     match (file.named, &file.unread) {
         (true, Some(why)) => format!(
-            "{refused}: the credentials file {path} (pull.credentials) was not read: {why}; \
-             make it readable by the user stowage runs as"
+            "{refused}: the credentials file {path} (pull.credentials) was not read: {why}; {}",
+            if why.contains("not valid JSON") {
+                "fix it (a Docker config.json, as `docker login` writes it)"
+            } else {
+                "make it readable by the user stowage runs as"
+            }
         ),
         (true, None) if file.sent => format!(
             "{refused}: it refused the login for {registry} in {path} (pull.credentials): \
@@ -293,11 +297,23 @@ fn auth_advice(image: &ImageRef, file: Option<&CredentialsFile>) -> String {
              (`docker --config DIR login {registry}` writes DIR/config.json)"
         ),
         // Run by hand as root: the daemon's logins are in its own user's file, not root's.
-        (false, _) if file.as_root => format!(
-            "{refused}: this command ran as root and read root's logins ({path}), not the \
-             daemon's; run it as the user stowage runs as (on a packaged host: sudo -u \
-             stowage -H stowage ...), or log in for it there (sudo -u stowage -H docker login \
-             {registry})"
+        (false, unread) if file.as_root => format!(
+            "{refused}: {}; for the daemon, run this as the user stowage runs as (on a \
+             packaged host: sudo -u stowage -H stowage ...), and log in for it there (sudo -u \
+             stowage -H docker login {registry}); for this command, `docker login {registry}`",
+            match unread {
+                Some(why) => format!(
+                    "this command ran as root and read no login: root's file {path} was not \
+                     read ({why})"
+                ),
+                None if file.sent => format!(
+                    "this command ran as root, and the registry refused root's login in {path}"
+                ),
+                None => format!(
+                    "this command ran as root, and root's file {path} has no login for \
+                     {registry}"
+                ),
+            }
         ),
         (false, unread) => format!(
             "{refused}: {}; run `docker login {registry}` as the user stowage runs as (on a \
@@ -663,7 +679,25 @@ mod tests {
         });
         let root = explain(&image, &f);
         assert!(
-            root.contains("ran as root") && root.contains("sudo -u stowage -H stowage"),
+            root.contains("ran as root, and root's file /root/.docker/config.json has no login")
+                && root.contains("sudo -u stowage -H stowage")
+                && root.ends_with("for this command, `docker login r.example`"),
+            "{root}"
+        );
+        // Root's file not there: said so, not "root's logins".
+        let f = Failure::new(FailureClass::Auth, "unauthorized").read_credentials_from(|| {
+            CredentialsFile {
+                path: "/root/.docker/config.json".into(),
+                named: false,
+                unread: Some("it does not exist".into()),
+                as_root: true,
+                sent: false,
+            }
+        });
+        let root = explain(&image, &f);
+        assert!(
+            root.contains("read no login: root's file /root/.docker/config.json was not read (it \
+                           does not exist)"),
             "{root}"
         );
         // Only an auth failure carries it.

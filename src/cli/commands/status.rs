@@ -56,8 +56,13 @@ pub(crate) async fn status(
     } else {
         report::status_text(&rows) + &windows.text()
     });
+    // A present image whose registry refuses it, or no longer has it, is failing too: its
+    // refreshes will.
+    let broken = rows
+        .iter()
+        .any(|r| report::needs_fixing(r.registry_error_class));
     let decisions: Vec<Decision> = rows.into_iter().map(|r| r.decision).collect();
-    if exit_code && !report::PlanSummary::of(&decisions).settled() {
+    if exit_code && (broken || !report::PlanSummary::of(&decisions).settled()) {
         return Err(Error::Reported);
     }
     Ok(())

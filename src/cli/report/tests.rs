@@ -454,7 +454,7 @@ fn status_says_what_a_missing_image_needs() {
     };
     for (class, says) in [
         (None, "the next run pulls it"),
-        (Some(FailureClass::Auth), "needs credentials"),
+        (Some(FailureClass::Auth), "needs a working login"),
         (Some(FailureClass::NotFound), "has no such image"),
         (Some(FailureClass::Network), "does not answer"),
     ] {
@@ -476,6 +476,16 @@ fn status_says_what_a_missing_image_needs() {
     let json: serde_json::Value =
         serde_json::from_str(&status_json(Path::new("/c"), &[gone], &Windows::default())).unwrap();
     assert_eq!(json["images"][0]["registry"]["has_pinned"], false);
+    // Present, and the registry refuses it: not "ok", and `--exit-code` fails for it.
+    let mut present = row(Some(FailureClass::Auth));
+    present.decision.state = Presence::Present;
+    let text = flat(&status_text(&[present]));
+    assert!(
+        text.contains("refused present; the registry refused access: refreshes fail"),
+        "{text}"
+    );
+    assert!(needs_fixing(Some(FailureClass::Auth)) && needs_fixing(Some(FailureClass::NotFound)));
+    assert!(!needs_fixing(Some(FailureClass::Network)) && !needs_fixing(None));
 }
 
 /// The prune table names every name of an image, says what its LAST USED time is, shows a

@@ -443,6 +443,13 @@ fn relative_credentials_are_beside_the_config_and_must_be_there() {
         .unwrap_err()
         .to_string();
     assert!(errs.contains("is a directory"), "{errs}");
+    // One that does not parse would be read as no login at all.
+    std::fs::write(dir.path().join("docker/config.json"), "{not json").unwrap();
+    let errs = Config::parse(&config, text).unwrap_err().to_string();
+    assert!(
+        errs.contains(":2:15: pull.credentials: ") && errs.contains("is not valid JSON (key must"),
+        "{errs}"
+    );
     std::fs::write(dir.path().join("docker/config.json"), "{}").unwrap();
     let c = Config::parse(&config, text).unwrap();
     assert_eq!(
@@ -804,4 +811,20 @@ fn a_name_without_a_registry_is_known_to_mean_docker_hub() {
     .unwrap();
     let implied: Vec<bool> = c.images.iter().map(|i| i.hub_implied).collect();
     assert_eq!(implied, [true, true, false, false, false]);
+}
+
+#[test]
+fn a_watermark_without_its_percent_sign_is_refused_with_what_was_meant() {
+    let text = parse("[prune]\nhigh_watermark = \"0.85\"\nlow_watermark = \"80\"\n").unwrap_err();
+    assert!(
+        text[0].ends_with(
+            ":2:18: prune.high_watermark: \"0.85\" has no % sign; write \"85%\" for 85 percent, \
+             or \"0.85%\" if you mean 0.85 percent"
+        ),
+        "{text:?}"
+    );
+    assert!(
+        text[1].ends_with(":3:17: prune.low_watermark: \"80\" has no % sign; write e.g. \"85%\""),
+        "{text:?}"
+    );
 }

@@ -351,9 +351,26 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A percentage, written with its `%`: without it, `"0.85"` (a ratio, as some tools
+    /// write it) would be read as 0.85 % and prune a disk that is 1 % full.
     pub(super) fn percent(&mut self, key: &str, value: &Spanned<String>) -> Option<f64> {
         let text = value.get_ref().trim();
-        match text.strip_suffix('%').unwrap_or(text).trim().parse::<f64>() {
+        let Some(number) = text.strip_suffix('%') else {
+            let hint = match text.parse::<f64>() {
+                Ok(r) if r > 0.0 && r <= 1.0 => format!(
+                    "write \"{}%\" for {} percent, or \"{text}%\" if you mean {text} percent",
+                    r * 100.0,
+                    r * 100.0
+                ),
+                _ => "write e.g. \"85%\"".to_owned(),
+            };
+            self.problem(
+                value.span(),
+                format!("{key}: \"{text}\" has no % sign; {hint}"),
+            );
+            return None;
+        };
+        match number.trim().parse::<f64>() {
             Ok(p) if (0.0..=100.0).contains(&p) => Some(p),
             _ => {
                 self.problem(
@@ -531,11 +548,16 @@ impl Validator<'_> {
         let why = match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => "is a directory; name the config.json in it".to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_owned(),
-            Ok(_) => match std::fs::File::open(path) {
+            Ok(_) => match std::fs::read(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => format!(
                     "cannot be read by this user ({e}); make it readable by the user stowage \
                      runs as, say root:stowage with mode 0640"
                 ),
+                // Unread, every pull would go anonymous and fail as "auth".
+                Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    Err(e) => format!("is not valid JSON ({e})"),
+                    Ok(_) => return,
+                },
                 _ => return,
             },
             _ => return,
