@@ -14,7 +14,7 @@ use crate::model::signature::Check;
 use crate::policy::config::Config;
 use crate::policy::lockfile::LockChange;
 use crate::policy::window::Window;
-use crate::service::pruner::{Race, Removal};
+use crate::service::pruner::{Race, Removal, RemovalResult};
 
 /// The first 12 hex digits of a digest or an image ID, as `docker images` shows IDs: enough to
 /// tell them apart in a column that says what it holds, and 7 characters narrower than with
@@ -727,7 +727,9 @@ fn age(now: i64, then: i64) -> String {
 }
 
 /// The prune side of a plan, and the results of the removals when there were any.
-pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> String {
+/// `done`: the removals of a cycle that ran, `None` for a dry run or a plan.
+pub(super) fn prune_text(plan: &PrunePlan, done: Option<&[Removal]>, now: i64) -> String {
+    let removals = done.unwrap_or_default();
     let mut rows: Vec<Vec<String>> = Vec::new();
     for c in &plan.remove {
         let (action, how) = removals
@@ -768,21 +770,45 @@ pub(super) fn prune_text(plan: &PrunePlan, removals: &[Removal], now: i64) -> St
             &rows,
         )
     };
-    let _ = writeln!(
-        out,
-        "\n{} to remove ({} expected to be freed), {} kept{}",
-        plan.remove.len(),
-        bytes(plan.bytes_expected),
-        plan.keep.len(),
-        if plan.deferred > 0 {
-            format!(", {} left for later cycles (max_removals)", plan.deferred)
-        } else {
-            String::new()
-        }
-    );
-    out.push_str(&watching_notes(plan, now));
+    let later = if plan.deferred > 0 {
+        format!(", {} left for later cycles (max_removals)", plan.deferred)
+    } else {
+        String::new()
+    };
+    let _ = match done {
+        None => writeln!(
+            out,
+            "\n{} to remove ({} expected to be freed), {} kept{later}",
+            plan.remove.len(),
+            bytes(plan.bytes_expected),
+            plan.keep.len(),
+        ),
+        Some(removals) => writeln!(out, "\n{}{later}", done_summary(removals, plan.keep.len())),
+    };
+    out.push_str(&watching_notes(plan, now, done.is_some()));
     out.push_str(&removal_notes(removals));
     out
+}
+
+/// What a cycle that ran did: `2 removed (1.2 GB of images), 1 failed, 5 kept`. A removal
+/// skipped because the store changed is kept, as its row says.
+fn done_summary(removals: &[Removal], kept: usize) -> String {
+    let count = |result| removals.iter().filter(|r| r.result == result).count();
+    let freed: u64 = removals
+        .iter()
+        .filter(|r| r.result == RemovalResult::Removed)
+        .map(|r| r.candidate.size)
+        .sum();
+    let failed = match count(RemovalResult::Failed) {
+        0 => String::new(),
+        n => format!(", {n} failed"),
+    };
+    format!(
+        "{} removed ({} of images){failed}, {} kept",
+        count(RemovalResult::Removed),
+        bytes(freed),
+        kept + count(RemovalResult::Skipped)
+    )
 }
 
 /// An image's row, its first name in the IMAGE column and each further name on a row of its
@@ -835,7 +861,8 @@ fn last_used(now: i64, then: i64, from: UseSource) -> String {
 /// What the plan cannot know yet, said under the table: since when stowage has watched the
 /// store, when that is recent enough to keep images as too young or to leave their last use
 /// unknown.
-fn watching_notes(plan: &PrunePlan, now: i64) -> String {
+/// `ran`: the cycle ran (and recorded what it saw), rather than a dry run or a plan.
+fn watching_notes(plan: &PrunePlan, now: i64, ran: bool) -> String {
     let mut notes = Vec::new();
     let since = chrono::DateTime::from_timestamp(plan.watching_since, 0)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
@@ -847,7 +874,7 @@ fn watching_notes(plan: &PrunePlan, now: i64) -> String {
     let min_age = humantime::format_duration(std::time::Duration::from_secs(
         u64::try_from(plan.min_age).unwrap_or(0),
     ));
-    if young && now - plan.watching_since < 60 {
+    if young && !ran && now - plan.watching_since < 60 {
         // Nothing recorded yet: a dry run saves nothing, and neither does a daemon without
         // [prune], so "since now" would be said again at the next look.
         notes.push(format!(

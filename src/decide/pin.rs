@@ -214,8 +214,9 @@ fn pin_mode(
                 Ok((PinMode::Lock, digest))
             }
             None => Err(problem(format!(
-                "{key} is not in the lock file {}: run `stowage pin` to update it \
-                 (or set pin = \"follow\" or \"first-pull\" on this image)",
+                "{key} is not in the lock file {} ([pin] lock_file; by default stowage.lock \
+                 beside the config): run `stowage pin` to update it (or set pin = \"follow\" \
+                 or \"first-pull\" on this image)",
                 config.lock_file.display()
             ))),
         },

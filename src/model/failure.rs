@@ -696,8 +696,10 @@ mod tests {
         });
         let root = explain(&image, &f);
         assert!(
-            root.contains("read no login: root's file /root/.docker/config.json was not read (it \
-                           does not exist)"),
+            root.contains(
+                "read no login: root's file /root/.docker/config.json was not read (it \
+                           does not exist)"
+            ),
             "{root}"
         );
         // Only an auth failure carries it.

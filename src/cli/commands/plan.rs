@@ -57,7 +57,7 @@ pub(crate) async fn plan(
         let mut text = report::plan_text(&plan);
         if let Some(p) = &prune {
             text.push_str("\nPrune (one cycle now):\n");
-            text.push_str(&report::prune_text(p, &[], now.timestamp()));
+            text.push_str(&report::prune_text(p, None, now.timestamp()));
         }
         let windows = windows.text();
         if !windows.is_empty() {

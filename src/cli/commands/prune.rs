@@ -47,7 +47,8 @@ pub(crate) async fn prune(
             )));
             print("\n");
         }
-        print(&report::prune_text(&plan, &removals, now));
+        let done = (!dry_run).then_some(removals.as_slice());
+        print(&report::prune_text(&plan, done, now));
     }
     // A removal that failed, or anything lost on the way (taken against the plan, or by a
     // container's race, and not put back), is a failed prune.

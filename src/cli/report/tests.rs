@@ -533,7 +533,7 @@ fn the_prune_report_shows_every_name_what_last_used_is_and_since_when_it_watches
         moved: vec![],
         against_plan: vec![],
     };
-    let text = prune_text(&plan, &[kept], NOW);
+    let text = prune_text(&plan, Some(&[kept]), NOW);
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[1].contains("r/a:1") && lines[1].contains("built 55m ago"),
@@ -549,6 +549,11 @@ fn the_prune_report_shows_every_name_what_last_used_is_and_since_when_it_watches
         "{text}"
     );
     assert!(!text.contains("skipped"), "{text}");
+    // What ran, not what was planned.
+    assert!(
+        text.contains("\n0 removed (0 B of images), 2 kept\n"),
+        "{text}"
+    );
     let text = flat(&text);
     assert!(
         text.contains("stowage started watching this store 2m ago")

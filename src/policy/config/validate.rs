@@ -155,7 +155,14 @@ impl<'a> Validator<'a> {
         let registries = self.registries(raw.registry);
         let prune = raw.prune.and_then(|p| self.prune(p));
         let metrics = raw.metrics.and_then(|m| self.metrics(m));
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+        // Absolute, so that messages name the file wherever they are read, and a config
+        // given as `-c other.toml` does not read as the same `stowage.lock` as another.
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let dir = dir.as_path();
         let lock_file = dir.join(raw.pin.lock_file.as_deref().unwrap_or(DEFAULT_LOCK_FILE));
         let state_file = dir.join(
             raw.state

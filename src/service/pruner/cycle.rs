@@ -103,7 +103,7 @@ impl<S: Store> Pruner<'_, S> {
         };
         for k in &plan.keep {
             if k.protection != Protection::NotSelected {
-                debug!(image = %k.id, names = ?k.names, protection = %k.protection.name(), "kept");
+                debug!(image = %k.id, names = %k.names.join(", "), protection = %k.protection.name(), "kept");
             }
         }
         watch.planned_at(usage.observed_at_ns);
@@ -200,7 +200,7 @@ impl<S: Store> Pruner<'_, S> {
             if w.uses(&c.id).await {
                 // The protection working, not a failure: the image is kept, and says why.
                 let why = "kept: a container started using it since the plan";
-                info!(image = %c.id, names = ?c.names, "{why}");
+                info!(image = %c.id, names = %c.names.join(", "), "{why}");
                 return Removal::new(c, RemovalResult::Skipped, Some(why.into()));
             }
             w.claim(c);
@@ -261,11 +261,11 @@ impl<S: Store> Pruner<'_, S> {
         };
         let outcome = match outcome {
             Ok(()) => {
-                error!(planned = %c.id, image = ?taken.image, names = ?taken.names, "the engine removed what the plan did not name; put back");
+                error!(planned = %c.id, image = %taken.image.as_deref().unwrap_or("-"), names = %taken.names.join(", "), "the engine removed what the plan did not name; put back");
                 Race::Healed
             }
             Err(error) => {
-                error!(planned = %c.id, image = ?taken.image, names = ?taken.names, "the engine removed what the plan did not name, and it cannot be put back: {error}");
+                error!(planned = %c.id, image = %taken.image.as_deref().unwrap_or("-"), names = %taken.names.join(", "), "the engine removed what the plan did not name, and it cannot be put back: {error}");
                 Race::Lost { error }
             }
         };
@@ -312,12 +312,12 @@ impl<S: Store> Pruner<'_, S> {
                     let why = format!(
                         "the store changed since the plan, and cannot be looked at again: {f}"
                     );
-                    warn!(image = %c.id, names = ?c.names, "removal failed: {why}");
+                    warn!(image = %c.id, names = %c.names.join(", "), "removal failed: {why}");
                     return Err(Removal::new(c, RemovalResult::Failed, Some(why)));
                 }
                 Some(Ok(replan)) => {
                     if let Some(why) = replan.kept(&c.id) {
-                        info!(image = %c.id, names = ?c.names, "kept: the store changed since the plan ({why})");
+                        info!(image = %c.id, names = %c.names.join(", "), "kept: the store changed since the plan ({why})");
                         let why = format!("kept: the store changed since the plan ({why})");
                         return Err(Removal::new(c, RemovalResult::Skipped, Some(why)));
                     }
@@ -380,11 +380,11 @@ impl<S: Store> Pruner<'_, S> {
             let c = &r.candidate;
             r.race = Some(match self.restore(c).await {
                 Ok(()) => {
-                    warn!(image = %c.id, names = ?c.names, "a container was created from the image as it was removed; pulled it back by digest");
+                    warn!(image = %c.id, names = %c.names.join(", "), "a container was created from the image as it was removed; pulled it back by digest");
                     Race::Healed
                 }
                 Err(error) => {
-                    warn!(image = %c.id, names = ?c.names, "a container was created from the image as it was removed, and it cannot be put back: {error}");
+                    warn!(image = %c.id, names = %c.names.join(", "), "a container was created from the image as it was removed, and it cannot be put back: {error}");
                     Race::Lost { error }
                 }
             });
@@ -504,26 +504,26 @@ fn steps_now(replanned: &Option<(u64, Result<Replan, Failure>)>, id: &str) -> Op
 fn outcome_of(c: &Candidate, exact: &Exact) -> Removal {
     match (&exact.stop, exact.gone) {
         (_, true) => {
-            info!(image = %c.id, names = ?c.names, bytes = c.size, rule = ?c.rule, "removed");
+            info!(image = %c.id, names = %c.names.join(", "), bytes = c.size, rule = %c.rule.name(), "removed");
             Removal::new(c, RemovalResult::Removed, None)
         }
         (Some(stop @ Stop::GainedNames(_)), false) => {
-            info!(image = %c.id, names = ?c.names, "{stop}");
+            info!(image = %c.id, names = %c.names.join(", "), "{stop}");
             Removal::new(c, RemovalResult::Skipped, Some(stop.to_string()))
         }
         (Some(Stop::Failed(f)), false) if refused_for_a_container(&f.detail) => {
             let why = "kept: a container started using it since the plan (the engine refused \
                        its removal)";
-            info!(image = %c.id, names = ?c.names, detail = %f.detail, "{why}");
+            info!(image = %c.id, names = %c.names.join(", "), detail = %f.detail, "{why}");
             Removal::new(c, RemovalResult::Skipped, Some(why.into()))
         }
         (Some(Stop::Failed(f)), false) => {
-            warn!(image = %c.id, names = ?c.names, "removal failed: {f}");
+            warn!(image = %c.id, names = %c.names.join(", "), "removal failed: {f}");
             Removal::new(c, RemovalResult::Failed, Some(f.detail.clone()))
         }
         (None, false) => {
             let why = "the engine kept it (a child image still holds it)";
-            warn!(image = %c.id, names = ?c.names, "removal failed: {why}");
+            warn!(image = %c.id, names = %c.names.join(", "), "removal failed: {why}");
             Removal::new(c, RemovalResult::Failed, Some(why.into()))
         }
     }
