@@ -55,8 +55,8 @@ impl Progress for PullBar {
             Step::Attempt(image) => self.bar.set_message(image.to_string()),
             Step::Bytes(image, done, all) => self.bar.set_message(format!(
                 "{image} {}/{}",
-                indicatif::HumanBytes(done),
-                indicatif::HumanBytes(all)
+                super::report::bytes(done),
+                super::report::bytes(all)
             )),
             Step::Retry(delay) => self.bar.set_message(format!(
                 "waiting {} to retry",
@@ -99,7 +99,7 @@ mod tests {
         bar.step(Step::Attempt(&image));
         assert_eq!(bar.bar.message(), "r.example/a:1");
         bar.step(Step::Bytes(&image, 1536, 4096));
-        assert_eq!(bar.bar.message(), "r.example/a:1 1.50 KiB/4.00 KiB");
+        assert_eq!(bar.bar.message(), "r.example/a:1 1.5 kB/4.1 kB");
         bar.step(Step::Settled);
         bar.step(Step::Retry(Duration::from_millis(300)));
         assert_eq!(bar.bar.message(), "waiting 1s to retry");

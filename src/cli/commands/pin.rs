@@ -105,7 +105,7 @@ pub(crate) async fn pin(path: &Path, check: bool, json: bool) -> Result<(), Erro
             "{} {}: some images could not be resolved or verified",
             lock_file.display(),
             if check {
-                "does not hold"
+                "cannot be checked"
             } else {
                 "not written"
             }

@@ -238,10 +238,13 @@ pub(crate) fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) 
             id: i.id.clone(),
             names: names(i),
             size: i.size,
-            protection: protection
-                .get(i.id.as_str())
-                .cloned()
-                .unwrap_or(Protection::NotSelected),
+            protection: match protection.get(i.id.as_str()) {
+                // Young, but no rule could ever take it: "younger than min_age" would read as
+                // "removed once older".
+                Some(Protection::TooYoung) if !could_select(i, limits) => Protection::NotSelected,
+                Some(p) => p.clone(),
+                None => Protection::NotSelected,
+            },
         })
         .collect();
     PrunePlan {
@@ -252,6 +255,18 @@ pub(crate) fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) 
         watching_since: input.usage.watching_since,
         min_age: limits.min_age,
     }
+}
+
+/// Whether any rule of `limits` could select `image` at some age: the space rules any image,
+/// the age rule of its kind (dangling or tagged) its own.
+fn could_select(image: &StoreImage, limits: &Limits) -> bool {
+    limits.high_watermark.is_some()
+        || limits.max_store_size.is_some()
+        || if image.tags.is_empty() {
+            limits.dangling_min_age.is_some()
+        } else {
+            limits.unused_max_age.is_some()
+        }
 }
 
 /// An image's names for reports: its tags, else its digests.

@@ -79,6 +79,32 @@ fn dangling_and_unused_by_age() {
     assert_eq!(why("unused-recent"), Protection::NotSelected);
 }
 
+/// A young image no rule could ever take is "not selected", not "younger than min_age": the
+/// defaults without a `[prune]` table take only dangling images.
+#[test]
+fn a_young_image_no_rule_takes_is_not_selected_rather_than_too_young() {
+    let mut only_dangling = limits();
+    only_dangling.unused_max_age = None;
+    let plan = plan_prune(
+        &input(vec![
+            image("dangling-new", &[], 10, NOW - 3600),
+            image("tagged-new", &["r/a:1"], 10, NOW - 3600),
+        ]),
+        &KeepRules::default(),
+        &only_dangling,
+    );
+    let why = |id: &str| {
+        plan.keep
+            .iter()
+            .find(|k| k.id == id)
+            .unwrap()
+            .protection
+            .clone()
+    };
+    assert_eq!(why("dangling-new"), Protection::TooYoung);
+    assert_eq!(why("tagged-new"), Protection::NotSelected);
+}
+
 #[test]
 fn protections_win_over_every_rule() {
     let mut inp = input(vec![
