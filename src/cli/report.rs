@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::decide::outcome::{Outcome, PullResult, Summary};
 use crate::decide::pin::PinMode;
-use crate::decide::prune_plan::{Protection, PrunePlan, UseSource};
+use crate::decide::prune_plan::{Protection, PrunePlan, Rule, UseSource};
 use crate::decide::pull_plan::{Action, Decision, Presence};
 use crate::model::failure::FailureClass;
 use crate::model::signature::Check;
@@ -785,9 +785,40 @@ pub(super) fn prune_text(plan: &PrunePlan, done: Option<&[Removal]>, now: i64) -
         ),
         Some(removals) => writeln!(out, "\n{}{later}", done_summary(removals, plan.keep.len())),
     };
+    out.push_str(&space_notes(plan));
     out.push_str(&watching_notes(plan, now, done.is_some()));
     out.push_str(&removal_notes(removals));
     out
+}
+
+/// What the space rules measured, under the table, when one of them selects an image: the
+/// figures a removal by `high_watermark` or `max_store_size` is judged by.
+fn space_notes(plan: &PrunePlan) -> String {
+    let Some(space) = plan.space else {
+        return String::new();
+    };
+    let chose = |rule| plan.remove.iter().any(|c| c.rule == rule);
+    let mut notes = String::new();
+    if chose(Rule::DiskWatermark)
+        && let (Some(used), Some(high)) = (space.disk_used_percent, space.high_watermark)
+    {
+        notes.push_str(&paragraph(&format!(
+            "the disk is {used:.1}% used, above high_watermark ({high}%): the least recently \
+             used go until it is under low_watermark ({}%)",
+            space.low_watermark.unwrap_or(high)
+        )));
+    }
+    if chose(Rule::StoreSize)
+        && let Some(cap) = space.max_store_size
+    {
+        notes.push_str(&paragraph(&format!(
+            "the store holds {} of images, above max_store_size ({}): the least recently \
+             used go until it is under",
+            bytes(space.store_bytes),
+            bytes(cap)
+        )));
+    }
+    notes
 }
 
 /// What a cycle that ran did: `2 removed (1.2 GB of images), 1 failed, 5 kept`. A removal

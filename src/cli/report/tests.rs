@@ -522,6 +522,7 @@ fn the_prune_report_shows_every_name_what_last_used_is_and_since_when_it_watches
         deferred: 0,
         watching_since: NOW - 120,
         min_age: 3600,
+        space: None,
     };
     let kept = Removal {
         candidate: plan.remove[2].clone(),
@@ -645,4 +646,52 @@ fn ages_and_sizes_read_as_the_docker_cli_and_the_config_write_them() {
     assert_eq!(bytes(999), "999 B");
     assert_eq!(bytes(9_280), "9.3 kB");
     assert_eq!(bytes(10_000_000_000), "10.0 GB");
+}
+
+/// A removal by a space rule says what it was measured against: the disk's use and the
+/// watermarks, the store's size and its cap.
+#[test]
+fn a_space_rule_says_the_figures_it_was_applied_to() {
+    const NOW: i64 = 1_800_000_000;
+    use crate::decide::prune_plan::{Candidate, PrunePlan, Rule, Space, UseSource};
+    let candidate = |rule| Candidate {
+        id: "sha256:aaaa".into(),
+        names: vec!["r/a:1".into()],
+        references: vec![],
+        parent: None,
+        steps: vec![],
+        size: 1000,
+        last_used: NOW - 3600,
+        last_used_from: UseSource::Use,
+        rule,
+    };
+    let space = Space {
+        disk_used_percent: Some(91.24),
+        high_watermark: Some(85.0),
+        low_watermark: Some(80.0),
+        store_bytes: 12_300_000_000,
+        max_store_size: Some(10_000_000_000),
+    };
+    let plan = |rule| PrunePlan {
+        remove: vec![candidate(rule)],
+        space: Some(space),
+        watching_since: NOW - 86_400,
+        ..PrunePlan::default()
+    };
+    let text = flat(&prune_text(&plan(Rule::DiskWatermark), None, NOW));
+    assert!(
+        text.contains(
+            "the disk is 91.2% used, above high_watermark (85%): the least recently used go \
+             until it is under low_watermark (80%)"
+        ),
+        "{text}"
+    );
+    let text = flat(&prune_text(&plan(Rule::StoreSize), None, NOW));
+    assert!(
+        text.contains("the store holds 12.3 GB of images, above max_store_size (10.0 GB)"),
+        "{text}"
+    );
+    // No space rule chose anything: nothing said.
+    let text = prune_text(&plan(Rule::UnusedMaxAge), None, NOW);
+    assert!(!text.contains("high_watermark"), "{text}");
 }

@@ -211,6 +211,48 @@ pub struct PrunePlan {
     pub watching_since: i64,
     /// The `min_age` the plan applied (seconds): images seen for less are kept.
     pub min_age: i64,
+    /// The figures the space rules were applied to, when any is set: what a removal by
+    /// `high_watermark` or `max_store_size` is measured against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub space: Option<Space>,
+}
+
+/// The disk and the store as the space rules saw them, with the limits set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Space {
+    /// Percent of the engine data root's filesystem in use, when it could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_used_percent: Option<f64>,
+    /// `high_watermark`, percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high_watermark: Option<f64>,
+    /// `low_watermark`, percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_watermark: Option<f64>,
+    /// The store's images, bytes.
+    pub store_bytes: u64,
+    /// `max_store_size`, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_store_size: Option<u64>,
+}
+
+impl Space {
+    /// The figures of `input` against `limits`; `None` when no space rule is set.
+    fn of(input: &PruneInput, limits: &Limits) -> Option<Space> {
+        if limits.high_watermark.is_none() && limits.max_store_size.is_none() {
+            return None;
+        }
+        Some(Space {
+            disk_used_percent: input
+                .disk
+                .filter(|d| d.total > 0)
+                .map(|d| d.used as f64 * 100.0 / d.total as f64),
+            high_watermark: limits.high_watermark,
+            low_watermark: limits.low_watermark,
+            store_bytes: input.images.iter().map(|i| i.size).sum(),
+            max_store_size: limits.max_store_size,
+        })
+    }
 }
 
 /// The store's images by ID.
@@ -254,6 +296,7 @@ pub(crate) fn plan_prune(input: &PruneInput, keep: &KeepRules, limits: &Limits) 
         deferred,
         watching_since: input.usage.watching_since,
         min_age: limits.min_age,
+        space: Space::of(input, limits),
     }
 }
 

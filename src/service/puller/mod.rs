@@ -178,8 +178,8 @@ impl<E: Engine> Puller<'_, E> {
     pub async fn converge(&self, images: &[Pinned]) -> Result<Vec<Outcome>, Failure> {
         self.progress.step(Step::Planning);
         let local = self.engine.list_images().await?;
-        let (plan, _) = self.plan_asking(images, local, Asking::Once).await;
-        let outcomes = self.execute(plan).await;
+        let (plan, local) = self.plan_asking(images, local, Asking::Once).await;
+        let outcomes = self.execute(plan, &local).await;
         self.remember(&outcomes, self.pins == PinUpkeep::Daemon);
         Ok(outcomes)
     }
@@ -218,7 +218,13 @@ impl<E: Engine> Puller<'_, E> {
         let platform = p.image.platform.as_deref();
         let resolve = || self.bounded(self.registry.resolve(reference, platform));
         let (result, attempts) = match asking {
-            Asking::Once => (Retried::Done(resolve().await), 1),
+            // As a retry loop would: nothing starts once stopping, and the attempt is a beat
+            // of the pull loop's heartbeat (a registry that never answers takes `timeout`).
+            Asking::Once if self.stop.is_triggered() => (Retried::Stopped(None), 0),
+            Asking::Once => {
+                self.progress.step(Step::Attempt(reference));
+                (Retried::Done(resolve().await), 1)
+            }
             _ => {
                 self.with_retries(reference, Op::Resolve, None, resolve)
                     .await
@@ -289,7 +295,9 @@ impl<E: Engine> Puller<'_, E> {
                 }
                 None => (Want::Digest(digest), check),
             },
-            Err(f) => (Want::Unknown(f, attempts), None),
+            // The tag resolved; its signatures could not be read. Not a failed resolution
+            // (0 attempts failed): a run does not ask the tag again for it, as before.
+            Err(f) => (Want::Unknown(f, 0), None),
         }
     }
 
@@ -356,9 +364,9 @@ impl<E: Engine> Puller<'_, E> {
             .collect()
     }
 
-    /// Carries out `plan`, at most `concurrency` images at once, and returns an outcome per
-    /// decision in plan order.
-    pub async fn execute(&self, plan: Vec<Decision>) -> Vec<Outcome> {
+    /// Carries out `plan` (made over the listing `local`), at most `concurrency` images at
+    /// once, and returns an outcome per decision in plan order.
+    pub async fn execute(&self, plan: Vec<Decision>, local: &[LocalImage]) -> Vec<Outcome> {
         let shared = RunShared::default();
         self.progress.step(Step::Planned(plan.len()));
         let held = self.held_back(&plan);
@@ -373,13 +381,16 @@ impl<E: Engine> Puller<'_, E> {
                 .map(|(index, ((decision, guard), held))| {
                     let shared = &shared;
                     async move {
-                        let (decision, guard) = match self.resolves_again(&decision) {
+                        let (decision, guard, held) = match self.resolves_again(&decision) {
                             Some((failure, attempts)) => {
-                                let decision = self.decide_again(decision, failure, attempts).await;
+                                let decision =
+                                    self.decide_again(decision, failure, attempts, local).await;
                                 let guard = self.guard(&decision);
-                                (decision, guard)
+                                // Held back by the budgets as the registries state them now.
+                                let held = self.held_back(std::slice::from_ref(&decision)).pop();
+                                (decision, guard, held.flatten())
                             }
-                            None => (decision, guard),
+                            None => (decision, guard, held),
                         };
                         if let Some(g) = &guard {
                             g.start();
@@ -419,18 +430,23 @@ impl<E: Engine> Puller<'_, E> {
     }
 
     /// `d` decided again once its registry has been asked with the retries left, over the
-    /// store as it is by then (other images' pulls may have changed it).
-    async fn decide_again(&self, d: Decision, failure: Failure, attempts: u32) -> Decision {
+    /// store as it is by then (other images' pulls may have changed it), or as the plan
+    /// listed it when the engine cannot list it now.
+    async fn decide_again(
+        &self,
+        d: Decision,
+        failure: Failure,
+        attempts: u32,
+        planned: &[LocalImage],
+    ) -> Decision {
         let pinned = std::slice::from_ref(&d.pinned);
         let (want, check) = self.want_again(&d.pinned, failure, attempts).await;
-        let local = match self.engine.list_images().await {
-            Ok(local) => local,
-            Err(f) => {
-                warn!(image = %d.reference(), "cannot list the local images: {f}");
-                return d;
-            }
-        };
-        let mut again = self.decide(pinned, vec![want], vec![check], &local);
+        let now = self.engine.list_images().await;
+        if let Err(f) = &now {
+            warn!(image = %d.reference(), "cannot list the local images: {f}; deciding over the plan's listing");
+        }
+        let local = now.as_deref().unwrap_or(planned);
+        let mut again = self.decide(pinned, vec![want], vec![check], local);
         again.pop().unwrap_or(d)
     }
 

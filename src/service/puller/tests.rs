@@ -210,6 +210,17 @@ async fn an_unreachable_registry_retries_in_its_own_turn_and_holds_up_no_other_p
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_stopped_before_it_plans_asks_no_registry() {
+    let s = setup(&format!("{FOLLOW_A}{FOLLOW_B}"));
+    s.publish();
+    let stop = Shutdown::new();
+    stop.trigger();
+    let outcomes = s.puller(stop).converge(&s.session.pinned).await.unwrap();
+    assert_eq!(s.registry.asked(), 0, "{outcomes:?}");
+    assert!(s.engine.pulls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_resolution_that_failed_while_planning_is_decided_again_once_it_answers() {
     let s = setup(&format!("{FOLLOW_A}{FOLLOW_B}"));
     s.publish();
