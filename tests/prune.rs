@@ -451,6 +451,21 @@ fn space_rules_and_keep_rules_against_the_real_store() {
         "{doc:#}"
     );
     assert!(doc["prune"]["deferred"].as_u64().unwrap() >= 2, "{doc:#}");
+    // What the rule measured: the data root's disk, read from the host, and the marks.
+    let space = &doc["prune"]["space"];
+    let used = space["disk_used_percent"].as_f64().unwrap_or(-1.0);
+    assert!(used > 1.0 && used <= 100.0, "{doc:#}");
+    assert_eq!(space["high_watermark"], 1.0, "{doc:#}");
+    let out = env
+        .stowage(&config)
+        .args(["prune", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap().replace('\n', " ");
+    assert!(
+        text.contains("used, above high_watermark (1%): the least recently used go"),
+        "{text}"
+    );
 
     // A store cap of 1 byte selects by size the same way.
     with("max_store_size = \"1B\"\nmax_removals = 100\n");

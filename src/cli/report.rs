@@ -1010,6 +1010,9 @@ pub(super) fn prune_json(plan: &PrunePlan, removals: Option<&[Removal]>) -> serd
         "watching_since": plan.watching_since,
         "min_age": plan.min_age,
     });
+    if let Some(space) = plan.space {
+        doc["space"] = serde_json::json!(space);
+    }
     if let Some(removals) = removals {
         doc["results"] = serde_json::json!(removals);
     }
