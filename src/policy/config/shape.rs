@@ -30,7 +30,7 @@ pub(super) fn read(text: &str) -> (Option<RawConfig>, Vec<Misfit>) {
             .iter()
             .map(|e| Misfit {
                 span: e.span().unwrap_or(0..0),
-                message: e.message().trim_end().to_owned(),
+                message: syntax_in_words(e.message().trim_end()),
             })
             .collect();
         return (None, misfits);
@@ -59,6 +59,17 @@ pub(super) fn read(text: &str) -> (Option<RawConfig>, Vec<Misfit>) {
         removed.push(path);
     }
     (None, misfits)
+}
+
+/// A TOML syntax error in an operator's words where the parser's are its grammar's: a bare
+/// value (`file = /var/lib/x`) reads "string values must be quoted, expected literal string".
+fn syntax_in_words(message: &str) -> String {
+    match message.strip_suffix(", expected literal string") {
+        Some(quoted) if quoted.starts_with("string values must be quoted") => {
+            format!("{quoted}: write key = \"value\"")
+        }
+        _ => message.to_owned(),
+    }
 }
 
 /// Takes the entry of `table` (under `path`) that `span` is exactly the key or value of out of

@@ -828,3 +828,13 @@ fn a_watermark_without_its_percent_sign_is_refused_with_what_was_meant() {
         "{text:?}"
     );
 }
+
+#[test]
+fn a_bare_value_says_to_quote_it_not_the_grammar() {
+    let errs = parse("[state]\nfile = /var/lib/stowage/state.json\n").unwrap_err();
+    assert!(
+        errs[0].contains(":2:8: string values must be quoted: write key = \"value\""),
+        "{errs:?}"
+    );
+    assert!(!errs[0].contains("literal string"), "{errs:?}");
+}
