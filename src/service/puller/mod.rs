@@ -49,6 +49,17 @@ enum Asking {
     WithRetries,
 }
 
+impl Asking {
+    /// How `plan` and `status` ask: with the retries (theirs try once), or not at all.
+    fn shown(ask_registries: bool) -> Asking {
+        if ask_registries {
+            Asking::WithRetries
+        } else {
+            Asking::Not
+        }
+    }
+}
+
 /// Who keeps the state file's first-pull pins of images a run does not cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinUpkeep {
@@ -118,9 +129,19 @@ impl<E: Engine> Puller<'_, E> {
         images: &[Pinned],
         ask_registries: bool,
     ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
+        self.plan_listing(images, Asking::shown(ask_registries))
+            .await
+    }
+
+    /// Lists the local store and plans over it, asking registries as `asking` says.
+    async fn plan_listing(
+        &self,
+        images: &[Pinned],
+        asking: Asking,
+    ) -> Result<(Vec<Decision>, Vec<LocalImage>), Failure> {
         self.progress.step(Step::Planning);
         let local = self.engine.list_images().await?;
-        Ok(self.plan_over(images, local, ask_registries).await)
+        Ok(self.plan_asking(images, local, asking).await)
     }
 
     /// [`Self::plan_with`] over a listing of the local images already made.
@@ -130,12 +151,8 @@ impl<E: Engine> Puller<'_, E> {
         local: Vec<LocalImage>,
         ask_registries: bool,
     ) -> (Vec<Decision>, Vec<LocalImage>) {
-        let asking = if ask_registries {
-            Asking::WithRetries
-        } else {
-            Asking::Not
-        };
-        self.plan_asking(images, local, asking).await
+        self.plan_asking(images, local, Asking::shown(ask_registries))
+            .await
     }
 
     /// The plan, asking registries as `asking` says.
@@ -176,9 +193,7 @@ impl<E: Engine> Puller<'_, E> {
     /// in its own turn (see [`Self::execute`]), so one unreachable registry's retries never
     /// hold up the other images' pulls.
     pub async fn converge(&self, images: &[Pinned]) -> Result<Vec<Outcome>, Failure> {
-        self.progress.step(Step::Planning);
-        let local = self.engine.list_images().await?;
-        let (plan, local) = self.plan_asking(images, local, Asking::Once).await;
+        let (plan, local) = self.plan_listing(images, Asking::Once).await?;
         let outcomes = self.execute(plan, &local).await;
         self.remember(&outcomes, self.pins == PinUpkeep::Daemon);
         Ok(outcomes)
@@ -214,37 +229,31 @@ impl<E: Engine> Puller<'_, E> {
         if known.is_some() || asking == Asking::Not || p.mode == PinMode::Lock {
             return (self.known_want(p, known), None);
         }
-        let reference = &p.image.reference;
-        let platform = p.image.platform.as_deref();
-        let resolve = || self.bounded(self.registry.resolve(reference, platform));
-        let (result, attempts) = match asking {
+        if asking == Asking::Once {
+            let reference = &p.image.reference;
             // As a retry loop would: nothing starts once stopping, and the attempt is a beat
             // of the pull loop's heartbeat (a registry that never answers takes `timeout`).
-            Asking::Once if self.stop.is_triggered() => (Retried::Stopped(None), 0),
-            Asking::Once => {
-                self.progress.step(Step::Attempt(reference));
-                (Retried::Done(resolve().await), 1)
+            if self.stop.is_triggered() {
+                return self.resolved(p, Retried::Stopped(None), 0).await;
             }
-            _ => {
-                self.with_retries(reference, Op::Resolve, None, resolve)
-                    .await
-            }
-        };
-        self.resolved(p, result, attempts).await
+            self.progress.step(Step::Attempt(reference));
+            let once = self.bounded(
+                self.registry
+                    .resolve(reference, p.image.platform.as_deref()),
+            );
+            return self.resolved(p, Retried::Done(once.await), 1).await;
+        }
+        self.ask(p, None).await
     }
 
-    /// One image's digest, asked again after `attempts` that failed while planning, the last
-    /// with `failure`: the rest of the retries, then the signature check.
-    async fn want_again(
-        &self,
-        p: &Pinned,
-        failure: Failure,
-        attempts: u32,
-    ) -> (Want, Option<Check>) {
+    /// One image's digest, asked with the retry policy's retries; `failed`: the attempts
+    /// already made (while planning) and the last one's failure, whose retries it takes up.
+    /// Then the signature check.
+    async fn ask(&self, p: &Pinned, failed: Option<(u32, Failure)>) -> (Want, Option<Check>) {
         let reference = &p.image.reference;
         let platform = p.image.platform.as_deref();
         let (result, attempts) = self
-            .with_retries(reference, Op::Resolve, Some((attempts, failure)), || {
+            .with_retries(reference, Op::Resolve, failed, || {
                 self.bounded(self.registry.resolve(reference, platform))
             })
             .await;
@@ -440,7 +449,7 @@ impl<E: Engine> Puller<'_, E> {
         planned: &[LocalImage],
     ) -> Decision {
         let pinned = std::slice::from_ref(&d.pinned);
-        let (want, check) = self.want_again(&d.pinned, failure, attempts).await;
+        let (want, check) = self.ask(&d.pinned, Some((attempts, failure))).await;
         let now = self.engine.list_images().await;
         if let Err(f) = &now {
             warn!(image = %d.reference(), "cannot list the local images: {f}; deciding over the plan's listing");
