@@ -48,6 +48,14 @@ fn limits() -> Limits {
     }
 }
 
+/// Why the plan keeps image `id`, when it does.
+fn kept_why(plan: &PrunePlan, id: &str) -> Option<Protection> {
+    plan.keep
+        .iter()
+        .find(|k| k.id == id)
+        .map(|k| k.protection.clone())
+}
+
 fn removed(plan: &PrunePlan) -> Vec<&str> {
     plan.remove.iter().map(|c| c.id.as_str()).collect()
 }
@@ -67,14 +75,7 @@ fn dangling_and_unused_by_age() {
     // Least recently used first.
     assert_eq!(removed(&plan), ["unused-old", "dangling-old"]);
     assert_eq!(plan.bytes_expected, 20);
-    let why = |id: &str| {
-        plan.keep
-            .iter()
-            .find(|k| k.id == id)
-            .unwrap()
-            .protection
-            .clone()
-    };
+    let why = |id: &str| kept_why(&plan, id).unwrap();
     assert_eq!(why("dangling-new"), Protection::TooYoung);
     assert_eq!(why("unused-recent"), Protection::NotSelected);
 }
@@ -93,14 +94,7 @@ fn a_young_image_no_rule_takes_is_not_selected_rather_than_too_young() {
         &KeepRules::default(),
         &only_dangling,
     );
-    let why = |id: &str| {
-        plan.keep
-            .iter()
-            .find(|k| k.id == id)
-            .unwrap()
-            .protection
-            .clone()
-    };
+    let why = |id: &str| kept_why(&plan, id).unwrap();
     assert_eq!(why("dangling-new"), Protection::TooYoung);
     assert_eq!(why("tagged-new"), Protection::NotSelected);
 }
@@ -145,12 +139,7 @@ fn each_kept_image_reports_the_protection_that_keeps_it() {
     inp.in_flight
         .extend(["r/pull:1".to_owned(), "sha256:by-digest".to_owned()]);
     let plan = plan_prune(&inp, &KeepRules::default(), &limits());
-    let why = |id: &str| {
-        plan.keep
-            .iter()
-            .find(|k| k.id == id)
-            .map(|k| k.protection.clone())
-    };
+    let why = |id: &str| kept_why(&plan, id);
     assert_eq!(why("req"), Some(Protection::Required));
     assert_eq!(why("self"), Some(Protection::OwnImage));
     assert_eq!(why("used"), Some(Protection::InUse));
@@ -224,14 +213,7 @@ fn keep_rules() {
     };
     let plan = plan_prune(&inp, &keep, &limits());
     assert_eq!(removed(&plan), ["gone"]);
-    let why = |id: &str| {
-        plan.keep
-            .iter()
-            .find(|k| k.id == id)
-            .unwrap()
-            .protection
-            .clone()
-    };
+    let why = |id: &str| kept_why(&plan, id).unwrap();
     assert_eq!(why("globbed"), Protection::KeepRule("r/infra/*".into()));
     assert_eq!(why("pinned"), Protection::KeepRule("sha256:pinned".into()));
     assert_eq!(
@@ -347,14 +329,7 @@ fn children_go_before_parents_and_parents_of_kept_images_stay() {
     inp.in_use.insert("grandchild".into());
     let plan = plan_prune(&inp, &KeepRules::default(), &limits());
     assert!(plan.remove.is_empty());
-    let why = |id: &str| {
-        plan.keep
-            .iter()
-            .find(|k| k.id == id)
-            .unwrap()
-            .protection
-            .clone()
-    };
+    let why = |id: &str| kept_why(&plan, id).unwrap();
     assert_eq!(why("parent"), Protection::ParentOfKept);
 }
 

@@ -12,6 +12,11 @@ fn digest(c: char) -> String {
     format!("sha256:{}", c.to_string().repeat(64))
 }
 
+/// Whether `result` is a failure of `class`.
+fn failed_with(result: &PullResult, class: FailureClass) -> bool {
+    matches!(result, PullResult::Failed { class: c, .. } if *c == class)
+}
+
 fn network() -> Failure {
     Failure::new(FailureClass::Network, "connection refused")
 }
@@ -60,6 +65,14 @@ impl Setup {
         }
     }
 
+    /// A whole run by hand, not stopped.
+    async fn run(&self) -> Vec<Outcome> {
+        self.puller(Shutdown::new())
+            .converge(&self.session.pinned)
+            .await
+            .unwrap()
+    }
+
     fn puller(&self, stop: Shutdown) -> Puller<'_, FakeEngine> {
         self.session
             .puller(&self.engine, stop, InFlight::default(), PinUpkeep::Command)
@@ -93,11 +106,7 @@ async fn a_network_failure_is_retried_with_backoff_then_pulled() {
     s.publish();
     s.engine.fail_next([network(), network()]);
     let started = tokio::time::Instant::now();
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
         "{outcomes:?}"
@@ -115,36 +124,16 @@ async fn failures_that_retries_cannot_fix_are_not_retried_and_the_attempts_run_o
     s.publish();
     s.engine
         .fail_next([Failure::new(FailureClass::Auth, "unauthorized")]);
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(
-        matches!(
-            outcomes[0].result,
-            PullResult::Failed {
-                class: FailureClass::Auth,
-                ..
-            }
-        ),
+        failed_with(&outcomes[0].result, FailureClass::Auth),
         "{outcomes:?}"
     );
     assert_eq!((outcomes[0].attempts, s.engine.pulls().len()), (1, 1));
     s.engine.fail_next([network(), network(), network()]);
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(
-        matches!(
-            outcomes[0].result,
-            PullResult::Failed {
-                class: FailureClass::Network,
-                ..
-            }
-        ),
+        failed_with(&outcomes[0].result, FailureClass::Network),
         "{outcomes:?}"
     );
     assert_eq!(
@@ -159,11 +148,7 @@ async fn a_resolution_that_fails_is_retried_like_a_pull() {
     let s = setup(FOLLOW_A);
     s.publish();
     s.registry.fail_next([network()]);
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
         "{outcomes:?}"
@@ -194,13 +179,7 @@ async fn an_unreachable_registry_retries_in_its_own_turn_and_holds_up_no_other_p
     assert!(asked_when_b_was_pulled < 3, "{asked_when_b_was_pulled}");
     let outcomes = run.await.unwrap();
     assert!(
-        matches!(
-            outcomes[0].result,
-            PullResult::Failed {
-                class: FailureClass::Network,
-                ..
-            }
-        ),
+        failed_with(&outcomes[0].result, FailureClass::Network),
         "{outcomes:?}"
     );
     // Its attempts are the retry policy's, once each: planning's one and two more.
@@ -228,11 +207,7 @@ async fn a_resolution_that_failed_while_planning_is_decided_again_once_it_answer
     // a's planning resolution fails; its retry in its turn answers, and a is refreshed
     // rather than kept as it was.
     s.registry.fail_next([network()]);
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
         "{outcomes:?}"
@@ -287,13 +262,7 @@ async fn a_stop_during_the_backoff_reports_the_failure_and_tries_no_more() {
     let (outcomes, ()) = tokio::join!(puller.converge(&s.session.pinned), stopper);
     let outcomes = outcomes.unwrap();
     assert!(
-        matches!(
-            outcomes[0].result,
-            PullResult::Failed {
-                class: FailureClass::Network,
-                ..
-            }
-        ),
+        failed_with(&outcomes[0].result, FailureClass::Network),
         "the last failure, not a skip: {outcomes:?}"
     );
     assert_eq!((outcomes[0].attempts, s.engine.pulls().len()), (1, 1));
@@ -303,11 +272,7 @@ async fn a_stop_during_the_backoff_reports_the_failure_and_tries_no_more() {
 async fn a_first_pull_pin_is_saved_and_the_next_run_asks_no_registry() {
     let s = setup("[[image]]\nname = \"r.example/a:1\"\npin = \"first-pull\"\n");
     s.publish();
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
         "{outcomes:?}"
@@ -315,11 +280,7 @@ async fn a_first_pull_pin_is_saved_and_the_next_run_asks_no_registry() {
     assert_eq!(s.registry.asked(), 1);
     // The tag moves; the pin holds, and nothing is asked.
     s.registry.set("r.example/a:1", &digest('b'));
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert_eq!(outcomes[0].result, PullResult::Kept);
     assert_eq!(s.registry.asked(), 1);
     let saved = State::load(&s.session.config.state_file);
@@ -337,11 +298,7 @@ async fn two_names_of_one_content_are_pulled_one_after_the_other_and_others_at_o
     s.registry.set("r.example/a2:1", &digest('a'));
     let engine = &s.engine;
     engine.set_pull_time(Duration::from_secs(10));
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(outcomes.iter().all(Outcome::is_ok), "{outcomes:?}");
     // a and a2 share their content: never at once; b goes beside them.
     assert_eq!(engine.most_at_once(), 2);
@@ -391,11 +348,7 @@ async fn outside_the_pull_window_the_daemon_pulls_only_what_is_missing() {
     );
     assert_eq!(s.engine.pulls().len(), 1, "only the missing image");
     // A run by hand is meant to happen now.
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(
         matches!(outcomes[0].result, PullResult::Pulled { .. }),
         "{:?}",
@@ -458,11 +411,7 @@ async fn the_daemon_holds_back_refreshes_past_its_share_of_a_rate_limit() {
         }
     );
     // A run by hand spends what it needs.
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(
         matches!(outcomes[1].result, PullResult::Pulled { .. }),
         "{:?}",
@@ -487,19 +436,11 @@ async fn a_pull_refused_for_the_rate_limit_spends_no_retry_and_the_registry_is_l
             }
         )
     };
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(rate_limited(&outcomes[0]), "{:?}", outcomes[0]);
     assert_eq!(s.engine.pulls().len(), 1, "not retried");
     // The next run asks the engine for nothing from that registry.
-    let outcomes = s
-        .puller(Shutdown::new())
-        .converge(&s.session.pinned)
-        .await
-        .unwrap();
+    let outcomes = s.run().await;
     assert!(rate_limited(&outcomes[0]), "{:?}", outcomes[0]);
     assert_eq!(s.engine.pulls().len(), 1, "the registry is left alone");
 }
@@ -551,13 +492,6 @@ mod signatures {
                 self.registry
                     .sign(&format!("{name}@{}", digest(c)), vec![layer]);
             }
-        }
-
-        async fn run(&self) -> Vec<Outcome> {
-            self.puller(Shutdown::new())
-                .converge(&self.session.pinned)
-                .await
-                .unwrap()
         }
     }
 
