@@ -606,9 +606,9 @@ fn present_note(class: Option<FailureClass>) -> Option<&'static str> {
 }
 
 /// Whether a registry failure is one `status --exit-code` fails for: it does not pass by
-/// itself (a wrong login, a name the registry does not have).
+/// itself (a wrong login, a name the registry does not have): those [`present_note`] warns of.
 pub(super) fn needs_fixing(class: Option<FailureClass>) -> bool {
-    matches!(class, Some(FailureClass::Auth | FailureClass::NotFound))
+    present_note(class).is_some()
 }
 
 /// The `status` table.
