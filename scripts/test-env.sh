@@ -164,6 +164,46 @@ ensure_cosign() {
   fetch_trixie "$CACHE/trixie-cosign" cosign
 }
 
+# The Debian mirror this machine's own sources name: the script names no host.
+mirror_uri() {
+  local uri
+  uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [[ -n $uri ]] || uri=$(awk '$1 == "deb" && $2 !~ /^\[/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+  [[ -n $uri ]] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+  echo "$uri"
+}
+
+# cosign 3 from Debian sid, which signs as most images are signed today (Sigstore bundles as
+# OCI referrers). It needs sid's glibc: it lives in a debootstrapped sid root (about 30 s
+# once) and runs on the host through that root's own dynamic loader and libraries, so no
+# chroot or mounts are needed. $COSIGN3 is a wrapper script that does so.
+COSIGN3_ROOT=$CACHE/sid-cosign
+COSIGN3=$COSIGN3_ROOT/cosign3
+ensure_cosign3() {
+  [[ -x $COSIGN3 ]] && "$COSIGN3" version >/dev/null 2>&1 && return 0
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  local t=$COSIGN3_ROOT.tmp uri
+  uri=$(mirror_uri)
+  log "making a Debian sid root with cosign 3 in $COSIGN3_ROOT"
+  rm -rf "$t"
+  mkdir -p "$CACHE"
+  debootstrap --variant=minbase sid "$t" "$uri" >"$CACHE/sid-debootstrap.log" 2>&1 ||
+    die "debootstrap sid failed; see $CACHE/sid-debootstrap.log"
+  # A mirror's sid snapshot may carry an expired Release file.
+  echo 'Acquire::Check-Valid-Until "false";' >"$t/etc/apt/apt.conf.d/99stowage-test"
+  { chroot "$t" apt-get -qq update && chroot "$t" apt-get -qq install -y --no-install-recommends cosign; } \
+    >>"$CACHE/sid-debootstrap.log" 2>&1 || die "installing cosign in the sid root failed; see $CACHE/sid-debootstrap.log"
+  printf '%s\n' '#!/bin/sh' \
+    '# cosign 3 from this Debian sid root, run with the root'"'"'s own loader and libraries.' \
+    'R=$(dirname "$(readlink -f "$0")")' \
+    'exec "$R/lib64/ld-linux-x86-64.so.2" --library-path "$R/lib/x86_64-linux-gnu:$R/usr/lib/x86_64-linux-gnu" "$R/usr/bin/cosign" "$@"' \
+    >"$t/cosign3"
+  chmod 755 "$t/cosign3"
+  rm -rf "$COSIGN3_ROOT"
+  mv "$t" "$COSIGN3_ROOT"
+  "$COSIGN3" version >/dev/null 2>&1 || die "cosign 3 does not run from $COSIGN3_ROOT"
+}
+
 # fetch_trixie DIR PKG...: Debian 13's PKGs, fetched with apt-get download and unpacked (never
 # installed) under DIR/root. They run on Debian 12 as they are.
 fetch_trixie() {
@@ -171,11 +211,8 @@ fetch_trixie() {
   shift
   log "fetching $* from Debian 13 into $t"
   command -v dpkg-deb >/dev/null || die "dpkg-deb is missing"
-  # The mirror is the one this machine's own Debian sources name: the script names no host.
   local uri
-  uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  [[ -n $uri ]] || uri=$(awk '$1 == "deb" && $2 !~ /^\[/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
-  [[ -n $uri ]] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+  uri=$(mirror_uri)
   rm -rf "$t.tmp"
   mkdir -p "$t.tmp/lists/partial" "$t.tmp/cache/archives/partial" "$t.tmp/debs" "$t.tmp/root"
   echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie main" >"$t.tmp/sources.list"
@@ -393,6 +430,7 @@ STOWAGE_TEST_MIRROR_LOG=$ROOT/registry-mirror.log
 DOCKER_CLI=$DOCKER_CLI
 STOWAGE_TEST_DEBIAN_ROOT=$ROOT/debian
 STOWAGE_TEST_COSIGN=$COSIGN
+STOWAGE_TEST_COSIGN3=$COSIGN3
 STOWAGE_TEST_COSIGN_HOME=$ROOT/cosign/home
 STOWAGE_TEST_COSIGN_KEY=$ROOT/cosign/cosign
 EOF
@@ -422,6 +460,7 @@ cmd_up() {
   start_engine "$SEED_ENGINE"
   seed
   sign_seeded
+  ensure_cosign3
   start_engine "$ENGINE"
   write_env
   log "up: $ENGINE ($ROOT/env.$ENGINE)"

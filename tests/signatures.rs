@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Env, Scratch, engine_lock, entry, env};
+use crate::support::{Env, Scratch, Signer, engine_lock, entry, env};
 
 /// Runs stowage with `args` and reads its JSON report.
 fn run_json(env: &Env, config: &Path, args: &[&str]) -> (i32, Value, String) {
@@ -62,7 +62,7 @@ fn signed_images_are_pinned_and_pulled_and_then_cost_no_request() {
     let single = env.plain_image("gamma:1");
     let index = env.plain_image("multi:1");
     assert!(
-        env.cosign_verifies(&env.cosign_key, &single),
+        env.cosign_verifies(Signer::Cosign2, &env.cosign_key, &single),
         "cosign itself verifies it"
     );
     env.remove_images(&[single.clone(), index.clone()]);
@@ -193,11 +193,17 @@ fn unsigned_images_and_images_signed_with_another_key_are_refused() {
 
 #[test]
 fn a_tag_moved_to_an_unsigned_digest_keeps_the_verified_image_under_follow() {
+    for signer in [Signer::Cosign2, Signer::Cosign3] {
+        a_tag_moved_to_an_unsigned_digest_keeps_the_verified_image(signer);
+    }
+}
+
+fn a_tag_moved_to_an_unsigned_digest_keeps_the_verified_image(signer: Signer) {
     let _lock = engine_lock();
     let env = env();
     let scratch = Scratch::new();
     let (name, _, _) = fresh(&env);
-    env.cosign_sign(&env.cosign_key, &name);
+    env.cosign_sign_as(signer, &env.cosign_key, &name);
     let config = signed_config(
         &scratch,
         &env,
@@ -229,11 +235,17 @@ fn a_tag_moved_to_an_unsigned_digest_keeps_the_verified_image_under_follow() {
 
 #[test]
 fn a_lock_whose_digest_lost_its_signature_fails_pin_check() {
+    for signer in [Signer::Cosign2, Signer::Cosign3] {
+        a_lock_whose_digest_lost_its_signature_fails(signer);
+    }
+}
+
+fn a_lock_whose_digest_lost_its_signature_fails(signer: Signer) {
     let _lock = engine_lock();
     let env = env();
     let scratch = Scratch::new();
     let (name, repo, digest) = fresh(&env);
-    env.cosign_sign(&env.cosign_key, &name);
+    env.cosign_sign_as(signer, &env.cosign_key, &name);
     let config = signed_config(&scratch, &env, &env.cosign_pub(), &[(&name, "")]);
     let out = env.stowage(&config).arg("pin").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -255,4 +267,108 @@ fn a_lock_whose_digest_lost_its_signature_fails_pin_check() {
         "{stderr}"
     );
     assert!(stderr.contains("cannot be checked"), "{stderr}");
+}
+
+/// The signature requests stowage sent for one new digest: the referrers API (404 on
+/// distribution), the fallback tag, each listed artifact and its bundle, the `.sig` tag and
+/// its payloads.
+fn signature_requests(requests: &[String]) -> Vec<&String> {
+    requests
+        .iter()
+        .filter(|r| {
+            r.contains("/referrers/") || r.contains("/manifests/sha256") || r.contains("/blobs/")
+        })
+        .collect()
+}
+
+#[test]
+fn cosign3_signatures_bundles_and_legacy_are_verified_and_then_cost_no_request() {
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    let (bundled, _, _) = fresh(&env);
+    let (legacy, _, _) = fresh(&env);
+    env.cosign_sign_as(Signer::Cosign3, &env.cosign_key, &bundled);
+    env.cosign_sign_as(Signer::Cosign3Legacy, &env.cosign_key, &legacy);
+    for name in [&bundled, &legacy] {
+        assert!(
+            env.cosign_verifies(Signer::Cosign3, &env.cosign_key, name),
+            "cosign 3 itself verifies {name}"
+        );
+    }
+    let config = signed_config(
+        &scratch,
+        &env,
+        &env.cosign_pub(),
+        &[(&bundled, ""), (&legacy, "")],
+    );
+    let mark = env.plain_log_mark();
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lock = std::fs::read_to_string(scratch.dir.path().join("stowage.lock")).unwrap();
+    assert_eq!(lock.matches("signed_by = \"sha256:").count(), 2, "{lock}");
+    // A bundle: referrers API (404), fallback tag, its artifact, the bundle, the `.sig` tag
+    // (404): 5. Legacy: referrers, fallback tag (404), `.sig` tag, its payload: 4.
+    let requests = env.plain_requests_by_stowage(mark);
+    assert_eq!(signature_requests(&requests).len(), 9, "{requests:#?}");
+
+    let (code, report, stderr) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    for name in [&bundled, &legacy] {
+        let e = entry(&report, name);
+        assert_eq!(e["result"], "pulled", "{e:#}");
+        assert_eq!(e["signature"]["result"], "verified", "{e:#}");
+    }
+    let mark = env.plain_log_mark();
+    let (code, report, _) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{report:#}");
+    for name in [&bundled, &legacy] {
+        assert_eq!(
+            entry(&report, name)["signature"]["cached"],
+            true,
+            "{report:#}"
+        );
+    }
+    assert_eq!(env.plain_requests(mark), Vec::<String>::new());
+    env.remove_images(&[bundled, legacy]);
+}
+
+#[test]
+fn cosign3_bundles_by_another_key_and_attestations_are_refused() {
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    let (stranger, _, _) = fresh(&env);
+    let (attested, _, _) = fresh(&env);
+    let other_key = env.cosign_key_pair(scratch.dir.path(), "other");
+    env.cosign_sign_as(Signer::Cosign3, &other_key, &stranger);
+    // Attested with the policy's own key: the same artifact type as a signature.
+    env.cosign_attest(&env.cosign_key, &attested);
+    let first_pull = "pin = \"first-pull\"\n";
+    let config = signed_config(
+        &scratch,
+        &env,
+        &env.cosign_pub(),
+        &[(&stranger, first_pull), (&attested, first_pull)],
+    );
+    let (code, report, _) = run_json(&env, &config, &["pull", "--json"]);
+    assert_ne!(code, 0, "{report:#}");
+    let e = entry(&report, &stranger);
+    assert_eq!(
+        (e["class"].as_str(), e["signature"]["found"].as_str()),
+        (Some("signature"), Some("wrong-key")),
+        "{e:#}"
+    );
+    let e = entry(&report, &attested);
+    assert_eq!(
+        (e["class"].as_str(), e["signature"]["found"].as_str()),
+        (Some("signature"), Some("bad-payload")),
+        "{e:#}"
+    );
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("attestation") && message.contains("slsa"),
+        "{message}"
+    );
+    assert!(!env.has_image(&stranger) && !env.has_image(&attested));
 }

@@ -1,42 +1,59 @@
 //! Whether a digest carries a valid cosign signature by one of a policy's keys: a pure
-//! function over the signature layers the registry holds.
+//! function over the signatures the registry holds, in either layout.
 //!
-//! A layer vouches for `digest` when its signature verifies over the payload's exact bytes with
-//! one of the keys (ECDSA P-256, SHA-256, DER), and the payload is a cosign image signature
-//! whose `critical.image.docker-manifest-digest` is `digest`. The second check matters: a valid
-//! signature copied from another digest's `.sig` must not vouch for this one.
+//! A legacy layer vouches for `digest` when its signature verifies over the payload's exact
+//! bytes with one of the keys (ECDSA P-256, SHA-256, DER), and the payload is a cosign image
+//! signature whose `critical.image.docker-manifest-digest` is `digest`. A bundle vouches for it
+//! on the same two conditions, in its own terms (`bundle`). The second check matters: a valid
+//! signature copied from another digest must not vouch for this one.
 
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::model::signature::{Finding, PAYLOAD_TYPE, SignatureLayer};
+use crate::model::signature::{Finding, PAYLOAD_TYPE, Signature, SignatureLayer};
 use crate::policy::signature::PublicKey;
+
+mod bundle;
+
+use bundle::Outcome;
 
 /// The fingerprint of the key that signed `digest`, or what was found instead.
 pub(crate) fn check(
     digest: &str,
-    layers: &[SignatureLayer],
+    signatures: &[Signature],
     keys: &[impl AsRef<PublicKey>],
 ) -> Result<String, Finding> {
-    if layers.is_empty() {
+    if signatures.is_empty() {
         return Err(Finding::NoSignature);
     }
     let mut bad_payload = None;
-    for layer in layers {
-        let Some(key) = signer(layer, keys) else {
-            continue;
-        };
-        match vouches_for(&layer.payload, digest) {
-            Ok(()) => return Ok(key.fingerprint.clone()),
-            Err(why) => bad_payload = Some(why),
+    for signature in signatures {
+        match outcome(signature, digest, keys) {
+            Outcome::Signer(key) => return Ok(key),
+            Outcome::BadPayload(why) => bad_payload = Some(why),
+            Outcome::Unsigned => {}
         }
     }
     Err(match bad_payload {
         Some(why) => Finding::BadPayload { why },
         None => Finding::WrongKey {
-            signatures: layers.len(),
+            signatures: signatures.len(),
         },
     })
+}
+
+/// What one signature says of `digest`.
+fn outcome(signature: &Signature, digest: &str, keys: &[impl AsRef<PublicKey>]) -> Outcome {
+    match signature {
+        Signature::Bundle(json) => bundle::check(json, digest, keys),
+        Signature::Legacy(layer) => match signer(layer, keys) {
+            None => Outcome::Unsigned,
+            Some(key) => match vouches_for(&layer.payload, digest) {
+                Ok(()) => Outcome::Signer(key.fingerprint.clone()),
+                Err(why) => Outcome::BadPayload(why),
+            },
+        },
+    }
 }
 
 /// The key whose signature `layer` carries, if any.

@@ -16,7 +16,7 @@ use crate::model::image::{Deleted, Deletions, ImageStore, LocalImage, StoreEvent
 use crate::model::platform::IndexCache;
 use crate::model::rate_limit::Budget;
 use crate::model::reference::{ImageRef, repository};
-use crate::model::signature::SignatureLayer;
+use crate::model::signature::Signature;
 use crate::model::sync::Locked;
 
 /// An engine whose store is a map, whose registry is a set of digests, and whose pulls take
@@ -553,8 +553,8 @@ struct RegistryState {
     budgets: BTreeMap<String, Budget>,
     /// Registries left alone after a rate limit.
     blocked: HashSet<String>,
-    /// Signature layers by `name@digest`.
-    signatures: HashMap<String, Vec<SignatureLayer>>,
+    /// Signatures by `name@digest`.
+    signatures: HashMap<String, Vec<Signature>>,
     /// How many signature fetches were asked for.
     signatures_asked: usize,
 }
@@ -593,8 +593,8 @@ impl FakeRegistry {
         self.0.locked().budgets.insert(host.to_owned(), budget);
     }
 
-    /// `signed` (`name@digest`) carries these signature layers.
-    pub(crate) fn sign(&self, signed: &str, layers: Vec<SignatureLayer>) {
+    /// `signed` (`name@digest`) carries these signatures.
+    pub(crate) fn sign(&self, signed: &str, layers: Vec<Signature>) {
         self.0.locked().signatures.insert(signed.to_owned(), layers);
     }
 
@@ -669,7 +669,7 @@ impl Registry for FakeRegistry {
     fn signatures<'a>(
         &'a self,
         signed: &'a ImageRef,
-    ) -> BoxFuture<'a, Result<Vec<SignatureLayer>, Failure>> {
+    ) -> BoxFuture<'a, Result<Vec<Signature>, Failure>> {
         Box::pin(async move {
             let mut s = self.0.locked();
             s.signatures_asked += 1;

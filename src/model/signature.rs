@@ -1,10 +1,16 @@
 //! Cosign signatures as plain data: where the registry keeps them, what was fetched, and what a
 //! check of them found.
 //!
-//! cosign stores the signatures of `repo@sha256:<hex>` as the layers of a manifest tagged
-//! `sha256-<hex>.sig` in the same repository. Each layer is a "simple signing" payload (JSON
-//! naming the signed digest), and its annotation holds the base64 ECDSA signature over the
-//! payload's exact bytes.
+//! cosign keeps signatures in one of two layouts, both in the signed image's repository:
+//! - **Bundles** (cosign 3's default): a Sigstore bundle, a DSSE envelope around an in-toto
+//!   statement whose subject is the signed digest, pushed as an OCI artifact whose `subject`
+//!   is the image. It is found through the registry's referrers API
+//!   (`/v2/<name>/referrers/<digest>`), or where a registry has none, through the index
+//!   tagged `sha256-<hex>` that lists the referrers.
+//! - **Legacy** (cosign 2, and cosign 3 with `--new-bundle-format=false`): the layers of a
+//!   manifest tagged `sha256-<hex>.sig`. Each layer is a "simple signing" payload (JSON
+//!   naming the signed digest), and its annotation holds the base64 ECDSA signature over the
+//!   payload's exact bytes.
 
 use std::fmt;
 
@@ -19,9 +25,32 @@ pub(crate) const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signatur
 /// The `critical.type` every cosign image signature payload carries.
 pub(crate) const PAYLOAD_TYPE: &str = "cosign container image signature";
 
-/// Payloads are a few hundred bytes; anything past this is not a cosign payload, and is not
-/// fetched or hashed.
+/// Payloads are a few hundred bytes, and bundles a few KiB (a certificate chain and a log
+/// entry); anything past this is not a signature, and is not fetched or hashed.
 pub(crate) const MAX_PAYLOAD: u64 = 64 * 1024;
+
+/// How many referrers of one digest are read, at most: signatures sit beside SBOMs and
+/// attestations, and a registry's list has no bound of its own.
+pub(crate) const MAX_REFERRERS: usize = 32;
+
+/// Whether `media_type` is a Sigstore bundle's (`application/vnd.dev.sigstore.bundle.v0.3+json`,
+/// or the older `application/vnd.dev.sigstore.bundle+json;version=0.2` spelling).
+pub(crate) fn is_bundle_type(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.dev.sigstore.bundle")
+}
+
+/// The empty descriptor's media type. Some cosign versions write it as a referrer's
+/// artifactType in the fallback index (cosign #4641), so such an entry may still be a bundle.
+pub(crate) const EMPTY_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+/// The tag of the index listing the referrers of `digest` on a registry without the referrers
+/// API: `sha256-<hex>`.
+pub(crate) fn referrers_tag(digest: &str) -> Option<String> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|hex| !hex.is_empty())
+        .map(|hex| format!("sha256-{hex}"))
+}
 
 /// The tag cosign keeps the signatures of `digest` under: `sha256-<hex>.sig`.
 pub(crate) fn signature_tag(digest: &str) -> Option<String> {
@@ -29,6 +58,15 @@ pub(crate) fn signature_tag(digest: &str) -> Option<String> {
         .strip_prefix("sha256:")
         .filter(|hex| !hex.is_empty())
         .map(|hex| format!("sha256-{hex}.sig"))
+}
+
+/// One signature as fetched, in either layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signature {
+    /// A layer of the `.sig` manifest.
+    Legacy(SignatureLayer),
+    /// A Sigstore bundle's JSON, exactly as stored (checked against its digest).
+    Bundle(Vec<u8>),
 }
 
 /// One signature layer as fetched: its payload (checked against the layer's digest) and the

@@ -121,13 +121,13 @@ impl Verifier<'_> {
         }
     }
 
-    /// The signature layers of `reference`'s repository for `digest`: from the first mirror
+    /// The signatures of `reference`'s repository for `digest`: from the first mirror
     /// that answers, else the origin.
     async fn fetch(
         &self,
         reference: &ImageRef,
         digest: &str,
-    ) -> Result<Vec<crate::model::signature::SignatureLayer>, Failure> {
+    ) -> Result<Vec<crate::model::signature::Signature>, Failure> {
         let mut last = None;
         for name in mirrors_first(reference, &self.config.registries) {
             let signed: ImageRef = format!("{name}@{digest}")

@@ -55,6 +55,8 @@ pub(crate) struct Env {
     pub cosign: PathBuf,
     pub cosign_home: PathBuf,
     pub cosign_key: PathBuf,
+    /// Debian sid's cosign 3 (a wrapper that runs it from its own root).
+    pub cosign3: PathBuf,
 }
 
 pub(crate) fn env() -> Env {
@@ -95,6 +97,7 @@ pub(crate) fn env() -> Env {
         cosign: PathBuf::from(get("STOWAGE_TEST_COSIGN")),
         cosign_home: PathBuf::from(get("STOWAGE_TEST_COSIGN_HOME")),
         cosign_key: PathBuf::from(get("STOWAGE_TEST_COSIGN_KEY")),
+        cosign3: PathBuf::from(get("STOWAGE_TEST_COSIGN3")),
     }
 }
 

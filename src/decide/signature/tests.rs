@@ -1,12 +1,103 @@
 use super::*;
-use crate::policy::signature::test_keys::{pair, payload, sign};
+use crate::policy::signature::test_keys::{bundle, pair, payload, sign, statement};
 use proptest::prelude::*;
 
 const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const E: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
-fn layer(payload: Vec<u8>, signature: Option<String>) -> SignatureLayer {
-    SignatureLayer { payload, signature }
+fn layer(payload: Vec<u8>, signature: Option<String>) -> Signature {
+    Signature::Legacy(SignatureLayer { payload, signature })
+}
+
+#[test]
+fn a_bundle_by_a_policy_key_over_this_digest_verifies() {
+    let (signer, key) = pair("release.pub");
+    let (_, other) = pair("other.pub");
+    let signed = [Signature::Bundle(bundle(
+        &signer,
+        &statement(D, bundle::SIGN_PREDICATE),
+    ))];
+    assert_eq!(
+        check(D, &signed, &[&other, &key]),
+        Ok(key.fingerprint.clone())
+    );
+    assert_eq!(
+        check(D, &signed, &[&other]),
+        Err(Finding::WrongKey { signatures: 1 })
+    );
+}
+
+#[test]
+fn a_bundle_for_another_digest_or_an_attestation_does_not_vouch() {
+    let (signer, key) = pair("k.pub");
+    let other = [Signature::Bundle(bundle(
+        &signer,
+        &statement(E, bundle::SIGN_PREDICATE),
+    ))];
+    match check(D, &other, &[&key]) {
+        Err(Finding::BadPayload { why }) => assert!(why.contains(&E[7..]), "{why}"),
+        found => panic!("{found:?}"),
+    }
+    let provenance = "https://slsa.dev/provenance/v1";
+    let attestation = [Signature::Bundle(bundle(
+        &signer,
+        &statement(D, provenance),
+    ))];
+    match check(D, &attestation, &[&key]) {
+        Err(Finding::BadPayload { why }) => {
+            assert!(
+                why.contains("attestation") && why.contains(provenance),
+                "{why}"
+            );
+        }
+        found => panic!("{found:?}"),
+    }
+    // Beside a real signature, the attestation is no obstacle.
+    let both = [
+        attestation[0].clone(),
+        Signature::Bundle(bundle(&signer, &statement(D, bundle::SIGN_PREDICATE))),
+    ];
+    assert_eq!(check(D, &both, &[&key]), Ok(key.fingerprint.clone()));
+}
+
+#[test]
+fn the_envelope_signs_the_pre_authentication_encoding_not_the_bare_payload() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (signer, key) = pair("k.pub");
+    let payload = statement(D, bundle::SIGN_PREDICATE);
+    // Signed over the payload alone, as a legacy signature is: not a DSSE signature.
+    let json = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "dsseEnvelope": {
+            "payload": b64.encode(&payload),
+            "payloadType": "application/vnd.in-toto+json",
+            "signatures": [{ "sig": sign(&signer, &payload) }],
+        },
+    });
+    let signed = [Signature::Bundle(json.to_string().into_bytes())];
+    assert_eq!(
+        check(D, &signed, &[&key]),
+        Err(Finding::WrongKey { signatures: 1 })
+    );
+    assert_eq!(
+        bundle::pae("t/x", b"hello"),
+        b"DSSEv1 3 t/x 5 hello".to_vec(),
+        "the encoding of the DSSE specification"
+    );
+}
+
+#[test]
+fn an_unreadable_bundle_counts_as_a_signature_that_does_not_verify() {
+    let (_, key) = pair("k.pub");
+    let junk = [
+        Signature::Bundle(b"not json".to_vec()),
+        Signature::Bundle(br#"{"messageSignature": {}}"#.to_vec()),
+    ];
+    assert_eq!(
+        check(D, &junk, &[&key]),
+        Err(Finding::WrongKey { signatures: 2 })
+    );
 }
 
 #[test]
@@ -97,6 +188,27 @@ proptest! {
         changed[at] ^= 1 << bit;
         let result = check(D, &[layer(changed, Some(signature))], &[&key]);
         prop_assert_eq!(result, Err(Finding::WrongKey { signatures: 1 }));
+    }
+
+    /// Likewise for a bundle: any change to its statement breaks the envelope's signature.
+    #[test]
+    fn a_changed_statement_never_verifies(at in 0usize..300, bit in 0u8..8) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (signer, key) = pair("k.pub");
+        let json = bundle(&signer, &statement(D, bundle::SIGN_PREDICATE));
+        let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let mut payload = b64
+            .decode(value["dsseEnvelope"]["payload"].as_str().unwrap())
+            .unwrap();
+        let at = at % payload.len();
+        payload[at] ^= 1 << bit;
+        value["dsseEnvelope"]["payload"] = b64.encode(&payload).into();
+        let changed = [Signature::Bundle(value.to_string().into_bytes())];
+        prop_assert_eq!(
+            check(D, &changed, &[&key]),
+            Err(Finding::WrongKey { signatures: 1 })
+        );
     }
 }
 

@@ -86,6 +86,9 @@ pub(super) enum NotDone {
     Refused(Failure),
     /// Anything else: ask oci-client, whose errors users know.
     Fallback,
+    /// The registry answered 404. Where absence is an answer (a signature, the referrers
+    /// API), it is taken as one; elsewhere it is a [`NotDone::Fallback`].
+    Missing,
 }
 
 /// What oci-client needs to fetch a token for a request: the client for the registry, and
@@ -183,6 +186,25 @@ impl Direct {
         }
     }
 
+    /// The referrers of `image` (`name@digest`): the OCI index the referrers API answers.
+    /// [`NotDone::Missing`] when the registry has no referrers API (distribution 2.8 and 3.0).
+    pub(super) async fn referrers(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        auth: &OciAuth,
+        tokens: TokenSource<'_>,
+    ) -> Answer<Vec<u8>> {
+        let url = format!("{}/referrers/{digest}", self.repository_url(image));
+        let response = self
+            .request(reqwest::Method::GET, image, url, auth, tokens)
+            .await?;
+        match response.bytes().await {
+            Ok(body) => Ok(body.to_vec()),
+            Err(_) => Err(NotDone::Fallback),
+        }
+    }
+
     /// The blob `digest` of `image`'s repository, at most `limit` bytes, checked against its
     /// digest. A redirect (to a storage backend) or anything else unexpected: ask oci-client.
     pub(super) async fn blob(
@@ -270,6 +292,7 @@ impl Direct {
                         return Err(NotDone::Fallback);
                     }
                 }
+                StatusCode::NOT_FOUND => return Err(NotDone::Missing),
                 _ => return Err(NotDone::Fallback),
             }
         }

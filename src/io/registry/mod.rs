@@ -31,7 +31,7 @@ use crate::model::failure::{Failure, FailureClass, classify_about, with_causes};
 use crate::model::platform::{IndexCache, index_platforms};
 use crate::model::rate_limit::Budget;
 use crate::model::reference::ImageRef;
-use crate::model::signature::SignatureLayer;
+use crate::model::signature::Signature;
 use crate::model::sync::Locked;
 use crate::policy::config::Config;
 use crate::policy::lockfile::{LockEntry, LockFile};
@@ -85,11 +85,12 @@ pub trait Registry: Send + Sync {
     /// leave it alone for a while.
     fn rate_limited(&self, host: &str);
 
-    /// The cosign signature layers stored for `signed` (`name@digest`); empty when none.
+    /// The cosign signatures stored for `signed` (`name@digest`), in either layout; empty
+    /// when none.
     fn signatures<'a>(
         &'a self,
         signed: &'a ImageRef,
-    ) -> BoxFuture<'a, Result<Vec<SignatureLayer>, Failure>>;
+    ) -> BoxFuture<'a, Result<Vec<Signature>, Failure>>;
 }
 
 impl Registry for Resolver {
@@ -130,7 +131,7 @@ impl Registry for Resolver {
     fn signatures<'a>(
         &'a self,
         signed: &'a ImageRef,
-    ) -> BoxFuture<'a, Result<Vec<SignatureLayer>, Failure>> {
+    ) -> BoxFuture<'a, Result<Vec<Signature>, Failure>> {
         Box::pin(Resolver::signatures(self, signed))
     }
 }
@@ -290,7 +291,7 @@ impl Resolver {
             match direct.head(image, auth, (&client, &reference)).await {
                 Ok(head) => return Ok(head),
                 Err(NotDone::Refused(f)) => return Err(f),
-                Err(NotDone::Fallback) => {}
+                Err(NotDone::Fallback | NotDone::Missing) => {}
             }
         }
         let digest = client
@@ -321,7 +322,7 @@ impl Resolver {
         let body = match direct {
             Ok(body) => body,
             Err(NotDone::Refused(f)) => return Err(f),
-            Err(NotDone::Fallback) => client
+            Err(NotDone::Fallback | NotDone::Missing) => client
                 .pull_manifest_raw(&reference, auth, MANIFEST_TYPES)
                 .await
                 .map_err(|e| self.failure(image, e))?

@@ -1,7 +1,11 @@
-//! Fetching a digest's cosign signatures: the manifest tagged `sha256-<hex>.sig` in the same
-//! repository, then each simple-signing payload it lists (a few hundred bytes each). The same
-//! path as the tag checks (stowage's own requests, oci-client for tokens and for anything
-//! unexpected), so credentials, 429s and budgets apply to it alike.
+//! Fetching a digest's cosign signatures, in both layouts (`model::signature`):
+//! - bundles: the referrers API, or where the registry has none, the index tagged
+//!   `sha256-<hex>`; then each listed manifest that may be a bundle, and its bundle layer;
+//! - legacy: the manifest tagged `sha256-<hex>.sig`, then each simple-signing payload it lists.
+//!
+//! Every request takes the same path as the tag checks (stowage's own requests, oci-client for
+//! tokens and for anything unexpected), so credentials, 429s and budgets apply alike. A 404 is
+//! an answer here: no signature of that kind, and no second request to classify it.
 
 use std::collections::BTreeMap;
 
@@ -12,55 +16,185 @@ use super::direct::NotDone;
 use crate::model::failure::{Failure, FailureClass};
 use crate::model::reference::ImageRef;
 use crate::model::signature::{
-    MAX_PAYLOAD, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, SignatureLayer, signature_tag,
+    EMPTY_TYPE, MAX_PAYLOAD, MAX_REFERRERS, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Signature,
+    SignatureLayer, is_bundle_type, referrers_tag, signature_tag,
 };
 
-/// A signature manifest: only the layers matter.
+type OciAuth = oci_client::secrets::RegistryAuth;
+
+/// A manifest as signatures are read from it: a `.sig` manifest's layers, or an artifact's
+/// type, subject and layers.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct SignatureManifest {
     #[serde(default)]
-    layers: Vec<Layer>,
+    artifact_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    subject: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// An index of referrers (the API's answer, or the fallback tag's).
+#[derive(Deserialize)]
+struct ReferrersIndex {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Layer {
+struct Descriptor {
+    #[serde(default)]
     media_type: String,
     digest: String,
+    #[serde(default)]
     size: u64,
+    #[serde(default)]
+    artifact_type: Option<String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
 }
 
+impl Descriptor {
+    /// Whether the referrer may be a bundle. Entries of the fallback index that some cosign
+    /// versions write lack their type, or carry the empty config's (cosign #4641): those are
+    /// read too. An entry stating another type (an SBOM, say) is not.
+    fn may_be_bundle(&self) -> bool {
+        self.artifact_type
+            .as_deref()
+            .is_none_or(|t| t.is_empty() || t == EMPTY_TYPE || is_bundle_type(t))
+    }
+}
+
+impl SignatureManifest {
+    /// Whether this manifest is a Sigstore bundle artifact about `digest`.
+    fn is_bundle_of(&self, digest: &str) -> bool {
+        let typed = self
+            .artifact_type
+            .as_deref()
+            .or(self.config.as_ref().map(|c| c.media_type.as_str()))
+            .is_some_and(is_bundle_type);
+        typed && self.subject.as_ref().is_some_and(|s| s.digest == digest)
+    }
+}
+
 impl Resolver {
-    /// The signature layers the registry holds for `signed` (`name@digest`); empty when there
-    /// are none. Layers that are not simple-signing payloads, or too large to be one, are left
-    /// out; a payload that does not match its digest is an error, as any corrupt content is.
-    pub async fn signatures(&self, signed: &ImageRef) -> Result<Vec<SignatureLayer>, Failure> {
-        let Some(tag) = signed.digest().and_then(signature_tag) else {
+    /// The signatures the registry holds for `signed` (`name@digest`): bundles first, as
+    /// cosign looks for them, then legacy layers; empty when there are none. What is too large
+    /// to be a signature is left out; content that does not match its digest is an error, as
+    /// any corrupt content is.
+    pub async fn signatures(&self, signed: &ImageRef) -> Result<Vec<Signature>, Failure> {
+        let Some(digest) = signed.digest() else {
             return Ok(Vec::new());
         };
-        let at_tag: ImageRef = format!("{}:{tag}", signed.name())
-            .parse()
-            .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
         let auth = self.auth(signed.registry()).await;
-        let body = match self.manifest(&at_tag, &auth).await {
+        let mut out = self.bundles(signed, digest, &auth).await?;
+        let legacy = self.legacy(signed, digest, &auth).await?;
+        out.extend(legacy.into_iter().map(Signature::Legacy));
+        Ok(out)
+    }
+
+    /// The bundles among the referrers of `digest`.
+    async fn bundles(
+        &self,
+        signed: &ImageRef,
+        digest: &str,
+        auth: &OciAuth,
+    ) -> Result<Vec<Signature>, Failure> {
+        let index = match self.referrers(signed, digest, auth).await? {
+            Some(index) => index,
+            None => self.referrers_by_tag(signed, digest, auth).await?,
+        };
+        let mut out = Vec::new();
+        for entry in index
+            .iter()
+            .filter(|d| d.may_be_bundle())
+            .take(MAX_REFERRERS)
+        {
+            let artifact = at(signed, &format!("@{}", entry.digest))?;
+            let manifest: SignatureManifest =
+                read(&artifact, &self.manifest(&artifact, auth).await?)?;
+            if !manifest.is_bundle_of(digest) {
+                continue;
+            }
+            for layer in &manifest.layers {
+                if is_bundle_type(&layer.media_type) && layer.size <= MAX_PAYLOAD {
+                    let json = self.payload(&artifact, &layer.digest, auth).await?;
+                    out.push(Signature::Bundle(json));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What the referrers API lists for `digest`; `None` when the registry has no such API.
+    async fn referrers(
+        &self,
+        signed: &ImageRef,
+        digest: &str,
+        auth: &OciAuth,
+    ) -> Result<Option<Vec<Descriptor>>, Failure> {
+        let Some(direct) = &self.direct else {
+            return Ok(None);
+        };
+        let (client, reference) = self.request_with(signed, auth)?;
+        match direct
+            .referrers(signed, digest, auth, (&client, &reference))
+            .await
+        {
+            Ok(body) => Ok(Some(read::<ReferrersIndex>(signed, &body)?.manifests)),
+            Err(NotDone::Refused(f)) => Err(f),
+            // No API (404), or an answer this path does not read: the fallback tag, which
+            // any registry serves, is asked next.
+            Err(NotDone::Missing | NotDone::Fallback) => Ok(None),
+        }
+    }
+
+    /// The index tagged `sha256-<hex>`, where cosign lists referrers on registries without
+    /// the API; empty when there is none.
+    async fn referrers_by_tag(
+        &self,
+        signed: &ImageRef,
+        digest: &str,
+        auth: &OciAuth,
+    ) -> Result<Vec<Descriptor>, Failure> {
+        let Some(tag) = referrers_tag(digest) else {
+            return Ok(Vec::new());
+        };
+        let at_tag = at(signed, &format!(":{tag}"))?;
+        match self.manifest(&at_tag, auth).await {
+            Ok(body) => Ok(read::<ReferrersIndex>(&at_tag, &body)?.manifests),
+            Err(f) if f.class == FailureClass::NotFound => Ok(Vec::new()),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// The simple-signing layers of the manifest tagged `sha256-<hex>.sig`.
+    async fn legacy(
+        &self,
+        signed: &ImageRef,
+        digest: &str,
+        auth: &OciAuth,
+    ) -> Result<Vec<SignatureLayer>, Failure> {
+        let Some(tag) = signature_tag(digest) else {
+            return Ok(Vec::new());
+        };
+        let at_tag = at(signed, &format!(":{tag}"))?;
+        let body = match self.manifest(&at_tag, auth).await {
             Ok(body) => body,
             Err(f) if f.class == FailureClass::NotFound => return Ok(Vec::new()),
             Err(f) => return Err(f),
         };
-        let manifest: SignatureManifest = serde_json::from_slice(&body).map_err(|e| {
-            Failure::new(
-                FailureClass::Signature,
-                format!("the signature manifest {at_tag} is unreadable: {e}"),
-            )
-        })?;
+        let manifest: SignatureManifest = read(&at_tag, &body)?;
         let mut out = Vec::new();
         for layer in manifest.layers {
             if layer.media_type != SIMPLE_SIGNING || layer.size > MAX_PAYLOAD {
                 continue;
             }
-            let payload = self.payload(&at_tag, &layer.digest, &auth).await?;
+            let payload = self.payload(&at_tag, &layer.digest, auth).await?;
             out.push(SignatureLayer {
                 payload,
                 signature: layer.annotations.get(SIGNATURE_ANNOTATION).cloned(),
@@ -69,17 +203,19 @@ impl Resolver {
         Ok(out)
     }
 
-    /// The manifest `image` names (by tag), as bytes.
-    async fn manifest(
-        &self,
-        image: &ImageRef,
-        auth: &oci_client::secrets::RegistryAuth,
-    ) -> Result<Vec<u8>, Failure> {
+    /// The manifest `image` names, as bytes. A 404 is [`FailureClass::NotFound`] at once.
+    async fn manifest(&self, image: &ImageRef, auth: &OciAuth) -> Result<Vec<u8>, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
             match direct.get(image, auth, (&client, &reference)).await {
                 Ok(body) => return Ok(body),
                 Err(NotDone::Refused(f)) => return Err(f),
+                Err(NotDone::Missing) => {
+                    return Err(Failure::new(
+                        FailureClass::NotFound,
+                        format!("{image}: not found"),
+                    ));
+                }
                 Err(NotDone::Fallback) => {}
             }
         }
@@ -90,12 +226,12 @@ impl Resolver {
             .map_err(|e| self.failure(image, e))
     }
 
-    /// One payload blob of `image`'s repository, checked against `digest`.
+    /// One payload or bundle blob of `image`'s repository, checked against `digest`.
     async fn payload(
         &self,
         image: &ImageRef,
         digest: &str,
-        auth: &oci_client::secrets::RegistryAuth,
+        auth: &OciAuth,
     ) -> Result<Vec<u8>, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
@@ -103,7 +239,7 @@ impl Resolver {
             match direct.blob(image, digest, MAX_PAYLOAD, auth, tokens).await {
                 Ok(body) => return Ok(body),
                 Err(NotDone::Refused(f)) => return Err(f),
-                Err(NotDone::Fallback) => {}
+                Err(NotDone::Fallback | NotDone::Missing) => {}
             }
         }
         let mut body = Vec::new();
@@ -122,4 +258,21 @@ impl Resolver {
         }
         Ok(body)
     }
+}
+
+/// `signed`'s repository at `suffix` (`:tag` or `@digest`).
+fn at(signed: &ImageRef, suffix: &str) -> Result<ImageRef, Failure> {
+    format!("{}{suffix}", signed.name())
+        .parse()
+        .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))
+}
+
+/// A signature manifest or index, read as JSON.
+fn read<T: serde::de::DeserializeOwned>(image: &ImageRef, body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| {
+        Failure::new(
+            FailureClass::Signature,
+            format!("the signature manifest {image} is unreadable: {e}"),
+        )
+    })
 }

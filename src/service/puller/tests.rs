@@ -450,7 +450,7 @@ mod signatures {
     //! without touching what is in place.
 
     use super::*;
-    use crate::model::signature::{Check, Finding, SignatureLayer};
+    use crate::model::signature::{Check, Finding, Signature, SignatureLayer};
     use crate::policy::signature::test_keys::{payload, pem_pair, sign};
     use aws_lc_rs::signature::EcdsaKeyPair;
 
@@ -485,10 +485,10 @@ mod signatures {
             self.engine.serve(&digest(c));
             if let Some(pair) = pair {
                 let p = payload(&digest(c));
-                let layer = SignatureLayer {
+                let layer = Signature::Legacy(SignatureLayer {
                     signature: Some(sign(pair, &p)),
                     payload: p,
-                };
+                });
                 self.registry
                     .sign(&format!("{name}@{}", digest(c)), vec![layer]);
             }
