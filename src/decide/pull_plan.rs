@@ -412,6 +412,19 @@ fn action(
     by_digest: Option<&LocalImage>,
 ) -> (Action, String, Option<Failure>) {
     match (want, named, by_digest) {
+        (Want::Unknown(f, _), Some(_), _) if f.class == FailureClass::Signature => (
+            Action::Keep,
+            format!(
+                "keeping the present image: the tag's new digest is refused ({})",
+                explain_for(&p.image, f)
+            ),
+            Some(f.clone()),
+        ),
+        (Want::Unknown(f, _), None, _) if f.class == FailureClass::Signature => (
+            Action::Fail,
+            format!("{}; it is not pulled", explain_for(&p.image, f)),
+            Some(f.clone()),
+        ),
         (Want::Unknown(f, _), Some(_), _) => (
             Action::Keep,
             format!(

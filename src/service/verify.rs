@@ -87,17 +87,15 @@ impl Verifier<'_> {
         }))
     }
 
-    /// The failure that refuses `digest` of `image`, when `check` refused it.
+    /// The failure that refuses `digest` of `image`, when `check` refused it. Its words say
+    /// what was found; each caller says what follows (not locked, not pulled, kept).
     pub(crate) fn refusal(image: &RequiredImage, digest: &str, check: &Check) -> Option<Failure> {
         let (Check::Refused { finding }, Some(policy)) = (check, &image.verify) else {
             return None;
         };
         Some(Failure::new(
             FailureClass::Signature,
-            format!(
-                "{}; it is not pinned or pulled, and the image in place stays",
-                message(image, policy, digest, finding)
-            ),
+            message(image, policy, digest, finding),
         ))
     }
 

@@ -137,7 +137,10 @@ async fn lock_entry(
         .as_ref()
         .and_then(|c| Verifier::refusal(image, &entry.digest, c))
     {
-        return Err(refused);
+        return Err(Failure {
+            detail: format!("{}; it is not locked", refused.detail),
+            ..refused
+        });
     }
     // A warning (mode = "warn") was logged by the check: locked without `signed_by`.
     if let Some(Check::Verified { key, .. }) = check {

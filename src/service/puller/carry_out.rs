@@ -107,7 +107,10 @@ impl<E: Engine> Puller<'_, E> {
             Err(f) => f,
         };
         let reference = decision.reference();
-        let message = explain(reference, &failure);
+        let mut message = explain(reference, &failure);
+        if failure.class == FailureClass::Signature {
+            message.push_str("; it is not pulled");
+        }
         warn!(image = %reference, class = failure.class.as_str(), "{message}");
         Err((
             PullResult::Failed {
@@ -156,7 +159,8 @@ impl<E: Engine> Puller<'_, E> {
         let attempts = decision.resolve_attempts;
         // Worded as a pull's last failure is (`pull failed: …`), and as the retries before it
         // were (`resolve failed, will retry: …`): one failure, one way of saying it.
-        if attempts > 0 {
+        // A refused signature is no failed resolution: the tag resolved.
+        if attempts > 0 && class != FailureClass::Signature {
             warn!(image = %decision.reference(), class = class.as_str(), attempts, "resolve failed: {}", decision.reason);
         } else {
             warn!(image = %decision.reference(), class = class.as_str(), attempts, "{}", decision.reason);

@@ -298,10 +298,8 @@ impl<E: Engine> Puller<'_, E> {
                 .as_ref()
                 .and_then(|c| Verifier::refusal(&p.image, &digest, c))
             {
-                Some(refused) => {
-                    warn!(image = %p.image.reference, class = "signature", "{}", refused.detail);
-                    (Want::Unknown(refused, attempts), check)
-                }
+                // Logged once, with what follows from it, as the run settles the image.
+                Some(refused) => (Want::Unknown(refused, attempts), check),
                 None => (Want::Digest(digest), check),
             },
             // The tag resolved; its signatures could not be read. Not a failed resolution
