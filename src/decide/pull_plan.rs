@@ -616,6 +616,27 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_signature_says_so_not_that_the_registry_was_silent() {
+        let f = Failure::new(
+            FailureClass::Signature,
+            "r:1/a@sha256:1 is not signed by k.pub",
+        );
+        let store = [local("i1", &["r:1/a:1"], &[])];
+        let follow = || pinned("r:1/a:1", PinMode::Follow);
+        let d = one(follow(), Want::Unknown(f.clone(), 1), &store);
+        assert_eq!(d.action, Action::Keep);
+        assert_eq!(
+            d.reason,
+            "keeping the present image: the tag's new digest is refused (signature: r:1/a@sha256:1 \
+             is not signed by k.pub)"
+        );
+        let d = one(follow(), Want::Unknown(f, 1), &[]);
+        assert_eq!(d.action, Action::Fail);
+        assert!(d.reason.ends_with("; it is not pulled"), "{}", d.reason);
+        assert!(!d.reason.contains("could not be asked"), "{}", d.reason);
+    }
+
+    #[test]
     fn mirror_pulled_content_counts() {
         let mirror = |host: &str, prefix: Option<&str>| Mirror {
             host: host.into(),
