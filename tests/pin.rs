@@ -717,3 +717,58 @@ fn request_lines(log: &str) -> Vec<String> {
         })
         .collect()
 }
+
+#[test]
+fn a_moved_tag_is_adopted_only_after_min_digest_age() {
+    let _lock = engine_lock();
+    let env = env();
+    env.point_tag("moving-cooled:1", "alpha:1");
+    let name = env.plain_image("moving-cooled:1");
+    env.remove_images(std::slice::from_ref(&name));
+    let d1 = registry_digest(&env, "alpha:1");
+    let d2 = registry_digest(&env, "alpha:2");
+    let scratch = Scratch::new();
+    let config = scratch.config("", std::slice::from_ref(&name));
+    with_pin(&config, &name, "follow");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let age = "min_digest_age = \"3s\"\n";
+    std::fs::write(
+        &config,
+        text.replace("pin = \"follow\"\n", &format!("pin = \"follow\"\n{age}")),
+    )
+    .unwrap();
+    // Missing: pulled at once.
+    let (code, first) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{first:#}");
+    assert_eq!(entry(&first, &name)["digest"], d1.as_str());
+
+    env.point_tag("moving-cooled:1", "alpha:2");
+    let (code, second) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{second:#}");
+    let e = entry(&second, &name);
+    assert_eq!(e["result"], "kept", "{e:#}");
+    assert_eq!(e["cooldown"]["digest"], d2.as_str(), "{e:#}");
+    assert!(env.repo_digests(&name).iter().any(|d| d.ends_with(&d1)));
+    // `status` says when the new digest is adopted.
+    let (_, status) = run_json(&env, &config, &["status", "--json"]);
+    assert_eq!(
+        entry(&status, &name)["cooldown"]["eligible_at"],
+        e["cooldown"]["eligible_at"],
+        "{status:#}"
+    );
+    let out = env.stowage(&config).arg("status").output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("min_digest_age"), "{table}");
+
+    // Once the tag has named it for 3 s (the saved sighting counts across runs).
+    std::thread::sleep(std::time::Duration::from_millis(3_200));
+    let (code, third) = run_json(&env, &config, &["pull", "--json"]);
+    assert_eq!(code, 0, "{third:#}");
+    let e = entry(&third, &name);
+    assert!(
+        matches!(e["result"].as_str(), Some("pulled" | "tagged")),
+        "{e:#}"
+    );
+    assert!(env.repo_digests(&name).iter().any(|d| d.ends_with(&d2)));
+    env.remove_images(&[name]);
+}

@@ -636,6 +636,13 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
                 "DRIFT: the name points at other content than the pinned digest (a new pin, or \
                  re-tagged); the next run pulls the pinned one"
                     .to_owned()
+            } else if let Some(c) = &d.cooldown {
+                format!(
+                    "the tag moved to {}; adopted from {} (min_digest_age), the present image \
+                     stays until then",
+                    short(&c.digest),
+                    c.eligible_at_words()
+                )
             } else if let Some(Check::Refused { finding }) = &d.signature {
                 format!("REFUSED: the tag's digest is not signed as required ({finding})")
             } else if d.state == Presence::Missing {

@@ -2,6 +2,7 @@
 //! passed in), so each is unit- and property-tested on its own.
 
 pub(crate) mod budget;
+pub(crate) mod cooldown;
 pub(crate) mod outcome;
 pub(crate) mod pin;
 pub(crate) mod prune_plan;

@@ -265,6 +265,7 @@ impl Pinned {
                 schedule: None,
                 pin: None,
                 verify: None,
+                min_digest_age: None,
                 line: 1,
                 hub_implied: false,
             },

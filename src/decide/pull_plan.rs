@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::decide::cooldown::Cooldown;
 use crate::decide::pin::{PinMode, Pinned};
 use crate::model::failure::{Failure, FailureClass, explain};
 use crate::model::image::LocalImage;
@@ -20,6 +21,9 @@ pub(crate) enum Want {
     /// Unknown: the registry could not be asked (and nothing pins the image yet), after this
     /// many attempts.
     Unknown(Failure, u32),
+    /// The tag names this digest, which is not adopted yet (`min_digest_age`): a present image
+    /// stays; a missing one is pulled at this digest.
+    Cooling(Cooldown),
 }
 
 /// Whether the required tag is in the local store.
@@ -84,6 +88,8 @@ pub struct Decision {
     /// What the signature check of the digest came to, when the image has a policy and it
     /// was checked (or known) this run.
     pub signature: Option<Check>,
+    /// The digest the tag names that is not adopted yet, while the present image stays.
+    pub cooldown: Option<Cooldown>,
 }
 
 impl Decision {
@@ -109,6 +115,7 @@ impl Decision {
             holder: None,
             resolve_attempts: 0,
             signature: None,
+            cooldown: None,
         }
     }
 }
@@ -143,6 +150,9 @@ pub(crate) struct Verdict<'a> {
     resolve_failure: Option<ResolveFailure<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     signature: &'a Option<Check>,
+    /// The tag's digest that is not adopted yet (`min_digest_age`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cooldown: &'a Option<Cooldown>,
 }
 
 /// Why a digest could not be resolved: its class, and the registry client's own words that
@@ -185,6 +195,7 @@ impl Decision {
                 detail: &f.detail,
             }),
             signature: &self.signature,
+            cooldown: &self.cooldown,
         }
     }
 }
@@ -321,8 +332,11 @@ fn decide(
 ) -> Decision {
     let reference = &p.image.reference;
     let names = content_names(reference, registries);
+    if let Want::Cooling(c) = want {
+        return cooled(p, c, aliases, inv, registries);
+    }
     let wanted = match want {
-        Want::Digest(d) => Some(d.as_str()),
+        Want::Digest(d) | Want::Cooling(Cooldown { digest: d, .. }) => Some(d.as_str()),
         Want::Unknown(..) => None,
     };
     let tagged = inv.tagged(reference);
@@ -365,10 +379,43 @@ fn decide(
         holder: by_digest.map(|i| i.id.clone()),
         resolve_attempts: match want {
             Want::Unknown(_, attempts) => *attempts,
-            Want::Digest(_) => 0,
+            Want::Digest(_) | Want::Cooling(_) => 0,
         },
         // The puller checks signatures; the plan only says what to do.
         signature: None,
+        cooldown: None,
+    }
+}
+
+/// The decision for a tag whose digest is not adopted yet. A present image under the name
+/// stays, unless it already holds that digest; a missing one is pulled at it, as without the
+/// cooldown (a host without the image is better off with the new digest than with none).
+fn cooled(
+    p: &Pinned,
+    c: &Cooldown,
+    aliases: &[String],
+    inv: &Inventory<'_>,
+    registries: &[RegistrySettings],
+) -> Decision {
+    let adopted = decide(p, &Want::Digest(c.digest.clone()), aliases, inv, registries);
+    let Some(present) = inv.tagged(&p.image.reference) else {
+        return adopted;
+    };
+    if adopted.holder.as_deref() == Some(present.id.as_str()) {
+        return adopted;
+    }
+    let names = content_names(&p.image.reference, registries);
+    let min_age = p.image.min_digest_age.unwrap_or_default();
+    Decision {
+        digest: None,
+        local_digest: local_digest(present, &names, None),
+        drift: false,
+        action: Action::Keep,
+        reason: format!("keeping the present image: {}", c.words(min_age)),
+        failure: None,
+        holder: None,
+        cooldown: Some(c.clone()),
+        ..adopted
     }
 }
 
@@ -412,6 +459,13 @@ fn action(
     by_digest: Option<&LocalImage>,
 ) -> (Action, String, Option<Failure>) {
     match (want, named, by_digest) {
+        // `decide` hands a cooling digest to `cooled`; were one to reach here, the present
+        // image would still stay.
+        (Want::Cooling(c), _, _) => (
+            Action::Keep,
+            c.words(p.image.min_digest_age.unwrap_or_default()),
+            None,
+        ),
         (Want::Unknown(f, _), Some(_), _) if f.class == FailureClass::Signature => (
             Action::Keep,
             format!(

@@ -42,6 +42,10 @@ pub struct State {
     /// a present, verified image costs no registry request, and a key that left the policy
     /// no longer counts. Digests are immutable, so an entry never goes stale.
     pub verified: BTreeMap<String, String>,
+    /// The digest each `follow` or `first-pull` image's tag named, and since when stowage has
+    /// seen it do so, by image: the cooldown of new digests (`min_digest_age`) counts from
+    /// here.
+    pub sightings: BTreeMap<String, Sighting>,
     /// Since when stowage has been watching this host: a max-age rule applies only after it
     /// has watched that long, so a lost state file cannot cause a mass deletion.
     pub watching_since: Option<i64>,
@@ -49,6 +53,15 @@ pub struct State {
     /// fine): the engine's image deletions since then are read at the next one, so an image
     /// removed and pulled again meanwhile is new.
     pub observed_at_ns: Option<i64>,
+}
+
+/// A digest a tag named, and since when stowage has seen it do so (seconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// The digest.
+    pub digest: String,
+    /// When stowage first saw the tag name it, without a break.
+    pub since: i64,
 }
 
 /// Why a state file of a later format is left alone.
@@ -159,6 +172,14 @@ impl State {
         let keep: std::collections::HashSet<String> =
             keys.into_iter().map(ToString::to_string).collect();
         self.first_pull.retain(|k, _| keep.contains(k));
+    }
+
+    /// Drops the sightings of images other than `keys`: an image required again later starts
+    /// its cooldown over.
+    pub fn retain_sightings<'a>(&mut self, keys: impl IntoIterator<Item = &'a LockKey>) {
+        let keep: std::collections::HashSet<String> =
+            keys.into_iter().map(ToString::to_string).collect();
+        self.sightings.retain(|k, _| keep.contains(k));
     }
 }
 

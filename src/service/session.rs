@@ -167,6 +167,7 @@ impl Session {
             },
             progress: &Unfollowed,
             verified: Mutex::default(),
+            sighted: Mutex::default(),
             save_failed: Mutex::default(),
         }
     }

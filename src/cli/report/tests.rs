@@ -98,6 +98,7 @@ fn decision(name: &str, action: Action) -> Decision {
         holder: None,
         resolve_attempts: 0,
         signature: None,
+        cooldown: None,
     }
 }
 
@@ -383,6 +384,7 @@ fn a_digest_in_a_name_is_shortened_in_tables_and_whole_in_json() {
         holder: None,
         resolve_attempts: 0,
         signature: None,
+        cooldown: None,
     };
     let text = plan_text_within(std::slice::from_ref(&decision), 120);
     let row = text.lines().nth(1).unwrap();

@@ -216,6 +216,9 @@ pub struct RequiredImage {
     /// Whose signature its digests must carry (its own `verify`, else the first `[[verify]]`
     /// entry that matches); `None`: not verified.
     pub verify: Option<SignaturePolicy>,
+    /// How long the tag must name a new digest before a `follow` or `first-pull` image adopts
+    /// it (its own `min_digest_age`, else the matching `[[verify]]` entry's); `None`: at once.
+    pub min_digest_age: Option<std::time::Duration>,
     /// Line of the entry's `name`, for messages about it.
     pub line: usize,
     /// The name was written without a registry (`nginx`, `org/app`), which means Docker Hub:

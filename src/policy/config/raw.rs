@@ -31,6 +31,7 @@ pub(super) struct RawVerify {
     #[serde(default)]
     pub(super) keys: Vec<Spanned<String>>,
     pub(super) mode: Option<Spanned<String>>,
+    pub(super) min_digest_age: Option<Spanned<String>>,
 }
 
 /// An image's own `verify = { ... }`, over what a `[[verify]]` entry says.
@@ -131,4 +132,5 @@ pub(super) struct RawImage {
     pub(super) schedule: Option<Spanned<String>>,
     pub(super) pin: Option<Spanned<String>>,
     pub(super) verify: Option<Spanned<RawImageVerify>>,
+    pub(super) min_digest_age: Option<Spanned<String>>,
 }

@@ -686,6 +686,59 @@ name = "other.example/x:1"
     }
 
     #[test]
+    fn a_cooldown_comes_from_the_image_or_its_verify_entry_and_needs_no_keys() {
+        let (c, _dir) = parse_with_keys(
+            r#"
+[[verify]]
+match = "r.example/team/**"
+keys = ["team.pub"]
+min_digest_age = "24h"
+
+[[verify]]
+match = "r.example/**"
+min_digest_age = "2h"
+
+[[image]]
+name = "r.example/team/app:1"
+
+[[image]]
+name = "r.example/base:1"
+
+[[image]]
+name = "r.example/team/tool:1"
+min_digest_age = "0s"
+
+[[image]]
+name = "other.example/x:1"
+min_digest_age = "30m"
+"#,
+        );
+        let c = c.unwrap();
+        let ages: Vec<Option<u64>> = c
+            .images
+            .iter()
+            .map(|i| i.min_digest_age.map(|d| d.as_secs()))
+            .collect();
+        assert_eq!(ages, [Some(86_400), Some(7_200), None, Some(1_800)]);
+        assert_eq!(keys(&c, 0), ["team.pub"]);
+        assert!(
+            c.images[1].verify.is_none(),
+            "a cooldown alone verifies nothing"
+        );
+        let (c, _dir) = parse_with_keys(
+            "[[verify]]\nmatch = \"r.example/**\"\nmin_digest_age = \"a day\"\n\n\
+             [[verify]]\nmatch = \"q.example/**\"\nmode = \"enforce\"\nmin_digest_age = \"1h\"\n",
+        );
+        let problems = c.unwrap_err();
+        assert!(
+            problems[0].contains("config.toml:3:")
+                && problems[0].contains("verify.min_digest_age: invalid duration \"a day\""),
+            "{problems:?}"
+        );
+        assert!(problems[1].contains("verify: no keys"), "{problems:?}");
+    }
+
+    #[test]
     fn patterns_are_read_as_image_names_and_a_tag_is_refused() {
         let (c, _dir) = parse_with_keys(
             "[[verify]]\nmatch = \"someorg/**\"\nkeys = [\"team.pub\"]\n\n\

@@ -263,6 +263,7 @@ impl<'a> Validator<'a> {
             .and_then(|p| Some((self.pin_choice(&p)?, p.span())));
         let reference = reference?;
         let verify = self.image_policy(&reference, entry.verify, rules);
+        let min_digest_age = self.image_min_digest_age(&reference, entry.min_digest_age, rules);
         // By name and tag, digest aside: `app:1` and `app:1@sha256:..` both claim the tag.
         let key = match reference.tag() {
             Some(tag) => format!("{}:{tag}", reference.name()),
@@ -296,6 +297,7 @@ impl<'a> Validator<'a> {
             schedule,
             pin: pin.map(|(choice, _)| choice),
             verify,
+            min_digest_age,
             line,
             hub_implied: registry_implied(entry.name.get_ref()),
         })

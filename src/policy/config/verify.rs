@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -22,6 +23,8 @@ pub(super) struct VerifyRule {
     /// `None`: `mode = "off"`, these images are not verified.
     mode: Option<VerifyMode>,
     keys: Vec<Arc<PublicKey>>,
+    /// The cooldown of new digests for the images it matches.
+    min_digest_age: Option<Duration>,
     line: usize,
 }
 
@@ -65,6 +68,10 @@ impl Validator<'_> {
         };
         let keys = self.verify_keys("verify.keys", &raw.keys)?;
         let line = line_col(self.text(), raw.pattern.span().start).0;
+        // An entry that only sets a cooldown verifies nothing: no keys are needed for it.
+        let cooldown_only = keys.is_empty() && raw.mode.is_none() && raw.min_digest_age.is_some();
+        let min_digest_age = self.min_digest_age("verify.min_digest_age", raw.min_digest_age);
+        let mode = if cooldown_only { None } else { mode };
         if mode.is_some() && keys.is_empty() {
             self.problem(
                 raw.pattern.span(),
@@ -78,8 +85,37 @@ impl Validator<'_> {
             matcher: matcher?,
             mode,
             keys,
+            min_digest_age,
             line,
         })
+    }
+
+    /// A `min_digest_age` as written; "0s" is none.
+    pub(super) fn min_digest_age(
+        &mut self,
+        key: &str,
+        raw: Option<Spanned<String>>,
+    ) -> Option<Duration> {
+        let age = self.duration(key, Some(raw?), Duration::ZERO);
+        (!age.is_zero()).then_some(age)
+    }
+
+    /// The cooldown of the image `reference`: its own, else the first matching `[[verify]]`
+    /// entry's.
+    pub(super) fn image_min_digest_age(
+        &mut self,
+        reference: &ImageRef,
+        own: Option<Spanned<String>>,
+        rules: &[VerifyRule],
+    ) -> Option<Duration> {
+        if own.is_some() {
+            return self.min_digest_age("image.min_digest_age", own);
+        }
+        let name = reference.name();
+        rules
+            .iter()
+            .find(|r| r.matcher.regex.is_match(&name))
+            .and_then(|r| r.min_digest_age)
     }
 
     /// The signature policy of the image `reference`: its own `verify`, over the first

@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use tracing::warn;
 
 use crate::decide::budget::held_back;
+use crate::decide::cooldown;
 use crate::decide::outcome::{Deferral, Outcome};
 use crate::decide::pin::{PinMode, Pinned};
 use crate::decide::pull_plan::{Action, Decision, Want, plan_pulls};
@@ -28,8 +29,9 @@ use crate::model::platform::choose_platform;
 use crate::model::signature::Check;
 use crate::model::sync::Locked;
 use crate::policy::config::Config;
-use crate::policy::state::State;
+use crate::policy::state::{Sighting, State};
 use crate::policy::window::Window;
+use crate::service::clock;
 use crate::service::in_flight::{InFlight, InFlightGuard};
 use crate::service::progress::{Progress, Step};
 use crate::service::shutdown::{Retried, Shutdown};
@@ -100,6 +102,9 @@ pub struct Puller<'a, E> {
     /// Signatures verified and not saved yet: saved with the pins once a run settles an
     /// image, never by `plan` or `status`.
     pub(crate) verified: Mutex<BTreeMap<String, String>>,
+    /// Digests tags were seen naming, by image, not saved yet (the cooldown of new digests):
+    /// saved as `verified` is.
+    pub(crate) sighted: Mutex<BTreeMap<String, Sighting>>,
     /// Why the state file could not be saved, once it could not: warned of once, not at every
     /// image a run settles, and a `pull` by hand ends with it.
     pub(crate) save_failed: Mutex<Option<String>>,
@@ -300,11 +305,35 @@ impl<E: Engine> Puller<'_, E> {
             {
                 // Logged once, with what follows from it, as the run settles the image.
                 Some(refused) => (Want::Unknown(refused, attempts), check),
-                None => (Want::Digest(digest), check),
+                None => (self.cooled_want(p, digest), check),
             },
             // The tag resolved; its signatures could not be read. Not a failed resolution
             // (0 attempts failed): a run does not ask the tag again for it, as before.
             Err(f) => (Want::Unknown(f, 0), None),
+        }
+    }
+
+    /// `digest`, which the tag names, held back while its cooldown runs (`min_digest_age` of a
+    /// `follow` or `first-pull` image). The sighting is known at once to later checks, and
+    /// handed to `remember` to save.
+    fn cooled_want(&self, p: &Pinned, digest: String) -> Want {
+        let Some(min_age) = p.image.min_digest_age.filter(|_| p.mode != PinMode::Lock) else {
+            return Want::Digest(digest);
+        };
+        let now = clock::now().timestamp();
+        let key = p.key.to_string();
+        let seen = {
+            let mut state = self.state.locked();
+            let seen = cooldown::sighting(state.sightings.get(&key), &digest, now);
+            if state.sightings.get(&key) != Some(&seen) {
+                state.sightings.insert(key.clone(), seen.clone());
+                self.sighted.locked().insert(key, seen.clone());
+            }
+            seen
+        };
+        match cooldown::cooling(&seen, min_age, now) {
+            Some(c) => Want::Cooling(c),
+            None => Want::Digest(digest),
         }
     }
 
@@ -487,6 +516,7 @@ impl<E: Engine> Puller<'_, E> {
         }
         let cache = self.registry.cache_snapshot();
         let verified = std::mem::take(&mut *self.verified.locked());
+        let sighted = std::mem::take(&mut *self.sighted.locked());
         let prune = prune_pins.then(|| {
             self.all_pinned
                 .iter()
@@ -501,6 +531,7 @@ impl<E: Engine> Puller<'_, E> {
                 .all(|(k, _)| state.first_pull.contains_key(k))
                 && cache.keys().all(|k| state.index_platforms.contains_key(k))
                 && verified.is_empty()
+                && sighted.is_empty()
                 && prune.is_none()
         };
         if unchanged {
@@ -512,8 +543,12 @@ impl<E: Engine> Puller<'_, E> {
             }
             state.index_platforms.extend(cache);
             state.verified.extend(verified);
+            state.sightings.extend(sighted);
             if let Some(keys) = &prune {
                 state.retain_first_pulls(keys);
+            }
+            if prune_pins {
+                state.retain_sightings(self.all_pinned.iter().map(|p| &p.key));
             }
         });
         match result {

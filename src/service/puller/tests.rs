@@ -610,3 +610,80 @@ mod signatures {
         );
     }
 }
+
+mod cooldown {
+    //! `min_digest_age`: a moved tag is adopted only once it has named the new digest that
+    //! long; a missing image is pulled at once.
+
+    use super::*;
+
+    const COOLED: &str = "[[image]]\nname = \"r.example/a:1\"\npin = \"follow\"\n\
+                          min_digest_age = \"1h\"\n[[image]]\nname = \"r.example/b:1\"\n\
+                          pin = \"first-pull\"\nmin_digest_age = \"1h\"\n";
+
+    fn saved_sightings(s: &Setup) -> BTreeMap<String, Sighting> {
+        State::load(&s.session.config.state_file).sightings
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_moved_tag_is_adopted_after_the_minimum_age_and_a_missing_image_at_once() {
+        let s = setup(COOLED);
+        s.publish();
+        s.outdated(&["a"]);
+        let outcomes = s.run().await;
+        assert_eq!(outcomes[0].result, PullResult::Kept, "{outcomes:#?}");
+        let cooling = outcomes[0].decision.cooldown.clone().expect("cooling");
+        assert_eq!(cooling.digest, digest('a'));
+        assert_eq!(cooling.eligible_at - cooling.seen_since, 3600);
+        assert!(
+            outcomes[0].decision.reason.contains("min_digest_age"),
+            "{}",
+            outcomes[0].decision.reason
+        );
+        assert_eq!(s.engine.tagged("r.example/a:1").as_deref(), Some("old-a"));
+        // Missing: pulled at once, cooldown or not, and pinned.
+        assert!(
+            matches!(outcomes[1].result, PullResult::Pulled { .. }),
+            "{outcomes:#?}"
+        );
+        assert_eq!(outcomes[1].decision.cooldown, None);
+        // The sighting is saved: a restart does not start the wait over.
+        assert_eq!(
+            saved_sightings(&s)["r.example/a:1"].since,
+            cooling.seen_since
+        );
+
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        let outcomes = s.run().await;
+        assert_eq!(outcomes[0].result, PullResult::Kept);
+        assert_eq!(outcomes[0].decision.cooldown, Some(cooling));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let outcomes = s.run().await;
+        assert!(
+            matches!(outcomes[0].result, PullResult::Pulled { .. }),
+            "{outcomes:#?}"
+        );
+        assert_ne!(s.engine.tagged("r.example/a:1").as_deref(), Some("old-a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tag_that_moves_on_during_the_wait_starts_it_over() {
+        let s = setup(COOLED);
+        s.publish();
+        s.outdated(&["a"]);
+        let first = s.run().await[0].decision.cooldown.clone().expect("cooling");
+        tokio::time::advance(Duration::from_secs(3000)).await;
+        s.registry.set("r.example/a:1", &digest('c'));
+        s.engine.serve(&digest('c'));
+        let second = s.run().await[0].decision.cooldown.clone().expect("cooling");
+        assert_eq!(second.digest, digest('c'));
+        assert_eq!(second.seen_since, first.seen_since + 3000);
+        // Past the first digest's time, the new one still waits its own hour.
+        tokio::time::advance(Duration::from_secs(1000)).await;
+        let outcomes = s.run().await;
+        assert_eq!(outcomes[0].result, PullResult::Kept, "{outcomes:#?}");
+        tokio::time::advance(Duration::from_secs(2600)).await;
+        assert!(matches!(s.run().await[0].result, PullResult::Pulled { .. }));
+    }
+}
