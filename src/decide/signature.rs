@@ -11,45 +11,57 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::model::signature::{Finding, PAYLOAD_TYPE, Signature, SignatureLayer};
-use crate::policy::signature::PublicKey;
+use crate::policy::signature::{Keyless, PublicKey, Signer};
 
 mod bundle;
 
 use bundle::Outcome;
 
-/// The fingerprint of the key that signed `digest`, or what was found instead.
+/// Who signed `digest` as the policy requires (one of `keys`, or a certificate naming one of
+/// `keyless`'s identities), or what was found instead.
 pub(crate) fn check(
     digest: &str,
     signatures: &[Signature],
     keys: &[impl AsRef<PublicKey>],
-) -> Result<String, Finding> {
+    keyless: Option<&Keyless>,
+) -> Result<Signer, Finding> {
     if signatures.is_empty() {
         return Err(Finding::NoSignature);
     }
     let mut bad_payload = None;
+    let mut untrusted = None;
     for signature in signatures {
-        match outcome(signature, digest, keys) {
-            Outcome::Signer(key) => return Ok(key),
+        match outcome(signature, digest, keys, keyless) {
+            Outcome::Signer(signer) => return Ok(signer),
             Outcome::BadPayload(why) => bad_payload = Some(why),
+            Outcome::Untrusted(why) => untrusted = Some(why),
             Outcome::Unsigned => {}
         }
     }
-    Err(match bad_payload {
-        Some(why) => Finding::BadPayload { why },
-        None => Finding::WrongKey {
+    // The most telling: a signature as required over something else, then a certificate
+    // that was refused, then signatures by others.
+    Err(match (bad_payload, untrusted) {
+        (Some(why), _) => Finding::BadPayload { why },
+        (None, Some(why)) => Finding::Untrusted { why },
+        (None, None) => Finding::WrongKey {
             signatures: signatures.len(),
         },
     })
 }
 
 /// What one signature says of `digest`.
-fn outcome(signature: &Signature, digest: &str, keys: &[impl AsRef<PublicKey>]) -> Outcome {
+fn outcome(
+    signature: &Signature,
+    digest: &str,
+    keys: &[impl AsRef<PublicKey>],
+    keyless: Option<&Keyless>,
+) -> Outcome {
     match signature {
-        Signature::Bundle(json) => bundle::check(json, digest, keys),
+        Signature::Bundle(json) => bundle::check(json, digest, keys, keyless),
         Signature::Legacy(layer) => match signer(layer, keys) {
             None => Outcome::Unsigned,
             Some(key) => match vouches_for(&layer.payload, digest) {
-                Ok(()) => Outcome::Signer(key.fingerprint.clone()),
+                Ok(()) => Outcome::Signer(Signer::Key(key.fingerprint.clone())),
                 Err(why) => Outcome::BadPayload(why),
             },
         },

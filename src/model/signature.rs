@@ -16,6 +16,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::policy::signature::Signer;
+
 /// The media type of a cosign signature payload layer.
 pub(crate) const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
@@ -95,6 +97,12 @@ pub enum Finding {
         /// What is wrong with it.
         why: String,
     },
+    /// A certificate signed it, but does not verify against the trust root or names none of
+    /// the policy's identities.
+    Untrusted {
+        /// Why: the identity it names, or what failed (chain, time, log proof).
+        why: String,
+    },
 }
 
 impl Finding {
@@ -104,6 +112,7 @@ impl Finding {
             Finding::NoSignature => "no-signature",
             Finding::WrongKey { .. } => "wrong-key",
             Finding::BadPayload { .. } => "bad-payload",
+            Finding::Untrusted { .. } => "untrusted",
         }
     }
 }
@@ -122,6 +131,7 @@ impl fmt::Display for Finding {
                 )
             }
             Finding::BadPayload { why } => write!(f, "a valid signature over a bad payload: {why}"),
+            Finding::Untrusted { why } => f.write_str(why),
         }
     }
 }
@@ -130,10 +140,12 @@ impl fmt::Display for Finding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Check {
-    /// Signed with the key of this fingerprint.
+    /// Signed by one of the policy's keys or identities.
     Verified {
-        /// `sha256:` of the key's SubjectPublicKeyInfo.
-        key: String,
+        /// Which: `key` (`sha256:` of its SubjectPublicKeyInfo) or `identity` (subject and
+        /// issuer).
+        #[serde(flatten)]
+        signer: Signer,
         /// Known from the state file: no registry request was made.
         cached: bool,
     },

@@ -14,6 +14,7 @@ use toml::Spanned;
 use crate::model::problem::{Problem, line_col};
 use crate::model::reference::ImageRef;
 use crate::model::reference::valid_digest;
+use crate::policy::signature::Signer;
 
 /// The format version this build reads and writes.
 pub(crate) const LOCK_VERSION: i64 = 1;
@@ -193,18 +194,28 @@ impl Located<'_> {
                 return Err(vec![self.problem(name.span(), message)]);
             }
         };
-        // A key fingerprint is written like a digest: sha256: and 64 hex digits.
+        // A key fingerprint is written like a digest: sha256: and 64 hex digits; an identity
+        // as `SUBJECT (issuer ISSUER)`.
+        let identity = |d: &str| !d.starts_with("sha256:") && Signer::parse(d).is_some();
         let bad: Vec<Problem> = std::iter::once(("image.digest", &entry.digest))
             .chain(entry.platforms.values().map(|d| ("image.digest", d)))
             .chain(entry.signed_by.iter().map(|f| ("image.signed_by", f)))
-            .filter(|(_, d)| !valid_digest(d.get_ref()))
+            .filter(|(field, d)| {
+                !valid_digest(d.get_ref()) && !(*field == "image.signed_by" && identity(d.get_ref()))
+            })
             .map(|(field, d)| {
+                let (what, expected) = if field == "image.signed_by" {
+                    (
+                        "signer",
+                        "a key fingerprint, sha256: and 64 lower-case hex digits, or an \
+                         identity, SUBJECT (issuer ISSUER)",
+                    )
+                } else {
+                    ("digest", "sha256: and 64 lower-case hex digits")
+                };
                 self.problem(
                     d.span(),
-                    format!(
-                        "{field}: invalid digest \"{}\" (expected sha256: and 64 lower-case hex digits)",
-                        d.get_ref()
-                    ),
+                    format!("{field}: invalid {what} \"{}\" (expected {expected})", d.get_ref()),
                 )
             })
             .collect();
@@ -526,7 +537,7 @@ mod tests {
         assert!(
             problems[0]
                 .to_string()
-                .contains("image.signed_by: invalid digest \"sha256:nope\""),
+                .contains("image.signed_by: invalid signer \"sha256:nope\""),
             "{problems:?}"
         );
     }

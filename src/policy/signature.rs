@@ -5,9 +5,11 @@
 //! `PUBLIC KEY` blocks holding an ECDSA P-256 SubjectPublicKeyInfo. Each is known by its
 //! fingerprint, `sha256:` of that DER, which the lock and state files record.
 //!
-//! Keyless verification (a Fulcio certificate naming an OIDC identity, logged in Rekor) would
-//! be another kind of policy beside `keys`, checked by the same call; it needs the internet and
-//! sigstore's trust root, so this build does not offer it (docs/signatures.md).
+//! Identities are keyless signers: a short-lived certificate from a certificate authority of
+//! the policy's trust root (Sigstore's Fulcio, or a private one) names the OIDC identity that
+//! signed (a CI workflow, a person) and the issuer that vouched for it. A `trust_root` file in
+//! Sigstore's `trusted_root.json` format holds the CAs and transparency logs to trust, so the
+//! check is offline.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -109,11 +111,176 @@ impl VerifyMode {
     }
 }
 
+/// Who signed a digest: a key of the policy, or an identity its certificate names.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signer {
+    /// `sha256:` of the key's SubjectPublicKeyInfo.
+    Key(String),
+    /// The certificate's identity and the OIDC issuer that vouched for it.
+    Identity {
+        /// The subject alternative name: a workflow's URI, an email address.
+        subject: String,
+        /// The OIDC issuer (Fulcio's issuer extension).
+        issuer: String,
+    },
+}
+
+/// How an identity signer is written in the lock and state files: `SUBJECT (issuer ISSUER)`.
+const ISSUER_MARK: &str = " (issuer ";
+
+impl fmt::Display for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Signer::Key(fingerprint) => f.write_str(fingerprint),
+            Signer::Identity { subject, issuer } => write!(f, "{subject}{ISSUER_MARK}{issuer})"),
+        }
+    }
+}
+
+impl Signer {
+    /// A signer as the lock and state files write it; `None` when it is neither a key
+    /// fingerprint nor an identity.
+    pub(crate) fn parse(text: &str) -> Option<Signer> {
+        if text.starts_with("sha256:") {
+            return Some(Signer::Key(text.to_owned()));
+        }
+        let (subject, rest) = text.rsplit_once(ISSUER_MARK)?;
+        let issuer = rest.strip_suffix(')')?;
+        (!subject.is_empty() && !issuer.is_empty()).then(|| Signer::Identity {
+            subject: subject.to_owned(),
+            issuer: issuer.to_owned(),
+        })
+    }
+}
+
+/// An identity a policy trusts: the issuer, and the subject exactly or by pattern.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The OIDC issuer, exactly (`https://token.actions.githubusercontent.com`).
+    pub issuer: String,
+    /// The subject the certificate must name.
+    pub subject: SubjectMatch,
+}
+
+/// How an identity's subject is matched.
+#[derive(Debug, Clone)]
+pub enum SubjectMatch {
+    /// Exactly this subject.
+    Exact(String),
+    /// Any subject this pattern matches (as cosign's `--certificate-identity-regexp`,
+    /// unanchored: write `^…$` to match it whole).
+    Regex(regex::Regex),
+}
+
+impl PartialEq for Identity {
+    fn eq(&self, other: &Self) -> bool {
+        self.issuer == other.issuer && self.subject.as_str() == other.subject.as_str()
+    }
+}
+
+impl SubjectMatch {
+    /// As written in the config.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            SubjectMatch::Exact(s) => s,
+            SubjectMatch::Regex(r) => r.as_str(),
+        }
+    }
+}
+
+impl Identity {
+    /// Whether a certificate naming `subject`, vouched for by `issuer`, is this identity.
+    pub(crate) fn matches(&self, subject: &str, issuer: &str) -> bool {
+        issuer == self.issuer
+            && match &self.subject {
+                SubjectMatch::Exact(s) => s == subject,
+                SubjectMatch::Regex(r) => r.is_match(subject),
+            }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.subject {
+            SubjectMatch::Exact(s) => write!(f, "{s}{ISSUER_MARK}{})", self.issuer),
+            SubjectMatch::Regex(r) => write!(f, "/{}/{ISSUER_MARK}{})", r.as_str(), self.issuer),
+        }
+    }
+}
+
+/// A Sigstore trust root (`trusted_root.json`): the certificate authorities, transparency
+/// logs and timestamp authorities keyless signatures are checked against.
+pub struct TrustRoot {
+    /// The file it was read from, for messages.
+    pub(crate) path: PathBuf,
+    /// Ready to verify bundles: keys and anchors parsed once, when the config is loaded.
+    pub(crate) verifier: sigstore_verify::Verifier,
+    /// Whether it names certificate-transparency logs: certificates' SCTs are checked
+    /// against them then (Sigstore's public Fulcio embeds them; a private CA may not).
+    pub(crate) has_ct_logs: bool,
+}
+
+impl fmt::Debug for TrustRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TrustRoot({})", self.path.display())
+    }
+}
+
+impl TrustRoot {
+    /// Reads a `trusted_root.json`.
+    pub(crate) fn load(path: &Path) -> Result<TrustRoot, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+        TrustRoot::from_json(path, &text)
+    }
+
+    /// A trust root from its JSON.
+    pub(crate) fn from_json(path: &Path, json: &str) -> Result<TrustRoot, String> {
+        let root = sigstore_verify::trust_root::TrustedRoot::from_json(json).map_err(|e| {
+            format!("not a Sigstore trusted_root.json ({e}); see the README on getting one")
+        })?;
+        if root.certificate_authorities.is_empty() {
+            return Err(
+                "it names no certificate authority, so no identity could ever verify".to_owned(),
+            );
+        }
+        let verifier = sigstore_verify::Verifier::new(&root)
+            .map_err(|e| format!("its keys or certificates are unusable: {e}"))?;
+        Ok(TrustRoot {
+            path: path.to_owned(),
+            has_ct_logs: !root.ctlogs.is_empty(),
+            verifier,
+        })
+    }
+}
+
+/// Keyless verification: the identities a certificate may name, checked against a trust root.
+#[derive(Debug, Clone)]
+pub struct Keyless {
+    /// A digest verifies when a certificate names any of these.
+    pub identities: Vec<Identity>,
+    /// The CAs and logs to trust.
+    pub trust_root: Arc<TrustRoot>,
+    /// Whether a transparency-log entry (inclusion proof and signed checkpoint, or signed
+    /// entry timestamp) is required; off only for private CAs that run no log.
+    pub require_tlog: bool,
+}
+
+impl PartialEq for Keyless {
+    fn eq(&self, other: &Self) -> bool {
+        self.identities == other.identities
+            && self.trust_root.path == other.trust_root.path
+            && self.require_tlog == other.require_tlog
+    }
+}
+
 /// The signature policy of one image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignaturePolicy {
     /// A digest verifies when any of these keys signed it.
     pub keys: Vec<Arc<PublicKey>>,
+    /// Or when a certificate names one of these identities.
+    pub keyless: Option<Keyless>,
     /// Refuse, or only warn.
     pub mode: VerifyMode,
     /// Where it was written (`line 12`), for plans.
@@ -121,22 +288,31 @@ pub struct SignaturePolicy {
 }
 
 impl SignaturePolicy {
-    /// Whether `fingerprint` is one of the policy's keys: a verification remembered with a
-    /// key that has since left the policy no longer counts.
-    pub(crate) fn trusts(&self, fingerprint: &str) -> bool {
-        self.keys.iter().any(|k| k.fingerprint == fingerprint)
+    /// Whether `signer` (as the state file writes it) is one of the policy's keys or
+    /// identities: a verification remembered with a signer that has since left the policy no
+    /// longer counts.
+    pub(crate) fn trusts(&self, signer: &str) -> bool {
+        match Signer::parse(signer) {
+            Some(Signer::Key(fingerprint)) => self.keys.iter().any(|k| k.fingerprint == fingerprint),
+            Some(Signer::Identity { subject, issuer }) => self.keyless.as_ref().is_some_and(|k| {
+                k.identities.iter().any(|i| i.matches(&subject, &issuer))
+            }),
+            None => false,
+        }
     }
 
-    /// The keys, for messages: `cosign.pub (sha256:ab12..)`.
+    /// The keys and identities, for messages: `cosign.pub (sha256:ab12..)`,
+    /// `https://github.com/org/repo/... (issuer https://token.actions...)`.
     pub(crate) fn describe_keys(&self) -> String {
-        self.keys
+        let keys = self.keys.iter().map(|k| {
+            let short: String = k.fingerprint.chars().take("sha256:".len() + 12).collect();
+            format!("{} ({short}…)", k.path.display())
+        });
+        let identities = self
+            .keyless
             .iter()
-            .map(|k| {
-                let short: String = k.fingerprint.chars().take("sha256:".len() + 12).collect();
-                format!("{} ({short}…)", k.path.display())
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .flat_map(|k| k.identities.iter().map(ToString::to_string));
+        keys.chain(identities).collect::<Vec<_>>().join(", ")
     }
 }
 

@@ -22,7 +22,7 @@ use crate::model::reference::ImageRef;
 use crate::model::signature::{Check, Finding};
 use crate::model::sync::Locked;
 use crate::policy::config::{Config, RequiredImage};
-use crate::policy::signature::{SignaturePolicy, VerifyMode};
+use crate::policy::signature::{SignaturePolicy, Signer, VerifyMode};
 use crate::policy::state::State;
 
 /// What signature checks need: where signatures are, and where verifications are kept.
@@ -54,8 +54,11 @@ impl Verifier<'_> {
             .filter(|s| *s != digest)
             .chain([digest])
             .collect();
-        if let Some(key) = self.remembered(policy, &subjects) {
-            return Ok(Some(Check::Verified { key, cached: true }));
+        if let Some(signer) = self.remembered(policy, &subjects) {
+            return Ok(Some(Check::Verified {
+                signer,
+                cached: true,
+            }));
         }
         let mut found = Finding::NoSignature;
         for signed in &subjects {
@@ -63,11 +66,15 @@ impl Verifier<'_> {
                 signed,
                 &self.fetch(&image.reference, signed).await?,
                 &policy.keys,
+                policy.keyless.as_ref(),
             ) {
-                Ok(key) => {
-                    info!(image = %image.reference, digest, key, "signature verified");
-                    self.remember(&subjects, &key);
-                    return Ok(Some(Check::Verified { key, cached: false }));
+                Ok(signer) => {
+                    info!(image = %image.reference, digest, signer = %signer, "signature verified");
+                    self.remember(&subjects, &signer.to_string());
+                    return Ok(Some(Check::Verified {
+                        signer,
+                        cached: false,
+                    }));
                 }
                 // The most telling finding: a bad payload, then a wrong key, then nothing.
                 Err(f) => found = most_telling(found, f),
@@ -99,14 +106,14 @@ impl Verifier<'_> {
         ))
     }
 
-    /// The key that verified one of `subjects` before, if the policy still trusts it.
-    fn remembered(&self, policy: &SignaturePolicy, subjects: &[&str]) -> Option<String> {
+    /// Who verified one of `subjects` before, if the policy still trusts them.
+    fn remembered(&self, policy: &SignaturePolicy, subjects: &[&str]) -> Option<Signer> {
         let state = self.state.locked();
         subjects
             .iter()
             .filter_map(|s| state.verified.get(*s))
-            .find(|key| policy.trusts(key))
-            .cloned()
+            .find(|signer| policy.trusts(signer))
+            .and_then(|signer| Signer::parse(signer))
     }
 
     /// Makes the verification known to later checks, and to the caller to save.
@@ -150,7 +157,8 @@ fn most_telling(a: Finding, b: Finding) -> Finding {
     let rank = |f: &Finding| match f {
         Finding::NoSignature => 0,
         Finding::WrongKey { .. } => 1,
-        Finding::BadPayload { .. } => 2,
+        Finding::Untrusted { .. } => 2,
+        Finding::BadPayload { .. } => 3,
     };
     if rank(&b) > rank(&a) { b } else { a }
 }

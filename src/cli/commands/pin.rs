@@ -143,8 +143,8 @@ async fn lock_entry(
         });
     }
     // A warning (mode = "warn") was logged by the check: locked without `signed_by`.
-    if let Some(Check::Verified { key, .. }) = check {
-        entry.signed_by = Some(key);
+    if let Some(Check::Verified { signer, .. }) = check {
+        entry.signed_by = Some(signer.to_string());
     }
     Ok(entry)
 }

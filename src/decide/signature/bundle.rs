@@ -9,7 +9,7 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::policy::signature::PublicKey;
+use crate::policy::signature::{Keyless, PublicKey, Signer};
 
 /// The in-toto statement's media type: the only payload a signature bundle carries.
 const IN_TOTO: &str = "application/vnd.in-toto+json";
@@ -17,23 +17,44 @@ const IN_TOTO: &str = "application/vnd.in-toto+json";
 /// The predicate type of a cosign image signature; attestations carry any other.
 pub(crate) const SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 
-/// What a bundle came to with the policy's keys.
+/// What a signature came to with the policy's keys and identities.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Outcome {
-    /// Signed with this key (its fingerprint), for this digest.
-    Signer(String),
+    /// Signed by this signer, for this digest.
+    Signer(Signer),
     /// Unreadable, or signed by none of the keys.
     Unsigned,
-    /// Signed with a policy key, but what it signs does not vouch for this digest.
+    /// A certificate that does not verify against the trust root, or names none of the
+    /// policy's identities: why.
+    Untrusted(String),
+    /// Signed as the policy requires, but what it signs does not vouch for this digest.
     BadPayload(String),
 }
 
-/// The parts of a bundle that are read (`verificationMaterial` and log entries are the
-/// identity check's).
+/// The parts of a bundle read here: the envelope, and whether a certificate signed it (the
+/// rest of the verification material is the keyless check's, in sigstore-verify's terms).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Bundle {
     pub(super) dsse_envelope: Option<Envelope>,
+    #[serde(default)]
+    verification_material: Option<Material>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Material {
+    certificate: Option<serde_json::Value>,
+    x509_certificate_chain: Option<serde_json::Value>,
+}
+
+impl Bundle {
+    /// Whether a certificate (keyless signing) rather than a key signed it.
+    fn has_certificate(&self) -> bool {
+        self.verification_material
+            .as_ref()
+            .is_some_and(|m| m.certificate.is_some() || m.x509_certificate_chain.is_some())
+    }
 }
 
 #[derive(Deserialize)]
@@ -66,12 +87,26 @@ struct Subject {
     digest: std::collections::BTreeMap<String, String>,
 }
 
-/// What `bundle` (its JSON) says of `digest`, checked with `keys`.
-pub(super) fn check(bundle: &[u8], digest: &str, keys: &[impl AsRef<PublicKey>]) -> Outcome {
-    let Some(envelope) = serde_json::from_slice::<Bundle>(bundle)
-        .ok()
-        .and_then(|b| b.dsse_envelope)
-    else {
+/// What `bundle` (its JSON) says of `digest`: a certificate's with `keyless`, else with `keys`.
+pub(super) fn check(
+    bundle: &[u8],
+    digest: &str,
+    keys: &[impl AsRef<PublicKey>],
+    keyless: Option<&Keyless>,
+) -> Outcome {
+    let Ok(parsed) = serde_json::from_slice::<Bundle>(bundle) else {
+        return Outcome::Unsigned;
+    };
+    match (parsed.has_certificate(), keyless) {
+        (true, Some(keyless)) => check_keyless(bundle, parsed, digest, keyless),
+        (true, None) => Outcome::Unsigned,
+        (false, _) => check_keyed(parsed, digest, keys),
+    }
+}
+
+/// A key-signed bundle: its envelope's signature by one of `keys`.
+fn check_keyed(bundle: Bundle, digest: &str, keys: &[impl AsRef<PublicKey>]) -> Outcome {
+    let Some(envelope) = bundle.dsse_envelope else {
         return Outcome::Unsigned;
     };
     let Some((payload, signatures)) = decoded(&envelope) else {
@@ -87,9 +122,72 @@ pub(super) fn check(bundle: &[u8], digest: &str, keys: &[impl AsRef<PublicKey>])
         return Outcome::Unsigned;
     };
     match vouches_for(&envelope.payload_type, &payload, digest) {
-        Ok(()) => Outcome::Signer(signer.fingerprint.clone()),
+        Ok(()) => Outcome::Signer(Signer::Key(signer.fingerprint.clone())),
         Err(why) => Outcome::BadPayload(why),
     }
+}
+
+/// A certificate-signed bundle, by sigstore-verify: the certificate chains to a CA of the trust
+/// root and was valid when the transparency log recorded the signature (its inclusion proof,
+/// signed checkpoint and signed entry timestamp), the envelope's signature is the
+/// certificate's, and the statement's subject is `digest`. Then the identity the certificate
+/// names must be one of the policy's, and the statement a signature, not an attestation.
+fn check_keyless(json: &[u8], bundle: Bundle, digest: &str, keyless: &Keyless) -> Outcome {
+    use sigstore_verify::VerificationPolicy;
+    use sigstore_verify::types::{Bundle as SigstoreBundle, Sha256Hash};
+
+    let Some(envelope) = bundle.dsse_envelope else {
+        return Outcome::Unsigned;
+    };
+    let parsed = std::str::from_utf8(json)
+        .map_err(|e| e.to_string())
+        .and_then(|text| SigstoreBundle::from_json(text).map_err(|e| e.to_string()));
+    let sigstore_bundle = match parsed {
+        Ok(b) => b,
+        Err(e) => return Outcome::Untrusted(format!("an unreadable bundle ({e})")),
+    };
+    let Ok(artifact) = Sha256Hash::from_hex(digest.strip_prefix("sha256:").unwrap_or(digest)) else {
+        return Outcome::Unsigned;
+    };
+    let mut policy = VerificationPolicy::any_identity();
+    if !keyless.require_tlog {
+        policy = policy.skip_tlog_unsafe();
+    }
+    if !keyless.trust_root.has_ct_logs {
+        policy = policy.skip_sct();
+    }
+    let verified = match keyless
+        .trust_root
+        .verifier
+        .verify(artifact, &sigstore_bundle, &policy)
+    {
+        Ok(v) => v,
+        Err(e) => return Outcome::Untrusted(untrusted_words(&e)),
+    };
+    let (Some(subject), Some(issuer)) = (verified.identity(), verified.issuer()) else {
+        return Outcome::Untrusted("a certificate that names no identity or issuer".to_owned());
+    };
+    let subject = subject.as_str().to_owned();
+    if !keyless.identities.iter().any(|i| i.matches(&subject, issuer)) {
+        return Outcome::Untrusted(format!(
+            "a certificate for {subject} (issuer {issuer}), which is not one of these identities"
+        ));
+    }
+    let Some((payload, _)) = decoded(&envelope) else {
+        return Outcome::Unsigned;
+    };
+    match vouches_for(&envelope.payload_type, &payload, digest) {
+        Ok(()) => Outcome::Signer(Signer::Identity {
+            subject,
+            issuer: issuer.to_owned(),
+        }),
+        Err(why) => Outcome::BadPayload(why),
+    }
+}
+
+/// What sigstore-verify refused, in a phrase after "found".
+fn untrusted_words(e: &sigstore_verify::Error) -> String {
+    format!("a certificate-signed bundle that does not verify: {e}")
 }
 
 /// The envelope's payload and signatures, base64-decoded; `None` when any is not base64.

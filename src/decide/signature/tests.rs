@@ -5,6 +5,11 @@ use proptest::prelude::*;
 const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const E: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
+/// The check with keys alone, its signer as the state file writes it.
+fn keyed(digest: &str, signatures: &[Signature], keys: &[&PublicKey]) -> Result<String, Finding> {
+    check(digest, signatures, keys, None).map(|s| s.to_string())
+}
+
 fn layer(payload: Vec<u8>, signature: Option<String>) -> Signature {
     Signature::Legacy(SignatureLayer { payload, signature })
 }
@@ -18,11 +23,11 @@ fn a_bundle_by_a_policy_key_over_this_digest_verifies() {
         &statement(D, bundle::SIGN_PREDICATE),
     ))];
     assert_eq!(
-        check(D, &signed, &[&other, &key]),
+        keyed(D, &signed, &[&other, &key]),
         Ok(key.fingerprint.clone())
     );
     assert_eq!(
-        check(D, &signed, &[&other]),
+        keyed(D, &signed, &[&other]),
         Err(Finding::WrongKey { signatures: 1 })
     );
 }
@@ -34,7 +39,7 @@ fn a_bundle_for_another_digest_or_an_attestation_does_not_vouch() {
         &signer,
         &statement(E, bundle::SIGN_PREDICATE),
     ))];
-    match check(D, &other, &[&key]) {
+    match keyed(D, &other, &[&key]) {
         Err(Finding::BadPayload { why }) => assert!(why.contains(&E[7..]), "{why}"),
         found => panic!("{found:?}"),
     }
@@ -43,7 +48,7 @@ fn a_bundle_for_another_digest_or_an_attestation_does_not_vouch() {
         &signer,
         &statement(D, provenance),
     ))];
-    match check(D, &attestation, &[&key]) {
+    match keyed(D, &attestation, &[&key]) {
         Err(Finding::BadPayload { why }) => {
             assert!(
                 why.contains("attestation") && why.contains(provenance),
@@ -57,7 +62,7 @@ fn a_bundle_for_another_digest_or_an_attestation_does_not_vouch() {
         attestation[0].clone(),
         Signature::Bundle(bundle(&signer, &statement(D, bundle::SIGN_PREDICATE))),
     ];
-    assert_eq!(check(D, &both, &[&key]), Ok(key.fingerprint.clone()));
+    assert_eq!(keyed(D, &both, &[&key]), Ok(key.fingerprint.clone()));
 }
 
 #[test]
@@ -77,7 +82,7 @@ fn the_envelope_signs_the_pre_authentication_encoding_not_the_bare_payload() {
     });
     let signed = [Signature::Bundle(json.to_string().into_bytes())];
     assert_eq!(
-        check(D, &signed, &[&key]),
+        keyed(D, &signed, &[&key]),
         Err(Finding::WrongKey { signatures: 1 })
     );
     assert_eq!(
@@ -95,7 +100,7 @@ fn an_unreadable_bundle_counts_as_a_signature_that_does_not_verify() {
         Signature::Bundle(br#"{"messageSignature": {}}"#.to_vec()),
     ];
     assert_eq!(
-        check(D, &junk, &[&key]),
+        keyed(D, &junk, &[&key]),
         Err(Finding::WrongKey { signatures: 2 })
     );
 }
@@ -107,7 +112,7 @@ fn a_signature_by_a_policy_key_over_this_digest_verifies() {
     let p = payload(D);
     let layers = [layer(p.clone(), Some(sign(&signer, &p)))];
     assert_eq!(
-        check(D, &layers, &[&other, &key]),
+        keyed(D, &layers, &[&other, &key]),
         Ok(key.fingerprint.clone())
     );
 }
@@ -115,7 +120,7 @@ fn a_signature_by_a_policy_key_over_this_digest_verifies() {
 #[test]
 fn no_layer_is_no_signature() {
     let (_, key) = pair("k.pub");
-    assert_eq!(check(D, &[], &[&key]), Err(Finding::NoSignature));
+    assert_eq!(keyed(D, &[], &[&key]), Err(Finding::NoSignature));
 }
 
 #[test]
@@ -129,7 +134,7 @@ fn another_key_is_the_wrong_key() {
         layer(p.clone(), Some("not base64!".into())),
     ];
     assert_eq!(
-        check(D, &layers, &[&key]),
+        keyed(D, &layers, &[&key]),
         Err(Finding::WrongKey { signatures: 3 })
     );
 }
@@ -139,14 +144,14 @@ fn a_valid_signature_of_another_digest_does_not_vouch_for_this_one() {
     let (signer, key) = pair("k.pub");
     let p = payload(E);
     let layers = [layer(p.clone(), Some(sign(&signer, &p)))];
-    match check(D, &layers, &[&key]) {
+    match keyed(D, &layers, &[&key]) {
         Err(Finding::BadPayload { why }) => assert!(why.contains(E), "{why}"),
         other => panic!("{other:?}"),
     }
     let p = br#"{"critical":{"type":"something else","image":{"docker-manifest-digest":"x"}}}"#;
     let layers = [layer(p.to_vec(), Some(sign(&signer, p)))];
     assert!(matches!(
-        check(D, &layers, &[&key]),
+        keyed(D, &layers, &[&key]),
         Err(Finding::BadPayload { .. })
     ));
 }
@@ -157,7 +162,7 @@ fn a_wrapped_base64_signature_still_verifies() {
     let p = payload(D);
     let sig = sign(&signer, &p);
     let wrapped = format!("{}\n{}\n", &sig[..20], &sig[20..]);
-    assert!(check(D, &[layer(p, Some(wrapped))], &[&key]).is_ok());
+    assert!(keyed(D, &[layer(p, Some(wrapped))], &[&key]).is_ok());
 }
 
 #[test]
@@ -170,7 +175,7 @@ fn one_good_signature_among_others_is_enough() {
         layer(good.clone(), Some(sign(&stranger, &good))),
         layer(good.clone(), Some(sign(&signer, &good))),
     ];
-    assert_eq!(check(D, &layers, &[&key]), Ok(key.fingerprint.clone()));
+    assert_eq!(keyed(D, &layers, &[&key]), Ok(key.fingerprint.clone()));
 }
 
 proptest! {
@@ -186,7 +191,7 @@ proptest! {
         let mut changed = p.clone();
         let at = at % changed.len();
         changed[at] ^= 1 << bit;
-        let result = check(D, &[layer(changed, Some(signature))], &[&key]);
+        let result = keyed(D, &[layer(changed, Some(signature))], &[&key]);
         prop_assert_eq!(result, Err(Finding::WrongKey { signatures: 1 }));
     }
 
@@ -206,7 +211,7 @@ proptest! {
         value["dsseEnvelope"]["payload"] = b64.encode(&payload).into();
         let changed = [Signature::Bundle(value.to_string().into_bytes())];
         prop_assert_eq!(
-            check(D, &changed, &[&key]),
+            keyed(D, &changed, &[&key]),
             Err(Finding::WrongKey { signatures: 1 })
         );
     }
@@ -283,7 +288,7 @@ fn a_high_s_signature_verifies_as_cosign_writes_them() {
     assert_eq!(der_signature(&r, &s), der, "the DER round-trips");
     let flipped = b64.encode(der_signature(&r, &negate(&s)));
     assert_eq!(
-        check(D, &[layer(p, Some(flipped))], &[&key]),
+        keyed(D, &[layer(p, Some(flipped))], &[&key]),
         Ok(key.fingerprint.clone())
     );
 }

@@ -30,8 +30,21 @@ pub(super) struct RawVerify {
     pub(super) pattern: Spanned<String>,
     #[serde(default)]
     pub(super) keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) identities: Vec<Spanned<RawIdentity>>,
+    pub(super) trust_root: Option<Spanned<String>>,
+    pub(super) require_tlog: Option<bool>,
     pub(super) mode: Option<Spanned<String>>,
     pub(super) min_digest_age: Option<Spanned<String>>,
+}
+
+/// One keyless signer: `{ issuer = "...", subject = "..." }` or `subject_regex`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    pub(super) issuer: String,
+    pub(super) subject: Option<String>,
+    pub(super) subject_regex: Option<String>,
 }
 
 /// An image's own `verify = { ... }`, over what a `[[verify]]` entry says.
@@ -39,6 +52,9 @@ pub(super) struct RawVerify {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawImageVerify {
     pub(super) keys: Option<Vec<Spanned<String>>>,
+    pub(super) identities: Option<Vec<Spanned<RawIdentity>>>,
+    pub(super) trust_root: Option<Spanned<String>>,
+    pub(super) require_tlog: Option<bool>,
     pub(super) mode: Option<Spanned<String>>,
 }
 

@@ -812,7 +812,7 @@ verify = { mode = "warn" }
             problems[2]
         );
         assert!(
-            problems[3].contains(":12:10: image.verify: no keys for t.example/a:1"),
+            problems[3].contains(":12:10: image.verify: no keys or identities for t.example/a:1"),
             "{}",
             problems[3]
         );

@@ -10,7 +10,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{RawConfig, RawImage, RawMetrics, RawPull, RawRegistry};
-use super::verify::{KeyCache, VerifyRule};
+use super::verify::{KeyCache, RootCache, VerifyRule};
 use super::{
     Config, ConfigError, DEFAULT_LOCK_FILE, DEFAULT_METRICS_LISTEN, DEFAULT_SCHEDULE, Mirror,
     PinChoice, PullSettings, RegistrySettings, RequiredImage,
@@ -26,6 +26,7 @@ pub(super) struct Validator<'a> {
     problems: Vec<Problem>,
     /// Signature keys read so far.
     keys: KeyCache,
+    roots: RootCache,
 }
 
 impl<'a> Validator<'a> {
@@ -35,6 +36,7 @@ impl<'a> Validator<'a> {
             text,
             problems: Vec::new(),
             keys: KeyCache::new(),
+            roots: RootCache::new(),
         }
     }
 
@@ -49,6 +51,10 @@ impl<'a> Validator<'a> {
     }
 
     /// Signature keys read so far, by path.
+    pub(super) fn roots_read(&mut self) -> &mut RootCache {
+        &mut self.roots
+    }
+
     pub(super) fn keys_read(&mut self) -> &mut KeyCache {
         &mut self.keys
     }

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawImageVerify, RawVerify};
+use super::raw::{RawIdentity, RawImageVerify, RawVerify};
 use super::validate::Validator;
 use crate::model::problem::line_col;
 use crate::model::reference::ImageRef;
 use crate::policy::keep::{NameMatcher, compile_keep, glob_without_tag_or_digest};
-use crate::policy::signature::{PublicKey, SignaturePolicy, VerifyMode};
+use crate::policy::signature::{
+    Identity, Keyless, PublicKey, SignaturePolicy, SubjectMatch, TrustRoot, VerifyMode,
+};
 
 /// A `[[verify]]` entry, validated. The first whose pattern matches an image applies.
 #[derive(Debug, Clone)]
@@ -23,6 +25,7 @@ pub(super) struct VerifyRule {
     /// `None`: `mode = "off"`, these images are not verified.
     mode: Option<VerifyMode>,
     keys: Vec<Arc<PublicKey>>,
+    keyless: Option<Keyless>,
     /// The cooldown of new digests for the images it matches.
     min_digest_age: Option<Duration>,
     line: usize,
@@ -30,6 +33,9 @@ pub(super) struct VerifyRule {
 
 /// Key files read so far, by path: one read and one parse each.
 pub(super) type KeyCache = HashMap<PathBuf, Option<Arc<PublicKey>>>;
+
+/// Trust roots read so far, by path.
+pub(super) type RootCache = HashMap<PathBuf, Option<Arc<TrustRoot>>>;
 
 impl Validator<'_> {
     /// The `[[verify]]` entries, in the order written.
@@ -67,16 +73,28 @@ impl Validator<'_> {
             None => Some(VerifyMode::Enforce),
         };
         let keys = self.verify_keys("verify.keys", &raw.keys)?;
+        let keyless = self.keyless(
+            "verify",
+            raw.pattern.span(),
+            (!raw.identities.is_empty()).then_some(&raw.identities[..]),
+            raw.trust_root.as_ref(),
+            raw.require_tlog,
+            None,
+        )?;
         let line = line_col(self.text(), raw.pattern.span().start).0;
         // An entry that only sets a cooldown verifies nothing: no keys are needed for it.
-        let cooldown_only = keys.is_empty() && raw.mode.is_none() && raw.min_digest_age.is_some();
+        let cooldown_only = keys.is_empty()
+            && keyless.is_none()
+            && raw.mode.is_none()
+            && raw.min_digest_age.is_some();
         let min_digest_age = self.min_digest_age("verify.min_digest_age", raw.min_digest_age);
         let mode = if cooldown_only { None } else { mode };
-        if mode.is_some() && keys.is_empty() {
+        if mode.is_some() && keys.is_empty() && keyless.is_none() {
             self.problem(
                 raw.pattern.span(),
                 "verify: no keys: name the public keys (`keys = [\"/etc/stowage/cosign.pub\"]`) \
-                 a signature must be made with, or set mode = \"off\""
+                 or the identities (`identities = [...]` with a `trust_root`) a signature must \
+                 be made with, or set mode = \"off\""
                     .to_owned(),
             );
             return None;
@@ -85,9 +103,132 @@ impl Validator<'_> {
             matcher: matcher?,
             mode,
             keys,
+            keyless,
             min_digest_age,
             line,
         })
+    }
+
+    /// The keyless part of a policy: `identities` checked against `trust_root`, each
+    /// inherited from `inherited` (the matching `[[verify]]` entry) when not written.
+    /// `Some(None)`: none; `None`: a problem was reported.
+    fn keyless(
+        &mut self,
+        prefix: &str,
+        span: std::ops::Range<usize>,
+        identities: Option<&[Spanned<RawIdentity>]>,
+        trust_root: Option<&Spanned<String>>,
+        require_tlog: Option<bool>,
+        inherited: Option<&Keyless>,
+    ) -> Option<Option<Keyless>> {
+        let identities = match identities {
+            Some(raw) => self.identities(prefix, raw)?,
+            None => inherited.map(|k| k.identities.clone()).unwrap_or_default(),
+        };
+        let root = match trust_root {
+            Some(path) => Some(self.trust_root(&format!("{prefix}.trust_root"), path)?),
+            None => inherited.map(|k| k.trust_root.clone()),
+        };
+        match (identities.is_empty(), root) {
+            (true, None) => Some(None),
+            (false, Some(trust_root)) => Some(Some(Keyless {
+                identities,
+                trust_root,
+                require_tlog: require_tlog
+                    .or(inherited.map(|k| k.require_tlog))
+                    .unwrap_or(true),
+            })),
+            (false, None) => {
+                self.problem(
+                    span,
+                    format!(
+                        "{prefix}.identities: no trust_root: name the Sigstore trusted_root.json \
+                         (the certificate authorities and logs) the identities' certificates are \
+                         checked against"
+                    ),
+                );
+                None
+            }
+            (true, Some(_)) => {
+                self.problem(
+                    span,
+                    format!(
+                        "{prefix}.trust_root: no identities: name who may sign \
+                         (`identities = [{{ issuer = \"...\", subject = \"...\" }}]`)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `identities = [...]`, each with its issuer and one of `subject`, `subject_regex`.
+    fn identities(&mut self, prefix: &str, raw: &[Spanned<RawIdentity>]) -> Option<Vec<Identity>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for entry in raw {
+            let r = entry.get_ref();
+            let subject = match (&r.subject, &r.subject_regex) {
+                (Some(s), None) => Some(SubjectMatch::Exact(s.clone())),
+                (None, Some(p)) => match regex::Regex::new(p) {
+                    Ok(re) => Some(SubjectMatch::Regex(re)),
+                    Err(e) => {
+                        self.problem(
+                            entry.span(),
+                            format!("{prefix}.identities: invalid subject_regex \"{p}\": {e}"),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    self.problem(
+                        entry.span(),
+                        format!(
+                            "{prefix}.identities: write one of `subject` (exactly) or \
+                             `subject_regex` (a pattern) for the issuer \"{}\"",
+                            r.issuer
+                        ),
+                    );
+                    None
+                }
+            };
+            match subject {
+                Some(subject) if !r.issuer.is_empty() => out.push(Identity {
+                    issuer: r.issuer.clone(),
+                    subject,
+                }),
+                Some(_) => {
+                    self.problem(
+                        entry.span(),
+                        format!("{prefix}.identities: the issuer is empty"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// The trust root at `raw` (relative to the config's directory), read once.
+    fn trust_root(&mut self, key: &str, raw: &Spanned<String>) -> Option<Arc<TrustRoot>> {
+        let path = self.config_dir().join(raw.get_ref());
+        let loaded = match self.roots_read().get(&path) {
+            Some(known) => known.clone().ok_or_else(|| "unusable (see above)".to_owned()),
+            None => {
+                let loaded = TrustRoot::load(&path).map(Arc::new);
+                self.roots_read()
+                    .insert(path.clone(), loaded.as_ref().ok().cloned());
+                loaded
+            }
+        };
+        match loaded {
+            Ok(root) => Some(root),
+            Err(e) => {
+                self.problem(raw.span(), format!("{key}: \"{}\": {e}", path.display()));
+                None
+            }
+        }
     }
 
     /// A `min_digest_age` as written; "0s" is none.
@@ -132,6 +273,7 @@ impl Validator<'_> {
             return rule.and_then(|r| {
                 Some(SignaturePolicy {
                     keys: r.keys.clone(),
+                    keyless: r.keyless.clone(),
                     mode: r.mode?,
                     line: r.line,
                 })
@@ -147,19 +289,29 @@ impl Validator<'_> {
             Some(keys) => self.verify_keys("image.verify.keys", keys)?,
             None => rule.map(|r| r.keys.clone()).unwrap_or_default(),
         };
+        let keyless = self.keyless(
+            "image.verify",
+            span.clone(),
+            own.identities.as_deref(),
+            own.trust_root.as_ref(),
+            own.require_tlog,
+            rule.and_then(|r| r.keyless.as_ref()),
+        )?;
         let mode = mode?;
-        if keys.is_empty() {
+        if keys.is_empty() && keyless.is_none() {
             self.problem(
                 span,
                 format!(
-                    "image.verify: no keys for {reference}: name them here (`keys = [...]`) or \
-                     in a [[verify]] entry whose match covers {name}"
+                    "image.verify: no keys or identities for {reference}: name them here \
+                     (`keys = [...]`, or `identities = [...]` with a `trust_root`) or in a \
+                     [[verify]] entry whose match covers {name}"
                 ),
             );
             return None;
         }
         Some(SignaturePolicy {
             keys,
+            keyless,
             mode,
             line: line_col(self.text(), span.start).0,
         })

@@ -18,6 +18,7 @@ use crate::model::failure::{Failure, FailureClass, explain};
 use crate::model::reference::ImageRef;
 use crate::model::signature::Check;
 use crate::model::sync::Locked;
+use crate::policy::signature::Signer;
 use crate::service::clock;
 use crate::service::progress::Step;
 use crate::service::shutdown::{Attempt, Retried};
@@ -127,7 +128,7 @@ impl<E: Engine> Puller<'_, E> {
     pub(super) fn known_check(&self, decision: &Decision) -> Option<Check> {
         let policy = decision.pinned.image.verify.as_ref()?;
         let state = self.state.locked();
-        let key = [
+        let signer = [
             decision.digest.as_deref(),
             decision.pinned.subject.as_deref(),
         ]
@@ -136,7 +137,7 @@ impl<E: Engine> Puller<'_, E> {
         .filter_map(|d| state.verified.get(d))
         .find(|k| policy.trusts(k))?;
         Some(Check::Verified {
-            key: key.clone(),
+            signer: Signer::parse(signer)?,
             cached: true,
         })
     }
