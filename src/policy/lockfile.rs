@@ -201,7 +201,8 @@ impl Located<'_> {
             .chain(entry.platforms.values().map(|d| ("image.digest", d)))
             .chain(entry.signed_by.iter().map(|f| ("image.signed_by", f)))
             .filter(|(field, d)| {
-                !valid_digest(d.get_ref()) && !(*field == "image.signed_by" && identity(d.get_ref()))
+                let signer = *field == "image.signed_by" && identity(d.get_ref());
+                !(valid_digest(d.get_ref()) || signer)
             })
             .map(|(field, d)| {
                 let (what, expected) = if field == "image.signed_by" {
@@ -215,7 +216,10 @@ impl Located<'_> {
                 };
                 self.problem(
                     d.span(),
-                    format!("{field}: invalid {what} \"{}\" (expected {expected})", d.get_ref()),
+                    format!(
+                        "{field}: invalid {what} \"{}\" (expected {expected})",
+                        d.get_ref()
+                    ),
                 )
             })
             .collect();

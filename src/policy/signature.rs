@@ -293,10 +293,13 @@ impl SignaturePolicy {
     /// longer counts.
     pub(crate) fn trusts(&self, signer: &str) -> bool {
         match Signer::parse(signer) {
-            Some(Signer::Key(fingerprint)) => self.keys.iter().any(|k| k.fingerprint == fingerprint),
-            Some(Signer::Identity { subject, issuer }) => self.keyless.as_ref().is_some_and(|k| {
-                k.identities.iter().any(|i| i.matches(&subject, &issuer))
-            }),
+            Some(Signer::Key(fingerprint)) => {
+                self.keys.iter().any(|k| k.fingerprint == fingerprint)
+            }
+            Some(Signer::Identity { subject, issuer }) => self
+                .keyless
+                .as_ref()
+                .is_some_and(|k| k.identities.iter().any(|i| i.matches(&subject, &issuer))),
             None => false,
         }
     }

@@ -146,7 +146,8 @@ fn check_keyless(json: &[u8], bundle: Bundle, digest: &str, keyless: &Keyless) -
         Ok(b) => b,
         Err(e) => return Outcome::Untrusted(format!("an unreadable bundle ({e})")),
     };
-    let Ok(artifact) = Sha256Hash::from_hex(digest.strip_prefix("sha256:").unwrap_or(digest)) else {
+    let Ok(artifact) = Sha256Hash::from_hex(digest.strip_prefix("sha256:").unwrap_or(digest))
+    else {
         return Outcome::Unsigned;
     };
     let mut policy = VerificationPolicy::any_identity();
@@ -168,7 +169,11 @@ fn check_keyless(json: &[u8], bundle: Bundle, digest: &str, keyless: &Keyless) -
         return Outcome::Untrusted("a certificate that names no identity or issuer".to_owned());
     };
     let subject = subject.as_str().to_owned();
-    if !keyless.identities.iter().any(|i| i.matches(&subject, issuer)) {
+    if !keyless
+        .identities
+        .iter()
+        .any(|i| i.matches(&subject, issuer))
+    {
         return Outcome::Untrusted(format!(
             "a certificate for {subject} (issuer {issuer}), which is not one of these identities"
         ));
@@ -185,9 +190,23 @@ fn check_keyless(json: &[u8], bundle: Bundle, digest: &str, keyless: &Keyless) -
     }
 }
 
-/// What sigstore-verify refused, in a phrase after "found".
+/// What sigstore-verify refused, as a phrase after "found", with its own words after it.
 fn untrusted_words(e: &sigstore_verify::Error) -> String {
-    format!("a certificate-signed bundle that does not verify: {e}")
+    use sigstore_verify::Error as E;
+    let what = match e {
+        E::Certificate(_) => {
+            "a certificate that no CA of the trust root vouches for at the time of signing"
+        }
+        E::TransparencyLog(_) => "a transparency-log entry that does not verify",
+        E::Timestamp(_) => "a timestamp that does not verify",
+        E::SignatureInvalid(_) => "a signature that is not the certificate's",
+        E::ArtifactMismatch(_) => "a certificate-signed statement about another digest",
+        E::Bundle(_) | E::InvalidBundle(_) | E::UnsupportedBundle(_) => {
+            "a certificate-signed bundle without what the policy requires"
+        }
+        _ => "a certificate-signed bundle that does not verify",
+    };
+    format!("{what} ({e})")
 }
 
 /// The envelope's payload and signatures, base64-decoded; `None` when any is not base64.

@@ -2,6 +2,9 @@ use super::*;
 use crate::policy::signature::test_keys::{bundle, pair, payload, sign, statement};
 use proptest::prelude::*;
 
+#[path = "../../../tests/support/sigstore.rs"]
+mod sigstore;
+
 const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const E: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
@@ -291,4 +294,188 @@ fn a_high_s_signature_verifies_as_cosign_writes_them() {
         keyed(D, &[layer(p, Some(flipped))], &[&key]),
         Ok(key.fingerprint.clone())
     );
+}
+
+mod keyless {
+    //! Certificate-signed bundles from the tests' own Sigstore (`tests/support/sigstore.rs`):
+    //! a CA and a log made on the spot, and bundles as cosign 3 writes them.
+
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::sigstore::{LogEntry, SIGN_PREDICATE, TestSigstore, now, statement};
+    use super::*;
+    use crate::policy::signature::{Identity, Keyless, SubjectMatch, TrustRoot};
+
+    const WORKFLOW: &str =
+        "https://github.com/org/app/.github/workflows/release.yml@refs/heads/main";
+    const ACTIONS: &str = "https://token.actions.githubusercontent.com";
+
+    fn exact(subject: &str, issuer: &str) -> Identity {
+        Identity {
+            issuer: issuer.into(),
+            subject: SubjectMatch::Exact(subject.into()),
+        }
+    }
+
+    fn trusting(sigstore: &TestSigstore, identities: Vec<Identity>, require_tlog: bool) -> Keyless {
+        let root = TrustRoot::from_json(Path::new("trusted_root.json"), &sigstore.trusted_root())
+            .expect("a valid trust root");
+        Keyless {
+            identities,
+            trust_root: Arc::new(root),
+            require_tlog,
+        }
+    }
+
+    /// The check of `bundle` for digest D under `keyless` alone.
+    fn verify(keyless: &Keyless, bundle: Vec<u8>) -> Result<Signer, Finding> {
+        let no_keys: &[&PublicKey] = &[];
+        check(D, &[Signature::Bundle(bundle)], no_keys, Some(keyless))
+    }
+
+    /// A bundle of D by `subject`, logged a minute ago.
+    fn signed_by(sigstore: &TestSigstore, subject: &str, issuer: &str, entry: LogEntry) -> Vec<u8> {
+        let leaf = sigstore.fresh_leaf(subject, issuer);
+        sigstore.bundle(&leaf, &statement(D, SIGN_PREDICATE), now() - 60, entry)
+    }
+
+    fn untrusted(found: Result<Signer, Finding>) -> String {
+        match found {
+            Err(Finding::Untrusted { why }) => why,
+            other => panic!("not refused as untrusted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_right_identity_verifies_exactly_or_by_pattern() {
+        let sigstore = TestSigstore::new("fulcio");
+        let bundle = signed_by(&sigstore, WORKFLOW, ACTIONS, LogEntry::Logged);
+        let signer = Signer::Identity {
+            subject: WORKFLOW.into(),
+            issuer: ACTIONS.into(),
+        };
+        let keyless = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], true);
+        assert_eq!(verify(&keyless, bundle.clone()), Ok(signer.clone()));
+        let pattern = Identity {
+            issuer: ACTIONS.into(),
+            subject: SubjectMatch::Regex(
+                regex::Regex::new(r"^https://github\.com/org/.*@refs/heads/main$").unwrap(),
+            ),
+        };
+        let keyless = trusting(&sigstore, vec![pattern], true);
+        assert_eq!(verify(&keyless, bundle.clone()), Ok(signer));
+        // A key-only policy takes no certificate for a key.
+        let (_, key) = pair("k.pub");
+        assert_eq!(
+            keyed(D, &[Signature::Bundle(bundle)], &[&key]),
+            Err(Finding::WrongKey { signatures: 1 })
+        );
+    }
+
+    #[test]
+    fn another_subject_or_issuer_is_refused_and_named() {
+        let sigstore = TestSigstore::new("fulcio");
+        let keyless = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], true);
+        let fork = "https://github.com/fork/app/.github/workflows/release.yml@refs/heads/main";
+        let why = untrusted(verify(
+            &keyless,
+            signed_by(&sigstore, fork, ACTIONS, LogEntry::Logged),
+        ));
+        assert!(
+            why.contains(fork) && why.contains("not one of these identities"),
+            "{why}"
+        );
+        let gitlab = "https://gitlab.com";
+        let why = untrusted(verify(
+            &keyless,
+            signed_by(&sigstore, WORKFLOW, gitlab, LogEntry::Logged),
+        ));
+        assert!(why.contains("(issuer https://gitlab.com)"), "{why}");
+    }
+
+    #[test]
+    fn a_certificate_from_another_ca_is_refused() {
+        let ours = TestSigstore::new("fulcio");
+        let theirs = ours.other_ca("elsewhere");
+        let keyless = trusting(&ours, vec![exact(WORKFLOW, ACTIONS)], true);
+        let why = untrusted(verify(
+            &keyless,
+            signed_by(&theirs, WORKFLOW, ACTIONS, LogEntry::Logged),
+        ));
+        assert!(why.contains("certificate"), "{why}");
+    }
+
+    #[test]
+    fn a_certificate_expired_when_it_was_logged_is_refused() {
+        let sigstore = TestSigstore::new("fulcio");
+        let keyless = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], true);
+        let leaf = sigstore.leaf(WORKFLOW, ACTIONS, now() - 3_600, now() - 3_000);
+        let late = sigstore.bundle(
+            &leaf,
+            &statement(D, SIGN_PREDICATE),
+            now() - 600,
+            LogEntry::Logged,
+        );
+        let why = untrusted(verify(&keyless, late));
+        assert!(
+            why.contains("at the time of signing") && why.contains("Expired"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_forged_log_proof_is_refused() {
+        let sigstore = TestSigstore::new("fulcio");
+        let keyless = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], true);
+        for (entry, words) in [
+            (LogEntry::Missing, "inclusion proof"),
+            (LogEntry::ForgedCheckpoint, "checkpoint"),
+            (LogEntry::ForgedProof, "inclusion proof"),
+        ] {
+            let why = untrusted(verify(
+                &keyless,
+                signed_by(&sigstore, WORKFLOW, ACTIONS, entry),
+            ));
+            assert!(why.to_lowercase().contains(words), "{entry:?}: {why}");
+        }
+    }
+
+    #[test]
+    fn require_tlog_false_waives_the_inclusion_proof_but_not_a_time_of_signing() {
+        // For a private CA that runs no full log: the inclusion proof is not checked, but the
+        // time of signing must still come from something signed (an entry timestamp here, or
+        // a timestamp authority of the trust root).
+        let sigstore = TestSigstore::new("private");
+        let lax = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], false);
+        let strict = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], true);
+        let unproven = signed_by(&sigstore, WORKFLOW, ACTIONS, LogEntry::ForgedProof);
+        assert!(verify(&lax, unproven.clone()).is_ok());
+        assert!(verify(&strict, unproven).is_err());
+        let why = untrusted(verify(
+            &lax,
+            signed_by(&sigstore, WORKFLOW, ACTIONS, LogEntry::Missing),
+        ));
+        assert!(why.contains("timestamp"), "{why}");
+    }
+
+    #[test]
+    fn an_attestation_or_another_digest_is_not_a_signature_of_this_one() {
+        let sigstore = TestSigstore::new("fulcio");
+        let keyless = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], true);
+        let leaf = sigstore.fresh_leaf(WORKFLOW, ACTIONS);
+        let provenance = statement(D, "https://slsa.dev/provenance/v1");
+        let attestation = sigstore.bundle(&leaf, &provenance, now() - 60, LogEntry::Logged);
+        match verify(&keyless, attestation) {
+            Err(Finding::BadPayload { why }) => assert!(why.contains("attestation"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let other = sigstore.bundle(
+            &leaf,
+            &statement(E, SIGN_PREDICATE),
+            now() - 60,
+            LogEntry::Logged,
+        );
+        assert!(verify(&keyless, other).is_err());
+    }
 }

@@ -214,7 +214,9 @@ impl Validator<'_> {
     fn trust_root(&mut self, key: &str, raw: &Spanned<String>) -> Option<Arc<TrustRoot>> {
         let path = self.config_dir().join(raw.get_ref());
         let loaded = match self.roots_read().get(&path) {
-            Some(known) => known.clone().ok_or_else(|| "unusable (see above)".to_owned()),
+            Some(known) => known
+                .clone()
+                .ok_or_else(|| "unusable (see above)".to_owned()),
             None => {
                 let loaded = TrustRoot::load(&path).map(Arc::new);
                 self.roots_read()
