@@ -125,3 +125,9 @@ fn vouches_for(payload: &[u8], digest: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests;
+
+/// A trust root of the tests' own Sigstore, for tests elsewhere.
+#[cfg(test)]
+pub(crate) fn test_sigstore() -> String {
+    tests::trusted_root()
+}

@@ -5,6 +5,11 @@ use proptest::prelude::*;
 #[path = "../../../tests/support/sigstore.rs"]
 mod sigstore;
 
+/// A `trusted_root.json` of a test Sigstore.
+pub(super) fn trusted_root() -> String {
+    sigstore::TestSigstore::new("config").trusted_root()
+}
+
 const D: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const E: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 

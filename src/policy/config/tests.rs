@@ -739,6 +739,89 @@ min_digest_age = "30m"
     }
 
     #[test]
+    fn identities_need_a_trust_root_and_say_what_is_wrong_at_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let sigstore = crate::decide::signature::test_sigstore();
+        std::fs::write(dir.path().join("root.json"), sigstore).unwrap();
+        std::fs::write(dir.path().join("junk.json"), "{}").unwrap();
+        let parse_in = |text: &str| {
+            Config::parse(&dir.path().join("config.toml"), text).map_err(|e| match e {
+                ConfigError::Invalid { problems } => {
+                    problems.iter().map(ToString::to_string).collect::<Vec<_>>()
+                }
+                ConfigError::Read { .. } => unreachable!("parse never reads"),
+            })
+        };
+        let c = parse_in(
+            r#"
+[[verify]]
+match = "ghcr.io/org/**"
+trust_root = "root.json"
+identities = [
+  { issuer = "https://token.actions.githubusercontent.com", subject_regex = "^https://github.com/org/" },
+]
+
+[[image]]
+name = "ghcr.io/org/app:1"
+
+[[image]]
+name = "ghcr.io/org/tool:1"
+verify = { identities = [{ issuer = "https://accounts.example", subject = "ci@example.org" }] }
+"#,
+        )
+        .unwrap();
+        let keyless = |i: usize| {
+            c.images[i]
+                .verify
+                .as_ref()
+                .unwrap()
+                .keyless
+                .clone()
+                .unwrap()
+        };
+        assert!(keyless(0).require_tlog);
+        assert!(keyless(0).identities[0].matches(
+            "https://github.com/org/app/.github/workflows/r.yml@refs/heads/main",
+            "https://token.actions.githubusercontent.com"
+        ));
+        // The image's own identities, over the entry's trust root.
+        assert!(keyless(1).identities[0].matches("ci@example.org", "https://accounts.example"));
+        assert!(!keyless(1).identities[0].matches("ci@example.org", "https://other.example"));
+
+        let problems = parse_in(
+            "[[verify]]\nmatch = \"a.example/**\"\nidentities = [{ issuer = \"https://i\", subject = \"s\" }]\n\n\
+             [[verify]]\nmatch = \"b.example/**\"\ntrust_root = \"junk.json\"\n\
+             identities = [{ issuer = \"https://i\", subject = \"s\" }]\n\n\
+             [[verify]]\nmatch = \"c.example/**\"\ntrust_root = \"root.json\"\n\
+             identities = [{ issuer = \"https://i\" }, { issuer = \"https://i\", subject_regex = \"(\" }]\n\n\
+             [[verify]]\nmatch = \"d.example/**\"\ntrust_root = \"root.json\"\n",
+        )
+        .unwrap_err();
+        let all = problems.join("\n");
+        assert!(
+            all.contains(":2:9: verify.identities: no trust_root"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":7:14: verify.trust_root: ")
+                && all.contains("junk.json\": not a Sigstore trusted_root.json"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":13:15: verify.identities: write one of `subject`"),
+            "{all}"
+        );
+        assert!(
+            all.contains("verify.identities: invalid subject_regex \"(\""),
+            "{all}"
+        );
+        assert!(
+            all.contains(":16:9: verify.trust_root: no identities"),
+            "{all}"
+        );
+    }
+
+    #[test]
     fn patterns_are_read_as_image_names_and_a_tag_is_refused() {
         let (c, _dir) = parse_with_keys(
             "[[verify]]\nmatch = \"someorg/**\"\nkeys = [\"team.pub\"]\n\n\
