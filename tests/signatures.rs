@@ -372,3 +372,83 @@ fn cosign3_bundles_by_another_key_and_attestations_are_refused() {
     );
     assert!(!env.has_image(&stranger) && !env.has_image(&attested));
 }
+
+#[test]
+fn keyless_signatures_are_verified_by_identity_and_others_refused_with_the_reason() {
+    use crate::support::sigstore::{LogEntry, SIGN_PREDICATE, TestSigstore, now, statement};
+    const WORKFLOW: &str =
+        "https://github.com/org/app/.github/workflows/release.yml@refs/heads/main";
+    const ACTIONS: &str = "https://token.actions.githubusercontent.com";
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    let sigstore = TestSigstore::new("fulcio");
+    let root = scratch.dir.path().join("trusted_root.json");
+    std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    let sign = |repo: &str, digest: &str, subject: &str, typed: bool| {
+        let leaf = sigstore.fresh_leaf(subject, ACTIONS);
+        let bundle = sigstore.bundle(
+            &leaf,
+            &statement(digest, SIGN_PREDICATE),
+            now() - 60,
+            LogEntry::Logged,
+        );
+        env.push_bundle(repo, digest, &bundle, typed);
+    };
+    let (ours, ours_repo, ours_digest) = fresh(&env);
+    let (untyped, untyped_repo, untyped_digest) = fresh(&env);
+    let (fork, fork_repo, fork_digest) = fresh(&env);
+    sign(&ours_repo, &ours_digest, WORKFLOW, true);
+    // The fallback index's entry without its artifact type (cosign #4641) is still read.
+    sign(&untyped_repo, &untyped_digest, WORKFLOW, false);
+    let forked = "https://github.com/fork/app/.github/workflows/release.yml@refs/heads/main";
+    sign(&fork_repo, &fork_digest, forked, true);
+
+    let path = scratch.config("", &[ours.clone(), untyped.clone(), fork.clone()]);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "[[verify]]\nmatch = \"{}/**\"\ntrust_root = \"{}\"\n\
+         identities = [{{ issuer = \"{ACTIONS}\", subject = \"{WORKFLOW}\" }}]\n",
+        env.plain,
+        root.display()
+    ));
+    std::fs::write(&path, text).unwrap();
+
+    let out = env.stowage(&path).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(forked) && stderr.contains("not one of these identities"),
+        "{stderr}"
+    );
+    let (code, report, stderr) = run_json(&env, &path, &["pull", "--json"]);
+    assert_ne!(code, 0, "{report:#}\n{stderr}");
+    for name in [&ours, &untyped] {
+        let e = entry(&report, name);
+        assert_eq!(e["result"], "pulled", "{e:#}");
+        assert_eq!(e["signature"]["identity"]["subject"], WORKFLOW, "{e:#}");
+        assert_eq!(e["signature"]["identity"]["issuer"], ACTIONS, "{e:#}");
+    }
+    let e = entry(&report, &fork);
+    assert_eq!(
+        (e["class"].as_str(), e["signature"]["found"].as_str()),
+        (Some("signature"), Some("untrusted")),
+        "{e:#}"
+    );
+    assert!(!env.has_image(&fork));
+    // Remembered by identity: no request on the next run.
+    let mark = env.plain_log_mark();
+    let (_, report, _) = run_json(&env, &path, &["pull", "--json"]);
+    assert_eq!(
+        entry(&report, &ours)["signature"]["cached"],
+        true,
+        "{report:#}"
+    );
+    assert!(
+        env.plain_requests(mark)
+            .iter()
+            .all(|r| r.contains(&fork_repo)),
+        "only the refused image is asked about again"
+    );
+    env.remove_images(&[ours, untyped]);
+}

@@ -4,6 +4,7 @@
 //! waiting for what comes a moment later ([`poll`]), and signing with cosign ([`cosign`]).
 
 mod cosign;
+mod referrers;
 pub(crate) mod sigstore;
 pub(crate) use cosign::Signer;
 mod env;
