@@ -164,6 +164,35 @@ pub enum Check {
 }
 
 impl Check {
+    /// Every pair of metric labels a check can have, `(result, found)`.
+    pub const LABELS: [(&'static str, &'static str); 10] = [
+        ("verified", "key"),
+        ("verified", "identity"),
+        ("refused", "no-signature"),
+        ("refused", "wrong-key"),
+        ("refused", "untrusted"),
+        ("refused", "bad-payload"),
+        ("warned", "no-signature"),
+        ("warned", "wrong-key"),
+        ("warned", "untrusted"),
+        ("warned", "bad-payload"),
+    ];
+
+    /// What was found, for metrics: the kind of signer, or the finding.
+    pub fn found(&self) -> &'static str {
+        match self {
+            Check::Verified {
+                signer: Signer::Key(_),
+                ..
+            } => "key",
+            Check::Verified {
+                signer: Signer::Identity { .. },
+                ..
+            } => "identity",
+            Check::Refused { finding } | Check::Warned { finding } => finding.as_str(),
+        }
+    }
+
     /// The label used in metrics: verified, refused, warned.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -375,16 +375,23 @@ impl ImageFamilies {
                 r,
                 "image_signature_verified",
                 "Whether the digest the image was last checked at carries a valid signature by \
-                 a key of its policy (1), or not (0: refused, or pulled anyway under mode = \
+                 a key or an identity of its policy (1), or not (0: refused, or pulled anyway under mode = \
                  \"warn\"); images without a signature policy have no series",
                 "image",
             ),
-            signature_checks: counters(
+            signature_checks: register(
                 r,
-                "signature_checks_total",
-                "Signature checks of digests against the registry (state-file hits are not \
-                 counted), by result: verified, refused, warned",
-                "result",
+                IntCounterVec::new(
+                    Opts::new(
+                        "signature_checks_total",
+                        "Signature checks of digests against the registry (state-file hits \
+                         are not counted), by result (verified, refused, warned) and what was \
+                         found: the signer (key, identity), or why not (no-signature, \
+                         wrong-key, untrusted, bad-payload)",
+                    ),
+                    &["result", "found"],
+                )
+                .expect("a valid metric"),
             ),
         }
     }

@@ -110,8 +110,11 @@ impl Metrics {
         for result in ["ok", "failed"] {
             metrics.presence.reloads.with_label_values(&[result]);
         }
-        for result in ["verified", "refused", "warned"] {
-            metrics.images.signature_checks.with_label_values(&[result]);
+        for (result, found) in Check::LABELS {
+            metrics
+                .images
+                .signature_checks
+                .with_label_values(&[result, found]);
         }
         metrics.presence.last_reload_ok.set(1);
         metrics
@@ -202,7 +205,7 @@ impl Metrics {
         if !matches!(check, Check::Verified { cached: true, .. }) {
             self.images
                 .signature_checks
-                .with_label_values(&[check.as_str()])
+                .with_label_values(&[check.as_str(), check.found()])
                 .inc();
         }
     }
