@@ -665,7 +665,9 @@ pub(super) fn status_text(rows: &[StatusRow]) -> String {
                 }
             } else {
                 match &d.signature {
-                    Some(Check::Verified { .. }) => "ok, signed".to_owned(),
+                    Some(Check::Verified { signer, .. }) => {
+                        format!("ok, signed by {}", signer.words())
+                    }
                     Some(Check::Warned { finding }) => format!("ok, not signed ({finding})"),
                     _ => "ok".to_owned(),
                 }

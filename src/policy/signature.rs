@@ -139,6 +139,17 @@ impl fmt::Display for Signer {
 }
 
 impl Signer {
+    /// For tables: `key sha256:ab12cd34ef56…`, or the identity as written.
+    pub(crate) fn words(&self) -> String {
+        match self {
+            Signer::Key(fingerprint) => {
+                let short: String = fingerprint.chars().take("sha256:".len() + 12).collect();
+                format!("key {short}…")
+            }
+            identity => identity.to_string(),
+        }
+    }
+
     /// A signer as the lock and state files write it; `None` when it is neither a key
     /// fingerprint nor an identity.
     pub(crate) fn parse(text: &str) -> Option<Signer> {
@@ -407,6 +418,26 @@ mod tests {
         assert_eq!(key.fingerprint.len(), "sha256:".len() + 64);
         let (_, other) = test_keys::pair("b.pub");
         assert_ne!(key.fingerprint, other.fingerprint);
+    }
+
+    #[test]
+    fn signers_are_written_and_read_back_as_the_lock_says_them() {
+        let identity = Signer::Identity {
+            subject: "https://github.com/o/r/.github/workflows/a (b).yml@refs/heads/main".into(),
+            issuer: "https://token.actions.githubusercontent.com".into(),
+        };
+        let text = identity.to_string();
+        assert_eq!(
+            text,
+            "https://github.com/o/r/.github/workflows/a (b).yml@refs/heads/main (issuer \
+             https://token.actions.githubusercontent.com)"
+        );
+        assert_eq!(Signer::parse(&text), Some(identity));
+        let key = Signer::Key(format!("sha256:{}", "a".repeat(64)));
+        assert_eq!(Signer::parse(&key.to_string()), Some(key));
+        for junk in ["", "someone", "x (issuer )", " (issuer y)"] {
+            assert_eq!(Signer::parse(junk), None, "{junk}");
+        }
     }
 
     #[test]

@@ -329,7 +329,7 @@ fn status_says_what_the_signature_check_came_to() {
         text.contains("REFUSED: the tag's digest is not signed as required (no signature)"),
         "{text}"
     );
-    assert!(text.contains("ok, signed"), "{text}");
+    assert!(text.contains("ok, signed by key sha256:k…"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&status_json(
         Path::new("/c"),
         &[row(Check::Refused {
