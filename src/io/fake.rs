@@ -543,6 +543,8 @@ pub(crate) struct FakeRegistry(Arc<Mutex<RegistryState>>);
 struct RegistryState {
     /// `name:tag` to manifest digest.
     tags: HashMap<String, String>,
+    /// `name:tag` to a multi-platform index: its digest, and each platform's manifest digest.
+    indexes: HashMap<String, (String, HashMap<String, String>)>,
     /// Failures the next resolutions return, in order.
     failures: VecDeque<Failure>,
     /// How many resolutions were asked for.
@@ -566,6 +568,18 @@ impl FakeRegistry {
             .locked()
             .tags
             .insert(name.to_owned(), digest.to_owned());
+    }
+
+    /// Points `name` at the index `index`, listing `platforms` (`os/arch` to digest).
+    pub(crate) fn set_index(&self, name: &str, index: &str, platforms: &[(&str, &str)]) {
+        let platforms = platforms
+            .iter()
+            .map(|(p, d)| ((*p).to_owned(), (*d).to_owned()))
+            .collect();
+        self.0
+            .locked()
+            .indexes
+            .insert(name.to_owned(), (index.to_owned(), platforms));
     }
 
     /// The next resolutions fail with these, one each.
@@ -608,7 +622,7 @@ impl Registry for FakeRegistry {
     fn resolve<'a>(
         &'a self,
         image: &'a ImageRef,
-        _platform: Option<&'a str>,
+        platform: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Resolved, Failure>> {
         Box::pin(async move {
             let mut s = self.0.locked();
@@ -622,6 +636,16 @@ impl Registry for FakeRegistry {
                     FailureClass::Network,
                     format!("{}: connection refused", image.registry()),
                 ));
+            }
+            if let Some((index, platforms)) = s.indexes.get(&image.to_string()) {
+                let wanted = platform.unwrap_or("linux/amd64");
+                let digest = platforms.get(wanted).cloned().ok_or_else(|| {
+                    Failure::new(FailureClass::NotFound, format!("{image}: no {wanted}"))
+                })?;
+                return Ok(Resolved {
+                    digest,
+                    index: Some(index.clone()),
+                });
             }
             let digest = s.tags.get(&image.to_string()).cloned().ok_or_else(|| {
                 Failure::new(FailureClass::NotFound, format!("{image}: manifest unknown"))

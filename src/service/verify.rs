@@ -70,7 +70,14 @@ impl Verifier<'_> {
             ) {
                 Ok(signer) => {
                     info!(image = %image.reference, digest, signer = %signer, "signature verified");
-                    self.remember(&subjects, &signer.to_string());
+                    // A signed index vouches for the platform digest it lists; a signed
+                    // platform digest vouches for nothing else: its index may list others.
+                    let vouched = if *signed == digest {
+                        &subjects[subjects.len() - 1..]
+                    } else {
+                        &subjects[..]
+                    };
+                    self.remember(vouched, &signer.to_string());
                     return Ok(Some(Check::Verified {
                         signer,
                         cached: false,

@@ -525,6 +525,48 @@ mod signatures {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_signed_platform_manifest_never_vouches_for_its_unsigned_index() {
+        // One index lists a signed manifest for this host and an unsigned one for arm64. The
+        // signed one verifies on its own; that must not make the index count as verified,
+        // or the index would vouch for the unsigned arm64 manifest next.
+        let images = "[[image]]\nname = \"r.example/a:1\"\npin = \"follow\"\n\
+                      [[image]]\nname = \"r.example/b:1\"\npin = \"follow\"\n\
+                      platform = \"linux/arm64\"\n";
+        let (s, pair) = signed_setup("enforce", images);
+        let index = digest('f');
+        let (da, db) = (digest('a'), digest('b'));
+        let platforms = [("linux/amd64", da.as_str()), ("linux/arm64", db.as_str())];
+        for name in ["r.example/a:1", "r.example/b:1"] {
+            s.registry.set_index(name, &index, &platforms);
+        }
+        for c in ['a', 'b'] {
+            s.engine.serve(&digest(c));
+        }
+        let p = payload(&digest('a'));
+        let signed = Signature::Legacy(SignatureLayer {
+            signature: Some(sign(&pair, &p)),
+            payload: p,
+        });
+        s.registry
+            .sign(&format!("r.example/a@{}", digest('a')), vec![signed]);
+        for _ in 0..2 {
+            let outcomes = s.run().await;
+            assert!(
+                matches!(outcomes[0].decision.signature, Some(Check::Verified { .. })),
+                "{outcomes:#?}"
+            );
+            assert!(
+                matches!(outcomes[1].decision.signature, Some(Check::Refused { .. })),
+                "{outcomes:#?}"
+            );
+            assert!(failed_with(&outcomes[1].result, FailureClass::Signature));
+        }
+        let saved = State::load(&s.session.config.state_file);
+        assert!(saved.verified.contains_key(&digest('a')), "{saved:?}");
+        assert!(!saved.verified.contains_key(&index), "{saved:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_plan_checks_signatures_but_saves_nothing() {
         let (s, pair) = signed_setup("enforce", FOLLOW_A);
         s.publish_one("r.example/a", 'a', Some(&pair));
