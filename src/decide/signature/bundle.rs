@@ -37,6 +37,11 @@ pub(super) enum Outcome {
 #[serde(rename_all = "camelCase")]
 pub(super) struct Bundle {
     pub(super) dsse_envelope: Option<Envelope>,
+    /// A blob signature (`cosign sign-blob`): never an image signature. Read only to refuse a
+    /// bundle that has one, so that what sigstore-verify checks (it takes the first content it
+    /// finds) is always the envelope read here.
+    #[serde(default)]
+    message_signature: Option<serde_json::Value>,
     #[serde(default)]
     verification_material: Option<Material>,
 }
@@ -97,6 +102,13 @@ pub(super) fn check(
     let Ok(parsed) = serde_json::from_slice::<Bundle>(bundle) else {
         return Outcome::Unsigned;
     };
+    if parsed.message_signature.is_some() {
+        return Outcome::Untrusted(
+            "a bundle that holds a blob signature (messageSignature), not only a signed image \
+             statement"
+                .to_owned(),
+        );
+    }
     match (parsed.has_certificate(), keyless) {
         (true, Some(keyless)) => check_keyless(bundle, parsed, digest, keyless),
         (true, None) => Outcome::Unsigned,

@@ -465,6 +465,22 @@ mod keyless {
     }
 
     #[test]
+    fn a_blob_signature_beside_the_envelope_is_refused_whatever_the_envelope_says() {
+        // sigstore-verify checks the first content of a bundle it finds; a blob signature
+        // there must not lend its verification to an unsigned envelope beside it.
+        let sigstore = TestSigstore::new("fulcio");
+        let keyless = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], true);
+        let bundle = signed_by(&sigstore, WORKFLOW, ACTIONS, LogEntry::Logged);
+        let mut value: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
+        value["messageSignature"] = serde_json::json!({
+            "messageDigest": { "algorithm": "SHA2_256", "digest": "AAAA" },
+            "signature": "AAAA",
+        });
+        let why = untrusted(verify(&keyless, value.to_string().into_bytes()));
+        assert!(why.contains("messageSignature"), "{why}");
+    }
+
+    #[test]
     fn an_attestation_or_another_digest_is_not_a_signature_of_this_one() {
         let sigstore = TestSigstore::new("fulcio");
         let keyless = trusting(&sigstore, vec![exact(WORKFLOW, ACTIONS)], true);
