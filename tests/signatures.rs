@@ -452,3 +452,39 @@ fn keyless_signatures_are_verified_by_identity_and_others_refused_with_the_reaso
     );
     env.remove_images(&[ours, untyped]);
 }
+
+#[test]
+fn a_hostile_referrer_listing_costs_a_bounded_number_of_requests_and_no_memory() {
+    let _lock = engine_lock();
+    let env = env();
+    let scratch = Scratch::new();
+    let (name, repo, digest) = fresh(&env);
+    // A real signature by the policy's key, pushed first by cosign 3 itself...
+    env.cosign_sign_as(Signer::Cosign3, &env.cosign_key, &name);
+    let tag = env
+        .plain_storage
+        .join("docker/registry/v2/repositories")
+        .join(&repo)
+        .join("_manifests/tags")
+        .join(format!("sha256-{}", digest.trim_start_matches("sha256:")))
+        .join("current/link");
+    let signed_index = std::fs::read_to_string(&tag).unwrap();
+    // ...then a hostile artifact: 8 MiB behind a descriptor that says 100 bytes, and one
+    // bundle as 500 layers, listed 40 times; it replaces the fallback index.
+    let huge = vec![0u8; 8 * 1024 * 1024];
+    let junk = br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json"}"#;
+    let mut layers: Vec<(&[u8], Option<u64>)> = vec![(&huge, Some(100))];
+    layers.extend(std::iter::repeat_n((&junk[..], None), 500));
+    env.push_referrer(&repo, &digest, &layers, 40, true);
+    let config = signed_config(&scratch, &env, &env.cosign_pub(), &[(&name, "")]);
+    let mark = env.plain_log_mark();
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    // Refused (the real bundle is no longer listed), after a few requests.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let requests = env.plain_requests_by_stowage(mark);
+    assert!(requests.len() <= 8, "{requests:#?}");
+    // The real index listed again beside it: verified, the hostile one costs nothing more.
+    std::fs::write(&tag, signed_index).unwrap();
+    let out = env.stowage(&config).arg("pin").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}

@@ -35,6 +35,11 @@ pub(crate) const MAX_PAYLOAD: u64 = 64 * 1024;
 /// attestations, and a registry's list has no bound of its own.
 pub(crate) const MAX_REFERRERS: usize = 32;
 
+/// How many signature blobs of one digest are fetched, at most, in each layout. cosign adds a
+/// `.sig` layer each time a digest is signed again; a digest signed more often than this has
+/// its first ones read.
+pub(crate) const MAX_SIGNATURES: usize = 64;
+
 /// Whether `media_type` is a Sigstore bundle's (`application/vnd.dev.sigstore.bundle.v0.3+json`,
 /// or the older `application/vnd.dev.sigstore.bundle+json;version=0.2` spelling).
 pub(crate) fn is_bundle_type(media_type: &str) -> bool {

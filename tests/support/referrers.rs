@@ -111,6 +111,20 @@ impl Env {
     /// With `typed_entry` false, the fallback index's entry lacks its artifact type, as some
     /// cosign versions write it (cosign #4641).
     pub(crate) fn push_bundle(&self, repo: &str, digest: &str, bundle: &[u8], typed_entry: bool) {
+        self.push_referrer(repo, digest, &[(bundle, None)], 1, typed_entry);
+    }
+
+    /// Pushes one artifact about `repo@digest` whose layers are `layers` (their bytes, and the
+    /// size its descriptor states, when it lies), listed `copies` times in the fallback index:
+    /// what a hostile registry can serve.
+    pub(crate) fn push_referrer(
+        &self,
+        repo: &str,
+        digest: &str,
+        layers: &[(&[u8], Option<u64>)],
+        copies: usize,
+        typed_entry: bool,
+    ) {
         let (status, headers, subject) = send(
             &self.plain,
             "GET",
@@ -131,13 +145,20 @@ impl Env {
             .map(|(_, v)| v.clone())
             .expect("a media type");
         let config = self.push_blob(repo, b"{}");
-        let layer = self.push_blob(repo, bundle);
+        let descriptors: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|(bytes, stated)| {
+                let layer = self.push_blob(repo, bytes);
+                let size = stated.unwrap_or(bytes.len() as u64);
+                serde_json::json!({ "mediaType": BUNDLE_TYPE, "size": size, "digest": layer })
+            })
+            .collect();
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_TYPE,
             "artifactType": BUNDLE_TYPE,
             "config": { "mediaType": EMPTY_TYPE, "size": 2, "digest": config },
-            "layers": [{ "mediaType": BUNDLE_TYPE, "size": bundle.len(), "digest": layer }],
+            "layers": descriptors,
             "subject": { "mediaType": subject_type, "size": subject.len(), "digest": digest },
             "annotations": { "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1" },
         })
@@ -156,7 +177,7 @@ impl Env {
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": INDEX_TYPE,
-            "manifests": [entry],
+            "manifests": vec![entry; copies],
         })
         .to_string()
         .into_bytes();

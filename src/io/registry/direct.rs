@@ -89,6 +89,31 @@ pub(super) enum NotDone {
     /// The registry answered 404. Where absence is an answer (a signature, the referrers
     /// API), it is taken as one; elsewhere it is a [`NotDone::Fallback`].
     Missing,
+    /// The body is longer than what is read of it: not read further, and never handed to a
+    /// path that reads it whole (a registry that sends without end must not fill memory).
+    TooLarge,
+}
+
+/// Manifests and indexes are read up to this size: the OCI distribution spec has registries
+/// accept manifests up to 4 MiB.
+pub(super) const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+
+/// At most `limit` bytes of `response`'s body, read as it comes.
+async fn capped(mut response: reqwest::Response, limit: u64) -> Answer<Vec<u8>> {
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(NotDone::TooLarge);
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if (body.len() + chunk.len()) as u64 > limit => {
+                return Err(NotDone::TooLarge);
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(NotDone::Fallback),
+        }
+    }
 }
 
 /// What oci-client needs to fetch a token for a request: the client for the registry, and
@@ -174,14 +199,12 @@ impl Direct {
         let response = self
             .request(reqwest::Method::GET, image, url, auth, tokens)
             .await?;
-        let Ok(body) = response.bytes().await else {
-            return Err(NotDone::Fallback);
-        };
+        let body = capped(response, MAX_MANIFEST).await?;
         // By tag (a signature manifest), the body is whatever the tag names now: the layers
         // it lists are checked against their own digests.
         match image.digest().map(|d| d.strip_prefix("sha256:")) {
-            None => Ok(body.to_vec()),
-            Some(Some(w)) if sha256_hex(&body) == w => Ok(body.to_vec()),
+            None => Ok(body),
+            Some(Some(w)) if sha256_hex(&body) == w => Ok(body),
             Some(_) => Err(NotDone::Fallback),
         }
     }
@@ -199,14 +222,12 @@ impl Direct {
         let response = self
             .request(reqwest::Method::GET, image, url, auth, tokens)
             .await?;
-        match response.bytes().await {
-            Ok(body) => Ok(body.to_vec()),
-            Err(_) => Err(NotDone::Fallback),
-        }
+        capped(response, MAX_MANIFEST).await
     }
 
-    /// The blob `digest` of `image`'s repository, at most `limit` bytes, checked against its
-    /// digest. A redirect (to a storage backend) or anything else unexpected: ask oci-client.
+    /// The blob `digest` of `image`'s repository, at most `limit` bytes ([`NotDone::TooLarge`]
+    /// past them), checked against its digest. A redirect (to a storage backend) or anything
+    /// else unexpected: ask oci-client.
     pub(super) async fn blob(
         &self,
         image: &ImageRef,
@@ -219,14 +240,9 @@ impl Direct {
         let response = self
             .request(reqwest::Method::GET, image, url, auth, tokens)
             .await?;
-        if response.content_length().is_some_and(|n| n > limit) {
-            return Err(NotDone::Fallback);
-        }
-        let Ok(body) = response.bytes().await else {
-            return Err(NotDone::Fallback);
-        };
-        if body.len() as u64 <= limit && matches_digest(&body, digest) {
-            Ok(body.to_vec())
+        let body = capped(response, limit).await?;
+        if matches_digest(&body, digest) {
+            Ok(body)
         } else {
             Err(NotDone::Fallback)
         }

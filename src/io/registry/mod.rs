@@ -291,7 +291,7 @@ impl Resolver {
             match direct.head(image, auth, (&client, &reference)).await {
                 Ok(head) => return Ok(head),
                 Err(NotDone::Refused(f)) => return Err(f),
-                Err(NotDone::Fallback | NotDone::Missing) => {}
+                Err(NotDone::Fallback | NotDone::Missing | NotDone::TooLarge) => {}
             }
         }
         let digest = client
@@ -322,6 +322,12 @@ impl Resolver {
         let body = match direct {
             Ok(body) => body,
             Err(NotDone::Refused(f)) => return Err(f),
+            Err(NotDone::TooLarge) => {
+                return Err(Failure::new(
+                    FailureClass::Engine,
+                    format!("the manifest {digest} of {image} is larger than 4 MiB"),
+                ));
+            }
             Err(NotDone::Fallback | NotDone::Missing) => client
                 .pull_manifest_raw(&reference, auth, MANIFEST_TYPES)
                 .await

@@ -7,7 +7,9 @@
 //! tokens and for anything unexpected), so credentials, 429s and budgets apply alike. A 404 is
 //! an answer here: no signature of that kind, and no second request to classify it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures_util::StreamExt;
 
 use serde::Deserialize;
 
@@ -16,8 +18,8 @@ use super::direct::NotDone;
 use crate::model::failure::{Failure, FailureClass};
 use crate::model::reference::ImageRef;
 use crate::model::signature::{
-    EMPTY_TYPE, MAX_PAYLOAD, MAX_REFERRERS, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Signature,
-    SignatureLayer, is_bundle_type, referrers_tag, signature_tag,
+    EMPTY_TYPE, MAX_PAYLOAD, MAX_REFERRERS, MAX_SIGNATURES, SIGNATURE_ANNOTATION, SIMPLE_SIGNING,
+    Signature, SignatureLayer, is_bundle_type, referrers_tag, signature_tag,
 };
 
 type OciAuth = oci_client::secrets::RegistryAuth;
@@ -109,20 +111,38 @@ impl Resolver {
             None => self.referrers_by_tag(signed, digest, auth).await?,
         };
         let mut out = Vec::new();
-        for entry in index
+        let mut seen = BTreeSet::new();
+        let mut listed = BTreeSet::new();
+        let entries = index
             .iter()
-            .filter(|d| d.may_be_bundle())
-            .take(MAX_REFERRERS)
-        {
+            .filter(|d| d.may_be_bundle() && listed.insert(d.digest.as_str()))
+            .take(MAX_REFERRERS);
+        for entry in entries {
             let artifact = at(signed, &format!("@{}", entry.digest))?;
-            let manifest: SignatureManifest =
-                read(&artifact, &self.manifest(&artifact, auth).await?)?;
+            // A listed manifest that is gone, or is not one, is no signature; it does not
+            // stand in the way of those that are.
+            let manifest: SignatureManifest = match self.manifest(&artifact, auth).await {
+                Ok(body) => match serde_json::from_slice(&body) {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                },
+                Err(f) if f.class == FailureClass::NotFound => continue,
+                Err(f) => return Err(f),
+            };
             if !manifest.is_bundle_of(digest) {
                 continue;
             }
-            for layer in &manifest.layers {
-                if is_bundle_type(&layer.media_type) && layer.size <= MAX_PAYLOAD {
-                    let json = self.payload(&artifact, &layer.digest, auth).await?;
+            let bundles = manifest
+                .layers
+                .iter()
+                .filter(|l| is_bundle_type(&l.media_type) && l.size <= MAX_PAYLOAD);
+            for layer in bundles {
+                // Each blob once, and no more than a digest can have signatures: a listing
+                // built to multiply requests gets no further.
+                if seen.len() >= MAX_SIGNATURES || !seen.insert(layer.digest.clone()) {
+                    continue;
+                }
+                if let Some(json) = self.payload(&artifact, &layer.digest, auth).await? {
                     out.push(Signature::Bundle(json));
                 }
             }
@@ -147,6 +167,7 @@ impl Resolver {
         {
             Ok(body) => Ok(Some(read::<ReferrersIndex>(signed, &body)?.manifests)),
             Err(NotDone::Refused(f)) => Err(f),
+            Err(NotDone::TooLarge) => Err(too_large(signed, "its referrers")),
             // No API (404), or an answer this path does not read: the fallback tag, which
             // any registry serves, is asked next.
             Err(NotDone::Missing | NotDone::Fallback) => Ok(None),
@@ -190,15 +211,21 @@ impl Resolver {
         };
         let manifest: SignatureManifest = read(&at_tag, &body)?;
         let mut out = Vec::new();
-        for layer in manifest.layers {
-            if layer.media_type != SIMPLE_SIGNING || layer.size > MAX_PAYLOAD {
+        let mut seen = BTreeSet::new();
+        let payloads = manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type == SIMPLE_SIGNING && l.size <= MAX_PAYLOAD);
+        for layer in payloads {
+            let signature = layer.annotations.get(SIGNATURE_ANNOTATION).cloned();
+            // The same payload signed again is a layer of its own: each pair once.
+            let key = (layer.digest.clone(), signature.clone());
+            if seen.len() >= MAX_SIGNATURES || !seen.insert(key) {
                 continue;
             }
-            let payload = self.payload(&at_tag, &layer.digest, auth).await?;
-            out.push(SignatureLayer {
-                payload,
-                signature: layer.annotations.get(SIGNATURE_ANNOTATION).cloned(),
-            });
+            if let Some(payload) = self.payload(&at_tag, &layer.digest, auth).await? {
+                out.push(SignatureLayer { payload, signature });
+            }
         }
         Ok(out)
     }
@@ -216,6 +243,7 @@ impl Resolver {
                         format!("{image}: not found"),
                     ));
                 }
+                Err(NotDone::TooLarge) => return Err(too_large(image, "its manifest")),
                 Err(NotDone::Fallback) => {}
             }
         }
@@ -226,38 +254,64 @@ impl Resolver {
             .map_err(|e| self.failure(image, e))
     }
 
-    /// One payload or bundle blob of `image`'s repository, checked against `digest`.
+    /// One payload or bundle blob of `image`'s repository, checked against `digest`; `None`
+    /// when it is larger than a signature can be (whatever its descriptor said), so it is
+    /// not one.
     async fn payload(
         &self,
         image: &ImageRef,
         digest: &str,
         auth: &OciAuth,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Option<Vec<u8>>, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
             let tokens = (&client, &reference);
             match direct.blob(image, digest, MAX_PAYLOAD, auth, tokens).await {
-                Ok(body) => return Ok(body),
+                Ok(body) => return Ok(Some(body)),
                 Err(NotDone::Refused(f)) => return Err(f),
+                Err(NotDone::TooLarge) => return Ok(None),
                 Err(NotDone::Fallback | NotDone::Missing) => {}
             }
         }
-        let mut body = Vec::new();
         client
             .store_auth_if_needed(reference.resolve_registry(), auth)
             .await;
-        client
-            .pull_blob(&reference, digest, &mut body)
+        // Streamed, and never past the limit: a registry that sends without end must not fill
+        // memory.
+        let mut stream = client
+            .pull_blob_stream(&reference, digest)
             .await
-            .map_err(|e| self.failure(image, e))?;
-        if body.len() as u64 > MAX_PAYLOAD || !super::direct::matches_digest(&body, digest) {
+            .map_err(|e| self.failure(image, e))?
+            .stream;
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                Failure::new(
+                    FailureClass::Network,
+                    format!("{image}: blob {digest}: {e}"),
+                )
+            })?;
+            if (body.len() + chunk.len()) as u64 > MAX_PAYLOAD {
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if !super::direct::matches_digest(&body, digest) {
             return Err(Failure::new(
                 FailureClass::Signature,
                 format!("the signature payload {digest} of {image} does not match its digest"),
             ));
         }
-        Ok(body)
+        Ok(Some(body))
     }
+}
+
+/// The failure of a signature lookup whose answer was larger than any such answer can be.
+fn too_large(image: &ImageRef, what: &str) -> Failure {
+    Failure::new(
+        FailureClass::Signature,
+        format!("{what} of {image} are larger than 4 MiB: not read"),
+    )
 }
 
 /// `signed`'s repository at `suffix` (`:tag` or `@digest`).
