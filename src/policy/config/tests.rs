@@ -739,6 +739,53 @@ min_digest_age = "30m"
     }
 
     #[test]
+    fn a_cooldown_entry_and_a_keys_entry_both_apply_in_either_order() {
+        // An entry that sets only a cooldown says nothing of signatures: it must never switch
+        // verification off for the images it matches first, nor hide a later cooldown.
+        let (c, _dir) = parse_with_keys(
+            r#"
+[[verify]]
+match = "r.example/**"
+min_digest_age = "1h"
+
+[[verify]]
+match = "r.example/team/**"
+keys = ["team.pub"]
+
+[[verify]]
+match = "q.example/quick/**"
+keys = ["release.pub"]
+min_digest_age = "0s"
+
+[[verify]]
+match = "q.example/**"
+keys = ["release.pub"]
+
+[[verify]]
+match = "q.example/**"
+min_digest_age = "2h"
+
+[[image]]
+name = "r.example/team/app:1"
+
+[[image]]
+name = "q.example/app:1"
+
+[[image]]
+name = "q.example/quick/app:1"
+"#,
+        );
+        let c = c.unwrap();
+        assert_eq!(keys(&c, 0), ["team.pub"]);
+        assert_eq!(c.images[0].min_digest_age, Some(Duration::from_secs(3600)));
+        assert_eq!(keys(&c, 1), ["release.pub"]);
+        assert_eq!(c.images[1].min_digest_age, Some(Duration::from_secs(7200)));
+        // "0s" on a narrower entry exempts from a broader cooldown.
+        assert_eq!(keys(&c, 2), ["release.pub"]);
+        assert_eq!(c.images[2].min_digest_age, None);
+    }
+
+    #[test]
     fn identities_need_a_trust_root_and_say_what_is_wrong_at_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let sigstore = crate::decide::signature::test_sigstore();

@@ -26,8 +26,12 @@ pub(super) struct VerifyRule {
     mode: Option<VerifyMode>,
     keys: Vec<Arc<PublicKey>>,
     keyless: Option<Keyless>,
-    /// The cooldown of new digests for the images it matches.
-    min_digest_age: Option<Duration>,
+    /// The cooldown of new digests for the images it matches: `None` when not written,
+    /// `Some(None)` for "0s" (none, over a broader entry's).
+    min_digest_age: Option<Option<Duration>>,
+    /// It sets only `min_digest_age`: it says nothing of signatures, so the signature policy
+    /// comes from the next entry that matches.
+    cooldown_only: bool,
     line: usize,
 }
 
@@ -87,7 +91,10 @@ impl Validator<'_> {
             && keyless.is_none()
             && raw.mode.is_none()
             && raw.min_digest_age.is_some();
-        let min_digest_age = self.min_digest_age("verify.min_digest_age", raw.min_digest_age);
+        let min_digest_age = raw
+            .min_digest_age
+            .is_some()
+            .then(|| self.min_digest_age("verify.min_digest_age", raw.min_digest_age));
         let mode = if cooldown_only { None } else { mode };
         if mode.is_some() && keys.is_empty() && keyless.is_none() {
             self.problem(
@@ -105,6 +112,7 @@ impl Validator<'_> {
             keys,
             keyless,
             min_digest_age,
+            cooldown_only,
             line,
         })
     }
@@ -243,8 +251,8 @@ impl Validator<'_> {
         (!age.is_zero()).then_some(age)
     }
 
-    /// The cooldown of the image `reference`: its own, else the first matching `[[verify]]`
-    /// entry's.
+    /// The cooldown of the image `reference`: its own, else that of the first matching
+    /// `[[verify]]` entry that sets one.
     pub(super) fn image_min_digest_age(
         &mut self,
         reference: &ImageRef,
@@ -254,11 +262,13 @@ impl Validator<'_> {
         if own.is_some() {
             return self.min_digest_age("image.min_digest_age", own);
         }
+        // The first matching entry that says anything of cooldowns.
         let name = reference.name();
         rules
             .iter()
+            .filter(|r| r.min_digest_age.is_some())
             .find(|r| r.matcher.regex.is_match(&name))
-            .and_then(|r| r.min_digest_age)
+            .and_then(|r| r.min_digest_age.flatten())
     }
 
     /// The signature policy of the image `reference`: its own `verify`, over the first
@@ -269,8 +279,13 @@ impl Validator<'_> {
         own: Option<Spanned<RawImageVerify>>,
         rules: &[VerifyRule],
     ) -> Option<SignaturePolicy> {
+        // The first matching entry that says anything of signatures: one that sets only a
+        // cooldown is passed over, so it never switches verification off.
         let name = reference.name();
-        let rule = rules.iter().find(|r| r.matcher.regex.is_match(&name));
+        let rule = rules
+            .iter()
+            .filter(|r| !r.cooldown_only)
+            .find(|r| r.matcher.regex.is_match(&name));
         let Some(own) = own else {
             return rule.and_then(|r| {
                 Some(SignaturePolicy {
