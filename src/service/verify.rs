@@ -62,12 +62,7 @@ impl Verifier<'_> {
         }
         let mut found = Finding::NoSignature;
         for signed in &subjects {
-            match check(
-                signed,
-                &self.fetch(&image.reference, signed).await?,
-                &policy.keys,
-                policy.keyless.as_ref(),
-            ) {
+            match self.check_sources(&image.reference, policy, signed).await? {
                 Ok(signer) => {
                     info!(image = %image.reference, digest, signer = %signer, "signature verified");
                     // A signed index vouches for the platform digest it lists; a signed
@@ -133,29 +128,35 @@ impl Verifier<'_> {
         }
     }
 
-    /// The signatures of `reference`'s repository for `digest`: from the first mirror
-    /// that answers, else the origin.
-    async fn fetch(
+    /// Who signed `digest` of `reference`'s repository, by its signatures on the mirrors
+    /// first, then the origin. A mirror whose signatures do not verify (none yet, or not
+    /// these) does not decide: the origin is asked. A mirror can withhold a signature or serve
+    /// junk, but neither refuses a digest the origin has signed. `Err`: the origin could not
+    /// be asked (and no mirror had a signature that verifies).
+    async fn check_sources(
         &self,
         reference: &ImageRef,
+        policy: &SignaturePolicy,
         digest: &str,
-    ) -> Result<Vec<crate::model::signature::Signature>, Failure> {
-        let mut last = None;
+    ) -> Result<Result<Signer, Finding>, Failure> {
+        let mut found = Finding::NoSignature;
         for name in mirrors_first(reference, &self.config.registries) {
             let signed: ImageRef = format!("{name}@{digest}")
                 .parse()
                 .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
-            match self.registry.signatures(&signed).await {
-                // A mirror that has none may not have synced it: the origin decides.
-                Ok(layers) if layers.is_empty() && signed.registry() != reference.registry() => {}
-                Ok(layers) => return Ok(layers),
-                Err(f) => last = Some(f),
+            let origin = signed.registry() == reference.registry();
+            let signatures = match self.registry.signatures(&signed).await {
+                Ok(signatures) => signatures,
+                // A mirror that cannot be asked is passed over, as for content.
+                Err(_) if !origin => continue,
+                Err(f) => return Err(f),
+            };
+            match check(digest, &signatures, &policy.keys, policy.keyless.as_ref()) {
+                Ok(signer) => return Ok(Ok(signer)),
+                Err(f) => found = most_telling(found, f),
             }
         }
-        match last {
-            Some(f) => Err(f),
-            None => Ok(Vec::new()),
-        }
+        Ok(Err(found))
     }
 }
 

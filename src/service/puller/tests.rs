@@ -567,6 +567,29 @@ mod signatures {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_mirror_serving_junk_signatures_cannot_refuse_what_the_origin_signed() {
+        let images = "[[registry]]\nhost = \"r.example\"\nmirrors = [\"m.example\"]\n\
+                      [[image]]\nname = \"r.example/a:1\"\npin = \"follow\"\n";
+        let (s, pair) = signed_setup("enforce", images);
+        s.publish_one("r.example/a", 'a', Some(&pair));
+        let (stranger, _) = pem_pair();
+        let p = payload(&digest('a'));
+        let junk = Signature::Legacy(SignatureLayer {
+            signature: Some(sign(&stranger, &p)),
+            payload: p,
+        });
+        s.registry
+            .sign(&format!("m.example/a@{}", digest('a')), vec![junk]);
+        let outcomes = s.run().await;
+        assert!(
+            matches!(outcomes[0].decision.signature, Some(Check::Verified { .. })),
+            "{outcomes:#?}"
+        );
+        // The mirror, then the origin.
+        assert_eq!(s.registry.signatures_asked(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_plan_checks_signatures_but_saves_nothing() {
         let (s, pair) = signed_setup("enforce", FOLLOW_A);
         s.publish_one("r.example/a", 'a', Some(&pair));
