@@ -105,12 +105,18 @@ fn an_unreadable_bundle_counts_as_a_signature_that_does_not_verify() {
     let (_, key) = pair("k.pub");
     let junk = [
         Signature::Bundle(b"not json".to_vec()),
-        Signature::Bundle(br#"{"messageSignature": {}}"#.to_vec()),
+        Signature::Bundle(br#"{"dsseEnvelope": {"payload": "!", "payloadType": "x"}}"#.to_vec()),
     ];
     assert_eq!(
         keyed(D, &junk, &[&key]),
         Err(Finding::WrongKey { signatures: 2 })
     );
+    // A blob signature is no image signature, and says so.
+    let blob = [Signature::Bundle(br#"{"messageSignature": {}}"#.to_vec())];
+    assert!(matches!(
+        keyed(D, &blob, &[&key]),
+        Err(Finding::Untrusted { why }) if why.contains("messageSignature")
+    ));
 }
 
 #[test]
