@@ -731,7 +731,7 @@ fn a_moved_tag_is_adopted_only_after_min_digest_age() {
     let config = scratch.config("", std::slice::from_ref(&name));
     with_pin(&config, &name, "follow");
     let text = std::fs::read_to_string(&config).unwrap();
-    let age = "min_digest_age = \"3s\"\n";
+    let age = "min_digest_age = \"1h\"\n";
     std::fs::write(
         &config,
         text.replace("pin = \"follow\"\n", &format!("pin = \"follow\"\n{age}")),
@@ -760,8 +760,16 @@ fn a_moved_tag_is_adopted_only_after_min_digest_age() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("min_digest_age"), "{table}");
 
-    // Once the tag has named it for 3 s (the saved sighting counts across runs).
-    std::thread::sleep(std::time::Duration::from_millis(3_200));
+    // An hour later, as the saved sighting says (moved back by an hour here, rather than
+    // waited for): the sighting counts across runs, and the digest is adopted.
+    let state_path = scratch.dir.path().join("state.json");
+    let mut state: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    let since = state["sightings"][&name]["since"]
+        .as_i64()
+        .expect("a saved sighting");
+    state["sightings"][&name]["since"] = (since - 3600).into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
     let (code, third) = run_json(&env, &config, &["pull", "--json"]);
     assert_eq!(code, 0, "{third:#}");
     let e = entry(&third, &name);
