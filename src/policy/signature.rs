@@ -421,6 +421,17 @@ mod tests {
     }
 
     #[test]
+    fn sigstores_public_trust_root_is_read() {
+        // The file `cosign initialize` fetches (as embedded in sigstore-trust-root): its CAs,
+        // logs, CT logs and timestamp authority are all usable.
+        let json = sigstore_verify::trust_root::SIGSTORE_PRODUCTION_TRUSTED_ROOT;
+        let root = TrustRoot::from_json(Path::new("trusted_root.json"), json).expect("usable");
+        assert!(root.has_ct_logs);
+        let e = TrustRoot::from_json(Path::new("r.json"), "{}").unwrap_err();
+        assert!(e.contains("not a Sigstore trusted_root.json"), "{e}");
+    }
+
+    #[test]
     fn signers_are_written_and_read_back_as_the_lock_says_them() {
         let identity = Signer::Identity {
             subject: "https://github.com/o/r/.github/workflows/a (b).yml@refs/heads/main".into(),
