@@ -10,8 +10,9 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::model::signature::Signer;
 use crate::model::signature::{Finding, PAYLOAD_TYPE, Signature, SignatureLayer};
-use crate::policy::signature::{Keyless, PublicKey, Signer};
+use crate::policy::signature::{Keyless, PublicKey};
 
 mod bundle;
 

@@ -16,8 +16,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::policy::signature::Signer;
-
 /// The media type of a cosign signature payload layer.
 pub(crate) const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
@@ -84,6 +82,60 @@ pub struct SignatureLayer {
     pub payload: Vec<u8>,
     /// The base64 DER signature from the layer's annotation.
     pub signature: Option<String>,
+}
+
+/// Who signed a digest: a key of the policy, or an identity its certificate names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signer {
+    /// `sha256:` of the key's SubjectPublicKeyInfo.
+    Key(String),
+    /// The certificate's identity and the OIDC issuer that vouched for it.
+    Identity {
+        /// The subject alternative name: a workflow's URI, an email address.
+        subject: String,
+        /// The OIDC issuer (Fulcio's issuer extension).
+        issuer: String,
+    },
+}
+
+/// How an identity signer is written in the lock and state files: `SUBJECT (issuer ISSUER)`.
+pub(crate) const ISSUER_MARK: &str = " (issuer ";
+
+impl fmt::Display for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Signer::Key(fingerprint) => f.write_str(fingerprint),
+            Signer::Identity { subject, issuer } => write!(f, "{subject}{ISSUER_MARK}{issuer})"),
+        }
+    }
+}
+
+impl Signer {
+    /// For tables: `key sha256:ab12cd34ef56…`, or the identity as written.
+    pub(crate) fn words(&self) -> String {
+        match self {
+            Signer::Key(fingerprint) => {
+                let short: String = fingerprint.chars().take("sha256:".len() + 12).collect();
+                format!("key {short}…")
+            }
+            identity => identity.to_string(),
+        }
+    }
+
+    /// A signer as the lock and state files write it; `None` when it is neither a key
+    /// fingerprint nor an identity.
+    pub(crate) fn parse(text: &str) -> Option<Signer> {
+        if text.starts_with("sha256:") {
+            return Some(Signer::Key(text.to_owned()));
+        }
+        let (subject, rest) = text.rsplit_once(ISSUER_MARK)?;
+        let issuer = rest.strip_suffix(')')?;
+        (!subject.is_empty() && !issuer.is_empty()).then(|| Signer::Identity {
+            subject: subject.to_owned(),
+            issuer: issuer.to_owned(),
+        })
+    }
 }
 
 /// Why a digest is not verified: what was found where its signature should be.

@@ -14,7 +14,7 @@ use toml::Spanned;
 use crate::model::problem::{Problem, line_col};
 use crate::model::reference::ImageRef;
 use crate::model::reference::valid_digest;
-use crate::policy::signature::Signer;
+use crate::model::signature::Signer;
 
 /// The format version this build reads and writes.
 pub(crate) const LOCK_VERSION: i64 = 1;

@@ -19,10 +19,11 @@ use crate::decide::signature::check;
 use crate::io::registry::Registry;
 use crate::model::failure::{Failure, FailureClass};
 use crate::model::reference::ImageRef;
+use crate::model::signature::Signer;
 use crate::model::signature::{Check, Finding};
 use crate::model::sync::Locked;
 use crate::policy::config::{Config, RequiredImage};
-use crate::policy::signature::{SignaturePolicy, Signer, VerifyMode};
+use crate::policy::signature::{SignaturePolicy, VerifyMode};
 use crate::policy::state::State;
 
 /// What signature checks need: where signatures are, and where verifications are kept.

@@ -321,7 +321,7 @@ fn status_says_what_the_signature_check_came_to() {
         finding: Finding::NoSignature,
     });
     let verified = row(Check::Verified {
-        signer: crate::policy::signature::Signer::Key("sha256:k".into()),
+        signer: crate::model::signature::Signer::Key("sha256:k".into()),
         cached: true,
     });
     let text = flat(&status_text(&[refused, verified]));

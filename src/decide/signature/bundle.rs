@@ -9,7 +9,8 @@
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::policy::signature::{Keyless, PublicKey, Signer};
+use crate::model::signature::Signer;
+use crate::policy::signature::{Keyless, PublicKey};
 
 /// The in-toto statement's media type: the only payload a signature bundle carries.
 const IN_TOTO: &str = "application/vnd.in-toto+json";

@@ -150,7 +150,7 @@ fn every_metric_the_alert_rules_use_is_exported() {
     m.signature(
         "r.example/a:1",
         Some(&Check::Verified {
-            signer: crate::policy::signature::Signer::Key("sha256:k".into()),
+            signer: crate::model::signature::Signer::Key("sha256:k".into()),
             cached: false,
         }),
     );
