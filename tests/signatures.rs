@@ -235,7 +235,7 @@ fn a_tag_moved_to_an_unsigned_digest_keeps_the_verified_image(signer: Signer) {
 
 #[test]
 fn a_lock_whose_digest_lost_its_signature_fails_pin_check() {
-    for signer in [Signer::Cosign2, Signer::Cosign3] {
+    for signer in [Signer::Cosign2, Signer::Cosign3, Signer::Cosign3Legacy] {
         a_lock_whose_digest_lost_its_signature_fails(signer);
     }
 }
