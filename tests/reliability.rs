@@ -182,6 +182,19 @@ const CHURN_CONTAINERS: usize = 6;
 
 /// Creates, starts, stops and removes containers from `images` until `stop`: what a busy host
 /// does while stowage prunes. Returns how many operations it made.
+/// The name prefix of the churn's containers.
+const CHURN_PREFIX: &str = "stowage-churn-";
+
+/// Removes the churn's containers an interrupted earlier run left behind: one whose image was
+/// lost then would count as lost in every cycle of this run.
+fn remove_left_churn(env: &Env) {
+    let filter = format!("name={CHURN_PREFIX}");
+    let out = env.docker(&["ps", "-aq", "--filter", &filter]);
+    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = env.docker(&["rm", "-f", id]);
+    }
+}
+
 fn churn(env: &Env, images: &[String], stop: &std::sync::atomic::AtomicBool) -> usize {
     use std::sync::atomic::Ordering;
     let mut rng = rand::rng();
@@ -193,9 +206,15 @@ fn churn(env: &Env, images: &[String], stop: &std::sync::atomic::AtomicBool) -> 
         // At most a few containers of its own at once, as a steady workload has.
         if mine.len() < CHURN_CONTAINERS && (roll < 4 || mine.is_empty()) {
             let image = &images[rng.random_range(0..images.len())];
+            // Named, so that a `create` that failed but left its container behind (Docker
+            // 20.10 does, when the image goes mid-create) is removed like the others; never
+            // left for a later run to find without its image.
+            let name = format!("{CHURN_PREFIX}{}", rng.random::<u64>());
             // `create` pulls what is missing, as a host's `docker run` does.
             let out = env.docker(&[
                 "create",
+                "--name",
+                &name,
                 "--network",
                 "none",
                 image,
@@ -205,6 +224,8 @@ fn churn(env: &Env, images: &[String], stop: &std::sync::atomic::AtomicBool) -> 
             ]);
             if out.status.success() {
                 mine.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            } else {
+                let _ = env.docker(&["rm", "-f", &name]);
             }
         } else if roll < 6 && env.engine != EngineKind::Podman {
             let id = &mine[rng.random_range(0..mine.len())];
@@ -219,6 +240,7 @@ fn churn(env: &Env, images: &[String], stop: &std::sync::atomic::AtomicBool) -> 
     for id in mine {
         let _ = env.docker(&["rm", "-f", &id]);
     }
+    remove_left_churn(env);
     ops
 }
 
@@ -282,6 +304,7 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         .iter()
         .map(|n| env.plain_image(n))
         .collect();
+    remove_left_churn(&env);
     for n in required.iter().chain(&busy) {
         assert!(env.docker(&["pull", "-q", n]).status.success());
     }
