@@ -314,36 +314,6 @@ pub(crate) mod test_keys {
         base64::engine::general_purpose::STANDARD.encode(sig.as_ref())
     }
 
-    /// An in-toto statement of `digest` with `predicate_type`, as cosign 3 writes it.
-    pub(crate) fn statement(digest: &str, predicate_type: &str) -> Vec<u8> {
-        let hex = digest.trim_start_matches("sha256:");
-        format!(
-            "{{\"_type\":\"https://in-toto.io/Statement/v1\", \"subject\":[{{\"digest\":\
-             {{\"sha256\":\"{hex}\"}}, \"annotations\":{{}}}}], \"predicateType\":\
-             \"{predicate_type}\", \"predicate\":{{}}}}"
-        )
-        .into_bytes()
-    }
-
-    /// A Sigstore bundle of `statement`, signed with `pair` as `cosign sign --key` does.
-    pub(crate) fn bundle(pair: &EcdsaKeyPair, statement: &[u8]) -> Vec<u8> {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let kind = "application/vnd.in-toto+json";
-        let mut pae = format!("DSSEv1 {} {kind} {} ", kind.len(), statement.len()).into_bytes();
-        pae.extend_from_slice(statement);
-        serde_json::json!({
-            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-            "verificationMaterial": { "publicKey": { "hint": "" } },
-            "dsseEnvelope": {
-                "payload": b64.encode(statement),
-                "payloadType": kind,
-                "signatures": [{ "sig": sign(pair, &pae) }],
-            },
-        })
-        .to_string()
-        .into_bytes()
-    }
-
     /// A cosign payload for `digest`.
     pub(crate) fn payload(digest: &str) -> Vec<u8> {
         format!(

@@ -1,9 +1,30 @@
 use super::*;
-use crate::policy::signature::test_keys::{bundle, pair, payload, sign, statement};
+use crate::policy::signature::test_keys::{pair, payload, sign};
 use proptest::prelude::*;
 
 #[path = "../../../tests/support/sigstore.rs"]
 mod sigstore;
+
+use aws_lc_rs::signature::EcdsaKeyPair;
+use sigstore::statement;
+
+/// A Sigstore bundle of `statement`, signed with `pair` over DSSE's encoding, as
+/// `cosign sign --key` makes it.
+fn bundle(pair: &EcdsaKeyPair, statement: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let kind = "application/vnd.in-toto+json";
+    serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": { "publicKey": { "hint": "" } },
+        "dsseEnvelope": {
+            "payload": base64::engine::general_purpose::STANDARD.encode(statement),
+            "payloadType": kind,
+            "signatures": [{ "sig": sign(pair, &bundle::pae(kind, statement)) }],
+        },
+    })
+    .to_string()
+    .into_bytes()
+}
 
 /// A `trusted_root.json` of a test Sigstore.
 pub(super) fn trusted_root() -> String {
