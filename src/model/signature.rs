@@ -115,10 +115,7 @@ impl Signer {
     /// For tables: `key sha256:ab12cd34ef56…`, or the identity as written.
     pub(crate) fn words(&self) -> String {
         match self {
-            Signer::Key(fingerprint) => {
-                let short: String = fingerprint.chars().take("sha256:".len() + 12).collect();
-                format!("key {short}…")
-            }
+            Signer::Key(fingerprint) => format!("key {}", short_fingerprint(fingerprint)),
             identity => identity.to_string(),
         }
     }
@@ -136,6 +133,12 @@ impl Signer {
             issuer: issuer.to_owned(),
         })
     }
+}
+
+/// A key fingerprint for people: `sha256:` and its first 12 hex digits, `sha256:ab12cd34ef56…`.
+pub(crate) fn short_fingerprint(fingerprint: &str) -> String {
+    let short: String = fingerprint.chars().take("sha256:".len() + 12).collect();
+    format!("{short}…")
 }
 
 /// Why a digest is not verified: what was found where its signature should be.

@@ -20,7 +20,7 @@ use rustls_pki_types::SubjectPublicKeyInfoDer;
 use rustls_pki_types::pem::PemObject;
 use sha2::Digest;
 
-use crate::model::signature::{ISSUER_MARK, Signer};
+use crate::model::signature::{ISSUER_MARK, Signer, short_fingerprint};
 
 /// A public key a policy trusts.
 #[derive(Clone)]
@@ -267,8 +267,11 @@ impl SignaturePolicy {
     /// `https://github.com/org/repo/... (issuer https://token.actions...)`.
     pub(crate) fn describe_keys(&self) -> String {
         let keys = self.keys.iter().map(|k| {
-            let short: String = k.fingerprint.chars().take("sha256:".len() + 12).collect();
-            format!("{} ({short}…)", k.path.display())
+            format!(
+                "{} ({})",
+                k.path.display(),
+                short_fingerprint(&k.fingerprint)
+            )
         });
         let identities = self
             .keyless
