@@ -136,6 +136,13 @@ fn the_deb_installs_the_daemon_its_unit_and_a_kept_config() {
             .any(|l| l.starts_with("Depends:") && l.contains("libc6")),
         "{control}"
     );
+    // Without a CA bundle stowage reaches only plain-HTTP registries.
+    assert!(
+        control
+            .lines()
+            .any(|l| l.starts_with("Depends:") && l.contains("ca-certificates")),
+        "{control}"
+    );
     // The config is a conffile: an upgrade never overwrites the operator's changes.
     let conffiles = run("dpkg-deb", &["--info", deb, "conffiles"]);
     assert_eq!(conffiles.trim(), "/etc/stowage/config.toml");
@@ -202,6 +209,10 @@ fn the_rpm_installs_the_daemon_its_unit_and_a_kept_config() {
     assert!(scripts.contains("try-restart stowage.service"), "{scripts}");
     let requires = run("rpm", &["-qp", "--requires", rpm]);
     assert!(requires.contains("libc.so.6"), "{requires}");
+    assert!(
+        requires.lines().any(|l| l.trim() == "ca-certificates"),
+        "{requires}"
+    );
 
     // Installed into a root of its own (scriptlets need a systemd host; they are shown above).
     let root = tempfile::tempdir().unwrap();

@@ -246,6 +246,64 @@ fn good_images_are_pulled_and_each_bad_one_is_classified() {
     env.remove_images(&[good]);
 }
 
+/// A host without CA certificates (a minimal root, a distroless image): reqwest cannot build
+/// its default client there, and oci-client panics. Simulated by pointing the certificate
+/// search at files that do not exist, which is all the verifier then reads.
+#[test]
+fn a_host_without_ca_certificates_pulls_from_plain_registries_and_names_the_missing_bundle() {
+    let _lock = engine_lock();
+    let env = env();
+    let good = env.plain_image("alpha:2");
+    let missing = env.plain_image("does-not-exist:1");
+    let private = format!("{}/stowage-test/private:1", env.auth);
+    let https = "registry.invalid/team/app:1".to_owned();
+    let images = vec![
+        good.clone(),
+        missing.clone(),
+        private.clone(),
+        https.clone(),
+    ];
+    env.remove_images(&images);
+    let scratch = Scratch::new();
+    let config = scratch.config("", &images);
+    let nowhere = scratch.dir.path().join("no-ca-certificates.crt");
+
+    let out = env
+        .stowage(&config)
+        .env("SSL_CERT_FILE", &nowhere)
+        .env("SSL_CERT_DIR", &nowhere)
+        .args(["pull", "--json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let report = json(&out);
+    assert_eq!(by_image(&report, &good)["result"], "pulled", "{report:#}");
+    assert!(env.has_image(&good));
+    // Plain-HTTP answers are classified as with certificates.
+    assert_eq!(by_image(&report, &missing)["class"], "not-found");
+    assert_eq!(by_image(&report, &private)["class"], "auth");
+    let tls = by_image(&report, &https);
+    assert_eq!(tls["class"], "network");
+    assert_eq!(
+        tls["attempts"], 1,
+        "a missing bundle is not retried: {tls:#}"
+    );
+    let message = tls["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "network: cannot talk to registry registry.invalid for {https}: no CA \
+             certificates found at {}; install ca-certificates (registry registry.invalid is \
+             spoken to over HTTPS); not retried",
+            nowhere.display()
+        )
+    );
+    assert!(!message.contains("insecure"), "{message}");
+    env.remove_images(&[good]);
+}
+
 #[test]
 fn credentials_from_a_config_json_are_used_and_never_printed() {
     let _lock = engine_lock();

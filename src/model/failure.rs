@@ -83,6 +83,9 @@ pub struct Failure {
     pub no_platform: bool,
     /// A TLS or HTTP/HTTPS mismatch: a setup problem that retries do not fix.
     pub setup: bool,
+    /// The host has no CA certificates at all (the detail says where they were looked for):
+    /// a setup problem of the host, not of the engine or the registry.
+    pub no_ca_certificates: bool,
     /// The credentials file stowage read for the registry, for an auth failure: the advice
     /// names it, since the login a user made may be in another user's file.
     #[serde(skip)]
@@ -127,6 +130,7 @@ impl Failure {
             retry_after_secs: None,
             no_platform: class == FailureClass::NotFound && m.contains("no matching manifest"),
             credentials: None,
+            no_ca_certificates: false,
             setup: m.contains("x509:")
                 || m.contains("certificate")
                 || m.contains("server gave http response to https client"),
@@ -137,6 +141,16 @@ impl Failure {
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         self.class.is_retryable() && !self.setup
+    }
+
+    /// A request over HTTPS on a host without CA certificates; `detail` says where they were
+    /// looked for and what to install.
+    pub fn no_ca_certificates(detail: String) -> Self {
+        Failure {
+            setup: true,
+            no_ca_certificates: true,
+            ..Failure::new(FailureClass::Network, detail)
+        }
     }
 
     /// This failure, with the credentials file read for it when it is an auth failure.
@@ -376,6 +390,10 @@ pub(crate) fn explain(image: &ImageRef, failure: &Failure) -> String {
                 ),
                 None => "not retried in this run".to_owned(),
             }
+        ),
+        FailureClass::Network if failure.no_ca_certificates => format!(
+            "network: cannot talk to registry {registry} for {image}: {}; not retried",
+            failure.detail
         ),
         FailureClass::Network if failure.setup => format!(
             "network: cannot talk to registry {registry} for {image}: TLS or HTTP/HTTPS setup \

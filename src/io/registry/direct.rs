@@ -23,8 +23,9 @@ use oci_client::{Reference, RegistryOperation};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 
+use super::roots::{self, NoRoots};
 use super::{MANIFEST_TYPES, USER_AGENT, is_loopback};
-use crate::model::failure::{Failure, FailureClass};
+use crate::model::failure::{Failure, FailureClass, classify_about, with_causes};
 use crate::model::rate_limit::{Budget, budget, retry_after};
 use crate::model::reference::{DOCKER_HUB, ImageRef};
 use crate::model::sync::Locked;
@@ -118,7 +119,9 @@ async fn capped(mut response: reqwest::Response, limit: u64) -> Answer<Vec<u8>> 
 
 /// What oci-client needs to fetch a token for a request: the client for the registry, and
 /// the reference in its terms.
-pub(super) type TokenSource<'a> = (&'a oci_client::Client, &'a Reference);
+/// `None` on a host without CA certificates, where there is no oci-client: a registry that
+/// wants a token then goes to the fallback, which says why it cannot be asked.
+pub(super) type TokenSource<'a> = (Option<&'a oci_client::Client>, &'a Reference);
 
 /// Stowage's own requests to registries, and what it learned of each registry.
 pub(super) struct Direct {
@@ -136,16 +139,20 @@ pub(super) struct Direct {
 }
 
 impl Direct {
-    /// `None` when no HTTP client can be built (no CA certificates): everything then goes
-    /// through oci-client, which says why.
-    pub(super) fn new(plain: Vec<String>) -> Option<Direct> {
-        let http = reqwest::Client::builder()
+    /// `None` when no HTTP client can be built at all: everything then goes through
+    /// oci-client, which says why. On a host without CA certificates (`no_roots`) the client
+    /// speaks plain HTTP only, and HTTPS registries are never asked here.
+    pub(super) fn new(plain: Vec<String>, no_roots: Option<&NoRoots>) -> Option<Direct> {
+        let builder = reqwest::Client::builder()
             // The engine follows no redirect for a manifest HEAD either; a redirect here
             // means "ask oci-client".
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(USER_AGENT)
-            .build()
-            .ok()?;
+            .user_agent(USER_AGENT);
+        let http = match no_roots {
+            None => builder.build(),
+            Some(_) => roots::plain_reqwest(builder),
+        }
+        .ok()?;
         Some(Direct {
             http,
             plain,
@@ -278,8 +285,16 @@ impl Direct {
                 (None, OciAuth::Bearer(t)) => request.bearer_auth(t),
                 (None, OciAuth::Anonymous) => request,
             };
-            let Ok(response) = request.send().await else {
-                return Err(NotDone::Fallback);
+            // With no fallback client (a host without CA certificates), this path's words
+            // are all there is: its failures are given as they are.
+            let alone = tokens.0.is_none();
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if alone => {
+                    let failure = Failure::new(FailureClass::Network, with_causes(&e));
+                    return Err(NotDone::Refused(failure));
+                }
+                Err(_) => return Err(NotDone::Fallback),
             };
             self.note_budget(host, response.headers());
             match response.status() {
@@ -309,6 +324,11 @@ impl Direct {
                     }
                 }
                 StatusCode::NOT_FOUND => return Err(NotDone::Missing),
+                status if alone => {
+                    let detail = format!("{status} {}", response.url());
+                    let class = classify_about(image, Some(status.as_u16()), &detail);
+                    return Err(NotDone::Refused(Failure::new(class, detail)));
+                }
                 _ => return Err(NotDone::Fallback),
             }
         }
@@ -330,7 +350,7 @@ impl Direct {
             return Some(None);
         }
         // oci-client follows the challenge (realm, service, scope) with the credentials.
-        let token = client
+        let token = client?
             .auth(reference, auth, RegistryOperation::Pull)
             .await
             .ok()??;

@@ -23,8 +23,10 @@ use oci_client::secrets::RegistryAuth as OciAuth;
 use futures_util::future::BoxFuture;
 
 mod direct;
+mod roots;
 mod signature;
 use direct::{DEFAULT_RETRY_AFTER, Direct, Head, NotDone};
+use roots::NoRoots;
 
 use crate::io::credentials::{CredentialSource, RegistryAuth};
 use crate::model::failure::{Failure, FailureClass, classify_about, with_causes};
@@ -151,6 +153,9 @@ pub struct Resolver {
     cache: Arc<Mutex<IndexCache>>,
     /// Stowage's own manifest requests (`None`: no HTTP client; oci-client does it all).
     direct: Option<Direct>,
+    /// Set on a host without CA certificates: plain-HTTP registries are still asked, HTTPS
+    /// ones fail saying so.
+    no_roots: Option<NoRoots>,
 }
 
 impl Resolver {
@@ -180,8 +185,12 @@ impl Resolver {
                 plain.push(host);
             }
         }
+        let direct = Direct::new(plain.clone(), None);
+        let no_roots = direct.is_none().then(NoRoots::probe).flatten();
+        let direct = direct.or_else(|| Direct::new(plain.clone(), no_roots.as_ref()));
         Resolver {
-            direct: Direct::new(plain.clone()),
+            direct,
+            no_roots,
             protocol: ClientProtocol::HttpsExcept(plain),
             clients: Mutex::new(BTreeMap::new()),
             credentials,
@@ -288,13 +297,18 @@ impl Resolver {
     async fn head_once(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
-            match direct.head(image, auth, (&client, &reference)).await {
+            match direct
+                .head(image, auth, (client.as_ref(), &reference))
+                .await
+            {
                 Ok(head) => return Ok(head),
                 Err(NotDone::Refused(f)) => return Err(f),
+                Err(NotDone::Missing) if client.is_none() => return Err(not_found(image)),
                 Err(NotDone::Fallback | NotDone::Missing | NotDone::TooLarge) => {}
             }
         }
-        let digest = client
+        let digest = self
+            .fallback(image, client)?
             .fetch_manifest_digest(&reference, auth)
             .await
             .map_err(|e| self.failure(image, e))?;
@@ -316,19 +330,24 @@ impl Resolver {
             .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
         let (client, reference) = self.request_with(&by_digest, auth)?;
         let direct = match &self.direct {
-            Some(direct) => direct.get(&by_digest, auth, (&client, &reference)).await,
+            Some(direct) => {
+                let tokens = (client.as_ref(), &reference);
+                direct.get(&by_digest, auth, tokens).await
+            }
             None => Err(NotDone::Fallback),
         };
         let body = match direct {
             Ok(body) => body,
             Err(NotDone::Refused(f)) => return Err(f),
+            Err(NotDone::Missing) if client.is_none() => return Err(not_found(&by_digest)),
             Err(NotDone::TooLarge) => {
                 return Err(Failure::new(
                     FailureClass::Engine,
                     format!("the manifest {digest} of {image} is larger than 4 MiB"),
                 ));
             }
-            Err(NotDone::Fallback | NotDone::Missing) => client
+            Err(NotDone::Fallback | NotDone::Missing) => self
+                .fallback(image, client)?
                 .pull_manifest_raw(&reference, auth, MANIFEST_TYPES)
                 .await
                 .map_err(|e| self.failure(image, e))?
@@ -381,7 +400,7 @@ impl Resolver {
         &self,
         image: &ImageRef,
         auth: &OciAuth,
-    ) -> Result<(oci_client::Client, Reference), Failure> {
+    ) -> Result<(Option<oci_client::Client>, Reference), Failure> {
         // Built from the parts, never parsed: parsing compiles oci-spec's reference regex, which
         // stays resident (src/model/reference/grammar.rs says why we parse by hand).
         let (registry, repository) = (image.registry().to_owned(), image.repository().to_owned());
@@ -396,13 +415,24 @@ impl Resolver {
     }
 
     /// The client for `registry` with these credentials (a new one when they changed).
-    /// Fails only when no client can be built at all: reqwest refuses to start without the
-    /// system's CA certificates (a minimal container image), and `Client::new` would panic.
-    fn client_for(&self, registry: &str, auth: &OciAuth) -> Result<oci_client::Client, Failure> {
+    /// On a host without CA certificates there is none (oci-client cannot be built there):
+    /// `None` for a plain-HTTP registry, which stowage's own requests serve, and a failure
+    /// for an HTTPS one.
+    fn client_for(
+        &self,
+        registry: &str,
+        auth: &OciAuth,
+    ) -> Result<Option<oci_client::Client>, Failure> {
+        if let Some(no_roots) = &self.no_roots {
+            return match self.is_plain(registry) {
+                true => Ok(None),
+                false => Err(no_roots.failure(registry)),
+            };
+        }
         let key = auth_key(auth);
         let mut clients = self.clients.locked();
         match clients.get(registry) {
-            Some((k, client)) if *k == key => Ok(client.clone()),
+            Some((k, client)) if *k == key => Ok(Some(client.clone())),
             _ => {
                 // A loopback registry speaks plain HTTP, as the engine assumes, even when
                 // the config does not name it (the pruner asks about any image's registry).
@@ -426,9 +456,31 @@ impl Resolver {
                     )
                 })?;
                 clients.insert(registry.to_owned(), (key, client.clone()));
-                Ok(client)
+                Ok(Some(client))
             }
         }
+    }
+
+    /// Whether `registry` is spoken to over plain HTTP: loopback, or `insecure`.
+    fn is_plain(&self, registry: &str) -> bool {
+        is_loopback(registry)
+            || matches!(&self.protocol, ClientProtocol::HttpsExcept(plain)
+                if plain.iter().any(|h| h == registry))
+    }
+
+    /// The oci-client a fallback needs, or the failure that says why there is none.
+    fn fallback(
+        &self,
+        image: &ImageRef,
+        client: Option<oci_client::Client>,
+    ) -> Result<oci_client::Client, Failure> {
+        client.ok_or_else(|| match &self.no_roots {
+            Some(no_roots) => no_roots.fallback_failure(image.registry()),
+            None => Failure::new(
+                FailureClass::Network,
+                format!("no registry client for {}", image.registry()),
+            ),
+        })
     }
 
     /// The platform tags resolve to when the config names none.
@@ -489,6 +541,14 @@ pub(crate) fn is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A 404 for `image`'s manifest, where stowage's own request is the only one made.
+fn not_found(image: &ImageRef) -> Failure {
+    Failure::new(
+        FailureClass::NotFound,
+        format!("{image}: manifest unknown (404 from the registry)"),
+    )
 }
 
 fn failure_from(image: &ImageRef, error: OciDistributionError) -> Failure {

@@ -162,7 +162,7 @@ impl Resolver {
         };
         let (client, reference) = self.request_with(signed, auth)?;
         match direct
-            .referrers(signed, digest, auth, (&client, &reference))
+            .referrers(signed, digest, auth, (client.as_ref(), &reference))
             .await
         {
             Ok(body) => Ok(Some(read::<ReferrersIndex>(signed, &body)?.manifests)),
@@ -234,7 +234,7 @@ impl Resolver {
     async fn manifest(&self, image: &ImageRef, auth: &OciAuth) -> Result<Vec<u8>, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
-            match direct.get(image, auth, (&client, &reference)).await {
+            match direct.get(image, auth, (client.as_ref(), &reference)).await {
                 Ok(body) => return Ok(body),
                 Err(NotDone::Refused(f)) => return Err(f),
                 Err(NotDone::Missing) => {
@@ -247,7 +247,7 @@ impl Resolver {
                 Err(NotDone::Fallback) => {}
             }
         }
-        client
+        self.fallback(image, client)?
             .pull_manifest_raw(&reference, auth, super::MANIFEST_TYPES)
             .await
             .map(|(body, _)| body.to_vec())
@@ -265,7 +265,7 @@ impl Resolver {
     ) -> Result<Option<Vec<u8>>, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
-            let tokens = (&client, &reference);
+            let tokens = (client.as_ref(), &reference);
             match direct.blob(image, digest, MAX_PAYLOAD, auth, tokens).await {
                 Ok(body) => return Ok(Some(body)),
                 Err(NotDone::Refused(f)) => return Err(f),
@@ -273,6 +273,7 @@ impl Resolver {
                 Err(NotDone::Fallback | NotDone::Missing) => {}
             }
         }
+        let client = self.fallback(image, client)?;
         client
             .store_auth_if_needed(reference.resolve_registry(), auth)
             .await;
