@@ -206,6 +206,83 @@ fn sighup_reloads_a_valid_config_and_refuses_an_invalid_one() {
     env.remove_images(&[first, added]);
 }
 
+/// `[metrics] listen` on reload: added, moved, refused (the old listener serves on), removed.
+#[test]
+fn a_reload_moves_the_metrics_endpoint_and_a_failed_bind_keeps_the_old_one() {
+    let _lock = engine_lock();
+    let env = env();
+    let image = env.plain_image("alpha:1");
+    let scratch = Scratch::new();
+    let pull = "schedule = \"0 0 1 1 *\"";
+    let config = scratch.config(pull, std::slice::from_ref(&image));
+    let with_metrics = |port: Option<u16>| {
+        let text = scratch_text(&scratch, pull, &image);
+        let text = match port {
+            Some(port) => text + &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+            None => text,
+        };
+        std::fs::write(&config, text).unwrap();
+    };
+    let daemon = Daemon::start(env.stowage(&config), &["run"]);
+    daemon.wait_for("the boot run", LIVENESS, |v| {
+        is_event(v, "run finished", Some(("trigger", "boot")))
+    });
+    let reloads = std::cell::Cell::new(0);
+    let reload = || {
+        daemon.hangup();
+        reloads.set(reloads.get() + 1);
+        let n = reloads.get();
+        daemon.wait_for("the reload", LIVENESS, |_| {
+            daemon.count(|v| is_event(v, "config reloaded", None)) >= n
+        });
+    };
+    let serves = |port: u16| crate::support::try_http_get(port, "/metrics").map(|(s, _)| s);
+
+    // Added: served without a restart.
+    let first = free_port();
+    with_metrics(Some(first));
+    reload();
+    assert_eq!(poll(LIVENESS, || serves(first)), Some(200));
+
+    // Moved: the new address serves, the old one is closed.
+    let second = free_port();
+    with_metrics(Some(second));
+    reload();
+    assert_eq!(poll(LIVENESS, || serves(second)), Some(200));
+    assert_eq!(serves(first), None, "the old address is closed");
+
+    // An address that will not bind: the old listener serves on, and the log says why.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    with_metrics(Some(taken_port));
+    reload();
+    let warned = daemon.wait_for("the refused bind", LIVENESS, |v| {
+        v["message"].as_str().is_some_and(|m| {
+            m.starts_with(&format!("metrics.listen 127.0.0.1:{taken_port}: "))
+                && m.ends_with(&format!(
+                    "; the metrics endpoint stays on 127.0.0.1:{second}"
+                ))
+        })
+    });
+    assert_eq!(warned["level"], "WARN", "{warned:#}");
+    assert_eq!(serves(second), Some(200));
+    drop(taken);
+
+    // Removed: closed.
+    with_metrics(None);
+    reload();
+    assert_eq!(serves(second), None, "closed once [metrics] is gone");
+    assert_eq!(daemon.count(|v| is_event(v, "stowage started", None)), 1);
+    let (code, _) = daemon.terminate(LIVENESS);
+    assert_eq!(code, 0);
+}
+
+/// The text `Scratch::config` writes for `pull` and `image`.
+fn scratch_text(scratch: &Scratch, pull: &str, image: &str) -> String {
+    let path = scratch.config(pull, &[image.to_owned()]);
+    std::fs::read_to_string(path).unwrap()
+}
+
 /// The state file's lock, held by another process (this test's, as a `stowage pull` run by
 /// hand would hold it) until dropped. No child process: one left behind would keep the test
 /// runner's output pipe open.

@@ -25,7 +25,7 @@ use crate::policy::config::Config;
 use crate::policy::schedule::splay_offset;
 use crate::service::health::Health;
 use crate::service::in_flight::InFlight;
-use crate::service::metrics::{Metrics, Probes};
+use crate::service::metrics::{Endpoint, Metrics, Moved, Probes};
 use crate::service::puller::PinUpkeep;
 use crate::service::readiness::Notifier;
 use crate::service::session::{Loaded, Session, load};
@@ -45,17 +45,22 @@ pub(crate) use start::{StartError, start};
 pub(crate) async fn run<E: Engine + Store>(
     session: Session,
     engine: E,
-    probes: &Probes,
-    reloads: &mut mpsc::Receiver<()>,
+    outside: Outside<'_>,
     shutdown: &Shutdown,
 ) {
     let mut session = session;
     let mut first = session.config.pull.on_boot.then_some("boot");
+    let Outside {
+        probes,
+        endpoint,
+        reloads,
+    } = outside;
     let daemon = Daemon {
         engine: &engine,
         notifier: &probes.notifier,
         metrics: &probes.metrics,
         health: &probes.health,
+        endpoint,
     };
     while let Some(next) = daemon.run_session(&session, first, reloads, shutdown).await {
         session = next;
@@ -64,12 +69,23 @@ pub(crate) async fn run<E: Engine + Store>(
     info!("stopped");
 }
 
+/// What the daemon is told through and tells through, set up before it starts.
+pub(crate) struct Outside<'a> {
+    /// Metrics, health and readiness.
+    pub(crate) probes: &'a Probes,
+    /// The metrics endpoint, which a reload moves.
+    pub(crate) endpoint: &'a Endpoint,
+    /// SIGHUP.
+    pub(crate) reloads: &'a mut mpsc::Receiver<()>,
+}
+
 /// What every session of the daemon shares.
 struct Daemon<'a, E> {
     engine: &'a E,
     notifier: &'a Notifier,
     metrics: &'a Metrics,
     health: &'a Health,
+    endpoint: &'a Endpoint,
 }
 
 impl<E: Engine + Store> Daemon<'_, E> {
@@ -109,7 +125,7 @@ impl<E: Engine + Store> Daemon<'_, E> {
                 () = shutdown.triggered() => break None,
                 () = &mut work => return None,
                 Some(()) = reloads.recv(), if reloading.is_none() => {
-                    reloading = Some(Box::pin(reload(&session.config, self.engine, self.notifier, self.metrics)));
+                    reloading = Some(Box::pin(reload(&session.config, self)));
                 }
                 next = async { reloading.as_mut().expect("guarded by the condition").await },
                     if reloading.is_some() =>
@@ -217,19 +233,36 @@ impl<E: Engine + Store> Daemon<'_, E> {
     }
 }
 
+/// Serves the metrics on the reloaded config's address. A failed bind is not a failed reload:
+/// the rest of the new config applies, and the old address serves on.
+async fn move_endpoint(endpoint: &Endpoint, to: Option<std::net::SocketAddr>) {
+    match endpoint.move_to(to).await {
+        Ok(Moved::Unchanged) => {}
+        Ok(Moved::To { from, to: Some(to) }) => {
+            info!(from = ?from, "metrics endpoint now on {to}");
+        }
+        Ok(Moved::To { from, to: None }) => {
+            info!(from = ?from, "metrics endpoint closed: the config has no [metrics]");
+        }
+        Err(e) => warn!("{e}"),
+    }
+}
+
 /// Reads the running config's file and its lock again, and sets up a session for them; `None`
 /// (reported, nothing changed) when they are invalid or the engine cannot say its platform.
-async fn reload<E: Engine>(
-    running: &Config,
-    engine: &E,
-    notifier: &Notifier,
-    metrics: &Metrics,
-) -> Option<Session> {
+async fn reload<E: Engine>(running: &Config, daemon: &Daemon<'_, E>) -> Option<Session> {
+    let Daemon {
+        engine,
+        notifier,
+        metrics,
+        endpoint,
+        ..
+    } = daemon;
     let path = running.source.as_path();
     notifier.reloading();
     info!(config = %path.display(), "reloading the config and the lock");
     let result = match load(path) {
-        Ok(Loaded { config, lock }) => Session::new(config, lock, engine)
+        Ok(Loaded { config, lock }) => Session::new(config, lock, *engine)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
@@ -238,12 +271,7 @@ async fn reload<E: Engine>(
         Ok(session) => {
             // "config reloaded" is logged once the new config's work starts, after the drain:
             // one event for one reload.
-            if session.config.metrics != running.metrics {
-                warn!(
-                    "[metrics] changed: the metrics endpoint moves at the next restart, not \
-                     on reload"
-                );
-            }
+            move_endpoint(endpoint, session.config.metrics).await;
             metrics.reload(true);
             notifier.reloaded("reloaded; converging on the new config");
             Some(session)

@@ -64,14 +64,18 @@ pub(crate) async fn start(
     // Served from the start (engine wait included), so a scrape sees a daemon that is up but
     // not ready yet.
     let listener = match config.metrics {
-        Some(addr) => Some(metrics::bind(addr).await.map_err(StartError::Metrics)?),
+        Some(addr) => Some((
+            addr,
+            metrics::bind(addr).await.map_err(StartError::Metrics)?,
+        )),
         None => None,
     };
     // The listener and the watchdog run as tasks of their own, on another worker than the
     // daemon's loops: a loop that wedges its thread must still be reported (`/healthz` 503)
-    // and leave the watchdog unfed, rather than silence both.
-    let serve_metrics =
-        listener.map(|l| tokio::spawn(metrics::serve(l, probes.clone(), done.clone())));
+    // and leave the watchdog unfed, rather than silence both. A reload moves the listener
+    // (`[metrics] listen` added, changed or removed) through `endpoint`.
+    let (endpoint, serving) = metrics::serve(listener, probes.clone(), done.clone());
+    let serve_metrics = tokio::spawn(serving);
     let watchdog = tokio::spawn({
         let (probes, done) = (probes.clone(), done.clone());
         async move { probes.notifier.feed_watchdog(&probes.health, &done).await }
@@ -85,7 +89,12 @@ pub(crate) async fn start(
     let daemon = async {
         let result = match shutdown.until(prepare(config, lock, host, shutdown)).await {
             Some(Ok(Some((engine, session)))) => {
-                super::run(session, engine, &probes, &mut reloads, shutdown).await;
+                let outside = super::Outside {
+                    probes: &probes,
+                    endpoint: &endpoint,
+                    reloads: &mut reloads,
+                };
+                super::run(session, engine, outside, shutdown).await;
                 Ok(())
             }
             Some(Ok(None)) | None => {
@@ -99,7 +108,7 @@ pub(crate) async fn start(
     };
     let (result, ()) = tokio::join!(daemon, hold);
     // Both end with `done`.
-    for task in serve_metrics.into_iter().chain([watchdog]) {
+    for task in [serve_metrics, watchdog] {
         let _ = task.await;
     }
     result

@@ -28,7 +28,7 @@ use crate::service::health::Health;
 use crate::service::pruner::{Cycle, RemovalResult};
 use crate::service::readiness::Notifier;
 
-pub(crate) use serve::{bind, serve};
+pub(crate) use serve::{Endpoint, Moved, bind, serve};
 
 /// What the daemon's HTTP listener answers from: the metrics (`/metrics`), what systemd is
 /// told about readiness (`/readyz`), and whether the loops still move (`/healthz`). Cheap to

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::Probes;
@@ -28,13 +29,83 @@ const CONNECTION_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long one connection may live, keep-alive included (Prometheus reconnects).
 const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Serves `probes` on `listener` until `stop` is triggered.
-pub(crate) async fn serve(listener: TcpListener, probes: Probes, stop: Shutdown) {
+/// What moving the endpoint did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Moved {
+    /// The address is the one already served (or still none).
+    Unchanged,
+    /// Now served on `to` (`None`: no longer served); `from` is closed.
+    To {
+        from: Option<SocketAddr>,
+        to: Option<SocketAddr>,
+    },
+}
+
+/// The new address would not bind: the old listener serves on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why}; {}", match .kept {
+    Some(addr) => format!("the metrics endpoint stays on {addr}"),
+    None => "the metrics endpoint stays off".to_owned(),
+})]
+pub(crate) struct NotMoved {
+    why: String,
+    kept: Option<SocketAddr>,
+}
+
+/// A request to serve on another address, and where its answer goes.
+type Move = (Option<SocketAddr>, oneshot::Sender<Result<Moved, NotMoved>>);
+
+/// The handle a reload moves the endpoint with.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    moves: mpsc::Sender<Move>,
+}
+
+impl Endpoint {
+    /// Serves on `to` from now on: the new address is bound first, then the old one closed.
+    /// A bind that fails keeps the old listener, and says why.
+    pub(crate) async fn move_to(&self, to: Option<SocketAddr>) -> Result<Moved, NotMoved> {
+        let (answer, answered) = oneshot::channel();
+        let ended = || NotMoved {
+            why: "the metrics endpoint has stopped".to_owned(),
+            kept: None,
+        };
+        self.moves.send((to, answer)).await.map_err(|_| ended())?;
+        answered.await.map_err(|_| ended())?
+    }
+}
+
+/// A listener and the address the config gave for it (which may say port 0).
+pub(crate) type Served = (SocketAddr, TcpListener);
+
+/// The endpoint's task and the handle that moves it: serves `probes` on `listener` (if any)
+/// until `stop` is triggered.
+pub(crate) fn serve(
+    listener: Option<Served>,
+    probes: Probes,
+    stop: Shutdown,
+) -> (Endpoint, impl Future<Output = ()>) {
+    let (moves, requests) = mpsc::channel(1);
+    (Endpoint { moves }, run(listener, requests, probes, stop))
+}
+
+async fn run(
+    mut listener: Option<Served>,
+    mut moves: mpsc::Receiver<Move>,
+    probes: Probes,
+    stop: Shutdown,
+) {
     let probes = Arc::new(probes);
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Some(accepted) = stop.until(listener.accept()).await else {
-            return;
+        let accepted = tokio::select! {
+            biased;
+            () = stop.triggered() => return,
+            Some((to, answer)) = moves.recv() => {
+                let _ = answer.send(relocate(&mut listener, to).await);
+                continue;
+            }
+            accepted = accept(listener.as_ref()) => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -51,34 +122,69 @@ pub(crate) async fn serve(listener: TcpListener, probes: Probes, stop: Shutdown)
             debug!(%peer, "metrics: too many connections; closing this one");
             continue;
         };
-        let probes = probes.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let probes = probes.clone();
-                async move { Ok::<_, Infallible>(respond(&probes, &request)) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            // A client that sends no request, or keeps an idle connection, is dropped; a busy
-            // one is closed after its current response once the lifetime is up, so the slots
-            // turn over.
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(CONNECTION_IDLE)
-                .serve_connection(io, service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = tokio::time::sleep(CONNECTION_LIFETIME) => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, "metrics connection: {e}");
-            }
-            drop(permit);
-        });
+        tokio::spawn(connection(stream, peer, probes.clone(), permit));
     }
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&Served>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some((_, listener)) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Binds `to`, then drops the old listener (closing it); connections already accepted finish.
+async fn relocate(
+    listener: &mut Option<Served>,
+    to: Option<SocketAddr>,
+) -> Result<Moved, NotMoved> {
+    let from = listener.as_ref().map(|(addr, _)| *addr);
+    if from == to {
+        return Ok(Moved::Unchanged);
+    }
+    *listener = match to {
+        Some(addr) => {
+            let bound = bind(addr)
+                .await
+                .map_err(|why| NotMoved { why, kept: from })?;
+            Some((addr, bound))
+        }
+        None => None,
+    };
+    Ok(Moved::To { from, to })
+}
+
+/// Serves one connection, holding its slot until it ends.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    probes: Arc<Probes>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let probes = probes.clone();
+        async move { Ok::<_, Infallible>(respond(&probes, &request)) }
+    });
+    let io = hyper_util::rt::TokioIo::new(stream);
+    // A client that sends no request, or keeps an idle connection, is dropped; a busy one is
+    // closed after its current response once the lifetime is up, so the slots turn over.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(CONNECTION_IDLE)
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = tokio::time::sleep(CONNECTION_LIFETIME) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, "metrics connection: {e}");
+    }
+    drop(permit);
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
