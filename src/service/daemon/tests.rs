@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::io::fake::FakeEngine;
 use crate::model::failure::{Failure, FailureClass};
+use crate::service::metrics;
 use crate::service::session::load;
 
 fn digest(c: char) -> String {
@@ -70,14 +71,15 @@ impl Daemon {
     /// Runs the daemon beside `driver`, which ends by triggering the shutdown.
     async fn run_with(&self, reloads: &mut mpsc::Receiver<()>, driver: impl Future<Output = ()>) {
         let session = session(self.dir.path(), &self.engine).await;
-        let daemon = run(
-            session,
-            self.engine.clone(),
-            &self.probes,
+        // No metrics listener: the endpoint task serves nothing until a reload names one.
+        let (endpoint, serving) = metrics::serve(None, self.probes.clone(), self.shutdown.clone());
+        let outside = Outside {
+            probes: &self.probes,
+            endpoint: &endpoint,
             reloads,
-            &self.shutdown,
-        );
-        tokio::join!(daemon, driver);
+        };
+        let daemon = run(session, self.engine.clone(), outside, &self.shutdown);
+        tokio::join!(daemon, driver, serving);
     }
 }
 
