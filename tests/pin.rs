@@ -520,6 +520,24 @@ fn pulls_by_digest_come_from_a_mirror_first_and_the_origin_when_it_is_down() {
     );
     // The local name is the origin's, pointing at the pinned content.
     assert!(env.has_image(&name));
+    // And so is the digest reference: a workload that names the image by digest under its
+    // origin's name (`docker run origin/repo@sha256:...`) finds it here.
+    let by_digest = format!("{}/stowage-test/beta@{digest}", env.plain);
+    assert_eq!(
+        env.image_id(&by_digest),
+        env.image_id(&name),
+        "{by_digest} does not name the pulled image"
+    );
+    // What that cost at the origin: the engine sent no manifest GET (which Docker Hub counts
+    // as a pull) and fetched no blob; Docker's stores send a HEAD, Podman nothing.
+    let engine = env.plain_requests_by_engine(mark);
+    assert!(
+        engine
+            .iter()
+            .all(|r| r.starts_with("HEAD ") || r == "GET /v2/ HTTP/1.1"),
+        "{engine:#?}"
+    );
+    eprintln!("origin requests by the engine after a mirror pull: {engine:?}");
 
     // The mirror goes away: the origin serves the same digest.
     drop(mirror);

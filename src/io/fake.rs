@@ -31,7 +31,8 @@ struct EngineState {
     /// What the registries serve: manifest digests.
     served: HashSet<String>,
     /// Failures the next pulls return, in order.
-    failures: VecDeque<Failure>,
+    /// What each next pull does: fail with this, or (`None`) succeed.
+    failures: VecDeque<Option<Failure>>,
     /// How long a pull takes.
     pull_time: Duration,
     /// Every pull asked for (`name@digest`), in order.
@@ -94,7 +95,17 @@ impl FakeEngine {
 
     /// The next pulls fail with these, one each, before any succeeds.
     pub(crate) fn fail_next(&self, failures: impl IntoIterator<Item = Failure>) {
-        self.0.locked().failures.extend(failures);
+        self.0
+            .locked()
+            .failures
+            .extend(failures.into_iter().map(Some));
+    }
+
+    /// The next pull succeeds, then the ones after it fail with these.
+    pub(crate) fn fail_after_first(&self, failures: impl IntoIterator<Item = Failure>) {
+        let mut s = self.0.locked();
+        s.failures.push_back(None);
+        s.failures.extend(failures.into_iter().map(Some));
     }
 
     /// Every pull from now takes this long.
@@ -197,7 +208,7 @@ impl Engine for FakeEngine {
             s.pulls.push(name.clone());
             s.pulling += 1;
             s.most_pulling = s.most_pulling.max(s.pulling);
-            (s.failures.pop_front(), s.pull_time)
+            (s.failures.pop_front().flatten(), s.pull_time)
         };
         tokio::time::sleep(pull_time).await;
         self.0.locked().pulling -= 1;

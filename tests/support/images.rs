@@ -203,6 +203,23 @@ impl Env {
             .collect()
     }
 
+    /// The requests an engine made (Docker's `docker/` or Podman's `containers/` user agent)
+    /// in the plain registry's access log from line `from` on, as `"METHOD /v2/..."`: neither
+    /// stowage's nor a pull-through mirror's.
+    pub(crate) fn plain_requests_by_engine(&self, from: usize) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(300));
+        let text = std::fs::read_to_string(&self.plain_log).expect("the registry log");
+        text.lines()
+            .skip(from)
+            .filter(|l| l.contains("\" \"docker/") || l.contains("\" \"containers/"))
+            .filter_map(|l| {
+                let start = l.find("\"HEAD /v2").or_else(|| l.find("\"GET /v2"))?;
+                let rest = &l[start + 1..];
+                Some(rest[..rest.find('"')?].to_owned())
+            })
+            .collect()
+    }
+
     /// The number of lines in the plain registry's log now, to count requests after it.
     pub(crate) fn plain_log_mark(&self) -> usize {
         std::thread::sleep(Duration::from_millis(300));

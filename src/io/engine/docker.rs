@@ -115,6 +115,10 @@ impl DockerEngine {
 }
 
 impl Engine for DockerEngine {
+    fn names_digests_by_pull(&self) -> bool {
+        self.image_store != ImageStore::Podman
+    }
+
     async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
         let options = ListImagesOptionsBuilder::new().all(false).build();
         let summaries = self

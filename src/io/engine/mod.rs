@@ -67,6 +67,17 @@ pub trait Engine: Send + Sync {
 
     /// The engine's own platform, `os/arch`: what a tag resolves to when no platform is asked.
     fn platform(&self) -> impl Future<Output = Result<String, Failure>> + Send;
+
+    /// Whether a reference `name@digest` finds local content only once the engine itself
+    /// pulled by that name. Docker's stores record a digest reference per repository at pull
+    /// time (the classic store only then; the containerd store also through a tag of that
+    /// repository on the content, lost when the tag moves). Podman finds a digest under any
+    /// name. After a pull through a mirror, stowage pulls the origin's `name@digest` too where
+    /// this is true: the content is present, so it costs a manifest HEAD at the origin, no GET
+    /// and no blob (docs/mirrors in the README).
+    fn names_digests_by_pull(&self) -> bool {
+        true
+    }
 }
 
 /// What pruning needs from an engine, beyond [`Engine`].

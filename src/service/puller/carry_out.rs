@@ -13,7 +13,7 @@ use super::Puller;
 use crate::decide::outcome::{Deferral, Outcome, PullResult};
 use crate::decide::pull_plan::{Action, Decision, Presence, explain_pull, mirrors_first};
 use crate::io::credentials::RegistryAuth;
-use crate::io::engine::{Engine, PullRequest, Pulled};
+use crate::io::engine::{Engine, PullRequest, Pulled, unfollowed_bytes};
 use crate::model::failure::{Failure, FailureClass, explain};
 use crate::model::reference::ImageRef;
 use crate::model::signature::Check;
@@ -276,6 +276,10 @@ impl<E: Engine> Puller<'_, E> {
             match pulled {
                 Ok(pulled) => {
                     self.name(reference, &source.to_string()).await?;
+                    if source.registry() != reference.registry() {
+                        self.name_origin_digest(reference, &request, auth_cache)
+                            .await;
+                    }
                     return Ok((pulled, from));
                 }
                 Err(f) => {
@@ -297,6 +301,51 @@ impl<E: Engine> Puller<'_, E> {
             }
         }
         Err(last.unwrap_or_else(|| Failure::new(FailureClass::Engine, "no source to pull from")))
+    }
+
+    /// After a pull through a mirror: the digest reference under the origin's name, so that
+    /// `docker run origin/repo@sha256:...` (a compose file's pin) finds the content here
+    /// rather than pulling from the origin. Only where the engine needs a pull for that
+    /// ([`Engine::names_digests_by_pull`]): the content is present, so the origin is asked one
+    /// manifest HEAD (Docker 20.10 pings `/v2/` first), which Docker Hub does not count as a
+    /// pull. Best effort: the image is in place either way, and an origin that cannot be
+    /// reached (the reason for many mirrors) is said once per pull, not retried.
+    async fn name_origin_digest(
+        &self,
+        reference: &ImageRef,
+        mirrored: &PullRequest,
+        auth_cache: &AuthCache,
+    ) {
+        let Some(digest) = mirrored.reference.digest() else {
+            return;
+        };
+        if !self.engine.names_digests_by_pull() {
+            return;
+        }
+        let Ok(origin) = format!("{}@{digest}", reference.name()).parse::<ImageRef>() else {
+            return;
+        };
+        if self.registry.refusal(origin.registry()).is_some() {
+            return;
+        }
+        let request = PullRequest {
+            platform: mirrored.platform.clone(),
+            auth: self.auth_for(origin.registry(), auth_cache).await,
+            reference: origin.clone(),
+        };
+        let named = self.engine.pull(&request, &unfollowed_bytes);
+        match self.bounded(named).await {
+            Ok(_) => debug!(image = %reference, "named {origin} after the mirror's pull"),
+            Err(f) => {
+                let why = explain(&origin, &f);
+                info!(
+                    image = %reference,
+                    class = f.class.as_str(),
+                    "pulled through a mirror, but {origin} does not name it here (a workload \
+                     naming the image by that digest would pull from the origin): {why}"
+                );
+            }
+        }
     }
 
     /// Points the reference's tag at `source` (a local image ID or `name@digest`). A digest

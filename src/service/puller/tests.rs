@@ -100,6 +100,42 @@ impl Setup {
     }
 }
 
+/// After a mirror's pull, the engine pulls the origin's `name@digest` too (the content is
+/// there), so that name finds it; an origin that refuses leaves the pull a success.
+#[tokio::test(start_paused = true)]
+async fn a_mirror_pull_names_the_digest_under_the_origin_and_survives_its_refusal() {
+    let mirrored = "[[registry]]\nhost = \"r.example\"\nmirrors = [\"m.example\"]\n";
+    let s = setup(&format!("{mirrored}{FOLLOW_A}{FOLLOW_B}"));
+    s.publish();
+    let outcomes = s.run().await;
+    let d = |c| digest(c);
+    assert_eq!(
+        s.engine.pulls(),
+        vec![
+            format!("m.example/a@{}", d('a')),
+            format!("r.example/a@{}", d('a')),
+            format!("m.example/b@{}", d('b')),
+            format!("r.example/b@{}", d('b')),
+        ]
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o.result, PullResult::Pulled { .. }))
+    );
+
+    // The origin refuses the naming pull: the image is pulled all the same, once.
+    let s = setup(&format!("{mirrored}{FOLLOW_A}"));
+    s.publish();
+    s.engine.fail_after_first([network()]);
+    let outcomes = s.run().await;
+    assert!(
+        matches!(outcomes[0].result, PullResult::Pulled { .. }),
+        "{outcomes:#?}"
+    );
+    assert_eq!(s.engine.pulls().len(), 2, "{:?}", s.engine.pulls());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_network_failure_is_retried_with_backoff_then_pulled() {
     let s = setup(FOLLOW_A);
