@@ -15,7 +15,8 @@
 # observed, a count and the elapsed seconds per root; exits 1 if any check failed.
 # Made once and cached under /var/cache/stowage-test/ (nothing is installed on the host):
 #   nspawn-bookworm/        Debian 12's systemd-nspawn and libsystemd-shared, unpacked
-#   systemd-roots/SUITE/    debootstrap minbase + systemd, dbus, procps (about 45 s each)
+#   systemd-roots/SUITE/    debootstrap minbase + systemd, dbus, procps (about 40 s each); no
+#                           ca-certificates (its .debs wait in the root's apt cache)
 # Each run boots a throw-away overlay over the cached root, so runs leave the cache as it was.
 # Written to target/systemd-test/: SUITE.log (every check's output), console-SUITE.log,
 # journal-SUITE.txt (the unit's journal), security-SUITE.txt (`systemd-analyze security`).
@@ -27,8 +28,7 @@
 # checks only remove the seeded images they require, and the prune config keeps everything.
 #
 # SYSTEMD_TEST_CGROUP=unified (default: the container gets cgroup v2, as a stock Debian 12 or
-# 13 host has) or hybrid (as this machine's host). SYSTEMD_TEST_KEEP=1 leaves the last
-# container running for a look (the trap then only says how to stop it).
+# 13 host has) or hybrid (as this machine's host).
 set -euo pipefail
 
 export STOWAGE_TEST_ENGINE=${STOWAGE_TEST_ENGINE:-docker26}
@@ -48,6 +48,7 @@ ENGINE_DIR=$ROOT/$ENGINE
 # Seeded images the configs require: IMG for the pull checks, WD_IMG for the wedged loop.
 IMG=$PLAIN/stowage-test/gamma:1
 WD_IMG=$PLAIN/stowage-test/beta:1
+IMG_REPO=${IMG#*/} IMG_REPO=${IMG_REPO%:*} # stowage-test/gamma, as the state file names it
 # Never reachable here (no internet): only what the daemon says about an HTTPS registry.
 HTTPS_IMG=registry.example.com/stowage-test/none:1
 CONFIG=/etc/stowage/config.toml
@@ -91,8 +92,9 @@ ensure_nspawn() {
 }
 
 # ensure_root SUITE: the cached root of SUITE (debootstrap minbase with systemd). No
-# ca-certificates, as on some minimal hosts; its .deb is only downloaded into the root's apt
-# cache, for the fallback after the check that a pull works without it.
+# ca-certificates, as on some minimal hosts; its .debs are only downloaded into the root's apt
+# cache, so that installing a package that depends on it (or check_ca's fallback) needs no
+# download at test time.
 ensure_root() {
   local suite=$1 dir=$ROOTS/$1 t0=$EPOCHREALTIME how=cached
   if [[ ! -e $dir.ready ]]; then
@@ -252,11 +254,6 @@ find_container_init() {
 # Idempotent; also the EXIT trap.
 teardown() {
   [[ -n ${RUN_DIR:-} ]] || return 0
-  if [[ -n ${SYSTEMD_TEST_KEEP:-} && -n ${CT_PID:-} ]]; then
-    log "kept: nsenter -t $CT_PID -a bash; then: nsenter -t $CT_PID -a systemctl poweroff, and remove $(cgroup_dirs), umount $MERGED"
-    RUN_DIR=''
-    return 0
-  fi
   if [[ -n ${NSPAWN_PID:-} ]] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
     if [[ -n ${CT_PID:-} ]]; then CT_TIMEOUT=10 ct systemctl poweroff >/dev/null 2>&1 || true; fi
     wait_until 30 nspawn_gone || {
@@ -325,6 +322,10 @@ n_restarts() { ct systemctl show -p NRestarts --value stowage; }
 restarted() { (($(n_restarts) > 0)); }
 restarted_twice() { (($(n_restarts) > 1)); }
 lock_held() { ! ct flock -n "$LOCK_FILE" true; }
+no_stowage_process() { ! ct pgrep -x stowage >/dev/null; }
+# The checks start the unit more often than systemd's default start limit allows (5 starts in
+# 10 s, manual ones included; then 'start-limit-hit'): a check that starts it begins afresh.
+reset_start_limit() { ct systemctl reset-failed stowage >/dev/null 2>&1 || true; }
 # The package's version and dpkg status in the container.
 pkg_state() { ct dpkg-query -W -f="\${Version} \${Status}" stowage; }
 # ls_dir DIR: its entries on one line.
@@ -421,6 +422,7 @@ after_ca() {
     fi
   fi
   shipped_config
+  reset_start_limit
   ct systemctl restart stowage >>"$LOG" 2>&1 || note "the restart on the shipped config failed"
 }
 
@@ -529,6 +531,7 @@ check_watchdog_at_start() {
 # Always after check_watchdog: the lock released, the drop-in gone, the previous config back.
 restore_after_watchdog() {
   ct systemctl stop stowage-test-lock >/dev/null 2>&1 || true
+  reset_start_limit
   rm -f "$MERGED/etc/systemd/system/stowage.service.d/50-watchdog-test.conf"
   rmdir "$MERGED/etc/systemd/system/stowage.service.d" 2>/dev/null || true
   [[ -e $RUN_DIR/config.good ]] && cp "$RUN_DIR/config.good" "$MERGED$CONFIG"
@@ -540,6 +543,7 @@ restore_after_watchdog() {
 # refused. The prune config keeps everything: the engine is shared with other tests.
 check_journal_clean() {
   local cur bad n
+  reset_start_limit
   cat >"$MERGED$CONFIG" <<EOF
 [pull]
 schedule = "0 * * * *"
@@ -573,9 +577,10 @@ EOF
 # 7. An upgrade keeps the edited conffile and the state file, and restarts the daemon.
 check_upgrade() {
   local v=$UPGRADE_V cfg0 pid0 out
+  reset_start_limit
   echo "# edited on this host (scripts/systemd-test.sh)" >>"$MERGED$CONFIG"
   ct test -s /var/lib/stowage/state.json || why "no state file before the upgrade"
-  grep -q "stowage-test/gamma" "$MERGED/var/lib/stowage/state.json" || why "the state file does not name $IMG"
+  grep -qF "$IMG_REPO" "$MERGED/var/lib/stowage/state.json" || why "the state file does not name $IMG_REPO"
   cfg0=$(sha256sum <"$MERGED$CONFIG")
   pid0=$(main_pid)
   # No --force-conf*: what a user types. dpkg prompts only if the shipped conffile changed too.
@@ -584,7 +589,7 @@ check_upgrade() {
   echo "$out"
   [[ $(pkg_state) == "$v install ok installed" ]] || why "stowage is '$(pkg_state)', not $v installed"
   [[ $(sha256sum <"$MERGED$CONFIG") == "$cfg0" ]] || why "the edited $CONFIG was changed by the upgrade"
-  grep -q "stowage-test/gamma" "$MERGED/var/lib/stowage/state.json" || why "the state file lost $IMG's pin"
+  grep -qF "$IMG_REPO" "$MERGED/var/lib/stowage/state.json" || why "the state file lost $IMG's pin"
   wait_until 30 unit_active || why "not active after the upgrade"
   [[ $(main_pid) != "$pid0" ]] || why "not restarted: MainPID still $pid0"
   note "$v: no prompt, edited config kept, state kept, MainPID $pid0 -> $(main_pid)"
@@ -594,6 +599,7 @@ check_upgrade() {
 # config, with no terminal (as in automation), then with --force-confold.
 check_upgrade_changed_conffile() {
   local v=$UPGRADE_V2 cfg0 pid0 out rc=0
+  reset_start_limit
   cfg0=$(sha256sum <"$MERGED$CONFIG")
   pid0=$(main_pid)
   out=$(ct apt-get install -y --no-install-recommends "/root/stowage_${v}_amd64.deb" 2>&1) || rc=$?
@@ -618,7 +624,7 @@ check_purge() {
   local out
   out=$(ct apt-get purge -y stowage 2>&1) || { echo "$out"; why "apt-get purge failed: $(tail -n1 <<<"$out")"; }
   echo "$out"
-  wait_until 10 eval '! ct pgrep -x stowage >/dev/null' || why "stowage processes left: $(ct pgrep -ax stowage | xargs)"
+  wait_until 10 no_stowage_process || why "stowage processes left: $(ct pgrep -ax stowage | xargs)"
   [[ $(ct systemctl show -p LoadState --value stowage) == not-found ]] ||
     why "the unit is still $(ct systemctl show -p LoadState --value stowage)"
   [[ $(ct systemctl is-active stowage) != active ]] || why "the unit is still active"

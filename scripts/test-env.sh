@@ -280,7 +280,16 @@ start_podman() {
   } >"$d/registries.conf"
   # No systemd here: events go to a file (the default, journald, has none to write to), and
   # cgroups are managed directly.
+  # Podman, as root, raises a container's open-files and processes limits to its own defaults
+  # (1048576), above this sandbox's hard limits, and the container cannot start ("error setting
+  # rlimit type 7"): start them at the limits the sandbox has.
+  local limits=() n
+  n=$(ulimit -Hn); [[ $n == unlimited ]] || limits+=("\"nofile=$n:$n\"")
+  # Podman lowers its own processes limit (32768 seen); any container here needs a handful.
+  limits+=('"nproc=4096:4096"')
   cat >"$d/containers.conf" <<EOF
+[containers]
+default_ulimits = [$(IFS=,; echo "${limits[*]}")]
 [engine]
 events_logger = "file"
 events_logfile_path = "$d/events.log"

@@ -14,6 +14,11 @@ scripts/test-env.sh tools
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 scripts/package.sh
+# The container image, built once by the seed engine (Docker 20.10) and loaded by each engine's
+# tests from the archive.
+seed=$(sed -n 's/^STOWAGE_TEST_SEED_DOCKER_HOST=//p' \
+  "${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}/env.${engines[0]}")
+DOCKER_HOST=$seed scripts/image.sh --no-build --save target/image/stowage.tar
 log=$(mktemp); trap 'rm -f "$log"' EXIT
 status=0
 first=${engines[0]}

@@ -693,11 +693,6 @@ fn a_pull_in_flight_keeps_its_content_from_the_pruner() {
 fn its_own_image_is_kept_when_stowage_runs_in_a_container() {
     let _lock = engine_lock();
     let env = env();
-    crate::skip_on!(
-        env,
-        Podman,
-        "stowage must run inside a started container, and Podman's cannot start here (a process rlimit)"
-    );
     // The container's image: the runnable busybox, old and otherwise unused, so the unused
     // rule selects it. The stowage binary and the host's libraries are bind-mounted into it.
     let image = env.plain_image("busybox:1");

@@ -4,6 +4,7 @@
 mod support;
 
 mod check;
+mod container;
 mod daemon;
 mod engine;
 mod fleet;

@@ -165,6 +165,9 @@ pub(crate) enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Ask the running daemon's /healthz (at the config's [metrics] listen): exit 0 when it
+    /// is healthy, 1 when a loop is stuck or nothing answers. For container healthchecks.
+    Health,
     /// Write the man page and the bash, zsh and fish completions into DIR (for packaging).
     #[command(hide = true)]
     Generate {
@@ -178,7 +181,10 @@ impl Command {
     fn stops_gracefully(&self) -> bool {
         !matches!(
             self,
-            Command::Check { .. } | Command::Pin { .. } | Command::Generate { .. }
+            Command::Check { .. }
+                | Command::Pin { .. }
+                | Command::Generate { .. }
+                | Command::Health
         )
     }
 }
@@ -252,6 +258,7 @@ pub(crate) async fn dispatch(cli: Cli, shutdown: &Shutdown) -> u8 {
             offline,
         } => commands::status::status(config, host, json, exit_code, offline, shutdown).await,
         Command::Generate { dir } => commands::generate::generate(&dir),
+        Command::Health => commands::health::health(config).await,
     };
     match result {
         Ok(()) => 0,

@@ -6,10 +6,17 @@ use crate::model::image::Disk;
 /// The ID of the container this process runs in, from `/proc/self/mountinfo`: the engine
 /// bind-mounts `/etc/hostname` and friends from `.../containers/<id>/`. `None` on a host.
 pub(crate) fn own_container_id(mountinfo: &str) -> Option<String> {
+    // Docker bind-mounts `<data root>/containers/<id>/hostname`; Podman
+    // `<run root>/overlay-containers/<id>/userdata/hostname` (`vfs-containers` and so on for
+    // other storage drivers).
     mountinfo.lines().find_map(|line| {
-        let (_, rest) = line.split_once("/containers/")?;
-        let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
-        (id.len() == 64 && rest[64..].starts_with('/')).then_some(id)
+        line.match_indices("containers/").find_map(|(at, _)| {
+            let before = line[..at].chars().last()?;
+            let rest = &line[at + "containers/".len()..];
+            let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+            let whole = id.len() == 64 && rest[64..].starts_with('/');
+            (whole && matches!(before, '/' | '-')).then_some(id)
+        })
     })
 }
 
@@ -55,7 +62,15 @@ mod tests {
             "1 0 0:1 / / rw - overlay overlay rw\n\
              2 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n"
         );
-        assert_eq!(own_container_id(&inside), Some(id));
+        assert_eq!(own_container_id(&inside), Some(id.clone()));
+        let podman = format!(
+            "369 362 254:0 /run/containers/storage/overlay-containers/{id}/userdata/hostname \
+             /etc/hostname rw,relatime - ext4 /dev/vda rw\n"
+        );
+        assert_eq!(own_container_id(&podman), Some(id.clone()));
+        // A path that merely ends in "containers" is not a container's.
+        let other = format!("1 0 8:1 /srv/mycontainers/{id}/x /x rw - ext4 /dev/sda1 rw\n");
+        assert_eq!(own_container_id(&other), None);
         assert_eq!(
             own_container_id("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"),
             None

@@ -5,4 +5,5 @@ pub(crate) mod engine;
 #[cfg(test)]
 pub(crate) mod fake;
 pub(crate) mod host;
+pub(crate) mod probe;
 pub(crate) mod registry;

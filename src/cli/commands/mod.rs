@@ -3,6 +3,7 @@
 
 pub(super) mod check;
 pub(super) mod generate;
+pub(super) mod health;
 pub(super) mod pin;
 pub(super) mod plan;
 pub(super) mod prune;
