@@ -107,6 +107,8 @@ ensure_test_tools() {
   command -v debootstrap >/dev/null || pkgs+=(debootstrap)
   # The Ansible example (examples/ansible) is run with Debian's ansible-core.
   command -v ansible-playbook >/dev/null || pkgs+=(ansible-core)
+  # The compose example (examples/container) is run with Debian's docker-compose 1.29.
+  command -v docker-compose >/dev/null || pkgs+=(docker-compose)
   apt_install "${pkgs[@]}"
 }
 
@@ -162,6 +164,14 @@ COSIGN=$CACHE/trixie-cosign/root/usr/bin/cosign
 ensure_cosign() {
   [[ -x $COSIGN ]] && return 0
   fetch_trixie "$CACHE/trixie-cosign" cosign
+}
+
+# Podman 5's quadlet generator from Debian 13 (a Go binary that runs on Debian 12), which turns
+# examples/container/stowage.container into the unit systemd would run.
+QUADLET=$CACHE/trixie-podman/root/usr/libexec/podman/quadlet
+ensure_quadlet() {
+  [[ -x $QUADLET ]] && return 0
+  fetch_trixie "$CACHE/trixie-podman" podman
 }
 
 # The Debian mirror this machine's own sources name: the script names no host.
@@ -440,6 +450,7 @@ DOCKER_CLI=$DOCKER_CLI
 STOWAGE_TEST_DEBIAN_ROOT=$ROOT/debian
 STOWAGE_TEST_COSIGN=$COSIGN
 STOWAGE_TEST_COSIGN3=$COSIGN3
+STOWAGE_TEST_QUADLET=$QUADLET
 STOWAGE_TEST_COSIGN_HOME=$ROOT/cosign/home
 STOWAGE_TEST_COSIGN_KEY=$ROOT/cosign/cosign
 EOF
@@ -470,6 +481,7 @@ cmd_up() {
   seed
   sign_seeded
   ensure_cosign3
+  ensure_quadlet
   start_engine "$ENGINE"
   write_env
   log "up: $ENGINE ($ROOT/env.$ENGINE)"

@@ -178,3 +178,194 @@ fn the_image_pulls_prunes_keeps_itself_reports_health_and_stops_cleanly() {
     drop(daemon);
     env.purge_images(&[wanted]);
 }
+
+/// The examples' placeholder for the image, pinned by digest.
+const EXAMPLE_IMAGE: &str = "registry.example.com/platform/stowage:0.1.0@sha256:\
+                             0000000000000000000000000000000000000000000000000000000000000000";
+
+fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/container")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `from` replaced by `to` in `text`, which must hold it: the example still says it.
+fn substitute(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the example no longer has {from:?}:\n{text}"
+    );
+    text.replace(from, to)
+}
+
+/// The image pushed to the plain registry, as an operator pushes it to theirs: its
+/// `name:tag@digest`.
+fn push_image(env: &Env, image: &str) -> String {
+    let pushed = format!(
+        "{}/stowage-test/stowage:{}",
+        env.plain,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(env.docker(&["tag", image, &pushed]).status.success());
+    let out = env.docker(&["push", &pushed]);
+    assert!(out.status.success(), "docker push: {out:?}");
+    let repo = pushed.rsplit_once(':').unwrap().0;
+    let digest = env
+        .repo_digests(&pushed)
+        .into_iter()
+        .find_map(|d| d.strip_prefix(&format!("{repo}@")).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no digest for {pushed}"));
+    // Only the digest names it from now on: the engine must pull it by that.
+    let _ = env.docker(&["image", "rm", &pushed]);
+    format!("{pushed}@{digest}")
+}
+
+/// examples/container/compose.yaml as written, with this machine's paths and a digest the
+/// test pushed: `docker-compose up` pulls the pinned image and runs stowage healthy, and
+/// `docker-compose stop` ends it cleanly.
+#[test]
+fn the_compose_example_runs_the_pinned_image_healthy() {
+    let _lock = engine_lock();
+    let env = env();
+    crate::skip_on!(
+        env,
+        Podman,
+        "compose is Docker's; Podman's example is the quadlet"
+    );
+    let image = load_image(&env);
+    let pinned = push_image(&env, &image);
+    let wanted = env.plain_image("alpha:1");
+    env.purge_images(std::slice::from_ref(&wanted));
+
+    let scratch = Scratch::new();
+    let etc = scratch.dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let port = free_port();
+    std::fs::write(
+        etc.join("config.toml"),
+        format!(
+            "[pull]\nsplay = \"0s\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[image]]\nname = \"{wanted}\"\n"
+        ),
+    )
+    .unwrap();
+    let socket = env.docker_host.strip_prefix("unix://").unwrap();
+    let root = data_root(&env);
+    let mut compose = example("compose.yaml");
+    for (from, to) in [
+        (EXAMPLE_IMAGE.to_owned(), pinned.clone()),
+        (
+            "/var/run/docker.sock:/var/run/docker.sock".to_owned(),
+            format!("{socket}:/var/run/docker.sock"),
+        ),
+        (
+            "./stowage:/etc/stowage:ro".to_owned(),
+            format!("{}:/etc/stowage:ro", etc.display()),
+        ),
+        (
+            "/var/lib/docker:/var/lib/docker:ro".to_owned(),
+            format!("{root}:{root}:ro"),
+        ),
+    ] {
+        compose = substitute(&compose, &from, &to);
+    }
+    let file = scratch.write("compose.yaml", &compose);
+    let project = format!("stowage-compose-{}", std::process::id());
+    let compose_cmd = |args: &[&str]| {
+        std::process::Command::new("docker-compose")
+            .args(["--project-name", &project, "--file"])
+            .arg(&file)
+            .args(args)
+            .env("DOCKER_HOST", &env.docker_host)
+            .output()
+            .expect("docker-compose (Debian's docker-compose) runs")
+    };
+
+    let out = compose_cmd(&["up", "-d"]);
+    assert!(out.status.success(), "docker-compose up: {out:?}");
+    let id = String::from_utf8_lossy(&compose_cmd(&["ps", "-q", "stowage"]).stdout)
+        .trim()
+        .to_owned();
+    assert!(!id.is_empty(), "no stowage container");
+    let healthy = poll(LIVENESS, || {
+        (inspect(&env, &id, "{{.State.Health.Status}}") == "healthy").then_some(())
+    });
+    assert!(
+        healthy.is_some(),
+        "{}",
+        inspect(&env, &id, "{{json .State}}")
+    );
+    // The container runs the pinned content.
+    assert_eq!(inspect(&env, &id, "{{.Config.Image}}"), pinned);
+    assert!(env.has_image(&wanted), "the required image was not pulled");
+
+    let out = compose_cmd(&["stop"]);
+    assert!(out.status.success(), "docker-compose stop: {out:?}");
+    assert_eq!(inspect(&env, &id, "{{.State.ExitCode}}"), "0");
+    let out = compose_cmd(&["down", "--volumes"]);
+    assert!(out.status.success(), "docker-compose down: {out:?}");
+    let _ = env.docker(&["image", "rm", &pinned]);
+    env.purge_images(&[wanted]);
+}
+
+/// examples/container/stowage.container through Podman 5's own quadlet generator: accepted
+/// whole (no key it does not know), and the unit it makes is one systemd accepts, running the
+/// pinned image with the socket, config, state and storage mounts and the health check.
+#[test]
+fn the_quadlet_example_makes_the_unit_podman_would_run() {
+    let env = env();
+    let scratch = Scratch::new();
+    let units = scratch.dir.path().join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    std::fs::write(
+        units.join("stowage.container"),
+        example("stowage.container"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(&env.quadlet)
+        .arg("-dryrun")
+        .env("QUADLET_UNIT_DIRS", &units)
+        .output()
+        .expect("Podman's quadlet (scripts/test-env.sh fetches it) runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.to_ascii_lowercase().contains("unsupported") && !stderr.contains("error"),
+        "{stderr}"
+    );
+    let unit = stdout
+        .split_once("---stowage.service---\n")
+        .map(|(_, unit)| unit)
+        .unwrap_or_else(|| panic!("no stowage.service in:\n{stdout}"));
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap_or_else(|| panic!("no ExecStart in:\n{unit}"));
+    for part in [
+        "--network host",
+        "-v /run/podman/podman.sock:/var/run/docker.sock",
+        "-v /etc/stowage:/etc/stowage:ro",
+        "-v stowage-state:/var/lib/stowage",
+        "-v /var/lib/containers/storage:/var/lib/containers/storage:ro",
+        "--health-cmd \"/usr/bin/stowage --config /etc/stowage/config.toml health\"",
+        "--stop-timeout 30",
+    ] {
+        assert!(exec.contains(part), "{part} not in {exec}");
+    }
+    assert!(
+        exec.ends_with(EXAMPLE_IMAGE),
+        "not the pinned image: {exec}"
+    );
+    let path = scratch.write("stowage.service", unit);
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+}

@@ -57,6 +57,8 @@ pub(crate) struct Env {
     pub cosign_key: PathBuf,
     /// Debian sid's cosign 3 (a wrapper that runs it from its own root).
     pub cosign3: PathBuf,
+    /// Podman 5's quadlet generator (from Debian 13), for the quadlet example.
+    pub quadlet: PathBuf,
 }
 
 pub(crate) fn env() -> Env {
@@ -98,6 +100,7 @@ pub(crate) fn env() -> Env {
         cosign_home: PathBuf::from(get("STOWAGE_TEST_COSIGN_HOME")),
         cosign_key: PathBuf::from(get("STOWAGE_TEST_COSIGN_KEY")),
         cosign3: PathBuf::from(get("STOWAGE_TEST_COSIGN3")),
+        quadlet: PathBuf::from(get("STOWAGE_TEST_QUADLET")),
     }
 }
 
