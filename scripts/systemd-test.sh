@@ -628,9 +628,10 @@ check_purge() {
   [[ $(ct systemctl show -p LoadState --value stowage) == not-found ]] ||
     why "the unit is still $(ct systemctl show -p LoadState --value stowage)"
   [[ $(ct systemctl is-active stowage) != active ]] || why "the unit is still active"
+  # The state and the daemon user's registry logins go with a purge.
+  [[ ! -e $MERGED/var/lib/stowage ]] || why "/var/lib/stowage is left: $(ls_dir "$MERGED/var/lib/stowage")"
   local left=()
   [[ -e $MERGED/etc/stowage ]] && left+=("/etc/stowage ($(ls_dir "$MERGED/etc/stowage"))")
-  [[ -e $MERGED/var/lib/stowage ]] && left+=("/var/lib/stowage")
   ct id stowage >/dev/null 2>&1 && left+=("user stowage")
   note "left after purge: ${left[*]:-nothing}"
 }

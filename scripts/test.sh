@@ -31,6 +31,16 @@ for engine in "${engines[@]:1}"; do
 done
 echo "=== fault scenarios, short profile" | tee -a "$log"
 scripts/reliability.sh short "${engines[@]}" 2>&1 | tee -a "$log" || status=1
+# The .deb under a real systemd as PID 1 (Debian 12 and 13 roots in systemd-nspawn), against a
+# Docker engine (Podman's rootful socket has no group for the daemon's user).
+systemd_engine=""
+for engine in "${engines[@]}"; do
+  [[ $engine == docker26 || ( $engine == docker20 && -z $systemd_engine ) ]] && systemd_engine=$engine
+done
+if [[ -n $systemd_engine ]]; then
+  echo "=== the .deb under a real systemd, against $systemd_engine" | tee -a "$log"
+  STOWAGE_TEST_ENGINE=$systemd_engine scripts/systemd-test.sh 2>&1 | tee -a "$log" || status=1
+fi
 # One closing line over every test binary and engine, e.g. "67 passed, 0 failed".
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
 exit $status

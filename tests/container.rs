@@ -126,6 +126,7 @@ fn the_image_pulls_prunes_keeps_itself_reports_health_and_stops_cleanly() {
              [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
              [prune]\nschedule = \"*/2 * * * * *\"\nmin_age = \"0s\"\nunused_max_age = \"1d\"\n\
              dangling_min_age = \"0s\"\nprune_local_only = true\npause = \"0s\"\n\
+             high_watermark = \"99%\"\nlow_watermark = \"98%\"\n\
              keep = [\"127.0.0.1:*/**\"]\n\
              [[image]]\nname = \"{wanted}\"\n"
         ),
@@ -150,6 +151,10 @@ fn the_image_pulls_prunes_keeps_itself_reports_health_and_stops_cleanly() {
     );
     assert_eq!(env.image_id(&image).as_deref(), Some(image.as_str()));
     assert!(env.has_image(&wanted));
+    // The data root is mounted: the watermarks can measure its disk.
+    let logs = daemon.logs();
+    assert!(!logs.contains("watermarks cannot fire"), "{logs}");
+    assert!(logs.contains("\"message\":\"prune scheduled\""), "{logs}");
 
     // Healthy: the engine's own health check where it runs one (Podman runs them from systemd
     // timers, and there is no systemd here), else the same command run by hand.

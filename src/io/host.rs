@@ -22,10 +22,15 @@ pub(crate) fn own_container_id(mountinfo: &str) -> Option<String> {
 
 /// Use of the filesystem at `path`.
 pub(crate) fn disk_of(path: &std::path::Path) -> Option<Disk> {
-    let s = rustix::fs::statvfs(path).ok()?;
+    disk_at(path).ok()
+}
+
+/// Use of the filesystem at `path`, or why it cannot be measured from here.
+pub(crate) fn disk_at(path: &std::path::Path) -> std::io::Result<Disk> {
+    let s = rustix::fs::statvfs(path)?;
     let total = s.f_blocks.saturating_mul(s.f_frsize);
     let free = s.f_bfree.saturating_mul(s.f_frsize);
-    Some(Disk {
+    Ok(Disk {
         total,
         used: total.saturating_sub(free),
     })

@@ -7,7 +7,7 @@ use tracing::{error, info, warn};
 
 use super::beats::PruneBeat;
 use crate::io::engine::Store;
-use crate::io::host::{disk_of, give_back_memory};
+use crate::io::host::{disk_at, disk_of, give_back_memory};
 use crate::model::image::Disk;
 use crate::policy::window::{Window, next_run};
 use crate::service::clock;
@@ -21,6 +21,33 @@ use crate::service::shutdown::Shutdown;
 /// size of the jump.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// Watermarks measure the filesystem of the engine's data root, which stowage must be able to
+/// see: a container without the data root mounted, or a unit whose sandbox hides it
+/// (`ProtectHome=` for a root under /home, `PrivateTmp=` under /tmp). Said once at start, or
+/// the watermark would silently never fire.
+fn warn_if_unmeasurable(high_watermark: Option<f64>, data_root: Option<&std::path::Path>) {
+    let Some(high) = high_watermark else {
+        return;
+    };
+    match data_root {
+        None => warn!(
+            high_watermark = high,
+            "the engine does not say where its data root is: the disk watermarks cannot fire"
+        ),
+        Some(root) => {
+            if let Err(e) = disk_at(root) {
+                warn!(
+                    high_watermark = high,
+                    data_root = %root.display(),
+                    "the engine's data root cannot be measured here ({e}): the disk \
+                     watermarks cannot fire; mount it read-only at the same path (in a \
+                     container), or make it visible to the unit"
+                );
+            }
+        }
+    }
+}
+
 /// Prune cycles on `prune.schedule`, and whenever the disk holding the engine's data root
 /// crosses the high watermark (checked at every wake-up, at most every 30 s; such cycles at most
 /// once a minute), until stopped.
@@ -32,6 +59,7 @@ pub(super) async fn serve_prunes<S: Store>(
 ) {
     metrics.prunes_configured(pruner.settings.limits.high_watermark);
     let data_root = pruner.store.data_root().await.ok().flatten();
+    warn_if_unmeasurable(pruner.settings.limits.high_watermark, data_root.as_deref());
     let window = pruner.settings.window.as_ref();
     let next_run = || next_run(&pruner.settings.schedule, window, clock::now(), offset);
     let mut next = next_run();
