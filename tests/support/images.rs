@@ -35,8 +35,9 @@ impl Env {
     }
 
     /// Uses `image` without any pull: runs `/bin/busybox true` in a throw-away container, or,
-    /// on Podman (whose containers cannot start on these machines: a process rlimit), only
-    /// creates it. Either way the engine must find the image locally, and records a container
+    /// on Podman, only creates it (a created container is a use there too; its containers
+    /// start here since the test environment gives them the sandbox's rlimits, but the tests
+    /// written before that were not changed). Either way the engine must find the image locally, and records a container
     /// event for it. The container is gone when this returns (not `run --rm`, whose removal
     /// the engine does later: removing the image meanwhile would take it from under a
     /// container, which Docker 26's containerd store does not recover from cleanly).
