@@ -744,3 +744,60 @@ fn its_own_image_is_kept_when_stowage_runs_in_a_container() {
     assert_eq!(protection(&doc, &id), "own-image", "{doc:#}");
     env.purge_images(&[image]);
 }
+
+/// An image pulled through a mirror is named in two repositories: the mirror's by digest, and
+/// the origin's by tag and by digest (stowage adds the origin's digest name after such a
+/// pull). The containerd store refuses the DELETE of such an image's ID ("referenced in
+/// multiple repositories"), which kept every image pulled through a mirror there forever. Once
+/// policy allows, it is removed on every engine, and nothing else with it.
+#[test]
+fn an_image_named_by_a_mirror_and_its_origin_is_pruned() {
+    let _lock = engine_lock();
+    let env = env();
+    let name = env.plain_image("alpha:1");
+    env.purge_images(std::slice::from_ref(&name));
+    let origin_digest = env.plain_digest_name(&name).unwrap();
+    let digest = origin_digest.split_once('@').unwrap().1;
+    let mirrored = format!("{}/stowage-test/alpha@{digest}", env.mirror);
+    for args in [
+        vec!["pull", "-q", mirrored.as_str()],
+        vec!["tag", mirrored.as_str(), name.as_str()],
+        vec!["pull", "-q", origin_digest.as_str()],
+    ] {
+        let out = env.docker(&args);
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+    }
+    let id = env.image_id(&name).unwrap();
+    assert_eq!(env.image_id(&mirrored).as_deref(), Some(id.as_str()));
+    // Another image with a tag, unused and old: it stays (kept by name), whatever happens to
+    // the one pruned.
+    let kept = env.plain_image("beta:1");
+    assert!(env.docker(&["pull", "-q", &kept]).status.success());
+
+    let scratch = Scratch::new();
+    seasoned_state(&env, &scratch.dir.path().join("state.json"), 60);
+    let config = scratch.config("", &[]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "[prune]\nmin_age = \"0s\"\nunused_max_age = \"1d\"\nmax_removals = 100\n\
+             pause = \"0s\"\nkeep = [\"{kept}\"]\n"
+        );
+    std::fs::write(&config, text).unwrap();
+    let (_, dry) = prune(&env, &config, &["--dry-run"]);
+    assert!(ids(&dry, "remove").contains(&id), "{dry:#}");
+
+    let (code, done) = prune(&env, &config, &[]);
+    assert_eq!(code, 0, "{done:#}");
+    let result = done["prune"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no result for {id}: {done:#}"));
+    assert_eq!(result["result"], "removed", "{result:#}");
+    for n in [&name, &mirrored, &origin_digest] {
+        assert!(env.image_id(n).is_none(), "{n} is left");
+    }
+    assert!(env.has_image(&kept), "{kept} was removed");
+    env.purge_images(&[kept]);
+}

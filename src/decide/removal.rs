@@ -63,6 +63,28 @@ pub(crate) fn removal_order(references: &[String]) -> (Vec<&String>, Vec<&String
     references.iter().partition(|r| r.contains('@'))
 }
 
+/// On the containerd store, the `name@digest` references to remove by name: those of
+/// repositories where the plan names no tag of the image. There the DELETE of a `name@digest`
+/// takes every record of its repository naming the image, tags included (one added a moment
+/// ago too), so a repository with a planned tag is left to the tag steps; but the DELETE of the
+/// ID is refused while the image is named in more than one repository ("referenced in multiple
+/// repositories": an image pulled through a mirror, with its origin's names too), so the
+/// others must go by name first.
+pub(crate) fn untagged_repositories<'a>(
+    digests: &[&'a String],
+    tags: &[&String],
+) -> Vec<&'a String> {
+    let tagged: Vec<String> = tags
+        .iter()
+        .map(|t| repository(&qualified(t)).to_owned())
+        .collect();
+    digests
+        .iter()
+        .filter(|d| !tagged.iter().any(|r| r == repository(&qualified(d))))
+        .copied()
+        .collect()
+}
+
 /// A name as the planner writes it: fully qualified (`docker.io/library/alpine:latest`), as the
 /// engine's answers may not be (Docker answers `alpine:latest`).
 pub(crate) fn qualified(name: &str) -> String {
@@ -330,6 +352,31 @@ mod tests {
             audit.taken,
             [Taken::deleted("sha256:s2", names(&["r:1/k:prod"]))]
         );
+    }
+
+    #[test]
+    fn on_containerd_only_digests_of_untagged_repositories_go_by_name() {
+        // Pulled through a mirror, named by the origin's tag and digest too.
+        let refs = names(&[
+            "r:1/a:1",
+            "r:1/a@sha256:aa",
+            "m:2/a@sha256:aa",
+            "m:2/proxy/a@sha256:aa",
+        ]);
+        let (digests, tags) = removal_order(&refs);
+        assert_eq!(
+            untagged_repositories(&digests, &tags),
+            [&refs[2], &refs[3]],
+            "the origin's repository has a planned tag: its digest goes with the tag"
+        );
+        // No tag at all (dangling in two repositories): every digest goes by name.
+        let dangling = names(&["r:1/a@sha256:aa", "m:2/a@sha256:aa"]);
+        let (digests, tags) = removal_order(&dangling);
+        assert_eq!(untagged_repositories(&digests, &tags).len(), 2);
+        // Docker Hub's short names are the same repository as their qualified form.
+        let hub = names(&["alpine:3", "docker.io/library/alpine@sha256:aa"]);
+        let (digests, tags) = removal_order(&hub);
+        assert!(untagged_repositories(&digests, &tags).is_empty());
     }
 
     #[test]

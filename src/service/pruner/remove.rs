@@ -2,10 +2,11 @@
 //! content-addressed names, then every tag but one (each looked at right before), then its ID.
 
 use crate::decide::prune_plan::Candidate;
-use crate::decide::removal::{is_planned, qualified, removal_order};
+use crate::decide::removal::{is_planned, qualified, removal_order, untagged_repositories};
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
 use crate::model::image::{Deleted, ImageStore, LocalImage, qualified_id};
+use crate::model::reference::repository;
 
 /// What the engine did for one planned removal.
 #[derive(Debug, Default)]
@@ -117,13 +118,19 @@ async fn remove_names<S: Store>(
     c: &Candidate,
     exact: &mut Exact,
 ) -> Result<(), Failure> {
-    let (mut digests, tags) = removal_order(&c.references);
-    if store.image_store() == ImageStore::Containerd {
-        // There a `name@digest` DELETE takes every tag of that repository naming the image, a
-        // tag added a moment ago too: the tags go by name and ID like anything else.
-        digests.clear();
-    }
+    let (digests, tags) = removal_order(&c.references);
+    let containerd = store.image_store() == ImageStore::Containerd;
+    let digests = match containerd {
+        true => untagged_repositories(&digests, &tags),
+        false => digests,
+    };
     for name in digests {
+        // There a DELETE of it would take a tag of its repository added since the plan: looked
+        // at right before, as a tag is. A tag found leaves the reference, and the DELETE of the
+        // ID is refused for the name gained.
+        if containerd && tagged_in_repository(store, name, &c.id).await? {
+            continue;
+        }
         exact.answers.push(store.delete(name).await?);
         if exact.deleted(&c.id) {
             return Ok(());
@@ -151,6 +158,15 @@ async fn remove_names<S: Store>(
         }
     }
     Ok(())
+}
+
+/// Whether a tag of `name`'s repository names image `id` now.
+async fn tagged_in_repository<S: Store>(store: &S, name: &str, id: &str) -> Result<bool, Failure> {
+    let Some(image) = store.image_named(id).await? else {
+        return Ok(false);
+    };
+    let repo = repository(&qualified(name)).to_owned();
+    Ok(image.tags.iter().any(|t| repository(&qualified(t)) == repo))
 }
 
 /// Whether `name` names image `id` now.
