@@ -52,10 +52,6 @@ pub(crate) async fn start(
     // The start counts from here: waiting for the engine is part of it.
     let ready_timeout = config.pull.ready_timeout;
     let notifier = Notifier::from_env();
-    if config.images.is_empty() {
-        // Nothing to wait for, not even the engine (a fresh package install, say).
-        notifier.ready("ready: the config requires no image");
-    }
     let started = tokio::time::Instant::now();
     // Ends the metrics endpoint and the start-up hold once the daemon is done.
     let done = Shutdown::new();
@@ -70,6 +66,11 @@ pub(crate) async fn start(
         )),
         None => None,
     };
+    if config.images.is_empty() {
+        // Nothing to wait for, not even the engine (a fresh package install, say); said once
+        // the metrics address is bound, so that a daemon about to exit is never ready.
+        notifier.ready("ready: the config requires no image");
+    }
     // The listener and the watchdog run as tasks of their own, on another worker than the
     // daemon's loops: a loop that wedges its thread must still be reported (`/healthz` 503)
     // and leave the watchdog unfed, rather than silence both. A reload moves the listener
