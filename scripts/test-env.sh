@@ -461,10 +461,12 @@ EOF
 # systemd-sysusers is there because the package creates its user with it, as on a real host
 # (an older root without it is made again).
 ensure_debian_root() {
-  [[ -x $ROOT/debian/usr/bin/dpkg && -x $ROOT/debian/usr/bin/systemd-sysusers ]] && return 0
+  # ca-certificates: the package depends on it (a root made before that is made again).
+  [[ -x $ROOT/debian/usr/bin/dpkg && -x $ROOT/debian/usr/bin/systemd-sysusers &&
+    -s $ROOT/debian/etc/ssl/certs/ca-certificates.crt ]] && return 0
   log "creating a Debian root for package tests"
   rm -rf "$ROOT/debian.tmp"
-  debootstrap --variant=minbase --include=systemd-standalone-sysusers bookworm \
+  debootstrap --variant=minbase --include=systemd-standalone-sysusers,ca-certificates bookworm \
     "$ROOT/debian.tmp" "$DEBIAN_MIRROR" >"$ROOT/debootstrap.log" 2>&1 ||
     die "debootstrap failed; see $ROOT/debootstrap.log"
   rm -rf "$ROOT/debian" # a half-made one would make mv move the new root into it
