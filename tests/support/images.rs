@@ -175,44 +175,32 @@ impl Env {
 
     /// The plain registry's access-log lines (`"METHOD /v2/..."`), from line `from` on.
     pub(crate) fn plain_requests(&self, from: usize) -> Vec<String> {
-        // The registry writes a request's line as it completes; let the last ones land.
-        std::thread::sleep(Duration::from_millis(300));
-        let text = std::fs::read_to_string(&self.plain_log).expect("the registry log");
-        text.lines()
-            .skip(from)
-            .filter_map(|l| {
-                let start = l.find("\"HEAD /v2").or_else(|| l.find("\"GET /v2"))?;
-                let rest = &l[start + 1..];
-                Some(rest[..rest.find('"')?].to_owned())
-            })
-            .collect()
+        self.plain_requests_from(from, |_| true)
     }
 
     /// The requests stowage itself made (its `stowage/` user agent) in the plain registry's
     /// access log from line `from` on, as `"METHOD /v2/..."`; the engine's are left out.
     pub(crate) fn plain_requests_by_stowage(&self, from: usize) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(300));
-        let text = std::fs::read_to_string(&self.plain_log).expect("the registry log");
-        text.lines()
-            .skip(from)
-            .filter(|l| l.contains("\" \"stowage/"))
-            .filter_map(|l| {
-                let start = l.find("\"HEAD /v2").or_else(|| l.find("\"GET /v2"))?;
-                let rest = &l[start + 1..];
-                Some(rest[..rest.find('"')?].to_owned())
-            })
-            .collect()
+        self.plain_requests_from(from, |l| l.contains("\" \"stowage/"))
     }
 
     /// The requests an engine made (Docker's `docker/` or Podman's `containers/` user agent)
     /// in the plain registry's access log from line `from` on, as `"METHOD /v2/..."`: neither
     /// stowage's nor a pull-through mirror's.
     pub(crate) fn plain_requests_by_engine(&self, from: usize) -> Vec<String> {
+        self.plain_requests_from(from, |l| {
+            l.contains("\" \"docker/") || l.contains("\" \"containers/")
+        })
+    }
+
+    /// The `"METHOD /v2/..."` of each access-log line from line `from` on that `wanted` keeps.
+    fn plain_requests_from(&self, from: usize, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        // The registry writes a request's line as it completes; let the last ones land.
         std::thread::sleep(Duration::from_millis(300));
         let text = std::fs::read_to_string(&self.plain_log).expect("the registry log");
         text.lines()
             .skip(from)
-            .filter(|l| l.contains("\" \"docker/") || l.contains("\" \"containers/"))
+            .filter(|l| wanted(l))
             .filter_map(|l| {
                 let start = l.find("\"HEAD /v2").or_else(|| l.find("\"GET /v2"))?;
                 let rest = &l[start + 1..];

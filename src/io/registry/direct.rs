@@ -24,7 +24,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use super::roots::{self, NoRoots};
-use super::{MANIFEST_TYPES, USER_AGENT, is_loopback};
+use super::{MANIFEST_TYPES, USER_AGENT, speaks_plain_http};
 use crate::model::failure::{Failure, FailureClass, classify_about, with_causes};
 use crate::model::rate_limit::{Budget, budget, retry_after};
 use crate::model::reference::{DOCKER_HUB, ImageRef};
@@ -370,7 +370,7 @@ impl Direct {
     /// `scheme://host/v2/repository`.
     fn repository_url(&self, image: &ImageRef) -> String {
         let host = image.registry();
-        let scheme = if is_loopback(host) || self.plain.iter().any(|h| h == host) {
+        let scheme = if speaks_plain_http(&self.plain, host) {
             "http"
         } else {
             "https"

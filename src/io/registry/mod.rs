@@ -463,9 +463,10 @@ impl Resolver {
 
     /// Whether `registry` is spoken to over plain HTTP: loopback, or `insecure`.
     fn is_plain(&self, registry: &str) -> bool {
-        is_loopback(registry)
-            || matches!(&self.protocol, ClientProtocol::HttpsExcept(plain)
-                if plain.iter().any(|h| h == registry))
+        match &self.protocol {
+            ClientProtocol::HttpsExcept(plain) => speaks_plain_http(plain, registry),
+            _ => is_loopback(registry),
+        }
     }
 
     /// The oci-client a fallback needs, or the failure that says why there is none.
@@ -541,6 +542,12 @@ pub(crate) fn is_loopback(host: &str) -> bool {
         || name
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `host` is spoken to over plain HTTP: on loopback (as the engine assumes), or one of
+/// `plain` (the config's `insecure` registries and mirrors).
+fn speaks_plain_http(plain: &[String], host: &str) -> bool {
+    is_loopback(host) || plain.iter().any(|h| h == host)
 }
 
 /// A 404 for `image`'s manifest, where stowage's own request is the only one made.
