@@ -10,6 +10,7 @@ mod shape;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod validator;
 mod verify;
 mod window;
 
@@ -265,14 +266,14 @@ impl Config {
             source,
         })?;
         match utf8_text(path, bytes) {
-            Ok(text) => Ok(validate::Validator::new(path, &text).run_all()),
+            Ok(text) => Ok(validator::Validator::new(path, &text).run_all()),
             Err(p) => Ok((None, vec![p])),
         }
     }
 
     /// Validates `text`, reporting problems against `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        validate::Validator::new(path, text).run()
+        validator::Validator::new(path, text).run()
     }
 
     /// The hosts sharing `host`'s rate limit, or `None` when its refreshes are never held

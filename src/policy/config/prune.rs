@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::PruneSettings;
 use super::raw::RawPrune;
-use super::validate::Validator;
+use super::validator::Validator;
 use crate::model::reference::valid_digest;
 use crate::policy::keep::{KeepRules, Limits, compile_keep};
 

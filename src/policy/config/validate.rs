@@ -10,7 +10,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{RawConfig, RawImage, RawMetrics, RawPull, RawRegistry};
-use super::verify::{KeyCache, RootCache, VerifyRule};
+use super::validator::Validator;
+use super::verify::VerifyRule;
 use super::{
     Config, ConfigError, DEFAULT_LOCK_FILE, DEFAULT_METRICS_LISTEN, DEFAULT_SCHEDULE, Mirror,
     PinChoice, PullSettings, RegistrySettings, RequiredImage,
@@ -18,47 +19,8 @@ use super::{
 use crate::model::problem::{Problem, line_col};
 use crate::model::reference::ImageRef;
 use crate::policy::retry::RetryPolicy;
-use crate::policy::schedule::Schedule;
 
-pub(super) struct Validator<'a> {
-    path: &'a Path,
-    text: &'a str,
-    problems: Vec<Problem>,
-    /// Signature keys read so far.
-    keys: KeyCache,
-    roots: RootCache,
-}
-
-impl<'a> Validator<'a> {
-    pub(super) fn new(path: &'a Path, text: &'a str) -> Self {
-        Validator {
-            path,
-            text,
-            problems: Vec::new(),
-            keys: KeyCache::new(),
-            roots: RootCache::new(),
-        }
-    }
-
-    /// The text being validated, for locating values.
-    pub(super) fn text(&self) -> &'a str {
-        self.text
-    }
-
-    /// The directory relative paths in the config are read from.
-    pub(super) fn config_dir(&self) -> &'a Path {
-        self.path.parent().unwrap_or(Path::new("."))
-    }
-
-    /// Signature keys read so far, by path.
-    pub(super) fn roots_read(&mut self) -> &mut RootCache {
-        &mut self.roots
-    }
-
-    pub(super) fn keys_read(&mut self) -> &mut KeyCache {
-        &mut self.keys
-    }
-
+impl Validator<'_> {
     /// Parses and validates the whole text: a config, or every problem found.
     pub(super) fn run(self) -> Result<Config, ConfigError> {
         match self.run_all() {
@@ -71,87 +33,13 @@ impl<'a> Validator<'a> {
     /// config as far as it could be read (a bad value stands at its default), which the
     /// cross-checks with the lock file need to list their problems in the same run.
     pub(super) fn run_all(mut self) -> (Option<Config>, Vec<Problem>) {
-        let (raw, misfits) = super::shape::read(self.text);
+        let (raw, misfits) = super::shape::read(self.text());
         for m in misfits {
             self.problem(m.span, m.message);
         }
         // What could be read past them is validated too: one run lists every problem.
         let config = raw.and_then(|raw| self.validate(raw));
-        self.problems.sort_by_key(|p| (p.line, p.column));
-        (config, self.problems)
-    }
-
-    pub(super) fn problem(&mut self, span: Range<usize>, message: String) {
-        let (line, column) = line_col(self.text, span.start);
-        self.problems.push(Problem {
-            path: self.path.to_owned(),
-            line,
-            column,
-            message,
-        });
-    }
-
-    pub(super) fn duration(
-        &mut self,
-        key: &str,
-        value: Option<Spanned<String>>,
-        default: Duration,
-    ) -> Duration {
-        let Some(value) = value else { return default };
-        match humantime::parse_duration(value.get_ref()) {
-            Ok(d) => d,
-            Err(e) => {
-                self.problem(
-                    value.span(),
-                    format!(
-                        "{key}: invalid duration \"{}\": {}; write e.g. \"30s\", \"10m\", \
-                         \"1h 30m\"",
-                        value.get_ref(),
-                        duration_problem(value.get_ref(), &e)
-                    ),
-                );
-                Duration::ZERO
-            }
-        }
-    }
-
-    pub(super) fn integer(
-        &mut self,
-        key: &str,
-        value: Option<Spanned<i64>>,
-        range: Range<i64>,
-        default: i64,
-    ) -> i64 {
-        let Some(value) = value else { return default };
-        let n = *value.get_ref();
-        if !range.contains(&n) {
-            self.problem(
-                value.span(),
-                format!(
-                    "{key}: {n} is out of range (allowed: {} to {})",
-                    range.start,
-                    range.end - 1
-                ),
-            );
-            return default;
-        }
-        n
-    }
-
-    pub(super) fn schedule(&mut self, key: &str, value: &Spanned<String>) -> Option<Schedule> {
-        match value.get_ref().parse::<Schedule>() {
-            Ok(s) => Some(s),
-            Err(e) => {
-                self.problem(
-                    value.span(),
-                    format!(
-                        "{key}: invalid cron expression \"{}\": {e}",
-                        value.get_ref()
-                    ),
-                );
-                None
-            }
-        }
+        (config, self.into_problems())
     }
 
     fn validate(&mut self, raw: RawConfig) -> Option<Config> {
@@ -163,7 +51,7 @@ impl<'a> Validator<'a> {
         let metrics = raw.metrics.and_then(|m| self.metrics(m));
         // Absolute, so that messages name the file wherever they are read, and a config
         // given as `-c other.toml` does not read as the same `stowage.lock` as another.
-        let dir = match self.path.parent() {
+        let dir = match self.path().parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
@@ -180,11 +68,11 @@ impl<'a> Validator<'a> {
             .pin
             .require_lock
             .filter(|r| *r.get_ref())
-            .map(|r| line_col(self.text, r.span().start).0);
+            .map(|r| line_col(self.text(), r.span().start).0);
         let check_updates = self.check_updates(raw.pin.check_updates);
         let pull = pull?;
         Some(Config {
-            source: self.path.to_owned(),
+            source: self.path().to_owned(),
             pull,
             images,
             require_lock,
@@ -275,7 +163,7 @@ impl<'a> Validator<'a> {
             Some(tag) => format!("{}:{tag}", reference.name()),
             None => reference.to_string(),
         };
-        let (line, _) = line_col(self.text, name_span.start);
+        let (line, _) = line_col(self.text(), name_span.start);
         if let Some(first) = seen.get(&key) {
             self.problem(
                 name_span,
@@ -339,60 +227,6 @@ impl<'a> Validator<'a> {
                         "metrics.listen: \"{}\" is not an address and port such as \
                          \"127.0.0.1:9420\" or \"[::]:9420\"",
                         listen.get_ref()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    pub(super) fn size(&mut self, key: &str, value: &Spanned<String>) -> Option<u64> {
-        match value.get_ref().parse::<bytesize::ByteSize>() {
-            Ok(b) => Some(b.as_u64()),
-            Err(_) => {
-                // bytesize's own words ("couldn't parse ... into a known SI unit") name
-                // neither the key nor what is accepted.
-                self.problem(
-                    value.span(),
-                    format!(
-                        "{key}: invalid size \"{}\": write a number and a unit, B, KB, MB, \
-                         GB or TB (powers of 1000), KiB, MiB, GiB or TiB (powers of 1024), \
-                         e.g. \"50GB\"",
-                        value.get_ref()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// A percentage, written with its `%`: without it, `"0.85"` (a ratio, as some tools
-    /// write it) would be read as 0.85 % and prune a disk that is 1 % full.
-    pub(super) fn percent(&mut self, key: &str, value: &Spanned<String>) -> Option<f64> {
-        let text = value.get_ref().trim();
-        let Some(number) = text.strip_suffix('%') else {
-            let hint = match text.parse::<f64>() {
-                Ok(r) if r > 0.0 && r <= 1.0 => format!(
-                    "write \"{}%\" for {} percent, or \"{text}%\" if you mean {text} percent",
-                    r * 100.0,
-                    r * 100.0
-                ),
-                _ => "write e.g. \"85%\"".to_owned(),
-            };
-            self.problem(
-                value.span(),
-                format!("{key}: \"{text}\" has no % sign; {hint}"),
-            );
-            return None;
-        };
-        match number.trim().parse::<f64>() {
-            Ok(p) if (0.0..=100.0).contains(&p) => Some(p),
-            _ => {
-                self.problem(
-                    value.span(),
-                    format!(
-                        "{key}: invalid percentage \"{}\" (write e.g. \"85%\")",
-                        value.get_ref()
                     ),
                 );
                 None
@@ -523,7 +357,7 @@ impl<'a> Validator<'a> {
             let p = PathBuf::from(c.into_inner());
             let p = if p.is_relative() {
                 // Relative to the config file, so config management can ship both side by side.
-                self.path.parent().unwrap_or(Path::new(".")).join(p)
+                self.config_dir().join(p)
             } else {
                 p
             };
@@ -693,35 +527,6 @@ fn as_written(written: &str, reference: &ImageRef) -> String {
         format!("\"{written}\"")
     } else {
         format!("\"{written}\" ({read})")
-    }
-}
-
-/// What is wrong with a duration, in words: humantime's own ("expected number at 0") give a
-/// byte offset and no hint.
-pub(super) fn duration_problem(text: &str, e: &humantime::DurationError) -> String {
-    use humantime::DurationError as E;
-    match e {
-        E::Empty => "it is empty".to_owned(),
-        E::NumberExpected(at) | E::InvalidCharacter(at) if *at == 0 => {
-            "it must start with a number".to_owned()
-        }
-        E::NumberExpected(at) => format!(
-            "a number is expected before \"{}\"",
-            text.get(*at..).unwrap_or_default()
-        ),
-        E::InvalidCharacter(at) => format!(
-            "\"{}\" is not allowed",
-            text.get(*at..)
-                .and_then(|t| t.chars().next())
-                .unwrap_or(' ')
-        ),
-        E::UnknownUnit { unit, .. } if unit.is_empty() => {
-            "a number needs a unit, as in \"90s\" or \"10m\"".to_owned()
-        }
-        E::UnknownUnit { unit, .. } => {
-            format!("unknown unit \"{unit}\" (units: ms, s, m, h, d, w and their long names)")
-        }
-        E::NumberOverflow => "the number is too large".to_owned(),
     }
 }
 

@@ -2,15 +2,14 @@
 //! `verify = { ... }` over them. Key files are read here, once each, so a missing or wrong key
 //! is a config problem at its line, before anything runs.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::raw::{RawIdentity, RawImageVerify, RawVerify};
-use super::validate::Validator;
+use super::validator::Validator;
 use crate::model::problem::line_col;
 use crate::model::reference::ImageRef;
 use crate::policy::keep::{NameMatcher, compile_keep, glob_without_tag_or_digest};
@@ -34,12 +33,6 @@ pub(super) struct VerifyRule {
     cooldown_only: bool,
     line: usize,
 }
-
-/// Key files read so far, by path: one read and one parse each.
-pub(super) type KeyCache = HashMap<PathBuf, Option<Arc<PublicKey>>>;
-
-/// Trust roots read so far, by path.
-pub(super) type RootCache = HashMap<PathBuf, Option<Arc<TrustRoot>>>;
 
 impl Validator<'_> {
     /// The `[[verify]]` entries, in the order written.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::raw::RawWindow;
-use super::validate::Validator;
+use super::validator::Validator;
 use crate::policy::window::{Window, Zone};
 
 impl Validator<'_> {
