@@ -18,6 +18,13 @@
 #             its packages are fetched once with apt-get download into $STOWAGE_TEST_CACHE and
 #             unpacked there, never installed (they run on Debian 12 as they are)
 #   podman    Debian 12's Podman 4.3 serving the Docker-compatible API on its own socket
+#   docker28  Debian sid's Docker 28.5 (API 1.51) on its containerd 2.1 and runc 1.3, containerd
+#             image store on
+#   podman5   Debian 13's Podman 5.4 (API 1.41) on runc
+#   podman58  Debian sid's Podman 5.8 (API 1.44) on runc
+# The last three need a newer glibc than Debian 12's: each runs chrooted in a Debian root of its
+# own suite, made once with debootstrap under $STOWAGE_TEST_CACHE (about 35 s), in a mount
+# namespace of its own, so its mounts are never seen outside and go away with its processes.
 # Each engine has its own socket and data root under $ROOT/ENGINE; all share the registries.
 # Several engines may run at once. The registries are seeded through the docker20 engine.
 #
@@ -27,7 +34,7 @@ set -euo pipefail
 
 ROOT=${STOWAGE_TEST_ENV:-/tmp/stowage-test-env}
 ENGINE=${STOWAGE_TEST_ENGINE:-docker20}
-ENGINES=(docker20 docker26 podman)
+ENGINES=(docker20 docker26 podman docker28 podman5 podman58)
 # Downloaded engine packages: outside $ROOT, so `down --purge` does not fetch them again.
 CACHE=${STOWAGE_TEST_CACHE:-/var/cache/stowage-test}
 DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker} # not /usr/local/bin/docker: a newer client may shadow it
@@ -136,16 +143,19 @@ start_engine() {
   case $1 in
     docker20) start_dockerd "$d" "$1" ;;
     docker26) ensure_docker26; start_docker26 "$d" ;;
-    podman) start_podman "$d" ;;
+    podman) start_podman "$d" podman ;;
+    docker28) ensure_root docker28; start_docker28 "$d" ;;
+    podman5 | podman58) ensure_root "$1"; start_podman "$d" "$1" ;;
   esac
 }
 
-# start_dockerd DIR NAMESPACE [DOCKERD ARGS...]: a hermetic dockerd under DIR.
+# start_dockerd DIR NAMESPACE [DOCKERD ARGS...]: a hermetic dockerd under DIR, run by
+# "${dockerd_cmd[@]}" when the caller sets it (a chrooted one).
 start_dockerd() {
   local d=$1 ns=$2
   shift 2
   # Own containerd namespaces: should a system containerd exist, dockerd would share it otherwise.
-  setsid dockerd --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/engine.pid" \
+  setsid "${dockerd_cmd[@]:-dockerd}" --data-root "$d/data" --exec-root "$d/exec" --pidfile "$d/engine.pid" \
     -H "unix://$d/engine.sock" --bridge=none --iptables=false --ip-masq=false \
     --containerd-namespace "stowage-$ns" --containerd-plugins-namespace "stowage-$ns-plugins" "$@" \
     </dev/null >>"$d/engine.log" 2>&1 &
@@ -182,6 +192,87 @@ mirror_uri() {
   [[ -n $uri ]] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
   echo "$uri"
 }
+
+# The engines that run chrooted in a Debian root of their own (see the header), and that root:
+# engine_root NAME prints it (nothing for an engine of this host), root_suite and root_pkgs
+# what it is made of. Each engine has its own root, never shared with cosign 3's.
+engine_root() { case $1 in docker28 | podman5 | podman58) echo "$CACHE/chroot-$1" ;; esac; }
+root_suite() { case $1 in podman5) echo trixie ;; *) echo sid ;; esac; }
+# runc: crun, Podman's first choice, refuses this cgroup v1 hybrid host ("cgroups in hybrid mode
+# not supported").
+root_pkgs() { case $1 in docker28) echo docker.io containerd runc ;; *) echo podman runc ;; esac; }
+chrooted() { [[ -n $(engine_root "$1") ]]; }
+
+# root_has DIR PKG...: DIR is a complete root with every PKG installed.
+root_has() {
+  local r=$1
+  shift
+  # shellcheck disable=SC2016 # a dpkg-query format, not an expansion
+  [[ -x $r/usr/bin/dpkg-query ]] &&
+    (($(chroot "$r" dpkg-query -W -f='${db:Status-Abbrev}\n' "$@" 2>/dev/null | grep -c '^ii') == $#))
+}
+
+# root_pids DIR: the processes chrooted in DIR (engines, their containerd, shims, conmons).
+root_pids() {
+  # find fails on what it may not read (pid 1 here) and on processes that exit as it reads.
+  find /proc -mindepth 2 -maxdepth 2 -name root -lname "$1" 2>/dev/null | cut -d/ -f3 || true
+}
+
+# engine_pids NAME: the processes of chrooted engine NAME of this $ROOT: those whose mount
+# table names its directory (bound in the engine's namespace, or under a container's overlay),
+# the engine and its containerd, shims, conmons and containers.
+engine_pids() {
+  local d=$ROOT/$1
+  grep -lsF -e " $d " -e "$d/" /proc/[0-9]*/mountinfo | cut -d/ -f3
+  return 0 # none
+}
+
+# ensure_root NAME: engine NAME's Debian root (debootstrap, about 35 s once), its packages
+# installed by its own apt. Made in DIR.tmp and moved in place when complete, so a half-made
+# root is never used; one that lacks a package is made again.
+ensure_root() {
+  local r t uri suite pkgs
+  r=$(engine_root "$1") suite=$(root_suite "$1")
+  read -r -a pkgs <<<"$(root_pkgs "$1")"
+  root_has "$r" "${pkgs[@]}" && return 0
+  [[ -z $(root_pids "$r") ]] || die "$r is in use (pids $(root_pids "$r" | xargs)); run '$0 down' first"
+  command -v debootstrap >/dev/null || apt_install debootstrap
+  t=$r.tmp uri=$(mirror_uri)
+  log "making a Debian $suite root with ${pkgs[*]} in $r"
+  rm -rf "$t"
+  mkdir -p "$CACHE"
+  debootstrap --variant=minbase "$suite" "$t" "$uri" >"$r.log" 2>&1 || die "debootstrap $suite failed; see $r.log"
+  # A mirror's sid snapshot may carry an expired Release file.
+  echo 'Acquire::Check-Valid-Until "false";' >"$t/etc/apt/apt.conf.d/99stowage-test"
+  # No init runs in the root: the packages must not try to start their services.
+  printf '#!/bin/sh\nexit 101\n' >"$t/usr/sbin/policy-rc.d"
+  chmod 755 "$t/usr/sbin/policy-rc.d"
+  { chroot "$t" apt-get -qq update &&
+    DEBIAN_FRONTEND=noninteractive chroot "$t" apt-get -qq install -y --no-install-recommends "${pkgs[@]}"; } \
+    >>"$r.log" 2>&1 || die "installing ${pkgs[*]} in the $suite root failed; see $r.log"
+  root_has "$t" "${pkgs[@]}" || die "${pkgs[*]} missing from the $suite root; see $r.log"
+  rm -rf "$r"
+  mv "$t" "$r"
+}
+
+# IN_ROOT ROOT DIR CMD...: runs CMD chrooted in ROOT, in a mount namespace of its own (its
+# mounts go with its last process and never reach the host's table): /proc, /sys and /dev from
+# the host, a fresh /run and /dev/shm (Podman's locks: the host's Podman has its own there), and
+# the engine's directory DIR at the same path inside and out, so its socket, pid file and
+# configuration paths mean the same on both sides. The exec keeps the pid: $! is CMD's.
+# ROOT is bound on itself first: runc makes / a recursive slave, which fails ("mount dst=/,
+# flags=MS_REC|MS_SLAVE: invalid argument") where / is no mount point.
+# shellcheck disable=SC2016 # expanded by the inner bash
+IN_ROOT=(unshare --mount --propagation slave -- bash -euc '
+r=$1 d=$2
+shift 2
+mount --rbind "$r" "$r"
+for m in /proc /sys /dev; do mount --rbind "$m" "$r$m"; mount --make-rslave "$r$m"; done
+mount -t tmpfs -o mode=755 tmpfs "$r/run"
+mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
+mkdir -p "$r$d"
+mount --bind "$d" "$r$d"
+PATH=/usr/sbin:/usr/bin:/sbin:/bin exec chroot "$r" "$@"' in-root)
 
 # cosign 3 from Debian sid, which signs as most images are signed today (Sigstore bundles as
 # OCI referrers). It needs sid's glibc: it lives in a debootstrapped sid root (about 30 s
@@ -267,6 +358,15 @@ sign_seeded() {
   log "signed ${SIGNED_IMAGES[*]} with $ROOT/cosign/cosign.pub"
 }
 
+# Docker 28 chrooted in its sid root, with the containerd image store as for Docker 26; its own
+# containerd and runc, from the root.
+start_docker28() {
+  local d=$1 dockerd_cmd
+  dockerd_cmd=("${IN_ROOT[@]}" "$(engine_root docker28)" "$d" dockerd)
+  echo '{"features": {"containerd-snapshotter": true}}' >"$d/daemon.json"
+  start_dockerd "$d" docker28 --config-file "$d/daemon.json"
+}
+
 start_docker26() {
   local d=$1 t=$CACHE/trixie/root
   # The containerd image store: the default for fresh installs from Docker 29.
@@ -276,9 +376,17 @@ start_docker26() {
     --add-runtime r=/usr/sbin/runc --default-runtime r
 }
 
-# Podman's Docker-compatible API on its own socket, storage and configuration.
+# start_podman DIR NAME: Podman's Docker-compatible API on its own socket, storage and
+# configuration; chrooted in its root for podman5 and podman58.
 start_podman() {
-  local d=$1
+  local d=$1 name=$2 run=(setsid) containers_extra='' engine_extra=''
+  if chrooted "$name"; then
+    run+=("${IN_ROOT[@]}" "$(engine_root "$name")" "$d")
+    # `docker run` asks for the default network, which Podman 5 makes a netavark bridge (needs
+    # nftables, and is not hermetic): none instead, as dockerd --bridge=none does.
+    containers_extra='netns = "none"'
+    engine_extra='runtime = "runc"' # the root has no crun (see root_pkgs)
+  fi
   # The loopback registries speak plain HTTP (Podman, unlike Docker, does not assume so for
   # 127.0.0.0/8); unqualified names must not go anywhere.
   local port
@@ -300,18 +408,20 @@ start_podman() {
   cat >"$d/containers.conf" <<EOF
 [containers]
 default_ulimits = [$(IFS=,; echo "${limits[*]}")]
+$containers_extra
 [engine]
 events_logger = "file"
 events_logfile_path = "$d/events.log"
 cgroup_manager = "cgroupfs"
+$engine_extra
 [network]
 default_network = "none"
 EOF
   CONTAINERS_REGISTRIES_CONF=$d/registries.conf CONTAINERS_CONF=$d/containers.conf \
-    setsid podman --root "$d/root" --runroot "$d/run" system service --time=0 "unix://$d/engine.sock" \
+    "${run[@]}" podman --root "$d/root" --runroot "$d/run" system service --time=0 "unix://$d/engine.sock" \
     </dev/null >>"$d/engine.log" 2>&1 &
   echo $! >"$d/engine.pid"
-  wait_for 60 $! "$d/engine.log" engine_up podman
+  wait_for 60 $! "$d/engine.log" engine_up "$name"
 }
 
 start_registry() {
@@ -500,22 +610,48 @@ stop_pid() {
   rm -f "$1"
 }
 
-# stop_engine NAME: SIGTERM, as a service manager stops it (dockerd stops its containerd).
+# stop_engine NAME: SIGTERM, as a service manager stops it (dockerd stops its containerd and
+# its containers).
 stop_engine() {
+  # A chrooted Podman starts with a fresh /run, which it takes for a reboot: a container left
+  # running in the old mount namespace would be marked exited, out of its reach. Its containers
+  # stop with it, as dockerd's do.
+  if chrooted "$1" && [[ $1 == podman* ]] && engine_up "$1"; then
+    local ids
+    mapfile -t ids < <(dk_on "$1" ps -q 2>/dev/null)
+    ((${#ids[@]} == 0)) || dk_on "$1" stop "${ids[@]}" >/dev/null || true
+  fi
   stop_pid "$ROOT/$1/engine.pid" 60
-  [[ $1 == podman ]] || stop_pid "$ROOT/$1/exec/containerd/containerd.pid" 10
+  [[ $1 == podman* ]] || stop_pid "$ROOT/$1/exec/containerd/containerd.pid" 10
+  chrooted "$1" && stop_leftovers "$1"
+  return 0
+}
+
+# stop_leftovers NAME: what chrooted engine NAME left running if it had to be killed (its
+# containerd, shims, conmons, containers): with them go its mount namespaces, the last places
+# its root and directory are mounted.
+stop_leftovers() {
+  local pids deadline=$((SECONDS + 10))
+  pids=$(engine_pids "$1")
+  [[ -n $pids ]] || return 0
+  log "stopping what $1 left running: ${pids//$'\n'/ }"
+  # shellcheck disable=SC2086 # one pid a word
+  kill $pids 2>/dev/null || true
+  while [[ -n $(engine_pids "$1") ]] && ((SECONDS < deadline)); do sleep 0.2; done
+  pids=$(engine_pids "$1")
+  # shellcheck disable=SC2086
+  [[ -z $pids ]] || kill -9 $pids 2>/dev/null || true
 }
 
 cmd_down() {
   local r m
   # In parallel: each daemon takes ~2 s to exit. dockerd stops its containers (up to its 15 s
   # shutdown timeout) and its managed containerd.
+  # stop_engine also stops the containerd that is only left behind if dockerd had to be killed.
   local e
-  for e in "${ENGINES[@]}"; do stop_pid "$ROOT/$e/engine.pid" 60 & done
+  for e in "${ENGINES[@]}"; do stop_engine "$e" & done
   for r in "${REGISTRIES[@]}"; do stop_pid "$ROOT/registry-$r.pid" 10 & done
   wait
-  # Only left behind if dockerd had to be killed.
-  for e in docker20 docker26; do stop_pid "$ROOT/$e/exec/containerd/containerd.pid" 10; done
   if [[ ${1:-} == --purge ]]; then
     [[ $ROOT == /?* && $ROOT != / ]] || die "refusing to purge '$ROOT'"
     # rm -rf would descend into overlay/netns mounts dockerd left behind: unmount deepest first.
@@ -541,8 +677,8 @@ cmd_status() {
 
 main() {
   case $ENGINE in
-    docker20 | docker26 | podman) ;;
-    *) die "unknown STOWAGE_TEST_ENGINE '$ENGINE' (docker20, docker26 or podman)" ;;
+    docker20 | docker26 | podman | docker28 | podman5 | podman58) ;;
+    *) die "unknown STOWAGE_TEST_ENGINE '$ENGINE' (docker20, docker26, podman, docker28, podman5 or podman58)" ;;
   esac
   case ${1:-} in
     up) cmd_up ;;

@@ -149,6 +149,7 @@ impl FakeEngine {
         s.tell(StoreEvent::Used {
             image: id.to_owned(),
             time: 0,
+            created: true,
         });
     }
 
@@ -432,7 +433,11 @@ impl EngineState {
             Churn::Use { id } => {
                 if self.images.contains_key(&id) {
                     self.in_use.insert(id.clone());
-                    self.tell(StoreEvent::Used { image: id, time: 0 });
+                    self.tell(StoreEvent::Used {
+                        image: id,
+                        time: 0,
+                        created: true,
+                    });
                 }
             }
         }

@@ -131,7 +131,12 @@ pub struct Deletions {
 pub enum StoreEvent {
     /// A container was created or started from `image` (a name or an ID, as the container was
     /// created with it) at `time` (seconds).
-    Used { image: String, time: i64 },
+    Used {
+        image: String,
+        time: i64,
+        /// Created (else started): a container the engine did not have before.
+        created: bool,
+    },
     /// Image `id` was deleted at `time_ns`: whatever comes back under that ID later is new.
     Gone { id: String, time_ns: i64 },
     /// An image gained a name or arrived (a tag, a pull, a load) at `time_ns`: `id` is the

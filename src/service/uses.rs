@@ -53,7 +53,7 @@ pub async fn watch_uses<S: Store>(
                 Ok(Some(Ok(event))) => {
                     since = since.max(event.time());
                     match event {
-                        StoreEvent::Used { image, time } => {
+                        StoreEvent::Used { image, time, .. } => {
                             // The history is by ID; the event names the image as the
                             // container was created with it.
                             let id = match store.image_named(&image).await {

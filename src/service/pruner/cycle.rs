@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -70,10 +70,6 @@ fn closed(closes: Option<DateTime<Utc>>) -> bool {
 /// How many times in a row a removal makes the plan again while the store keeps changing,
 /// before it goes ahead on the last one.
 const REPLANS_AT_MOST: usize = 5;
-
-/// How long after a cycle's last removal to look once more for a container created in the
-/// same instant: its record can land in the engine's list a moment after the delete returned.
-const RACE_SETTLE: Duration = Duration::from_millis(250);
 
 impl<S: Store> Pruner<'_, S> {
     /// One cycle: plan, record what was seen, and remove (unless `dry_run`).
@@ -178,8 +174,13 @@ impl<S: Store> Pruner<'_, S> {
             results[i] = Some(removal);
         }
         let mut results: Vec<Removal> = results.into_iter().flatten().collect();
-        if results.iter().any(|r| r.result == RemovalResult::Removed) {
-            tokio::time::sleep(RACE_SETTLE).await;
+        let removed: Vec<&str> = results
+            .iter()
+            .filter(|r| r.result == RemovalResult::Removed)
+            .map(|r| r.candidate.id.as_str())
+            .collect();
+        // Listed again only when a container was created while the batch ran.
+        if !removed.is_empty() && watch.lock().await.container_created(&removed).await {
             if let Ok(used) = self.store.container_images().await {
                 self.heal_races(&used, &mut results).await;
             }

@@ -9,12 +9,19 @@
 //! cycle's own doing (a tag moved, a name added, a pull, an image deleted by someone else)
 //! means "look at the plan again before the next removal". Quiet batches cost one listing;
 //! busy ones cost a listing per removal, never less safe.
+//!
+//! The same events tell, once the batch is done, whether a container was created while it
+//! ran: the engine checks for containers and then deletes, with no lock between, so a
+//! `docker create` in that instant can keep an image the engine then deletes. Only then are
+//! the containers listed again to find and heal such a race.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::debug;
 
 use crate::decide::prune_plan::Candidate;
 use crate::io::engine::Store;
@@ -70,7 +77,16 @@ pub(super) struct StoreWatch<'a, S: Store> {
     ours: HashSet<String>,
     /// Image events up to this time (nanoseconds) are in the plan's listing already.
     listed_ns: i64,
+    /// A container was created since the watch started.
+    created: bool,
+    /// The images whose deletion the engine has announced since the watch started.
+    deleted: HashSet<String>,
 }
+
+/// How long, at most, the engine's announcement of a batch's last deletion may take to arrive
+/// once its DELETE returned. Past it the containers are listed all the same: the events are
+/// late, and the batch cannot tell from them whether a container was created.
+const DELETIONS_ANNOUNCED_WITHIN: Duration = Duration::from_secs(2);
 
 impl<'a, S: Store> StoreWatch<'a, S> {
     /// Starts following the engine's events from `since` (seconds): from before the plan lists
@@ -84,6 +100,8 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             generation: 0,
             ours: HashSet::new(),
             listed_ns: i64::MIN,
+            created: false,
+            deleted: HashSet::new(),
         }
     }
 
@@ -135,33 +153,81 @@ impl<'a, S: Store> StoreWatch<'a, S> {
         self.events.is_some() && self.generation != generation
     }
 
+    /// Whether a container may have been created from an image the batch removed, once the
+    /// batch is done: the caller lists the containers again when so.
+    ///
+    /// The engine announces each deletion after its check for containers, and a container once
+    /// it has it, in the order they happened: once the announcements of the batch's own
+    /// deletions (`removed`) have arrived, every container the engine had by then has been
+    /// told. Without events, or when they are late, the answer is yes.
+    pub(super) async fn container_created(&mut self, removed: &[&str]) -> bool {
+        let deadline = tokio::time::Instant::now() + DELETIONS_ANNOUNCED_WITHIN;
+        let announced = |w: &Self| {
+            removed
+                .iter()
+                .all(|id| w.deleted.contains(&qualified_id(id)))
+        };
+        self.drain_events().await;
+        while self.events.is_some() && !announced(self) {
+            let Some(events) = self.events.as_mut() else {
+                break;
+            };
+            match tokio::time::timeout_at(deadline, events.received.recv()).await {
+                Ok(event) => self.apply(event),
+                Err(_) => {
+                    debug!(
+                        "the engine did not announce the batch's deletions within {:?}; \
+                         listing its containers",
+                        DELETIONS_ANNOUNCED_WITHIN
+                    );
+                    return true;
+                }
+            }
+        }
+        self.created || self.events.is_none()
+    }
+
     /// Takes every event that has arrived, without waiting for more. It yields first, so that
     /// the reader has taken what the engine sent even where the runtime has one thread.
     async fn drain_events(&mut self) {
         tokio::task::yield_now().await;
-        let Some(events) = self.events.as_mut() else {
-            return;
-        };
-        loop {
+        while let Some(events) = self.events.as_mut() {
             match events.received.try_recv() {
                 Err(TryRecvError::Empty) => return,
-                Ok(Ok(StoreEvent::Used { .. })) => self.stale = true,
-                Ok(Ok(StoreEvent::Named { time_ns, .. })) => {
-                    if time_ns > self.listed_ns {
-                        self.generation += 1;
-                    }
+                Ok(event) => self.apply(Some(event)),
+                Err(TryRecvError::Disconnected) => self.apply(None),
+            }
+        }
+    }
+
+    /// One event, or the end of the stream (`None`).
+    fn apply(&mut self, event: Option<Result<StoreEvent, Failure>>) {
+        match event {
+            Some(Ok(StoreEvent::Used { created, .. })) => {
+                self.stale = true;
+                self.created |= created;
+            }
+            Some(Ok(StoreEvent::Named { time_ns, .. })) => {
+                if time_ns > self.listed_ns {
+                    self.generation += 1;
                 }
-                Ok(Ok(StoreEvent::Gone { id, time_ns } | StoreEvent::Unnamed { id, time_ns })) => {
-                    if time_ns > self.listed_ns && !self.ours.contains(&qualified_id(&id)) {
-                        self.generation += 1;
-                    }
+            }
+            Some(Ok(StoreEvent::Gone { id, time_ns })) => {
+                let id = qualified_id(&id);
+                if time_ns > self.listed_ns && !self.ours.contains(&id) {
+                    self.generation += 1;
                 }
-                // Ended or failed: from here on, list and check before every removal.
-                _ => {
-                    self.stale = true;
-                    self.events = None;
-                    return;
+                self.deleted.insert(id);
+            }
+            Some(Ok(StoreEvent::Unnamed { id, time_ns })) => {
+                if time_ns > self.listed_ns && !self.ours.contains(&qualified_id(&id)) {
+                    self.generation += 1;
                 }
+            }
+            // Ended or failed: from here on, list and check before every removal.
+            Some(Err(_)) | None => {
+                self.stale = true;
+                self.events = None;
             }
         }
     }
