@@ -180,10 +180,11 @@ impl<S: Store> Pruner<'_, S> {
             .map(|r| r.candidate.id.as_str())
             .collect();
         // Listed again only when a container was created while the batch ran.
-        if !removed.is_empty() && watch.lock().await.container_created(&removed).await {
-            if let Ok(used) = self.store.container_images().await {
-                self.heal_races(&used, &mut results).await;
-            }
+        if !removed.is_empty()
+            && watch.lock().await.container_created(&removed).await
+            && let Ok(used) = self.store.container_images().await
+        {
+            self.heal_races(&used, &mut results).await;
         }
         results
     }
