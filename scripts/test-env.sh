@@ -23,7 +23,7 @@
 #   podman5   Debian 13's Podman 5.4 (API 1.41) on runc
 #   podman58  Debian sid's Podman 5.8 (API 1.44) on runc
 # The last three need a newer glibc than Debian 12's: each runs chrooted in a Debian root of its
-# own suite, made once with debootstrap under $STOWAGE_TEST_CACHE (about 35 s), in a mount
+# own suite, made once with debootstrap under $STOWAGE_TEST_CACHE (about 45 s), in a mount
 # namespace of its own, so its mounts are never seen outside and go away with its processes.
 # Each engine has its own socket and data root under $ROOT/ENGINE; all share the registries.
 # Several engines may run at once. The registries are seeded through the docker20 engine.
@@ -139,6 +139,8 @@ start_engine() {
   d=$(engine_dir "$1")
   mkdir -p "$d"
   rm -f "$d/engine.pid" "$d/engine.sock"
+  # What a chrooted engine killed without `down` left running: gone, as after a reboot.
+  chrooted "$1" && stop_leftovers "$1"
   log "starting engine $1"
   case $1 in
     docker20) start_dockerd "$d" "$1" ;;
@@ -250,6 +252,7 @@ ensure_root() {
   { chroot "$t" apt-get -qq update &&
     DEBIAN_FRONTEND=noninteractive chroot "$t" apt-get -qq install -y --no-install-recommends "${pkgs[@]}"; } \
     >>"$r.log" 2>&1 || die "installing ${pkgs[*]} in the $suite root failed; see $r.log"
+  chroot "$t" apt-get clean # the downloaded .debs, about 200 MB
   root_has "$t" "${pkgs[@]}" || die "${pkgs[*]} missing from the $suite root; see $r.log"
   rm -rf "$r"
   mv "$t" "$r"
@@ -257,9 +260,10 @@ ensure_root() {
 
 # IN_ROOT ROOT DIR CMD...: runs CMD chrooted in ROOT, in a mount namespace of its own (its
 # mounts go with its last process and never reach the host's table): /proc, /sys and /dev from
-# the host, a fresh /run and /dev/shm (Podman's locks: the host's Podman has its own there), and
-# the engine's directory DIR at the same path inside and out, so its socket, pid file and
-# configuration paths mean the same on both sides. The exec keeps the pid: $! is CMD's.
+# the host, a fresh /run, a fresh /dev/shm (Podman keeps its locks there: fresh like /run, and
+# apart from the host's Podman's), and the engine's directory DIR at the same path inside and
+# out, so its socket, pid file and configuration paths mean the same on both sides. The execs
+# keep the pid: $! is CMD's.
 # ROOT is bound on itself first: runc makes / a recursive slave, which fails ("mount dst=/,
 # flags=MS_REC|MS_SLAVE: invalid argument") where / is no mount point.
 # shellcheck disable=SC2016 # expanded by the inner bash
@@ -646,8 +650,7 @@ stop_leftovers() {
 cmd_down() {
   local r m
   # In parallel: each daemon takes ~2 s to exit. dockerd stops its containers (up to its 15 s
-  # shutdown timeout) and its managed containerd.
-  # stop_engine also stops the containerd that is only left behind if dockerd had to be killed.
+  # shutdown timeout) and its managed containerd (stop_engine stops it if dockerd had to be killed).
   local e
   for e in "${ENGINES[@]}"; do stop_engine "$e" & done
   for r in "${REGISTRIES[@]}"; do stop_pid "$ROOT/registry-$r.pid" 10 & done

@@ -109,7 +109,10 @@ impl State {
     /// disk now, applies `change`, writes the result atomically, and returns it. A daemon and
     /// a `stowage pull` run by hand then merge their pins instead of the last writer winning.
     /// A damaged file is moved aside (`FILE.damaged`) rather than overwritten.
-    pub fn update(path: &Path, change: impl FnOnce(&mut State)) -> std::io::Result<State> {
+    ///
+    /// The lock is waited for on a blocking thread: a `stowage pull` by hand may hold it for
+    /// as long as it writes, and an async worker held that long stalls every task on it.
+    pub async fn update(path: &Path, change: impl FnOnce(&mut State)) -> std::io::Result<State> {
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -122,7 +125,9 @@ impl State {
             .truncate(false)
             .write(true)
             .open(&lock_name)?;
-        lock.lock()?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(std::io::Error::other)??;
         let mut state = match std::fs::read(path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
                 Ok(s) if s.version > STATE_VERSION => {
@@ -148,8 +153,8 @@ impl State {
         if state != before {
             state.save(path)?;
         }
+        drop(lock); // released only now, once the new state is written
         Ok(state)
-        // The lock is released when `lock` is dropped.
     }
 
     /// Writes the state file atomically.
@@ -187,8 +192,8 @@ impl State {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_state_file_of_a_newer_format_is_never_rewritten() {
+    #[tokio::test]
+    async fn a_state_file_of_a_newer_format_is_never_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let newer = "{\"version\": 9, \"first_pull\": {\"a\": \"sha256:1\"}, \"future\": 1}\n";
@@ -197,9 +202,51 @@ mod tests {
         let error = State::update(&path, |s| {
             s.first_pull.insert("b".into(), "sha256:2".into());
         })
+        .await
         .unwrap_err();
         assert!(error.to_string().contains("format 9"), "{error}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
+    }
+
+    /// Another process (here another open of the lock file, by a thread) holds the lock: the
+    /// update waits for it without holding up the runtime's one thread, where the other tasks
+    /// go on. (Waiting on that thread instead, the update would finish only once the holder
+    /// gives up after 5 s, and the ticks would find it finished.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn waiting_for_the_lock_holds_up_no_other_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn({
+            let lock = dir.path().join("state.json.lock");
+            move || {
+                let held = std::fs::File::create(lock).unwrap();
+                held.lock().unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(std::time::Duration::from_secs(5));
+            }
+        });
+        locked_rx.recv().unwrap();
+        let update = tokio::spawn({
+            let path = path.clone();
+            async move {
+                State::update(&path, |s| {
+                    s.first_pull.insert("a".into(), "sha256:a".into());
+                })
+                .await
+            }
+        });
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!update.is_finished(), "the update held up the runtime");
+        assert!(!path.exists(), "written without the lock");
+        release_tx.send(()).unwrap();
+        let saved = update.await.unwrap().unwrap();
+        holder.join().unwrap();
+        assert_eq!(saved.first_pull.len(), 1);
+        assert_eq!(State::load(&path).first_pull, saved.first_pull);
     }
 
     #[test]
@@ -218,23 +265,25 @@ mod tests {
         assert_eq!(State::load(&path), State::default());
     }
 
-    #[test]
-    fn updates_merge_with_what_is_on_disk() {
+    #[tokio::test]
+    async fn updates_merge_with_what_is_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         State::update(&path, |s| {
             s.first_pull.insert("a".into(), "sha256:a".into());
         })
+        .await
         .unwrap();
         // Another writer that loaded before the first one saved keeps both pins.
         let merged = State::update(&path, |s| {
             s.first_pull.insert("b".into(), "sha256:b".into());
         })
+        .await
         .unwrap();
         assert_eq!(merged.first_pull.len(), 2);
         assert_eq!(State::load(&path), merged);
         std::fs::write(&path, b"garbage").unwrap();
-        let fresh = State::update(&path, |_| {}).unwrap();
+        let fresh = State::update(&path, |_| {}).await.unwrap();
         assert_eq!(fresh, State::default());
         assert_eq!(
             std::fs::read(dir.path().join("state.json.damaged")).unwrap(),

@@ -46,7 +46,7 @@ pub async fn watch_uses<S: Store>(
                 .until(tokio::time::timeout(EVENTS_SILENCE, stream.next()))
                 .await
             else {
-                uses.flush();
+                uses.flush().await;
                 return;
             };
             match next {
@@ -60,13 +60,13 @@ pub async fn watch_uses<S: Store>(
                                 Ok(Some(found)) => found.id,
                                 _ => image,
                             };
-                            uses.seen(id, time);
+                            uses.seen(id, time).await;
                         }
                         // Podman says "delete" of every removal it was asked for, an
                         // untag or a refusal too: only an image really gone is forgotten.
                         StoreEvent::Gone { id, .. } => {
                             if let Ok(false) = store.has_image(&id).await {
-                                uses.gone(id);
+                                uses.gone(id).await;
                             }
                         }
                         StoreEvent::Named { .. } | StoreEvent::Unnamed { .. } => {}
@@ -80,7 +80,7 @@ pub async fn watch_uses<S: Store>(
                 Ok(None) | Err(_) => break,
             }
         }
-        uses.flush();
+        uses.flush().await;
         if !stop.sleep(Duration::from_secs(1)).await {
             return;
         }
@@ -101,7 +101,7 @@ struct Uses<'a> {
 
 impl Uses<'_> {
     /// Records a use: in memory at once, on disk when [`USES_FLUSH`] has passed.
-    fn seen(&mut self, id: String, time: i64) {
+    async fn seen(&mut self, id: String, time: i64) {
         debug!(image = %id, time, "image used");
         {
             let mut s = self.state.locked();
@@ -110,13 +110,13 @@ impl Uses<'_> {
         }
         self.pending.insert(id, time);
         if self.flushed.elapsed() >= USES_FLUSH {
-            self.flush();
+            self.flush().await;
         }
     }
 
     /// Forgets a deleted image's history: if the same ID comes back (pulled again), it is new
     /// to the store, and `min_age` counts from then. Saved at once: a prune may read it soon.
-    fn gone(&mut self, id: String) {
+    async fn gone(&mut self, id: String) {
         debug!(image = %id, "image deleted; its history is forgotten");
         {
             let mut s = self.state.locked();
@@ -125,11 +125,11 @@ impl Uses<'_> {
         }
         self.pending.remove(&id);
         self.gone.insert(id);
-        self.flush();
+        self.flush().await;
     }
 
     /// Saves the pending uses and deletions, merged with the state file on disk.
-    fn flush(&mut self) {
+    async fn flush(&mut self) {
         self.flushed = Instant::now();
         if self.pending.is_empty() && self.gone.is_empty() {
             return;
@@ -145,7 +145,8 @@ impl Uses<'_> {
                 let e = s.last_used.entry(id.clone()).or_insert(*t);
                 *e = (*e).max(*t);
             }
-        });
+        })
+        .await;
         match result {
             Ok(saved) => *self.state.locked() = saved,
             Err(e) => warn!("cannot save image uses to the state file: {e}"),

@@ -103,9 +103,9 @@ impl<S: Store> Pruner<'_, S> {
             }
         }
         watch.planned_at(usage.observed_at_ns);
-        self.record(&usage);
+        self.record(&usage).await;
         let removals = self.remove_all(&plan, &input, watch, closes).await;
-        self.forget(&removals);
+        self.forget(&removals).await;
         let build_cache_freed = if closed(closes) {
             None
         } else {
@@ -426,7 +426,7 @@ impl<S: Store> Pruner<'_, S> {
 
     /// Forgets the history of every image the removals deleted: an image pulled again is new
     /// to the store, and `min_age` counts from its return, not from its first arrival.
-    fn forget(&self, removals: &[Removal]) {
+    async fn forget(&self, removals: &[Removal]) {
         let gone: Vec<&String> = removals
             .iter()
             .filter(|r| r.result == RemovalResult::Removed)
@@ -446,7 +446,8 @@ impl<S: Store> Pruner<'_, S> {
                 s.first_seen.remove(*id);
                 s.last_used.remove(*id);
             }
-        });
+        })
+        .await;
         match result {
             Ok(saved) => *self.state.locked() = saved,
             Err(e) => warn!(
@@ -457,7 +458,7 @@ impl<S: Store> Pruner<'_, S> {
     }
 
     /// Saves the usage history (merged with the state file on disk).
-    pub(super) fn record(&self, usage: &Usage) {
+    pub(super) async fn record(&self, usage: &Usage) {
         let result = State::update(&self.config.state_file, |s| {
             s.first_seen = usage
                 .first_seen
@@ -478,7 +479,8 @@ impl<S: Store> Pruner<'_, S> {
             s.last_used = last_used;
             s.watching_since.get_or_insert(usage.watching_since);
             s.observed_at_ns = Some(usage.observed_at_ns);
-        });
+        })
+        .await;
         match result {
             Ok(saved) => *self.state.locked() = saved,
             Err(e) => warn!(

@@ -200,7 +200,8 @@ impl<E: Engine> Puller<'_, E> {
     pub async fn converge(&self, images: &[Pinned]) -> Result<Vec<Outcome>, Failure> {
         let (plan, local) = self.plan_listing(images, Asking::Once).await?;
         let outcomes = self.execute(plan, &local).await;
-        self.remember(&outcomes, self.pins == PinUpkeep::Daemon);
+        self.remember(&outcomes, self.pins == PinUpkeep::Daemon)
+            .await;
         Ok(outcomes)
     }
 
@@ -435,7 +436,7 @@ impl<E: Engine> Puller<'_, E> {
                         self.progress.step(Step::Settled);
                         // Saved as each image settles: a kill later in the run must not lose
                         // this pin, or the next run would resolve the tag again.
-                        self.remember(std::slice::from_ref(&outcome), false);
+                        self.remember(std::slice::from_ref(&outcome), false).await;
                         drop(guard);
                         (index, outcome)
                     }
@@ -503,7 +504,7 @@ impl<E: Engine> Puller<'_, E> {
     /// daemon, once a run is over) it also drops the pins of images that are no longer
     /// first-pull images of its config: a pin kept from an earlier mode must not come back
     /// later and roll the host back.
-    fn remember(&self, outcomes: &[Outcome], prune_pins: bool) {
+    async fn remember(&self, outcomes: &[Outcome], prune_pins: bool) {
         let mut new_pins = Vec::new();
         for o in outcomes {
             let p = &o.decision.pinned;
@@ -550,7 +551,8 @@ impl<E: Engine> Puller<'_, E> {
             if prune_pins {
                 state.retain_sightings(self.all_pinned.iter().map(|p| &p.key));
             }
-        });
+        })
+        .await;
         match result {
             Ok(saved) => {
                 *self.state.locked() = saved;
