@@ -262,7 +262,9 @@ ensure_root() {
 # mounts go with its last process and never reach the host's table): /proc, /sys and /dev from
 # the host, a fresh /run, a fresh /dev/shm (Podman keeps its locks there: fresh like /run, and
 # apart from the host's Podman's), and the engine's directory DIR at the same path inside and
-# out, so its socket, pid file and configuration paths mean the same on both sides. The execs
+# out, so its socket, pid file and configuration paths mean the same on both sides. The host's
+# /tmp too: the tests bind-mount files from their scratch directories there into containers
+# (a config, a data root), and the engine resolves those paths in its own root. The execs
 # keep the pid: $! is CMD's.
 # ROOT is bound on itself first: runc makes / a recursive slave, which fails ("mount dst=/,
 # flags=MS_REC|MS_SLAVE: invalid argument") where / is no mount point.
@@ -274,6 +276,7 @@ mount --rbind "$r" "$r"
 for m in /proc /sys /dev; do mount --rbind "$m" "$r$m"; mount --make-rslave "$r$m"; done
 mount -t tmpfs -o mode=755 tmpfs "$r/run"
 mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
+mount --rbind /tmp "$r/tmp"; mount --make-rslave "$r/tmp"
 mkdir -p "$r$d"
 mount --bind "$d" "$r$d"
 PATH=/usr/sbin:/usr/bin:/sbin:/bin exec chroot "$r" "$@"' in-root)

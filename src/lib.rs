@@ -35,7 +35,9 @@ pub use io::engine::docker::DockerEngine;
 pub use io::engine::{Engine, OnBytes, PullRequest, Pulled, Store};
 pub use io::registry::{Registry, Resolver};
 pub use model::failure::{Failure, FailureClass};
-pub use model::image::{Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage};
+pub use model::image::{
+    BuildCache, Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage,
+};
 pub use model::reference::ImageRef;
 pub use policy::config::{Config, PruneSettings};
 pub use policy::lockfile::LockFile;

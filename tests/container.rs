@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::prune::seasoned_state;
-use crate::support::{EngineKind, Env, Scratch, engine_lock, env, free_port, poll};
+use crate::support::{Env, Scratch, engine_lock, env, free_port, poll};
 
 const LIVENESS: Duration = Duration::from_secs(90);
 
@@ -158,7 +158,7 @@ fn the_image_pulls_prunes_keeps_itself_reports_health_and_stops_cleanly() {
 
     // Healthy: the engine's own health check where it runs one (Podman runs them from systemd
     // timers, and there is no systemd here), else the same command run by hand.
-    if env.engine == EngineKind::Podman {
+    if env.engine.is_podman() {
         let out = env.docker(&["exec", &daemon.name, "/usr/bin/stowage", "health"]);
         assert!(out.status.success(), "{out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
@@ -235,7 +235,7 @@ fn the_compose_example_runs_the_pinned_image_healthy() {
     let env = env();
     crate::skip_on!(
         env,
-        Podman,
+        Podman | Podman5 | Podman58,
         "compose is Docker's; Podman's example is the quadlet"
     );
     let image = load_image(&env);

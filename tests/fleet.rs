@@ -16,7 +16,7 @@ fn three_hosts_converge_through_a_mirror_wait_for_the_window_and_survive_its_los
     // The hosts are Docker 20.10 engines of the script's own, whatever the engine under test.
     skip_on!(
         env,
-        Docker26 | Podman,
+        Docker26 | Docker28 | Podman | Podman5 | Podman58,
         "the hosts are the script's own Docker 20.10 engines"
     );
     let scratch = Scratch::new();

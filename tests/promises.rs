@@ -236,7 +236,7 @@ async fn an_image_pulled_again_after_its_removal_is_young_again() {
     assert!(env.docker(&["pull", "-q", &other]).status.success());
     let (plan, _) = pruner.plan().await.unwrap();
     let kept = plan.keep.iter().find(|k| k.id == y);
-    if env.engine == crate::support::EngineKind::Podman {
+    if env.engine.is_podman() {
         // Podman's compatible API answers no bounded events query (docs/reliability.md).
         eprintln!("on Podman, only a running daemon sees it: {kept:?}");
     } else {

@@ -349,7 +349,7 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
     let env = env();
     crate::skip_on!(
         env,
-        Podman,
+        Podman | Podman5 | Podman58,
         "Podman's forced removal takes the image's containers with it: the race's outcome cannot be staged"
     );
     let victim_name = env.plain_image("gamma:1");
@@ -570,7 +570,7 @@ fn the_build_cache_is_pruned_by_age() {
     let env = env();
     crate::skip_on!(
         env,
-        Podman,
+        Podman | Podman5 | Podman58,
         "Podman's compatible API has no BuildKit (its build cache is image layers; podman#19604)"
     );
     // A BuildKit build leaves build-cache records (the classic builder leaves none).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, EngineKind, Env, Registry, Scratch, engine_lock, env, free_port};
+use crate::support::{Daemon, Env, Registry, Scratch, engine_lock, env, free_port};
 
 /// How much of each scenario a profile runs.
 struct Profile {
@@ -227,7 +227,7 @@ fn churn(env: &Env, images: &[String], stop: &std::sync::atomic::AtomicBool) -> 
             } else {
                 let _ = env.docker(&["rm", "-f", &name]);
             }
-        } else if roll < 6 && env.engine != EngineKind::Podman {
+        } else if roll < 6 && !env.engine.is_podman() {
             let id = &mine[rng.random_range(0..mine.len())];
             // Only the runnable image has a binary; others fail to start, which is fine.
             let _ = env.docker(&["start", id]);

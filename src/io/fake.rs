@@ -268,6 +268,10 @@ impl Engine for FakeEngine {
 }
 
 impl Store for FakeEngine {
+    fn build_cache(&self) -> crate::model::image::BuildCache {
+        crate::model::image::BuildCache::ByAgeAndSize
+    }
+
     fn image_store(&self) -> ImageStore {
         ImageStore::Classic
     }

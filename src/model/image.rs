@@ -56,6 +56,19 @@ pub(crate) struct Disk {
     pub used: u64,
 }
 
+/// What of its build cache an engine prunes on request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildCache {
+    /// Nothing apart from images: Podman's builds leave their layers as images, pruned as
+    /// such, and its API has no build cache endpoint.
+    None,
+    /// Records unused for a while. A bound on the cache's size needs API 1.48 (Docker 28):
+    /// an older engine ignores it and, asked for nothing else, prunes every unused record.
+    ByAge,
+    /// Records unused for a while, and beyond a size.
+    ByAgeAndSize,
+}
+
 /// How an engine keeps its images, which decides what its names prove.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageStore {

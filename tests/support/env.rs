@@ -12,8 +12,25 @@ pub(crate) enum EngineKind {
     Docker20,
     /// Docker 26.1 with the containerd image store.
     Docker26,
+    /// Docker 28.5 on containerd 2.1, containerd image store (chrooted in a Debian sid root).
+    Docker28,
     /// Podman 4.3's Docker-compatible API.
     Podman,
+    /// Podman 5.4 (Debian 13, chrooted), API 1.41.
+    Podman5,
+    /// Podman 5.8 (Debian sid, chrooted), API 1.44.
+    Podman58,
+}
+
+impl EngineKind {
+    /// Any Podman: the same compatible API, answering the same way where it differs from
+    /// Docker's.
+    pub(crate) fn is_podman(self) -> bool {
+        matches!(
+            self,
+            EngineKind::Podman | EngineKind::Podman5 | EngineKind::Podman58
+        )
+    }
 }
 
 /// The profile the tests run against: `STOWAGE_TEST_ENGINE`, docker20 when unset.
@@ -80,7 +97,10 @@ pub(crate) fn env() -> Env {
     let engine = match get("STOWAGE_TEST_ENGINE").as_str() {
         "docker20" => EngineKind::Docker20,
         "docker26" => EngineKind::Docker26,
+        "docker28" => EngineKind::Docker28,
         "podman" => EngineKind::Podman,
+        "podman5" => EngineKind::Podman5,
+        "podman58" => EngineKind::Podman58,
         other => panic!("{}: unknown STOWAGE_TEST_ENGINE {other}", path.display()),
     };
     Env {

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use super::env::{EngineKind, Env};
+use super::env::Env;
 use super::net::fresh_repo;
 use std::time::Duration;
 
@@ -55,7 +55,7 @@ impl Env {
             return created;
         }
         let id = String::from_utf8_lossy(&created.stdout).trim().to_owned();
-        let used = if self.engine == EngineKind::Podman {
+        let used = if self.engine.is_podman() {
             created
         } else {
             self.docker(&["start", "-a", &id])

@@ -40,13 +40,11 @@ impl ScopedStore {
             after_plan: Mutex::new(None),
             container_listings: AtomicUsize::new(0),
             // Podman's events go through a file it reads again at intervals.
-            events_settle: std::time::Duration::from_secs(
-                if env.engine == super::EngineKind::Podman {
-                    2
-                } else {
-                    1
-                },
-            ),
+            events_settle: std::time::Duration::from_secs(if env.engine.is_podman() {
+                2
+            } else {
+                1
+            }),
         }
     }
 
@@ -84,6 +82,10 @@ impl ScopedStore {
 impl stowage::Store for ScopedStore {
     fn image_store(&self) -> stowage::ImageStore {
         self.inner.image_store()
+    }
+
+    fn build_cache(&self) -> stowage::BuildCache {
+        self.inner.build_cache()
     }
 
     async fn store(&self) -> Result<Vec<stowage::StoreImage>, stowage::Failure> {

@@ -1,9 +1,10 @@
 //! The Docker Engine API, through bollard.
 //!
 //! bollard is pinned to 0.21.1, which never puts the API version in the request path (bollard
-//! #736): the engine answers in its own schema. We read only fields that exist in every API
-//! version we support (1.41 and later), and the integration tests fail loudly if one comes back
-//! empty.
+//! #736). On a unix socket the transport puts it there ([`super::transport`]): the newest
+//! version stowage is tested against, within what the engine serves. Over TCP the engine
+//! answers in its own newest schema. We read only fields that exist in every API version we
+//! support (1.41 and later), and the integration tests fail loudly if one comes back empty.
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
@@ -18,7 +19,7 @@ use super::{Engine, OnBytes, PullRequest, Pulled, unfollowed_bytes};
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::{Failure, FailureClass, classify_about, io_cause, with_causes};
 use crate::model::image::{
-    Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
+    BuildCache, Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
 };
 use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
@@ -48,6 +49,10 @@ pub struct DockerEngine {
     image_store: ImageStore,
     /// Podman's own API on the same socket, for removals (see [`super::libpod`]).
     libpod: Option<super::libpod::Libpod>,
+    /// The unix socket, for the answers stowage reads itself; `None` over TCP.
+    socket: Option<super::transport::Socket>,
+    /// The API version the engine answers in, as it says it (`1.51`).
+    api_version: String,
 }
 
 impl DockerEngine {
@@ -66,10 +71,14 @@ impl DockerEngine {
             ))
         };
         // Unix sockets through our pooled transport; tcp:// and http:// as bollard builds them.
-        let docker = if host.starts_with("unix://") {
-            super::transport::connect_unix(&host)
+        let socket = if host.starts_with("unix://") {
+            Some(super::transport::Socket::at(&host).map_err(|e| unreachable(&e))?)
         } else {
-            Docker::connect_with_host(&host)
+            None
+        };
+        let docker = match &socket {
+            Some(socket) => socket.docker(),
+            None => Docker::connect_with_host(&host),
         };
         let docker = docker.map_err(|e| match e {
             // The socket appears when dockerd starts: worth waiting for.
@@ -80,26 +89,35 @@ impl DockerEngine {
                  tcp://host:port or http://host:port)"
             )),
         })?;
-        let docker = docker
-            .negotiate_version()
+        let version = docker.version().await.map_err(|e| unreachable(&e))?;
+        let served = version.api_version.clone().unwrap_or_default();
+        let api_version = match &socket {
+            Some(socket) => socket
+                .speak(&served, version.min_api_version.as_deref())
+                .unwrap_or(served),
+            // Over TCP, bollard's own client: the engine's newest schema (bollard #736).
+            None => served,
+        };
+        let image_store = image_store_of(&docker, &version)
             .await
             .map_err(|e| unreachable(&e))?;
-        let image_store = image_store_of(&docker).await.map_err(|e| unreachable(&e))?;
         tracing::debug!(
             host,
             image_store = image_store.name(),
+            api_version,
             "connected to the engine"
         );
-        let libpod = if image_store == ImageStore::Podman {
-            super::libpod::Libpod::at(&host)
-        } else {
-            None
+        let libpod = match (&socket, image_store) {
+            (Some(socket), ImageStore::Podman) => Some(super::libpod::Libpod::on(socket.clone())),
+            _ => None,
         };
         Ok(DockerEngine {
             docker,
             host,
             image_store,
             libpod,
+            socket,
+            api_version,
         })
     }
 
@@ -223,7 +241,45 @@ impl Engine for DockerEngine {
     }
 }
 
+/// A container as stowage reads it from the engine's list: only its image. bollard's own
+/// struct reads the container's state with a closed enum, and Podman says `stopped` (not
+/// Docker's word) of a container that has just exited: in its list every few polls on a
+/// host where containers come and go (Podman 4.3 to 5.8; podman#28359), which failed the
+/// whole listing, and with it the prune cycle.
+#[derive(serde::Deserialize)]
+struct ListedContainer {
+    #[serde(rename = "ImageID", default)]
+    image_id: Option<String>,
+}
+
 impl DockerEngine {
+    /// [`Store::container_images`](super::Store::container_images) over the unix socket.
+    async fn container_images_on(
+        &self,
+        socket: &super::transport::Socket,
+    ) -> Result<std::collections::HashSet<String>, Failure> {
+        let failure = |e: String| {
+            Failure::new(
+                FailureClass::Engine,
+                format!(
+                    "cannot list the containers of the engine at {}: {e}",
+                    self.host
+                ),
+            )
+        };
+        let answer = socket
+            .get("/containers/json?all=true")
+            .await
+            .map_err(failure)?;
+        if !answer.status.is_success() {
+            let body = String::from_utf8_lossy(&answer.body);
+            return Err(failure(format!("{}: {}", answer.status, body.trim())));
+        }
+        let listed: Vec<ListedContainer> =
+            serde_json::from_slice(&answer.body).map_err(|e| failure(e.to_string()))?;
+        Ok(listed.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
     /// The image by this name or ID, `None` when the engine has none.
     async fn inspect(&self, name: &str) -> Result<Option<bollard::models::ImageInspect>, Failure> {
         match self.docker.inspect_image(name).await {
@@ -263,12 +319,14 @@ impl DockerEngine {
 
 /// Asks the engine how it keeps images: Podman names itself among the version's components,
 /// and Docker's containerd store shows as the `driver-type` of its storage driver.
-async fn image_store_of(docker: &Docker) -> Result<ImageStore, BollardError> {
-    let version = docker.version().await?;
+async fn image_store_of(
+    docker: &Docker,
+    version: &bollard::models::SystemVersion,
+) -> Result<ImageStore, BollardError> {
     let podman = version
         .components
-        .unwrap_or_default()
         .iter()
+        .flatten()
         .any(|c| c.name.to_ascii_lowercase().contains("podman"));
     if podman {
         return Ok(ImageStore::Podman);
@@ -288,6 +346,16 @@ async fn image_store_of(docker: &Docker) -> Result<ImageStore, BollardError> {
 impl super::Store for DockerEngine {
     fn image_store(&self) -> ImageStore {
         self.image_store
+    }
+
+    fn build_cache(&self) -> BuildCache {
+        let size_bound =
+            super::transport::api_version(&self.api_version).is_some_and(|v| v >= (1, 48));
+        match self.image_store {
+            ImageStore::Podman => BuildCache::None,
+            _ if size_bound => BuildCache::ByAgeAndSize,
+            _ => BuildCache::ByAge,
+        }
     }
 
     async fn store(&self) -> Result<Vec<StoreImage>, Failure> {
@@ -329,6 +397,9 @@ impl super::Store for DockerEngine {
     }
 
     async fn container_images(&self) -> Result<std::collections::HashSet<String>, Failure> {
+        if let Some(socket) = &self.socket {
+            return self.container_images_on(socket).await;
+        }
         let options = ListContainersOptionsBuilder::new().all(true).build();
         let containers = self
             .docker
@@ -463,12 +534,13 @@ impl super::Store for DockerEngine {
         let mut options = PruneBuildOptionsBuilder::new();
         if let Some(age) = max_age {
             let mut filters = std::collections::HashMap::new();
-            // "unused-for" exists since API 1.41 (older engines take "until").
-            filters.insert("unused-for".to_owned(), vec![format!("{}s", age.as_secs())]);
+            // "until", which every version takes ("unused-for" is its deprecated synonym).
+            filters.insert("until".to_owned(), vec![format!("{}s", age.as_secs())]);
             options = options.filters(&filters);
         }
         if let Some(bytes) = max_bytes {
-            // Honoured from API 1.48 on; older engines ignore it (documented).
+            // Honoured from API 1.48 on; the pruner asks older engines for none (see
+            // [`BuildCache::ByAge`]).
             options = options.max_used_space(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
         let response = self

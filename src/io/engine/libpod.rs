@@ -1,28 +1,22 @@
 //! Podman's own API, for the one call its Docker-compatible API gets wrong for a pruner.
 //!
-//! Podman's compatible `DELETE /images/{name}` ignores `noprune` (Podman 4 logs "not
-//! supported") and deletes every dangling parent the image leaves childless, whatever policy
+//! Podman's compatible `DELETE /images/{name}` ignores `noprune` before Podman 4.6 (4.3 logs
+//! "not supported") and deletes every dangling parent the image leaves childless, whatever policy
 //! says of them. Its libpod endpoint `DELETE /libpod/images/remove` honours `noprune`, so
 //! removals go there. Measured on Podman 4.3: it answers 200 whatever happened, with an exit
 //! code: 0 done, 1 no such image or name, 2 used by a container, 125 anything else (such as an
 //! ID with more than one tag, or a `name@digest` that is not one of its names: "tag not known").
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use hyperlocal::UnixConnector;
 use serde::Deserialize;
 
+use super::transport::Socket;
 use crate::model::failure::{Failure, FailureClass};
 use crate::model::image::Deleted;
 
-/// A client of Podman's libpod API on its unix socket.
+/// Podman's libpod API on its unix socket (the one the compatible API is on).
 #[derive(Clone)]
 pub(super) struct Libpod {
-    client: Client<UnixConnector, Empty<Bytes>>,
-    /// The socket's path.
-    socket: String,
+    socket: Socket,
 }
 
 /// The answer of `DELETE /libpod/images/remove`.
@@ -39,14 +33,10 @@ struct Report {
 }
 
 impl Libpod {
-    /// A client of the socket at `host` (`unix://...`); `None` for any other address, where
-    /// removals fall back to the compatible API (and are audited all the same).
-    pub(super) fn at(host: &str) -> Option<Libpod> {
-        let socket = host.strip_prefix("unix://")?.to_owned();
-        Some(Libpod {
-            client: Client::builder(TokioExecutor::new()).build(UnixConnector),
-            socket,
-        })
+    /// Podman's own API on `socket`. Over TCP there is none here: removals fall back to the
+    /// compatible API (and are audited all the same).
+    pub(super) fn on(socket: Socket) -> Libpod {
+        Libpod { socket }
     }
 
     /// One removal of a name or an ID, never forced, parents never pruned.
@@ -57,32 +47,26 @@ impl Libpod {
             .append_pair("force", "false")
             .finish();
         // Any version prefix routes; v4.0.0 is the first libpod API with this endpoint's shape.
-        let uri: hyper::Uri = hyperlocal::Uri::new(
-            &self.socket,
-            &format!("/v4.0.0/libpod/images/remove?{query}"),
-        )
-        .into();
-        let request = hyper::Request::delete(uri)
-            .body(Empty::new())
-            .map_err(|e| unreachable_engine(&self.socket, &e))?;
-        let response = self
-            .client
-            .request(request)
+        let answer = self
+            .socket
+            .delete(&format!("/v4.0.0/libpod/images/remove?{query}"))
             .await
-            .map_err(|e| unreachable_engine(&self.socket, &e))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable_engine(&self.socket, &e))?
-            .to_bytes();
-        let report: Report = serde_json::from_slice(&body).map_err(|e| {
+            .map_err(|e| {
+                Failure::new(
+                    FailureClass::Engine,
+                    format!(
+                        "cannot talk to Podman at unix://{}: {e}",
+                        self.socket.path()
+                    ),
+                )
+            })?;
+        let report: Report = serde_json::from_slice(&answer.body).map_err(|e| {
             Failure::new(
                 FailureClass::Engine,
                 format!(
-                    "Podman answered the removal of {name} with {status}: {} ({e})",
-                    String::from_utf8_lossy(&body)
+                    "Podman answered the removal of {name} with {}: {} ({e})",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
                 ),
             )
         })?;
@@ -109,13 +93,6 @@ impl Report {
             )),
         }
     }
-}
-
-fn unreachable_engine(socket: &str, e: &dyn std::fmt::Display) -> Failure {
-    Failure::new(
-        FailureClass::Engine,
-        format!("cannot talk to Podman at unix://{socket}: {e}"),
-    )
 }
 
 #[cfg(test)]

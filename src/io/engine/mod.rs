@@ -13,7 +13,9 @@ use std::future::Future;
 
 use crate::io::credentials::RegistryAuth;
 use crate::model::failure::Failure;
-use crate::model::image::{Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage};
+use crate::model::image::{
+    BuildCache, Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage,
+};
 use crate::model::reference::ImageRef;
 
 /// One pull to perform.
@@ -85,6 +87,9 @@ pub trait Store: Send + Sync {
     /// How the engine keeps images (found out when connecting).
     fn image_store(&self) -> ImageStore;
 
+    /// What of its build cache the engine prunes (found out when connecting).
+    fn build_cache(&self) -> BuildCache;
+
     /// Every top-level image, with what the prune planner needs to know about it.
     fn store(&self) -> impl Future<Output = Result<Vec<StoreImage>, Failure>> + Send;
 
@@ -124,8 +129,9 @@ pub trait Store: Send + Sync {
     fn data_root(&self)
     -> impl Future<Output = Result<Option<std::path::PathBuf>, Failure>> + Send;
 
-    /// Prunes the build cache: records unused for longer than `max_age`, and (on engines with
-    /// API 1.48 or later) more than `max_bytes` in all. Returns the bytes reclaimed.
+    /// Prunes the build cache: records unused for longer than `max_age`, and more than
+    /// `max_bytes` in all (only where [`Self::build_cache`] says so). Returns the bytes
+    /// reclaimed.
     fn prune_build_cache(
         &self,
         max_age: Option<std::time::Duration>,

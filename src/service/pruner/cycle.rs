@@ -22,6 +22,7 @@ use crate::decide::removal::{Taken, audit, refused_for_a_container};
 use crate::decide::usage::Usage;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
+use crate::model::image::BuildCache;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::policy::state::State;
@@ -343,16 +344,19 @@ impl<S: Store> Pruner<'_, S> {
     /// The build cache (CI hosts), after the images: the bytes freed, when it ran.
     async fn prune_build_cache(&self) -> Option<u64> {
         let settings = self.settings;
-        if (settings.build_cache_max_age.is_none() && settings.build_cache_max_size.is_none())
-            || self.stop.is_triggered()
-        {
+        // Only what the engine honours: asked for a size it ignores, an engine older than API
+        // 1.48 prunes every unused record (the daemon said so at start).
+        let (max_age, max_size) = match self.store.build_cache() {
+            BuildCache::None => (None, None),
+            BuildCache::ByAge => (settings.build_cache_max_age, None),
+            BuildCache::ByAgeAndSize => {
+                (settings.build_cache_max_age, settings.build_cache_max_size)
+            }
+        };
+        if (max_age.is_none() && max_size.is_none()) || self.stop.is_triggered() {
             return None;
         }
-        match self
-            .store
-            .prune_build_cache(settings.build_cache_max_age, settings.build_cache_max_size)
-            .await
-        {
+        match self.store.prune_build_cache(max_age, max_size).await {
             Ok(bytes) => {
                 info!(bytes, "build cache pruned");
                 Some(bytes)
