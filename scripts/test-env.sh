@@ -214,10 +214,11 @@ root_has() {
     (($(chroot "$r" dpkg-query -W -f='${db:Status-Abbrev}\n' "$@" 2>/dev/null | grep -c '^ii') == $#))
 }
 
-# root_pids DIR: the processes chrooted in DIR (engines, their containerd, shims, conmons).
+# root_pids DIR: the processes whose root is DIR (engines, their containerd, shims, conmons):
+# the namespace IN_ROOT made has DIR mounted at "/".
 root_pids() {
-  # find fails on what it may not read (pid 1 here) and on processes that exit as it reads.
-  find /proc -mindepth 2 -maxdepth 2 -name root -lname "$1" 2>/dev/null | cut -d/ -f3 || true
+  grep -lsF " $1 / " /proc/[0-9]*/mountinfo | cut -d/ -f3
+  return 0 # none
 }
 
 # engine_pids NAME: the processes of chrooted engine NAME of this $ROOT: those whose mount
@@ -266,8 +267,10 @@ ensure_root() {
 # /tmp too: the tests bind-mount files from their scratch directories there into containers
 # (a config, a data root), and the engine resolves those paths in its own root. The execs
 # keep the pid: $! is CMD's.
-# ROOT is bound on itself first: runc makes / a recursive slave, which fails ("mount dst=/,
-# flags=MS_REC|MS_SLAVE: invalid argument") where / is no mount point.
+# ROOT is bound on itself first, and made the namespace's root with pivot_root, not chroot:
+# runc makes / a recursive slave, which fails ("mount dst=/, flags=MS_REC|MS_SLAVE: invalid
+# argument") where / is no mount point; and `docker exec` (runc joining a container's mount
+# namespace) lands in the namespace's root, which under a chroot is the host's.
 # shellcheck disable=SC2016 # expanded by the inner bash
 IN_ROOT=(unshare --mount --propagation slave -- bash -euc '
 r=$1 d=$2
@@ -277,9 +280,12 @@ for m in /proc /sys /dev; do mount --rbind "$m" "$r$m"; mount --make-rslave "$r$
 mount -t tmpfs -o mode=755 tmpfs "$r/run"
 mount -t tmpfs -o mode=1777 tmpfs "$r/dev/shm"
 mount --rbind /tmp "$r/tmp"; mount --make-rslave "$r/tmp"
-mkdir -p "$r$d"
+mkdir -p "$r$d" "$r/.host"
 mount --bind "$d" "$r$d"
-PATH=/usr/sbin:/usr/bin:/sbin:/bin exec chroot "$r" "$@"' in-root)
+cd "$r"
+pivot_root . .host
+umount -l /.host
+PATH=/usr/sbin:/usr/bin:/sbin:/bin exec "$@"' in-root)
 
 # cosign 3 from Debian sid, which signs as most images are signed today (Sigstore bundles as
 # OCI referrers). It needs sid's glibc: it lives in a debootstrapped sid root (about 30 s

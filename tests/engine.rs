@@ -299,3 +299,51 @@ async fn a_multi_platform_index_resolves_to_the_platform_digest() {
     assert_eq!(entry.platforms.get("linux/arm64"), Some(&arm64.digest));
     assert_eq!(entry.platforms.get("linux/amd64"), Some(&amd64.digest));
 }
+
+/// The containers' images are listed while containers come and go: Podman says `stopped` of
+/// one that has just exited (a state Docker's API has no word for), in its list every few
+/// polls; one listing that cannot read it would fail a prune cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_are_listed_while_they_come_and_go() {
+    use stowage::Store;
+    let _lock = engine_lock();
+    let env = env();
+    let image = env.plain_image("busybox:1");
+    assert!(env.docker(&["pull", "-q", &image]).status.success());
+    let id = env.image_id(&image).unwrap();
+    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runner = {
+        let (stop, image) = (stop.clone(), image.clone());
+        std::thread::spawn(move || {
+            let env = crate::support::env();
+            let mut runs = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let args = [
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    &image,
+                    "/bin/busybox",
+                    "true",
+                ];
+                assert!(env.docker(&args).status.success());
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let mut seen = 0;
+    for _ in 0..200 {
+        let used = engine
+            .container_images()
+            .await
+            .unwrap_or_else(|f| panic!("{f}"));
+        seen += usize::from(used.contains(&id));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let runs = runner.join().unwrap();
+    assert!(runs > 0 && seen > 0, "{runs} runs, seen in {seen} listings");
+}

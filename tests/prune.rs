@@ -564,16 +564,9 @@ async fn container_events_record_the_last_use() {
     env.purge_images(&[name]);
 }
 
-#[test]
-fn the_build_cache_is_pruned_by_age() {
-    let _lock = engine_lock();
-    let env = env();
-    crate::skip_on!(
-        env,
-        Podman | Podman5 | Podman58,
-        "Podman's compatible API has no BuildKit (its build cache is image layers; podman#19604)"
-    );
-    // A BuildKit build leaves build-cache records (the classic builder leaves none).
+/// A BuildKit build (the classic builder leaves no build cache record), of a file new each
+/// time: at least one record in the engine's build cache.
+fn buildkit_build(env: &Env, tag: &str) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("f.txt"),
@@ -586,31 +579,96 @@ fn the_build_cache_is_pruned_by_age() {
     )
     .unwrap();
     let out = std::process::Command::new(&env.docker_cli)
-        .args(["build", "-q", "-t", "stowage-local/buildkit:1"])
+        .args(["build", "-q", "-t", tag])
         .arg(dir.path())
         .env("DOCKER_HOST", &env.docker_host)
         .env("DOCKER_BUILDKIT", "1")
         .output()
         .unwrap();
     assert!(out.status.success(), "BuildKit build: {out:?}");
-    // `until` compares the records' last use with now minus the age: a record used in this
-    // very second may not count as older than 0 s yet (seen once on Docker 26 in CI).
-    std::thread::sleep(std::time::Duration::from_secs(2));
+}
+
+/// How many records the engine's build cache holds, as `docker system df` counts them.
+fn build_cache_records(env: &Env) -> usize {
+    let out = env.docker(&["system", "df", "--format", "{{.Type}}={{.TotalCount}}"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Build Cache="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no build cache count: {out:?}"))
+}
+
+/// `stowage prune` with `prune` (a `[prune]` table's lines) and everything kept: what it logged.
+fn prune_build_cache_with(env: &Env, prune: &str) -> Vec<Value> {
     let scratch = Scratch::new();
     let config = scratch.config("", &[]);
     let text = std::fs::read_to_string(&config).unwrap()
-        + "[prune]\nbuild_cache_max_age = \"0s\"\nkeep = [\"**\"]\npause = \"0s\"\n";
+        + "[prune]\nkeep = [\"**\"]\npause = \"0s\"\n"
+        + prune;
     std::fs::write(&config, text).unwrap();
     let out = env.stowage(&config).arg("prune").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let pruned: Value = stderr
+    String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+#[test]
+fn the_build_cache_is_pruned_by_age() {
+    let _lock = engine_lock();
+    let env = env();
+    crate::skip_on!(
+        env,
+        Podman | Podman5 | Podman58,
+        "Podman's compatible API has no BuildKit (its build cache is image layers; podman#19604)"
+    );
+    buildkit_build(&env, "stowage-local/buildkit:1");
+    // `until` compares the records' last use with now minus the age: a record used in this
+    // very second may not count as older than 0 s yet (seen once on Docker 26 in CI).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let logged = prune_build_cache_with(&env, "build_cache_max_age = \"0s\"\n");
+    let pruned = logged
+        .iter()
         .find(|v| v["message"] == "build cache pruned")
-        .unwrap_or_else(|| panic!("no build cache pruning: {stderr}"));
+        .unwrap_or_else(|| panic!("no build cache pruning: {logged:#?}"));
     assert!(pruned["bytes"].as_u64().unwrap() > 0, "{pruned:#}");
     env.purge_images(&["stowage-local/buildkit:1".into()]);
+}
+
+/// `build_cache_max_size` alone: an engine with API 1.48 (Docker 28) prunes the cache down to
+/// it; an older one is not asked, since it would ignore the size and prune every unused record.
+#[test]
+fn the_build_cache_is_bounded_by_size_only_where_the_engine_can() {
+    let _lock = engine_lock();
+    let env = env();
+    crate::skip_on!(
+        env,
+        Podman | Podman5 | Podman58,
+        "Podman's compatible API has no BuildKit (its build cache is image layers; podman#19604)"
+    );
+    buildkit_build(&env, "stowage-local/buildkit:2");
+    let before = build_cache_records(&env);
+    assert!(before > 0);
+    let logged = prune_build_cache_with(&env, "build_cache_max_size = \"1B\"\n");
+    let pruned = logged.iter().find(|v| v["message"] == "build cache pruned");
+    let warned = logged.iter().any(|v| {
+        v["level"] == "WARN"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("build_cache_max_size needs Docker 28"))
+    });
+    if env.engine == crate::support::EngineKind::Docker28 {
+        let bytes = pruned.map(|v| v["bytes"].as_u64().unwrap());
+        assert!(bytes.is_some_and(|b| b > 0), "{logged:#?}");
+        assert!(!warned, "{logged:#?}");
+        assert!(build_cache_records(&env) < before);
+    } else {
+        assert!(pruned.is_none(), "{logged:#?}");
+        assert!(warned, "{logged:#?}");
+        assert_eq!(build_cache_records(&env), before);
+    }
+    env.purge_images(&["stowage-local/buildkit:2".into()]);
 }
 
 /// A prune cycle that runs while a pull is fetching content the store already holds under
@@ -709,7 +767,10 @@ fn its_own_image_is_kept_when_stowage_runs_in_a_container() {
     assert!(ids(&doc, "remove").contains(&id), "{doc:#}");
 
     let socket = env.docker_host.strip_prefix("unix://").unwrap();
-    let binary = assert_cmd::cargo::cargo_bin!("stowage");
+    // Copied beside the config: an engine chrooted in a root of its own (docker28, podman5)
+    // sees the host's /tmp, not its build directory.
+    let binary = scratch.dir.path().join("stowage");
+    std::fs::copy(assert_cmd::cargo::cargo_bin!("stowage"), &binary).unwrap();
     let dir = scratch.dir.path().display().to_string();
     let mounts = [
         format!("{}:/stowage:ro", binary.display()),

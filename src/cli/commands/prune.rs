@@ -24,6 +24,7 @@ pub(crate) async fn prune(
     let defaults = PruneSettings::default();
     let settings = session.config.prune.as_ref().unwrap_or(&defaults);
     let pruner = session.pruner(&engine, settings, InFlight::default(), Shutdown::new());
+    pruner.warn_if_build_cache_ignored();
     let cycle = pruner.cycle(dry_run).await.map_err(Error::Engine)?;
     let (plan, removals) = (cycle.plan, cycle.removals);
     if json {

@@ -8,8 +8,7 @@ use tracing::{error, info, warn};
 use super::beats::PruneBeat;
 use crate::io::engine::Store;
 use crate::io::host::{disk_at, disk_of, give_back_memory};
-use crate::model::image::{BuildCache, Disk};
-use crate::policy::config::PruneSettings;
+use crate::model::image::Disk;
 use crate::policy::window::{Window, next_run};
 use crate::service::clock;
 use crate::service::health::Heartbeat;
@@ -49,25 +48,6 @@ fn warn_if_unmeasurable(high_watermark: Option<f64>, data_root: Option<&std::pat
     }
 }
 
-/// The build cache settings the engine cannot honour, said once at start: on every cycle
-/// they are left out of its request (see [`BuildCache`]).
-fn warn_if_build_cache_ignored(settings: &PruneSettings, build_cache: BuildCache) {
-    let age = settings.build_cache_max_age.is_some();
-    let size = settings.build_cache_max_size.is_some();
-    match build_cache {
-        BuildCache::None if age || size => warn!(
-            "prune.build_cache_max_age and build_cache_max_size do nothing on Podman: its \
-             builds leave their layers as images, which the prune's rules cover"
-        ),
-        BuildCache::ByAge if size => warn!(
-            "prune.build_cache_max_size needs Docker 28 (API 1.48) or later: this engine \
-             would ignore it and prune every unused build cache record, so only \
-             build_cache_max_age applies"
-        ),
-        _ => {}
-    }
-}
-
 /// Prune cycles on `prune.schedule`, and whenever the disk holding the engine's data root
 /// crosses the high watermark (checked at every wake-up, at most every 30 s; such cycles at most
 /// once a minute), until stopped.
@@ -80,7 +60,7 @@ pub(super) async fn serve_prunes<S: Store>(
     metrics.prunes_configured(pruner.settings.limits.high_watermark);
     let data_root = pruner.store.data_root().await.ok().flatten();
     warn_if_unmeasurable(pruner.settings.limits.high_watermark, data_root.as_deref());
-    warn_if_build_cache_ignored(pruner.settings, pruner.store.build_cache());
+    pruner.warn_if_build_cache_ignored();
     let window = pruner.settings.window.as_ref();
     let next_run = || next_run(&pruner.settings.schedule, window, clock::now(), offset);
     let mut next = next_run();

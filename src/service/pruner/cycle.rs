@@ -341,6 +341,25 @@ impl<S: Store> Pruner<'_, S> {
         Ok(steps_now(&*replans.lock().await, &c.id))
     }
 
+    /// Says which build cache settings the engine cannot honour, once at start (the daemon's,
+    /// a `stowage prune`'s): every cycle leaves them out of its request (see [`BuildCache`]).
+    pub(crate) fn warn_if_build_cache_ignored(&self) {
+        let age = self.settings.build_cache_max_age.is_some();
+        let size = self.settings.build_cache_max_size.is_some();
+        match self.store.build_cache() {
+            BuildCache::None if age || size => warn!(
+                "prune.build_cache_max_age and build_cache_max_size do nothing on Podman: its \
+                 builds leave their layers as images, which the prune's rules cover"
+            ),
+            BuildCache::ByAge if size => warn!(
+                "prune.build_cache_max_size needs Docker 28 (API 1.48) or later: this engine \
+                 would ignore it and prune every unused build cache record, so only \
+                 build_cache_max_age applies"
+            ),
+            _ => {}
+        }
+    }
+
     /// The build cache (CI hosts), after the images: the bytes freed, when it ran.
     async fn prune_build_cache(&self) -> Option<u64> {
         let settings = self.settings;
