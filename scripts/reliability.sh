@@ -5,7 +5,8 @@
 #
 # short (the default, what CI runs): 100 kills, 100 prune cycles under churn, 40 race tries.
 # long (release checks): 1,000 kills, 1,000 cycles, 200 tries, 10 failed runs of an outage.
-# ENGINE is docker20, docker26 or podman (default: all three). Each scenario's figures land in
+# ENGINE is a profile of scripts/test-env.sh (default: docker20 docker26 docker28 podman podman5).
+# Each scenario's figures land in
 # target/reliability/PROFILE-ENGINE.jsonl, one JSON object a line, and are printed at the end.
 # Starts the test environment for each engine it needs.
 set -euo pipefail
@@ -15,7 +16,7 @@ profile=${1:-short}
 case $profile in short | long) ;; *) echo "usage: $0 [short|long] [ENGINE...]" >&2; exit 2 ;; esac
 shift || true
 engines=("$@")
-((${#engines[@]})) || engines=(docker20 docker26 podman)
+((${#engines[@]})) || engines=(docker20 docker26 docker28 podman podman5)
 
 out=target/reliability
 mkdir -p "$out"

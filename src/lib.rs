@@ -38,6 +38,7 @@ pub use model::failure::{Failure, FailureClass};
 pub use model::image::{
     BuildCache, Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage,
 };
+pub use model::plain_http::EngineInsecure;
 pub use model::reference::ImageRef;
 pub use policy::config::{Config, PruneSettings};
 pub use policy::lockfile::LockFile;

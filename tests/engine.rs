@@ -48,6 +48,10 @@ struct Counting {
 }
 
 impl Engine for Counting {
+    fn insecure_registries(&self) -> Option<stowage::EngineInsecure> {
+        self.inner.insecure_registries()
+    }
+
     async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
         self.inner.list_images().await
     }
@@ -79,6 +83,10 @@ struct FirstWaits {
 }
 
 impl Engine for FirstWaits {
+    fn insecure_registries(&self) -> Option<stowage::EngineInsecure> {
+        self.inner.insecure_registries()
+    }
+
     async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
         self.inner.list_images().await
     }
@@ -113,6 +121,17 @@ async fn the_engine_layer_reads_the_fields_we_rely_on() {
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
     let platform = engine.platform().await.unwrap();
     assert!(platform.starts_with("linux/"), "{platform}");
+    // The registries it speaks plain HTTP to, which stowage follows: Docker's 127.0.0.0/8,
+    // Podman's registries.conf (the test environment marks the loopback ports insecure).
+    let insecure = engine
+        .insecure_registries()
+        .expect("the engine says its insecure registries");
+    if env.engine.is_podman() {
+        assert!(insecure.hosts.contains(&env.plain), "{insecure:?}");
+    } else {
+        let cidrs: Vec<String> = insecure.cidrs.iter().map(|c| c.to_string()).collect();
+        assert!(cidrs.contains(&"127.0.0.0/8".to_owned()), "{insecure:?}");
+    }
     let reported = std::sync::Mutex::new(Vec::new());
     let pulled = engine
         .pull(
@@ -266,6 +285,7 @@ async fn a_multi_platform_index_resolves_to_the_platform_digest() {
         session.credentials.clone(),
         engine.platform().await.unwrap(),
         std::sync::Arc::default(),
+        stowage::Engine::insecure_registries(&engine),
     );
     let manifest_digest = |repo_tag: &str| {
         let image: stowage::ImageRef = env.plain_image(repo_tag).parse().unwrap();

@@ -2,6 +2,7 @@
 
 pub(crate) mod failure;
 pub(crate) mod image;
+pub(crate) mod plain_http;
 pub(crate) mod platform;
 pub(crate) mod problem;
 pub(crate) mod rate_limit;

@@ -113,7 +113,15 @@ impl Session {
         let credentials = CredentialSource::new(config.pull.credentials.as_deref());
         let state = State::load(&config.state_file);
         let known = state.index_platforms.clone();
-        let resolver = Resolver::knowing(&config, credentials, platform, known, lock.as_ref());
+        let insecure = engine.insecure_registries();
+        let resolver = Resolver::knowing(
+            &config,
+            credentials,
+            platform,
+            known,
+            lock.as_ref(),
+            insecure,
+        );
         Session::with_registry(config, lock, state, Box::new(resolver))
     }
 

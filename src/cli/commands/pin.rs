@@ -29,7 +29,15 @@ pub(crate) async fn pin(path: &Path, check: bool, json: bool) -> Result<(), Erro
     // What the state file and the old lock know about indexes: not fetched again. The
     // platform only matters for `resolve`, which pin does not use.
     let known = State::load(&config.state_file).index_platforms;
-    let resolver = Resolver::knowing(&config, credentials, String::new(), known, old.as_ref());
+    // No engine here: loopback registries are taken as plain HTTP, as Docker does by default.
+    let resolver = Resolver::knowing(
+        &config,
+        credentials,
+        String::new(),
+        known,
+        old.as_ref(),
+        None,
+    );
     // Checks are kept in memory: `pin` may run where no state file is (CI).
     let state = Mutex::new(State::default());
     let found = Mutex::default();

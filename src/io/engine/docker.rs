@@ -21,6 +21,7 @@ use crate::model::failure::{Failure, FailureClass, classify_about, io_cause, wit
 use crate::model::image::{
     BuildCache, Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage, qualified_id,
 };
+use crate::model::plain_http::EngineInsecure;
 use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
 
@@ -53,6 +54,8 @@ pub struct DockerEngine {
     socket: Option<super::transport::Socket>,
     /// The API version the engine answers in, as it says it (`1.51`).
     api_version: String,
+    /// The registries it speaks plain HTTP to, as its `/info` says.
+    insecure: Option<EngineInsecure>,
 }
 
 impl DockerEngine {
@@ -98,9 +101,9 @@ impl DockerEngine {
             // Over TCP, bollard's own client: the engine's newest schema (bollard #736).
             None => served,
         };
-        let image_store = image_store_of(&docker, &version)
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let info = docker.info().await.map_err(|e| unreachable(&e))?;
+        let image_store = image_store_of(&version, &info);
+        let insecure = info.registry_config.map(insecure_of);
         tracing::debug!(
             host,
             image_store = image_store.name(),
@@ -118,6 +121,7 @@ impl DockerEngine {
             libpod,
             socket,
             api_version,
+            insecure,
         })
     }
 
@@ -135,6 +139,10 @@ impl DockerEngine {
 impl Engine for DockerEngine {
     fn names_digests_by_pull(&self) -> bool {
         self.image_store != ImageStore::Podman
+    }
+
+    fn insecure_registries(&self) -> Option<EngineInsecure> {
+        self.insecure.clone()
     }
 
     async fn list_images(&self) -> Result<Vec<LocalImage>, Failure> {
@@ -319,28 +327,40 @@ impl DockerEngine {
 
 /// Asks the engine how it keeps images: Podman names itself among the version's components,
 /// and Docker's containerd store shows as the `driver-type` of its storage driver.
-async fn image_store_of(
-    docker: &Docker,
+fn image_store_of(
     version: &bollard::models::SystemVersion,
-) -> Result<ImageStore, BollardError> {
+    info: &bollard::models::SystemInfo,
+) -> ImageStore {
     let podman = version
         .components
         .iter()
         .flatten()
         .any(|c| c.name.to_ascii_lowercase().contains("podman"));
     if podman {
-        return Ok(ImageStore::Podman);
+        return ImageStore::Podman;
     }
-    let info = docker.info().await?;
-    let containerd = info.driver_status.unwrap_or_default().iter().any(|pair| {
+    let containerd = info.driver_status.iter().flatten().any(|pair| {
         pair.iter()
             .any(|v| v.starts_with("io.containerd.snapshotter"))
     });
-    Ok(if containerd {
+    if containerd {
         ImageStore::Containerd
     } else {
         ImageStore::Classic
-    })
+    }
+}
+
+/// The registries the engine speaks plain HTTP to: Docker's insecure CIDRs and both engines'
+/// registries marked insecure (Podman's, from its `registries.conf`).
+fn insecure_of(config: bollard::models::RegistryServiceConfig) -> EngineInsecure {
+    let cidrs = config.insecure_registry_cidrs.unwrap_or_default();
+    let hosts = config
+        .index_configs
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, index)| index.secure == Some(false))
+        .map(|(name, index)| index.name.unwrap_or(name));
+    EngineInsecure::new(cidrs.iter().map(String::as_str), hosts)
 }
 
 impl super::Store for DockerEngine {

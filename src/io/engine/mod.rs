@@ -16,6 +16,7 @@ use crate::model::failure::Failure;
 use crate::model::image::{
     BuildCache, Deleted, Deletions, ImageStore, LocalImage, StoreEvent, StoreImage,
 };
+use crate::model::plain_http::EngineInsecure;
 use crate::model::reference::ImageRef;
 
 /// One pull to perform.
@@ -79,6 +80,13 @@ pub trait Engine: Send + Sync {
     /// and no blob (docs/mirrors in the README).
     fn names_digests_by_pull(&self) -> bool {
         true
+    }
+
+    /// The registries the engine speaks plain HTTP to, as it said when connected; `None` when
+    /// it did not say (stowage then takes loopback registries as plain HTTP, as Docker does by
+    /// default). See [`crate::model::plain_http`].
+    fn insecure_registries(&self) -> Option<EngineInsecure> {
+        None
     }
 }
 

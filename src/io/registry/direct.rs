@@ -24,8 +24,9 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
 
 use super::roots::{self, NoRoots};
-use super::{MANIFEST_TYPES, USER_AGENT, speaks_plain_http};
+use super::{MANIFEST_TYPES, USER_AGENT};
 use crate::model::failure::{Failure, FailureClass, classify_about, with_causes};
+use crate::model::plain_http::PlainHttp;
 use crate::model::rate_limit::{Budget, budget, retry_after};
 use crate::model::reference::{DOCKER_HUB, ImageRef};
 use crate::model::sync::Locked;
@@ -126,8 +127,8 @@ pub(super) type TokenSource<'a> = (Option<&'a oci_client::Client>, &'a Reference
 /// Stowage's own requests to registries, and what it learned of each registry.
 pub(super) struct Direct {
     http: reqwest::Client,
-    /// Hosts spoken to over plain HTTP (loopback and `insecure`), as the engine does.
-    plain: Vec<String>,
+    /// Which hosts are spoken to over plain HTTP, as the engine does.
+    plain: PlainHttp,
     /// Bearer tokens by registry and repository, as oci-client fetched them.
     tokens: Mutex<BTreeMap<(String, String), String>>,
     /// Registries that challenged for a bearer token: a new repository there gets one first.
@@ -142,7 +143,7 @@ impl Direct {
     /// `None` when no HTTP client can be built at all: everything then goes through
     /// oci-client, which says why. On a host without CA certificates (`no_roots`) the client
     /// speaks plain HTTP only, and HTTPS registries are never asked here.
-    pub(super) fn new(plain: Vec<String>, no_roots: Option<&NoRoots>) -> Option<Direct> {
+    pub(super) fn new(plain: PlainHttp, no_roots: Option<&NoRoots>) -> Option<Direct> {
         let builder = reqwest::Client::builder()
             // The engine follows no redirect for a manifest HEAD either; a redirect here
             // means "ask oci-client".
@@ -370,7 +371,7 @@ impl Direct {
     /// `scheme://host/v2/repository`.
     fn repository_url(&self, image: &ImageRef) -> String {
         let host = image.registry();
-        let scheme = if speaks_plain_http(&self.plain, host) {
+        let scheme = if self.plain.speaks(host) {
             "http"
         } else {
             "https"

@@ -30,6 +30,7 @@ use roots::NoRoots;
 
 use crate::io::credentials::{CredentialSource, RegistryAuth};
 use crate::model::failure::{Failure, FailureClass, classify_about, with_causes};
+use crate::model::plain_http::{EngineInsecure, PlainHttp};
 use crate::model::platform::{IndexCache, index_platforms};
 use crate::model::rate_limit::Budget;
 use crate::model::reference::ImageRef;
@@ -140,7 +141,10 @@ impl Registry for Resolver {
 
 /// A registry client for resolution.
 pub struct Resolver {
-    /// Plain HTTP for loopback and `insecure` registries, HTTPS for the rest.
+    /// Which registries are spoken to over plain HTTP.
+    plain: PlainHttp,
+    /// Plain HTTP for the registries of the config that `plain` says so of, HTTPS for the
+    /// rest.
     protocol: ClientProtocol,
     /// One client per registry, replaced when its credentials change: oci-client keeps the
     /// first credentials it is given for a registry, and a `docker login` (or a rotated,
@@ -159,15 +163,17 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// A resolver for the registries of `config`: loopback registries and those marked
-    /// `insecure` are spoken to over plain HTTP (as the engine does), all others over HTTPS.
+    /// A resolver for the registries of `config`: those marked `insecure`, and those the
+    /// engine speaks plain HTTP to (`engine`, as it said; `None`: loopback, Docker's default)
+    /// are spoken to over plain HTTP, all others over HTTPS.
     pub fn new(
         config: &Config,
         credentials: CredentialSource,
         host_platform: String,
         cache: Arc<Mutex<IndexCache>>,
+        engine: Option<EngineInsecure>,
     ) -> Resolver {
-        let mut plain: Vec<String> = Vec::new();
+        let mut insecure_hosts: Vec<String> = Vec::new();
         let hosts = config
             .images
             .iter()
@@ -175,22 +181,28 @@ impl Resolver {
             .chain(config.registries.iter().flat_map(|r| {
                 std::iter::once(r.host.clone()).chain(r.mirrors.iter().map(|m| m.host.clone()))
             }));
-        for host in hosts {
-            let insecure = config.registry(&host).is_some_and(|r| r.insecure)
+        let hosts: Vec<String> = hosts.collect();
+        for host in &hosts {
+            let insecure = config.registry(host).is_some_and(|r| r.insecure)
                 || config
                     .registries
                     .iter()
-                    .any(|r| r.insecure && r.mirrors.iter().any(|m| m.host == host));
-            if (insecure || is_loopback(&host)) && !plain.contains(&host) {
-                plain.push(host);
+                    .any(|r| r.insecure && r.mirrors.iter().any(|m| &m.host == host));
+            if insecure && !insecure_hosts.contains(host) {
+                insecure_hosts.push(host.clone());
             }
         }
-        let direct = Direct::new(plain.clone(), None);
+        let rule = PlainHttp::new(insecure_hosts, engine);
+        let mut plain: Vec<String> = hosts.into_iter().filter(|h| rule.speaks(h)).collect();
+        plain.sort();
+        plain.dedup();
+        let direct = Direct::new(rule.clone(), None);
         let no_roots = direct.is_none().then(NoRoots::probe).flatten();
-        let direct = direct.or_else(|| Direct::new(plain.clone(), no_roots.as_ref()));
+        let direct = direct.or_else(|| Direct::new(rule.clone(), no_roots.as_ref()));
         Resolver {
             direct,
             no_roots,
+            plain: rule,
             protocol: ClientProtocol::HttpsExcept(plain),
             clients: Mutex::new(BTreeMap::new()),
             credentials,
@@ -208,12 +220,14 @@ impl Resolver {
         host_platform: String,
         known: IndexCache,
         lock: Option<&LockFile>,
+        engine: Option<EngineInsecure>,
     ) -> Resolver {
         let resolver = Resolver::new(
             config,
             credentials,
             host_platform,
             Arc::new(Mutex::new(known)),
+            engine,
         );
         if let Some(lock) = lock {
             resolver.learn(
@@ -434,9 +448,9 @@ impl Resolver {
         match clients.get(registry) {
             Some((k, client)) if *k == key => Ok(Some(client.clone())),
             _ => {
-                // A loopback registry speaks plain HTTP, as the engine assumes, even when
-                // the config does not name it (the pruner asks about any image's registry).
-                let protocol = if is_loopback(registry) {
+                // A registry the rule says is plain HTTP is, even when the config does not
+                // name it (the pruner asks about any image's registry).
+                let protocol = if self.plain.speaks(registry) {
                     ClientProtocol::Http
                 } else {
                     self.protocol.clone()
@@ -461,12 +475,9 @@ impl Resolver {
         }
     }
 
-    /// Whether `registry` is spoken to over plain HTTP: loopback, or `insecure`.
+    /// Whether `registry` is spoken to over plain HTTP.
     fn is_plain(&self, registry: &str) -> bool {
-        match &self.protocol {
-            ClientProtocol::HttpsExcept(plain) => speaks_plain_http(plain, registry),
-            _ => is_loopback(registry),
-        }
+        self.plain.speaks(registry)
     }
 
     /// The oci-client a fallback needs, or the failure that says why there is none.
@@ -530,26 +541,6 @@ fn auth_key(auth: &OciAuth) -> OciAuthKey {
     }
 }
 
-/// Whether a registry host is on the loopback interface (plain HTTP by default, as the engine
-/// treats 127.0.0.0/8).
-pub(crate) fn is_loopback(host: &str) -> bool {
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name == "localhost"
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Whether `host` is spoken to over plain HTTP: on loopback (as the engine assumes), or one of
-/// `plain` (the config's `insecure` registries and mirrors).
-fn speaks_plain_http(plain: &[String], host: &str) -> bool {
-    is_loopback(host) || plain.iter().any(|h| h == host)
-}
-
 /// A 404 for `image`'s manifest, where stowage's own request is the only one made.
 fn not_found(image: &ImageRef) -> Failure {
     Failure::new(
@@ -578,20 +569,5 @@ fn failure_from(image: &ImageRef, error: OciDistributionError) -> Failure {
             let message = error.to_string();
             Failure::new(classify_about(image, None, &message), message)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_hosts() {
-        assert!(is_loopback("127.0.0.1:5000"));
-        assert!(is_loopback("127.9.9.9"));
-        assert!(is_loopback("localhost:5000"));
-        assert!(is_loopback("[::1]:5000"));
-        assert!(!is_loopback("docker.io"));
-        assert!(!is_loopback("10.0.0.1:5000"));
     }
 }
