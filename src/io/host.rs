@@ -5,18 +5,34 @@ use crate::model::image::Disk;
 
 /// The ID of the container this process runs in, from `/proc/self/mountinfo`: the engine
 /// bind-mounts `/etc/hostname` and friends from `.../containers/<id>/`. `None` on a host.
+///
+/// Only the mounts at those paths count: on a host, the mount table lists the engine's own
+/// mounts of its containers' directories too (Podman's `.../overlay-containers/<id>/userdata/shm`,
+/// Docker's `.../containers/<id>/mounts/shm`), and taking one of those for stowage's own
+/// container kept that container's image from every prune.
 pub(crate) fn own_container_id(mountinfo: &str) -> Option<String> {
-    // Docker bind-mounts `<data root>/containers/<id>/hostname`; Podman
-    // `<run root>/overlay-containers/<id>/userdata/hostname` (`vfs-containers` and so on for
-    // other storage drivers).
+    const BOUND_BY_THE_ENGINE: [&str; 3] = ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"];
     mountinfo.lines().find_map(|line| {
-        line.match_indices("containers/").find_map(|(at, _)| {
-            let before = line[..at].chars().last()?;
-            let rest = &line[at + "containers/".len()..];
-            let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
-            let whole = id.len() == 64 && rest[64..].starts_with('/');
-            (whole && matches!(before, '/' | '-')).then_some(id)
-        })
+        // Fields: ID, parent ID, major:minor, root (the source path), mount point, ...
+        let mut fields = line.split_whitespace().skip(3);
+        let (root, mount_point) = (fields.next()?, fields.next()?);
+        BOUND_BY_THE_ENGINE
+            .contains(&mount_point)
+            .then(|| container_in(root))
+            .flatten()
+    })
+}
+
+/// The container ID in a path of the engine's: Docker's `<data root>/containers/<id>/...`,
+/// Podman's `<run root>/overlay-containers/<id>/userdata/...` (`vfs-containers` and so on for
+/// other storage drivers).
+fn container_in(path: &str) -> Option<String> {
+    path.match_indices("containers/").find_map(|(at, _)| {
+        let before = path[..at].chars().last()?;
+        let rest = &path[at + "containers/".len()..];
+        let id: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+        let whole = id.len() == 64 && rest[64..].starts_with('/');
+        (whole && matches!(before, '/' | '-')).then_some(id)
     })
 }
 
@@ -74,8 +90,17 @@ mod tests {
         );
         assert_eq!(own_container_id(&podman), Some(id.clone()));
         // A path that merely ends in "containers" is not a container's.
-        let other = format!("1 0 8:1 /srv/mycontainers/{id}/x /x rw - ext4 /dev/sda1 rw\n");
+        let other =
+            format!("1 0 8:1 /srv/mycontainers/{id}/x /etc/hostname rw - ext4 /dev/sda1 rw\n");
         assert_eq!(own_container_id(&other), None);
+        // On a host: the engines' own mounts of their containers' directories.
+        let host = format!(
+            "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+             90 1 0:50 / /var/lib/containers/storage/overlay-containers/{id}/userdata/shm \
+             rw - tmpfs shm rw\n\
+             91 1 0:51 / /var/lib/docker/containers/{id}/mounts/shm rw - tmpfs shm rw\n"
+        );
+        assert_eq!(own_container_id(&host), None);
         assert_eq!(
             own_container_id("1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"),
             None

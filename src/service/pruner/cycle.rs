@@ -403,7 +403,7 @@ impl<S: Store> Pruner<'_, S> {
                 continue;
             }
             let c = &r.candidate;
-            r.race = Some(match self.restore(c).await {
+            r.race = Some(match self.restore_checked(c).await {
                 Ok(()) => {
                     warn!(image = %c.id, names = %c.names.join(", "), "a container was created from the image as it was removed; pulled it back by digest");
                     Race::Healed
@@ -413,6 +413,22 @@ impl<S: Store> Pruner<'_, S> {
                     Race::Lost { error }
                 }
             });
+        }
+    }
+
+    /// [`Self::restore`], then a look that the engine has the image whole: after a delete that
+    /// raced a `docker create`, Docker 28's containerd store can keep a record of the image
+    /// without its content, answer the pull of its digest "up to date", and fail every
+    /// inspect of it. That is a race lost, said as such, not one healed.
+    async fn restore_checked(&self, c: &Candidate) -> Result<(), String> {
+        self.restore(c).await?;
+        match self.store.has_image(&c.id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the engine says it pulled it, but has no such image".to_owned()),
+            Err(f) => Err(format!(
+                "the engine says it pulled it, but cannot show it ({f}); remove the \
+                 container and pull the image again"
+            )),
         }
     }
 
