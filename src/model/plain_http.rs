@@ -9,7 +9,7 @@
 //! loopback registry is plain HTTP, as Docker has always treated 127.0.0.0/8. The config's own
 //! `insecure = true` registries are plain HTTP either way.
 
-// `core::net`: the address types alone; the sockets are in `std::net`.
+// `core::net`: the address types alone, no sockets.
 use core::net::IpAddr;
 
 use ipnet::IpNet;
