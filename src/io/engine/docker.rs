@@ -260,7 +260,52 @@ struct ListedContainer {
     image_id: Option<String>,
 }
 
+/// An image's ID and names, as stowage reads them from the engine's inspect for the look before
+/// a removal. bollard's own struct requires `RootFS.Type`, which Docker 28's containerd store
+/// leaves out of an image record it kept without its content (after a delete that raced a
+/// `docker create`): every look at such an image failed, and with it its removal. Whether an
+/// image is really there ([`super::Store::has_image`]) is still asked through bollard's
+/// struct, so that such a record does not pass for an image taken back.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageNames {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(default)]
+    repo_digests: Option<Vec<String>>,
+}
+
 impl DockerEngine {
+    /// The ID and names of the image `name` names, over the unix socket; `None` when none.
+    async fn names_on(
+        &self,
+        socket: &super::transport::Socket,
+        name: &str,
+    ) -> Result<Option<ImageNames>, Failure> {
+        let failure = |e: String| {
+            Failure::new(
+                FailureClass::Engine,
+                format!("cannot inspect {name} on the engine at {}: {e}", self.host),
+            )
+        };
+        let answer = socket
+            .get(&format!("/images/{name}/json"))
+            .await
+            .map_err(failure)?;
+        if answer.status == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            let body = String::from_utf8_lossy(&answer.body);
+            return Err(failure(format!("{}: {}", answer.status, body.trim())));
+        }
+        serde_json::from_slice(&answer.body)
+            .map(Some)
+            .map_err(|e| failure(e.to_string()))
+    }
+
     /// [`Store::container_images`](super::Store::container_images) over the unix socket.
     async fn container_images_on(
         &self,
@@ -430,7 +475,15 @@ impl super::Store for DockerEngine {
     }
 
     async fn image_named(&self, name: &str) -> Result<Option<LocalImage>, Failure> {
-        Ok(self.inspect(name).await?.map(|image| {
+        let named = match &self.socket {
+            Some(socket) => self.names_on(socket, name).await?,
+            None => self.inspect(name).await?.map(|image| ImageNames {
+                id: image.id,
+                repo_tags: image.repo_tags,
+                repo_digests: image.repo_digests,
+            }),
+        };
+        Ok(named.map(|image| {
             let (tags, digests) = sort_engine_names(
                 &image.repo_tags.unwrap_or_default(),
                 &image.repo_digests.unwrap_or_default(),
