@@ -290,20 +290,10 @@ impl DockerEngine {
                 format!("cannot inspect {name} on the engine at {}: {e}", self.host),
             )
         };
-        let answer = socket
-            .get(&format!("/images/{name}/json"))
+        socket
+            .get_json(&format!("/images/{name}/json"))
             .await
-            .map_err(failure)?;
-        if answer.status == hyper::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !answer.status.is_success() {
-            let body = String::from_utf8_lossy(&answer.body);
-            return Err(failure(format!("{}: {}", answer.status, body.trim())));
-        }
-        serde_json::from_slice(&answer.body)
-            .map(Some)
-            .map_err(|e| failure(e.to_string()))
+            .map_err(failure)
     }
 
     /// [`Store::container_images`](super::Store::container_images) over the unix socket.
@@ -320,16 +310,11 @@ impl DockerEngine {
                 ),
             )
         };
-        let answer = socket
-            .get("/containers/json?all=true")
+        let listed: Vec<ListedContainer> = socket
+            .get_json("/containers/json?all=true")
             .await
-            .map_err(failure)?;
-        if !answer.status.is_success() {
-            let body = String::from_utf8_lossy(&answer.body);
-            return Err(failure(format!("{}: {}", answer.status, body.trim())));
-        }
-        let listed: Vec<ListedContainer> =
-            serde_json::from_slice(&answer.body).map_err(|e| failure(e.to_string()))?;
+            .map_err(failure)?
+            .ok_or_else(|| failure(hyper::StatusCode::NOT_FOUND.to_string()))?;
         Ok(listed.into_iter().filter_map(|c| c.image_id).collect())
     }
 

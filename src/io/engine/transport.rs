@@ -118,9 +118,23 @@ impl Socket {
         Some(chosen)
     }
 
-    /// `GET path` (a path and query), its answer read whole.
-    pub(super) async fn get(&self, path: &str) -> Result<Answer, String> {
-        self.ask(hyper::Method::GET, path).await
+    /// `GET path` (a path and query), its JSON answer read as `T`: `None` for a 404, an error
+    /// naming the status and the engine's words for any other failure.
+    pub(super) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, String> {
+        let answer = self.ask(hyper::Method::GET, path).await?;
+        if answer.status == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !answer.status.is_success() {
+            let body = String::from_utf8_lossy(&answer.body);
+            return Err(format!("{}: {}", answer.status, body.trim()));
+        }
+        serde_json::from_slice(&answer.body)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     /// `DELETE path` (a path and query), its answer read whole.
