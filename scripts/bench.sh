@@ -77,14 +77,30 @@ timed() {
   record "$m" "$who" "$round" "$(python3 -c "print(f'{$t1 - $t0:.3f}')")"
   record "$m, engine CPU s" "$who" "$round" "$(python3 -c "print(f'{$c1 - $c0:.2f}')")"
 }
-# engine_calls LABEL CMD...: the engine requests and socket connections CMD makes (strace).
+# engine_calls LABEL CMD...: the engine requests and socket connections CMD makes (strace),
+# and the requests by endpoint (method and path, names and IDs as {}, API version and query
+# dropped), so that a count far from the engine's own says where it comes from.
 engine_calls() {
   local label=$1; shift
-  strace -f -qq -s 12 -e trace=connect,write,writev,sendto,sendmsg -o "$work/strace" "$@" >/dev/null 2>&1 || true
+  strace -f -qq -s 160 -e trace=connect,write,writev,sendto,sendmsg -o "$work/strace" "$@" >/dev/null 2>&1 || true
   local connects requests
   connects=$(grep -c "connect(.*${SOCK}" "$work/strace" || true)
   requests=$(grep -cE '"(GET|HEAD|POST|PUT|DELETE) /' "$work/strace" || true)
   echo "$label|$requests|$connects" >>"$work/calls"
+  grep -oE '"(GET|HEAD|POST|PUT|DELETE) /[^ "?]*' "$work/strace" | sed -E 's/^"//; s#/v[0-9]+\.[0-9]+/#/#' |
+    python3 -c '
+import collections, re, sys
+known = {"images", "containers", "libpod", "json", "events", "info", "version", "_ping", "prune",
+         "create", "pull", "tag", "remove", "build", "exists", "system", "df", "distribution"}
+count = collections.Counter()
+for line in sys.stdin:
+    method, path = line.split(" ", 1)
+    segs = [s if s in known else "{}" for s in path.strip().strip("/").split("/")]
+    # A name with slashes in it is one {}.
+    segs = [s for i, s in enumerate(segs) if not (s == "{}" and i and segs[i - 1] == "{}")]
+    count[method + " /" + "/".join(segs)] += 1
+for endpoint, n in count.most_common():
+    print(f"{sys.argv[1]}|{endpoint}|{n}")' "$label" >>"$work/endpoints"
 }
 # registry_requests FROM: manifest and blob requests in the plain registry's log after line FROM.
 mark() { wc -l <"$STOWAGE_TEST_PLAIN_LOG"; }
@@ -141,6 +157,12 @@ if calls.exists():
     for line in calls.read_text().splitlines():
         label, req, con = line.split("|")
         print(f"| {label} | {req} | {con} |")
+endpoints = calls.with_name("endpoints")
+if endpoints.exists():
+    print("\n| engine calls of one run | endpoint | requests |\n|---|---|---:|")
+    for line in endpoints.read_text().splitlines():
+        label, endpoint, n = line.split("|")
+        print(f"| {label} | `{endpoint}` | {n} |")
 PY
 }
 

@@ -279,7 +279,7 @@ impl Resolver {
     pub async fn resolve_entry(&self, image: &ImageRef) -> Result<LockEntry, Failure> {
         // One credential lookup serves the HEAD and, when needed, the index's GET.
         let auth = self.auth(image.registry()).await;
-        let head = self.head(image, &auth).await?;
+        let head = self.head(image, &auth, Absence::AskAgain).await?;
         let known = self.cache.locked().get(&head.digest).cloned();
         let platforms = match known {
             Some(p) => p,
@@ -300,15 +300,25 @@ impl Resolver {
 
     /// HEAD of the manifest `image` names: sent by stowage itself, else (an answer it did not
     /// expect) through oci-client, whose HEAD does not say the media type.
-    async fn head(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
-        self.head_once(image, auth).await.map_err(|f| {
+    async fn head(
+        &self,
+        image: &ImageRef,
+        auth: &OciAuth,
+        absence: Absence,
+    ) -> Result<Head, Failure> {
+        self.head_once(image, auth, absence).await.map_err(|f| {
             let sent = !matches!(auth, OciAuth::Anonymous);
             f.read_credentials_from(|| self.credentials.describe(sent))
         })
     }
 
     /// [`Self::head`], its failure not yet told where the credentials came from.
-    async fn head_once(&self, image: &ImageRef, auth: &OciAuth) -> Result<Head, Failure> {
+    async fn head_once(
+        &self,
+        image: &ImageRef,
+        auth: &OciAuth,
+        absence: Absence,
+    ) -> Result<Head, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
             match direct
@@ -317,7 +327,9 @@ impl Resolver {
             {
                 Ok(head) => return Ok(head),
                 Err(NotDone::Refused(f)) => return Err(f),
-                Err(NotDone::Missing) if client.is_none() => return Err(not_found(image)),
+                Err(NotDone::Missing) if client.is_none() || absence == Absence::Answer => {
+                    return Err(not_found(image));
+                }
                 Err(NotDone::Fallback | NotDone::Missing | NotDone::TooLarge) => {}
             }
         }
@@ -401,7 +413,7 @@ impl Resolver {
     /// image whose content is there can be pulled again after it is removed.
     pub async fn serves(&self, image: &ImageRef) -> Result<bool, Failure> {
         let auth = self.auth(image.registry()).await;
-        match self.head(image, &auth).await {
+        match self.head(image, &auth, Absence::Answer).await {
             Ok(_) => Ok(true),
             Err(f) if f.class == FailureClass::NotFound => Ok(false),
             Err(f) => Err(f),
@@ -539,6 +551,18 @@ fn auth_key(auth: &OciAuth) -> OciAuthKey {
         OciAuth::Bearer(t) => Some((String::new(), t.clone())),
         OciAuth::Anonymous => None,
     }
+}
+
+/// What a 404 to stowage's own HEAD means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Absence {
+    /// Asked again through oci-client, whose failure users know (a tag to pull: a missing
+    /// login can read as "not found", and its words say more).
+    AskAgain,
+    /// The answer (is this `name@digest` served?): asking again cost four more requests a
+    /// digest (oci-client's ping, HEAD, ping, GET), and a pruner asks of every name of every
+    /// candidate on a store whose digests do not show a registry copy (Podman).
+    Answer,
 }
 
 /// A 404 for `image`'s manifest, where stowage's own request is the only one made.

@@ -13,6 +13,7 @@ mod watch;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use futures_util::StreamExt;
 use serde::Serialize;
 use tracing::{debug, warn};
 
@@ -32,6 +33,9 @@ use crate::policy::state::State;
 use crate::service::in_flight::InFlight;
 use crate::service::progress::Progress;
 use crate::service::shutdown::Shutdown;
+
+/// Registry copies asked about at once while planning (one HEAD a digest).
+const REGISTRY_CHECKS_AT_ONCE: usize = 8;
 
 /// How one planned removal ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -322,22 +326,25 @@ impl<S: Store> Pruner<'_, S> {
         }
         let mut checked = HashSet::new();
         loop {
-            let mut demoted = false;
-            for c in &plan.remove {
-                let Some(image) = input.images.iter().find(|i| i.id == c.id) else {
-                    continue;
-                };
-                if image.tags.is_empty() || !checked.insert(c.id.clone()) {
-                    continue; // dangling (never local only), or asked already
-                }
-                if !self.has_registry_copy(image).await {
-                    input.no_registry_copy.insert(c.id.clone());
-                    demoted = true;
-                }
-            }
-            if !demoted {
+            let to_ask: Vec<&StoreImage> = plan
+                .remove
+                .iter()
+                .filter_map(|c| input.images.iter().find(|i| i.id == c.id))
+                // Dangling (never local only), or asked already.
+                .filter(|image| !image.tags.is_empty() && checked.insert(image.id.clone()))
+                .collect();
+            let local_only: Vec<String> = futures_util::stream::iter(to_ask)
+                .map(|image| async move { (!self.has_registry_copy(image).await).then_some(image) })
+                // A registry a continent away answers in tens of milliseconds: a plan of
+                // hundreds of candidates asks a few at once.
+                .buffer_unordered(REGISTRY_CHECKS_AT_ONCE)
+                .filter_map(|image| async move { image.map(|i| i.id.clone()) })
+                .collect()
+                .await;
+            if local_only.is_empty() {
                 return plan;
             }
+            input.no_registry_copy.extend(local_only);
             plan = plan_prune(input, keep, limits);
         }
     }

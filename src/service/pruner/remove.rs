@@ -136,14 +136,17 @@ async fn remove_names<S: Store>(
             return Ok(());
         }
     }
-    let mut still = Vec::new();
-    for tag in tags {
-        if names_it(store, tag, &c.id).await? {
-            still.push(tag);
-        } else {
-            exact.moved.push(tag.clone());
-        }
-    }
+    // Which tags still name it: one look at the image's names, not one at each tag (a tag
+    // names one image at an instant, so the two say the same; on Podman and the containerd
+    // store, where every tag is removed by name, this was a third of a prune's requests).
+    let named: Vec<String> = match store.image_named(&c.id).await? {
+        Some(image) => image.tags.iter().map(|t| qualified(t)).collect(),
+        None => Vec::new(),
+    };
+    let (mut still, moved): (Vec<&String>, Vec<&String>) = tags
+        .into_iter()
+        .partition(|tag| named.contains(&qualified(tag)));
+    exact.moved.extend(moved.into_iter().cloned());
     // The last tag is the ID's to take (step 3).
     still.pop();
     for tag in still {
