@@ -103,8 +103,17 @@ for endpoint, n in count.most_common():
     print(f"{sys.argv[1]}|{endpoint}|{n}")' "$label" >>"$work/endpoints"
 }
 # registry_requests FROM: manifest and blob requests in the plain registry's log after line FROM.
+# bench_requests FROM: those of the bench's own repositories only: the count that holds while
+# something else (a fault run) uses the registry too. It leaves out the `GET /v2/` pings (one
+# a pull session on either side), which name no repository.
 mark() { wc -l <"$STOWAGE_TEST_PLAIN_LOG"; }
 registry_requests() { sleep 0.5; tail -n +"$(($1 + 1))" "$STOWAGE_TEST_PLAIN_LOG" | grep -cE '"(HEAD|GET) /v2/' || true; }
+bench_requests() { sleep 0.5; tail -n +"$(($1 + 1))" "$STOWAGE_TEST_PLAIN_LOG" | grep -cE '"(HEAD|GET) /v2/stowage-bench/' || true; }
+# record_requests WHO ROUND FROM N: both counts, per image.
+record_requests() {
+  record "registry requests per image" "$1" "$2" "$(python3 -c "print($(registry_requests "$3") / $4)")"
+  record "registry requests per image, bench repositories only (no pings)" "$1" "$2" "$(python3 -c "print($(bench_requests "$3") / $4)")"
+}
 stowage_cfg() { "${BIN:-$STOWAGE}" --config "$1" --log-format text --log-level warn "${@:2}"; }
 # config FILE PIN REFS [EXTRA]: a config requiring REFS with `pin = PIN` ("lock": none written).
 config() {
@@ -228,7 +237,13 @@ bench_pull() {
     CONCURRENCY=8 config "$work/$mode/config.toml" "$mode" "$work/refs"
   done
   (cd "$work/lock" && stowage_cfg config.toml pin >/dev/null)
-  clear() { xargs -r "$DOCKER_CLI" image rm -f <"$work/refs" >/dev/null 2>&1 || true; rm -f "$work"/*/state.json; }
+  # By ID: on Podman, removing the tag of an image pulled by digest leaves the image, named by
+  # its `name@digest`, and the next round's pull by digest finds it there.
+  clear() {
+    { xargs -r "$DOCKER_CLI" image inspect --format '{{.Id}}' <"$work/refs" 2>/dev/null || true; } |
+      sort -u | xargs -r "$DOCKER_CLI" image rm -f >/dev/null 2>&1 || true
+    rm -f "$work"/*/state.json
+  }
   one() {
     clear
     local m; m=$(mark)
@@ -240,7 +255,7 @@ bench_pull() {
     esac
     local label=$1
     [[ $1 != before ]] || label=before-first-pull
-    record "registry requests per image" "$label" "$2" "$(python3 -c "print($(registry_requests "$m") / $N)")"
+    record_requests "$label" "$2" "$m" "$N"
   }
   interleave "$R" one xargs-P4 stowage-lock xargs-P8 stowage-first-pull stowage-follow
   clear
@@ -260,7 +275,7 @@ bench_warm() {
       stowage | before) (cd "$work" && BIN=$(bin_of "$1") timed "follow check of $N present images" "$1" "$2" stowage_cfg config.toml pull) ;;
       docker) timed "follow check of $N present images" docker "$2" bash -c "while read -r r; do '$DOCKER_CLI' pull -q \"\$r\"; done <'$work/refs'" ;;
     esac
-    record "registry requests per image" "$1" "$2" "$(python3 -c "print($(registry_requests "$m") / $N)")"
+    record_requests "$1" "$2" "$m" "$N"
   }
   interleave "$R" one docker stowage
   summary docker

@@ -117,6 +117,11 @@ fn rules_select_and_protections_hold() {
             .success()
     );
     let dangling_id = env.image_id(&dangling_digest).unwrap();
+    // The unused image also tagged in a repository never pushed: the containerd store then
+    // lists that repository's digest only, and its registry copy is still there to be found.
+    let never_pushed = env.plain_image("never-pushed:1");
+    env.purge_images(std::slice::from_ref(&never_pushed));
+    assert!(env.docker(&["tag", &unused, &never_pushed]).status.success());
     // A local-only image (built here, no registry copy).
     build(&env, "stowage-local/only:1", "scratch", "local");
     // A container, created and never started, uses busybox.
@@ -174,7 +179,7 @@ fn rules_select_and_protections_hold() {
     assert_eq!(code, 0, "{done:#}");
     let results = done["prune"]["results"].as_array().unwrap();
     assert!(results.iter().all(|r| r["result"] == "removed"), "{done:#}");
-    assert!(!env.has_image(&unused));
+    assert!(!env.has_image(&unused) && !env.has_image(&never_pushed));
     assert!(env.image_id(&dangling_digest).is_none());
     for n in [&required, &in_use, &kept] {
         assert!(env.has_image(n), "{n} was removed");

@@ -36,6 +36,36 @@ pub struct StoreImage {
     pub steps: Vec<BuildStep>,
 }
 
+impl StoreImage {
+    /// The `name@digest` references a registry may serve it by: its repository digests, then
+    /// each digest in the repository of each of its tags that has none. The containerd store
+    /// lists one repository digest an image, so an image tagged in a repository never pushed
+    /// (`app:dev` beside `registry/app:1`) may be listed by that one only, and asked about
+    /// only there: kept as local only, while its registry serves it.
+    pub(crate) fn copy_references(&self) -> Vec<String> {
+        use crate::model::reference::repository;
+        let mut references = self.digests.clone();
+        let digests: Vec<&str> = self
+            .digests
+            .iter()
+            .filter_map(|d| d.split_once('@').map(|(_, digest)| digest))
+            .collect();
+        for tag in &self.tags {
+            let repo = repository(tag);
+            if references.iter().any(|r| repository(r) == repo) {
+                continue;
+            }
+            for digest in &digests {
+                let reference = format!("{repo}@{digest}");
+                if !references.contains(&reference) {
+                    references.push(reference);
+                }
+            }
+        }
+        references
+    }
+}
+
 /// An intermediate image a classic build left between an image and the one it was built on.
 /// The engine's DELETE, told `noprune`, leaves it; it goes with its image, unless policy keeps
 /// it (its labels, a container) or it has another child.
@@ -225,6 +255,44 @@ pub(crate) fn own_image_query(value: &str) -> Result<IdQuery, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn image(tags: &[&str], digests: &[String]) -> StoreImage {
+        StoreImage {
+            id: "sha256:1".into(),
+            parent: None,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            digests: digests.to_vec(),
+            labels: BTreeMap::new(),
+            size: 0,
+            created: 0,
+            steps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_registry_copy_is_asked_for_in_every_repository_the_image_is_tagged_in() {
+        let d = "sha256:".to_owned() + &"1".repeat(64);
+        let tagged = image(
+            &[
+                "r.example/a/p:1",
+                "r.example/a/q:1",
+                "r.example/a/q:2",
+                "localhost/dev:latest",
+            ],
+            &[format!("r.example/a/q@{d}")],
+        );
+        assert_eq!(
+            tagged.copy_references(),
+            [
+                format!("r.example/a/q@{d}"),
+                format!("r.example/a/p@{d}"),
+                format!("localhost/dev@{d}"),
+            ]
+        );
+        // No digest at all (a local build): nothing to ask.
+        let built = image(&["r.example/a/p:1"], &[]);
+        assert!(built.copy_references().is_empty());
+    }
 
     #[test]
     fn own_image_ids_are_read_as_docker_reads_them() {

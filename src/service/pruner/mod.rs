@@ -379,12 +379,12 @@ impl<S: Store> Pruner<'_, S> {
         })
     }
 
-    /// Whether any registry serves one of the image's repository digests.
+    /// Whether any registry serves the image by one of its [`StoreImage::copy_references`].
     async fn has_registry_copy(&self, image: &StoreImage) -> bool {
         if self.copies().contains(&image.id) {
             return true;
         }
-        for name in &image.digests {
+        for name in &image.copy_references() {
             let Ok(reference) = name.parse::<crate::model::reference::ImageRef>() else {
                 continue;
             };
