@@ -231,8 +231,9 @@ impl<'a, S: Store> StoreWatch<'a, S> {
                 // created before the plan's listing is in it.
                 self.created |= created && time_ns > self.listed_ns;
             }
-            Some(Ok(StoreEvent::Named { time_ns, .. })) => {
+            Some(Ok(StoreEvent::Named { id, time_ns })) => {
                 if time_ns > self.listed_ns {
+                    debug!(image = %id, "the store changed since the plan: named");
                     self.generation += 1;
                 }
             }
@@ -240,6 +241,7 @@ impl<'a, S: Store> StoreWatch<'a, S> {
                 let id = qualified_id(&id);
                 if time_ns > self.listed_ns {
                     if !self.ours.contains(&id) {
+                        debug!(image = %id, "the store changed since the plan: deleted");
                         self.generation += 1;
                     }
                     // Not a replayed deletion of the same ID from before the plan (an image
@@ -249,11 +251,17 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             }
             Some(Ok(StoreEvent::Unnamed { id, time_ns })) => {
                 if time_ns > self.listed_ns && !self.ours.contains(&qualified_id(&id)) {
+                    debug!(image = %id, "the store changed since the plan: untagged");
                     self.generation += 1;
                 }
             }
             // Ended or failed: from here on, list and check before every removal.
             Some(Err(_)) | None => {
+                let why = match event {
+                    Some(Err(f)) => f.to_string(),
+                    _ => "the engine closed them".to_owned(),
+                };
+                debug!("the engine's events ended ({why}): each removal looks at the store again");
                 self.stale = true;
                 self.events = None;
             }
