@@ -320,6 +320,43 @@ async fn a_multi_platform_index_resolves_to_the_platform_digest() {
     assert_eq!(entry.platforms.get("linux/amd64"), Some(&amd64.digest));
 }
 
+/// Podman 4.3 failed a whole listing of the images when one went while it was made ("image
+/// not known"): a prune cycle listing the store, or planning again, while images are removed
+/// failed with it. The listing is made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_listed_while_they_go() {
+    use stowage::Store;
+    let _lock = engine_lock();
+    let env = env();
+    let image = env.plain_image("beta:1");
+    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, image) = (stop.clone(), image.clone());
+        std::thread::spawn(move || {
+            let env = crate::support::env();
+            let mut removed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                assert!(env.docker(&["pull", "-q", &image]).status.success());
+                removed += usize::from(env.docker(&["rmi", &image]).status.success());
+            }
+            removed
+        })
+    };
+    let mut listings = 0;
+    let started = std::time::Instant::now();
+    while listings < 100 || (started.elapsed().as_secs() < 60 && listings < 300) {
+        engine.store().await.unwrap_or_else(|f| panic!("{f}"));
+        listings += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let removed = churn.join().unwrap();
+    assert!(
+        removed > 0,
+        "no image went while {listings} listings were made"
+    );
+}
+
 /// The containers' images are listed while containers come and go: Podman says `stopped` of
 /// one that has just exited (a state Docker's API has no word for), in its list every few
 /// polls; one listing that cannot read it would fail a prune cycle.

@@ -121,7 +121,11 @@ fn rules_select_and_protections_hold() {
     // lists that repository's digest only, and its registry copy is still there to be found.
     let never_pushed = env.plain_image("never-pushed:1");
     env.purge_images(std::slice::from_ref(&never_pushed));
-    assert!(env.docker(&["tag", &unused, &never_pushed]).status.success());
+    assert!(
+        env.docker(&["tag", &unused, &never_pushed])
+            .status
+            .success()
+    );
     // A local-only image (built here, no registry copy).
     build(&env, "stowage-local/only:1", "scratch", "local");
     // A container, created and never started, uses busybox.

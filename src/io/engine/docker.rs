@@ -25,6 +25,10 @@ use crate::model::plain_http::EngineInsecure;
 use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
 
+/// How many times a listing of the images is made while images going make it fail (Podman
+/// 4.3).
+const LISTING_TRIES: u32 = 3;
+
 /// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
 pub(crate) const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -409,9 +413,29 @@ impl super::Store for DockerEngine {
     }
 
     async fn store(&self) -> Result<Vec<StoreImage>, Failure> {
-        let list = |all: bool| {
+        let list = |all: bool| async move {
             let options = ListImagesOptionsBuilder::new().all(all).build();
-            self.docker.list_images(Some(options))
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self.docker.list_images(Some(options.clone())).await {
+                    // Podman 4.3 fails the whole listing when an image goes while it is made
+                    // ("retrieving label for image ...: image not known"): a removal of
+                    // someone else's, or one of the pruner's own under way. Made again.
+                    Err(BollardError::DockerResponseServerError {
+                        status_code: 500,
+                        message,
+                    }) if self.image_store == ImageStore::Podman
+                        && message.contains("image not known")
+                        && tries < LISTING_TRIES =>
+                    {
+                        tracing::debug!(
+                            "an image went while the engine listed them; listing again"
+                        );
+                    }
+                    other => return other,
+                }
+            }
         };
         let summaries = list(false)
             .await
