@@ -88,6 +88,11 @@ pub(crate) enum Churn {
 }
 
 impl FakeEngine {
+    /// Ends every event stream followed so far, as an engine that closes them does.
+    pub(crate) fn end_event_streams(&self) {
+        self.0.locked().followers.clear();
+    }
+
     /// Makes `digest` pullable from any registry.
     pub(crate) fn serve(&self, digest: &str) {
         self.0.locked().served.insert(digest.to_owned());
