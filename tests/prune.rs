@@ -396,13 +396,13 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
         .iter()
         .find(|r| r.candidate.id == victim)
         .expect("the victim was removed");
-    // Docker 28's containerd store keeps the record of the image without its content and
-    // answers its pull "up to date" (docs/reliability.md, "Open"): stowage says the race is
-    // lost, and how to mend it.
-    if env.engine == crate::support::EngineKind::Docker28 {
-        let Some(stowage::Race::Lost { error }) = &removal.race else {
-            panic!("{removal:#?}");
-        };
+    // Docker 28's containerd store can keep the record of the image without its content and
+    // answer its pull "up to date" (docs/reliability.md, "Open"): stowage then says the race
+    // is lost, and how to mend it. Not every time (healed on a store emptied first, 7 Dec.):
+    // a heal is checked as on the other engines.
+    if env.engine == crate::support::EngineKind::Docker28
+        && let Some(stowage::Race::Lost { error }) = &removal.race
+    {
         assert!(error.contains("remove the container and pull"), "{error}");
         let _ = env.docker(&["rm", "-f", "stowage-staged-race"]);
         let _ = env.docker(&["image", "rm", "-f", &victim]);
