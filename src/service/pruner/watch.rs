@@ -90,8 +90,8 @@ pub(super) struct StoreWatch<'a, S: Store> {
 /// How many times a cycle follows the engine's events again after they ended. Podman 4.3's
 /// stream (events written to a file) ends in the middle of a busy prune; without it, every
 /// removal lists the store again (three requests, and Podman 4.3's listing fails while images
-/// go), which made bench prunes of 100 images take 130 to 190 s after a first of 42 s. A stream that ends
-/// again at once (the engine is down) is given up after these.
+/// go), which made bench prunes of 100 images take 130 to 190 s after a first of 42 s. A
+/// stream that ends again at once (the engine is down) is given up after these.
 const REFOLLOWS: u32 = 3;
 
 /// How long, at most, the engine's announcement of a batch's last deletion may take to arrive
