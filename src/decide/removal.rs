@@ -15,7 +15,7 @@
 //! not the planned one, or a name removed that the plan did not list, was taken against the
 //! plan, and is reported and put back where it can be ([`taken_against_plan`]).
 
-use crate::model::image::{Deleted, qualified_id};
+use crate::model::image::{Deleted, ImageStore, qualified_id};
 use crate::model::reference::ImageRef;
 use crate::model::reference::repository;
 
@@ -56,11 +56,22 @@ impl Taken {
     }
 }
 
-/// A planned image's names, in the order they are removed: `name@digest` references first
-/// (content-addressed), then its tags. The last tag is not removed by name: the DELETE of the
-/// image's ID takes it.
-pub(crate) fn removal_order(references: &[String]) -> (Vec<&String>, Vec<&String>) {
-    references.iter().partition(|r| r.contains('@'))
+/// A planned image's names to remove by name, in that order: its `name@digest` references
+/// first (content-addressed), then its tags. Of the references, only those the engine keeps as
+/// names (`digest_names`: Podman lists others it answers "tag not known" for); on the
+/// containerd store, of those only the [`untagged_repositories`]. The last tag is not removed
+/// by name: the DELETE of the image's ID takes it.
+pub(crate) fn removal_order<'d, 'r>(
+    references: &'r [String],
+    digest_names: &'d [String],
+    store: ImageStore,
+) -> (Vec<&'d String>, Vec<&'r String>) {
+    let tags: Vec<&String> = references.iter().filter(|r| !r.contains('@')).collect();
+    let digests: Vec<&String> = digest_names.iter().collect();
+    match store {
+        ImageStore::Containerd => (untagged_repositories(&digests, &tags), tags),
+        ImageStore::Classic | ImageStore::Podman => (digests, tags),
+    }
 }
 
 /// On the containerd store, the `name@digest` references to remove by name: those of
@@ -354,6 +365,13 @@ mod tests {
         );
     }
 
+    /// The order on `store` of `refs` whose `name@digest` references are all names.
+    fn order(refs: &[String], store: ImageStore) -> (Vec<String>, Vec<&String>) {
+        let digests: Vec<String> = refs.iter().filter(|r| r.contains('@')).cloned().collect();
+        let (d, t) = removal_order(refs, &digests, store);
+        (d.into_iter().cloned().collect(), t)
+    }
+
     #[test]
     fn on_containerd_only_digests_of_untagged_repositories_go_by_name() {
         // Pulled through a mirror, named by the origin's tag and digest too.
@@ -363,20 +381,38 @@ mod tests {
             "m:2/a@sha256:aa",
             "m:2/proxy/a@sha256:aa",
         ]);
-        let (digests, tags) = removal_order(&refs);
         assert_eq!(
-            untagged_repositories(&digests, &tags),
-            [&refs[2], &refs[3]],
+            order(&refs, ImageStore::Containerd).0,
+            [refs[2].clone(), refs[3].clone()],
             "the origin's repository has a planned tag: its digest goes with the tag"
         );
+        assert_eq!(order(&refs, ImageStore::Classic).0.len(), 3);
         // No tag at all (dangling in two repositories): every digest goes by name.
         let dangling = names(&["r:1/a@sha256:aa", "m:2/a@sha256:aa"]);
-        let (digests, tags) = removal_order(&dangling);
-        assert_eq!(untagged_repositories(&digests, &tags).len(), 2);
+        assert_eq!(order(&dangling, ImageStore::Containerd).0.len(), 2);
         // Docker Hub's short names are the same repository as their qualified form.
         let hub = names(&["alpine:3", "docker.io/library/alpine@sha256:aa"]);
-        let (digests, tags) = removal_order(&hub);
-        assert!(untagged_repositories(&digests, &tags).is_empty());
+        assert!(order(&hub, ImageStore::Containerd).0.is_empty());
+    }
+
+    #[test]
+    fn only_the_digests_the_engine_keeps_as_names_go_by_name() {
+        // Podman, pulled by tag in two repositories and by digest in a third: it lists a
+        // digest for each, and keeps only the third as a name.
+        let refs = names(&[
+            "r:1/a@sha256:aa",
+            "r:1/b@sha256:aa",
+            "r:1/c@sha256:aa",
+            "r:1/a:1",
+            "r:1/b:1",
+        ]);
+        let kept = names(&["r:1/c@sha256:aa"]);
+        let (digests, tags) = removal_order(&refs, &kept, ImageStore::Podman);
+        assert_eq!(digests, [&kept[0]]);
+        assert_eq!(tags, [&refs[3], &refs[4]]);
+        // Pulled by tag only: no name is a digest, only tags are removed by name.
+        let (digests, _) = removal_order(&refs, &[], ImageStore::Podman);
+        assert!(digests.is_empty());
     }
 
     #[test]
@@ -394,8 +430,8 @@ mod tests {
     #[test]
     fn names_are_removed_content_addressed_first() {
         let refs = names(&["r:1/a:1", "r:1/a@sha256:aa", "r:1/a:2"]);
-        let (digests, tags) = removal_order(&refs);
-        assert_eq!(digests, [&refs[1]]);
+        let (digests, tags) = order(&refs, ImageStore::Classic);
+        assert_eq!(digests, [refs[1].clone()]);
         assert_eq!(tags, [&refs[0], &refs[2]]);
     }
 

@@ -111,6 +111,7 @@ mod tests {
             parent: None,
             tags: tags.iter().map(|s| s.to_string()).collect(),
             digests: digests.iter().map(|s| s.to_string()).collect(),
+            digest_names: Vec::new(),
             labels: BTreeMap::new(),
             size: 1,
             created: 0,

@@ -291,6 +291,7 @@ impl Store for FakeEngine {
                 parent: s.parents.get(&i.id).cloned(),
                 tags: i.tags.clone(),
                 digests: i.digests.clone(),
+                digest_names: i.digests.clone(),
                 labels: BTreeMap::new(),
                 size: 1,
                 created: 0,

@@ -25,6 +25,11 @@ pub struct StoreImage {
     pub tags: Vec<String>,
     /// Fully qualified repository digests (`name@sha256:...`).
     pub digests: Vec<String>,
+    /// Those of `digests` the engine keeps as names of their own, which a removal takes by
+    /// name. Docker's are all of them. Podman lists a repository digest for each repository
+    /// the image is tagged in, but keeps as a name only one it was pulled by: the DELETE of any
+    /// other answers "tag not known" (half of a Podman prune's DELETEs, measured).
+    pub digest_names: Vec<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
     /// Size in bytes.
@@ -262,6 +267,7 @@ mod tests {
             parent: None,
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             digests: digests.to_vec(),
+            digest_names: digests.to_vec(),
             labels: BTreeMap::new(),
             size: 0,
             created: 0,

@@ -150,6 +150,11 @@ pub struct Candidate {
     /// using is refused, not untagged).
     #[serde(skip)]
     pub references: Vec<String>,
+    /// Those of its `name@digest` references the engine keeps as names, which are removed by
+    /// name (see [`crate::model::image::StoreImage::digest_names`]); the others are there for
+    /// pulling it back and for telling a pull of it.
+    #[serde(skip)]
+    pub digest_names: Vec<String>,
     /// The nearest parent image in the store: it may go only after this one is gone.
     #[serde(skip)]
     pub parent: Option<String>,

@@ -22,6 +22,7 @@ pub(super) fn order(
             // Podman a `name@digest` is a name too. Removing a tag first there would leave an
             // image a container created meanwhile uses without its tag, the removal refused.
             references: i.digests.iter().chain(i.tags.iter()).cloned().collect(),
+            digest_names: i.digest_names.clone(),
             parent: i.parent.clone(),
             steps: Vec::new(),
             size: i.size,

@@ -15,6 +15,7 @@ fn image(id: &str, tags: &[&str], size: u64, created: i64) -> StoreImage {
             .iter()
             .map(|t| format!("{}@sha256:{id}", repository(t)))
             .collect(),
+        digest_names: Vec::new(),
         labels: BTreeMap::new(),
         size,
         created,
@@ -436,6 +437,7 @@ fn arb_store() -> impl Strategy<Value = (PruneInput, Limits)> {
                             } else {
                                 vec![]
                             },
+                            digest_names: Vec::new(),
                             labels: BTreeMap::new(),
                             size,
                             created: NOW - age * DAY,

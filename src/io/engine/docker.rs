@@ -456,10 +456,17 @@ impl super::Store for DockerEngine {
             .zip(lineages)
             .map(|(s, (parent, steps))| {
                 let (tags, digests) = sort_engine_names(&s.repo_tags, &s.repo_digests);
+                let digest_names = match self.image_store {
+                    // Podman's listing counts among the image's tags the `name@digest` it was
+                    // pulled by (its inspect does not), and lists its repository digests besides.
+                    ImageStore::Podman => sort_engine_names(&s.repo_tags, &[]).1,
+                    _ => digests.clone(),
+                };
                 StoreImage {
                     parent,
                     tags,
                     digests,
+                    digest_names,
                     labels: s.labels.into_iter().collect(),
                     size: u64::try_from(s.size).unwrap_or(0),
                     created: s.created,

@@ -188,6 +188,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         id: id.into(),
         names: vec![],
         references: vec![],
+        digest_names: vec![],
         parent: None,
         steps: vec![],
         size,

@@ -2,7 +2,7 @@
 //! content-addressed names, then every tag but one (each looked at right before), then its ID.
 
 use crate::decide::prune_plan::Candidate;
-use crate::decide::removal::{is_planned, qualified, removal_order, untagged_repositories};
+use crate::decide::removal::{is_planned, qualified, removal_order};
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
 use crate::model::image::{Deleted, ImageStore, LocalImage, qualified_id};
@@ -67,11 +67,14 @@ pub(super) async fn remove_exactly<S: Store>(store: &S, c: &Candidate) -> Exact 
     let mut exact = Exact::default();
     // A name it gained since the plan keeps it: someone wants it (a keep rule may match it,
     // and on some engines any first DELETE takes every name the image has then).
-    if let Err(stop) = no_name_gained(store, c).await {
-        exact.stop = Some(stop);
-        return exact;
-    }
-    if let Err(f) = remove_names(store, c, &mut exact).await {
+    let look = match no_name_gained(store, c).await {
+        Ok(look) => look,
+        Err(stop) => {
+            exact.stop = Some(stop);
+            return exact;
+        }
+    };
+    if let Err(f) = remove_names(store, c, look, &mut exact).await {
         exact.stop = Some(Stop::Failed(f));
         return exact;
     }
@@ -111,19 +114,17 @@ async fn remove_steps<S: Store>(store: &S, c: &Candidate, exact: &mut Exact) {
     }
 }
 
-/// Steps 1 and 2: the `name@digest` references, then every tag but the last that still names
-/// the image.
+/// Steps 1 and 2: the `name@digest` references the engine keeps as names, then every tag but
+/// the last that still names the image. `look` is the image as it was a moment ago.
 async fn remove_names<S: Store>(
     store: &S,
     c: &Candidate,
+    look: Option<LocalImage>,
     exact: &mut Exact,
 ) -> Result<(), Failure> {
-    let (digests, tags) = removal_order(&c.references);
+    let (digests, tags) = removal_order(&c.references, &c.digest_names, store.image_store());
     let containerd = store.image_store() == ImageStore::Containerd;
-    let digests = match containerd {
-        true => untagged_repositories(&digests, &tags),
-        false => digests,
-    };
+    let sent = exact.answers.len();
     for name in digests {
         // There a DELETE of it would take a tag of its repository added since the plan: looked
         // at right before, as a tag is. A tag found leaves the reference, and the DELETE of the
@@ -138,8 +139,13 @@ async fn remove_names<S: Store>(
     }
     // Which tags still name it: one look at the image's names, not one at each tag (a tag
     // names one image at an instant, so the two say the same; on Podman and the containerd
-    // store, where every tag is removed by name, this was a third of a prune's requests).
-    let named: Vec<String> = match store.image_named(&c.id).await? {
+    // store, where every tag is removed by name, this was a third of a prune's requests). With
+    // nothing removed since the look a moment ago, that look says it.
+    let now = match exact.answers.len() == sent {
+        true => look,
+        false => store.image_named(&c.id).await?,
+    };
+    let named: Vec<String> = match now {
         Some(image) => image.tags.iter().map(|t| qualified(t)).collect(),
         None => Vec::new(),
     };
@@ -208,15 +214,16 @@ async fn remove_by_id<S: Store>(store: &S, c: &Candidate, exact: &mut Exact) -> 
     }
 }
 
-/// Fails when image `c` has a name now that its plan did not list.
-async fn no_name_gained<S: Store>(store: &S, c: &Candidate) -> Result<(), Stop> {
+/// Fails when image `c` has a name now that its plan did not list; else the image as it is
+/// now (`None`: gone).
+async fn no_name_gained<S: Store>(store: &S, c: &Candidate) -> Result<Option<LocalImage>, Stop> {
     let Some(now) = store.image_named(&c.id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
     let gained = gained_names(&now, &planned);
     if gained.is_empty() {
-        Ok(())
+        Ok(Some(now))
     } else {
         Err(Stop::GainedNames(gained))
     }
