@@ -61,6 +61,8 @@ struct EngineState {
     untagged: Vec<Untagged>,
     /// The names the churn of the latest call moved.
     churned_now: HashSet<String>,
+    /// Event streams fail at once, as an engine that went away.
+    events_down: bool,
 }
 
 /// A name a DELETE removed, and from which image.
@@ -91,6 +93,11 @@ impl FakeEngine {
     /// Ends every event stream followed so far, as an engine that closes them does.
     pub(crate) fn end_event_streams(&self) {
         self.0.locked().followers.clear();
+    }
+
+    /// From now on, event streams fail as soon as they are followed (`true`), or work again.
+    pub(crate) fn set_events_down(&self, down: bool) {
+        self.0.locked().events_down = down;
     }
 
     /// Makes `digest` pullable from any registry.
@@ -389,9 +396,22 @@ impl Store for FakeEngine {
         _since: i64,
     ) -> impl futures_util::Stream<Item = Result<StoreEvent, Failure>> + Send + 'static {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.0.locked().followers.push(tx);
-        futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|event| (Ok(event), rx))
+        let mut s = self.0.locked();
+        // Down: the stream fails at once, as a socket nobody listens on does.
+        let down = s.events_down.then(|| {
+            Failure::new(
+                FailureClass::Engine,
+                "cannot connect to the engine".to_owned(),
+            )
+        });
+        if down.is_none() {
+            s.followers.push(tx);
+        }
+        futures_util::stream::unfold((rx, down), |(mut rx, down)| async move {
+            if let Some(failure) = down {
+                return Some((Err(failure), (rx, None)));
+            }
+            rx.recv().await.map(|event| (Ok(event), (rx, None)))
         })
     }
 }

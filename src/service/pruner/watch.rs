@@ -83,16 +83,32 @@ pub(super) struct StoreWatch<'a, S: Store> {
     deleted: HashSet<String>,
     /// The time (seconds) of the last event read: a stream followed again starts there.
     last_event_s: i64,
-    /// How many more times a stream that ended is followed again.
-    refollows_left: u32,
+    /// How many times the events were followed again.
+    refollows: usize,
+    /// When to follow them again, while there is no stream.
+    refollow_at: Option<tokio::time::Instant>,
+    /// The batch went without a stream for a while: an engine that restarted replays nothing
+    /// of before, so its events may have missed a container.
+    gap: bool,
 }
 
-/// How many times a cycle follows the engine's events again after they ended. Podman 4.3's
-/// stream (events written to a file) ends in the middle of a busy prune; without it, every
-/// removal lists the store again (three requests, and Podman 4.3's listing fails while images
-/// go), which made bench prunes of 100 images take 130 to 190 s after a first of 42 s. A
-/// stream that ends again at once (the engine is down) is given up after these.
-const REFOLLOWS: u32 = 3;
+/// When the engine's events end, how long the cycle waits before following them again, each
+/// time they do. Podman 4.3's stream (events written to a file) ends in the middle of a busy
+/// prune: followed again at once, from the second of the last event read, it misses nothing
+/// (without that, every removal listed the store again, three requests, and Podman 4.3's
+/// listing fails while images go: bench prunes of 100 images took 130 to 190 s after a first
+/// of 42 s). A stream that keeps ending is an engine that went away: followed again after
+/// longer and longer, 15 s in all (a restart took 5 to 10 s in the fault scenarios), each
+/// removal meanwhile looking at the store again. Past these, the cycle goes on without.
+const REFOLLOW_AFTER: [Duration; 7] = [
+    Duration::ZERO,
+    Duration::ZERO,
+    Duration::ZERO,
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
 
 /// How long, at most, the engine's announcement of a batch's last deletion may take to arrive
 /// once its DELETE returned. Past it the containers are listed all the same: the events are
@@ -123,7 +139,9 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             created: false,
             deleted: HashSet::new(),
             last_event_s: since,
-            refollows_left: REFOLLOWS,
+            refollows: 0,
+            refollow_at: None,
+            gap: false,
         }
     }
 
@@ -224,12 +242,13 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             tokio::time::sleep(CREATED_ANNOUNCED_WITHIN).await;
             return true;
         }
-        self.created
+        self.created || self.gap
     }
 
     /// Takes every event that has arrived, without waiting for more. It yields first, so that
     /// the reader has taken what the engine sent even where the runtime has one thread.
     async fn drain_events(&mut self) {
+        self.refollow_if_due();
         tokio::task::yield_now().await;
         while let Some(events) = self.events.as_mut() {
             match events.received.try_recv() {
@@ -278,28 +297,45 @@ impl<'a, S: Store> StoreWatch<'a, S> {
                     self.generation += 1;
                 }
             }
-            // Followed again from the second of the last event read: what came after it is
-            // replayed, and what is replayed of that second is no change to a watch that
-            // already had it (a deletion of its own, a name it already counted once more).
-            Some(Err(_)) | None if self.refollows_left > 0 => {
-                self.refollows_left -= 1;
-                debug!(
-                    since = self.last_event_s,
-                    "the engine's events ended; following them again"
-                );
-                self.stale = true;
-                self.events = Some(Events::follow(self.store, self.last_event_s));
-            }
-            // Ended or failed for good: from here on, list and check before every removal.
+            // Until they are followed again, and for good past the last try: list and check
+            // before every removal.
             Some(Err(_)) | None => {
                 let why = match event {
                     Some(Err(f)) => f.to_string(),
                     _ => "the engine closed them".to_owned(),
                 };
-                debug!("the engine's events ended ({why}): each removal looks at the store again");
                 self.stale = true;
                 self.events = None;
+                let Some(wait) = REFOLLOW_AFTER.get(self.refollows) else {
+                    debug!(
+                        "the engine's events ended ({why}): each removal looks at the store again"
+                    );
+                    return;
+                };
+                debug!(
+                    since = self.last_event_s,
+                    ?wait,
+                    "the engine's events ended ({why}); following them again"
+                );
+                self.refollows += 1;
+                self.gap |= !wait.is_zero();
+                self.refollow_at = Some(tokio::time::Instant::now() + *wait);
+                self.refollow_if_due();
             }
+        }
+    }
+
+    /// Follows the events again once it is time, from the second of the last event read: what
+    /// came after it is replayed, and what is replayed of that second is no change to a watch
+    /// that already had it (a deletion of its own, a name it already counted once more).
+    fn refollow_if_due(&mut self) {
+        if self.events.is_none()
+            && self
+                .refollow_at
+                .is_some_and(|at| tokio::time::Instant::now() >= at)
+        {
+            self.refollow_at = None;
+            self.events = Some(Events::follow(self.store, self.last_event_s));
         }
     }
 }
@@ -316,24 +352,80 @@ mod tests {
         }
     }
 
-    /// An event stream the engine ends is followed again, [`REFOLLOWS`] times: the watch still
+    /// An event stream the engine ends is followed again at once, three times: the watch still
     /// says "no change" (without a stream it must say "maybe" every time, and each removal
-    /// lists the store again). Past that it gives up.
-    #[tokio::test]
-    async fn events_that_end_are_followed_again_a_few_times() {
+    /// lists the store again).
+    #[tokio::test(start_paused = true)]
+    async fn events_that_end_are_followed_again_at_once_a_few_times() {
         let engine = FakeEngine::default();
         let mut watch = StoreWatch::start(&engine, 0);
         watch.planned_at(0);
-        for _ in 0..REFOLLOWS {
+        for _ in 0..3 {
             settle().await;
             engine.end_event_streams();
             settle().await;
             assert_eq!(watch.generation().await, 0);
             assert!(!watch.changed_since(0).await);
         }
+        // The fourth time, not at once: meanwhile, "maybe" every time.
         engine.end_event_streams();
         settle().await;
         let first = watch.generation().await;
         assert!(first > 0 && watch.generation().await > first);
+        assert!(watch.container_created(&[]).await);
+    }
+
+    /// An engine that went away (its events fail at once) is followed again after a while, and
+    /// again after longer; once it is back, the watch says "no change" again, but that the
+    /// batch may have missed a container (the engine replays nothing of before a restart).
+    /// Past the last try, it goes on without.
+    #[tokio::test(start_paused = true)]
+    async fn the_events_of_an_engine_that_comes_back_are_followed_again() {
+        let engine = FakeEngine::default();
+        let mut watch = StoreWatch::start(&engine, 0);
+        watch.planned_at(0);
+        settle().await;
+        engine.set_events_down(true);
+        engine.end_event_streams();
+        // The tries at once fail at once: then no stream, "maybe" every time, until the next.
+        for _ in 0..10 {
+            settle().await;
+            watch.generation().await;
+        }
+        assert_eq!(watch.refollows, 4);
+        let g = watch.generation().await;
+        assert!(g > 0 && watch.generation().await > g);
+        // Back a moment before the next try (the 5th, 1 s after the 4th), which follows it.
+        engine.set_events_down(false);
+        tokio::time::advance(REFOLLOW_AFTER[3]).await;
+        let g = watch.generation().await;
+        settle().await;
+        assert_eq!(watch.generation().await, g, "no change once followed again");
+        assert!(!watch.changed_since(g).await);
+        assert!(
+            watch.container_created(&[]).await,
+            "the gap may hide a container"
+        );
+        // Gone again: each next try a while later, then none.
+        engine.set_events_down(true);
+        engine.end_event_streams();
+        for wait in &REFOLLOW_AFTER[4..] {
+            settle().await;
+            watch.generation().await;
+            assert!(watch.events.is_none(), "no stream for {wait:?}");
+            tokio::time::advance(*wait).await;
+        }
+        settle().await;
+        watch.generation().await;
+        settle().await;
+        watch.generation().await;
+        assert_eq!(watch.refollows, REFOLLOW_AFTER.len());
+        engine.set_events_down(false);
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let g = watch.generation().await;
+        assert!(
+            watch.generation().await > g,
+            "followed again past the last try"
+        );
     }
 }
