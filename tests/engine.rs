@@ -14,7 +14,7 @@ use stowage::Failure;
 use stowage::{Engine, LocalImage, OnBytes, PullRequest, Pulled};
 use stowage::{InFlight, PullResult, Session};
 
-use crate::support::{engine_lock, env};
+use crate::support::{Background, engine_lock, env};
 
 /// A session over the given config text (pull settings first, then images), with no
 /// credentials (never the developer's own, whose helper could prompt) and its state in a temp
@@ -328,29 +328,29 @@ async fn images_are_listed_while_they_go() {
     use stowage::Store;
     let _lock = engine_lock();
     let env = env();
-    let image = env.plain_image("beta:1");
+    // Several images, removed by one `rmi` in quick succession, as a prune removes them: one
+    // image pulled and removed at a time left the listings too few instants to fall into.
+    let images: Vec<String> = ["alpha:1", "alpha:2", "beta:1", "gamma:1"]
+        .iter()
+        .map(|n| env.plain_image(n))
+        .collect();
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churn = {
-        let (stop, image) = (stop.clone(), image.clone());
-        std::thread::spawn(move || {
-            let env = crate::support::env();
-            let mut removed = 0;
-            while !stop.load(Ordering::Relaxed) {
-                assert!(env.docker(&["pull", "-q", &image]).status.success());
-                removed += usize::from(env.docker(&["rmi", &image]).status.success());
-            }
-            removed
-        })
-    };
+    let churn = Background::run(move |env| {
+        for image in &images {
+            assert!(env.docker(&["pull", "-q", image]).status.success());
+        }
+        let rmi: Vec<&str> = std::iter::once("rmi")
+            .chain(images.iter().map(String::as_str))
+            .collect();
+        env.docker(&rmi).status.success()
+    });
     let mut listings = 0;
     let started = std::time::Instant::now();
     while listings < 100 || (started.elapsed().as_secs() < 60 && listings < 300) {
         engine.store().await.unwrap_or_else(|f| panic!("{f}"));
         listings += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    let removed = churn.join().unwrap();
+    let removed = churn.stop();
     assert!(
         removed > 0,
         "no image went while {listings} listings were made"
@@ -369,28 +369,19 @@ async fn containers_are_listed_while_they_come_and_go() {
     assert!(env.docker(&["pull", "-q", &image]).status.success());
     let id = env.image_id(&image).unwrap();
     let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let runner = {
-        let (stop, image) = (stop.clone(), image.clone());
-        std::thread::spawn(move || {
-            let env = crate::support::env();
-            let mut runs = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let args = [
-                    "run",
-                    "--rm",
-                    "--network",
-                    "none",
-                    &image,
-                    "/bin/busybox",
-                    "true",
-                ];
-                assert!(env.docker(&args).status.success());
-                runs += 1;
-            }
-            runs
-        })
-    };
+    let runner = Background::run(move |env| {
+        let args = [
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &image,
+            "/bin/busybox",
+            "true",
+        ];
+        assert!(env.docker(&args).status.success());
+        true
+    });
     let mut seen = 0;
     for _ in 0..200 {
         let used = engine
@@ -400,7 +391,6 @@ async fn containers_are_listed_while_they_come_and_go() {
         seen += usize::from(used.contains(&id));
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let runs = runner.join().unwrap();
+    let runs = runner.stop();
     assert!(runs > 0 && seen > 0, "{runs} runs, seen in {seen} listings");
 }

@@ -467,11 +467,11 @@ async fn removals_racing_docker_create_are_healed() {
     // Containers left without their image that stowage did not report as a race lost.
     let mut unreported = 0;
     let mut victims = Vec::new();
-    for _ in 0..p.race_tries {
-        // A new image each try: on Docker 28's containerd store a lost race can leave the
-        // image's record without its content, which no pull of the digest repairs (the engine
-        // says "up to date"); one such loss must not be counted again in every later try.
-        let victim = format!("{}/{}:1", env.plain, env.fresh_image(0));
+    // A new image each try: on Docker 28's containerd store a lost race can leave the image's
+    // record without its content, which no pull of the digest repairs (the engine says "up to
+    // date"); one such loss must not be counted again in every later try.
+    for repo in env.fresh_images(p.race_tries) {
+        let victim = format!("{}/{repo}:1", env.plain);
         victims.push(victim.clone());
         assert!(env.docker(&["pull", "-q", &victim]).status.success());
         let id = env.image_id(&victim).unwrap();
@@ -529,6 +529,7 @@ async fn removals_racing_docker_create_are_healed() {
             let _ = env.docker(&["rm", "-f", &container]);
         }
     }
+    assert_eq!(victims.len(), p.race_tries, "fresh images made");
     figures(
         "create-remove-race",
         &env,

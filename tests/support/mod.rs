@@ -3,6 +3,7 @@
 //! running stowage and reading its JSON ([`stowage`]), loopback networking ([`net`]), and
 //! waiting for what comes a moment later ([`poll`]), and signing with cosign ([`cosign`]).
 
+mod background;
 mod cosign;
 mod referrers;
 pub(crate) mod sigstore;
@@ -17,6 +18,7 @@ mod scoped;
 mod scratch;
 mod stowage;
 
+pub(crate) use background::Background;
 pub(crate) use env::{EngineKind, Env, engine_lock, engine_name, env};
 pub(crate) use limits::LimitProxy;
 pub(crate) use net::{Registry, Throttle, free_port, fresh_repo, http_get, try_http_get};
