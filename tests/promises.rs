@@ -539,3 +539,55 @@ async fn the_same_content_pulled_under_a_kept_name_keeps_the_image() {
     );
     clean(&env, &[&x]);
 }
+
+/// The same content pulled by digest into a repository the planned image is tagged in (a
+/// deploy pinned by digest), in the instant before the removal's first DELETE: a name the
+/// image gained, so it stays, with that name. Podman's look at an image hides such a name: an
+/// adversarial run saw the removal take the image's other names and be reported failed, and
+/// before the digest names change, take the pulled name too. On the containerd store that name
+/// is a record of its own that no look tells from the repository digest the store shows for the
+/// tag: there the image goes, the pulled name with it (docs/reliability.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_digest_pulled_into_a_planned_repository_keeps_the_image() {
+    let _lock = engine_lock();
+    let env = env();
+    let repo = own_repo(&env);
+    let (a, b) = (format!("{repo}/a:1"), format!("{repo}/b:1"));
+    let source = env.plain_image("gamma:1");
+    env.publish(&source, &a);
+    env.publish(&source, &b);
+    let by_digest = env.plain_digest_name(&b).unwrap();
+    env.purge_images(&[source]);
+    assert!(env.docker(&["pull", "-q", &a]).status.success());
+    assert!(env.docker(&["tag", &a, &b]).status.success());
+    let x = env.image_id(&a).unwrap();
+    let pulled = by_digest.clone();
+    let pull = Box::new(move || {
+        let out = crate::support::env().docker(&["pull", "-q", &pulled]);
+        assert!(out.status.success(), "{out:?}");
+    });
+    let cycle = prune_once(&env, std::slice::from_ref(&x), "", |store| {
+        store.before_delete(pull)
+    })
+    .await;
+    let removal = outcome(&cycle, &x);
+    if env.engine.is_containerd() {
+        assert_eq!(
+            removal.result,
+            stowage::RemovalResult::Removed,
+            "{removal:#?}"
+        );
+        clean(&env, &[&x]);
+        return;
+    }
+    assert_eq!(
+        removal.result,
+        stowage::RemovalResult::Skipped,
+        "{removal:#?}"
+    );
+    let why = removal.error.as_deref().unwrap_or("");
+    assert!(why.contains("gained a name"), "{removal:#?}");
+    assert_eq!(env.image_id(&by_digest).as_deref(), Some(x.as_str()));
+    clean(&env, &[&x]);
+}

@@ -319,6 +319,11 @@ impl Store for FakeEngine {
         Ok(s.named(name).and_then(|id| s.images.get(&id).cloned()))
     }
 
+    /// Its look shows every name, as Docker's does.
+    async fn names_of(&self, id: &str) -> Result<Option<LocalImage>, Failure> {
+        self.image_named(id).await
+    }
+
     async fn delete(&self, name: &str) -> Result<Deleted, Failure> {
         let mut s = self.0.locked();
         s.tick();

@@ -31,6 +31,11 @@ impl EngineKind {
             EngineKind::Podman | EngineKind::Podman5 | EngineKind::Podman58
         )
     }
+
+    /// Docker with the containerd image store.
+    pub(crate) fn is_containerd(self) -> bool {
+        matches!(self, EngineKind::Docker26 | EngineKind::Docker28)
+    }
 }
 
 /// The profile the tests run against: `STOWAGE_TEST_ENGINE`, docker20 when unset.

@@ -124,6 +124,10 @@ impl stowage::Store for ScopedStore {
         self.inner.image_named(name).await
     }
 
+    async fn names_of(&self, id: &str) -> Result<Option<stowage::LocalImage>, stowage::Failure> {
+        self.inner.names_of(id).await
+    }
+
     async fn delete(&self, name: &str) -> Result<stowage::Deleted, stowage::Failure> {
         let wanted = self
             .churn

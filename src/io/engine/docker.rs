@@ -25,9 +25,12 @@ use crate::model::plain_http::EngineInsecure;
 use crate::model::reference::ImageRef;
 use crate::model::reference::sort_engine_names;
 
-/// How many times a listing of the images is made while images going make it fail (Podman
-/// 4.3).
-const LISTING_TRIES: u32 = 3;
+/// How long a listing of the images is made again while images going make it fail (Podman
+/// 4.3), and how long it waits between tries. Every listing made while another process's `rmi`
+/// of 24 images ran failed (three tries at once were not enough: `engine::images_are_listed_
+/// while_they_go`), so the tries are spread over the time such a removal takes.
+const LISTING_RETRIED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+const LISTING_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where the engine listens when neither `--docker-host` nor `DOCKER_HOST` says otherwise.
 pub(crate) const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -415,9 +418,8 @@ impl super::Store for DockerEngine {
     async fn store(&self) -> Result<Vec<StoreImage>, Failure> {
         let list = |all: bool| async move {
             let options = ListImagesOptionsBuilder::new().all(all).build();
-            let mut tries = 0;
+            let deadline = tokio::time::Instant::now() + LISTING_RETRIED_FOR;
             loop {
-                tries += 1;
                 match self.docker.list_images(Some(options.clone())).await {
                     // Podman 4.3 fails the whole listing when an image goes while it is made
                     // ("retrieving label for image ...: image not known"): a removal of
@@ -427,11 +429,12 @@ impl super::Store for DockerEngine {
                         message,
                     }) if self.image_store == ImageStore::Podman
                         && message.contains("image not known")
-                        && tries < LISTING_TRIES =>
+                        && tokio::time::Instant::now() < deadline =>
                     {
                         tracing::debug!(
                             "an image went while the engine listed them; listing again"
                         );
+                        tokio::time::sleep(LISTING_RETRY_PAUSE).await;
                     }
                     other => return other,
                 }
@@ -510,6 +513,33 @@ impl super::Store for DockerEngine {
                 digests,
             }
         }))
+    }
+
+    async fn names_of(&self, id: &str) -> Result<Option<LocalImage>, Failure> {
+        if self.image_store != ImageStore::Podman {
+            return self.image_named(id).await;
+        }
+        // Podman's list, of this one image, counts the names `name@digest` among its tags.
+        // Its `id` filter takes the bare hex only.
+        let hex = id.strip_prefix("sha256:").unwrap_or(id);
+        let filters = std::collections::HashMap::from([("id", vec![hex])]);
+        let options = ListImagesOptionsBuilder::new().filters(&filters).build();
+        let listed = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(listed
+            .into_iter()
+            .find(|s| qualified_id(&s.id) == qualified_id(id))
+            .map(|s| {
+                let (tags, digests) = sort_engine_names(&s.repo_tags, &[]);
+                LocalImage {
+                    id: qualified_id(&s.id),
+                    tags,
+                    digests,
+                }
+            }))
     }
 
     async fn delete(&self, name: &str) -> Result<Deleted, Failure> {

@@ -112,6 +112,14 @@ pub trait Store: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Option<LocalImage>, Failure>> + Send;
 
+    /// Every name the engine keeps for image `id`, where its look ([`Self::image_named`]) does
+    /// not show them all: Podman's inspect hides the `name@digest` an image was pulled by,
+    /// which its image list shows. One more request, only where a removal was refused.
+    fn names_of(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<LocalImage>, Failure>> + Send;
+
     /// One DELETE of a name or an ID, never forced, and never taking the image's parents with
     /// it: what the engine says it removed. A name or ID already gone removed nothing. The
     /// engine refuses to remove the last name of an image a container uses, and an ID that has

@@ -191,7 +191,6 @@ async fn names_it<S: Store>(store: &S, name: &str, id: &str) -> Result<bool, Fai
 async fn remove_by_id<S: Store>(store: &S, c: &Candidate, exact: &mut Exact) -> Result<(), Stop> {
     // The DELETE of the ID takes the one tag the image has, whichever: looked at right before.
     no_name_gained(store, c).await?;
-    let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
     match store.delete(&c.id).await {
         Ok(answer) => {
             exact.answers.push(answer);
@@ -202,10 +201,11 @@ async fn remove_by_id<S: Store>(store: &S, c: &Candidate, exact: &mut Exact) -> 
             Ok(())
         }
         Err(refused) => {
-            let Some(now) = store.image_named(&c.id).await? else {
+            // Every name it has: Podman refuses an ID with a `name@digest` its look hides.
+            let Some(now) = store.names_of(&c.id).await? else {
                 return Ok(());
             };
-            let gained = gained_names(&now, &planned);
+            let gained = gained_names(&now, &names_planned(c), store.image_store());
             if gained.is_empty() {
                 return Err(Stop::Failed(refused));
             }
@@ -221,7 +221,7 @@ async fn no_name_gained<S: Store>(store: &S, c: &Candidate) -> Result<Option<Loc
         return Ok(None);
     };
     let planned: Vec<String> = c.references.iter().map(|n| qualified(n)).collect();
-    let gained = gained_names(&now, &planned);
+    let gained = gained_names(&now, &planned, store.image_store());
     if gained.is_empty() {
         Ok(Some(now))
     } else {
@@ -229,13 +229,31 @@ async fn no_name_gained<S: Store>(store: &S, c: &Candidate) -> Result<Option<Loc
     }
 }
 
-/// The names `image` has now that are not among the `planned` ones.
-fn gained_names(image: &LocalImage, planned: &[String]) -> Vec<String> {
+/// The names planned image `c` had: its tags and the `name@digest` references the engine kept
+/// as names (as [`Store::names_of`] shows them).
+fn names_planned(c: &Candidate) -> Vec<String> {
+    c.references
+        .iter()
+        .filter(|r| !r.contains('@'))
+        .chain(&c.digest_names)
+        .map(|n| qualified(n))
+        .collect()
+}
+
+/// The names `image` has now that are not among the `planned` ones. On the containerd store a
+/// `repository@digest` is also planned as the content's digest in a repository the plan names
+/// the image in ([`is_planned`]): that store lists one an image, and shows one per repository
+/// of its tags when asked about it. Elsewhere a `name@digest` the plan did not list is one
+/// someone pulled since: a name gained.
+fn gained_names(image: &LocalImage, planned: &[String], store: ImageStore) -> Vec<String> {
     image
         .tags
         .iter()
         .chain(&image.digests)
-        .filter(|n| !is_planned(&qualified(n), planned))
-        .cloned()
+        .map(|n| qualified(n))
+        .filter(|n| match store {
+            ImageStore::Containerd => !is_planned(n, planned),
+            ImageStore::Classic | ImageStore::Podman => !planned.contains(n),
+        })
         .collect()
 }
