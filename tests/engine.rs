@@ -323,14 +323,15 @@ async fn a_multi_platform_index_resolves_to_the_platform_digest() {
 /// Podman 4.3 failed a whole listing of the images when one went while it was made ("image
 /// not known"): a prune cycle listing the store, or planning again, while images are removed
 /// failed with it. The listing is made again. Reproduced by removing many images at once, as a
-/// prune does: 6 of 40 listings failed on Podman 4.3 while one `rmi` removed 30 images.
+/// prune does: 6 of 40 listings failed on Podman 4.3 while one `rmi` removed 30 images, and with
+/// 16 images here, runs without the retry failed within 20 s each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_are_listed_while_they_go() {
     use stowage::Store;
     let _lock = engine_lock();
     let env = env();
     // Local images, built once and loaded again each round: a load is one request.
-    let images: Vec<String> = (0..24)
+    let images: Vec<String> = (0..16)
         .map(|i| format!("stowage-local/going{i}:1"))
         .collect();
     for (i, image) in images.iter().enumerate() {
@@ -362,7 +363,7 @@ async fn images_are_listed_while_they_go() {
     };
     let mut listings = 0;
     let started = std::time::Instant::now();
-    while listings < 100 || (started.elapsed().as_secs() < 60 && listings < 300) {
+    while listings < 40 || (started.elapsed().as_secs() < 20 && listings < 200) {
         engine.store().await.unwrap_or_else(|f| panic!("{f}"));
         listings += 1;
     }

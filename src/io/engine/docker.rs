@@ -422,13 +422,15 @@ impl super::Store for DockerEngine {
             loop {
                 match self.docker.list_images(Some(options.clone())).await {
                     // Podman 4.3 fails the whole listing when an image goes while it is made
-                    // ("retrieving label for image ...: image not known"): a removal of
-                    // someone else's, or one of the pruner's own under way. Made again.
+                    // ("retrieving label for image ...: image not known", "retrieving parent
+                    // of image ...: layer not known", "checking if image ... is dangling"): a
+                    // removal of someone else's, or one of the pruner's own under way. Made
+                    // again.
                     Err(BollardError::DockerResponseServerError {
                         status_code: 500,
                         message,
                     }) if self.image_store == ImageStore::Podman
-                        && message.contains("image not known")
+                        && message.contains("not known")
                         && tokio::time::Instant::now() < deadline =>
                     {
                         tracing::debug!(
