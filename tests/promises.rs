@@ -591,3 +591,59 @@ async fn a_digest_pulled_into_a_planned_repository_keeps_the_image() {
     assert_eq!(env.image_id(&by_digest).as_deref(), Some(x.as_str()));
     clean(&env, &[&x]);
 }
+
+/// A `name@digest` of a multi-platform index names the image pulled for one platform: pulled
+/// for another platform once the plan is made, the name moves to that image. The removal leaves the moved name alone (it took the other image, found by an
+/// adversarial run on Podman 5.8) and removes the planned image by its ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_digest_name_moved_to_another_platform_s_image_takes_nothing_from_it() {
+    let _lock = engine_lock();
+    let env = env();
+    // On the containerd store the image is the index, whatever platforms it holds, and Docker's
+    // classic store refuses the pull ("Cannot overwrite digest"): no name moves.
+    crate::skip_on!(
+        env,
+        Docker20 | Docker26 | Docker28,
+        "a name@digest cannot move to another image on Docker"
+    );
+    let multi = env.plain_image("multi:1");
+    env.purge_images(std::slice::from_ref(&multi));
+    let by_digest = env.plain_digest_name(&multi).unwrap();
+    let tag = format!("{}/mx:1", own_repo(&env));
+    for args in [
+        vec![
+            "pull",
+            "-q",
+            "--platform",
+            "linux/amd64",
+            by_digest.as_str(),
+        ],
+        vec!["tag", by_digest.as_str(), tag.as_str()],
+    ] {
+        let out = env.docker(&args);
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+    }
+    let x = env.image_id(&tag).unwrap();
+    let pulled = by_digest.clone();
+    let pull = Box::new(move || {
+        let args = ["pull", "-q", "--platform", "linux/arm64", pulled.as_str()];
+        let out = crate::support::env().docker(&args);
+        assert!(out.status.success(), "{out:?}");
+    });
+    let cycle = cycle_after(&env, std::slice::from_ref(&x), "", pull).await;
+    let removal = outcome(&cycle, &x);
+    let y = env.image_id(&by_digest);
+    assert!(
+        y.as_ref().is_some_and(|y| *y != x && env.has_image(y)),
+        "the arm64 image ({y:?}) went: {removal:#?}"
+    );
+    assert!(removal.against_plan.is_empty(), "{removal:#?}");
+    assert_eq!(
+        removal.result,
+        stowage::RemovalResult::Removed,
+        "{removal:#?}"
+    );
+    assert!(!env.has_image(&x), "{removal:#?}");
+    env.purge_images(&[by_digest, tag]);
+}

@@ -7,7 +7,8 @@
 //! last name), so a removal by name is a compare-and-delete only as good as the look right
 //! before it. A DELETE of an ID is exact: the engine removes the names that image has under its
 //! own lock, and refuses when it has more than one tag. So a removal goes:
-//! 1. its `name@digest` references, which are content-addressed and cannot name another image;
+//! 1. its `name@digest` references, content-addressed (on Podman one of a multi-platform index
+//!    can move to the image pulled for another platform: looked at right before);
 //! 2. every tag but one, each by name after a look that it still names the image;
 //! 3. the image by its ID, which takes the last tag, or refuses because a name was added.
 //!

@@ -132,6 +132,10 @@ async fn remove_names<S: Store>(
         if containerd && tagged_in_repository(store, name, &c.id).await? {
             continue;
         }
+        if !still_a_name_of(store, name, &c.id).await? {
+            exact.moved.push(name.clone());
+            continue;
+        }
         exact.answers.push(store.delete(name).await?);
         if exact.deleted(&c.id) {
             return Ok(());
@@ -176,6 +180,25 @@ async fn tagged_in_repository<S: Store>(store: &S, name: &str, id: &str) -> Resu
     };
     let repo = repository(&qualified(name)).to_owned();
     Ok(image.tags.iter().any(|t| repository(&qualified(t)) == repo))
+}
+
+/// Whether the `name@digest` `name` is still a name of image `id`, right before its DELETE.
+/// One of a multi-platform index names the image pulled for one platform, and on Podman a pull
+/// of the same digest for another platform moves the name to that image: its DELETE then took
+/// the other image (found by an adversarial run on Podman 5.8). Podman's look at `name@digest`
+/// finds any image with that content, not the one the name is on, so its list of the image is
+/// asked (one more request, only for the names an image was pulled by). Docker's classic store
+/// refuses such a pull ("Cannot overwrite digest"), and on the containerd store the image is
+/// the index, whatever platforms it holds: there the name cannot move.
+async fn still_a_name_of<S: Store>(store: &S, name: &str, id: &str) -> Result<bool, Failure> {
+    if store.image_store() != ImageStore::Podman {
+        return Ok(true);
+    }
+    let name = qualified(name);
+    Ok(store
+        .names_of(id)
+        .await?
+        .is_some_and(|image| image.digests.iter().any(|d| qualified(d) == name)))
 }
 
 /// Whether `name` names image `id` now.
