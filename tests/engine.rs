@@ -320,9 +320,9 @@ async fn a_multi_platform_index_resolves_to_the_platform_digest() {
     assert_eq!(entry.platforms.get("linux/amd64"), Some(&amd64.digest));
 }
 
-/// Podman 4.3 failed a whole listing of the images when one went while it was made ("image
-/// not known"): a prune cycle listing the store, or planning again, while images are removed
-/// failed with it. The listing is made again. Reproduced by removing many images at once, as a
+/// Podman 4.3 and Docker 26's containerd store failed a whole listing of the images when one
+/// went while it was made ("image not known", "content digest ...: not found"): a prune cycle
+/// listing the store, or planning again, while images are removed failed with it. The listing is made again. Reproduced by removing many images at once, as a
 /// prune does: 6 of 40 listings failed on Podman 4.3 while one `rmi` removed 30 images, and with
 /// 16 images here, runs without the retry failed within 20 s each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

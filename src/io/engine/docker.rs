@@ -285,6 +285,20 @@ struct ImageNames {
 }
 
 impl DockerEngine {
+    /// Whether the engine failed a listing of the images because one went while it was made:
+    /// Podman 4.3 says "retrieving label for image ...: image not known", "retrieving parent
+    /// of image ...: layer not known" or "checking if image ... is dangling: ... not known";
+    /// Docker 26's and 28's containerd store "content digest sha256:...: not found", "failed to
+    /// get rootfs of image ...", "failed to read config content", with a 404 (all seen by
+    /// `engine::images_are_listed_while_they_go`).
+    fn went_while_listed(&self, message: &str) -> bool {
+        match self.image_store {
+            ImageStore::Podman => message.contains("not known"),
+            ImageStore::Containerd => message.contains("not found"),
+            ImageStore::Classic => false,
+        }
+    }
+
     /// The ID and names of the image `name` names, over the unix socket; `None` when none.
     async fn names_on(
         &self,
@@ -421,16 +435,13 @@ impl super::Store for DockerEngine {
             let deadline = tokio::time::Instant::now() + LISTING_RETRIED_FOR;
             loop {
                 match self.docker.list_images(Some(options.clone())).await {
-                    // Podman 4.3 fails the whole listing when an image goes while it is made
-                    // ("retrieving label for image ...: image not known", "retrieving parent
-                    // of image ...: layer not known", "checking if image ... is dangling"): a
-                    // removal of someone else's, or one of the pruner's own under way. Made
-                    // again.
+                    // Podman 4.3 and Docker's containerd store fail the whole listing when an
+                    // image goes while it is made: a removal of someone else's, or one of the
+                    // pruner's own under way. Made again.
                     Err(BollardError::DockerResponseServerError {
-                        status_code: 500,
+                        status_code: 404 | 500,
                         message,
-                    }) if self.image_store == ImageStore::Podman
-                        && message.contains("not known")
+                    }) if self.went_while_listed(&message)
                         && tokio::time::Instant::now() < deadline =>
                     {
                         tracing::debug!(
