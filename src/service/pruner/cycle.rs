@@ -260,7 +260,10 @@ impl<S: Store> Pruner<'_, S> {
             if planned_names {
                 digests.extend(c.references.iter().filter(|r| r.contains('@')).cloned());
             }
-            self.pull_back(&digests, &tags).await
+            match self.pull_back(&digests, &tags).await {
+                Ok(()) => self.back_as_it_was(taken.image.as_deref()).await,
+                Err(error) => Err(error),
+            }
         };
         let outcome = match outcome {
             Ok(()) => {
@@ -273,6 +276,24 @@ impl<S: Store> Pruner<'_, S> {
             }
         };
         AgainstPlan { taken, outcome }
+    }
+
+    /// Whether the image a pull back was to bring back (`None`: the planned image's names only)
+    /// is the one the engine has now. A `name@digest` of a multi-platform index brings back the
+    /// image for the engine's own platform: the image of another platform that was taken is
+    /// not back (an adversarial run on Podman 5.8 saw such a loss reported as healed).
+    async fn back_as_it_was(&self, taken: Option<&str>) -> Result<(), String> {
+        let Some(id) = taken else {
+            return Ok(());
+        };
+        match self.store.has_image(id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "pulled back by its digest, the engine has another image ({id} is not back: \
+                 an image of another platform?)"
+            )),
+            Err(f) => Err(format!("{id} cannot be looked at: {f}")),
+        }
     }
 
     /// Points each of `tags` at image `id`.
