@@ -311,10 +311,15 @@ impl DockerEngine {
                 format!("cannot inspect {name} on the engine at {}: {e}", self.host),
             )
         };
-        socket
-            .get_json(&format!("/images/{name}/json"))
-            .await
-            .map_err(failure)
+        match socket.get_json(&format!("/images/{name}/json")).await {
+            // Podman answers the inspect of an image removed while it looks with a 500, "image
+            // not known", where Docker says 404: gone all the same (an adversarial run saw such
+            // removals of someone else's fail the prune, exit 1).
+            Err(e) if self.image_store == ImageStore::Podman && e.contains("image not known") => {
+                Ok(None)
+            }
+            answer => answer.map_err(failure),
+        }
     }
 
     /// [`Store::container_images`](super::Store::container_images) over the unix socket.
