@@ -112,28 +112,6 @@ impl Env {
         repo
     }
 
-    /// `n` fresh images of no data (as [`Env::fresh_image`] makes them), made ahead by a thread
-    /// of their own, so that the seed engine's builds and pushes overlap the test's own work
-    /// (in the race scenario, a third of its time). One after the other, when asked for, where
-    /// the seed engine is the engine under test: a build there would meet the test's prunes.
-    pub(crate) fn fresh_images(&self, n: usize) -> Box<dyn Iterator<Item = String>> {
-        if self.seeds_itself() {
-            let env = super::env();
-            return Box::new((0..n).map(move |_| env.fresh_image(0)));
-        }
-        let (made, taken) = std::sync::mpsc::sync_channel(2);
-        std::thread::spawn(move || {
-            let env = super::env();
-            for _ in 0..n {
-                // The test ended (its receiver is gone): no more.
-                if made.send(env.fresh_image(0)).is_err() {
-                    return;
-                }
-            }
-        });
-        Box::new(taken.into_iter())
-    }
-
     /// Whether the seed engine is the engine under test.
     fn seeds_itself(&self) -> bool {
         self.seed_docker_host == self.docker_host

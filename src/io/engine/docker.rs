@@ -351,6 +351,13 @@ impl DockerEngine {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
+            // Podman's 500 for an image removed while it looks (see `names_on`).
+            Err(BollardError::DockerResponseServerError {
+                status_code: 500,
+                message,
+            }) if self.image_store == ImageStore::Podman && message.contains("image not known") => {
+                Ok(None)
+            }
             Err(e) => Err(failure_from(&self.host, None, e)),
         }
     }
