@@ -348,6 +348,9 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
     // Why a race could not be healed: what the assertion below says when one was lost (a CI
     // run lost one on Docker 20.10 once, its cause unknown).
     let mut race_errors = Vec::new();
+    // The images of races reported lost, and the cycle that reported each: a container of
+    // such a race that lives on into the next cycles is that one reported loss, not a new one.
+    let mut reported_lost = HashMap::new();
     for cycle in 0..p.churn_cycles {
         let before = containers(&engine).await;
         let pruner = session.pruner(
@@ -363,6 +366,7 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
                 Some(stowage::Race::Healed) => healed += 1,
                 Some(stowage::Race::Lost { error }) => {
                     lost_races += 1;
+                    reported_lost.entry(r.candidate.id.clone()).or_insert(cycle);
                     let names = r.candidate.names.join(", ");
                     race_errors.push(format!(
                         "cycle {cycle}: {} ({names}): {error}",
@@ -388,7 +392,10 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         }
         let after = containers(&engine).await;
         for (container, image) in &before {
-            if after.contains_key(container) && !image_exists(&engine, image).await {
+            if after.contains_key(container)
+                && reported_lost.get(image).is_none_or(|&c| c >= cycle)
+                && !image_exists(&engine, image).await
+            {
                 lost_in_use.push(format!("cycle {cycle}: {container} lost {image}"));
             }
         }
@@ -425,6 +432,12 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         kept_removed.is_empty(),
         "stowage removed images a keep rule kept: {kept_removed:#?}"
     );
+    // A race lost is reported, never silent (the in-use check above); and there is none at
+    // all but on Docker 28, whose containerd store can keep a raced image's record without its
+    // content and never pull it again (as in the race scenario below).
+    if env.engine != crate::support::EngineKind::Docker28 {
+        assert_eq!(lost_races, 0, "races lost: {race_errors:#?}");
+    }
     // Docker 26 lost a kept image now and then in this scenario (1 of 50 to 60 kept builds, in
     // 2 of 3 runs, 6 December 2026), and Docker 28 too (1 of 34), with no removal of stowage's
     // and no answer of the engine's naming it: the containerd store's tag race
