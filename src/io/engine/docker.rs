@@ -485,9 +485,7 @@ impl super::Store for DockerEngine {
             .map(|(s, (parent, steps))| {
                 let (tags, digests) = sort_engine_names(&s.repo_tags, &s.repo_digests);
                 let digest_names = match self.image_store {
-                    // Podman's listing counts among the image's tags the `name@digest` it was
-                    // pulled by (its inspect does not), and lists its repository digests besides.
-                    ImageStore::Podman => sort_engine_names(&s.repo_tags, &[]).1,
+                    ImageStore::Podman => podman_names(&s).1,
                     _ => digests.clone(),
                 };
                 StoreImage {
@@ -544,8 +542,8 @@ impl super::Store for DockerEngine {
         if self.image_store != ImageStore::Podman {
             return self.image_named(id).await;
         }
-        // Podman's list, of this one image, counts the names `name@digest` among its tags.
-        // Its `id` filter takes the bare hex only.
+        // Podman's list of this one image: its inspect leaves out the `name@digest` names.
+        // The `id` filter takes the bare hex only.
         let hex = id.strip_prefix("sha256:").unwrap_or(id);
         let filters = std::collections::HashMap::from([("id", vec![hex])]);
         let options = ListImagesOptionsBuilder::new().filters(&filters).build();
@@ -558,7 +556,7 @@ impl super::Store for DockerEngine {
             .into_iter()
             .find(|s| qualified_id(&s.id) == qualified_id(id))
             .map(|s| {
-                let (tags, digests) = sort_engine_names(&s.repo_tags, &[]);
+                let (tags, digests) = podman_names(&s);
                 LocalImage {
                     id: qualified_id(&s.id),
                     tags,
@@ -763,6 +761,13 @@ impl LayerBytes {
                 .fold((0, 0), |(d, a), (ld, la)| (d + ld, a + la))
         })
     }
+}
+
+/// An image's names in Podman's list, its tags and its `name@digest` names: Podman counts among
+/// `RepoTags` the `name@digest` it was pulled by (its inspect does not), and lists in
+/// `RepoDigests` a digest for every repository the content is in, a name or not.
+fn podman_names(summary: &bollard::models::ImageSummary) -> (Vec<String>, Vec<String>) {
+    sort_engine_names(&summary.repo_tags, &[])
 }
 
 fn to_docker_credentials(auth: &RegistryAuth) -> DockerCredentials {
