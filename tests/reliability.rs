@@ -433,11 +433,8 @@ async fn prune_cycles_under_container_churn_lose_nothing_in_use() {
         "stowage removed images a keep rule kept: {kept_removed:#?}"
     );
     // A race lost is reported, never silent (the in-use check above); and there is none at
-    // all but on Docker 28, whose containerd store can keep a raced image's record without its
-    // content and never pull it again (as in the race scenario below).
-    if env.engine != crate::support::EngineKind::Docker28 {
-        assert_eq!(lost_races, 0, "races lost: {race_errors:#?}");
-    }
+    // all (on Docker 28 the image is loaded whole from its registry, as in the race scenario).
+    assert_eq!(lost_races, 0, "races lost: {race_errors:#?}");
     // Docker 26 lost a kept image now and then in this scenario (1 of 50 to 60 kept builds, in
     // 2 of 3 runs, 6 December 2026), and Docker 28 too (1 of 34), with no removal of stowage's
     // and no answer of the engine's naming it: the containerd store's tag race
@@ -480,9 +477,9 @@ async fn removals_racing_docker_create_are_healed() {
     // Containers left without their image that stowage did not report as a race lost.
     let mut unreported = 0;
     let mut victims = Vec::new();
-    // A new image each try: on Docker 28's containerd store a lost race can leave the image's
-    // record without its content, which no pull of the digest repairs (the engine says "up to
-    // date"); one such loss must not be counted again in every later try.
+    // A new image each try: a race lost on one image must not be counted again in every later
+    // try (before the load from the registry, Docker 28's containerd store kept such an image
+    // without its layers for good).
     for _ in 0..p.race_tries {
         let victim = format!("{}/{}:1", env.plain, env.fresh_image(0));
         victims.push(victim.clone());
@@ -554,12 +551,9 @@ async fn removals_racing_docker_create_are_healed() {
         unreported, 0,
         "containers left without their image, unreported"
     );
-    // And none at all, but on Docker 28, whose containerd store can keep a lost image's record
-    // without its content after such a race, and never pull it again (docs/reliability.md,
-    // "Open"): stowage reports those, as asserted above.
-    if env.engine != crate::support::EngineKind::Docker28 {
-        assert_eq!(lost, 0, "containers left without their image");
-    }
+    // And none at all: on Docker 28, whose containerd store pulls such an image back without
+    // its layers, stowage loads it whole from its registry (docs/reliability.md).
+    assert_eq!(lost, 0, "containers left without their image");
 }
 
 /// A connection to the engine under test and a session over a config that requires `images`

@@ -63,6 +63,13 @@ struct EngineState {
     churned_now: HashSet<String>,
     /// Event streams fail at once, as an engine that went away.
     events_down: bool,
+    /// Images whose next pull brings back the record without the layers, as Docker 28's
+    /// containerd store after a delete that raced a create.
+    pull_back_partial: HashSet<String>,
+    /// Images held without their layers.
+    partial: HashSet<String>,
+    /// What each load held (the archive's text, here the `name@digest` it was made of).
+    loads: Vec<String>,
 }
 
 /// A name a DELETE removed, and from which image.
@@ -98,6 +105,17 @@ impl FakeEngine {
     /// From now on, event streams fail as soon as they are followed (`true`), or work again.
     pub(crate) fn set_events_down(&self, down: bool) {
         self.0.locked().events_down = down;
+    }
+
+    /// The next pull of image `id` brings back its record without its layers (Docker 28's
+    /// containerd store after a delete that raced a create), until an archive is loaded.
+    pub(crate) fn pull_back_partial(&self, id: &str) {
+        self.0.locked().pull_back_partial.insert(id.to_owned());
+    }
+
+    /// What each load held, in order.
+    pub(crate) fn loads(&self) -> Vec<String> {
+        self.0.locked().loads.clone()
     }
 
     /// Makes `digest` pullable from any registry.
@@ -246,6 +264,10 @@ impl Engine for FakeEngine {
         if !image.digests.contains(&name) {
             image.digests.push(name);
         }
+        let id = image.id.clone();
+        if s.pull_back_partial.remove(&id) {
+            s.partial.insert(id);
+        }
         Ok(Pulled {
             digest: Some(digest),
             updated,
@@ -345,6 +367,28 @@ impl Store for FakeEngine {
 
     async fn has_image(&self, id: &str) -> Result<bool, Failure> {
         Ok(self.0.locked().images.contains_key(id))
+    }
+
+    async fn image_whole(&self, id: &str) -> Result<bool, Failure> {
+        let s = self.0.locked();
+        Ok(s.images.contains_key(id) && !s.partial.contains(id))
+    }
+
+    async fn load(&self, archive: &std::path::Path) -> Result<(), Failure> {
+        let held = std::fs::read_to_string(archive)
+            .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
+        let digest = held.rsplit_once('@').map_or("", |(_, d)| d);
+        let id = Self::id_of(digest);
+        let mut s = self.0.locked();
+        if !s.images.contains_key(&id) {
+            return Err(Failure::new(
+                FailureClass::Engine,
+                format!("the archive {held} names no image here"),
+            ));
+        }
+        s.partial.remove(&id);
+        s.loads.push(held);
+        Ok(())
     }
 
     async fn restore(
@@ -610,6 +654,10 @@ struct RegistryState {
     blocked: HashSet<String>,
     /// Signatures by `name@digest`.
     signatures: HashMap<String, Vec<Signature>>,
+    /// Archives fail to be fetched.
+    archives_fail: bool,
+    /// Every image archived (`name@digest`), and the name each loads as.
+    archived: Vec<(String, String)>,
     /// How many signature fetches were asked for.
     signatures_asked: usize,
 }
@@ -633,6 +681,16 @@ impl FakeRegistry {
             .locked()
             .indexes
             .insert(name.to_owned(), (index.to_owned(), platforms));
+    }
+
+    /// From now on, fetching an image archive fails as an unreachable registry would.
+    pub(crate) fn fail_archives(&self) {
+        self.0.locked().archives_fail = true;
+    }
+
+    /// Every image archived (`name@digest`) and the name each loads as, in order.
+    pub(crate) fn archived(&self) -> Vec<(String, String)> {
+        self.0.locked().archived.clone()
     }
 
     /// The next resolutions fail with these, one each.
@@ -754,6 +812,28 @@ impl Registry for FakeRegistry {
                 .get(&signed.to_string())
                 .cloned()
                 .unwrap_or_default())
+        })
+    }
+
+    fn archive<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        name: &'a str,
+        dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<std::path::PathBuf, Failure>> {
+        Box::pin(async move {
+            let mut s = self.0.locked();
+            if s.archives_fail {
+                return Err(Failure::new(
+                    FailureClass::Network,
+                    format!("{}: connection refused", image.registry()),
+                ));
+            }
+            s.archived.push((image.to_string(), name.to_owned()));
+            let path = dir.join("image.tar");
+            std::fs::write(&path, image.to_string())
+                .map_err(|e| Failure::new(FailureClass::Engine, format!("{e}")))?;
+            Ok(path)
         })
     }
 }

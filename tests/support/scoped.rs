@@ -164,6 +164,14 @@ impl stowage::Store for ScopedStore {
         self.inner.has_image(id).await
     }
 
+    async fn image_whole(&self, id: &str) -> Result<bool, stowage::Failure> {
+        self.inner.image_whole(id).await
+    }
+
+    async fn load(&self, archive: &std::path::Path) -> Result<(), stowage::Failure> {
+        self.inner.load(archive).await
+    }
+
     async fn restore(
         &self,
         by_digest: &stowage::ImageRef,

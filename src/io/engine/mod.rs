@@ -132,6 +132,15 @@ pub trait Store: Send + Sync {
     /// Whether the engine has the image with this ID.
     fn has_image(&self, id: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
 
+    /// Whether the engine has the image with this ID whole: its layers listed, so it runs,
+    /// saves and pushes. Docker 28's containerd store can name an image whose layer blobs it
+    /// dropped (after a delete that raced a `docker create`); it cannot show such an image's
+    /// config.
+    fn image_whole(&self, id: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
+
+    /// Loads an image archive (`docker load`'s input) into the engine.
+    fn load(&self, archive: &std::path::Path) -> impl Future<Output = Result<(), Failure>> + Send;
+
     /// Puts a removed image back: pulls `by_digest` (`name@sha256:...`) with `auth`, then points
     /// each of `tags` at it.
     fn restore(

@@ -22,6 +22,7 @@ use oci_client::secrets::RegistryAuth as OciAuth;
 
 use futures_util::future::BoxFuture;
 
+mod archive;
 mod direct;
 mod roots;
 mod signature;
@@ -94,6 +95,15 @@ pub trait Registry: Send + Sync {
         &'a self,
         signed: &'a ImageRef,
     ) -> BoxFuture<'a, Result<Vec<Signature>, Failure>>;
+
+    /// Fetches `image` (`name@digest`) for the host's platform into the directory `dir` as an
+    /// OCI image layout archive that loads as `name`: the archive's path.
+    fn archive<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        name: &'a str,
+        dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<std::path::PathBuf, Failure>>;
 }
 
 impl Registry for Resolver {
@@ -136,6 +146,15 @@ impl Registry for Resolver {
         signed: &'a ImageRef,
     ) -> BoxFuture<'a, Result<Vec<Signature>, Failure>> {
         Box::pin(Resolver::signatures(self, signed))
+    }
+
+    fn archive<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        name: &'a str,
+        dir: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<std::path::PathBuf, Failure>> {
+        Box::pin(Resolver::archive(self, image, name, dir))
     }
 }
 

@@ -231,7 +231,11 @@ impl Resolver {
     }
 
     /// The manifest `image` names, as bytes. A 404 is [`FailureClass::NotFound`] at once.
-    async fn manifest(&self, image: &ImageRef, auth: &OciAuth) -> Result<Vec<u8>, Failure> {
+    pub(super) async fn manifest(
+        &self,
+        image: &ImageRef,
+        auth: &OciAuth,
+    ) -> Result<Vec<u8>, Failure> {
         let (client, reference) = self.request_with(image, auth)?;
         if let Some(direct) = &self.direct {
             match direct.get(image, auth, (client.as_ref(), &reference)).await {

@@ -437,20 +437,63 @@ impl<S: Store> Pruner<'_, S> {
         }
     }
 
-    /// [`Self::restore`], then a look that the engine has the image whole: after a delete that
-    /// raced a `docker create`, Docker 28's containerd store can keep a record of the image
-    /// without its content, answer the pull of its digest "up to date", and fail every
-    /// inspect of it. That is a race lost, said as such, not one healed.
+    /// [`Self::restore`], then a look that the engine has the image whole. After a delete
+    /// that raced a `docker create`, Docker 28's containerd store keeps the layers' snapshots
+    /// for the new container but drops their blobs: the pull back brings the record and the
+    /// manifest only ("up to date" after that), and the image neither saves nor pushes, nor
+    /// does any image pulled later that shares a layer. Loading it from its registry as an
+    /// archive brings the blobs back (docs/reliability.md).
     async fn restore_checked(&self, c: &Candidate) -> Result<(), String> {
         self.restore(c).await?;
-        match self.store.has_image(&c.id).await {
+        if self.store.image_whole(&c.id).await.unwrap_or(false) {
+            return Ok(());
+        }
+        warn!(image = %c.id, "the engine pulled the image back without its layers; loading it from its registry");
+        self.reload(c).await?;
+        match self.store.image_whole(&c.id).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err("the engine says it pulled it, but has no such image".to_owned()),
+            Ok(false) => Err(
+                "the engine holds it without its layers, even after loading it from its \
+                 registry: its containers run, but it cannot be saved or pushed"
+                    .to_owned(),
+            ),
             Err(f) => Err(format!(
-                "the engine says it pulled it, but cannot show it ({f}); remove the \
-                 container and pull the image again"
+                "cannot tell whether the engine holds it whole: {f}"
             )),
         }
+    }
+
+    /// Loads a removed image from its registry as an archive, by the first of its digests
+    /// that serves, named as its first tag (or that digest): the engine takes its blobs from
+    /// the archive where a pull would skip them.
+    async fn reload(&self, c: &Candidate) -> Result<(), String> {
+        let (digests, tags): (Vec<&String>, Vec<&String>) =
+            c.references.iter().partition(|r| r.contains('@'));
+        let dir = tempfile::tempdir()
+            .map_err(|e| format!("no temporary directory to fetch it into: {e}"))?;
+        let mut error = String::from("it has no digest to fetch it by (a local build)");
+        for name in digests {
+            let by_digest: ImageRef = match name.parse() {
+                Ok(r) => r,
+                Err(e) => {
+                    error = format!("{name}: {e}");
+                    continue;
+                }
+            };
+            let load_as = tags.first().copied().unwrap_or(name);
+            let archive = match self.registry.archive(&by_digest, load_as, dir.path()).await {
+                Ok(archive) => archive,
+                Err(f) => {
+                    error = format!("fetching {name} from its registry: {f}");
+                    continue;
+                }
+            };
+            match self.store.load(&archive).await {
+                Ok(()) => return Ok(()),
+                Err(f) => error = format!("loading {name}: {f}"),
+            }
+        }
+        Err(error)
     }
 
     /// Pulls a removed image back by its digests, one after the other until one serves, and

@@ -4,23 +4,23 @@ use super::*;
 use crate::io::fake::{FakeEngine, FakeRegistry};
 use crate::service::session::Session;
 
+const SETUP: &str = "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
+                     dangling_min_age = \"0s\"\npause = \"0s\"\n\
+                     [[image]]\nname = \"r.example/app:1\"\npin = \"follow\"\n";
+
 fn setup(dir: &std::path::Path) -> Session {
-    let text = "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
-                dangling_min_age = \"0s\"\npause = \"0s\"\n\
-                [[image]]\nname = \"r.example/app:1\"\npin = \"follow\"\n";
-    session_of(dir, text)
+    session_of(dir, SETUP)
 }
 
 /// A session over the fake registry, its config `text` (as `dir`'s config.toml).
 pub(super) fn session_of(dir: &std::path::Path, text: &str) -> Session {
+    session_over(dir, text, FakeRegistry::default())
+}
+
+/// [`session_of`] over `registry` (a handle on the same fake).
+fn session_over(dir: &std::path::Path, text: &str, registry: FakeRegistry) -> Session {
     let config = Config::parse(&dir.join("config.toml"), text).unwrap();
-    Session::with_registry(
-        config,
-        None,
-        State::default(),
-        Box::new(FakeRegistry::default()),
-    )
-    .unwrap()
+    Session::with_registry(config, None, State::default(), Box::new(registry)).unwrap()
 }
 
 fn ids(removals: &[Removal], result: RemovalResult) -> Vec<&str> {
@@ -200,4 +200,58 @@ async fn a_container_created_as_its_image_goes_gets_the_image_back() {
     assert_eq!(ids(&cycle.removals, RemovalResult::Removed), [id.as_str()]);
     assert_eq!(cycle.removals[0].race, Some(Race::Healed), "{cycle:#?}");
     assert!(engine.has_image(&id).await.unwrap());
+}
+
+/// The same race on an engine that pulls the image back without its layers (Docker 28's
+/// containerd store): the image is loaded from its registry as an archive, under its name.
+#[tokio::test(start_paused = true)]
+async fn an_image_pulled_back_without_its_layers_is_loaded_whole_from_its_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = FakeRegistry::default();
+    let session = session_over(dir.path(), SETUP, registry.clone());
+    let engine = FakeEngine::default();
+    let digest = format!("sha256:{:064x}", 7);
+    let id = format!("sha256:id-{:064x}", 7);
+    let by_digest = format!("r.example/old@{digest}");
+    engine.add(&id, &[], &[&by_digest]);
+    engine.serve(&digest);
+    engine.on_removal_use(&id, &id);
+    engine.pull_back_partial(&id);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let cycle = pruner.cycle(false).await.unwrap();
+    assert_eq!(cycle.removals[0].race, Some(Race::Healed), "{cycle:#?}");
+    assert_eq!(
+        registry.archived(),
+        [(by_digest.clone(), by_digest.clone())]
+    );
+    assert_eq!(engine.loads(), [by_digest]);
+    assert!(engine.image_whole(&id).await.unwrap());
+}
+
+/// When the registry cannot give the archive, the race is lost, and said so with the reason.
+#[tokio::test(start_paused = true)]
+async fn an_image_that_cannot_be_made_whole_is_a_race_lost_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = FakeRegistry::default();
+    registry.fail_archives();
+    let session = session_over(dir.path(), SETUP, registry);
+    let engine = FakeEngine::default();
+    let digest = format!("sha256:{:064x}", 7);
+    let id = format!("sha256:id-{:064x}", 7);
+    engine.add(&id, &[], &[&format!("r.example/old@{digest}")]);
+    engine.serve(&digest);
+    engine.on_removal_use(&id, &id);
+    engine.pull_back_partial(&id);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let cycle = pruner.cycle(false).await.unwrap();
+    let Some(Race::Lost { error }) = &cycle.removals[0].race else {
+        panic!("{cycle:#?}");
+    };
+    assert!(
+        error.contains("fetching") && error.contains("connection refused"),
+        "{error}"
+    );
+    assert!(engine.loads().is_empty());
 }
