@@ -464,11 +464,11 @@ impl<S: Store> Pruner<'_, S> {
     }
 
     /// Loads a removed image from its registry as an archive, by the first of its digests
-    /// that serves, named as its first tag (or that digest): the engine takes its blobs from
-    /// the archive where a pull would skip them.
+    /// that serves: the engine takes its blobs from the archive where a pull would skip them.
+    /// The archive names the image by that digest, which moves no tag (the pull back put
+    /// back those still free).
     async fn reload(&self, c: &Candidate) -> Result<(), String> {
-        let (digests, tags): (Vec<&String>, Vec<&String>) =
-            c.references.iter().partition(|r| r.contains('@'));
+        let digests = c.references.iter().filter(|r| r.contains('@'));
         let dir = tempfile::tempdir()
             .map_err(|e| format!("no temporary directory to fetch it into: {e}"))?;
         let mut error = String::from("it has no digest to fetch it by (a local build)");
@@ -480,8 +480,7 @@ impl<S: Store> Pruner<'_, S> {
                     continue;
                 }
             };
-            let load_as = tags.first().copied().unwrap_or(name);
-            let archive = match self.registry.archive(&by_digest, load_as, dir.path()).await {
+            let archive = match self.registry.archive(&by_digest, name, dir.path()).await {
                 Ok(archive) => archive,
                 Err(f) => {
                     error = format!("fetching {name} from its registry: {f}");
@@ -501,7 +500,23 @@ impl<S: Store> Pruner<'_, S> {
     async fn restore(&self, c: &Candidate) -> Result<(), String> {
         let (digests, tags): (Vec<String>, Vec<String>) =
             c.references.iter().cloned().partition(|r| r.contains('@'));
+        let tags = self.unclaimed(c, tags).await;
         self.pull_back(&digests, &tags).await
+    }
+
+    /// Those of a removed image's `tags` that name no other image now: a tag pulled or built
+    /// onto another image since the removal stays where its owner put it.
+    async fn unclaimed(&self, c: &Candidate, tags: Vec<String>) -> Vec<String> {
+        let mut free = Vec::new();
+        for tag in tags {
+            match self.store.image_named(&tag).await {
+                Ok(Some(now)) if now.id != c.id => {
+                    warn!(image = %c.id, tag, now = %now.id, "not putting the tag back: it names another image now");
+                }
+                _ => free.push(tag),
+            }
+        }
+        free
     }
 
     /// Pulls an image back by the first of `digests` that serves, and points `tags` at it.

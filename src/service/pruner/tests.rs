@@ -1,7 +1,7 @@
 //! A prune cycle against the fake store: what it removes, what it keeps, and a stop.
 
 use super::*;
-use crate::io::fake::{FakeEngine, FakeRegistry};
+use crate::io::fake::{Churn, FakeEngine, FakeRegistry};
 use crate::service::session::Session;
 
 const SETUP: &str = "[state]\nfile = \"state.json\"\n[prune]\nmin_age = \"0s\"\n\
@@ -227,6 +227,50 @@ async fn an_image_pulled_back_without_its_layers_is_loaded_whole_from_its_regist
     );
     assert_eq!(engine.loads(), [by_digest]);
     assert!(engine.image_whole(&id).await.unwrap());
+}
+
+/// A tag pulled onto another image between the removal and the heal stays there: the image
+/// comes back under its digest, and the tag is not taken from its new owner.
+#[tokio::test(start_paused = true)]
+async fn a_heal_leaves_a_tag_that_names_another_image_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = FakeRegistry::default();
+    // Every unprotected image a candidate, tagged ones too.
+    let text = SETUP.replace("pause = ", "max_store_size = \"1B\"\npause = ");
+    let session = session_over(dir.path(), &text, registry.clone());
+    let engine = FakeEngine::default();
+    let digest = format!("sha256:{:064x}", 7);
+    let id = format!("sha256:id-{:064x}", 7);
+    engine.add(
+        &id,
+        &["r.example/old:2"],
+        &[&format!("r.example/old@{digest}")],
+    );
+    engine.add("sha256:newer", &[], &[]);
+    engine.use_image("sha256:newer");
+    registry.set("r.example/old:2", &digest);
+    engine.serve(&digest);
+    engine.on_removal_use(&id, &id);
+    // Call 0 is the look before the tag goes, 1 and 2 the DELETEs of the tag and the ID; the
+    // heal's look at the tag is call 3.
+    let moved = Churn::Tag {
+        tag: "r.example/old:2".into(),
+        to: "sha256:newer".into(),
+    };
+    engine.churn_at(3, moved);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let cycle = pruner.cycle(false).await.unwrap();
+    let removal = cycle.removals.iter().find(|r| r.candidate.id == id);
+    let removal = removal.unwrap_or_else(|| panic!("{:#?}", cycle.plan));
+    assert_eq!(removal.race, Some(Race::Healed), "{cycle:#?}");
+    let tag = engine
+        .image_named("r.example/old:2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tag.id, "sha256:newer");
+    assert!(engine.has_image(&id).await.unwrap());
 }
 
 /// When the registry cannot give the archive, the race is lost, and said so with the reason.
