@@ -12,9 +12,9 @@ use stowage::Config;
 use stowage::DockerEngine;
 use stowage::Failure;
 use stowage::{Engine, LocalImage, OnBytes, PullRequest, Pulled};
-use stowage::{InFlight, PullResult, Session};
+use stowage::{InFlight, PullResult, Session, Store};
 
-use crate::support::{Background, engine_lock, env};
+use crate::support::{Background, engine_lock, env, fresh_repo};
 
 /// A session over the given config text (pull settings first, then images), with no
 /// credentials (never the developer's own, whose helper could prompt) and its state in a temp
@@ -166,6 +166,33 @@ async fn the_engine_layer_reads_the_fields_we_rely_on() {
         "{ours:?}"
     );
     env.remove_images(&[name]);
+}
+
+/// Whether the engine holds an image whole, the look after a race's pull back (Docker 28 can
+/// name an image it holds without its layers): a pulled image is, and so is an image with no
+/// layer at all (built `FROM scratch` with a label only); an ID the engine lacks is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_images_are_told_from_missing_ones() {
+    let _lock = engine_lock();
+    let env = env();
+    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let pulled = env.plain_image("beta:1");
+    assert!(env.docker(&["pull", "-q", &pulled]).status.success());
+    let repo = fresh_repo("layerless");
+    let dir = tempfile::tempdir().unwrap();
+    let dockerfile = format!("FROM scratch\nLABEL org.stowage.test={repo}\n");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    let layerless = format!("{}/stowage-test/{repo}:1", env.plain);
+    let context = dir.path().display().to_string();
+    let out = env.docker(&["build", "-q", "-t", &layerless, &context]);
+    assert!(out.status.success(), "{out:?}");
+    for name in [&pulled, &layerless] {
+        let image = engine.image_named(name).await.unwrap().unwrap();
+        assert!(engine.image_whole(&image.id).await.unwrap(), "{name}");
+    }
+    let missing = format!("sha256:{}", "0".repeat(64));
+    assert!(!engine.image_whole(&missing).await.unwrap());
+    env.remove_images(&[pulled, layerless]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -614,10 +614,9 @@ impl super::Store for DockerEngine {
 
     async fn image_whole(&self, id: &str) -> Result<bool, Failure> {
         match self.docker.inspect_image(id).await {
-            Ok(image) => Ok(image
-                .root_fs
-                .and_then(|r| r.layers)
-                .is_some_and(|layers| !layers.is_empty())),
+            // Described by type, not by its layers: an image built `FROM scratch` with no
+            // file has none and is whole.
+            Ok(image) => Ok(image.root_fs.is_some_and(|r| !r.typ.is_empty())),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(false),

@@ -132,8 +132,8 @@ pub trait Store: Send + Sync {
     /// Whether the engine has the image with this ID.
     fn has_image(&self, id: &str) -> impl Future<Output = Result<bool, Failure>> + Send;
 
-    /// Whether the engine has the image with this ID whole: its layers listed, so it runs,
-    /// saves and pushes. Docker 28's containerd store can name an image whose layer blobs it
+    /// Whether the engine has the image with this ID whole: its root filesystem described,
+    /// so it runs, saves and pushes. Docker 28's containerd store can name an image whose layer blobs it
     /// dropped (after a delete that raced a `docker create`); it cannot show such an image's
     /// config.
     fn image_whole(&self, id: &str) -> impl Future<Output = Result<bool, Failure>> + Send;

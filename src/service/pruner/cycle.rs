@@ -445,8 +445,14 @@ impl<S: Store> Pruner<'_, S> {
     /// archive brings the blobs back (docs/reliability.md).
     async fn restore_checked(&self, c: &Candidate) -> Result<(), String> {
         self.restore(c).await?;
-        if self.store.image_whole(&c.id).await.unwrap_or(false) {
-            return Ok(());
+        match self.store.image_whole(&c.id).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(f) => {
+                return Err(format!(
+                    "cannot tell whether the engine holds it whole: {f}"
+                ));
+            }
         }
         warn!(image = %c.id, "the engine pulled the image back without its layers; loading it from its registry");
         self.reload(c).await?;
