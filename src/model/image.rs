@@ -42,14 +42,22 @@ pub struct StoreImage {
 }
 
 impl StoreImage {
-    /// The `name@digest` references a registry may serve it by: its repository digests, then
-    /// each digest in the repository of each of its tags that has none. The containerd store
+    /// The `name@digest` references a registry may serve it by: the ones it was pulled by
+    /// first (Podman lists a repository digest for every repository the image is tagged in,
+    /// most of them never pushed: asked in list order, a Podman prune asked 3 registry HEADs
+    /// an image where 1 answers), then its other repository digests, then each digest in the
+    /// repository of each of its tags that has none. The containerd store
     /// lists one repository digest an image, so an image tagged in a repository never pushed
     /// (`app:dev` beside `registry/app:1`) may be listed by that one only, and asked about
     /// only there: kept as local only, while its registry serves it.
     pub(crate) fn copy_references(&self) -> Vec<String> {
         use crate::model::reference::repository;
-        let mut references = self.digests.clone();
+        let mut references = self.digest_names.clone();
+        for d in &self.digests {
+            if !references.contains(d) {
+                references.push(d.clone());
+            }
+        }
         let digests: Vec<&str> = self
             .digests
             .iter()
@@ -298,6 +306,22 @@ mod tests {
         // No digest at all (a local build): nothing to ask.
         let built = image(&["r.example/a/p:1"], &[]);
         assert!(built.copy_references().is_empty());
+    }
+
+    #[test]
+    fn the_digest_an_image_was_pulled_by_is_asked_for_first() {
+        let d = "sha256:".to_owned() + &"1".repeat(64);
+        // Podman: a repository digest for each repository the image is tagged in; the one it
+        // was pulled by is a name of its own.
+        let mut podman = image(
+            &["r.example/dev/a:1", "r.example/app:1"],
+            &[format!("r.example/dev/a@{d}"), format!("r.example/app@{d}")],
+        );
+        podman.digest_names = vec![format!("r.example/app@{d}")];
+        assert_eq!(
+            podman.copy_references(),
+            [format!("r.example/app@{d}"), format!("r.example/dev/a@{d}")]
+        );
     }
 
     #[test]
