@@ -43,10 +43,10 @@ pub struct StoreImage {
 
 impl StoreImage {
     /// The `name@digest` references a registry may serve it by: the ones it was pulled by
-    /// first (Podman lists a repository digest for every repository the image is tagged in,
-    /// most of them never pushed: asked in list order, a Podman prune asked 3 registry HEADs
-    /// an image where 1 answers), then its other repository digests, then each digest in the
-    /// repository of each of its tags that has none. The containerd store
+    /// first, where the engine says (Podman lists a repository digest for every repository
+    /// the image is tagged in, those never pushed answer 404, and only a pull by digest leaves
+    /// a name that says where it came from), then its other repository digests, then each
+    /// digest in the repository of each of its tags that has none. The containerd store
     /// lists one repository digest an image, so an image tagged in a repository never pushed
     /// (`app:dev` beside `registry/app:1`) may be listed by that one only, and asked about
     /// only there: kept as local only, while its registry serves it.
