@@ -419,8 +419,14 @@ impl<S: Store> Pruner<'_, S> {
                 continue;
             }
             // Pulled again since (a `docker run` of a missing image pulls it): the container
-            // has its image, and there was no race to heal.
-            if self.store.has_image(&r.candidate.id).await.unwrap_or(false) {
+            // has its image, and there was no race to heal. Whole, not only present: on the
+            // containerd store that pull leaves the layers out as the heal's own pull does.
+            if self
+                .store
+                .image_whole(&r.candidate.id)
+                .await
+                .unwrap_or(false)
+            {
                 continue;
             }
             let c = &r.candidate;
@@ -506,23 +512,26 @@ impl<S: Store> Pruner<'_, S> {
     async fn restore(&self, c: &Candidate) -> Result<(), String> {
         let (digests, tags): (Vec<String>, Vec<String>) =
             c.references.iter().cloned().partition(|r| r.contains('@'));
-        let tags = self.unclaimed(c, tags).await;
-        self.pull_back(&digests, &tags).await
-    }
-
-    /// Those of a removed image's `tags` that name no other image now: a tag pulled or built
-    /// onto another image since the removal stays where its owner put it.
-    async fn unclaimed(&self, c: &Candidate, tags: Vec<String>) -> Vec<String> {
-        let mut free = Vec::new();
+        self.pull_back(&digests, &[]).await?;
         for tag in tags {
-            match self.store.image_named(&tag).await {
-                Ok(Some(now)) if now.id != c.id => {
-                    warn!(image = %c.id, tag, now = %now.id, "not putting the tag back: it names another image now");
-                }
-                _ => free.push(tag),
+            if self.unclaimed(c, &tag).await {
+                self.retag(&c.id, std::slice::from_ref(&tag)).await?;
             }
         }
-        free
+        Ok(())
+    }
+
+    /// Whether a removed image's `tag` names no other image now, looked at right before it is
+    /// put back (after the pull, which can take minutes): a tag pulled or built onto another
+    /// image since the removal stays where its owner put it.
+    async fn unclaimed(&self, c: &Candidate, tag: &str) -> bool {
+        match self.store.image_named(tag).await {
+            Ok(Some(now)) if now.id != c.id => {
+                warn!(image = %c.id, tag, now = %now.id, "not putting the tag back: it names another image now");
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Pulls an image back by the first of `digests` that serves, and points `tags` at it.
