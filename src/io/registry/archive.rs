@@ -144,15 +144,9 @@ impl Resolver {
         blobs: &Path,
     ) -> Result<(), Failure> {
         let (client, reference) = self.request_with(image, auth)?;
-        let client = self.fallback(image, client)?;
-        client
-            .store_auth_if_needed(reference.resolve_registry(), auth)
-            .await;
-        let mut stream = client
-            .pull_blob_stream(&reference, digest)
-            .await
-            .map_err(|e| self.failure(image, e))?
-            .stream;
+        let mut stream = self
+            .blob_stream(image, digest, auth, client, &reference)
+            .await?;
         let path = blob_path(blobs, digest)?;
         let mut file = tokio::fs::File::create(&path)
             .await

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 use serde::Deserialize;
 
@@ -258,6 +259,27 @@ impl Resolver {
             .map_err(|e| self.failure(image, e))
     }
 
+    /// One blob of `image`'s repository through oci-client (`client` and `reference` from
+    /// [`Resolver::request_with`]), as a stream.
+    pub(super) async fn blob_stream(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        auth: &OciAuth,
+        client: Option<oci_client::Client>,
+        reference: &oci_client::Reference,
+    ) -> Result<BoxStream<'static, std::io::Result<bytes::Bytes>>, Failure> {
+        let client = self.fallback(image, client)?;
+        client
+            .store_auth_if_needed(reference.resolve_registry(), auth)
+            .await;
+        Ok(client
+            .pull_blob_stream(reference, digest)
+            .await
+            .map_err(|e| self.failure(image, e))?
+            .stream)
+    }
+
     /// One payload or bundle blob of `image`'s repository, checked against `digest`; `None`
     /// when it is larger than a signature can be (whatever its descriptor said), so it is
     /// not one.
@@ -277,17 +299,11 @@ impl Resolver {
                 Err(NotDone::Fallback | NotDone::Missing) => {}
             }
         }
-        let client = self.fallback(image, client)?;
-        client
-            .store_auth_if_needed(reference.resolve_registry(), auth)
-            .await;
         // Streamed, and never past the limit: a registry that sends without end must not fill
         // memory.
-        let mut stream = client
-            .pull_blob_stream(&reference, digest)
-            .await
-            .map_err(|e| self.failure(image, e))?
-            .stream;
+        let mut stream = self
+            .blob_stream(image, digest, auth, client, &reference)
+            .await?;
         let mut body = Vec::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
