@@ -244,8 +244,11 @@ fn churn(env: &Env, images: &[String], stop: &std::sync::atomic::AtomicBool) -> 
     ops
 }
 
-/// Until `stop`: rebuilds and re-tags `repo:v0` and `repo:v1` as CI and `docker pull` do, half
-/// the builds with a label the prune's keep rule keeps. Returns its operations; the IDs of the
+/// The most builds the churn labels to be kept (about the short profile's 100 cycles' worth).
+const KEPT_MOST: usize = 30;
+
+/// Until `stop`: rebuilds and re-tags `repo:v0` and `repo:v1` as CI and `docker pull` do, three
+/// builds in ten (at most KEPT_MOST) with a label the prune's keep rule keeps. Returns its operations; the IDs of the
 /// kept images it built go to `gold`: none of them may ever go, tagged or not.
 fn rebuild_churn(
     env: &Env,
@@ -269,7 +272,10 @@ fn rebuild_churn(
         let tag = format!("{repo}:v{}", rng.random_range(0..2));
         let roll = rng.random_range(0..10);
         if roll < 6 || built.is_empty() {
-            let kept = roll < 3;
+            // Kept builds stay in the store for good, and every cycle lists them: at most
+            // KEPT_MOST, so the long profile's 1,000 cycles see the short profile's store
+            // (unbounded, Docker 28's listing grew to 277 images and 1,000 cycles took hours).
+            let kept = roll < 3 && gold.lock().unwrap().len() < KEPT_MOST;
             let label = kept.then_some("tier=gold");
             // The cycles (min_age 0s) may take a build's intermediate image from under it.
             let Ok(id) = env.try_build_image(&tag, "scratch", &format!("build {ops}"), label)

@@ -14,7 +14,7 @@ use crate::model::signature::Check;
 use crate::policy::config::Config;
 use crate::policy::lockfile::LockChange;
 use crate::policy::window::Window;
-use crate::service::pruner::{Race, Removal, RemovalResult};
+use crate::service::pruner::{LateRace, Race, Removal, RemovalResult};
 
 /// The first 12 hex digits of a digest or an image ID, as `docker images` shows IDs: enough to
 /// tell them apart in a column that says what it holds, and 7 characters narrower than with
@@ -800,6 +800,29 @@ pub(super) fn prune_text(plan: &PrunePlan, done: Option<&[Removal]>, now: i64) -
     out
 }
 
+/// The containers a cycle found using images earlier cycles removed, under its table: each
+/// such image was pulled back, or is lost (the line says why).
+pub(super) fn late_race_notes(late_races: &[LateRace]) -> String {
+    let mut out = String::new();
+    for r in late_races {
+        let names = match r.names.as_slice() {
+            [] => String::new(),
+            names => format!(" ({})", names.join(", ")),
+        };
+        let outcome = match &r.outcome {
+            Race::Healed => "pulled back".to_owned(),
+            Race::Lost { error } => format!("LOST, it could not be pulled back: {error}"),
+        };
+        let _ = writeln!(
+            out,
+            "{}{names}: removed by an earlier prune, and a container was created from it as it \
+             went: {outcome}",
+            short(&r.id)
+        );
+    }
+    out
+}
+
 /// What the space rules measured, under the table, when one of them selects an image: the
 /// figures a removal by `high_watermark` or `max_store_size` is judged by.
 fn space_notes(plan: &PrunePlan) -> String {
@@ -991,6 +1014,7 @@ pub(super) fn prune_doc(
     dry_run: bool,
     plan: &PrunePlan,
     removals: &[Removal],
+    late_races: &[LateRace],
 ) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
@@ -1000,11 +1024,13 @@ pub(super) fn prune_doc(
         dry_run: bool,
         prune: serde_json::Value,
     }
+    let mut prune = prune_json(plan, Some(removals));
+    prune["late_races"] = serde_json::json!(late_races);
     let doc = Doc {
         version: JSON_VERSION,
         config,
         dry_run,
-        prune: prune_json(plan, Some(removals)),
+        prune,
     };
     serde_json::to_string_pretty(&doc).expect("plain data always serialises") + "\n"
 }

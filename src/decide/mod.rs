@@ -3,6 +3,7 @@
 
 pub(crate) mod budget;
 pub(crate) mod cooldown;
+pub(crate) mod late;
 pub(crate) mod outcome;
 pub(crate) mod pin;
 pub(crate) mod prune_plan;

@@ -123,6 +123,11 @@ impl FakeEngine {
         self.0.locked().served.insert(digest.to_owned());
     }
 
+    /// Pulls of `digest` fail from now on (its registry no longer serves it).
+    pub(crate) fn unserve(&self, digest: &str) {
+        self.0.locked().served.remove(digest);
+    }
+
     /// The next pulls fail with these, one each, before any succeeds.
     pub(crate) fn fail_next(&self, failures: impl IntoIterator<Item = Failure>) {
         self.0

@@ -53,6 +53,24 @@ pub struct State {
     /// fine): the engine's image deletions since then are read at the next one, so an image
     /// removed and pulled again meanwhile is new.
     pub observed_at_ns: Option<i64>,
+    /// The images prune cycles removed lately, by ID, with what brings each back. A `docker
+    /// create` that began before a removal can register its container only after the cycle's
+    /// last look (one copying a VOLUME of many files takes seconds): a later cycle finds that
+    /// container, its image gone, and puts the image back. Forgotten by the first cycle that
+    /// looks long enough after the removal.
+    pub removed: BTreeMap<String, RemovedImage>,
+}
+
+/// An image a prune cycle removed: what brings it back, and when it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedImage {
+    /// Its names as the cycle reported them.
+    pub names: Vec<String>,
+    /// Every reference it had, tags and `name@digest`: it is pulled back by a digest and its
+    /// tags put back.
+    pub references: Vec<String>,
+    /// When it was removed (seconds since the epoch).
+    pub at: i64,
 }
 
 /// A digest a tag named, and since when stowage has seen it do so (seconds since the epoch).

@@ -26,13 +26,14 @@ pub(crate) async fn prune(
     let pruner = session.pruner(&engine, settings, InFlight::default(), Shutdown::new());
     pruner.warn_if_build_cache_ignored();
     let cycle = pruner.cycle(dry_run).await.map_err(Error::Engine)?;
-    let (plan, removals) = (cycle.plan, cycle.removals);
+    let (plan, removals, late) = (cycle.plan, cycle.removals, cycle.late_races);
     if json {
         print(&report::prune_doc(
             &session.config.source,
             dry_run,
             &plan,
             &removals,
+            &late,
         ));
     } else {
         let now = chrono::Utc::now().timestamp();
@@ -50,6 +51,7 @@ pub(crate) async fn prune(
         }
         let done = (!dry_run).then_some(removals.as_slice());
         print(&report::prune_text(&plan, done, now));
+        print(&report::late_race_notes(&late));
     }
     // A removal that failed, or anything lost on the way (taken against the plan, or by a
     // container's race, and not put back), is a failed prune.
@@ -59,9 +61,11 @@ pub(crate) async fn prune(
                 .iter()
                 .any(|a| matches!(a.outcome, Race::Lost { .. }))
     };
-    if removals
-        .iter()
-        .any(|r| r.result == RemovalResult::Failed || lost(&r))
+    let lost_late = late.iter().any(|r| matches!(r.outcome, Race::Lost { .. }));
+    if lost_late
+        || removals
+            .iter()
+            .any(|r| r.result == RemovalResult::Failed || lost(&r))
     {
         Err(Error::Reported)
     } else {

@@ -699,3 +699,57 @@ fn a_space_rule_says_the_figures_it_was_applied_to() {
     let text = prune_text(&plan(Rule::UnusedMaxAge), None, NOW);
     assert!(!text.contains("high_watermark"), "{text}");
 }
+
+/// A container found using an image an earlier prune removed: one line each, saying whether
+/// it came back and, when not, why; in JSON under `late_races`, the race's shape.
+#[test]
+fn late_races_say_what_came_back_and_what_is_lost() {
+    use crate::decide::prune_plan::PrunePlan;
+    use crate::service::pruner::Race;
+    let late = [
+        LateRace {
+            id: format!("sha256:{}", "a".repeat(64)),
+            names: vec!["r.example/app:1".into()],
+            removed_at: 5,
+            outcome: Race::Healed,
+        },
+        LateRace {
+            id: format!("sha256:{}", "b".repeat(64)),
+            names: vec![],
+            removed_at: 6,
+            outcome: Race::Lost {
+                error: "manifest unknown".into(),
+            },
+        },
+    ];
+    let text = late_race_notes(&late);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("aaaaaaaaaaaa (r.example/app:1): removed by an earlier prune")
+            && lines[0].ends_with(": pulled back"),
+        "{text}"
+    );
+    assert!(
+        lines[1].ends_with("LOST, it could not be pulled back: manifest unknown"),
+        "{text}"
+    );
+    assert_eq!(late_race_notes(&[]), "");
+    let doc: serde_json::Value = serde_json::from_str(&prune_doc(
+        Path::new("/c.toml"),
+        false,
+        &PrunePlan::default(),
+        &[],
+        &late,
+    ))
+    .unwrap();
+    assert_eq!(
+        doc["prune"]["late_races"][1],
+        serde_json::json!({
+            "id": late[1].id,
+            "names": [],
+            "removed_at": 6,
+            "outcome": {"result": "lost", "error": "manifest unknown"}
+        })
+    );
+}

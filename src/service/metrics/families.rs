@@ -224,8 +224,9 @@ impl PruneFamilies {
             races: counters(
                 r,
                 "prune_races_total",
-                "Removals that raced a container's creation, by outcome: healed (pulled back \
-                 by digest) or lost",
+                "Removals that raced a container's creation (found by the cycle, or by a later \
+                 one when the container registered late), by outcome: healed (pulled back by \
+                 digest) or lost",
                 "outcome",
             ),
             against_plan: counters(

@@ -366,6 +366,13 @@ impl Metrics {
                 self.prunes.against_plan.with_label_values(&[outcome]).inc();
             }
         }
+        for r in &cycle.late_races {
+            let outcome = match r.outcome {
+                crate::service::pruner::Race::Healed => "healed",
+                crate::service::pruner::Race::Lost { .. } => "lost",
+            };
+            self.prunes.races.with_label_values(&[outcome]).inc();
+        }
         // Only the last cycle's picture: protections that no longer keep anything go away.
         self.prunes.kept.reset();
         for k in &plan.keep {

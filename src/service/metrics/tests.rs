@@ -143,6 +143,7 @@ fn every_metric_the_alert_rules_use_is_exported() {
         &Cycle {
             plan,
             removals: Vec::new(),
+            late_races: vec![],
             build_cache_freed: None,
         },
     );
@@ -247,6 +248,14 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         &Cycle {
             plan,
             removals: removals.to_vec(),
+            late_races: vec![crate::service::pruner::LateRace {
+                id: "sha256:late".into(),
+                names: vec!["r/late:1".into()],
+                removed_at: 1,
+                outcome: crate::service::pruner::Race::Lost {
+                    error: "not served".into(),
+                },
+            }],
             build_cache_freed: Some(4096),
         },
     );
@@ -287,6 +296,11 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         line(&text, "stowage_prune_races_total{outcome=\"healed\"}"),
         Some("1")
     );
+    // A late race counts as a race.
+    assert_eq!(
+        line(&text, "stowage_prune_races_total{outcome=\"lost\"}"),
+        Some("1")
+    );
     assert_eq!(
         line(&text, "stowage_prune_kept_images{protection=\"in-use\"}"),
         Some("1")
@@ -306,6 +320,7 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         &Cycle {
             plan: PrunePlan::default(),
             removals: Vec::new(),
+            late_races: vec![],
             build_cache_freed: None,
         },
     );

@@ -2,7 +2,7 @@
 //! time (children before parents) and never forced, races with a container's creation healed,
 //! then the build cache.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,9 +23,8 @@ use crate::decide::usage::Usage;
 use crate::io::engine::Store;
 use crate::model::failure::Failure;
 use crate::model::image::BuildCache;
-use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
-use crate::policy::state::State;
+use crate::policy::state::{RemovedImage, State};
 use crate::service::clock;
 use crate::service::progress::Step;
 
@@ -95,6 +94,7 @@ impl<S: Store> Pruner<'_, S> {
             return Ok(Cycle {
                 plan,
                 removals: Vec::new(),
+                late_races: Vec::new(),
                 build_cache_freed: None,
             });
         };
@@ -106,7 +106,9 @@ impl<S: Store> Pruner<'_, S> {
         watch.planned_at(usage.observed_at_ns);
         self.record(&usage).await;
         let removals = self.remove_all(&plan, &input, watch, closes).await;
-        self.forget(&removals).await;
+        let listed_at = usage.observed_at_ns.div_euclid(1_000_000_000);
+        let (late_races, settled) = self.heal_late(&input.in_use, listed_at).await;
+        self.forget(&removals, &settled).await;
         let build_cache_freed = if closed(closes) {
             None
         } else {
@@ -116,6 +118,7 @@ impl<S: Store> Pruner<'_, S> {
         Ok(Cycle {
             plan,
             removals,
+            late_races,
             build_cache_freed,
         })
     }
@@ -297,7 +300,7 @@ impl<S: Store> Pruner<'_, S> {
     }
 
     /// Points each of `tags` at image `id`.
-    async fn retag(&self, id: &str, tags: &[String]) -> Result<(), String> {
+    pub(super) async fn retag(&self, id: &str, tags: &[String]) -> Result<(), String> {
         for tag in tags {
             self.store
                 .retag(id, tag)
@@ -408,161 +411,18 @@ impl<S: Store> Pruner<'_, S> {
         }
     }
 
-    /// Puts back every image this cycle removed that a container now uses (`used`: the
-    /// images of every container), and records what happened in its removal.
-    async fn heal_races(&self, used: &HashSet<String>, results: &mut [Removal]) {
-        for r in results.iter_mut() {
-            if r.result != RemovalResult::Removed
-                || r.race.is_some()
-                || !used.contains(&r.candidate.id)
-            {
-                continue;
-            }
-            // Pulled again since (a `docker run` of a missing image pulls it): the container
-            // has its image, and there was no race to heal. Whole, not only present: on the
-            // containerd store that pull leaves the layers out as the heal's own pull does.
-            if self
-                .store
-                .image_whole(&r.candidate.id)
-                .await
-                .unwrap_or(false)
-            {
-                continue;
-            }
-            let c = &r.candidate;
-            r.race = Some(match self.restore_checked(c).await {
-                Ok(()) => {
-                    warn!(image = %c.id, names = %c.names.join(", "), "a container was created from the image as it was removed; pulled it back by digest");
-                    Race::Healed
-                }
-                Err(error) => {
-                    warn!(image = %c.id, names = %c.names.join(", "), "a container was created from the image as it was removed, and it cannot be put back: {error}");
-                    Race::Lost { error }
-                }
-            });
-        }
-    }
-
-    /// [`Self::restore`], then a look that the engine has the image whole. After a delete
-    /// that raced a `docker create`, Docker 28's containerd store keeps the layers' snapshots
-    /// for the new container but drops their blobs: the pull back brings the record and the
-    /// manifest only ("up to date" after that), and the image neither saves nor pushes, nor
-    /// does any image pulled later that shares a layer. Loading it from its registry as an
-    /// archive brings the blobs back (docs/reliability.md).
-    async fn restore_checked(&self, c: &Candidate) -> Result<(), String> {
-        self.restore(c).await?;
-        match self.store.image_whole(&c.id).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(f) => {
-                return Err(format!(
-                    "cannot tell whether the engine holds it whole: {f}"
-                ));
-            }
-        }
-        warn!(image = %c.id, "the engine pulled the image back without its layers; loading it from its registry");
-        self.reload(c).await?;
-        match self.store.image_whole(&c.id).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(
-                "the engine holds it without its layers, even after loading it from its \
-                 registry: its containers run, but it cannot be saved or pushed"
-                    .to_owned(),
-            ),
-            Err(f) => Err(format!(
-                "cannot tell whether the engine holds it whole: {f}"
-            )),
-        }
-    }
-
-    /// Loads a removed image from its registry as an archive, by the first of its digests
-    /// that serves: the engine takes its blobs from the archive where a pull would skip them.
-    /// The archive names the image by that digest, which moves no tag (the pull back put
-    /// back those still free).
-    async fn reload(&self, c: &Candidate) -> Result<(), String> {
-        let digests = c.references.iter().filter(|r| r.contains('@'));
-        let dir = tempfile::tempdir()
-            .map_err(|e| format!("no temporary directory to fetch it into: {e}"))?;
-        let mut error = String::from("it has no digest to fetch it by (a local build)");
-        for name in digests {
-            let by_digest: ImageRef = match name.parse() {
-                Ok(r) => r,
-                Err(e) => {
-                    error = format!("{name}: {e}");
-                    continue;
-                }
-            };
-            let archive = match self.registry.archive(&by_digest, name, dir.path()).await {
-                Ok(archive) => archive,
-                Err(f) => {
-                    error = format!("fetching {name} from its registry: {f}");
-                    continue;
-                }
-            };
-            match self.store.load(&archive).await {
-                Ok(()) => return Ok(()),
-                Err(f) => error = format!("loading {name}: {f}"),
-            }
-        }
-        Err(error)
-    }
-
-    /// Pulls a removed image back by its digests, one after the other until one serves, and
-    /// puts its tags back.
-    async fn restore(&self, c: &Candidate) -> Result<(), String> {
-        let (digests, tags): (Vec<String>, Vec<String>) =
-            c.references.iter().cloned().partition(|r| r.contains('@'));
-        self.pull_back(&digests, &[]).await?;
-        for tag in tags {
-            if self.unclaimed(c, &tag).await {
-                self.retag(&c.id, std::slice::from_ref(&tag)).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a removed image's `tag` names no other image now, looked at right before it is
-    /// put back (after the pull, which can take minutes): a tag pulled or built onto another
-    /// image since the removal stays where its owner put it.
-    async fn unclaimed(&self, c: &Candidate, tag: &str) -> bool {
-        match self.store.image_named(tag).await {
-            Ok(Some(now)) if now.id != c.id => {
-                warn!(image = %c.id, tag, now = %now.id, "not putting the tag back: it names another image now");
-                false
-            }
-            _ => true,
-        }
-    }
-
-    /// Pulls an image back by the first of `digests` that serves, and points `tags` at it.
-    async fn pull_back(&self, digests: &[String], tags: &[String]) -> Result<(), String> {
-        let mut error = String::from("it has no digest to pull it back by (a local build)");
-        for name in digests {
-            let by_digest: ImageRef = match name.parse() {
-                Ok(r) => r,
-                Err(e) => {
-                    error = format!("{name}: {e}");
-                    continue;
-                }
-            };
-            let auth = self
-                .credentials
-                .lookup_timed(by_digest.registry(), "pulling it back anonymously")
-                .await;
-            match self.store.restore(&by_digest, tags, auth).await {
-                Ok(()) => return Ok(()),
-                Err(f) => error = format!("{name}: {f}"),
-            }
-        }
-        Err(error)
-    }
-
     /// Forgets the history of every image the removals deleted: an image pulled again is new
-    /// to the store, and `min_age` counts from its return, not from its first arrival.
-    async fn forget(&self, removals: &[Removal]) {
-        let gone: Vec<&String> = removals
+    /// to the store, and `min_age` counts from its return, not from its first arrival. Each
+    /// image removed without a race is remembered instead, for a later cycle to put back if a
+    /// container turns out to use it ([`crate::decide::late`]); the remembered removals
+    /// `settled` (checked by this cycle, or removed long enough ago) are forgotten.
+    async fn forget(&self, removals: &[Removal], settled: &[String]) {
+        let removed: Vec<&Removal> = removals
             .iter()
             .filter(|r| r.result == RemovalResult::Removed)
+            .collect();
+        let gone: Vec<&String> = removed
+            .iter()
             .map(|r| &r.candidate.id)
             .chain(
                 removals
@@ -571,13 +431,27 @@ impl<S: Store> Pruner<'_, S> {
                     .filter_map(|a| a.taken.image.as_ref()),
             )
             .collect();
-        if gone.is_empty() {
+        if gone.is_empty() && settled.is_empty() {
             return;
         }
+        let at = Utc::now().timestamp();
         let result = State::update(&self.config.state_file, |s| {
+            for id in settled {
+                s.removed.remove(id);
+            }
             for id in &gone {
                 s.first_seen.remove(*id);
                 s.last_used.remove(*id);
+            }
+            // A race found already was dealt with, healed or reported lost, once.
+            for r in removed.iter().filter(|r| r.race.is_none()) {
+                let c = &r.candidate;
+                let image = RemovedImage {
+                    names: c.names.clone(),
+                    references: c.references.clone(),
+                    at,
+                };
+                s.removed.insert(c.id.clone(), image);
             }
         })
         .await;
@@ -585,7 +459,8 @@ impl<S: Store> Pruner<'_, S> {
             Ok(saved) => *self.state.locked() = saved,
             Err(e) => warn!(
                 path = %self.config.state_file.display(),
-                "cannot save the state file ({e}); an image pulled again keeps its first age"
+                "cannot save the state file ({e}); an image pulled again keeps its first age, \
+                 and a container created late from a removed image is not looked for"
             ),
         }
     }

@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod churn_tests;
 mod cycle;
+mod heal;
 mod remove;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,8 @@ use crate::policy::state::State;
 use crate::service::in_flight::InFlight;
 use crate::service::progress::Progress;
 use crate::service::shutdown::Shutdown;
+
+pub use heal::LateRace;
 
 /// Registry copies asked about at once while planning (one HEAD a digest).
 const REGISTRY_CHECKS_AT_ONCE: usize = 8;
@@ -174,6 +177,9 @@ pub struct Cycle {
     pub plan: PrunePlan,
     /// Each planned removal and how it went (none in a dry run).
     pub removals: Vec<Removal>,
+    /// Containers found using images earlier cycles removed, and whether each image was put
+    /// back (none in a dry run).
+    pub late_races: Vec<LateRace>,
     /// Bytes the build-cache pruning freed, when it ran.
     pub build_cache_freed: Option<u64>,
 }

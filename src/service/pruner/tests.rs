@@ -299,3 +299,156 @@ async fn an_image_that_cannot_be_made_whole_is_a_race_lost_with_its_reason() {
     );
     assert!(engine.loads().is_empty());
 }
+
+/// An image removed by one cycle, and the image's ID, digest and `name@digest`, served by the
+/// fake registry: a cycle removes it (nothing uses it yet).
+async fn removed_by_a_cycle(session: &Session, engine: &FakeEngine) -> (String, String) {
+    let digest = format!("sha256:{:064x}", 9);
+    let id = format!("sha256:id-{:064x}", 9);
+    let by_digest = format!("r.example/old@{digest}");
+    engine.add(&id, &[], &[&by_digest]);
+    engine.serve(&digest);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(engine, &settings, InFlight::default(), Shutdown::new());
+    let cycle = pruner.cycle(false).await.unwrap();
+    assert_eq!(ids(&cycle.removals, RemovalResult::Removed), [id.as_str()]);
+    assert!(!engine.has_image(&id).await.unwrap());
+    (id, by_digest)
+}
+
+/// A `docker create` that began before the removal and registered its container only after
+/// the cycle's last look (a slow one): the next cycle finds the container, its image gone, and
+/// pulls the image back.
+#[tokio::test(start_paused = true)]
+async fn a_container_registered_after_the_cycle_gets_its_image_back_at_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    let (id, by_digest) = removed_by_a_cycle(&session, &engine).await;
+    let on_disk = State::load(&dir.path().join("state.json"));
+    assert_eq!(
+        on_disk.removed[&id].references,
+        std::slice::from_ref(&by_digest)
+    );
+    engine.use_image(&id);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let next = pruner.cycle(false).await.unwrap();
+    assert_eq!(next.late_races.len(), 1, "{next:#?}");
+    assert_eq!(next.late_races[0].id, id);
+    assert_eq!(next.late_races[0].names, [by_digest]);
+    assert_eq!(next.late_races[0].outcome, Race::Healed);
+    assert!(engine.image_whole(&id).await.unwrap());
+    // Dealt with once: not reported again.
+    assert!(
+        !State::load(&dir.path().join("state.json"))
+            .removed
+            .contains_key(&id)
+    );
+    let again = pruner.cycle(false).await.unwrap();
+    assert!(again.late_races.is_empty(), "{again:#?}");
+}
+
+/// The same late container, on an engine that pulls the image back without its layers: it is
+/// loaded whole from its registry, as a race found in the cycle is.
+#[tokio::test(start_paused = true)]
+async fn a_late_container_on_a_store_that_drops_layers_gets_its_image_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = FakeRegistry::default();
+    let session = session_over(dir.path(), SETUP, registry.clone());
+    let engine = FakeEngine::default();
+    let (id, by_digest) = removed_by_a_cycle(&session, &engine).await;
+    engine.use_image(&id);
+    engine.pull_back_partial(&id);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let next = pruner.cycle(false).await.unwrap();
+    assert_eq!(next.late_races[0].outcome, Race::Healed, "{next:#?}");
+    assert_eq!(engine.loads(), [by_digest]);
+    assert!(engine.image_whole(&id).await.unwrap());
+}
+
+/// An image that cannot come back (its registry no longer serves it) is reported lost, with
+/// why, once.
+#[tokio::test(start_paused = true)]
+async fn a_late_container_whose_image_cannot_come_back_is_reported_lost_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    let (id, _) = removed_by_a_cycle(&session, &engine).await;
+    engine.use_image(&id);
+    engine.unserve(&format!("sha256:{:064x}", 9));
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let next = pruner.cycle(false).await.unwrap();
+    match &next.late_races[..] {
+        [late] => assert!(
+            matches!(&late.outcome, Race::Lost { error } if !error.is_empty()),
+            "{late:?}"
+        ),
+        other => panic!("{other:#?}"),
+    }
+    let again = pruner.cycle(false).await.unwrap();
+    assert!(again.late_races.is_empty(), "{again:#?}");
+}
+
+/// A dry run puts nothing back and forgets nothing; an image pulled again since (by a
+/// `docker run`) needs nothing put back.
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_heals_nothing_and_an_image_pulled_again_is_not_a_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    let (id, by_digest) = removed_by_a_cycle(&session, &engine).await;
+    engine.use_image(&id);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let dry = pruner.cycle(true).await.unwrap();
+    assert!(dry.late_races.is_empty());
+    assert!(!engine.has_image(&id).await.unwrap());
+    assert!(
+        State::load(&dir.path().join("state.json"))
+            .removed
+            .contains_key(&id)
+    );
+    engine.add(&id, &[], &[&by_digest]);
+    let next = pruner.cycle(false).await.unwrap();
+    assert!(next.late_races.is_empty(), "{next:#?}");
+    assert!(
+        !State::load(&dir.path().join("state.json"))
+            .removed
+            .contains_key(&id)
+    );
+}
+
+/// A removal no container took up is forgotten by the first cycle that looks long enough after
+/// it; a race the cycle found itself is not remembered (it was dealt with and reported).
+#[tokio::test(start_paused = true)]
+async fn removals_are_remembered_only_while_a_late_container_can_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    let path = dir.path().join("state.json");
+    let old = crate::policy::state::RemovedImage {
+        names: vec!["r.example/gone:1".into()],
+        references: vec!["r.example/gone:1".into()],
+        at: chrono::Utc::now().timestamp() - crate::decide::late::LATE_CREATE_AT_MOST - 5,
+    };
+    State::update(&path, |s| {
+        s.removed.insert("sha256:long-gone".into(), old);
+    })
+    .await
+    .unwrap();
+    *session.state.locked() = State::load(&path);
+    let digest = format!("sha256:{:064x}", 7);
+    let id = format!("sha256:id-{:064x}", 7);
+    engine.add(&id, &[], &[&format!("r.example/old@{digest}")]);
+    engine.serve(&digest);
+    engine.on_removal_use(&id, &id);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let cycle = pruner.cycle(false).await.unwrap();
+    assert_eq!(cycle.removals[0].race, Some(Race::Healed), "{cycle:#?}");
+    let removed = State::load(&path).removed;
+    assert!(removed.is_empty(), "{removed:#?}");
+}

@@ -1,0 +1,251 @@
+//! Putting back what a removal took from a container: the races of a removal with a
+//! container's creation, found at the end of the batch or (registered late) by a later cycle.
+
+use std::collections::HashSet;
+
+use tracing::warn;
+
+use super::{Pruner, Race, Removal, RemovalResult};
+use crate::decide::late::late_check;
+use crate::decide::prune_plan::Candidate;
+use crate::io::engine::Store;
+use crate::model::reference::ImageRef;
+use crate::model::sync::Locked;
+use crate::policy::state::RemovedImage;
+
+/// A removed image, as much of it as putting it back needs.
+#[derive(Clone, Copy)]
+struct Gone<'a> {
+    /// Its ID.
+    id: &'a str,
+    /// Its tags and `name@digest` references.
+    references: &'a [String],
+}
+
+impl<'a> Gone<'a> {
+    fn of(c: &'a Candidate) -> Gone<'a> {
+        Gone {
+            id: &c.id,
+            references: &c.references,
+        }
+    }
+}
+
+/// A container found using an image an earlier cycle removed (its creation registered after
+/// that cycle's last look), and what was done.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LateRace {
+    /// The image's ID.
+    pub id: String,
+    /// Its names when it was removed.
+    pub names: Vec<String>,
+    /// When it was removed (seconds since the epoch).
+    pub removed_at: i64,
+    /// Whether it was put back.
+    pub outcome: Race,
+}
+
+impl<S: Store> Pruner<'_, S> {
+    /// Puts back the images earlier cycles removed that a container listed since uses
+    /// (`in_use`, listed at `listed_at`, seconds), unless the store holds them whole again.
+    /// Returns what was found, and the removals no longer to remember.
+    pub(super) async fn heal_late(
+        &self,
+        in_use: &HashSet<String>,
+        listed_at: i64,
+    ) -> (Vec<LateRace>, Vec<String>) {
+        let removed = self.state.locked().removed.clone();
+        let check = late_check(&removed, in_use, listed_at);
+        let mut found = Vec::new();
+        for id in &check.heal {
+            let Some(image) = removed.get(id) else {
+                continue;
+            };
+            // Pulled again since, by a `docker run` or by hand: nothing to put back.
+            if self.store.image_whole(id).await.unwrap_or(false) {
+                continue;
+            }
+            found.push(self.heal_one_late(id, image).await);
+        }
+        (found, check.forget)
+    }
+
+    async fn heal_one_late(&self, id: &str, image: &RemovedImage) -> LateRace {
+        let gone = Gone {
+            id,
+            references: &image.references,
+        };
+        let names = image.names.join(", ");
+        let outcome = match self.restore_checked(gone).await {
+            Ok(()) => {
+                warn!(image = %id, names = %names, removed_at = image.at, "a container was created from the image as an earlier prune removed it, and registered after that prune's last look; pulled it back by digest");
+                Race::Healed
+            }
+            Err(error) => {
+                warn!(image = %id, names = %names, removed_at = image.at, "a container was created from the image as an earlier prune removed it, and it cannot be put back: {error}");
+                Race::Lost { error }
+            }
+        };
+        LateRace {
+            id: id.to_owned(),
+            names: image.names.clone(),
+            removed_at: image.at,
+            outcome,
+        }
+    }
+
+    /// Puts back every image this cycle removed that a container now uses (`used`: the
+    /// images of every container), and records what happened in its removal.
+    pub(super) async fn heal_races(&self, used: &HashSet<String>, results: &mut [Removal]) {
+        for r in results.iter_mut() {
+            if r.result != RemovalResult::Removed
+                || r.race.is_some()
+                || !used.contains(&r.candidate.id)
+            {
+                continue;
+            }
+            // Pulled again since (a `docker run` of a missing image pulls it): the container
+            // has its image, and there was no race to heal. Whole, not only present: on the
+            // containerd store that pull leaves the layers out as the heal's own pull does.
+            if self
+                .store
+                .image_whole(&r.candidate.id)
+                .await
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let c = &r.candidate;
+            r.race = Some(match self.restore_checked(Gone::of(c)).await {
+                Ok(()) => {
+                    warn!(image = %c.id, names = %c.names.join(", "), "a container was created from the image as it was removed; pulled it back by digest");
+                    Race::Healed
+                }
+                Err(error) => {
+                    warn!(image = %c.id, names = %c.names.join(", "), "a container was created from the image as it was removed, and it cannot be put back: {error}");
+                    Race::Lost { error }
+                }
+            });
+        }
+    }
+
+    /// [`Self::restore`], then a look that the engine has the image whole. After a delete
+    /// that raced a `docker create`, Docker 28's containerd store keeps the layers' snapshots
+    /// for the new container but drops their blobs: the pull back brings the record and the
+    /// manifest only ("up to date" after that), and the image neither saves nor pushes, nor
+    /// does any image pulled later that shares a layer. Loading it from its registry as an
+    /// archive brings the blobs back (docs/reliability.md).
+    async fn restore_checked(&self, gone: Gone<'_>) -> Result<(), String> {
+        self.restore(gone).await?;
+        if self.whole(gone.id).await? {
+            return Ok(());
+        }
+        warn!(image = %gone.id, "the engine pulled the image back without its layers; loading it from its registry");
+        self.reload(gone.references).await?;
+        if self.whole(gone.id).await? {
+            return Ok(());
+        }
+        Err(
+            "the engine holds it without its layers, even after loading it from its registry: \
+             its containers run, but it cannot be saved or pushed"
+                .to_owned(),
+        )
+    }
+
+    /// Whether the engine holds image `id` whole (see [`Store::image_whole`]).
+    async fn whole(&self, id: &str) -> Result<bool, String> {
+        self.store
+            .image_whole(id)
+            .await
+            .map_err(|f| format!("cannot tell whether the engine holds it whole: {f}"))
+    }
+
+    /// Loads a removed image from its registry as an archive, by the first of its digests
+    /// that serves: the engine takes its blobs from the archive where a pull would skip them.
+    /// The archive names the image by that digest, which moves no tag (the pull back put
+    /// back those still free).
+    async fn reload(&self, references: &[String]) -> Result<(), String> {
+        let digests = references.iter().filter(|r| r.contains('@'));
+        let dir = tempfile::tempdir()
+            .map_err(|e| format!("no temporary directory to fetch it into: {e}"))?;
+        let mut error = String::from("it has no digest to fetch it by (a local build)");
+        for name in digests {
+            let by_digest: ImageRef = match name.parse() {
+                Ok(r) => r,
+                Err(e) => {
+                    error = format!("{name}: {e}");
+                    continue;
+                }
+            };
+            let archive = match self.registry.archive(&by_digest, name, dir.path()).await {
+                Ok(archive) => archive,
+                Err(f) => {
+                    error = format!("fetching {name} from its registry: {f}");
+                    continue;
+                }
+            };
+            match self.store.load(&archive).await {
+                Ok(()) => return Ok(()),
+                Err(f) => error = format!("loading {name}: {f}"),
+            }
+        }
+        Err(error)
+    }
+
+    /// Pulls a removed image back by its digests, one after the other until one serves, and
+    /// puts its tags back.
+    async fn restore(&self, gone: Gone<'_>) -> Result<(), String> {
+        let (digests, tags): (Vec<String>, Vec<String>) = gone
+            .references
+            .iter()
+            .cloned()
+            .partition(|r| r.contains('@'));
+        self.pull_back(&digests, &[]).await?;
+        for tag in tags {
+            if self.unclaimed(gone.id, &tag).await {
+                self.retag(gone.id, std::slice::from_ref(&tag)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a removed image's `tag` names no other image now, looked at right before it is
+    /// put back (after the pull, which can take minutes): a tag pulled or built onto another
+    /// image since the removal stays where its owner put it.
+    async fn unclaimed(&self, id: &str, tag: &str) -> bool {
+        match self.store.image_named(tag).await {
+            Ok(Some(now)) if now.id != id => {
+                warn!(image = %id, tag, now = %now.id, "not putting the tag back: it names another image now");
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Pulls an image back by the first of `digests` that serves, and points `tags` at it.
+    pub(super) async fn pull_back(
+        &self,
+        digests: &[String],
+        tags: &[String],
+    ) -> Result<(), String> {
+        let mut error = String::from("it has no digest to pull it back by (a local build)");
+        for name in digests {
+            let by_digest: ImageRef = match name.parse() {
+                Ok(r) => r,
+                Err(e) => {
+                    error = format!("{name}: {e}");
+                    continue;
+                }
+            };
+            let auth = self
+                .credentials
+                .lookup_timed(by_digest.registry(), "pulling it back anonymously")
+                .await;
+            match self.store.restore(&by_digest, tags, auth).await {
+                Ok(()) => return Ok(()),
+                Err(f) => error = format!("{name}: {f}"),
+            }
+        }
+        Err(error)
+    }
+}
