@@ -150,7 +150,8 @@ pub trait Store: Send + Sync {
         auth: Option<RegistryAuth>,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 
-    /// The engine's data root (`DockerRootDir`), whose filesystem the watermarks are about.
+    /// The engine's data root (`DockerRootDir`, as it said when connected), whose filesystem the
+    /// watermarks are about.
     fn data_root(&self)
     -> impl Future<Output = Result<Option<std::path::PathBuf>, Failure>> + Send;
 
