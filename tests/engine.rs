@@ -195,6 +195,43 @@ async fn whole_images_are_told_from_missing_ones() {
     env.remove_images(&[pulled, layerless]);
 }
 
+/// When the containers of an image were created, as the engine dates them: what tells a
+/// container that raced a removal from one created after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_containers_of_an_image_are_dated() {
+    let _lock = engine_lock();
+    let env = env();
+    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let name = env.plain_image("gamma:1");
+    assert!(env.docker(&["pull", "-q", &name]).status.success());
+    let id = env.image_id(&name).unwrap();
+    let _ = env.docker(&["rm", "-f", "stowage-dated"]);
+    let before = chrono::Utc::now().timestamp();
+    let out = env.docker(&[
+        "create",
+        "--name",
+        "stowage-dated",
+        &id,
+        "/bin/busybox",
+        "true",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let after = chrono::Utc::now().timestamp();
+    let created = engine.containers_created(&id).await.unwrap();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert!(
+        (before - 1..=after).contains(&created[0]),
+        "{before} {created:?} {after}"
+    );
+    let none = engine
+        .containers_created(&format!("sha256:{}", "0".repeat(64)))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let _ = env.docker(&["rm", "-f", "stowage-dated"]);
+    env.remove_images(&[name]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_is_bounded_by_the_config() {
     let _lock = engine_lock();

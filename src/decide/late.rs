@@ -19,11 +19,11 @@ pub(crate) const LATE_CREATE_AT_MOST: i64 = 10 * 60;
 /// What a cycle does with the images removed before it, given the containers it listed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct LateCheck {
-    /// The removed images a container uses now: each is put back unless the store holds it
-    /// whole again (pulled since).
+    /// The removed images a container uses now: each is looked at, and put back if a container
+    /// raced its removal ([`raced`]) and the store does not hold it whole again.
     pub heal: Vec<String>,
-    /// The images no longer to remember: those to heal (found, and dealt with once), and
-    /// those removed longer than [`LATE_CREATE_AT_MOST`] before the listing.
+    /// The images no container uses that were removed longer than [`LATE_CREATE_AT_MOST`]
+    /// before the listing: no longer to remember.
     pub forget: Vec<String>,
 }
 
@@ -38,12 +38,21 @@ pub(crate) fn late_check(
     for (id, image) in removed {
         if in_use.contains(id) {
             check.heal.push(id.clone());
-            check.forget.push(id.clone());
         } else if image.at.saturating_add(LATE_CREATE_AT_MOST) < listed_at {
             check.forget.push(id.clone());
         }
     }
     check
+}
+
+/// Whether one of the containers created at `created` (seconds) that use an image removed at
+/// `removed_at` can have raced the removal: its creation began before the removal was over.
+/// A container created after that was made from the image pulled again, and the image then
+/// removed by someone else (`docker rmi -f`): not stowage's to put back. The engine dates a
+/// container from the start of its creation, before a slow one copies its volumes; the
+/// same second counts as before.
+pub(crate) fn raced(removed_at: i64, created: &[i64]) -> bool {
+    created.iter().any(|&c| c <= removed_at)
 }
 
 #[cfg(test)]
@@ -56,16 +65,29 @@ mod tests {
             names: vec!["r.example/app:1".into()],
             references: vec!["r.example/app:1".into(), "r.example/app@sha256:1".into()],
             at,
+            lost: false,
         }
     }
 
     #[test]
-    fn a_removed_image_a_container_uses_now_is_healed_and_forgotten() {
+    fn a_removed_image_a_container_uses_now_is_looked_at() {
         let removed = BTreeMap::from([("sha256:a".to_owned(), removed_at(1_000))]);
         let in_use = HashSet::from(["sha256:a".to_owned()]);
         let check = late_check(&removed, &in_use, 1_001);
         assert_eq!(check.heal, ["sha256:a"]);
-        assert_eq!(check.forget, ["sha256:a"]);
+        assert!(check.forget.is_empty());
+    }
+
+    #[test]
+    fn only_a_container_created_by_the_removal_can_have_raced_it() {
+        assert!(raced(1_000, &[999]));
+        assert!(raced(1_000, &[1_000]), "the same second counts as before");
+        assert!(raced(1_000, &[1_200, 990]));
+        assert!(
+            !raced(1_000, &[1_001]),
+            "created from the image pulled again"
+        );
+        assert!(!raced(1_000, &[]));
     }
 
     #[test]
@@ -90,8 +112,8 @@ mod tests {
     }
 
     proptest! {
-        /// Every remembered image is healed, forgotten, or both only when used; none is
-        /// healed that no container uses, and none is forgotten unused before its time.
+        /// Every remembered image a container uses is looked at and none other; an unused
+        /// one is forgotten exactly when its time is up, a used one never by the check.
         #[test]
         fn the_check_heals_exactly_the_used_and_forgets_only_the_settled(
             images in prop::collection::btree_map(0u8..40, (any::<bool>(), 0i64..5_000), 0..30),
@@ -111,7 +133,7 @@ mod tests {
                 let used = in_use.contains(id);
                 prop_assert_eq!(check.heal.contains(id), used);
                 let settled = image.at + LATE_CREATE_AT_MOST < listed_at;
-                prop_assert_eq!(check.forget.contains(id), used || settled);
+                prop_assert_eq!(check.forget.contains(id), !used && settled);
             }
         }
     }

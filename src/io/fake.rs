@@ -39,6 +39,8 @@ struct EngineState {
     pulls: Vec<String>,
     /// Images containers use.
     in_use: HashSet<String>,
+    /// When the container using each image was created (seconds; absent: long ago).
+    created: HashMap<String, i64>,
     /// Who follows the store's events (`store_events`).
     followers: Vec<tokio::sync::mpsc::UnboundedSender<StoreEvent>>,
     /// How many times containers were listed.
@@ -187,6 +189,12 @@ impl FakeEngine {
             time_ns: now_ns(),
             created: true,
         });
+    }
+
+    /// A container created at `created` (seconds since the epoch) uses the image `id`.
+    pub(crate) fn use_image_created(&self, id: &str, created: i64) {
+        self.use_image(id);
+        self.0.locked().created.insert(id.to_owned(), created);
     }
 
     /// When `removed` is removed, a container starts using `used` (a race with the pruner).
@@ -338,6 +346,15 @@ impl Store for FakeEngine {
         let mut s = self.0.locked();
         s.listings += 1;
         Ok(s.in_use.clone())
+    }
+
+    async fn containers_created(&self, id: &str) -> Result<Vec<i64>, Failure> {
+        let s = self.0.locked();
+        Ok(s.in_use
+            .contains(id)
+            .then(|| s.created.get(id).copied().unwrap_or(0))
+            .into_iter()
+            .collect())
     }
 
     async fn image_named(&self, name: &str) -> Result<Option<LocalImage>, Failure> {

@@ -71,6 +71,10 @@ pub struct RemovedImage {
     pub references: Vec<String>,
     /// When it was removed (seconds since the epoch).
     pub at: i64,
+    /// A container uses it, and it could not be put back: reported once, tried again at every
+    /// cycle while a container uses it (a registry down comes back).
+    #[serde(default)]
+    pub lost: bool,
 }
 
 /// A digest a tag named, and since when stowage has seen it do so (seconds since the epoch).

@@ -117,6 +117,10 @@ impl stowage::Store for ScopedStore {
         self.inner.container_images().await
     }
 
+    async fn containers_created(&self, id: &str) -> Result<Vec<i64>, stowage::Failure> {
+        self.inner.containers_created(id).await
+    }
+
     async fn image_named(
         &self,
         name: &str,

@@ -276,6 +276,9 @@ impl Engine for DockerEngine {
 struct ListedContainer {
     #[serde(rename = "ImageID", default)]
     image_id: Option<String>,
+    /// When it was created (seconds since the epoch).
+    #[serde(rename = "Created", default)]
+    created: i64,
 }
 
 /// An image's ID and names, as stowage reads them from the engine's inspect for the look before
@@ -333,11 +336,11 @@ impl DockerEngine {
         }
     }
 
-    /// [`Store::container_images`](super::Store::container_images) over the unix socket.
-    async fn container_images_on(
+    /// Every container's image ID and creation time, over the unix socket.
+    async fn containers_on(
         &self,
         socket: &super::transport::Socket,
-    ) -> Result<std::collections::HashSet<String>, Failure> {
+    ) -> Result<Vec<ListedContainer>, Failure> {
         let failure = |e: String| {
             Failure::new(
                 FailureClass::Engine,
@@ -347,12 +350,31 @@ impl DockerEngine {
                 ),
             )
         };
-        let listed: Vec<ListedContainer> = socket
+        socket
             .get_json("/containers/json?all=true")
             .await
             .map_err(failure)?
-            .ok_or_else(|| failure(hyper::StatusCode::NOT_FOUND.to_string()))?;
-        Ok(listed.into_iter().filter_map(|c| c.image_id).collect())
+            .ok_or_else(|| failure(hyper::StatusCode::NOT_FOUND.to_string()))
+    }
+
+    /// Every container's image ID and creation time.
+    async fn containers(&self) -> Result<Vec<ListedContainer>, Failure> {
+        if let Some(socket) = &self.socket {
+            return self.containers_on(socket).await;
+        }
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| failure_from(&self.host, None, e))?;
+        Ok(containers
+            .into_iter()
+            .map(|c| ListedContainer {
+                image_id: c.image_id,
+                created: c.created.unwrap_or(0),
+            })
+            .collect())
     }
 
     /// The image by this name or ID, `None` when the engine has none.
@@ -541,16 +563,17 @@ impl super::Store for DockerEngine {
     }
 
     async fn container_images(&self) -> Result<std::collections::HashSet<String>, Failure> {
-        if let Some(socket) = &self.socket {
-            return self.container_images_on(socket).await;
-        }
-        let options = ListContainersOptionsBuilder::new().all(true).build();
-        let containers = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| failure_from(&self.host, None, e))?;
+        let containers = self.containers().await?;
         Ok(containers.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    async fn containers_created(&self, id: &str) -> Result<Vec<i64>, Failure> {
+        let containers = self.containers().await?;
+        Ok(containers
+            .into_iter()
+            .filter(|c| c.image_id.as_deref() == Some(id))
+            .map(|c| c.created)
+            .collect())
     }
 
     async fn image_named(&self, name: &str) -> Result<Option<LocalImage>, Failure> {

@@ -106,6 +106,13 @@ pub trait Store: Send + Sync {
         &self,
     ) -> impl Future<Output = Result<std::collections::HashSet<String>, Failure>> + Send;
 
+    /// When each container that uses image `id` was created (seconds since the epoch): a
+    /// container created after the image was removed did not race the removal.
+    fn containers_created(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<i64>, Failure>> + Send;
+
     /// The image a name or an ID names now, with its names; `None` when it names none.
     fn image_named(
         &self,

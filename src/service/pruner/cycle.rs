@@ -14,6 +14,7 @@ use futures_util::stream::FuturesUnordered;
 
 use tracing::{debug, error, info, warn};
 
+use super::heal::LateHeal;
 use super::remove::{Exact, Stop, remove_exactly};
 use super::watch::StoreWatch;
 use super::{AgainstPlan, Cycle, Planned, Pruner, Race, Removal, RemovalResult, Replan};
@@ -105,10 +106,12 @@ impl<S: Store> Pruner<'_, S> {
         }
         watch.planned_at(usage.observed_at_ns);
         self.record(&usage).await;
-        let removals = self.remove_all(&plan, &input, watch, closes).await;
+        // Before the removals: a tag moved since onto an image this cycle removes is still
+        // there to say that it names another image now, and stays off the old one.
         let listed_at = usage.observed_at_ns.div_euclid(1_000_000_000);
-        let (late_races, settled) = self.heal_late(&input.in_use, listed_at).await;
-        self.forget(&removals, &settled).await;
+        let late = self.heal_late(&input.in_use, listed_at).await;
+        let removals = self.remove_all(&plan, &input, watch, closes).await;
+        self.forget(&removals, &late).await;
         let build_cache_freed = if closed(closes) {
             None
         } else {
@@ -118,7 +121,7 @@ impl<S: Store> Pruner<'_, S> {
         Ok(Cycle {
             plan,
             removals,
-            late_races,
+            late_races: late.found,
             build_cache_freed,
         })
     }
@@ -414,9 +417,9 @@ impl<S: Store> Pruner<'_, S> {
     /// Forgets the history of every image the removals deleted: an image pulled again is new
     /// to the store, and `min_age` counts from its return, not from its first arrival. Each
     /// image removed without a race is remembered instead, for a later cycle to put back if a
-    /// container turns out to use it ([`crate::decide::late`]); the remembered removals
-    /// `settled` (checked by this cycle, or removed long enough ago) are forgotten.
-    async fn forget(&self, removals: &[Removal], settled: &[String]) {
+    /// container turns out to use it ([`crate::decide::late`]); of the removals remembered
+    /// before, those `late` settled are forgotten, and those it could not put back marked.
+    async fn forget(&self, removals: &[Removal], late: &LateHeal) {
         let removed: Vec<&Removal> = removals
             .iter()
             .filter(|r| r.result == RemovalResult::Removed)
@@ -431,13 +434,18 @@ impl<S: Store> Pruner<'_, S> {
                     .filter_map(|a| a.taken.image.as_ref()),
             )
             .collect();
-        if gone.is_empty() && settled.is_empty() {
+        if gone.is_empty() && late.settled.is_empty() && late.still_lost.is_empty() {
             return;
         }
         let at = Utc::now().timestamp();
         let result = State::update(&self.config.state_file, |s| {
-            for id in settled {
+            for id in &late.settled {
                 s.removed.remove(id);
+            }
+            for id in &late.still_lost {
+                if let Some(image) = s.removed.get_mut(id) {
+                    image.lost = true;
+                }
             }
             for id in &gone {
                 s.first_seen.remove(*id);
@@ -450,6 +458,7 @@ impl<S: Store> Pruner<'_, S> {
                     names: c.names.clone(),
                     references: c.references.clone(),
                     at,
+                    lost: false,
                 };
                 s.removed.insert(c.id.clone(), image);
             }

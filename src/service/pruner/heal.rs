@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Pruner, Race, Removal, RemovalResult};
-use crate::decide::late::late_check;
+use crate::decide::late::{late_check, raced};
 use crate::decide::prune_plan::Candidate;
 use crate::io::engine::Store;
 use crate::model::reference::ImageRef;
@@ -45,32 +45,74 @@ pub struct LateRace {
     pub outcome: Race,
 }
 
+/// What a cycle found of the removals earlier cycles remembered, and what to remember now.
+pub(super) struct LateHeal {
+    /// The containers found using such an image, and what was done (a loss found before is
+    /// not said again).
+    pub found: Vec<LateRace>,
+    /// Removals no longer to remember: put back, not raced, or no container uses them long
+    /// enough after.
+    pub settled: Vec<String>,
+    /// Removals a container uses that could not be put back: tried again next cycle.
+    pub still_lost: Vec<String>,
+}
+
+/// What to remember of a removed image a container uses, once it was looked at.
+enum Memory {
+    /// Nothing: dealt with.
+    Forget,
+    /// That it could not be put back (said once).
+    Lost,
+    /// It as it was: it could not be looked at.
+    Keep,
+}
+
 impl<S: Store> Pruner<'_, S> {
     /// Puts back the images earlier cycles removed that a container listed since uses
-    /// (`in_use`, listed at `listed_at`, seconds), unless the store holds them whole again.
-    /// Returns what was found, and the removals no longer to remember.
-    pub(super) async fn heal_late(
-        &self,
-        in_use: &HashSet<String>,
-        listed_at: i64,
-    ) -> (Vec<LateRace>, Vec<String>) {
+    /// (`in_use`, listed at `listed_at`, seconds), where that container raced the removal and
+    /// the store does not hold the image whole again. Returns what was found and what to
+    /// remember of each remembered removal.
+    pub(super) async fn heal_late(&self, in_use: &HashSet<String>, listed_at: i64) -> LateHeal {
         let removed = self.state.locked().removed.clone();
         let check = late_check(&removed, in_use, listed_at);
-        let mut found = Vec::new();
+        let mut done = LateHeal {
+            found: Vec::new(),
+            settled: check.forget,
+            still_lost: Vec::new(),
+        };
         for id in &check.heal {
             let Some(image) = removed.get(id) else {
                 continue;
             };
-            // Pulled again since, by a `docker run` or by hand: nothing to put back.
-            if self.store.image_whole(id).await.unwrap_or(false) {
-                continue;
+            let (memory, found) = self.heal_one_late(id, image).await;
+            match memory {
+                Memory::Forget => done.settled.push(id.clone()),
+                Memory::Lost => done.still_lost.push(id.clone()),
+                Memory::Keep => {}
             }
-            found.push(self.heal_one_late(id, image).await);
+            done.found.extend(found);
         }
-        (found, check.forget)
+        done
     }
 
-    async fn heal_one_late(&self, id: &str, image: &RemovedImage) -> LateRace {
+    /// One removed image a container uses: put back if that container raced its removal.
+    async fn heal_one_late(&self, id: &str, image: &RemovedImage) -> (Memory, Option<LateRace>) {
+        // Pulled again since, by a `docker run` or by hand: nothing to put back.
+        if self.store.image_whole(id).await.unwrap_or(false) {
+            return (Memory::Forget, None);
+        }
+        match self.store.containers_created(id).await {
+            Ok(created) if raced(image.at, &created) => {}
+            Ok(_) => {
+                debug!(image = %id, "a container created after the image's removal uses it (pulled again, then removed by someone else): not put back");
+                return (Memory::Forget, None);
+            }
+            // Looked at again by the next cycle.
+            Err(f) => {
+                debug!(image = %id, "cannot list the containers of an image removed earlier: {f}");
+                return (Memory::Keep, None);
+            }
+        }
         let gone = Gone {
             id,
             references: &image.references,
@@ -81,17 +123,27 @@ impl<S: Store> Pruner<'_, S> {
                 warn!(image = %id, names = %names, removed_at = image.at, "a container was created from the image as an earlier prune removed it, and registered after that prune's last look; pulled it back by digest");
                 Race::Healed
             }
+            // Said once; tried again at every cycle while a container uses it.
+            Err(error) if image.lost => {
+                debug!(image = %id, "an image a container uses still cannot be put back: {error}");
+                return (Memory::Lost, None);
+            }
             Err(error) => {
-                warn!(image = %id, names = %names, removed_at = image.at, "a container was created from the image as an earlier prune removed it, and it cannot be put back: {error}");
+                warn!(image = %id, names = %names, removed_at = image.at, "a container was created from the image as an earlier prune removed it, and it cannot be put back (tried again at each prune while a container uses it): {error}");
                 Race::Lost { error }
             }
         };
-        LateRace {
+        let memory = match outcome {
+            Race::Healed => Memory::Forget,
+            Race::Lost { .. } => Memory::Lost,
+        };
+        let found = LateRace {
             id: id.to_owned(),
             names: image.names.clone(),
             removed_at: image.at,
             outcome,
-        }
+        };
+        (memory, Some(found))
     }
 
     /// Puts back every image this cycle removed that a container now uses (`used`: the

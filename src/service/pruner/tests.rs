@@ -369,15 +369,17 @@ async fn a_late_container_on_a_store_that_drops_layers_gets_its_image_whole() {
 }
 
 /// An image that cannot come back (its registry no longer serves it) is reported lost, with
-/// why, once.
+/// why, once; it is tried again at every cycle while the container uses it, and put back when
+/// its registry serves it again.
 #[tokio::test(start_paused = true)]
-async fn a_late_container_whose_image_cannot_come_back_is_reported_lost_once() {
+async fn a_late_container_whose_image_cannot_come_back_is_reported_once_and_tried_again() {
     let dir = tempfile::tempdir().unwrap();
     let session = setup(dir.path());
     let engine = FakeEngine::default();
     let (id, _) = removed_by_a_cycle(&session, &engine).await;
     engine.use_image(&id);
-    engine.unserve(&format!("sha256:{:064x}", 9));
+    let digest = format!("sha256:{:064x}", 9);
+    engine.unserve(&digest);
     let settings = session.config.prune.clone().unwrap();
     let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
     let next = pruner.cycle(false).await.unwrap();
@@ -389,7 +391,90 @@ async fn a_late_container_whose_image_cannot_come_back_is_reported_lost_once() {
         other => panic!("{other:#?}"),
     }
     let again = pruner.cycle(false).await.unwrap();
-    assert!(again.late_races.is_empty(), "{again:#?}");
+    assert!(again.late_races.is_empty(), "said once: {again:#?}");
+    assert!(State::load(&dir.path().join("state.json")).removed[&id].lost);
+    engine.serve(&digest);
+    let back = pruner.cycle(false).await.unwrap();
+    assert_eq!(back.late_races.len(), 1, "{back:#?}");
+    assert_eq!(back.late_races[0].outcome, Race::Healed);
+    assert!(engine.image_whole(&id).await.unwrap());
+    assert!(
+        State::load(&dir.path().join("state.json"))
+            .removed
+            .is_empty()
+    );
+}
+
+/// A container created after the removal (the image pulled again, a container made from it,
+/// then the image removed by hand with `docker rmi -f`) did not race stowage: the image stays
+/// gone, nothing is said, and the removal is forgotten.
+#[tokio::test(start_paused = true)]
+async fn a_container_created_after_the_removal_does_not_bring_the_image_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    let (id, _) = removed_by_a_cycle(&session, &engine).await;
+    let removed_at = State::load(&dir.path().join("state.json")).removed[&id].at;
+    engine.use_image_created(&id, removed_at + 30);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let next = pruner.cycle(false).await.unwrap();
+    assert!(next.late_races.is_empty(), "{next:#?}");
+    assert!(!engine.has_image(&id).await.unwrap());
+    assert!(
+        State::load(&dir.path().join("state.json"))
+            .removed
+            .is_empty()
+    );
+}
+
+/// A tag moved since the removal onto another image, which the next cycle removes (unused):
+/// the late heal, before that cycle's removals, sees the tag name the other image and leaves
+/// it; the old image comes back untagged, and the tag goes with the image it was moved to.
+#[tokio::test(start_paused = true)]
+async fn a_late_heal_does_not_put_back_a_tag_moved_onto_an_image_the_cycle_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = SETUP.replace("pause = ", "max_store_size = \"1B\"\npause = ");
+    let registry = FakeRegistry::default();
+    let session = session_over(dir.path(), &text, registry.clone());
+    let engine = FakeEngine::default();
+    let digest = format!("sha256:{:064x}", 9);
+    let id = format!("sha256:id-{:064x}", 9);
+    engine.add(
+        &id,
+        &["r.example/old:2"],
+        &[&format!("r.example/old@{digest}")],
+    );
+    // Its registry serves it: not a local-only image, which the rules keep.
+    registry.set("r.example/old:2", &digest);
+    engine.serve(&digest);
+    // A byte the store cannot go under: the cap selects every unprotected image.
+    engine.add("sha256:busy", &[], &[]);
+    engine.use_image("sha256:busy");
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let first = pruner.cycle(false).await.unwrap();
+    assert_eq!(
+        ids(&first.removals, RemovalResult::Removed),
+        [id.as_str()],
+        "{first:#?}"
+    );
+    // The late container, and the tag moved by the operator onto another image.
+    engine.use_image(&id);
+    let other = format!("sha256:{:064x}", 8);
+    registry.set("r.example/other:1", &other);
+    let by_digest = format!("r.example/other@{other}");
+    engine.add("sha256:newer", &["r.example/old:2"], &[&by_digest]);
+    let next = pruner.cycle(false).await.unwrap();
+    assert_eq!(next.late_races.len(), 1, "{next:#?}");
+    assert_eq!(next.late_races[0].outcome, Race::Healed);
+    assert_eq!(
+        ids(&next.removals, RemovalResult::Removed),
+        ["sha256:newer"]
+    );
+    assert!(engine.image_whole(&id).await.unwrap());
+    let tag = engine.image_named("r.example/old:2").await.unwrap();
+    assert_eq!(tag, None, "the tag went with the image it named");
 }
 
 /// A dry run puts nothing back and forgets nothing; an image pulled again since (by a
@@ -433,6 +518,7 @@ async fn removals_are_remembered_only_while_a_late_container_can_appear() {
         names: vec!["r.example/gone:1".into()],
         references: vec!["r.example/gone:1".into()],
         at: chrono::Utc::now().timestamp() - crate::decide::late::LATE_CREATE_AT_MOST - 5,
+        lost: false,
     };
     State::update(&path, |s| {
         s.removed.insert("sha256:long-gone".into(), old);
