@@ -49,11 +49,17 @@ pub(crate) fn late_check(
 /// `removed_at` can have raced the removal: its creation began before the removal was over.
 /// A container created after that was made from the image pulled again, and the image then
 /// removed by someone else (`docker rmi -f`): not stowage's to put back. The engine dates a
-/// container from the start of its creation, before a slow one copies its volumes; the
-/// same second counts as before.
+/// container from the start of its creation, before a slow one copies its volumes; both times
+/// are on the engine's clock, taken to agree within [`CLOCKS_AGREE_WITHIN`].
 pub(crate) fn raced(removed_at: i64, created: &[i64]) -> bool {
-    created.iter().any(|&c| c <= removed_at)
+    created
+        .iter()
+        .any(|&c| c <= removed_at.saturating_add(CLOCKS_AGREE_WITHIN))
 }
+
+/// How far apart the engine's clock and the removal's time, taken on it, may be (seconds): the
+/// engine's clock is measured once, over a request, to the second.
+pub(crate) const CLOCKS_AGREE_WITHIN: i64 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -81,10 +87,13 @@ mod tests {
     #[test]
     fn only_a_container_created_by_the_removal_can_have_raced_it() {
         assert!(raced(1_000, &[999]));
-        assert!(raced(1_000, &[1_000]), "the same second counts as before");
+        assert!(
+            raced(1_000, &[1_000 + CLOCKS_AGREE_WITHIN]),
+            "within the clocks' error"
+        );
         assert!(raced(1_000, &[1_200, 990]));
         assert!(
-            !raced(1_000, &[1_001]),
+            !raced(1_000, &[1_001 + CLOCKS_AGREE_WITHIN]),
             "created from the image pulled again"
         );
         assert!(!raced(1_000, &[]));

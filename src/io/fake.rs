@@ -41,6 +41,8 @@ struct EngineState {
     in_use: HashSet<String>,
     /// When the container using each image was created (seconds; absent: long ago).
     created: HashMap<String, i64>,
+    /// How far its clock is ahead of the host's (seconds).
+    clock_ahead: i64,
     /// Who follows the store's events (`store_events`).
     followers: Vec<tokio::sync::mpsc::UnboundedSender<StoreEvent>>,
     /// How many times containers were listed.
@@ -191,6 +193,11 @@ impl FakeEngine {
         });
     }
 
+    /// Its clock runs `seconds` ahead of the host's (a remote engine's).
+    pub(crate) fn set_clock_ahead(&self, seconds: i64) {
+        self.0.locked().clock_ahead = seconds;
+    }
+
     /// A container created at `created` (seconds since the epoch) uses the image `id`.
     pub(crate) fn use_image_created(&self, id: &str, created: i64) {
         self.use_image(id);
@@ -316,6 +323,10 @@ impl Engine for FakeEngine {
 }
 
 impl Store for FakeEngine {
+    fn clock_ahead(&self) -> i64 {
+        self.0.locked().clock_ahead
+    }
+
     fn build_cache(&self) -> crate::model::image::BuildCache {
         crate::model::image::BuildCache::ByAgeAndSize
     }

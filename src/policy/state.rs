@@ -69,7 +69,7 @@ pub struct RemovedImage {
     /// Every reference it had, tags and `name@digest`: it is pulled back by a digest and its
     /// tags put back.
     pub references: Vec<String>,
-    /// When it was removed (seconds since the epoch).
+    /// When it was removed (seconds since the epoch, on the engine's clock).
     pub at: i64,
     /// A container uses it, and it could not be put back: reported once, tried again at every
     /// cycle while a container uses it (a registry down comes back).

@@ -88,6 +88,10 @@ impl stowage::Store for ScopedStore {
         self.inner.build_cache()
     }
 
+    fn clock_ahead(&self) -> i64 {
+        self.inner.clock_ahead()
+    }
+
     async fn store(&self) -> Result<Vec<stowage::StoreImage>, stowage::Failure> {
         let all = self.inner.store().await?;
         let scope = self.scope.lock().unwrap().clone();

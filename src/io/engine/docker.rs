@@ -70,6 +70,9 @@ pub struct DockerEngine {
     /// Its data root, as the `/info` of the connection said: asked once, as the daemon reads it
     /// once at its start (Podman 4.3 takes 0.2 s to answer `/info`, and each prune cycle asked).
     data_root: Option<std::path::PathBuf>,
+    /// How far its clock is ahead of this host's (seconds), from the `/info` of the
+    /// connection: a remote engine's clock can differ.
+    clock_ahead: i64,
 }
 
 impl DockerEngine {
@@ -119,6 +122,7 @@ impl DockerEngine {
         let info = docker.info().await.map_err(|e| unreachable(&e))?;
         let image_store = image_store_of(&version, &info);
         let data_root = info.docker_root_dir.clone().map(std::path::PathBuf::from);
+        let clock_ahead = clock_ahead_of(info.system_time.as_deref(), chrono::Utc::now());
         let insecure = info.registry_config.map(insecure_of);
         tracing::debug!(
             host,
@@ -140,6 +144,7 @@ impl DockerEngine {
             insecure,
             platform,
             data_root,
+            clock_ahead,
         })
     }
 
@@ -279,6 +284,16 @@ struct ListedContainer {
     /// When it was created (seconds since the epoch).
     #[serde(rename = "Created", default)]
     created: i64,
+}
+
+/// How many whole seconds the engine's clock (`/info`'s `SystemTime`, RFC 3339) is ahead of
+/// this host's `now`; zero when the engine does not say or says something unreadable.
+fn clock_ahead_of(system_time: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> i64 {
+    system_time
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |engine| {
+            (engine.with_timezone(&chrono::Utc) - now).num_seconds()
+        })
 }
 
 /// An image's ID and names, as stowage reads them from the engine's inspect for the look before
@@ -488,6 +503,10 @@ fn insecure_of(config: bollard::models::RegistryServiceConfig) -> EngineInsecure
 impl super::Store for DockerEngine {
     fn image_store(&self) -> ImageStore {
         self.image_store
+    }
+
+    fn clock_ahead(&self) -> i64 {
+        self.clock_ahead
     }
 
     fn build_cache(&self) -> BuildCache {

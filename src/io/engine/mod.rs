@@ -98,6 +98,13 @@ pub trait Store: Send + Sync {
     /// What of its build cache the engine prunes (found out when connecting).
     fn build_cache(&self) -> BuildCache;
 
+    /// How many seconds the engine's clock is ahead of this host's (negative: behind), as
+    /// measured when connecting: the engine dates its containers by its own clock. Zero when
+    /// it does not say.
+    fn clock_ahead(&self) -> i64 {
+        0
+    }
+
     /// Every top-level image, with what the prune planner needs to know about it.
     fn store(&self) -> impl Future<Output = Result<Vec<StoreImage>, Failure>> + Send;
 

@@ -108,7 +108,8 @@ impl<S: Store> Pruner<'_, S> {
         self.record(&usage).await;
         // Before the removals: a tag moved since onto an image this cycle removes is still
         // there to say that it names another image now, and stays off the old one.
-        let listed_at = usage.observed_at_ns.div_euclid(1_000_000_000);
+        // On the engine's clock, as the times of the removals remembered and of containers.
+        let listed_at = usage.observed_at_ns.div_euclid(1_000_000_000) + self.store.clock_ahead();
         let late = self.heal_late(&input.in_use, listed_at).await;
         let removals = self.remove_all(&plan, &input, watch, closes).await;
         self.forget(&removals, &late).await;
@@ -437,7 +438,8 @@ impl<S: Store> Pruner<'_, S> {
         if gone.is_empty() && late.settled.is_empty() && late.still_lost.is_empty() {
             return;
         }
-        let at = Utc::now().timestamp();
+        // On the engine's clock, which dates the containers it is compared with.
+        let at = Utc::now().timestamp() + self.store.clock_ahead();
         let result = State::update(&self.config.state_file, |s| {
             for id in &late.settled {
                 s.removed.remove(id);

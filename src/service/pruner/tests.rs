@@ -428,6 +428,24 @@ async fn a_container_created_after_the_removal_does_not_bring_the_image_back() {
     );
 }
 
+/// An engine whose clock runs an hour ahead (a remote one): the late container, dated by
+/// that clock a moment before the removal, raced it, and gets its image back.
+#[tokio::test(start_paused = true)]
+async fn a_late_container_on_an_engine_with_another_clock_is_told_by_that_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    engine.set_clock_ahead(3_600);
+    let before = chrono::Utc::now().timestamp() + 3_600;
+    let (id, _) = removed_by_a_cycle(&session, &engine).await;
+    engine.use_image_created(&id, before);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let next = pruner.cycle(false).await.unwrap();
+    assert_eq!(next.late_races.len(), 1, "{next:#?}");
+    assert_eq!(next.late_races[0].outcome, Race::Healed);
+}
+
 /// A tag moved since the removal onto another image, which the next cycle removes (unused):
 /// the late heal, before that cycle's removals, sees the tag name the other image and leaves
 /// it; the old image comes back untagged, and the tag goes with the image it was moved to.

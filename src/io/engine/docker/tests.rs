@@ -95,3 +95,21 @@ fn an_engine_that_cannot_be_reached_is_said_in_the_os_words() {
         innermost(&refused)
     );
 }
+
+/// The engine's clock against this host's, from `/info`'s `SystemTime`, to the second; zero
+/// when it says nothing readable.
+#[test]
+fn the_engine_clock_is_measured_from_its_info() {
+    let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T13:38:22.5Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    assert_eq!(
+        clock_ahead_of(Some("2026-12-07T13:38:22.170146595Z"), now),
+        0
+    );
+    assert_eq!(clock_ahead_of(Some("2026-12-07T13:41:23.9Z"), now), 181);
+    assert_eq!(clock_ahead_of(Some("2026-12-07T14:38:22.5+01:00"), now), 0);
+    assert_eq!(clock_ahead_of(Some("2026-12-07T13:38:12.5Z"), now), -10);
+    assert_eq!(clock_ahead_of(Some("yesterday"), now), 0);
+    assert_eq!(clock_ahead_of(None, now), 0);
+}
