@@ -2,9 +2,9 @@
 //! engine registered only after the cycle's last look.
 //!
 //! A cycle follows container `create` events until its batch's deletions are announced and a
-//! second after ([`crate::service::pruner`]). A `docker create` that began before a DELETE
-//! but takes longer than that to register (copying a VOLUME of 30,000 files took 6 to 11 s in
-//! an adversarial run) leaves a container whose image is gone, unseen by that cycle. The
+//! second after. A `docker create` that began before a DELETE but takes longer than that to
+//! register (copying a VOLUME of 30,000 files took 6 to 11 s in an adversarial run) leaves a
+//! container whose image is gone, unseen by that cycle. The
 //! removed images are remembered (in the state file, so a `stowage prune` from cron does it
 //! too), and a later cycle that lists a container using one of them puts it back.
 
