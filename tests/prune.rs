@@ -348,6 +348,36 @@ async fn a_container_created_after_the_plan_keeps_its_image_and_is_reported() {
     env.purge_images(&[victim_name]);
 }
 
+/// The stage of a race with a container's creation: `gamma:1` pulled afresh (no container
+/// named `container` left), and a config under which every unprotected image is a candidate.
+struct Staged {
+    victim_name: String,
+    victim: String,
+    scratch: Scratch,
+    config: stowage::Config,
+    settings: stowage::PruneSettings,
+}
+
+fn staged(env: &Env, container: &str) -> Staged {
+    let victim_name = env.plain_image("gamma:1");
+    let _ = env.docker(&["rm", "-f", container]);
+    env.purge_images(std::slice::from_ref(&victim_name));
+    assert!(env.docker(&["pull", "-q", &victim_name]).status.success());
+    let victim = env.image_id(&victim_name).unwrap();
+    let scratch = Scratch::new();
+    let (config, settings) = scratch.prune_config(
+        &[],
+        "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n",
+    );
+    Staged {
+        victim_name,
+        victim,
+        scratch,
+        config,
+        settings,
+    }
+}
+
 /// A container created from an image as it is being removed keeps a dangling reference (the
 /// engine checked for containers, then deleted). The cycle sees it and pulls the image back
 /// by digest, with its tag, and reports the race.
@@ -361,16 +391,13 @@ async fn a_removal_that_races_a_new_container_puts_the_image_back() {
         Podman | Podman5 | Podman58,
         "Podman's forced removal takes the image's containers with it: the race's outcome cannot be staged"
     );
-    let victim_name = env.plain_image("gamma:1");
-    let _ = env.docker(&["rm", "-f", "stowage-staged-race"]);
-    env.purge_images(std::slice::from_ref(&victim_name));
-    assert!(env.docker(&["pull", "-q", &victim_name]).status.success());
-    let victim = env.image_id(&victim_name).unwrap();
-    let scratch = Scratch::new();
-    let (config, settings) = scratch.prune_config(
-        &[],
-        "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n",
-    );
+    let Staged {
+        victim_name,
+        victim,
+        scratch: _scratch,
+        config,
+        settings,
+    } = staged(&env, "stowage-staged-race");
     let store = ScopedStore::connect(&env, std::slice::from_ref(&victim)).await;
     // A container is created from it and the image deleted all the same (a forced removal):
     // how the race of `docker create` with an engine's removal ends.
@@ -422,16 +449,13 @@ async fn a_container_registered_after_the_cycle_gets_its_image_back_at_the_next(
         Podman | Podman5 | Podman58,
         "Podman's forced removal takes the image's containers with it: the late container cannot be staged"
     );
-    let victim_name = env.plain_image("gamma:1");
-    let _ = env.docker(&["rm", "-f", "stowage-late-race"]);
-    env.purge_images(std::slice::from_ref(&victim_name));
-    assert!(env.docker(&["pull", "-q", &victim_name]).status.success());
-    let victim = env.image_id(&victim_name).unwrap();
-    let scratch = Scratch::new();
-    let (config, settings) = scratch.prune_config(
-        &[],
-        "min_age = \"0s\"\nmax_store_size = \"1B\"\npause = \"0s\"\n",
-    );
+    let Staged {
+        victim_name,
+        victim,
+        scratch,
+        config,
+        settings,
+    } = staged(&env, "stowage-late-race");
     let store = ScopedStore::connect(&env, std::slice::from_ref(&victim)).await;
     let session = stowage::Session::new(config, None, &store.inner)
         .await

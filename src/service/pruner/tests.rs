@@ -300,6 +300,11 @@ async fn an_image_that_cannot_be_made_whole_is_a_race_lost_with_its_reason() {
     assert!(engine.loads().is_empty());
 }
 
+/// The state file of a test's `dir` (SETUP's `state.json`), as a later run would read it.
+fn on_disk(dir: &std::path::Path) -> State {
+    State::load(&dir.join("state.json"))
+}
+
 /// An image removed by one cycle, and the image's ID, digest and `name@digest`, served by the
 /// fake registry: a cycle removes it (nothing uses it yet).
 async fn removed_by_a_cycle(session: &Session, engine: &FakeEngine) -> (String, String) {
@@ -325,9 +330,9 @@ async fn a_container_registered_after_the_cycle_gets_its_image_back_at_the_next(
     let session = setup(dir.path());
     let engine = FakeEngine::default();
     let (id, by_digest) = removed_by_a_cycle(&session, &engine).await;
-    let on_disk = State::load(&dir.path().join("state.json"));
+    let saved = on_disk(dir.path());
     assert_eq!(
-        on_disk.removed[&id].references,
+        saved.removed[&id].references,
         std::slice::from_ref(&by_digest)
     );
     engine.use_image(&id);
@@ -340,11 +345,7 @@ async fn a_container_registered_after_the_cycle_gets_its_image_back_at_the_next(
     assert_eq!(next.late_races[0].outcome, Race::Healed);
     assert!(engine.image_whole(&id).await.unwrap());
     // Dealt with once: not reported again.
-    assert!(
-        !State::load(&dir.path().join("state.json"))
-            .removed
-            .contains_key(&id)
-    );
+    assert!(!on_disk(dir.path()).removed.contains_key(&id));
     let again = pruner.cycle(false).await.unwrap();
     assert!(again.late_races.is_empty(), "{again:#?}");
 }
@@ -392,17 +393,13 @@ async fn a_late_container_whose_image_cannot_come_back_is_reported_once_and_trie
     }
     let again = pruner.cycle(false).await.unwrap();
     assert!(again.late_races.is_empty(), "said once: {again:#?}");
-    assert!(State::load(&dir.path().join("state.json")).removed[&id].lost);
+    assert!(on_disk(dir.path()).removed[&id].lost);
     engine.serve(&digest);
     let back = pruner.cycle(false).await.unwrap();
     assert_eq!(back.late_races.len(), 1, "{back:#?}");
     assert_eq!(back.late_races[0].outcome, Race::Healed);
     assert!(engine.image_whole(&id).await.unwrap());
-    assert!(
-        State::load(&dir.path().join("state.json"))
-            .removed
-            .is_empty()
-    );
+    assert!(on_disk(dir.path()).removed.is_empty());
 }
 
 /// A container created after the removal (the image pulled again, a container made from it,
@@ -414,18 +411,14 @@ async fn a_container_created_after_the_removal_does_not_bring_the_image_back() {
     let session = setup(dir.path());
     let engine = FakeEngine::default();
     let (id, _) = removed_by_a_cycle(&session, &engine).await;
-    let removed_at = State::load(&dir.path().join("state.json")).removed[&id].at;
+    let removed_at = on_disk(dir.path()).removed[&id].at;
     engine.use_image_created(&id, removed_at + 30);
     let settings = session.config.prune.clone().unwrap();
     let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
     let next = pruner.cycle(false).await.unwrap();
     assert!(next.late_races.is_empty(), "{next:#?}");
     assert!(!engine.has_image(&id).await.unwrap());
-    assert!(
-        State::load(&dir.path().join("state.json"))
-            .removed
-            .is_empty()
-    );
+    assert!(on_disk(dir.path()).removed.is_empty());
 }
 
 /// An engine whose clock runs an hour ahead (a remote one): the late container, dated by
@@ -509,19 +502,11 @@ async fn a_dry_run_heals_nothing_and_an_image_pulled_again_is_not_a_race() {
     let dry = pruner.cycle(true).await.unwrap();
     assert!(dry.late_races.is_empty());
     assert!(!engine.has_image(&id).await.unwrap());
-    assert!(
-        State::load(&dir.path().join("state.json"))
-            .removed
-            .contains_key(&id)
-    );
+    assert!(on_disk(dir.path()).removed.contains_key(&id));
     engine.add(&id, &[], &[&by_digest]);
     let next = pruner.cycle(false).await.unwrap();
     assert!(next.late_races.is_empty(), "{next:#?}");
-    assert!(
-        !State::load(&dir.path().join("state.json"))
-            .removed
-            .contains_key(&id)
-    );
+    assert!(!on_disk(dir.path()).removed.contains_key(&id));
 }
 
 /// A removal no container took up is forgotten by the first cycle that looks long enough after
