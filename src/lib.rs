@@ -44,7 +44,9 @@ pub use policy::config::{Config, PruneSettings};
 pub use policy::lockfile::LockFile;
 pub use policy::state::State;
 pub use service::in_flight::InFlight;
-pub use service::pruner::{AgainstPlan, Cycle, LateRace, Pruner, Race, Removal, RemovalResult};
+pub use service::pruner::{
+    AgainstPlan, Cycle, LateRace, LostImage, Pruner, Race, Removal, RemovalResult,
+};
 pub use service::puller::PinUpkeep;
 pub use service::session::Session;
 pub use service::shutdown::Shutdown;

@@ -449,75 +449,175 @@ async fn a_container_registered_after_the_cycle_gets_its_image_back_at_the_next(
         Podman | Podman5 | Podman58,
         "Podman's forced removal takes the image's containers with it: the late container cannot be staged"
     );
-    let Staged {
-        victim_name,
-        victim,
-        scratch,
-        config,
-        settings,
-    } = staged(&env, "stowage-late-race");
-    let store = ScopedStore::connect(&env, std::slice::from_ref(&victim)).await;
-    let session = stowage::Session::new(config, None, &store.inner)
-        .await
-        .unwrap();
-    let cycle = store
-        .pruner(&session, &settings)
-        .cycle(false)
-        .await
-        .unwrap();
-    let removal = cycle.removals.iter().find(|r| r.candidate.id == victim);
-    assert_eq!(
-        removal.map(|r| r.result),
-        Some(stowage::RemovalResult::Removed),
-        "{cycle:#?}"
-    );
-    assert_eq!(removal.unwrap().race, None);
-    // The late container: created from the image, which then goes again (as when the engine
-    // deleted it while the container was being set up).
-    assert!(env.docker(&["pull", "-q", &victim_name]).status.success());
-    let out = env.docker(&[
-        "create",
-        "--name",
-        "stowage-late-race",
-        &victim,
-        "/bin/busybox",
-        "true",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let out = env.docker(&["image", "rm", "-f", &victim]);
-    assert!(out.status.success(), "{out:?}");
-    assert!(!env.has_image(&victim_name));
-    // A late container's creation began before the removal it raced (the engine dates it from
-    // then); this one was staged after it, so the removal is dated after it, as in the race.
-    // Left as it was, it is the operator's container, and nothing comes back (a unit test).
-    let state_path = scratch.dir.path().join("state.json");
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
-    state["removed"][&victim]["at"] = (chrono::Utc::now().timestamp() + 1).into();
-    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let late = LateContainer::staged(&env, "stowage-late-race").await;
+    let (victim_name, victim) = (&late.staged.victim_name, &late.staged.victim);
     // The next prune, by rules that select nothing else in the engine's store.
-    let (config, _) = scratch.prune_config(&[], "unused_max_age = \"3650d\"\n");
+    let (config, _) = late
+        .staged
+        .scratch
+        .prune_config(&[], "unused_max_age = \"3650d\"\n");
     let (code, doc) = prune(&env, &config.source, &[]);
     assert_eq!(code, 0, "{doc:#}");
-    let late = doc["prune"]["late_races"].as_array().unwrap();
-    assert_eq!(late.len(), 1, "{doc:#}");
-    assert_eq!(late[0]["id"], victim.as_str());
-    assert_eq!(late[0]["outcome"]["result"], "healed", "{doc:#}");
+    let found = doc["prune"]["late_races"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{doc:#}");
+    assert_eq!(found[0]["id"], victim.as_str());
+    assert_eq!(found[0]["outcome"]["result"], "healed", "{doc:#}");
     assert!(
         doc["prune"]["results"].as_array().unwrap().is_empty(),
         "{doc:#}"
     );
     // Back under its ID (what the container refers to) and its tag, whole.
-    assert_eq!(env.image_id(&victim_name).as_deref(), Some(victim.as_str()));
-    let archive = scratch.dir.path().join("saved.tar");
-    let saved = env.docker(&["save", "-o", archive.to_str().unwrap(), &victim_name]);
+    assert_eq!(env.image_id(victim_name).as_deref(), Some(victim.as_str()));
+    let archive = late.staged.scratch.dir.path().join("saved.tar");
+    let saved = env.docker(&["save", "-o", archive.to_str().unwrap(), victim_name]);
     assert!(saved.status.success(), "the image is whole: {saved:?}");
     // Reported once.
     let (code, doc) = prune(&env, &config.source, &[]);
     assert_eq!(code, 0, "{doc:#}");
     assert_eq!(doc["prune"]["late_races"], serde_json::json!([]), "{doc:#}");
-    let _ = env.docker(&["rm", "-f", "stowage-late-race"]);
-    env.purge_images(&[victim_name]);
+    late.clean(&env);
+}
+
+/// The same late container, when its image cannot come back (the registry it was pulled from
+/// does not answer): the first prune says it is lost, and every prune after it fails and lists
+/// it under `still_lost` while the container lacks its image, until one puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)] // the engine lock only serialises tests
+async fn a_container_image_that_cannot_come_back_fails_every_prune_until_it_does() {
+    let _lock = engine_lock();
+    let env = env();
+    crate::skip_on!(
+        env,
+        Podman | Podman5 | Podman58,
+        "Podman's forced removal takes the image's containers with it: the late container cannot be staged"
+    );
+    let late = LateContainer::staged(&env, "stowage-still-lost").await;
+    let victim = &late.staged.victim;
+    // Its registry, as the removal remembered it, stops answering: nothing listens there.
+    let dead = crate::support::free_port();
+    let remembered = late.edit_memory(|image| {
+        let references = image["references"].clone();
+        let moved: Vec<String> = references
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let r = r.as_str().unwrap();
+                let (_, path) = r.split_once('/').unwrap();
+                format!("127.0.0.1:{dead}/{path}")
+            })
+            .collect();
+        image["references"] = moved.into();
+        references
+    });
+    let (config, _) = late
+        .staged
+        .scratch
+        .prune_config(&[], "unused_max_age = \"3650d\"\n");
+    let (code, doc) = prune(&env, &config.source, &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    let found = doc["prune"]["late_races"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{doc:#}");
+    assert_eq!(found[0]["outcome"]["result"], "lost", "{doc:#}");
+    assert_eq!(doc["prune"]["still_lost"], serde_json::json!([]), "{doc:#}");
+    // Said once as a race, and after that as missing, at every run: a cron'd prune keeps
+    // failing.
+    for _ in 0..2 {
+        let (code, doc) = prune(&env, &config.source, &[]);
+        assert_eq!(code, 1, "{doc:#}");
+        assert_eq!(doc["prune"]["late_races"], serde_json::json!([]), "{doc:#}");
+        let still = doc["prune"]["still_lost"].as_array().unwrap();
+        assert_eq!(still.len(), 1, "{doc:#}");
+        assert_eq!(still[0]["id"], victim.as_str(), "{doc:#}");
+        let out = env
+            .stowage(&config.source)
+            .args(["prune"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("STILL MISSING"), "{text}");
+        assert_eq!(out.status.code(), Some(1), "{text}");
+    }
+    // The registry answers again: put back, said so, and the prune succeeds.
+    late.edit_memory(|image| {
+        image["references"] = remembered.clone();
+    });
+    let (code, doc) = prune(&env, &config.source, &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    let found = doc["prune"]["late_races"].as_array().unwrap();
+    assert_eq!(found[0]["outcome"]["result"], "healed", "{doc:#}");
+    assert_eq!(doc["prune"]["still_lost"], serde_json::json!([]), "{doc:#}");
+    assert!(env.image_id(victim).is_some());
+    late.clean(&env);
+}
+
+/// A late container of a test's own: an image removed by a prune cycle, then a container
+/// created from it that the cycle did not see (staged: the image pulled again, the container
+/// created, the image removed by force, the removal's time put after the container's).
+struct LateContainer {
+    staged: Staged,
+    container: &'static str,
+}
+
+impl LateContainer {
+    async fn staged(env: &Env, container: &'static str) -> LateContainer {
+        let staged = staged(env, container);
+        let (victim_name, victim) = (&staged.victim_name, &staged.victim);
+        let store = ScopedStore::connect(env, std::slice::from_ref(victim)).await;
+        let session = stowage::Session::new(staged.config.clone(), None, &store.inner)
+            .await
+            .unwrap();
+        let cycle = store
+            .pruner(&session, &staged.settings)
+            .cycle(false)
+            .await
+            .unwrap();
+        let removal = cycle.removals.iter().find(|r| &r.candidate.id == victim);
+        assert_eq!(
+            removal.map(|r| r.result),
+            Some(stowage::RemovalResult::Removed),
+            "{cycle:#?}"
+        );
+        assert_eq!(removal.unwrap().race, None);
+        // The late container: created from the image, which then goes again (as when the
+        // engine deleted it while the container was being set up).
+        assert!(env.docker(&["pull", "-q", victim_name]).status.success());
+        let out = env.docker(&[
+            "create",
+            "--name",
+            container,
+            victim,
+            "/bin/busybox",
+            "true",
+        ]);
+        assert!(out.status.success(), "{out:?}");
+        let out = env.docker(&["image", "rm", "-f", victim]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(!env.has_image(victim_name));
+        let late = LateContainer { staged, container };
+        // A late container's creation began before the removal it raced (the engine dates it
+        // from then); this one was staged after it, so the removal is dated after it, as in the
+        // race. Left as it was, it is the operator's container, and nothing comes back (a unit
+        // test).
+        late.edit_memory(|image| {
+            image["at"] = (chrono::Utc::now().timestamp() + 1).into();
+        });
+        late
+    }
+
+    /// Changes what the state file remembers of the removed image, as the next run reads it.
+    fn edit_memory<T>(&self, edit: impl FnOnce(&mut Value) -> T) -> T {
+        let path = self.staged.scratch.dir.path().join("state.json");
+        let mut state: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let out = edit(&mut state["removed"][&self.staged.victim]);
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        out
+    }
+
+    fn clean(self, env: &Env) {
+        let _ = env.docker(&["rm", "-f", self.container]);
+        env.purge_images(&[self.staged.victim_name]);
+    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::model::signature::Check;
 use crate::policy::config::Config;
 use crate::policy::lockfile::LockChange;
 use crate::policy::window::Window;
-use crate::service::pruner::{LateRace, Race, Removal, RemovalResult};
+use crate::service::pruner::{Cycle, LateRace, LostImage, Race, Removal, RemovalResult};
 
 /// The first 12 hex digits of a digest or an image ID, as `docker images` shows IDs: enough to
 /// tell them apart in a column that says what it holds, and 7 characters narrower than with
@@ -823,6 +823,25 @@ pub(super) fn late_race_notes(late_races: &[LateRace]) -> String {
     out
 }
 
+/// The images containers use that earlier prunes removed and could not put back, tried again
+/// by this cycle and still missing: said at every run while so.
+pub(super) fn still_lost_notes(still_lost: &[LostImage]) -> String {
+    let mut out = String::new();
+    for l in still_lost {
+        let names = match l.names.as_slice() {
+            [] => String::new(),
+            names => format!(" ({})", names.join(", ")),
+        };
+        let _ = writeln!(
+            out,
+            "{}{names}: STILL MISSING, removed by an earlier prune as a container was created \
+             from it, and still not put back (tried again at every prune)",
+            short(&l.id)
+        );
+    }
+    out
+}
+
 /// What the space rules measured, under the table, when one of them selects an image: the
 /// figures a removal by `high_watermark` or `max_store_size` is judged by.
 fn space_notes(plan: &PrunePlan) -> String {
@@ -1009,13 +1028,7 @@ fn removal_notes(removals: &[Removal]) -> String {
 
 /// The prune plan and results as JSON.
 /// The `prune --json` document.
-pub(super) fn prune_doc(
-    config: &Path,
-    dry_run: bool,
-    plan: &PrunePlan,
-    removals: &[Removal],
-    late_races: &[LateRace],
-) -> String {
+pub(super) fn prune_doc(config: &Path, dry_run: bool, cycle: &Cycle) -> String {
     #[derive(Serialize)]
     struct Doc<'a> {
         version: u32,
@@ -1024,8 +1037,9 @@ pub(super) fn prune_doc(
         dry_run: bool,
         prune: serde_json::Value,
     }
-    let mut prune = prune_json(plan, Some(removals));
-    prune["late_races"] = serde_json::json!(late_races);
+    let mut prune = prune_json(&cycle.plan, Some(&cycle.removals));
+    prune["late_races"] = serde_json::json!(cycle.late_races);
+    prune["still_lost"] = serde_json::json!(cycle.still_lost);
     let doc = Doc {
         version: JSON_VERSION,
         config,

@@ -26,15 +26,10 @@ pub(crate) async fn prune(
     let pruner = session.pruner(&engine, settings, InFlight::default(), Shutdown::new());
     pruner.warn_if_build_cache_ignored();
     let cycle = pruner.cycle(dry_run).await.map_err(Error::Engine)?;
-    let (plan, removals, late) = (cycle.plan, cycle.removals, cycle.late_races);
+    let images_lost = cycle.images_lost();
+    let (plan, removals) = (&cycle.plan, &cycle.removals);
     if json {
-        print(&report::prune_doc(
-            &session.config.source,
-            dry_run,
-            &plan,
-            &removals,
-            &late,
-        ));
+        print(&report::prune_doc(&session.config.source, dry_run, &cycle));
     } else {
         let now = chrono::Utc::now().timestamp();
         if session.config.prune.is_none() {
@@ -50,22 +45,22 @@ pub(crate) async fn prune(
             print("\n");
         }
         let done = (!dry_run).then_some(removals.as_slice());
-        print(&report::prune_text(&plan, done, now));
-        print(&report::late_race_notes(&late));
+        print(&report::prune_text(plan, done, now));
+        print(&report::late_race_notes(&cycle.late_races));
+        print(&report::still_lost_notes(&cycle.still_lost));
     }
     // A removal that failed, or anything lost on the way (taken against the plan, or by a
-    // container's race, and not put back), is a failed prune.
-    let lost = |r: &&crate::service::pruner::Removal| {
-        matches!(r.race, Some(Race::Lost { .. }))
-            || r.against_plan
-                .iter()
-                .any(|a| matches!(a.outcome, Race::Lost { .. }))
+    // container's race, now or before, and not put back), is a failed prune: a cron'd prune
+    // keeps failing while a container's image is missing.
+    let taken_lost = |r: &crate::service::pruner::Removal| {
+        r.against_plan
+            .iter()
+            .any(|a| matches!(a.outcome, Race::Lost { .. }))
     };
-    let lost_late = late.iter().any(|r| matches!(r.outcome, Race::Lost { .. }));
-    if lost_late
+    if images_lost > 0
         || removals
             .iter()
-            .any(|r| r.result == RemovalResult::Failed || lost(&r))
+            .any(|r| r.result == RemovalResult::Failed || taken_lost(r))
     {
         Err(Error::Reported)
     } else {

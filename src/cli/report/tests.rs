@@ -735,14 +735,15 @@ fn late_races_say_what_came_back_and_what_is_lost() {
         "{text}"
     );
     assert_eq!(late_race_notes(&[]), "");
-    let doc: serde_json::Value = serde_json::from_str(&prune_doc(
-        Path::new("/c.toml"),
-        false,
-        &PrunePlan::default(),
-        &[],
-        &late,
-    ))
-    .unwrap();
+    let cycle = Cycle {
+        plan: PrunePlan::default(),
+        removals: vec![],
+        late_races: late.to_vec(),
+        still_lost: vec![],
+        build_cache_freed: None,
+    };
+    let doc: serde_json::Value =
+        serde_json::from_str(&prune_doc(Path::new("/c.toml"), false, &cycle)).unwrap();
     assert_eq!(
         doc["prune"]["late_races"][1],
         serde_json::json!({
@@ -751,5 +752,41 @@ fn late_races_say_what_came_back_and_what_is_lost() {
             "removed_at": 6,
             "outcome": {"result": "lost", "error": "manifest unknown"}
         })
+    );
+    assert_eq!(doc["prune"]["still_lost"], serde_json::json!([]));
+}
+
+/// An image a container uses that an earlier prune could not put back is said again at every
+/// run while it is missing: a line each, and in JSON under `still_lost`.
+#[test]
+fn an_image_still_lost_is_said_at_every_run() {
+    use crate::decide::prune_plan::PrunePlan;
+    let lost = LostImage {
+        id: format!("sha256:{}", "c".repeat(64)),
+        names: vec!["r.example/app:2".into()],
+        removed_at: 7,
+    };
+    let text = still_lost_notes(std::slice::from_ref(&lost));
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with(
+            "cccccccccccc (r.example/app:2): STILL MISSING, removed by an earlier prune"
+        ),
+        "{text}"
+    );
+    assert_eq!(still_lost_notes(&[]), "");
+    let cycle = Cycle {
+        plan: PrunePlan::default(),
+        removals: vec![],
+        late_races: vec![],
+        still_lost: vec![lost.clone()],
+        build_cache_freed: None,
+    };
+    assert_eq!(cycle.images_lost(), 1);
+    let doc: serde_json::Value =
+        serde_json::from_str(&prune_doc(Path::new("/c.toml"), false, &cycle)).unwrap();
+    assert_eq!(
+        doc["prune"]["still_lost"],
+        serde_json::json!([{"id": lost.id, "names": ["r.example/app:2"], "removed_at": 7}])
     );
 }

@@ -188,6 +188,8 @@ pub(super) struct PruneFamilies {
     pub(super) races: IntCounterVec,
     pub(super) against_plan: IntCounterVec,
     pub(super) kept: IntGaugeVec,
+    /// Images containers use that a prune took and could not put back yet.
+    pub(super) images_lost: IntGauge,
     pub(super) deferred: IntGauge,
     pub(super) store_images: Measured<IntGauge>,
     pub(super) store_bytes: Measured<IntGauge>,
@@ -242,6 +244,13 @@ impl PruneFamilies {
                 "prune_kept_images",
                 "Images the last prune cycle kept, by the protection that kept them",
                 "protection",
+            ),
+            images_lost: gauge(
+                r,
+                "prune_images_lost",
+                "Images containers use that a prune removed as the container was created and \
+                 could not put back yet (tried again at every cycle): 0 is the only healthy \
+                 value",
             ),
             deferred: gauge(
                 r,

@@ -384,6 +384,9 @@ impl Metrics {
         self.prunes
             .deferred
             .set(i64::try_from(plan.deferred).unwrap_or(i64::MAX));
+        self.prunes
+            .images_lost
+            .set(i64::try_from(cycle.images_lost()).unwrap_or(i64::MAX));
         let images = plan.keep.len() + plan.remove.len();
         let bytes: u64 = plan
             .keep

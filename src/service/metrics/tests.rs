@@ -144,6 +144,7 @@ fn every_metric_the_alert_rules_use_is_exported() {
             plan,
             removals: Vec::new(),
             late_races: vec![],
+            still_lost: vec![],
             build_cache_freed: None,
         },
     );
@@ -256,6 +257,11 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
                     error: "not served".into(),
                 },
             }],
+            still_lost: vec![crate::service::pruner::LostImage {
+                id: "sha256:before".into(),
+                names: vec![],
+                removed_at: 0,
+            }],
             build_cache_freed: Some(4096),
         },
     );
@@ -306,6 +312,8 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
         Some("1")
     );
     assert_eq!(line(&text, "stowage_prune_deferred_images"), Some("3"));
+    // The late race lost now, and the image lost before and still missing.
+    assert_eq!(line(&text, "stowage_prune_images_lost"), Some("2"));
     assert_eq!(
         line(&text, "stowage_build_cache_freed_bytes_total"),
         Some("4096")
@@ -321,10 +329,12 @@ fn presence_and_prune_cycles_are_exported_as_recorded() {
             plan: PrunePlan::default(),
             removals: Vec::new(),
             late_races: vec![],
+            still_lost: vec![],
             build_cache_freed: None,
         },
     );
     let text = m.encode();
+    assert_eq!(line(&text, "stowage_prune_images_lost"), Some("0"));
     assert_eq!(
         line(&text, "stowage_prune_kept_images{protection=\"in-use\"}"),
         None

@@ -96,6 +96,7 @@ impl<S: Store> Pruner<'_, S> {
                 plan,
                 removals: Vec::new(),
                 late_races: Vec::new(),
+                still_lost: Vec::new(),
                 build_cache_freed: None,
             });
         };
@@ -123,6 +124,7 @@ impl<S: Store> Pruner<'_, S> {
             plan,
             removals,
             late_races: late.found,
+            still_lost: late.still_lost,
             build_cache_freed,
         })
     }
@@ -435,7 +437,7 @@ impl<S: Store> Pruner<'_, S> {
                     .filter_map(|a| a.taken.image.as_ref()),
             )
             .collect();
-        if gone.is_empty() && late.settled.is_empty() && late.still_lost.is_empty() {
+        if gone.is_empty() && late.settled.is_empty() && late.lost.is_empty() {
             return;
         }
         // On the engine's clock, which dates the containers it is compared with.
@@ -444,7 +446,7 @@ impl<S: Store> Pruner<'_, S> {
             for id in &late.settled {
                 s.removed.remove(id);
             }
-            for id in &late.still_lost {
+            for id in &late.lost {
                 if let Some(image) = s.removed.get_mut(id) {
                     image.lost = true;
                 }
@@ -453,14 +455,18 @@ impl<S: Store> Pruner<'_, S> {
                 s.first_seen.remove(*id);
                 s.last_used.remove(*id);
             }
-            // A race found already was dealt with, healed or reported lost, once.
-            for r in removed.iter().filter(|r| r.race.is_none()) {
+            // A race healed already was dealt with; one lost (said now) is tried again by the
+            // next cycles, as a late one is, while a container uses the image.
+            for r in removed
+                .iter()
+                .filter(|r| !matches!(r.race, Some(Race::Healed)))
+            {
                 let c = &r.candidate;
                 let image = RemovedImage {
                     names: c.names.clone(),
                     references: c.references.clone(),
                     at,
-                    lost: false,
+                    lost: r.race.is_some(),
                 };
                 s.removed.insert(c.id.clone(), image);
             }

@@ -45,6 +45,19 @@ pub struct LateRace {
     pub outcome: Race,
 }
 
+/// An image a container uses that a prune removed and could not put back then: tried again
+/// at every cycle while a container uses it, and said once (a metric and the exit status of
+/// `stowage prune` keep saying it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LostImage {
+    /// The image's ID.
+    pub id: String,
+    /// Its names when it was removed.
+    pub names: Vec<String>,
+    /// When it was removed (seconds since the epoch, on the engine's clock).
+    pub removed_at: i64,
+}
+
 /// What a cycle found of the removals earlier cycles remembered, and what to remember now.
 pub(super) struct LateHeal {
     /// The containers found using such an image, and what was done (a loss found before is
@@ -53,11 +66,15 @@ pub(super) struct LateHeal {
     /// Removals no longer to remember: put back, not raced, or no container uses them long
     /// enough after.
     pub settled: Vec<String>,
-    /// Removals a container uses that could not be put back: tried again next cycle.
-    pub still_lost: Vec<String>,
+    /// Removals a container uses that could not be put back (now or before): marked, to be
+    /// tried again next cycle without being said again.
+    pub lost: Vec<String>,
+    /// Of those, the ones lost before and tried again in vain now.
+    pub still_lost: Vec<LostImage>,
 }
 
 /// What to remember of a removed image a container uses, once it was looked at.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Memory {
     /// Nothing: dealt with.
     Forget,
@@ -78,6 +95,7 @@ impl<S: Store> Pruner<'_, S> {
         let mut done = LateHeal {
             found: Vec::new(),
             settled: check.forget,
+            lost: Vec::new(),
             still_lost: Vec::new(),
         };
         for id in &check.heal {
@@ -87,10 +105,18 @@ impl<S: Store> Pruner<'_, S> {
             let (memory, found) = self.heal_one_late(id, image).await;
             match memory {
                 Memory::Forget => done.settled.push(id.clone()),
-                Memory::Lost => done.still_lost.push(id.clone()),
+                Memory::Lost => done.lost.push(id.clone()),
                 Memory::Keep => {}
             }
-            done.found.extend(found);
+            match found {
+                Some(found) => done.found.push(found),
+                None if memory == Memory::Lost => done.still_lost.push(LostImage {
+                    id: id.clone(),
+                    names: image.names.clone(),
+                    removed_at: image.at,
+                }),
+                None => {}
+            }
         }
         done
     }
@@ -119,6 +145,10 @@ impl<S: Store> Pruner<'_, S> {
         };
         let names = image.names.join(", ");
         let outcome = match self.restore_checked(gone).await {
+            Ok(()) if image.lost => {
+                warn!(image = %id, names = %names, removed_at = image.at, "an image a container uses, which a prune removed and could not put back then, is back: pulled by digest");
+                Race::Healed
+            }
             Ok(()) => {
                 warn!(image = %id, names = %names, removed_at = image.at, "a container was created from the image as an earlier prune removed it, and registered after that prune's last look; pulled it back by digest");
                 Race::Healed

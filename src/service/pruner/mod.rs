@@ -35,7 +35,7 @@ use crate::service::in_flight::InFlight;
 use crate::service::progress::Progress;
 use crate::service::shutdown::Shutdown;
 
-pub use heal::LateRace;
+pub use heal::{LateRace, LostImage};
 
 /// Registry copies asked about at once while planning (one HEAD a digest).
 const REGISTRY_CHECKS_AT_ONCE: usize = 8;
@@ -180,8 +180,29 @@ pub struct Cycle {
     /// Containers found using images earlier cycles removed, and whether each image was put
     /// back (none in a dry run).
     pub late_races: Vec<LateRace>,
+    /// Images containers use that earlier cycles removed and could not put back, tried again
+    /// by this one and still not back (each was said once, when first lost).
+    pub still_lost: Vec<LostImage>,
     /// Bytes the build-cache pruning freed, when it ran.
     pub build_cache_freed: Option<u64>,
+}
+
+impl Cycle {
+    /// How many images containers use are missing after this cycle because a prune removed
+    /// them and could not put them back: lost now or before, and not back yet.
+    pub fn images_lost(&self) -> usize {
+        let lost = |race: Option<&Race>| matches!(race, Some(Race::Lost { .. }));
+        self.removals
+            .iter()
+            .filter(|r| lost(r.race.as_ref()))
+            .count()
+            + self
+                .late_races
+                .iter()
+                .filter(|r| lost(Some(&r.outcome)))
+                .count()
+            + self.still_lost.len()
+    }
 }
 
 /// Runs prune cycles for one config.

@@ -300,6 +300,43 @@ async fn an_image_that_cannot_be_made_whole_is_a_race_lost_with_its_reason() {
     assert!(engine.loads().is_empty());
 }
 
+/// A race the cycle finds and cannot heal (the registry does not serve the digest at that
+/// moment) is reported lost once, then tried again at every cycle while the container uses the
+/// image, counted as still missing each time, and reported put back when the registry serves it
+/// again.
+#[tokio::test(start_paused = true)]
+async fn a_race_lost_in_the_cycle_is_tried_again_and_counted_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    let digest = format!("sha256:{:064x}", 7);
+    let id = format!("sha256:id-{:064x}", 7);
+    engine.add(&id, &[], &[&format!("r.example/old@{digest}")]);
+    engine.on_removal_use(&id, &id);
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let lost = pruner.cycle(false).await.unwrap();
+    assert!(
+        matches!(&lost.removals[0].race, Some(Race::Lost { .. })),
+        "{lost:#?}"
+    );
+    assert_eq!(lost.images_lost(), 1);
+    assert!(on_disk(dir.path()).removed[&id].lost);
+    let again = pruner.cycle(false).await.unwrap();
+    assert!(again.late_races.is_empty(), "said once: {again:#?}");
+    assert_eq!(again.still_lost.len(), 1, "{again:#?}");
+    assert_eq!(again.still_lost[0].id, id);
+    assert_eq!(again.images_lost(), 1);
+    engine.serve(&digest);
+    let back = pruner.cycle(false).await.unwrap();
+    assert_eq!(back.late_races.len(), 1, "{back:#?}");
+    assert_eq!(back.late_races[0].outcome, Race::Healed);
+    assert!(back.still_lost.is_empty());
+    assert_eq!(back.images_lost(), 0);
+    assert!(engine.image_whole(&id).await.unwrap());
+    assert!(on_disk(dir.path()).removed.is_empty());
+}
+
 /// The state file of a test's `dir` (SETUP's `state.json`), as a later run would read it.
 fn on_disk(dir: &std::path::Path) -> State {
     State::load(&dir.join("state.json"))
@@ -391,8 +428,15 @@ async fn a_late_container_whose_image_cannot_come_back_is_reported_once_and_trie
         ),
         other => panic!("{other:#?}"),
     }
+    assert!(next.still_lost.is_empty(), "{next:#?}");
+    assert_eq!(next.images_lost(), 1);
     let again = pruner.cycle(false).await.unwrap();
     assert!(again.late_races.is_empty(), "said once: {again:#?}");
+    assert_eq!(
+        again.still_lost.len(),
+        1,
+        "counted while missing: {again:#?}"
+    );
     assert!(on_disk(dir.path()).removed[&id].lost);
     engine.serve(&digest);
     let back = pruner.cycle(false).await.unwrap();
