@@ -119,14 +119,15 @@ impl<S: Store> Pruner<'_, S> {
         } else {
             self.prune_build_cache().await
         };
-        log_cycle(&plan, &removals, started);
-        Ok(Cycle {
+        let cycle = Cycle {
             plan,
             removals,
             late_races: late.found,
             still_lost: late.still_lost,
             build_cache_freed,
-        })
+        };
+        log_cycle(&cycle, started);
+        Ok(cycle)
     }
 
     /// Removes the planned images in order, then heals what raced. With no pause, up to
@@ -559,7 +560,8 @@ fn outcome_of(c: &Candidate, exact: &Exact) -> Removal {
 }
 
 /// The cycle's summary line.
-fn log_cycle(plan: &PrunePlan, removals: &[Removal], started: Instant) {
+fn log_cycle(cycle: &Cycle, started: Instant) {
+    let (plan, removals) = (&cycle.plan, &cycle.removals);
     let removed = || {
         removals
             .iter()
@@ -573,6 +575,8 @@ fn log_cycle(plan: &PrunePlan, removals: &[Removal], started: Instant) {
             .count(),
         deferred = plan.deferred,
         bytes = removed().map(|r| r.candidate.size).sum::<u64>(),
+        // Containers without their image, until a cycle puts it back (each said once, as lost).
+        images_lost = cycle.images_lost(),
         elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "prune cycle finished"
     );
