@@ -49,6 +49,9 @@ struct EngineState {
     listings: usize,
     /// When the first image is removed, a container starts using the second.
     on_removal_use: Option<(String, String)>,
+    /// While the first image is deleted, it is given the second as a name, which goes with it
+    /// unsaid (Podman's DELETE and a concurrent `tag`).
+    on_removal_tag: Option<(String, String)>,
     /// Pulls under way now, and the most there ever were at once.
     pulling: usize,
     most_pulling: usize,
@@ -207,6 +210,12 @@ impl FakeEngine {
     /// When `removed` is removed, a container starts using `used` (a race with the pruner).
     pub(crate) fn on_removal_use(&self, removed: &str, used: &str) {
         self.0.locked().on_removal_use = Some((removed.to_owned(), used.to_owned()));
+    }
+
+    /// While `removed` is deleted, someone tags it `tag`: the engine says so in its events,
+    /// and the deletion takes the name without listing it (Podman 5).
+    pub(crate) fn on_removal_tag(&self, removed: &str, tag: &str) {
+        self.0.locked().on_removal_tag = Some((removed.to_owned(), tag.to_owned()));
     }
 
     /// Image `child` is built on `parent`.
@@ -382,7 +391,20 @@ impl Store for FakeEngine {
     async fn delete(&self, name: &str) -> Result<Deleted, Failure> {
         let mut s = self.0.locked();
         s.tick();
+        let target = s.named(name);
+        let tagged = s
+            .on_removal_tag
+            .take_if(|(removed, _)| target.as_ref() == Some(removed));
         let answer = s.delete(name)?;
+        if let Some((id, tag)) = tagged {
+            // Told before the deletion's own events would be, as the engine orders them.
+            let event = StoreEvent::Named {
+                id,
+                time_ns: now_ns(),
+                name: Some(tag),
+            };
+            s.tell(event);
+        }
         let hook = s
             .on_removal_use
             .take_if(|(removed, _)| answer.images.contains(removed));
@@ -520,6 +542,7 @@ impl EngineState {
                 self.tell(StoreEvent::Named {
                     id: to.clone(),
                     time_ns: now_ns(),
+                    name: Some(tag.clone()),
                 });
                 for image in self.images.values_mut() {
                     image.tags.retain(|t| *t != tag);

@@ -198,8 +198,12 @@ pub enum StoreEvent {
     /// Image `id` was deleted at `time_ns`: whatever comes back under that ID later is new.
     Gone { id: String, time_ns: i64 },
     /// An image gained a name or arrived (a tag, a pull, a load) at `time_ns`: `id` is the
-    /// image's ID, or the name pulled.
-    Named { id: String, time_ns: i64 },
+    /// image's ID, or the name pulled; `name`, the name a tag gave it.
+    Named {
+        id: String,
+        time_ns: i64,
+        name: Option<String>,
+    },
     /// Image `id` lost a name at `time_ns`.
     Unnamed { id: String, time_ns: i64 },
 }

@@ -190,13 +190,24 @@ impl<S: Store> Pruner<'_, S> {
             .filter(|r| r.result == RemovalResult::Removed)
             .map(|r| r.candidate.id.as_str())
             .collect();
+        if removed.is_empty() {
+            return results;
+        }
+        // Once the engine has announced the batch's deletions: what its events said by then.
+        let (created, added) = {
+            let mut watch = watch.lock().await;
+            let created = watch.container_created(&removed).await;
+            let added: Vec<Vec<String>> = results
+                .iter()
+                .map(|r| watch.names_added(&r.candidate.id))
+                .collect();
+            (created, added)
+        };
         // Listed again only when a container was created while the batch ran.
-        if !removed.is_empty()
-            && watch.lock().await.container_created(&removed).await
-            && let Ok(used) = self.store.container_images().await
-        {
+        if created && let Ok(used) = self.store.container_images().await {
             self.heal_races(&used, &mut results).await;
         }
+        self.heal_names_added(added, &mut results).await;
         results
     }
 

@@ -3,11 +3,12 @@
 
 use std::collections::HashSet;
 
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
-use super::{Pruner, Race, Removal, RemovalResult};
+use super::{AgainstPlan, Pruner, Race, Removal, RemovalResult};
 use crate::decide::late::{late_check, raced};
 use crate::decide::prune_plan::Candidate;
+use crate::decide::removal::{Taken, qualified};
 use crate::io::engine::Store;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
@@ -209,6 +210,75 @@ impl<S: Store> Pruner<'_, S> {
                 }
             });
         }
+    }
+
+    /// Puts back the images this cycle removed that someone named while the engine deleted
+    /// them (`added`: the names tags gave each removal's image since the plan, by the events).
+    /// Podman lets a `tag` through during its DELETE and deletes the image with the new name,
+    /// which its answer does not list (docs/reliability.md): the name was someone's, and a
+    /// name added keeps an image. Reported as taken against the plan.
+    pub(super) async fn heal_names_added(&self, added: Vec<Vec<String>>, results: &mut [Removal]) {
+        for (r, added) in results.iter_mut().zip(added) {
+            if r.result != RemovalResult::Removed || added.is_empty() {
+                continue;
+            }
+            let lost = self.names_lost(r, added).await;
+            if lost.is_empty() {
+                continue;
+            }
+            let c = &r.candidate;
+            let mut references: Vec<String> = c
+                .references
+                .iter()
+                .filter(|n| n.contains('@'))
+                .cloned()
+                .collect();
+            references.extend(lost.iter().cloned());
+            let gone = Gone {
+                id: &c.id,
+                references: &references,
+            };
+            let outcome = match self.restore_checked(gone).await {
+                Ok(()) => {
+                    error!(image = %c.id, names = %lost.join(", "), "the image was given a name as the engine deleted it, which took the name too; pulled it back by digest and named it again");
+                    Race::Healed
+                }
+                Err(error) => {
+                    error!(image = %c.id, names = %lost.join(", "), "the image was given a name as the engine deleted it, which took the name too, and it cannot be put back: {error}");
+                    Race::Lost { error }
+                }
+            };
+            let taken = Taken {
+                image: Some(c.id.clone()),
+                names: lost,
+                another: false,
+            };
+            r.against_plan.push(AgainstPlan { taken, outcome });
+        }
+    }
+
+    /// Of the names given to a removal's image since the plan (`added`), those the deletion
+    /// took: not planned, not reported already, and naming no image now (one that names an
+    /// image was given after the deletion, or moved on since).
+    async fn names_lost(&self, r: &Removal, added: Vec<String>) -> Vec<String> {
+        let known: Vec<String> = r
+            .candidate
+            .references
+            .iter()
+            .chain(r.against_plan.iter().flat_map(|a| a.taken.names.iter()))
+            .map(|n| qualified(n))
+            .collect();
+        let mut lost: Vec<String> = Vec::new();
+        for name in added {
+            let q = qualified(&name);
+            if known.contains(&q) || lost.iter().any(|l| qualified(l) == q) {
+                continue;
+            }
+            if let Ok(None) = self.store.image_named(&name).await {
+                lost.push(name);
+            }
+        }
+        lost
     }
 
     /// [`Self::restore`], then a look that the engine has the image whole. After a delete

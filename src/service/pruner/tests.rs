@@ -337,6 +337,71 @@ async fn a_race_lost_in_the_cycle_is_tried_again_and_counted_until_it_is_back() 
     assert!(on_disk(dir.path()).removed.is_empty());
 }
 
+/// A name someone gives an image while the engine deletes it goes with the image on Podman,
+/// and only the tag's event says so: the image is pulled back by digest under that name, and
+/// the removal reports the name as taken against the plan. Where it cannot be pulled back, it
+/// is reported lost.
+#[tokio::test(start_paused = true)]
+async fn a_name_given_to_an_image_as_it_is_deleted_brings_it_back_under_that_name() {
+    for served in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let session = setup(dir.path());
+        let engine = FakeEngine::default();
+        let digest = format!("sha256:{:064x}", 7);
+        let id = format!("sha256:id-{:064x}", 7);
+        engine.add(&id, &[], &[&format!("r.example/old@{digest}")]);
+        if served {
+            engine.serve(&digest);
+        }
+        engine.on_removal_tag(&id, "r.example/wanted:1");
+        let settings = session.config.prune.clone().unwrap();
+        let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+        let cycle = pruner.cycle(false).await.unwrap();
+        let removal = &cycle.removals[0];
+        assert_eq!(removal.result, RemovalResult::Removed, "{cycle:#?}");
+        let [taken] = &removal.against_plan[..] else {
+            panic!("{cycle:#?}");
+        };
+        assert_eq!(taken.taken.image.as_deref(), Some(id.as_str()));
+        assert_eq!(taken.taken.names, ["r.example/wanted:1"]);
+        let named = engine.image_named("r.example/wanted:1").await.unwrap();
+        if served {
+            assert_eq!(taken.outcome, Race::Healed);
+            assert_eq!(named.map(|i| i.id), Some(id.clone()));
+        } else {
+            assert!(matches!(taken.outcome, Race::Lost { .. }), "{taken:?}");
+            assert!(named.is_none());
+        }
+    }
+}
+
+/// A name given to a removed image that names an image now (given after the deletion, to
+/// whatever the name resolved to then, or moved on since) was not taken: nothing is put back.
+#[tokio::test(start_paused = true)]
+async fn a_name_given_that_names_an_image_now_brings_nothing_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = setup(dir.path());
+    let engine = FakeEngine::default();
+    let digest = format!("sha256:{:064x}", 7);
+    let id = format!("sha256:id-{:064x}", 7);
+    engine.add(&id, &[], &[&format!("r.example/old@{digest}")]);
+    engine.add("sha256:other", &["r.example/wanted:1"], &[]);
+    engine.use_image("sha256:other");
+    engine.serve(&digest);
+    engine.on_removal_tag(&id, "r.example/wanted:1");
+    let settings = session.config.prune.clone().unwrap();
+    let pruner = session.pruner(&engine, &settings, InFlight::default(), Shutdown::new());
+    let cycle = pruner.cycle(false).await.unwrap();
+    let removal = cycle
+        .removals
+        .iter()
+        .find(|r| r.candidate.id == id)
+        .unwrap();
+    assert_eq!(removal.result, RemovalResult::Removed, "{cycle:#?}");
+    assert!(removal.against_plan.is_empty(), "{cycle:#?}");
+    assert!(!engine.has_image(&id).await.unwrap());
+}
+
 /// The state file of a test's `dir` (SETUP's `state.json`), as a later run would read it.
 fn on_disk(dir: &std::path::Path) -> State {
     State::load(&dir.join("state.json"))

@@ -81,6 +81,9 @@ pub(super) struct StoreWatch<'a, S: Store> {
     created: bool,
     /// The images whose deletion the engine has announced since the watch started.
     deleted: HashSet<String>,
+    /// The names tags gave images since the plan (image ID, name): on Podman, one given while
+    /// the engine deletes the image goes with it, and only the tag's event says so.
+    added: Vec<(String, String)>,
     /// The time (seconds) of the last event read: a stream followed again starts there.
     last_event_s: i64,
     /// How many times the events were followed again.
@@ -138,6 +141,7 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             listed_ns: i64::MIN,
             created: false,
             deleted: HashSet::new(),
+            added: Vec::new(),
             last_event_s: since,
             refollows: 0,
             refollow_at: None,
@@ -191,6 +195,16 @@ impl<'a, S: Store> StoreWatch<'a, S> {
     pub(super) async fn changed_since(&mut self, generation: u64) -> bool {
         self.drain_events().await;
         self.events.is_some() && self.generation != generation
+    }
+
+    /// The names tags gave image `id` since the plan, as far as the events read so far say.
+    pub(super) fn names_added(&self, id: &str) -> Vec<String> {
+        let id = qualified_id(id);
+        self.added
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, name)| name.clone())
+            .collect()
     }
 
     /// Whether a container may have been created from an image the batch removed, once the
@@ -273,10 +287,13 @@ impl<'a, S: Store> StoreWatch<'a, S> {
                 // created before the plan's listing is in it.
                 self.created |= created && time_ns > self.listed_ns;
             }
-            Some(Ok(StoreEvent::Named { id, time_ns })) => {
+            Some(Ok(StoreEvent::Named { id, time_ns, name })) => {
                 if time_ns > self.listed_ns {
                     debug!(image = %id, "the store changed since the plan: named");
                     self.generation += 1;
+                    if let Some(name) = name {
+                        self.added.push((qualified_id(&id), name));
+                    }
                 }
             }
             Some(Ok(StoreEvent::Gone { id, time_ns })) => {

@@ -117,11 +117,17 @@ fn store_event(event: bollard::models::EventMessage) -> Option<StoreEvent> {
             id: qualified_id(&actor.id?),
             time_ns,
         }),
-        // A pull names the reference pulled, not an ID. Podman's build says "build" of the new
-        // image, and no "tag".
-        (Type::IMAGE, "tag" | "pull" | "load" | "import" | "build") => Some(StoreEvent::Named {
+        // A tag names the image's ID and the name given. A pull names the reference pulled,
+        // not an ID. Podman's build says "build" of the new image, and no "tag".
+        (Type::IMAGE, "tag") => Some(StoreEvent::Named {
+            id: qualified_id(&actor.id?),
+            time_ns,
+            name: actor.attributes.and_then(|mut a| a.remove("name")),
+        }),
+        (Type::IMAGE, "pull" | "load" | "import" | "build") => Some(StoreEvent::Named {
             id: actor.id.unwrap_or_default(),
             time_ns,
+            name: None,
         }),
         // Named as the container was created with it: resolving it here would hold back the
         // events behind it while the engine answers (the pruner reads what has arrived).
@@ -132,5 +138,51 @@ fn store_event(event: bollard::models::EventMessage) -> Option<StoreEvent> {
             created: action == "create",
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> Option<StoreEvent> {
+        store_event(serde_json::from_str(json).unwrap())
+    }
+
+    /// A tag names the image (Podman says its ID without `sha256:`) and the name it was given,
+    /// which a prune needs when the engine deletes the image with that name.
+    #[test]
+    fn a_tag_event_says_which_image_and_which_name() {
+        // As Podman 5.4 sent it for `docker tag IMAGE localhost/probe:x`.
+        let podman = r#"{"status":"tag","id":"1fab","Type":"image","Action":"tag",
+            "Actor":{"ID":"1fab","Attributes":{"image":"","name":"localhost/probe:x","podId":""}},
+            "scope":"local","time":1796658404,"timeNano":1796658404486701080}"#;
+        assert_eq!(
+            event(podman),
+            Some(StoreEvent::Named {
+                id: "sha256:1fab".into(),
+                time_ns: 1_796_658_404_486_701_080,
+                name: Some("localhost/probe:x".into()),
+            })
+        );
+        // Docker 29 (API 1.52) sends no `status`, `id` or `from`: `Action` and `Actor` say it.
+        let docker = r#"{"Type":"image","Action":"tag",
+            "Actor":{"ID":"sha256:2b2b","Attributes":{"name":"r.example/app:2"}},
+            "scope":"local","time":1796658405,"timeNano":1796658405000000000}"#;
+        assert_eq!(
+            event(docker),
+            Some(StoreEvent::Named {
+                id: "sha256:2b2b".into(),
+                time_ns: 1_796_658_405_000_000_000,
+                name: Some("r.example/app:2".into()),
+            })
+        );
+        // A pull names what was pulled, and gives no name of its own.
+        let pull = r#"{"Type":"image","Action":"pull","Actor":{"ID":"r.example/app:3"},
+            "time":1796658406,"timeNano":1796658406000000000}"#;
+        assert!(matches!(
+            event(pull),
+            Some(StoreEvent::Named { name: None, .. })
+        ));
     }
 }
