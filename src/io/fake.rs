@@ -43,6 +43,8 @@ struct EngineState {
     created: HashMap<String, i64>,
     /// How far its clock is ahead of the host's (seconds).
     clock_ahead: i64,
+    /// Says it is Podman's store (else Docker's classic one).
+    podman: bool,
     /// Who follows the store's events (`store_events`).
     followers: Vec<tokio::sync::mpsc::UnboundedSender<StoreEvent>>,
     /// How many times containers were listed.
@@ -212,6 +214,11 @@ impl FakeEngine {
         self.0.locked().on_removal_use = Some((removed.to_owned(), used.to_owned()));
     }
 
+    /// Says it is Podman's store from now on, for what the pruner does there only.
+    pub(crate) fn say_podman(&self) {
+        self.0.locked().podman = true;
+    }
+
     /// While `removed` is deleted, someone tags it `tag`: the engine says so in its events,
     /// and the deletion takes the name without listing it (Podman 5).
     pub(crate) fn on_removal_tag(&self, removed: &str, tag: &str) {
@@ -222,6 +229,11 @@ impl FakeEngine {
     pub(crate) fn set_parent(&self, child: &str, parent: &str) {
         let mut s = self.0.locked();
         s.parents.insert(child.to_owned(), parent.to_owned());
+    }
+
+    /// Makes `churn` happen now, told in the events as the engine would.
+    pub(crate) fn churn_now(&self, churn: Churn) {
+        self.0.locked().apply(churn);
     }
 
     /// Makes `churn` happen just before the store's `n`th name lookup or DELETE (from 0): the
@@ -341,7 +353,10 @@ impl Store for FakeEngine {
     }
 
     fn image_store(&self) -> ImageStore {
-        ImageStore::Classic
+        match self.0.locked().podman {
+            true => ImageStore::Podman,
+            false => ImageStore::Classic,
+        }
     }
 
     async fn store(&self) -> Result<Vec<StoreImage>, Failure> {
@@ -563,6 +578,7 @@ impl EngineState {
                     self.tell(StoreEvent::Unnamed {
                         id,
                         time_ns: now_ns(),
+                        name: Some(name.clone()),
                     });
                 }
             }
@@ -581,10 +597,11 @@ impl EngineState {
     }
 
     fn log_untagged(&mut self, answer: &Deleted, id: &str) {
-        if !answer.untagged.is_empty() {
+        for name in &answer.untagged {
             self.tell(StoreEvent::Unnamed {
                 id: id.to_owned(),
                 time_ns: now_ns(),
+                name: Some(name.clone()),
             });
         }
         for name in &answer.untagged {

@@ -204,8 +204,13 @@ pub enum StoreEvent {
         time_ns: i64,
         name: Option<String>,
     },
-    /// Image `id` lost a name at `time_ns`.
-    Unnamed { id: String, time_ns: i64 },
+    /// Image `id` lost a name at `time_ns`: `name`, the name, where the engine says it (Podman;
+    /// Docker names the image's ID).
+    Unnamed {
+        id: String,
+        time_ns: i64,
+        name: Option<String>,
+    },
 }
 
 impl StoreEvent {

@@ -197,9 +197,16 @@ impl<S: Store> Pruner<'_, S> {
         let (created, added) = {
             let mut watch = watch.lock().await;
             let created = watch.container_created(&removed).await;
-            let added: Vec<Vec<String>> = results
+            // Of each removal's image and of the build steps removed with it.
+            let added: Vec<Vec<(String, Vec<String>)>> = results
                 .iter()
-                .map(|r| watch.names_added(&r.candidate.id))
+                .map(|r| {
+                    std::iter::once(&r.candidate.id)
+                        .chain(&r.steps_removed)
+                        .map(|id| (id.clone(), watch.names_added(id)))
+                        .filter(|(_, names)| !names.is_empty())
+                        .collect()
+                })
                 .collect();
             (created, added)
         };

@@ -10,6 +10,7 @@ use crate::decide::late::{late_check, raced};
 use crate::decide::prune_plan::Candidate;
 use crate::decide::removal::{Taken, qualified};
 use crate::io::engine::Store;
+use crate::model::image::ImageStore;
 use crate::model::reference::ImageRef;
 use crate::model::sync::Locked;
 use crate::policy::state::RemovedImage;
@@ -213,47 +214,70 @@ impl<S: Store> Pruner<'_, S> {
     }
 
     /// Puts back the images this cycle removed that someone named while the engine deleted
-    /// them (`added`: the names tags gave each removal's image since the plan, by the events).
-    /// Podman lets a `tag` through during its DELETE and deletes the image with the new name,
-    /// which its answer does not list (docs/reliability.md): the name was someone's, and a
-    /// name added keeps an image. Reported as taken against the plan.
-    pub(super) async fn heal_names_added(&self, added: Vec<Vec<String>>, results: &mut [Removal]) {
+    /// them (`added`: for each removal, the names tags and pulls gave its image and its build
+    /// steps since the plan, by the events). Podman lets a `tag` or a `pull` through during its
+    /// DELETE and deletes the image with the new name, which its answer does not list
+    /// (docs/reliability.md): the name was someone's, and a name added keeps an image. Docker
+    /// refuses such a DELETE instead, and its untag events do not say which name went, so an
+    /// owner's own untag could not be told from a loss: Podman only. Reported as taken against
+    /// the plan; a build step has no digest to be pulled back by, and is reported lost.
+    pub(super) async fn heal_names_added(
+        &self,
+        added: Vec<Vec<(String, Vec<String>)>>,
+        results: &mut [Removal],
+    ) {
+        if self.store.image_store() != ImageStore::Podman {
+            return;
+        }
         for (r, added) in results.iter_mut().zip(added) {
-            if r.result != RemovalResult::Removed || added.is_empty() {
+            if r.result != RemovalResult::Removed {
                 continue;
             }
-            let lost = self.names_lost(r, added).await;
-            if lost.is_empty() {
-                continue;
+            for (id, names) in added {
+                let lost = self.names_lost(r, names).await;
+                if lost.is_empty() {
+                    continue;
+                }
+                let taken = Taken {
+                    image: Some(id),
+                    names: lost,
+                    another: false,
+                };
+                let outcome = self.name_again(&r.candidate, &taken).await;
+                r.against_plan.push(AgainstPlan { taken, outcome });
             }
-            let c = &r.candidate;
-            let mut references: Vec<String> = c
+        }
+    }
+
+    /// Pulls back an image a deletion took with the names it was given meanwhile (`taken`),
+    /// by the planned image's digests, and names it so.
+    async fn name_again(&self, c: &Candidate, taken: &Taken) -> Race {
+        let id = taken.image.as_deref().unwrap_or(&c.id);
+        // A build step's content is the planned image's only in part: no digest brings it back.
+        let mut references: Vec<String> = match id == c.id {
+            true => c
                 .references
                 .iter()
                 .filter(|n| n.contains('@'))
                 .cloned()
-                .collect();
-            references.extend(lost.iter().cloned());
-            let gone = Gone {
-                id: &c.id,
-                references: &references,
-            };
-            let outcome = match self.restore_checked(gone).await {
-                Ok(()) => {
-                    error!(image = %c.id, names = %lost.join(", "), "the image was given a name as the engine deleted it, which took the name too; pulled it back by digest and named it again");
-                    Race::Healed
-                }
-                Err(error) => {
-                    error!(image = %c.id, names = %lost.join(", "), "the image was given a name as the engine deleted it, which took the name too, and it cannot be put back: {error}");
-                    Race::Lost { error }
-                }
-            };
-            let taken = Taken {
-                image: Some(c.id.clone()),
-                names: lost,
-                another: false,
-            };
-            r.against_plan.push(AgainstPlan { taken, outcome });
+                .collect(),
+            false => Vec::new(),
+        };
+        references.extend(taken.names.iter().cloned());
+        let gone = Gone {
+            id,
+            references: &references,
+        };
+        let names = taken.names.join(", ");
+        match self.restore_checked(gone).await {
+            Ok(()) => {
+                error!(image = %id, names = %names, "the image was given a name as the engine deleted it, which took the name too; pulled it back by digest and named it again");
+                Race::Healed
+            }
+            Err(error) => {
+                error!(image = %id, names = %names, "the image was given a name as the engine deleted it, which took the name too, and it cannot be put back: {error}");
+                Race::Lost { error }
+            }
         }
     }
 

@@ -349,6 +349,7 @@ async fn a_name_given_to_an_image_as_it_is_deleted_brings_it_back_under_that_nam
         let engine = FakeEngine::default();
         let digest = format!("sha256:{:064x}", 7);
         let id = format!("sha256:id-{:064x}", 7);
+        engine.say_podman();
         engine.add(&id, &[], &[&format!("r.example/old@{digest}")]);
         if served {
             engine.serve(&digest);
@@ -384,6 +385,7 @@ async fn a_name_given_that_names_an_image_now_brings_nothing_back() {
     let engine = FakeEngine::default();
     let digest = format!("sha256:{:064x}", 7);
     let id = format!("sha256:id-{:064x}", 7);
+    engine.say_podman();
     engine.add(&id, &[], &[&format!("r.example/old@{digest}")]);
     engine.add("sha256:other", &["r.example/wanted:1"], &[]);
     engine.use_image("sha256:other");

@@ -15,7 +15,7 @@
 //! `docker create` in that instant can keep an image the engine then deletes. Only then are
 //! the containers listed again to find and heal such a race.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -81,9 +81,11 @@ pub(super) struct StoreWatch<'a, S: Store> {
     created: bool,
     /// The images whose deletion the engine has announced since the watch started.
     deleted: HashSet<String>,
-    /// The names tags gave images since the plan (image ID, name): on Podman, one given while
-    /// the engine deletes the image goes with it, and only the tag's event says so.
-    added: Vec<(String, String)>,
+    /// The names tags and pulls gave images since the plan, each to the image it was given to
+    /// last, and whether it still names it (no untag of it since), in the order the engine
+    /// told them: on Podman, one given while the engine deletes the image goes with it, and
+    /// only the events say so.
+    added: HashMap<String, (String, bool)>,
     /// The time (seconds) of the last event read: a stream followed again starts there.
     last_event_s: i64,
     /// How many times the events were followed again.
@@ -141,7 +143,7 @@ impl<'a, S: Store> StoreWatch<'a, S> {
             listed_ns: i64::MIN,
             created: false,
             deleted: HashSet::new(),
-            added: Vec::new(),
+            added: HashMap::new(),
             last_event_s: since,
             refollows: 0,
             refollow_at: None,
@@ -197,14 +199,18 @@ impl<'a, S: Store> StoreWatch<'a, S> {
         self.events.is_some() && self.generation != generation
     }
 
-    /// The names tags gave image `id` since the plan, as far as the events read so far say.
+    /// The names given to image `id` since the plan that still named it at its last event, as
+    /// far as the events read so far say.
     pub(super) fn names_added(&self, id: &str) -> Vec<String> {
         let id = qualified_id(id);
-        self.added
+        let mut names: Vec<String> = self
+            .added
             .iter()
-            .filter(|(i, _)| *i == id)
-            .map(|(_, name)| name.clone())
-            .collect()
+            .filter(|(_, (to, still))| *still && *to == id)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort_unstable();
+        names
     }
 
     /// Whether a container may have been created from an image the batch removed, once the
@@ -292,7 +298,7 @@ impl<'a, S: Store> StoreWatch<'a, S> {
                     debug!(image = %id, "the store changed since the plan: named");
                     self.generation += 1;
                     if let Some(name) = name {
-                        self.added.push((qualified_id(&id), name));
+                        self.added.insert(name, (qualified_id(&id), true));
                     }
                 }
             }
@@ -308,7 +314,13 @@ impl<'a, S: Store> StoreWatch<'a, S> {
                     self.deleted.insert(id);
                 }
             }
-            Some(Ok(StoreEvent::Unnamed { id, time_ns })) => {
+            Some(Ok(StoreEvent::Unnamed { id, time_ns, name })) => {
+                // Untagged by its owner: not a name the image had when deleted.
+                if let Some(given) = name.and_then(|n| self.added.get_mut(&n))
+                    && given.0 == qualified_id(&id)
+                {
+                    given.1 = false;
+                }
                 if time_ns > self.listed_ns && !self.ours.contains(&qualified_id(&id)) {
                     debug!(image = %id, "the store changed since the plan: untagged");
                     self.generation += 1;
@@ -367,6 +379,39 @@ mod tests {
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// The names given to images since the plan, as the events tell them in order: a name
+    /// counts for the image it was given to last, and not once its owner untagged it again.
+    #[tokio::test(start_paused = true)]
+    async fn a_name_given_counts_for_the_image_it_was_given_to_last_while_it_names_it() {
+        use crate::io::fake::Churn;
+        let engine = FakeEngine::default();
+        for id in ["sha256:a", "sha256:b", "sha256:c"] {
+            engine.add(id, &[&format!("r.example/{}:1", &id[7..])], &[]);
+        }
+        let mut watch = StoreWatch::start(&engine, 0);
+        watch.planned_at(0);
+        settle().await;
+        let tag = |tag: &str, to: &str| Churn::Tag {
+            tag: tag.into(),
+            to: to.into(),
+        };
+        // Moved from a to b: b's.
+        engine.churn_now(tag("r.example/shared:x", "sha256:a"));
+        engine.churn_now(tag("r.example/shared:x", "sha256:b"));
+        // Given to c and untagged by its owner: nobody's.
+        engine.churn_now(tag("r.example/mine:y", "sha256:c"));
+        engine.churn_now(Churn::Untag {
+            name: "r.example/mine:y".into(),
+        });
+        // Given to c and kept.
+        engine.churn_now(tag("r.example/kept:z", "sha256:c"));
+        settle().await;
+        watch.drain_events().await;
+        assert!(watch.names_added("sha256:a").is_empty());
+        assert_eq!(watch.names_added("sha256:b"), ["r.example/shared:x"]);
+        assert_eq!(watch.names_added("sha256:c"), ["r.example/kept:z"]);
     }
 
     /// An event stream the engine ends is followed again at once, three times: the watch still

@@ -6,7 +6,9 @@ use futures_util::StreamExt;
 
 use super::{DockerEngine, failure_from};
 use crate::model::failure::{Failure, FailureClass};
-use crate::model::image::{Deletions, ImageStore, StoreEvent, qualified_id};
+use crate::model::image::{
+    Deletions, IdQuery, ImageStore, StoreEvent, own_image_query, qualified_id,
+};
 
 /// How many events dockerd keeps for `since` queries (moby's `eventsLimit`).
 const DOCKER_EVENTS_KEPT: usize = 256;
@@ -116,15 +118,24 @@ fn store_event(event: bollard::models::EventMessage) -> Option<StoreEvent> {
         (Type::IMAGE, "untag") => Some(StoreEvent::Unnamed {
             id: qualified_id(&actor.id?),
             time_ns,
-        }),
-        // A tag names the image's ID and the name given. A pull names the reference pulled,
-        // not an ID. Podman's build says "build" of the new image, and no "tag".
-        (Type::IMAGE, "tag") => Some(StoreEvent::Named {
-            id: qualified_id(&actor.id?),
-            time_ns,
             name: actor.attributes.and_then(|mut a| a.remove("name")),
         }),
-        (Type::IMAGE, "pull" | "load" | "import" | "build") => Some(StoreEvent::Named {
+        // A tag names the image's ID and the name given. A pull names the reference pulled
+        // (Docker, Podman 4) or the image's ID and, as `name`, the reference (Podman 5); a pull
+        // gives the image that name. Podman's build says "build" of the new image, and no "tag".
+        (Type::IMAGE, "tag" | "pull") => {
+            let name = actor.attributes.and_then(|mut a| a.remove("name"));
+            let id = actor.id.unwrap_or_default();
+            match own_image_query(&id) {
+                Ok(IdQuery::Full(id)) => Some(StoreEvent::Named { id, time_ns, name }),
+                _ => Some(StoreEvent::Named {
+                    id,
+                    time_ns,
+                    name: None,
+                }),
+            }
+        }
+        (Type::IMAGE, "load" | "import" | "build") => Some(StoreEvent::Named {
             id: actor.id.unwrap_or_default(),
             time_ns,
             name: None,
@@ -155,24 +166,24 @@ mod tests {
     fn a_tag_event_says_which_image_and_which_name() {
         // As Podman 5.4 sent it for `docker tag IMAGE localhost/probe:x`.
         let podman = r#"{"status":"tag","id":"1fab","Type":"image","Action":"tag",
-            "Actor":{"ID":"1fab","Attributes":{"image":"","name":"localhost/probe:x","podId":""}},
+            "Actor":{"ID":"1fab000000000000000000000000000000000000000000000000000000000000","Attributes":{"image":"","name":"localhost/probe:x","podId":""}},
             "scope":"local","time":1796658404,"timeNano":1796658404486701080}"#;
         assert_eq!(
             event(podman),
             Some(StoreEvent::Named {
-                id: "sha256:1fab".into(),
+                id: format!("sha256:1fab{}", "0".repeat(60)),
                 time_ns: 1_796_658_404_486_701_080,
                 name: Some("localhost/probe:x".into()),
             })
         );
         // Docker 29 (API 1.52) sends no `status`, `id` or `from`: `Action` and `Actor` say it.
         let docker = r#"{"Type":"image","Action":"tag",
-            "Actor":{"ID":"sha256:2b2b","Attributes":{"name":"r.example/app:2"}},
+            "Actor":{"ID":"sha256:2b2b000000000000000000000000000000000000000000000000000000000000","Attributes":{"name":"r.example/app:2"}},
             "scope":"local","time":1796658405,"timeNano":1796658405000000000}"#;
         assert_eq!(
             event(docker),
             Some(StoreEvent::Named {
-                id: "sha256:2b2b".into(),
+                id: format!("sha256:2b2b{}", "0".repeat(60)),
                 time_ns: 1_796_658_405_000_000_000,
                 name: Some("r.example/app:2".into()),
             })
