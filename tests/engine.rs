@@ -232,6 +232,48 @@ async fn the_containers_of_an_image_are_dated() {
     env.remove_images(&[name]);
 }
 
+/// A tag and its owner's untag, as the engine's events tell them: the image's ID and the name
+/// given, on every engine; on Podman the untag names the name too. A prune on Podman follows
+/// names by these to find one the engine deleted with the image (docs/reliability.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_say_which_name_a_tag_gave_and_took() {
+    use futures_util::StreamExt;
+    use stowage::{ImageStore, StoreEvent};
+    let _lock = engine_lock();
+    let env = env();
+    let engine = DockerEngine::connect(Some(&env.docker_host)).await.unwrap();
+    let name = env.plain_image("gamma:1");
+    assert!(env.docker(&["pull", "-q", &name]).status.success());
+    let id = env.image_id(&name).unwrap();
+    let given = "localhost/stowage-events:given";
+    let events = engine.store_events(chrono::Utc::now().timestamp() - 1);
+    let mut events = std::pin::pin!(events);
+    assert!(env.docker(&["tag", &name, given]).status.success());
+    assert!(env.docker(&["rmi", given]).status.success());
+    let (mut named, mut unnamed) = (None, None);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while named.is_none() || unnamed.is_none() {
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline, events.next()).await else {
+            break;
+        };
+        match event.unwrap() {
+            StoreEvent::Named { id: to, name, .. } if name.as_deref() == Some(given) => {
+                named = Some(to);
+            }
+            StoreEvent::Unnamed { id: from, name, .. } if from == id && named.is_some() => {
+                unnamed = Some(name);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(named.as_deref(), Some(id.as_str()), "the tag's event");
+    let unnamed = unnamed.expect("the untag's event");
+    if engine.image_store() == ImageStore::Podman {
+        assert_eq!(unnamed.as_deref(), Some(given));
+    }
+    env.remove_images(&[name]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_is_bounded_by_the_config() {
     let _lock = engine_lock();
