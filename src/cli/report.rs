@@ -805,10 +805,7 @@ pub(super) fn prune_text(plan: &PrunePlan, done: Option<&[Removal]>, now: i64) -
 pub(super) fn late_race_notes(late_races: &[LateRace]) -> String {
     let mut out = String::new();
     for r in late_races {
-        let names = match r.names.as_slice() {
-            [] => String::new(),
-            names => format!(" ({})", names.join(", ")),
-        };
+        let names = names_in_brackets(&r.names);
         let outcome = match &r.outcome {
             Race::Healed => "pulled back".to_owned(),
             Race::Lost { error } => format!("LOST, it could not be pulled back: {error}"),
@@ -823,15 +820,20 @@ pub(super) fn late_race_notes(late_races: &[LateRace]) -> String {
     out
 }
 
+/// An image's names after its ID in a note: " (a, b)", or nothing when it had none.
+fn names_in_brackets(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        names => format!(" ({})", names.join(", ")),
+    }
+}
+
 /// The images containers use that earlier prunes removed and could not put back, tried again
 /// by this cycle and still missing: said at every run while so.
 pub(super) fn still_lost_notes(still_lost: &[LostImage]) -> String {
     let mut out = String::new();
     for l in still_lost {
-        let names = match l.names.as_slice() {
-            [] => String::new(),
-            names => format!(" ({})", names.join(", ")),
-        };
+        let names = names_in_brackets(&l.names);
         let _ = writeln!(
             out,
             "{}{names}: STILL MISSING, removed by an earlier prune as a container was created \

@@ -456,7 +456,7 @@ impl<S: Store> Pruner<'_, S> {
                     .filter_map(|a| a.taken.image.as_ref()),
             )
             .collect();
-        if gone.is_empty() && late.settled.is_empty() && late.lost.is_empty() {
+        if gone.is_empty() && late.settled.is_empty() && late.lost().next().is_none() {
             return;
         }
         // On the engine's clock, which dates the containers it is compared with.
@@ -465,7 +465,7 @@ impl<S: Store> Pruner<'_, S> {
             for id in &late.settled {
                 s.removed.remove(id);
             }
-            for id in &late.lost {
+            for id in late.lost() {
                 if let Some(image) = s.removed.get_mut(id) {
                     image.lost = true;
                 }

@@ -68,11 +68,20 @@ pub(super) struct LateHeal {
     /// Removals no longer to remember: put back, not raced, or no container uses them long
     /// enough after.
     pub settled: Vec<String>,
-    /// Removals a container uses that could not be put back (now or before): marked, to be
-    /// tried again next cycle without being said again.
-    pub lost: Vec<String>,
-    /// Of those, the ones lost before and tried again in vain now.
+    /// Removals a container uses that were lost before and tried again in vain now.
     pub still_lost: Vec<LostImage>,
+}
+
+impl LateHeal {
+    /// The removals a container uses that could not be put back, now (said in `found`) or
+    /// before: marked, to be tried again next cycle without being said again.
+    pub(super) fn lost(&self) -> impl Iterator<Item = &String> {
+        self.found
+            .iter()
+            .filter(|r| matches!(r.outcome, Race::Lost { .. }))
+            .map(|r| &r.id)
+            .chain(self.still_lost.iter().map(|l| &l.id))
+    }
 }
 
 /// What to remember of a removed image a container uses, once it was looked at.
@@ -97,7 +106,6 @@ impl<S: Store> Pruner<'_, S> {
         let mut done = LateHeal {
             found: Vec::new(),
             settled: check.forget,
-            lost: Vec::new(),
             still_lost: Vec::new(),
         };
         for id in &check.heal {
@@ -107,8 +115,7 @@ impl<S: Store> Pruner<'_, S> {
             let (memory, found) = self.heal_one_late(id, image).await;
             match memory {
                 Memory::Forget => done.settled.push(id.clone()),
-                Memory::Lost => done.lost.push(id.clone()),
-                Memory::Keep => {}
+                Memory::Lost | Memory::Keep => {}
             }
             match found {
                 Some(found) => done.found.push(found),

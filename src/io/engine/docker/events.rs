@@ -123,23 +123,17 @@ fn store_event(event: bollard::models::EventMessage) -> Option<StoreEvent> {
         // A tag names the image's ID and the name given. A pull names the reference pulled
         // (Docker, Podman 4) or the image's ID and, as `name`, the reference (Podman 5); a pull
         // gives the image that name. Podman's build says "build" of the new image, and no "tag".
-        (Type::IMAGE, "tag" | "pull") => {
-            let name = actor.attributes.and_then(|mut a| a.remove("name"));
+        (Type::IMAGE, "tag" | "pull" | "load" | "import" | "build") => {
             let id = actor.id.unwrap_or_default();
-            match own_image_query(&id) {
-                Ok(IdQuery::Full(id)) => Some(StoreEvent::Named { id, time_ns, name }),
-                _ => Some(StoreEvent::Named {
-                    id,
-                    time_ns,
-                    name: None,
-                }),
-            }
+            // A name only where the event names the image it was given to.
+            let (id, name) = match (action.as_str(), own_image_query(&id)) {
+                ("tag" | "pull", Ok(IdQuery::Full(full))) => {
+                    (full, actor.attributes.and_then(|mut a| a.remove("name")))
+                }
+                _ => (id, None),
+            };
+            Some(StoreEvent::Named { id, time_ns, name })
         }
-        (Type::IMAGE, "load" | "import" | "build") => Some(StoreEvent::Named {
-            id: actor.id.unwrap_or_default(),
-            time_ns,
-            name: None,
-        }),
         // Named as the container was created with it: resolving it here would hold back the
         // events behind it while the engine answers (the pruner reads what has arrived).
         (Type::CONTAINER, "create" | "start") => Some(StoreEvent::Used {
